@@ -1,0 +1,200 @@
+"""The pull loop: enroll once, then heartbeat, lease, fetch, run, report — backing off when away."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import grpc
+
+import edgeatlas
+from edgeatlas.agent.cache import ModelCache
+from edgeatlas.agent.outbox import Outbox
+from edgeatlas.agent.runners import make_runner
+from edgeatlas.agent.state import Identity, StateDir
+from edgeatlas.protos import PROTOCOL_VERSION, convert
+from edgeatlas.protos.errors import EdgeAtlasError, Unauthenticated
+from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.protos.wire import CHANNEL_OPTIONS, DEFAULT_DEADLINE_S, bearer
+from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("edgeatlas.agent")
+
+HEARTBEAT_EVERY_S = 30.0
+LEASE_WAIT_S = 10
+MAX_BACKOFF_S = 30.0
+# Codes that mean "try again later": the coordinator is away, restarting or overloaded.
+TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+             grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL,
+             grpc.StatusCode.UNKNOWN}
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter."""
+
+    base_s: float = 0.5
+    cap_s: float = MAX_BACKOFF_S
+    attempt: int = 0
+
+    def next_s(self) -> float:
+        self.attempt += 1
+        return random.uniform(0, min(self.cap_s, self.base_s * 2 ** self.attempt))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class AgentConfig:
+    coordinator: str
+    enroll_token: str | None
+    state_dir: StateDir
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    once: bool = False  # stop when there is no more work (tests, scripts)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, spec: SpecSheet, stop: threading.Event | None = None):
+        self.config = config
+        self.spec = spec
+        self.stop = stop or threading.Event()
+        self.cache = ModelCache(config.state_dir.models)
+        self.outbox = Outbox(config.state_dir.outbox)
+        self.channel = grpc.insecure_channel(config.coordinator, options=CHANNEL_OPTIONS)
+        self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
+        self.identity: Identity | None = config.state_dir.identity()
+        if self.identity and self.identity.coordinator != config.coordinator:
+            log.info("enrolled with %s before; enrolling with %s", self.identity.coordinator, config.coordinator)
+            self.identity = None
+        self.last_heartbeat = 0.0
+        self.tasks_done = 0
+
+    # ---- wire calls -----------------------------------------------------------------------------
+    def _md(self):
+        return bearer(self.identity.credential)
+
+    def enroll(self) -> None:
+        if not self.config.enroll_token:
+            raise Unauthenticated("not enrolled yet and no enrollment token given (--token)")
+        resp = self.stub.Enroll(agent_pb2.EnrollRequest(
+            protocol_version=PROTOCOL_VERSION, enrollment_token=self.config.enroll_token,
+            spec_json=self.spec.to_json(), agent_version=edgeatlas.__version__, name=self.config.name,
+            labels=self.config.labels), timeout=DEFAULT_DEADLINE_S)
+        self.identity = Identity(resp.agent_id, resp.credential, self.config.coordinator, resp.hardware_class)
+        self.config.state_dir.save_identity(self.identity)
+        log.info("enrolled as %s (%s)", resp.agent_id, resp.hardware_class)
+
+    def heartbeat(self, state: str) -> None:
+        self.stub.Heartbeat(agent_pb2.HeartbeatRequest(protocol_version=PROTOCOL_VERSION, state=state),
+                            metadata=self._md(), timeout=DEFAULT_DEADLINE_S)
+        self.last_heartbeat = time.monotonic()
+
+    def lease(self) -> agent_pb2.Task | None:
+        future = self.stub.LeaseTask.future(
+            agent_pb2.LeaseTaskRequest(protocol_version=PROTOCOL_VERSION, wait_s=LEASE_WAIT_S),
+            metadata=self._md(), timeout=LEASE_WAIT_S + DEFAULT_DEADLINE_S)
+        while not future.done():
+            if self.stop.wait(0.1):
+                future.cancel()
+                return None
+        resp = future.result()
+        return resp.task if resp.has_task else None
+
+    def fetch(self, sha256: str, suffix: str) -> str:
+        if not self.cache.has(sha256, suffix):
+            stream = self.stub.FetchModel(agent_pb2.FetchModelRequest(protocol_version=PROTOCOL_VERSION,
+                                                                      sha256=sha256),
+                                          metadata=self._md(), timeout=600)
+            self.cache.store(sha256, (chunk.data for chunk in stream), suffix)
+        return str(self.cache.path(sha256, suffix))
+
+    def send(self, report: agent_pb2.ReportRequest) -> None:
+        """Sends one outbox report; permanent refusals leave the queue with their reason."""
+        try:
+            self.stub.Report(report, metadata=self._md(), timeout=DEFAULT_DEADLINE_S)
+        except grpc.RpcError as exc:
+            if exc.code() in TRANSIENT:
+                raise
+            log.warning("report %s refused: %s %s", report.report_id, exc.code().name, exc.details())
+            self.outbox.rejected(report.report_id, f"{exc.code().name}: {exc.details()}")
+            return
+        self.outbox.acknowledged(report.report_id)
+
+    # ---- the work -------------------------------------------------------------------------------
+    def execute(self, task: agent_pb2.Task) -> agent_pb2.ReportRequest:
+        """Runs one task; every failure becomes a FAILED report with its reason."""
+        report = agent_pb2.ReportRequest(
+            protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
+            lease_id=task.lease_id, privacy_mode="trusted", agent_version=edgeatlas.__version__,
+            started_ms=int(time.time() * 1000))
+        try:
+            model_path = self.fetch(task.model.sha256, ".onnx")
+            ref_path = self.fetch(task.model.reference_sha256, ".npz") if task.model.reference_sha256 else None
+            runner = make_runner(model_path, convert.setting_from_pb(task.setting), ref_path)
+            result = runner.run(convert.params_from_pb(task.params))
+        except EdgeAtlasError as exc:
+            report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, str(exc)
+            return report
+        except MemoryError:
+            report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, "out of memory"
+            return report
+        report.status = agent_pb2.ReportRequest.OK
+        report.setting.CopyFrom(convert.setting_to_pb(result.setting))
+        report.stats.CopyFrom(convert.stats_to_pb(result.stats))
+        report.fidelity.CopyFrom(convert.fidelity_to_pb(result.fidelity))
+        report.valid, report.invalid_reason = result.valid, result.invalid_reason
+        report.started_ms = result.started_ms
+        return report
+
+    def step(self) -> bool:
+        """One round: drain the outbox, heartbeat when due, lease and run one task; True if it ran one."""
+        if self.identity is None:
+            self.enroll()
+        for pending in self.outbox.pending():
+            self.send(pending)
+        if time.monotonic() - self.last_heartbeat > HEARTBEAT_EVERY_S:
+            self.heartbeat("idle")
+        task = self.lease()
+        if task is None:
+            return False
+        log.info("task %d: %s (campaign %d)", task.task_id, task.model.name, task.campaign_id)
+        report = self.execute(task)
+        self.outbox.put(report)
+        self.send(report)
+        self.tasks_done += 1
+        if report.status == agent_pb2.ReportRequest.OK:
+            log.info("task %d: p50 %.3f ms, %s", task.task_id, report.stats.p50_ms,
+                     "valid" if report.valid else "INVALID: " + report.invalid_reason)
+        else:
+            log.info("task %d failed: %s", task.task_id, report.failure_reason)
+        return True
+
+    def run(self) -> int:
+        """Loops until stopped; returns an exit code."""
+        backoff = Backoff()
+        try:
+            while not self.stop.is_set():
+                try:
+                    ran = self.step()
+                    backoff.reset()
+                    if self.config.once and not ran and not len(self.outbox):
+                        return 0
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                    if code == grpc.StatusCode.UNAUTHENTICATED:
+                        log.error("coordinator refused our credentials: %s", exc.details())
+                        return 2
+                    if code not in TRANSIENT:
+                        log.error("coordinator answered %s: %s", code.name, exc.details())
+                    delay = backoff.next_s()
+                    log.info("coordinator unavailable (%s); retrying in %.1f s", code.name, delay)
+                    self.stop.wait(delay)
+            return 0
+        finally:
+            self.channel.close()

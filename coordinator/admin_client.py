@@ -1,0 +1,84 @@
+"""A typed client of the admin API for the CLI, the demo and (later) the dashboard."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+
+from edgeatlas.coordinator.status import error_for
+from edgeatlas.protos import convert
+from edgeatlas.protos.errors import Unauthenticated
+from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.wire import CHANNEL_OPTIONS, CHUNK_BYTES, DEFAULT_DEADLINE_S, bearer, check_address
+from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
+
+
+class AdminClient:
+    def __init__(self, address: str, admin_token: str | None):
+        if not admin_token:
+            raise Unauthenticated("no admin token: pass --admin-token or set EDGEATLAS_ADMIN_TOKEN")
+        self.channel = grpc.insecure_channel(check_address(address), options=CHANNEL_OPTIONS)
+        self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
+        self.metadata = bearer(admin_token)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "AdminClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float = DEFAULT_DEADLINE_S):
+        try:
+            return method(request, metadata=self.metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise error_for(exc) from None
+
+    def upload_blob(self, data: bytes) -> str:
+        sha = hashlib.sha256(data).hexdigest()
+
+        def chunks() -> Iterator[admin_pb2.BlobChunk]:
+            yield admin_pb2.BlobChunk(sha256=sha, size_bytes=len(data))
+            for i in range(0, len(data), CHUNK_BYTES):
+                yield admin_pb2.BlobChunk(data=data[i:i + CHUNK_BYTES])
+
+        self._call(self.stub.UploadBlob, chunks(), timeout=600)
+        return sha
+
+    def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str):
+        sha = self.upload_blob(Path(path).read_bytes())
+        ref_sha = self.upload_blob(reference_npz)
+        return self._call(self.stub.RegisterModel, admin_pb2.RegisterModelRequest(
+            name=name, format="onnx", sha256=sha, reference_sha256=ref_sha, summary_json=summary_json))
+
+    def list_models(self):
+        return list(self._call(self.stub.ListModels, admin_pb2.ListModelsRequest()).models)
+
+    def create_campaign(self, models: list[str], selectors: dict[str, str], repeats: int, setting: Setting,
+                        params: RunParams, name: str = "") -> admin_pb2.Campaign:
+        return self._call(self.stub.CreateCampaign, admin_pb2.CreateCampaignRequest(
+            name=name, models=models, selectors=selectors, repeats=repeats,
+            setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params)))
+
+    def campaign(self, campaign_id: int) -> admin_pb2.Campaign:
+        return self._call(self.stub.GetCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
+
+    def cancel_campaign(self, campaign_id: int) -> admin_pb2.Campaign:
+        return self._call(self.stub.CancelCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
+
+    def list_campaigns(self):
+        return list(self._call(self.stub.ListCampaigns, admin_pb2.ListCampaignsRequest()).campaigns)
+
+    def list_agents(self):
+        return list(self._call(self.stub.ListAgents, admin_pb2.ListAgentsRequest()).agents)
+
+    def heatmap(self, metric: str = "") -> admin_pb2.Heatmap:
+        return self._call(self.stub.GetHeatmap, admin_pb2.GetHeatmapRequest(metric=metric))
+
+    def create_token(self, kind: str, ttl_s: int = 0, uses: int = 0) -> admin_pb2.CreateTokenResponse:
+        return self._call(self.stub.CreateToken, admin_pb2.CreateTokenRequest(kind=kind, ttl_s=ttl_s, uses=uses))

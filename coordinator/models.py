@@ -1,0 +1,138 @@
+"""Preparing a model for the fleet: validate, content-address, summarise, and fix reference data."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeatlas.protos.errors import InvalidInput
+
+REFERENCE_SEED = 20261128
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    name: str
+    path: Path
+    sha256: str
+    size_bytes: int
+    summary: dict
+    reference_npz: bytes  # "input:<name>" fixed inputs, "output:<name>" reference outputs, batch 1
+
+    @property
+    def reference_sha256(self) -> str:
+        return hashlib.sha256(self.reference_npz).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_onnx(path: str | Path):
+    """The parsed, checked ModelProto, or one readable InvalidInput line."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"model file {path} does not exist")
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInput(f"{path.name} is not a valid ONNX model: {first[:300]}") from None
+    return model
+
+
+def summarise(model) -> dict:
+    """Parameters, multiply-accumulates and FLOPs at batch 1, op histogram."""
+    import onnx
+
+    params = int(sum(np.prod(t.dims) for t in model.graph.initializer))
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in list(fixed.graph.input) + list(fixed.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param"):
+                dim.dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed)
+    except Exception:
+        inferred = fixed
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        shapes[value.name] = dims
+    for t in inferred.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    macs = 0
+    for node in inferred.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if not out or None in out:
+            continue
+        out_elems = int(np.prod(out))
+        if node.op_type == "Conv":
+            w = shapes.get(node.input[1])
+            if w and None not in w:
+                macs += out_elems * int(np.prod(w[1:]))
+        elif node.op_type in ("Gemm", "MatMul"):
+            a = shapes.get(node.input[0])
+            if a and a[-1]:
+                transposed = any(at.name == "transA" and at.i for at in node.attribute)
+                k = a[-2] if transposed and len(a) >= 2 else a[-1]
+                macs += out_elems * int(k)
+    return {"parameters": params, "macs": int(macs), "flops": int(2 * macs),
+            "ops": dict(Counter(n.op_type for n in model.graph.node).most_common()),
+            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+
+
+def reference_outputs(path: str | Path) -> bytes:
+    """Fixed seeded inputs and the outputs of an unoptimised single-threaded CPU run, as npz bytes."""
+    import onnxruntime as ort
+
+    from edgeatlas.agent.runners.onnxruntime import synthetic_inputs
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        feeds = synthetic_inputs(session, batch=1, seed=REFERENCE_SEED)
+        names = [o.name for o in session.get_outputs()]
+        outputs = session.run(names, feeds)
+    except InvalidInput:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInput(f"{Path(path).name} does not run in ONNX Runtime: {first[:300]}") from None
+    buf = io.BytesIO()
+    arrays = {f"input:{k}": v for k, v in feeds.items()}
+    arrays.update({f"output:{k}": v for k, v in zip(names, outputs)})
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def prepare(path: str | Path, name: str | None = None) -> PreparedModel:
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise InvalidInput(f"{path.name}: only .onnx models are supported so far")
+    model = load_onnx(path)
+    summary = summarise(model)
+    return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),
+                         size_bytes=path.stat().st_size, summary=summary,
+                         reference_npz=reference_outputs(path))
+
+
+def summary_json(prepared: PreparedModel) -> str:
+    return json.dumps(prepared.summary, separators=(",", ":"))

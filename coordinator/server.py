@@ -1,0 +1,87 @@
+"""The coordinator process: one grpc.aio server with both services over one Store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.services.admin_service import AdminServicer
+from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
+from edgeatlas.coordinator.storage import Store
+from edgeatlas.protos.errors import InvalidInput, Unavailable
+from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address
+from edgeatlas.v1 import admin_pb2_grpc, agent_pb2_grpc
+
+log = logging.getLogger("edgeatlas.coordinator")
+
+
+@dataclass(frozen=True)
+class Tokens:
+    enroll: str | None
+    admin: str | None
+
+
+def bootstrap_tokens(store: Store, tokens_file: Path | None, env: dict[str, str]) -> tuple[Tokens, bool]:
+    """Takes tokens from env or tokens_file, else makes them on first start; (tokens, made_now)."""
+    given = Tokens(env.get("EDGEATLAS_ENROLL_TOKEN"), env.get("EDGEATLAS_ADMIN_TOKEN"))
+    if (given.enroll is None or given.admin is None) and tokens_file and tokens_file.exists():
+        try:
+            saved = json.loads(tokens_file.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"tokens file {tokens_file} is unreadable: {exc}") from None
+        given = Tokens(given.enroll or saved.get("enroll_token"), given.admin or saved.get("admin_token"))
+    for kind, token in (("enroll", given.enroll), ("admin", given.admin)):
+        if token:
+            store.add_token(kind, auth.token_hash(token))
+    made = False
+    tokens = given
+    if not store.has_token("admin") or not store.has_token("enroll"):
+        tokens = Tokens(given.enroll or auth.new_token("enroll"), given.admin or auth.new_token("admin"))
+        store.add_token("enroll", auth.token_hash(tokens.enroll))
+        store.add_token("admin", auth.token_hash(tokens.admin))
+        made = True
+        if tokens_file:
+            tokens_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump({"enroll_token": tokens.enroll, "admin_token": tokens.admin}, f)
+    return tokens, made
+
+
+async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None) -> None:
+    """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
+    check_address(listen)
+    wakeup = Wakeup()
+    server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(store, wakeup), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, wakeup), server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise Unavailable(f"cannot listen on {listen} (address in use or not local)")
+    await server.start()
+    address = f"{listen.rpartition(':')[0]}:{port}"
+    if ready_file:
+        tmp = ready_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+        tmp.replace(ready_file)
+    if on_ready:
+        on_ready(address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.stop(grace=2)
+    store.close()

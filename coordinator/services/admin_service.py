@@ -1,0 +1,193 @@
+"""AdminService: campaigns, fleet, models, heat-map and tokens, behind an admin token."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import time
+
+from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.services.agent_service import Wakeup
+from edgeatlas.coordinator.status import rpc
+from edgeatlas.coordinator.storage import Store
+from edgeatlas.protos import convert
+from edgeatlas.protos.errors import InvalidInput, Unauthenticated
+from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.wire import CHUNK_BYTES
+from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
+
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+ONLINE_WINDOW_MS = 90_000
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, store: Store, wakeup: Wakeup):
+        self.store = store
+        self.wakeup = wakeup
+
+    async def _admin(self, context) -> None:
+        token = auth.bearer_from(context.invocation_metadata())
+        if not token:
+            raise Unauthenticated("missing admin token")
+        if not await asyncio.to_thread(self.store.check_token, "admin", auth.token_hash(token)):
+            raise Unauthenticated("admin token is wrong, expired or revoked")
+
+    @rpc
+    async def CreateCampaign(self, request, context):
+        await self._admin(context)
+        if not request.models:
+            raise InvalidInput("a campaign needs at least one model")
+        repeats = request.repeats or 1
+        if not 1 <= repeats <= 1000:
+            raise InvalidInput(f"repeats = {repeats} is not in 1..1000")
+        setting = convert.setting_from_pb(request.setting)
+        if not 1 <= setting.batch <= 4096 or not 0 <= setting.threads <= 1024:
+            raise InvalidInput("batch must be in 1..4096 and threads in 0..1024")
+        params = convert.params_from_pb(request.params)
+        check_params(params)
+        models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
+        campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
+                                              dict(request.selectors), repeats, setting, params)
+        self.wakeup.notify()
+        return await self._campaign(campaign_id)
+
+    async def _campaign(self, campaign_id: int) -> admin_pb2.Campaign:
+        row = await asyncio.to_thread(self.store.campaign, campaign_id)
+        counts = await asyncio.to_thread(self.store.task_counts, campaign_id)
+        failures = await asyncio.to_thread(self.store.failures, campaign_id)
+        names = {m.sha256: m.name for m in await asyncio.to_thread(self.store.list_models)}
+        return admin_pb2.Campaign(
+            campaign_id=row.id, name=row.name, status=row.status, created_ms=row.created_ms,
+            finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
+            selectors=json.loads(row.selectors_json), repeats=row.repeats, agents=row.n_agents,
+            counts=admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
+                                           ("pending", "leased", "done", "failed", "cancelled")}),
+            failures=failures)
+
+    @rpc
+    async def ListCampaigns(self, request, context):
+        await self._admin(context)
+        rows = await asyncio.to_thread(self.store.list_campaigns)
+        return admin_pb2.ListCampaignsResponse(campaigns=[await self._campaign(r.id) for r in rows])
+
+    @rpc
+    async def GetCampaign(self, request, context):
+        await self._admin(context)
+        return await self._campaign(request.campaign_id)
+
+    @rpc
+    async def CancelCampaign(self, request, context):
+        await self._admin(context)
+        await asyncio.to_thread(self.store.cancel_campaign, request.campaign_id)
+        return await self._campaign(request.campaign_id)
+
+    @rpc
+    async def ListAgents(self, request, context):
+        await self._admin(context)
+        now = int(time.time() * 1000)
+        rows = await asyncio.to_thread(self.store.list_agents)
+        return admin_pb2.ListAgentsResponse(agents=[admin_pb2.AgentInfo(
+            agent_id=a.agent_id, name=a.name, hardware_class=a.hardware_class, device_class=a.device_class,
+            enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
+            online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done)
+            for a, done in rows])
+
+    @rpc
+    async def UploadBlob(self, request_iterator, context):
+        await self._admin(context)
+        digest, buffer, sha, size = hashlib.sha256(), bytearray(), None, None
+        async for chunk in request_iterator:
+            if sha is None:
+                sha, size = chunk.sha256.lower(), chunk.size_bytes
+                if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+                    raise InvalidInput("the first chunk must name the blob's sha256 (64 hex digits)")
+                if size > MAX_MODEL_BYTES:
+                    raise InvalidInput(f"blob of {size} bytes is over the {MAX_MODEL_BYTES} byte limit")
+            buffer += chunk.data
+            digest.update(chunk.data)
+            if len(buffer) > size:
+                raise InvalidInput(f"more bytes than the declared size_bytes = {size}")
+        if sha is None:
+            raise InvalidInput("empty upload")
+        if len(buffer) != size or digest.hexdigest() != sha:
+            raise InvalidInput(f"uploaded bytes do not match sha256 {sha[:16]} and size {size}")
+        data = bytes(buffer)
+        chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
+        await asyncio.to_thread(self.store.put_blob, sha, size, chunks)
+        return admin_pb2.BlobInfo(sha256=sha, size_bytes=size)
+
+    @rpc
+    async def RegisterModel(self, request, context):
+        await self._admin(context)
+        if request.format != "onnx":
+            raise InvalidInput(f"format {request.format!r} is not supported yet (onnx)")
+        if not request.name or len(request.name) > 128:
+            raise InvalidInput("a model needs a name of at most 128 characters")
+        try:
+            summary = json.loads(request.summary_json or "{}")
+        except json.JSONDecodeError:
+            raise InvalidInput("summary_json is not JSON") from None
+        await asyncio.to_thread(self._check_onnx, request.sha256)
+        row = await asyncio.to_thread(self.store.add_model, request.name, request.format, request.sha256,
+                                      request.reference_sha256, json.dumps(summary))
+        return convert.model_to_pb(row.to_ref())
+
+    def _check_onnx(self, sha256: str) -> None:
+        import onnx
+
+        if self.store.blob(sha256) is None:
+            raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
+        try:
+            onnx.checker.check_model(onnx.load_from_string(b"".join(self.store.blob_chunks(sha256))))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidInput(f"not a valid ONNX model: {first[:300]}") from None
+
+    @rpc
+    async def ListModels(self, request, context):
+        await self._admin(context)
+        rows = await asyncio.to_thread(self.store.list_models)
+        return admin_pb2.ListModelsResponse(models=[convert.model_to_pb(r.to_ref()) for r in rows])
+
+    @rpc
+    async def GetHeatmap(self, request, context):
+        await self._admin(context)
+        rows = await asyncio.to_thread(self.store.heatmap)
+        cells = []
+        for cell, estimates in rows:
+            if request.metric and request.metric not in estimates:
+                continue
+            metrics = {name: admin_pb2.MetricValue(value=e.value, low=e.low, high=e.high, n=e.n)
+                       for name, e in estimates.items() if not request.metric or name == request.metric}
+            setting = convert.setting_to_pb(Setting(**json.loads(cell.setting_json)))
+            cells.append(admin_pb2.HeatmapCell(
+                model_name=cell.model_name, model_sha256=cell.model_sha256, hardware_class=cell.hardware_class,
+                setting_key=cell.setting_key, setting=setting, n_devices=cell.n_devices,
+                n_reports=cell.n_reports, source=cell.source, metrics=metrics, updated_ms=cell.updated_ms))
+        return admin_pb2.Heatmap(cells=cells)
+
+    @rpc
+    async def CreateToken(self, request, context):
+        await self._admin(context)
+        if request.kind not in ("enroll", "admin"):
+            raise InvalidInput(f"token kind {request.kind!r} is not enroll or admin")
+        token = auth.new_token(request.kind)
+        expires = int(time.time() * 1000) + request.ttl_s * 1000 if request.ttl_s else None
+        await asyncio.to_thread(self.store.add_token, request.kind, auth.token_hash(token), expires,
+                                request.uses or None)
+        return admin_pb2.CreateTokenResponse(token=token, kind=request.kind, expires_ms=expires or 0)
+
+
+def check_params(params: RunParams) -> None:
+    if not 0 <= params.warmup_iterations <= 100_000:
+        raise InvalidInput(f"warmup_iterations = {params.warmup_iterations} is not in 0..100000")
+    if not 1 <= params.min_iterations <= 1_000_000:
+        raise InvalidInput(f"min_iterations = {params.min_iterations} is not in 1..1000000")
+    for name in ("min_duration_s", "max_duration_s"):
+        value = getattr(params, name)
+        if not math.isfinite(value) or not 0 < value <= 3600:
+            raise InvalidInput(f"{name} = {value} is not in (0, 3600]")
+    if params.max_duration_s < params.min_duration_s:
+        raise InvalidInput("max_duration_s must be at least min_duration_s")

@@ -1,0 +1,155 @@
+"""AgentService: enroll, heartbeat, lease (long poll), model fetch (chunked), report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.status import rpc
+from edgeatlas.coordinator.storage import IncomingReport, Store
+from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
+from edgeatlas.protos import convert
+from edgeatlas.protos.errors import InvalidInput, NotFound, Unauthenticated
+from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.protos.wire import CHUNK_BYTES, MAX_LEASE_WAIT_S
+from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
+
+MAX_SPEC_BYTES = 64 * 1024
+MAX_LABELS = 32
+
+
+class Wakeup:
+    """Wakes long-polling LeaseTask calls when new work may exist."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, store: Store, wakeup: Wakeup):
+        self.store = store
+        self.wakeup = wakeup
+
+    async def _agent(self, context) -> str:
+        token = auth.bearer_from(context.invocation_metadata())
+        if not token:
+            raise Unauthenticated("missing agent credential")
+        agent = await asyncio.to_thread(self.store.agent_by_credential, auth.token_hash(token))
+        if agent is None:
+            raise Unauthenticated("unknown agent credential")
+        return agent.agent_id
+
+    @rpc
+    async def Enroll(self, request, context):
+        if not request.enrollment_token:
+            raise Unauthenticated("missing enrollment token")
+        ok = await asyncio.to_thread(self.store.check_token, "enroll",
+                                     auth.token_hash(request.enrollment_token), True)
+        if not ok:
+            raise Unauthenticated("enrollment token is wrong, expired, used up or revoked")
+        if len(request.spec_json) > MAX_SPEC_BYTES:
+            raise InvalidInput(f"spec_json is larger than {MAX_SPEC_BYTES} bytes")
+        spec = SpecSheet.from_json(request.spec_json, "spec_json")
+        if len(request.labels) > MAX_LABELS or len(request.name) > 128:
+            raise InvalidInput(f"at most {MAX_LABELS} labels and a name of at most 128 characters")
+        credential = auth.new_token("agent")
+        row = await asyncio.to_thread(self.store.enroll, request.name, spec, auth.token_hash(credential),
+                                      dict(request.labels), request.agent_version[:64])
+        return agent_pb2.EnrollResponse(agent_id=row.agent_id, credential=credential,
+                                        hardware_class=row.hardware_class)
+
+    @rpc
+    async def Heartbeat(self, request, context):
+        agent_id = await self._agent(context)
+        await asyncio.to_thread(self.store.touch_agent, agent_id, request.state[:32] or None)
+        return agent_pb2.HeartbeatResponse(server_time_ms=int(time.time() * 1000))
+
+    @rpc
+    async def LeaseTask(self, request, context):
+        agent_id = await self._agent(context)
+        await asyncio.to_thread(self.store.touch_agent, agent_id, "idle")
+        deadline = time.monotonic() + min(request.wait_s, MAX_LEASE_WAIT_S)
+        while True:
+            event = self.wakeup.current()
+            leased = await asyncio.to_thread(self.store.lease, agent_id)
+            if leased is not None:
+                t = leased.task
+                return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(
+                    task_id=t.id, campaign_id=t.campaign_id, lease_id=t.lease_id,
+                    lease_expires_ms=t.lease_expires_ms, model=convert.model_to_pb(leased.model.to_ref()),
+                    setting=convert.setting_to_pb(leased.setting), params=convert.params_to_pb(leased.params),
+                    repeat=t.repeat))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return agent_pb2.LeaseTaskResponse(has_task=False)
+            try:  # polling too: another replica or an expiring lease may free work
+                await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+            except asyncio.TimeoutError:
+                pass
+
+    @rpc
+    async def FetchModel(self, request, context):
+        await self._agent(context)
+        blob = await asyncio.to_thread(self.store.blob, request.sha256)
+        if blob is None:
+            raise NotFound(f"no model or reference with sha256 {request.sha256[:16]}")
+        if request.offset > blob.size_bytes:
+            raise InvalidInput(f"offset {request.offset} is past the end ({blob.size_bytes} bytes)")
+        idx, skip = divmod(request.offset, CHUNK_BYTES)
+        offset = request.offset
+        chunks = self.store.blob_chunks(request.sha256, idx)
+        while True:
+            data = await asyncio.to_thread(next, chunks, None)
+            if data is None:
+                break
+            data, skip = data[skip:], 0
+            yield agent_pb2.ModelChunk(offset=offset, data=data, total_size=blob.size_bytes)
+            offset += len(data)
+
+    @rpc
+    async def Report(self, request, context):
+        agent_id = await self._agent(context)
+        report = incoming_report(request)
+        duplicate = await asyncio.to_thread(self.store.record_report, agent_id, report)
+        return agent_pb2.ReportResponse(accepted=True, duplicate=duplicate)
+
+
+def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
+    """Validates a wire report; anything missing, non-finite, negative or absurd is InvalidInput."""
+    check_report_id(m.report_id)
+    if m.task_id <= 0:
+        raise InvalidInput("task_id is missing")
+    if not m.lease_id:
+        raise InvalidInput("lease_id is missing")
+    if m.status == agent_pb2.ReportRequest.STATUS_UNSPECIFIED:
+        raise InvalidInput("status is missing (OK or FAILED)")
+    ok = m.status == agent_pb2.ReportRequest.OK
+    setting = stats = None
+    if ok:
+        if not m.HasField("stats"):
+            raise InvalidInput("stats are missing from an OK report")
+        if not m.HasField("setting"):
+            raise InvalidInput("setting is missing from an OK report")
+        stats, setting = convert.stats_from_pb(m.stats), convert.setting_from_pb(m.setting)
+        check_stats(stats)
+        check_setting(setting)
+        check_privacy_mode(m.privacy_mode)
+        if not m.valid and not m.invalid_reason:
+            raise InvalidInput("an invalid run must say why (invalid_reason)")
+    elif not m.failure_reason:
+        raise InvalidInput("a FAILED report must carry failure_reason")
+    if len(m.failure_reason) > 2000 or len(m.invalid_reason) > 2000:
+        raise InvalidInput("failure_reason and invalid_reason are limited to 2000 characters")
+    return IncomingReport(
+        report_id=m.report_id, task_id=m.task_id, lease_id=m.lease_id, ok=ok, failure_reason=m.failure_reason,
+        setting=setting, stats=stats, fidelity=convert.fidelity_from_pb(m.fidelity), valid=ok and m.valid,
+        invalid_reason=m.invalid_reason, privacy_mode=m.privacy_mode, started_ms=m.started_ms,
+        agent_version=m.agent_version[:64])

@@ -1,0 +1,428 @@
+"""The Store: every read and write of coordinator state, over SQLModel (SQLite WAL or PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
+
+from sqlalchemy import event, func
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from edgeatlas.coordinator import aggregate
+from edgeatlas.coordinator.tables import (
+    AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
+    ModelRow, ReportRow, TaskRow, TokenRow)
+from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
+from edgeatlas.protos.spec import SpecSheet
+
+MAX_LEASE_ATTEMPTS = 3
+LEASE_GRACE_S = 300  # model download and session load, on top of the run's own limit
+OPEN_TASK = ("pending", "leased")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class IncomingReport:
+    """A report that passed validation, in domain terms."""
+
+    report_id: str
+    task_id: int
+    lease_id: str
+    ok: bool
+    failure_reason: str
+    setting: Setting | None
+    stats: LatencyStats | None
+    fidelity: Fidelity
+    valid: bool
+    invalid_reason: str
+    privacy_mode: str
+    started_ms: int
+    agent_version: str
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    task: TaskRow
+    model: ModelRow
+    setting: Setting
+    params: RunParams
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a report is acknowledged only once it is on disk
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """One database; writes are serialised in-process (SQLite allows one writer at a time)."""
+
+    def __init__(self, url: str):
+        if not (url.startswith("sqlite:///") or url.startswith("postgresql")):
+            raise InvalidInput(f"database URL {url!r}: expected sqlite:///PATH or postgresql://...")
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if self.is_sqlite else {
+            "pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}
+        self.engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        SQLModel.metadata.create_all(self.engine)
+        self._write = threading.Lock()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- tokens -------------------------------------------------------------------------------
+    def add_token(self, kind: str, token_hash: str, expires_ms: int | None = None,
+                  uses: int | None = None) -> None:
+        with self._write, self.session() as s:
+            if s.exec(select(TokenRow).where(TokenRow.token_hash == token_hash)).first() is None:
+                s.add(TokenRow(kind=kind, token_hash=token_hash, created_ms=now_ms(),
+                               expires_ms=expires_ms, uses_left=uses))
+                s.commit()
+
+    def has_token(self, kind: str) -> bool:
+        with self.session() as s:
+            return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None
+
+    def check_token(self, kind: str, token_hash: str, consume: bool = False) -> bool:
+        """True when a live token of this kind has this hash; `consume` spends one use."""
+        with self._write, self.session() as s:
+            row = s.exec(select(TokenRow).where(TokenRow.token_hash == token_hash,
+                                                TokenRow.kind == kind)).first()
+            if row is None or row.revoked or (row.expires_ms and row.expires_ms < now_ms()):
+                return False
+            if row.uses_left is not None:
+                if row.uses_left <= 0:
+                    return False
+                if consume:
+                    row.uses_left -= 1
+                    s.add(row)
+                    s.commit()
+            return True
+
+    # ---- agents -------------------------------------------------------------------------------
+    def enroll(self, name: str, spec: SpecSheet, credential_hash: str, labels: dict[str, str],
+               agent_version: str) -> AgentRow:
+        hw = spec.hardware_class("cpu")
+        t = now_ms()
+        row = AgentRow(agent_id=str(uuid.uuid4()), credential_hash=credential_hash, name=name,
+                       spec_json=spec.to_json(), hardware_class=hw, device_class=spec.device_class or "",
+                       labels_json=json.dumps(labels), agent_version=agent_version, enrolled_ms=t,
+                       last_seen_ms=t, state="enrolled")
+        with self._write, self.session() as s:
+            s.add(row)
+            if s.get(HardwareRow, hw) is None:
+                s.add(HardwareRow(hardware_class=hw, spec_json=spec.to_json(), first_seen_ms=t))
+            s.commit()
+        return row
+
+    def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
+        with self.session() as s:
+            return s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash)).first()
+
+    def touch_agent(self, agent_id: str, state: str | None = None) -> None:
+        with self._write, self.session() as s:
+            row = s.get(AgentRow, agent_id)
+            if row is not None:
+                row.last_seen_ms = now_ms()
+                if state:
+                    row.state = state
+                s.add(row)
+                s.commit()
+
+    def list_agents(self) -> list[tuple[AgentRow, int]]:
+        with self.session() as s:
+            agents = s.exec(select(AgentRow).order_by(AgentRow.enrolled_ms)).all()
+            done = dict(s.exec(select(TaskRow.agent_id, func.count()).where(TaskRow.status == "done")
+                               .group_by(TaskRow.agent_id)).all())
+            return [(a, int(done.get(a.agent_id, 0))) for a in agents]
+
+    # ---- blobs and models ---------------------------------------------------------------------
+    def put_blob(self, sha256: str, size_bytes: int, chunks: Iterable[bytes]) -> None:
+        """Stores a verified blob; chunks are the caller's, already checked against sha256."""
+        with self._write, self.session() as s:
+            if s.get(BlobRow, sha256) is not None:
+                return
+            n = 0
+            for n, data in enumerate(chunks, start=1):
+                s.add(BlobChunkRow(sha256=sha256, idx=n - 1, data=data))
+            s.add(BlobRow(sha256=sha256, size_bytes=size_bytes, n_chunks=n, created_ms=now_ms()))
+            s.commit()
+
+    def blob(self, sha256: str) -> BlobRow | None:
+        with self.session() as s:
+            return s.get(BlobRow, sha256)
+
+    def blob_chunks(self, sha256: str, start_idx: int = 0) -> Iterator[bytes]:
+        blob = self.blob(sha256)
+        if blob is None:
+            raise NotFound(f"no blob {sha256}")
+        for idx in range(start_idx, blob.n_chunks):
+            with self.session() as s:
+                yield s.get(BlobChunkRow, (sha256, idx)).data
+
+    def add_model(self, name: str, fmt: str, sha256: str, reference_sha256: str, summary_json: str) -> ModelRow:
+        model_blob = self.blob(sha256)
+        if model_blob is None:
+            raise NotFound(f"model bytes {sha256[:12]} were not uploaded")
+        ref_blob = self.blob(reference_sha256) if reference_sha256 else None
+        if reference_sha256 and ref_blob is None:
+            raise NotFound(f"reference bytes {reference_sha256[:12]} were not uploaded")
+        with self._write, self.session() as s:
+            existing = s.get(ModelRow, sha256)
+            if existing is not None:
+                return existing
+            if s.exec(select(ModelRow).where(ModelRow.name == name)).first() is not None:
+                raise Conflict(f"a different model is already named {name!r}")
+            row = ModelRow(sha256=sha256, name=name, format=fmt, size_bytes=model_blob.size_bytes,
+                           reference_sha256=reference_sha256,
+                           reference_size_bytes=ref_blob.size_bytes if ref_blob else 0,
+                           summary_json=summary_json, created_ms=now_ms())
+            s.add(row)
+            s.commit()
+            return row
+
+    def list_models(self) -> list[ModelRow]:
+        with self.session() as s:
+            return list(s.exec(select(ModelRow).order_by(ModelRow.created_ms, ModelRow.name)).all())
+
+    def resolve_models(self, wanted: list[str]) -> list[ModelRow]:
+        """Names or sha256 prefixes (≥ 8 hex) → models, in the order asked; unknown ones are an error."""
+        models = self.list_models()
+        found = []
+        for want in wanted:
+            hits = [m for m in models if m.name == want] or (
+                [m for m in models if m.sha256.startswith(want)] if len(want) >= 8 else [])
+            if len(hits) != 1:
+                raise NotFound(f"model {want!r} is {'ambiguous' if hits else 'not registered'}")
+            found.append(hits[0])
+        return found
+
+    # ---- campaigns and tasks ------------------------------------------------------------------
+    def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
+                        setting: Setting, params: RunParams) -> int:
+        agents = [a for a, _ in self.list_agents() if matches(a, selectors)]
+        if not agents:
+            raise Conflict("no enrolled agent matches the campaign's selectors"
+                           + (f" {selectors}" if selectors else ""))
+        t = now_ms()
+        with self._write, self.session() as s:
+            campaign = CampaignRow(name=name, created_ms=t, models_json=json.dumps([m.sha256 for m in models]),
+                                   selectors_json=json.dumps(selectors), repeats=repeats,
+                                   setting_json=json.dumps(setting.to_dict()),
+                                   params_json=json.dumps(asdict(params)), n_agents=len(agents))
+            s.add(campaign)
+            s.flush()
+            for repeat in range(repeats):
+                for model in models:
+                    for agent in agents:
+                        s.add(TaskRow(campaign_id=campaign.id, agent_id=agent.agent_id, model_sha256=model.sha256,
+                                      repeat=repeat, updated_ms=t))
+            s.commit()
+            return int(campaign.id)
+
+    def lease(self, agent_id: str) -> LeasedTask | None:
+        """The agent's next open task (pending, or leased with its lease expired), now leased to it."""
+        t = now_ms()
+        with self._write, self.session() as s:
+            while True:
+                row = s.exec(
+                    select(TaskRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
+                    .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running")
+                    .where((TaskRow.status == "pending")
+                           | ((TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t)))
+                    .order_by(TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)).first()
+                if row is None:
+                    return None
+                campaign = s.get(CampaignRow, row.campaign_id)
+                params = RunParams(**json.loads(campaign.params_json))
+                if row.attempts >= MAX_LEASE_ATTEMPTS:
+                    row.status, row.failure_reason = "failed", f"no report after {row.attempts} leases"
+                    row.updated_ms = t
+                    s.add(row)
+                    self._maybe_finish(s, campaign)
+                    s.commit()
+                    continue
+                row.status, row.lease_id = "leased", uuid.uuid4().hex
+                row.lease_expires_ms = t + int((params.max_duration_s + LEASE_GRACE_S) * 1000)
+                row.attempts += 1
+                row.updated_ms = t
+                s.add(row)
+                s.commit()
+                setting = Setting(**json.loads(campaign.setting_json))
+                return LeasedTask(task=row, model=s.get(ModelRow, row.model_sha256), setting=setting,
+                                  params=params)
+
+    def record_report(self, agent_id: str, report: IncomingReport) -> bool:
+        """Stores a report and folds it into its heat-map cell in one transaction; True if a duplicate."""
+        t = now_ms()
+        with self._write, self.session() as s:
+            existing = s.get(ReportRow, report.report_id)
+            if existing is not None:
+                if existing.agent_id != agent_id:
+                    raise PermissionDenied("report_id belongs to another agent")
+                return True
+            task = s.get(TaskRow, report.task_id)
+            if task is None:
+                raise InvalidInput(f"task {report.task_id} does not exist")
+            if task.agent_id != agent_id:
+                raise InvalidInput(f"task {report.task_id} is not this agent's")
+            if task.status not in OPEN_TASK:
+                raise Conflict(f"task {report.task_id} is already {task.status}")
+            if task.lease_id != report.lease_id:
+                raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
+            s.add(ReportRow(
+                report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,
+                status="ok" if report.ok else "failed", failure_reason=report.failure_reason,
+                valid=report.valid, invalid_reason=report.invalid_reason, privacy_mode=report.privacy_mode,
+                setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
+                stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
+                fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
+                agent_version=report.agent_version))
+            task.status = "done" if report.ok else "failed"
+            task.failure_reason = report.failure_reason if not report.ok else (
+                "" if report.valid else report.invalid_reason)
+            task.updated_ms = t
+            s.add(task)
+            if report.ok and report.valid:
+                agent = s.get(AgentRow, agent_id)
+                self._fold(s, task, agent, report, t)
+            self._maybe_finish(s, s.get(CampaignRow, task.campaign_id))
+            try:
+                s.commit()
+            except SAIntegrityError:  # a concurrent replica stored the same report_id first
+                s.rollback()
+                return True
+            return False
+
+    def _fold(self, s: Session, task: TaskRow, agent: AgentRow, report: IncomingReport, t: int) -> None:
+        setting = report.setting
+        hw = SpecSheet.from_json(agent.spec_json).hardware_class(setting.target) \
+            if setting.target != "cpu" else agent.hardware_class
+        source = "trusted" if report.privacy_mode == "trusted" else "fleet"
+        model = s.get(ModelRow, task.model_sha256)
+        cell = s.exec(select(CellRow).where(
+            CellRow.model_sha256 == task.model_sha256, CellRow.hardware_class == hw,
+            CellRow.setting_key == setting.key(), CellRow.source == source)).first()
+        if cell is None:
+            cell = CellRow(model_sha256=task.model_sha256, model_name=model.name, hardware_class=hw,
+                           setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
+                           source=source, updated_ms=t)
+            s.add(cell)
+            s.flush()
+        cell.n_reports += 1
+        cell.updated_ms = t
+        if s.get(CellContributorRow, (cell.id, agent.agent_id)) is None:
+            s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
+            cell.n_devices += 1
+        s.add(cell)
+        for metric, value in aggregate.metric_values(report.stats).items():
+            row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
+            row.n, row.sum_log, row.sumsq_log = aggregate.fold(row.n, row.sum_log, row.sumsq_log, value)
+            s.add(row)
+
+    def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
+        s.flush()
+        open_tasks = s.exec(select(func.count()).select_from(TaskRow).where(
+            TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK))).one()
+        if campaign.status == "running" and open_tasks == 0:
+            campaign.status, campaign.finished_ms = "done", now_ms()
+            s.add(campaign)
+
+    def task_counts(self, campaign_id: int) -> Counter:
+        with self.session() as s:
+            rows = s.exec(select(TaskRow.status, func.count()).where(TaskRow.campaign_id == campaign_id)
+                          .group_by(TaskRow.status)).all()
+            return Counter(dict(rows))
+
+    def failures(self, campaign_id: int, limit: int = 20) -> list[str]:
+        with self.session() as s:
+            rows = s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.failure_reason != "")
+                          .order_by(TaskRow.id).limit(limit)).all()
+            return [f"task {r.id}: {r.failure_reason}" for r in rows]
+
+    def campaign(self, campaign_id: int) -> CampaignRow:
+        with self.session() as s:
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            return row
+
+    def list_campaigns(self) -> list[CampaignRow]:
+        with self.session() as s:
+            return list(s.exec(select(CampaignRow).order_by(CampaignRow.id)).all())
+
+    def cancel_campaign(self, campaign_id: int) -> CampaignRow:
+        with self._write, self.session() as s:
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            if row.status == "running":
+                row.status, row.finished_ms = "cancelled", now_ms()
+                for task in s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id,
+                                                         TaskRow.status.in_(OPEN_TASK))).all():
+                    task.status, task.updated_ms = "cancelled", now_ms()
+                    s.add(task)
+                s.add(row)
+                s.commit()
+            return row
+
+    def has_open_tasks(self, agent_id: str) -> bool:
+        with self.session() as s:
+            return s.exec(select(TaskRow.id).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id).where(
+                TaskRow.agent_id == agent_id, TaskRow.status == "pending",
+                CampaignRow.status == "running")).first() is not None
+
+    # ---- heat-map -----------------------------------------------------------------------------
+    def heatmap(self) -> list[tuple[CellRow, dict[str, aggregate.Estimate]]]:
+        """Every cell with its metric estimates; reads only the folded sums, never raw reports."""
+        with self.session() as s:
+            cells = s.exec(select(CellRow).order_by(CellRow.model_name, CellRow.hardware_class,
+                                                    CellRow.setting_key)).all()
+            metrics: dict[int, dict[str, aggregate.Estimate]] = {}
+            for m in s.exec(select(CellMetricRow)).all():
+                metrics.setdefault(m.cell_id, {})[m.metric] = aggregate.estimate(m.n, m.sum_log, m.sumsq_log)
+            return [(c, metrics.get(c.id, {})) for c in cells]
+
+    def count_reports(self) -> int:
+        with self.session() as s:
+            return int(s.exec(select(func.count()).select_from(ReportRow)).one())
+
+
+def matches(agent: AgentRow, selectors: dict[str, str]) -> bool:
+    """Selector keys: agent fields (name, agent_id, hardware_class, device_class), label.KEY,
+    or a spec sheet path such as cpu.arch."""
+    if not selectors:
+        return True
+    spec = None
+    labels = json.loads(agent.labels_json or "{}")
+    for key, want in selectors.items():
+        if key in ("name", "agent_id", "hardware_class", "device_class"):
+            have = getattr(agent, key)
+        elif key.startswith("label."):
+            have = labels.get(key[len("label."):])
+        else:
+            spec = spec or SpecSheet.from_json(agent.spec_json)
+            have = spec.get(key)
+        if have is None or str(have) != want:
+            return False
+    return True

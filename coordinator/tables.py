@@ -1,0 +1,159 @@
+"""SQLModel tables: the coordinator's whole state (it is stateless over its database)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from edgeatlas.protos.records import ModelRef
+
+
+class TokenRow(SQLModel, table=True):
+    __tablename__ = "token"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = Field(index=True)  # enroll | admin
+    token_hash: str = Field(unique=True)  # sha256 hex; the token itself is never stored
+    created_ms: int
+    expires_ms: Optional[int] = None
+    uses_left: Optional[int] = None
+    revoked: bool = False
+
+
+class AgentRow(SQLModel, table=True):
+    __tablename__ = "agent"
+    agent_id: str = Field(primary_key=True)
+    credential_hash: str = Field(unique=True)
+    name: str = ""
+    spec_json: str
+    hardware_class: str = Field(index=True)
+    device_class: str = ""
+    labels_json: str = "{}"
+    agent_version: str = ""
+    enrolled_ms: int
+    last_seen_ms: int
+    state: str = ""
+
+
+class HardwareRow(SQLModel, table=True):
+    """One row per hardware class seen, with the first spec sheet that named it."""
+
+    __tablename__ = "hardware"
+    hardware_class: str = Field(primary_key=True)
+    spec_json: str
+    first_seen_ms: int
+
+
+class BlobRow(SQLModel, table=True):
+    __tablename__ = "blob"
+    sha256: str = Field(primary_key=True)
+    size_bytes: int
+    n_chunks: int
+    created_ms: int
+
+
+class BlobChunkRow(SQLModel, table=True):
+    __tablename__ = "blob_chunk"
+    sha256: str = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class ModelRow(SQLModel, table=True):
+    __tablename__ = "model"
+    sha256: str = Field(primary_key=True)
+    name: str = Field(index=True)
+    format: str = "onnx"
+    size_bytes: int
+    reference_sha256: str = ""
+    reference_size_bytes: int = 0
+    summary_json: str = "{}"
+    created_ms: int
+
+    def to_ref(self) -> ModelRef:
+        return ModelRef(sha256=self.sha256, name=self.name, format=self.format, size_bytes=self.size_bytes,
+                        reference_sha256=self.reference_sha256, reference_size_bytes=self.reference_size_bytes,
+                        summary_json=self.summary_json)
+
+
+class CampaignRow(SQLModel, table=True):
+    __tablename__ = "campaign"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = ""
+    status: str = "running"  # running | done | cancelled
+    created_ms: int
+    finished_ms: Optional[int] = None
+    models_json: str
+    selectors_json: str = "{}"
+    repeats: int = 1
+    setting_json: str
+    params_json: str
+    n_agents: int = 0
+
+
+class TaskRow(SQLModel, table=True):
+    __tablename__ = "task"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(index=True)
+    agent_id: str = Field(index=True)
+    model_sha256: str
+    repeat: int = 0
+    status: str = Field(default="pending", index=True)  # pending | leased | done | failed | cancelled
+    lease_id: Optional[str] = None
+    lease_expires_ms: Optional[int] = None
+    attempts: int = 0
+    failure_reason: str = ""
+    updated_ms: int
+
+
+class ReportRow(SQLModel, table=True):
+    __tablename__ = "report"
+    report_id: str = Field(primary_key=True)
+    task_id: int = Field(index=True)
+    agent_id: str = Field(index=True)
+    received_ms: int
+    status: str  # ok | failed
+    failure_reason: str = ""
+    valid: bool = False
+    invalid_reason: str = ""
+    privacy_mode: str = ""
+    setting_json: str = "{}"
+    stats_json: str = "{}"
+    fidelity_json: str = "{}"
+    started_ms: int = 0
+    agent_version: str = ""
+
+
+class CellRow(SQLModel, table=True):
+    """A heat-map cell: one model on one hardware class in one setting, from one kind of source."""
+
+    __tablename__ = "heatmap_cell"
+    __table_args__ = (UniqueConstraint("model_sha256", "hardware_class", "setting_key", "source"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    model_sha256: str = Field(index=True)
+    model_name: str
+    hardware_class: str = Field(index=True)
+    setting_key: str
+    setting_json: str
+    source: str  # fleet | imported | simulated | trusted
+    n_reports: int = 0
+    n_devices: int = 0
+    updated_ms: int
+
+
+class CellMetricRow(SQLModel, table=True):
+    """Running sums of one metric in log space; the geometric mean and its interval derive from them."""
+
+    __tablename__ = "heatmap_metric"
+    cell_id: int = Field(primary_key=True)
+    metric: str = Field(primary_key=True)
+    n: int = 0
+    sum_log: float = 0.0
+    sumsq_log: float = 0.0
+
+
+class CellContributorRow(SQLModel, table=True):
+    __tablename__ = "heatmap_contributor"
+    cell_id: int = Field(primary_key=True)
+    agent_id: str = Field(primary_key=True)

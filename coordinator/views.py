@@ -1,0 +1,114 @@
+"""One heat-map record, many views: long table, model × hardware matrix, CSV, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.v1 import admin_pb2
+
+METRIC_UNITS = {
+    "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p99_ms": "ms", "latency_mean_ms": "ms",
+    "throughput_ips": "inf/s",
+}
+SUMMARY_METRICS = ("latency_p50_ms", "latency_p99_ms", "throughput_ips")
+
+
+@dataclass(frozen=True)
+class CellView:
+    model: str
+    hardware_class: str
+    setting: str
+    source: str
+    n_devices: int
+    n_reports: int
+    metric: str
+    value: float
+    low: float
+    high: float
+
+
+def flatten(heatmap: admin_pb2.Heatmap) -> list[CellView]:
+    rows = []
+    for cell in heatmap.cells:
+        for metric in sorted(cell.metrics):
+            m = cell.metrics[metric]
+            rows.append(CellView(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
+                                 cell.n_devices, cell.n_reports, metric, m.value, m.low, m.high))
+    return rows
+
+
+def _num(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if value < 1 else f"{value:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)] if rows else [len(h) for h in header]
+    def line(cells):
+        return "  ".join(str(c).ljust(w) if i < text_columns else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _columns(heatmap: admin_pb2.Heatmap) -> dict[tuple[str, str, str], str]:
+    """(hardware class, setting, source) → column label, short where the class alone is unique."""
+    keys = sorted({(c.hardware_class, c.setting_key, c.source) for c in heatmap.cells})
+    per_class: dict[str, int] = {}
+    for hw, _, _ in keys:
+        per_class[hw] = per_class.get(hw, 0) + 1
+    labels = {}
+    for hw, setting, source in keys:
+        parts = setting.split("/")
+        short = "/".join(p for p in parts if p[:1] in ("b", "t") and p[1:].isdigit())
+        labels[(hw, setting, source)] = hw if per_class[hw] == 1 else f"{hw} [{short} {source}]"
+    return labels
+
+
+def matrix(heatmap: admin_pb2.Heatmap, metric: str) -> str:
+    """Models × hardware classes for one metric."""
+    if metric not in METRIC_UNITS:
+        raise InvalidInput(f"metric {metric!r} is not one of {', '.join(METRIC_UNITS)}")
+    labels = _columns(heatmap)
+    columns = sorted(set(labels.values()))
+    models: dict[str, dict[str, str]] = {}
+    for cell in heatmap.cells:
+        if metric in cell.metrics:
+            label = labels[(cell.hardware_class, cell.setting_key, cell.source)]
+            models.setdefault(cell.model_name, {})[label] = _num(cell.metrics[metric].value)
+    header = [f"{metric} ({METRIC_UNITS[metric]})"] + columns
+    return _table(header, [[m] + [vals.get(c, "") for c in columns] for m, vals in sorted(models.items())])
+
+
+def summary(heatmap: admin_pb2.Heatmap) -> str:
+    """One row per cell: latency p50/p99, throughput, devices, reports, source."""
+    rows = []
+    for cell in sorted(heatmap.cells, key=lambda c: (c.model_name, c.hardware_class, c.setting_key)):
+        m = cell.metrics
+        rows.append([cell.model_name, cell.hardware_class, cell.setting_key.split("/", 2)[-1]]
+                    + [_num(m[k].value) if k in m else "-" for k in SUMMARY_METRICS]
+                    + [str(cell.n_devices), str(cell.n_reports), cell.source])
+    return _table(["model", "hardware class", "setting", "p50 ms", "p99 ms", "inf/s", "devices", "reports",
+                   "source"], rows, text_columns=3)
+
+
+def to_csv(heatmap: admin_pb2.Heatmap) -> str:
+    buf = io.StringIO()
+    fields = list(CellView.__dataclass_fields__)
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in flatten(heatmap):
+        writer.writerow(asdict(row))
+    return buf.getvalue()
+
+
+def to_json(heatmap: admin_pb2.Heatmap) -> str:
+    def clean(x):
+        return None if isinstance(x, float) and math.isnan(x) else x
+    return json.dumps([{k: clean(v) for k, v in asdict(r).items()} for r in flatten(heatmap)], indent=1)

@@ -1,0 +1,3 @@
+from edgeatlas.cli import main
+
+raise SystemExit(main())

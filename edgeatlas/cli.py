@@ -1,0 +1,395 @@
+"""The `edgeatlas` command: a thin layer that builds objects and calls them.
+
+Domain errors become one line on stderr and an exit code here, and only here. Rooms are imported
+lazily, so a device with only the agent extra can run `edgeatlas agent ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from edgeatlas.protos import errors
+
+EXIT_INPUT = 2
+EXIT_UNAVAILABLE = 3
+DEFAULT_COORDINATOR = "127.0.0.1:50051"
+
+
+def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise errors.InvalidInput(f"{what} {pair!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _admin(args):
+    from edgeatlas.coordinator.admin_client import AdminClient
+    return AdminClient(args.coordinator, args.admin_token)
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---- coordinator --------------------------------------------------------------------------------
+def cmd_coordinator_serve(args) -> int:
+    import asyncio
+
+    from edgeatlas.coordinator.server import bootstrap_tokens, serve
+    from edgeatlas.coordinator.storage import Store
+
+    store = Store(args.db)
+    tokens_file = Path(args.tokens_file) if args.tokens_file else _default_tokens_file(args.db)
+    tokens, made = bootstrap_tokens(store, tokens_file, dict(os.environ))
+
+    def ready(address: str) -> None:
+        _print(f"coordinator listening on {address}, database {args.db}")
+        if made:
+            _print(f"enrollment token: {tokens.enroll}\nadmin token:      {tokens.admin}")
+            if tokens_file:
+                _print(f"(saved to {tokens_file}, readable by you only)")
+        elif tokens_file:
+            _print(f"tokens: as before, in {tokens_file}")
+
+    asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready))
+    return 0
+
+
+def _default_tokens_file(db: str) -> Path | None:
+    if db.startswith("sqlite:///"):
+        return Path(db[len("sqlite:///"):] + ".tokens.json")
+    return None
+
+
+def cmd_token_create(args) -> int:
+    with _admin(args) as admin:
+        resp = admin.create_token(args.kind, args.ttl, args.uses)
+    _print(resp.token)
+    return 0
+
+
+# ---- agent --------------------------------------------------------------------------------------
+def cmd_agent_spec(args) -> int:
+    from edgeatlas.agent.probe import probe
+
+    root = args.root or "/"
+    if not Path(root).is_dir():
+        raise errors.InvalidInput(f"--root {root} is not a directory")
+    spec = probe(root, measure_bandwidth=not args.no_bandwidth)
+    _print(spec.to_yaml().rstrip() if args.format == "yaml" else json.dumps(spec.data, indent=1))
+    return 0
+
+
+def cmd_agent_run(args) -> int:
+    from edgeatlas.agent.loop import Agent, AgentConfig
+    from edgeatlas.agent.probe import probe
+    from edgeatlas.agent.state import StateDir, default_state_dir
+    from edgeatlas.protos.wire import check_address
+
+    check_address(args.coordinator)
+    config = AgentConfig(coordinator=args.coordinator, enroll_token=args.token,
+                         state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
+                         labels=_key_values(args.label, "--label"), once=args.once)
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stop.is_set():  # a second Ctrl-C does not wait for the running task
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    spec = probe("/", measure_bandwidth=True, name=args.name or None)
+    return Agent(config, spec, stop).run()
+
+
+def cmd_agent_bench(args) -> int:
+    from edgeatlas.agent.runners import make_runner
+    from edgeatlas.protos.records import RunParams, Setting
+
+    setting = Setting(batch=args.batch, threads=args.threads, execution_provider=args.provider)
+    params = RunParams(warmup_iterations=args.warmup, min_iterations=args.iterations,
+                       min_duration_s=args.duration, max_duration_s=max(args.duration * 10, 60.0))
+    _check_positive(batch=args.batch, iterations=args.iterations, duration=args.duration)
+    result = make_runner(args.model, setting, args.reference).run(params)
+    if args.format == "json":
+        _print(json.dumps({"setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
+                           "valid": result.valid, "invalid_reason": result.invalid_reason,
+                           "fidelity": result.fidelity.__dict__}, indent=1))
+        return 0
+    s, st = result.stats, result.setting
+    _print(f"{Path(args.model).name}: onnxruntime {st.runtime_version} {st.execution_provider}, "
+           f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}")
+    _print(f"  iterations {s.iterations} in {s.duration_s:.2f} s")
+    _print(f"  latency ms  p50 {s.p50_ms:.4g}  p90 {s.p90_ms:.4g}  p99 {s.p99_ms:.4g}  "
+           f"mean {s.mean_ms:.4g}  stdev {s.stdev_ms:.3g}")
+    _print(f"  throughput  {s.throughput_ips:,.1f} inferences/s")
+    fid = result.fidelity
+    _print(f"  fidelity    {'passed' if fid.passed else 'FAILED' if fid.checked else 'not checked'}"
+           + (f" (max abs error {fid.max_abs_error:.2g})" if fid.checked else f" ({fid.detail})"))
+    _print(f"  valid       {'yes' if result.valid else 'no: ' + result.invalid_reason}")
+    return 0
+
+
+def _check_positive(**values) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise errors.InvalidInput(f"--{name} must be positive, got {value}")
+
+
+# ---- models -------------------------------------------------------------------------------------
+def cmd_models_build(args) -> int:
+    from edgeatlas.coordinator.zoo import build_zoo
+
+    paths = build_zoo(args.out)
+    _print(f"built {len(paths)} models in {args.out}")
+    if args.upload:
+        with _admin(args) as admin:
+            for path in paths:
+                _register(admin, path, path.stem)
+    return 0
+
+
+def _register(admin, path: Path, name: str):
+    from edgeatlas.coordinator.models import prepare, summary_json
+
+    prepared = prepare(path, name)
+    ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared))
+    _print(f"  {ref.name:16} {ref.sha256[:12]}  {prepared.size_bytes / 1024:8.0f} KiB  "
+           f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} MFLOP")
+    return ref
+
+
+def cmd_models_add(args) -> int:
+    from edgeatlas.coordinator.models import prepare
+
+    prepare(args.file, args.name)  # validate before connecting: a bad file never reaches the coordinator
+    with _admin(args) as admin:
+        _register(admin, Path(args.file), args.name or Path(args.file).stem)
+    return 0
+
+
+def cmd_models_list(args) -> int:
+    with _admin(args) as admin:
+        models = admin.list_models()
+    rows = [f"{m.name:18} {m.sha256[:12]}  {m.format:5} {m.size_bytes / 1024:8.0f} KiB" for m in models]
+    _print("\n".join(rows) if rows else "no models registered")
+    return 0
+
+
+# ---- campaigns, agents, heat-map ----------------------------------------------------------------
+def _campaign_line(c) -> str:
+    n = c.counts
+    total = n.pending + n.leased + n.done + n.failed + n.cancelled
+    return (f"campaign {c.campaign_id} {c.name!r}: {c.status}, {n.done}/{total} done, {n.failed} failed, "
+            f"{n.leased} running, {c.agents} agents, models {', '.join(c.models)}")
+
+
+def cmd_campaign_create(args) -> int:
+    from edgeatlas.protos.records import RunParams, Setting
+
+    _check_positive(batch=args.batch, iterations=args.iterations, duration=args.duration, repeats=args.repeats)
+    setting = Setting(batch=args.batch, threads=args.threads)
+    params = RunParams(warmup_iterations=args.warmup, min_iterations=args.iterations,
+                       min_duration_s=args.duration, max_duration_s=max(60.0, args.duration * 10))
+    with _admin(args) as admin:
+        c = admin.create_campaign(args.models, _key_values(args.selector, "--selector"), args.repeats,
+                                  setting, params, args.name or "")
+    _print(_campaign_line(c))
+    return 0
+
+
+def cmd_campaign_list(args) -> int:
+    with _admin(args) as admin:
+        campaigns = admin.list_campaigns()
+    _print("\n".join(_campaign_line(c) for c in campaigns) if campaigns else "no campaigns")
+    return 0
+
+
+def cmd_campaign_status(args) -> int:
+    with _admin(args) as admin:
+        c = admin.campaign(args.id)
+    _print(_campaign_line(c))
+    for failure in c.failures:
+        _print(f"  {failure}")
+    return 0
+
+
+def cmd_campaign_cancel(args) -> int:
+    with _admin(args) as admin:
+        _print(_campaign_line(admin.cancel_campaign(args.id)))
+    return 0
+
+
+def cmd_agents_list(args) -> int:
+    with _admin(args) as admin:
+        agents = admin.list_agents()
+    rows = [f"{a.agent_id[:8]}  {a.name or '-':14} {'online ' if a.online else 'offline'}  "
+            f"{a.hardware_class:28} {a.tasks_done:4} tasks done" for a in agents]
+    _print("\n".join(rows) if rows else "no agents enrolled")
+    return 0
+
+
+def cmd_heatmap(args) -> int:
+    from edgeatlas.coordinator import views
+
+    with _admin(args) as admin:
+        heatmap = admin.heatmap()
+    if args.format == "csv":
+        sys.stdout.write(views.to_csv(heatmap))
+    elif args.format == "json":
+        _print(views.to_json(heatmap))
+    elif not heatmap.cells:
+        _print("the heat-map is empty: no valid report yet")
+    elif args.metric:
+        _print(views.matrix(heatmap, args.metric))
+    else:
+        _print(views.summary(heatmap))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from edgeatlas.demo import Demo, DemoOptions
+
+    return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
+                            duration_s=args.duration, keep=args.keep)).run()
+
+
+# ---- parser -------------------------------------------------------------------------------------
+def _admin_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR),
+                   help="HOST:PORT (env EDGEATLAS_COORDINATOR)")
+    p.add_argument("--admin-token", default=os.environ.get("EDGEATLAS_ADMIN_TOKEN"),
+                   help="admin token (env EDGEATLAS_ADMIN_TOKEN)")
+
+
+def _run_options(p: argparse.ArgumentParser, iterations: int, duration: float) -> None:
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the runtime's default)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iterations", type=int, default=iterations, help="at least this many timed calls")
+    p.add_argument("--duration", type=float, default=duration, help="and at least this many seconds")
+    p.add_argument("--warmup", type=int, default=10, help="untimed calls first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeatlas", description="Federated benchmarking of AI inference.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="coordinator + agents + campaign over the zoo, then the heat-map")
+    p.add_argument("--dir", default=".edgeatlas-demo", help="where the demo keeps its data")
+    p.add_argument("--agents", type=int, default=2)
+    p.add_argument("--iterations", type=int, default=50)
+    p.add_argument("--duration", type=float, default=0.5)
+    p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
+    p.set_defaults(func=cmd_demo)
+
+    coord = sub.add_parser("coordinator").add_subparsers(dest="sub", required=True)
+    p = coord.add_parser("serve", help="run the coordinator")
+    p.add_argument("--db", default="sqlite:///edgeatlas.db", help="sqlite:///PATH or postgresql://...")
+    p.add_argument("--listen", default=DEFAULT_COORDINATOR, help="HOST:PORT (port 0: any free port)")
+    p.add_argument("--tokens-file", help="where first-start tokens are saved (default: beside a SQLite db)")
+    p.add_argument("--ready-file", help="write {address, pid} here once listening")
+    p.set_defaults(func=cmd_coordinator_serve)
+
+    token = sub.add_parser("token").add_subparsers(dest="sub", required=True)
+    p = token.add_parser("create", help="make an enrollment or admin token")
+    p.add_argument("--kind", choices=["enroll", "admin"], default="enroll")
+    p.add_argument("--ttl", type=int, default=0, help="seconds until it expires (0: never)")
+    p.add_argument("--uses", type=int, default=0, help="enrollments it allows (0: unlimited)")
+    _admin_options(p)
+    p.set_defaults(func=cmd_token_create)
+
+    agent = sub.add_parser("agent").add_subparsers(dest="sub", required=True)
+    p = agent.add_parser("spec", help="print this device's spec sheet")
+    p.add_argument("--root", help="read /proc and /sys under this directory instead")
+    p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("--no-bandwidth", action="store_true", help="skip the memory copy test")
+    p.set_defaults(func=cmd_agent_spec)
+    p = agent.add_parser("run", help="enroll, then pull and run tasks until stopped")
+    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
+    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"), help="enrollment token")
+    p.add_argument("--state-dir", help="credential, model cache and outbox (default ~/.local/state/...)")
+    p.add_argument("--name", help="this device's name in the fleet")
+    p.add_argument("--label", action="append", help="KEY=VALUE, repeatable")
+    p.add_argument("--once", action="store_true", help="exit when no task is left")
+    p.set_defaults(func=cmd_agent_run)
+    p = agent.add_parser("bench", help="run one model here, without a coordinator")
+    p.add_argument("model")
+    _run_options(p, iterations=100, duration=2.0)
+    p.add_argument("--provider", default="CPUExecutionProvider")
+    p.add_argument("--reference", help="reference npz (fixed inputs and outputs) for the fidelity check")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_agent_bench)
+
+    models = sub.add_parser("models").add_subparsers(dest="sub", required=True)
+    p = models.add_parser("build", help="generate the model zoo (ONNX, no download)")
+    p.add_argument("--out", default="zoo")
+    p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
+    _admin_options(p)
+    p.set_defaults(func=cmd_models_build)
+    p = models.add_parser("add", help="register your own ONNX model")
+    p.add_argument("file")
+    p.add_argument("--name")
+    _admin_options(p)
+    p.set_defaults(func=cmd_models_add)
+    p = models.add_parser("list")
+    _admin_options(p)
+    p.set_defaults(func=cmd_models_list)
+
+    campaign = sub.add_parser("campaign").add_subparsers(dest="sub", required=True)
+    p = campaign.add_parser("create", help="benchmark models across matching agents")
+    p.add_argument("--models", nargs="+", required=True, help="model names or sha256 prefixes")
+    p.add_argument("--selector", action="append", help="KEY=VALUE over agents, e.g. cpu.arch=arm64")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--name")
+    _run_options(p, iterations=100, duration=1.0)
+    _admin_options(p)
+    p.set_defaults(func=cmd_campaign_create)
+    for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_cancel)):
+        p = campaign.add_parser(name)
+        p.add_argument("id", type=int)
+        _admin_options(p)
+        p.set_defaults(func=func)
+    p = campaign.add_parser("list")
+    _admin_options(p)
+    p.set_defaults(func=cmd_campaign_list)
+
+    agents = sub.add_parser("agents").add_subparsers(dest="sub", required=True)
+    p = agents.add_parser("list")
+    _admin_options(p)
+    p.set_defaults(func=cmd_agents_list)
+
+    p = sub.add_parser("heatmap", help="the model × hardware heat-map")
+    p.add_argument("--metric", help="one metric as a matrix, e.g. latency_p50_ms")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    _admin_options(p)
+    p.set_defaults(func=cmd_heatmap)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except errors.Unavailable as exc:
+        print(f"edgeatlas: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except errors.EdgeAtlasError as exc:
+        print(f"edgeatlas: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("edgeatlas: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,216 @@
+"""`edgeatlas demo`: a coordinator, the zoo, agents as separate processes, a campaign, the heat-map.
+
+Everything runs on 127.0.0.1 in child processes that this process starts and stops by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
+from edgeatlas.protos.records import RunParams, Setting
+
+START_TIMEOUT_S = 60.0
+CAMPAIGN_TIMEOUT_S = 900.0
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path
+    agents: int = 2
+    iterations: int = 50
+    duration_s: float = 0.5
+    keep: bool = False
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+class Children:
+    """Processes this demo started; stopped by PID, politely first."""
+
+    def __init__(self) -> None:
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "edgeatlas", *args], stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    start_new_session=True)  # Ctrl-C reaches the demo, which stops them
+        self.procs.append((name, proc))
+        return proc
+
+    def stop_all(self, grace_s: float = 10.0) -> None:
+        for _, proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for name, proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say(f"  {name} (pid {proc.pid}) did not stop in {grace_s:.0f} s; killing it")
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
+
+
+class Demo:
+    def __init__(self, options: DemoOptions):
+        self.o = options
+        self.dir = options.workdir.resolve()
+        self.children = Children()
+
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            say("\ninterrupted: stopping the demo's processes")
+            return 130
+        finally:
+            self.children.stop_all()
+            signal.signal(signal.SIGTERM, previous)
+            say("all demo processes stopped")
+
+    def _run(self) -> int:
+        from edgeatlas.coordinator import views
+        from edgeatlas.coordinator.admin_client import AdminClient
+
+        if self.dir.exists() and not self.o.keep:
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        logs = self.dir / "logs"
+        db = self.dir / "coordinator.db"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
+        env["PYTHONUNBUFFERED"] = "1"
+
+        say(f"[1/5] starting the coordinator (SQLite at {db})")
+        ready = self.dir / "coordinator.json"
+        ready.unlink(missing_ok=True)
+        coordinator = self.children.start("coordinator", [
+            "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
+            "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready)],
+            logs / "coordinator.log", env)
+        address = self._wait_ready(coordinator, ready, logs / "coordinator.log")
+        tokens = json.loads((self.dir / "tokens.json").read_text())
+        say(f"      listening on {address} (pid {coordinator.pid})")
+
+        with AdminClient(address, tokens["admin_token"]) as admin:
+            say(f"[2/5] building the model zoo in {self.dir / 'zoo'} and registering it")
+            names = self._zoo(admin)
+
+            say(f"[3/5] starting {self.o.agents} agents as separate processes")
+            agent_env = dict(env, EDGEATLAS_ENROLL_TOKEN=tokens["enroll_token"])
+            for i in range(1, self.o.agents + 1):
+                name = f"agent-{i}"
+                proc = self.children.start(name, [
+                    "agent", "run", "--coordinator", address, "--state-dir", str(self.dir / "agents" / name),
+                    "--name", name, "--label", "demo=true"], logs / f"{name}.log", agent_env)
+                say(f"      {name} (pid {proc.pid})")
+            agents = self._wait_enrolled(admin)
+            say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
+
+            say(f"[4/5] campaign over {len(names)} models × {len(agents)} agents "
+                f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
+            campaign = admin.create_campaign(
+                names, {"label.demo": "true"}, 1, Setting(threads=1),
+                RunParams(warmup_iterations=10, min_iterations=self.o.iterations,
+                          min_duration_s=self.o.duration_s, max_duration_s=max(60.0, 10 * self.o.duration_s)),
+                name="demo")
+            campaign = self._follow(admin, campaign.campaign_id)
+
+            say("[5/5] the heat-map (model × hardware class)")
+            heatmap = admin.heatmap()
+            say(views.summary(heatmap))
+            say("")
+            say(views.matrix(heatmap, "latency_p50_ms"))
+            for failure in campaign.failures:
+                say(f"  note: {failure}")
+        self._where()
+        return 0 if campaign.status == "done" and campaign.counts.done > 0 else 1
+
+    def _wait_ready(self, proc: subprocess.Popen, ready: Path, log: Path) -> str:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if ready.exists():
+                return json.loads(ready.read_text())["address"]
+            if proc.poll() is not None:
+                tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+                raise Unavailable(f"the coordinator exited with code {proc.returncode}: {' '.join(tail)}")
+            time.sleep(0.1)
+        raise Unavailable(f"the coordinator did not start within {START_TIMEOUT_S:.0f} s (see {log})")
+
+    def _zoo(self, admin) -> list[str]:
+        from edgeatlas.coordinator.models import prepare, summary_json
+        from edgeatlas.coordinator.zoo import build_zoo
+
+        names = []
+        for path in build_zoo(self.dir / "zoo"):
+            prepared = prepare(path)
+            admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared))
+            s = prepared.summary
+            say(f"      {prepared.name:14} {s['parameters']:>10,} params {s['flops'] / 1e6:8.1f} MFLOP  "
+                f"{prepared.sha256[:12]}")
+            names.append(prepared.name)
+        return names
+
+    def _wait_enrolled(self, admin):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            agents = [a for a in admin.list_agents() if a.name.startswith("agent-")]
+            if len(agents) >= self.o.agents:
+                return agents
+            for name, proc in self.children.procs:
+                if proc.poll() is not None:
+                    raise Unavailable(f"{name} exited with code {proc.returncode} (see {self.dir / 'logs'})")
+            time.sleep(0.2)
+        raise Unavailable(f"agents did not enroll within {START_TIMEOUT_S:.0f} s (see {self.dir / 'logs'})")
+
+    def _follow(self, admin, campaign_id: int):
+        deadline = time.monotonic() + CAMPAIGN_TIMEOUT_S
+        last = None
+        tty = sys.stdout.isatty()
+        while True:
+            c = admin.campaign(campaign_id)
+            n = c.counts
+            total = n.pending + n.leased + n.done + n.failed + n.cancelled
+            finished = n.done + n.failed + n.cancelled
+            bar = "#" * round(30 * finished / max(total, 1))
+            line = f"      [{bar:30}] {finished}/{total} tasks, {n.leased} running, {n.failed} failed"
+            if line != last:
+                print(("\r" if tty else "") + line, end="" if tty else "\n", flush=True)
+                last = line
+            if c.status != "running":
+                if tty:
+                    print(flush=True)
+                return c
+            if time.monotonic() > deadline:
+                raise Unavailable(f"campaign {campaign_id} did not finish within {CAMPAIGN_TIMEOUT_S:.0f} s")
+            time.sleep(0.5)
+
+    def _where(self) -> None:
+        say("")
+        say("where the data lives:")
+        say(f"  database        {self.dir / 'coordinator.db'} (SQLite, WAL)")
+        say(f"  models          {self.dir / 'zoo'} (and in the database, by sha256)")
+        say(f"  agents' state   {self.dir / 'agents'} (credential, model cache, outbox)")
+        say(f"  logs            {self.dir / 'logs'}")
+        say(f"  admin token     {self.dir / 'tokens.json'}")
+        say("to look again, start `edgeatlas coordinator serve --db "
+            f"sqlite:///{self.dir / 'coordinator.db'}` and run `edgeatlas heatmap` with "
+            "EDGEATLAS_ADMIN_TOKEN from tokens.json")
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt

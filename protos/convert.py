@@ -1,0 +1,69 @@
+"""The one translation point between protobuf messages and the typed records."""
+
+from __future__ import annotations
+
+from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, Setting
+from edgeatlas.v1 import agent_pb2, common_pb2
+
+
+def setting_to_pb(s: Setting) -> common_pb2.Setting:
+    return common_pb2.Setting(
+        target=s.target, runtime=s.runtime, runtime_version=s.runtime_version,
+        execution_provider=s.execution_provider, batch=s.batch, threads=s.threads,
+        precision=s.precision, scenario=s.scenario, scenario_params=dict(s.scenario_params))
+
+
+def setting_from_pb(m: common_pb2.Setting) -> Setting:
+    return Setting(
+        target=m.target or "cpu", runtime=m.runtime or "onnxruntime", runtime_version=m.runtime_version,
+        execution_provider=m.execution_provider or "CPUExecutionProvider", batch=m.batch or 1,
+        threads=m.threads, precision=m.precision or "fp32", scenario=m.scenario or "single-stream",
+        scenario_params=dict(m.scenario_params))
+
+
+def params_to_pb(p: RunParams) -> agent_pb2.RunParams:
+    return agent_pb2.RunParams(warmup_iterations=p.warmup_iterations, min_iterations=p.min_iterations,
+                               min_duration_s=p.min_duration_s, max_duration_s=p.max_duration_s)
+
+
+def params_from_pb(m: agent_pb2.RunParams) -> RunParams:
+    default = RunParams()
+    return RunParams(
+        warmup_iterations=m.warmup_iterations or default.warmup_iterations,
+        min_iterations=m.min_iterations or default.min_iterations,
+        min_duration_s=m.min_duration_s or default.min_duration_s,
+        max_duration_s=m.max_duration_s or default.max_duration_s)
+
+
+def stats_to_pb(s: LatencyStats) -> common_pb2.LatencyStats:
+    return common_pb2.LatencyStats(**s.to_dict())
+
+
+def stats_from_pb(m: common_pb2.LatencyStats) -> LatencyStats:
+    return LatencyStats(
+        p50_ms=m.p50_ms, p90_ms=m.p90_ms, p99_ms=m.p99_ms, mean_ms=m.mean_ms, stdev_ms=m.stdev_ms,
+        min_ms=m.min_ms, max_ms=m.max_ms, throughput_ips=m.throughput_ips, iterations=m.iterations,
+        duration_s=m.duration_s)
+
+
+def fidelity_to_pb(f: Fidelity) -> agent_pb2.Fidelity:
+    return agent_pb2.Fidelity(checked=f.checked, passed=f.passed, max_abs_error=f.max_abs_error,
+                              tolerance=f.tolerance, detail=f.detail)
+
+
+def fidelity_from_pb(m: agent_pb2.Fidelity) -> Fidelity:
+    return Fidelity(checked=m.checked, passed=m.passed, max_abs_error=m.max_abs_error,
+                    tolerance=m.tolerance, detail=m.detail)
+
+
+def model_to_pb(r: ModelRef) -> common_pb2.ModelRef:
+    return common_pb2.ModelRef(
+        sha256=r.sha256, name=r.name, format=r.format, size_bytes=r.size_bytes,
+        reference_sha256=r.reference_sha256, reference_size_bytes=r.reference_size_bytes,
+        summary_json=r.summary_json)
+
+
+def model_from_pb(m: common_pb2.ModelRef) -> ModelRef:
+    return ModelRef(sha256=m.sha256, name=m.name, format=m.format, size_bytes=m.size_bytes,
+                    reference_sha256=m.reference_sha256, reference_size_bytes=m.reference_size_bytes,
+                    summary_json=m.summary_json)

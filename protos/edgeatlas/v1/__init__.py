@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs of the EdgeAtlas wire contract (v1)."""
