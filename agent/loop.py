@@ -33,6 +33,10 @@ TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
              grpc.StatusCode.UNKNOWN}
 
 
+class FetchFailed(EdgeAtlasError):
+    """The coordinator refused a model download for good (not found, forbidden)."""
+
+
 @dataclass
 class Backoff:
     """Exponential backoff with full jitter."""
@@ -73,6 +77,7 @@ class Agent:
             log.info("enrolled with %s before; enrolling with %s", self.identity.coordinator, config.coordinator)
             self.identity = None
         self.last_heartbeat = 0.0
+        self.current: agent_pb2.Task | None = None
         self.tasks_done = 0
 
     # ---- wire calls -----------------------------------------------------------------------------
@@ -134,8 +139,14 @@ class Agent:
             lease_id=task.lease_id, privacy_mode="trusted", agent_version=edgeatlas.__version__,
             started_ms=int(time.time() * 1000))
         try:
-            model_path = self.fetch(task.model.sha256, ".onnx")
-            ref_path = self.fetch(task.model.reference_sha256, ".npz") if task.model.reference_sha256 else None
+            try:
+                model_path = self.fetch(task.model.sha256, ".onnx")
+                ref_path = (self.fetch(task.model.reference_sha256, ".npz")
+                            if task.model.reference_sha256 else None)
+            except grpc.RpcError as exc:
+                if exc.code() in TRANSIENT:
+                    raise  # the coordinator is away: keep the task and try again after a backoff
+                raise FetchFailed(f"model {task.model.name} could not be fetched: {exc.details()}") from None
             runner = make_runner(model_path, convert.setting_from_pb(task.setting), ref_path)
             result = runner.run(convert.params_from_pb(task.params))
         except EdgeAtlasError as exc:
@@ -160,12 +171,14 @@ class Agent:
             self.send(pending)
         if time.monotonic() - self.last_heartbeat > HEARTBEAT_EVERY_S:
             self.heartbeat("idle")
-        task = self.lease()
+        task = self.current or self.lease()
         if task is None:
             return False
+        self.current = task  # survives a transient failure below; retried on the next step
         log.info("task %d: %s (campaign %d)", task.task_id, task.model.name, task.campaign_id)
         report = self.execute(task)
         self.outbox.put(report)
+        self.current = None
         self.send(report)
         self.tasks_done += 1
         if report.status == agent_pb2.ReportRequest.OK:

@@ -241,16 +241,21 @@ class Store:
             return int(campaign.id)
 
     def lease(self, agent_id: str) -> LeasedTask | None:
-        """The agent's next open task (pending, or leased with its lease expired), now leased to it."""
+        """The agent's next open task, now leased to it.
+
+        An agent runs one task at a time and reports before it asks again, so a task still leased
+        to the asking agent is orphaned (say, the lease reply was lost in a coordinator crash):
+        it is offered again first, under a new lease.
+        """
         t = now_ms()
         with self._write, self.session() as s:
             while True:
                 row = s.exec(
                     select(TaskRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
-                    .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running")
-                    .where((TaskRow.status == "pending")
-                           | ((TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t)))
-                    .order_by(TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)).first()
+                    .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running",
+                           TaskRow.status.in_(OPEN_TASK))
+                    .order_by(TaskRow.status, TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)  # leased first
+                ).first()
                 if row is None:
                     return None
                 campaign = s.get(CampaignRow, row.campaign_id)

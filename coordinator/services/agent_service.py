@@ -138,6 +138,11 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
             raise InvalidInput("stats are missing from an OK report")
         if not m.HasField("setting"):
             raise InvalidInput("setting is missing from an OK report")
+        for name in ("target", "runtime", "runtime_version", "execution_provider", "precision", "scenario"):
+            if not getattr(m.setting, name):
+                raise InvalidInput(f"setting.{name} is missing")
+        if m.setting.batch == 0:
+            raise InvalidInput("setting.batch is missing")
         stats, setting = convert.stats_from_pb(m.stats), convert.setting_from_pb(m.setting)
         check_stats(stats)
         check_setting(setting)

@@ -1,0 +1,72 @@
+import io
+import json
+
+import numpy as np
+import pytest
+
+from edgeatlas.agent.runners import make_runner
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.records import LatencyStats, RunParams, Setting
+
+QUICK = RunParams(warmup_iterations=2, min_iterations=20, min_duration_s=0.05, max_duration_s=30)
+
+
+def test_stats_from_known_values():
+    s = LatencyStats.from_values(np.arange(1, 101, dtype=float), batch=4)
+    assert s.p50_ms == pytest.approx(50.5)
+    assert s.p90_ms == pytest.approx(90.1)
+    assert s.p99_ms == pytest.approx(99.01)
+    assert (s.min_ms, s.max_ms, s.iterations) == (1, 100, 100)
+    assert s.mean_ms == pytest.approx(50.5)
+    assert s.throughput_ips == pytest.approx(4 * 100 / (5050 / 1000))
+
+
+def test_runner_meets_its_rules_and_passes_fidelity(prepared_zoo, zoo_dir):
+    runner = make_runner(str(zoo_dir / "resnet-s.onnx"), Setting(threads=1, batch=2),
+                         str(zoo_dir / "resnet-s.ref.npz"))
+    result = runner.run(RunParams(warmup_iterations=2, min_iterations=30, min_duration_s=0.3))
+    assert result.valid, result.invalid_reason
+    assert result.stats.iterations >= 30 and result.stats.duration_s >= 0.25
+    assert result.fidelity.checked and result.fidelity.passed
+    st = result.setting
+    assert (st.batch, st.threads, st.precision, st.execution_provider) == (2, 1, "fp32", "CPUExecutionProvider")
+    assert st.runtime_version  # onnxruntime version recorded beside the numbers
+    assert result.stats.p50_ms <= result.stats.p99_ms
+
+
+def test_wrong_outputs_make_the_result_invalid(prepared_zoo, zoo_dir, tmp_path):
+    with np.load(zoo_dir / "mlp-s.ref.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    key = next(k for k in arrays if k.startswith("output:"))
+    arrays[key] = arrays[key] + 0.5  # a device that computes the wrong thing
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    result = make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(threads=1), str(bad)).run(QUICK)
+    assert not result.valid
+    assert result.fidelity.checked and not result.fidelity.passed
+    assert "fidelity" in result.invalid_reason
+
+
+def test_max_duration_cuts_an_invalid_run(prepared_zoo, zoo_dir):
+    params = RunParams(warmup_iterations=0, min_iterations=10**6, min_duration_s=0.01, max_duration_s=0.2)
+    result = make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(threads=1)).run(params)
+    assert not result.valid and "max_duration_s" in result.invalid_reason
+    assert not result.fidelity.checked  # no reference given: said so, not faked
+
+
+def test_corrupt_model_is_one_readable_line(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x01garbage" * 10)
+    with pytest.raises(InvalidInput) as info:
+        make_runner(str(bad), Setting())
+    assert "broken.onnx" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unavailable_provider_is_refused(zoo_dir):
+    with pytest.raises(InvalidInput, match="CUDAExecutionProvider is not available"):
+        make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(execution_provider="CUDAExecutionProvider"))
+
+
+def test_unknown_runtime_is_refused(zoo_dir):
+    with pytest.raises(InvalidInput, match="runtime 'tensorrt'"):
+        make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(runtime="tensorrt"))

@@ -1,0 +1,133 @@
+"""Shared fixtures: the model zoo, and a real coordinator process on 127.0.0.1 stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeatlas", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env or cli_env(), cwd=cwd)
+
+
+def stop_pid(proc: subprocess.Popen, grace_s: float = 10) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class CoordinatorProcess:
+    """A coordinator started with `edgeatlas coordinator serve` in its own process."""
+
+    workdir: Path
+    db_path: Path
+    proc: subprocess.Popen | None = None
+    address: str = ""
+    port: int = 0
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return json.loads((self.workdir / "tokens.json").read_text())
+
+    @property
+    def admin_token(self) -> str:
+        return self.tokens["admin_token"]
+
+    @property
+    def enroll_token(self) -> str:
+        return self.tokens["enroll_token"]
+
+    def start(self) -> "CoordinatorProcess":
+        ready = self.workdir / "ready.json"
+        ready.unlink(missing_ok=True)
+        log = open(self.workdir / "coordinator.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db", f"sqlite:///{self.db_path}",
+             "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
+             "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+        log.close()
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("coordinator did not start:\n" + (self.workdir / "coordinator.log").read_text())
+            time.sleep(0.05)
+        self.address = json.loads(ready.read_text())["address"]
+        self.port = int(self.address.rpartition(":")[2])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc)
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def admin(self):
+        from edgeatlas.coordinator.admin_client import AdminClient
+        return AdminClient(self.address, self.admin_token)
+
+    def env(self) -> dict[str, str]:
+        return cli_env(EDGEATLAS_COORDINATOR=self.address, EDGEATLAS_ADMIN_TOKEN=self.admin_token)
+
+
+@pytest.fixture
+def coordinator(tmp_path):
+    c = CoordinatorProcess(tmp_path, tmp_path / "coordinator.db").start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="session")
+def zoo_dir(tmp_path_factory) -> Path:
+    from edgeatlas.coordinator.zoo import build_zoo
+    out = tmp_path_factory.mktemp("zoo")
+    build_zoo(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def prepared_zoo(zoo_dir):
+    """name → PreparedModel (validated, summarised, with reference data), written beside the model."""
+    from edgeatlas.coordinator.models import prepare
+    prepared = {}
+    for path in sorted(zoo_dir.glob("*.onnx")):
+        p = prepare(path)
+        (zoo_dir / f"{p.name}.ref.npz").write_bytes(p.reference_npz)
+        prepared[p.name] = p
+    return prepared
+
+
+def register(admin, prepared, names):
+    from edgeatlas.coordinator.models import summary_json
+    for name in names:
+        p = prepared[name]
+        admin.add_model(p.path, p.name, p.reference_npz, summary_json(p))

@@ -1,0 +1,141 @@
+"""The Store on a real SQLite file: idempotent reports, incremental cells, campaigns, leases."""
+
+import json
+import math
+
+import pytest
+
+from edgeatlas.coordinator import aggregate
+from edgeatlas.coordinator.storage import IncomingReport, Store
+from edgeatlas.protos.errors import Conflict, InvalidInput, PermissionDenied
+from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
+from edgeatlas.protos.spec import SpecSheet
+
+SPEC = SpecSheet.from_dict({"name": "box", "cpu": {"vendor": "amd", "model": "EPYC 7B13", "cores": 2}})
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    s.put_blob("a" * 64, 3, [b"abc"])
+    s.add_model("m1", "onnx", "a" * 64, "", "{}")
+    yield s
+    s.close()
+
+
+def stats(p50: float) -> LatencyStats:
+    return LatencyStats(p50, p50 * 1.1, p50 * 1.2, p50 * 1.05, 0.1, p50 * 0.9, p50 * 1.3, 1000 / p50, 100, 1.0)
+
+
+def report(task, report_id, p50=2.0, ok=True, valid=True) -> IncomingReport:
+    return IncomingReport(report_id=report_id, task_id=task.id, lease_id=task.lease_id, ok=ok,
+                          failure_reason="" if ok else "model did not load",
+                          setting=Setting(runtime_version="1.0", threads=1) if ok else None,
+                          stats=stats(p50) if ok else None, fidelity=Fidelity(True, True), valid=valid,
+                          invalid_reason="" if valid else "fidelity", privacy_mode="trusted", started_ms=0,
+                          agent_version="t")
+
+
+def enroll(store, name):
+    return store.enroll(name, SPEC, f"hash-{name}", {}, "t")
+
+
+def test_sqlite_runs_in_wal_mode(store):
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_report_is_idempotent_and_folds_once(store):
+    a = enroll(store, "a")
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(threads=1), RunParams())
+    task = store.lease(a.agent_id).task
+    assert store.record_report(a.agent_id, report(task, "r-00000001")) is False
+    assert store.record_report(a.agent_id, report(task, "r-00000001")) is True  # the retry
+    (cell, est), = store.heatmap()
+    assert (cell.n_reports, cell.n_devices, store.count_reports()) == (1, 1, 1)
+    assert est["latency_p50_ms"].value == pytest.approx(2.0)
+    assert store.campaign(cid).status == "done"
+
+
+def test_cells_fold_geometric_means_over_devices(store):
+    agents = [enroll(store, n) for n in ("a", "b", "c")]
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(threads=1), RunParams())
+    for agent, p50 in zip(agents, (1.0, 4.0, 16.0)):
+        task = store.lease(agent.agent_id).task
+        store.record_report(agent.agent_id, report(task, f"r-{agent.name}-0001", p50))
+    (cell, est), = store.heatmap()
+    assert cell.n_devices == 3
+    assert est["latency_p50_ms"].value == pytest.approx(4.0)  # (1·4·16)^(1/3)
+    assert est["latency_p50_ms"].low < 4.0 < est["latency_p50_ms"].high
+    assert est["throughput_ips"].value == pytest.approx(250.0)
+
+
+def test_foreign_unknown_and_stale_reports_store_nothing(store):
+    a, b = enroll(store, "a"), enroll(store, "b")
+    store.create_campaign("c", store.resolve_models(["m1"]), {"name": "a"}, 1, Setting(), RunParams())
+    task = store.lease(a.agent_id).task
+    with pytest.raises(InvalidInput, match="not this agent's"):
+        store.record_report(b.agent_id, report(task, "r-foreign-01"))
+    task.id = 999
+    with pytest.raises(InvalidInput, match="does not exist"):
+        store.record_report(a.agent_id, report(task, "r-unknown-01"))
+    assert store.count_reports() == 0 and store.heatmap() == []
+
+
+def test_report_id_of_another_agent_is_refused(store):
+    a, b = enroll(store, "a"), enroll(store, "b")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams())
+    ta, tb = store.lease(a.agent_id).task, store.lease(b.agent_id).task
+    store.record_report(a.agent_id, report(ta, "r-shared-01"))
+    with pytest.raises(PermissionDenied):
+        store.record_report(b.agent_id, report(tb, "r-shared-01"))
+
+
+def test_orphaned_lease_is_offered_again_and_the_old_lease_goes_stale(store):
+    a = enroll(store, "a")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 2, Setting(), RunParams())
+    first = store.lease(a.agent_id).task
+    # The agent asks again without reporting: it never got the first reply (say, a crash).
+    second = store.lease(a.agent_id).task
+    assert second.id == first.id and second.lease_id != first.lease_id and second.attempts == 2
+    with pytest.raises(Conflict, match="stale"):
+        store.record_report(a.agent_id, report(first, "r-stale-001"))
+    store.record_report(a.agent_id, report(second, "r-fresh-001"))
+    third = store.lease(a.agent_id).task
+    assert third.id != first.id  # the next repeat, only after the first was reported
+
+
+def test_a_task_leased_too_often_fails_with_its_reason(store):
+    a = enroll(store, "a")
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams())
+    for _ in range(3):
+        assert store.lease(a.agent_id) is not None
+    assert store.lease(a.agent_id) is None
+    assert store.task_counts(cid)["failed"] == 1 and "no report after 3 leases" in store.failures(cid)[0]
+    assert store.campaign(cid).status == "done"
+
+
+def test_failed_and_invalid_reports_do_not_reach_the_heatmap(store):
+    a = enroll(store, "a")
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 2, Setting(), RunParams())
+    store.record_report(a.agent_id, report(store.lease(a.agent_id).task, "r-failed-01", ok=False))
+    store.record_report(a.agent_id, report(store.lease(a.agent_id).task, "r-invalid-1", valid=False))
+    assert store.heatmap() == []
+    assert store.task_counts(cid)["failed"] == 1 and store.task_counts(cid)["done"] == 1
+    assert any("did not load" in f for f in store.failures(cid))
+
+
+def test_campaign_needs_a_matching_agent_and_can_be_cancelled(store):
+    enroll(store, "a")
+    with pytest.raises(Conflict, match="no enrolled agent"):
+        store.create_campaign("c", store.resolve_models(["m1"]), {"cpu.arch": "arm64"}, 1, Setting(), RunParams())
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {"cpu.vendor": "amd"}, 1, Setting(),
+                                RunParams())
+    assert store.cancel_campaign(cid).status == "cancelled"
+    assert store.task_counts(cid)["cancelled"] == 1
+
+
+def test_estimate_interval_is_nan_below_two_reports():
+    n, s, ss = aggregate.fold(0, 0.0, 0.0, 3.0)
+    e = aggregate.estimate(n, s, ss)
+    assert e.value == pytest.approx(3.0) and math.isnan(e.low) and math.isnan(e.high)

@@ -1,0 +1,101 @@
+"""A coordinator process and two agent processes on 127.0.0.1: campaigns complete, even across a restart."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from edgeatlas.protos.records import RunParams, Setting
+
+from tests.conftest import cli_env, register, stop_pid
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]
+
+
+def start_agents(coordinator, tmp_path, n=2):
+    procs = []
+    for i in range(n):
+        log = open(tmp_path / f"agent-{i}.log", "ab")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "edgeatlas", "agent", "run", "--coordinator", coordinator.address,
+             "--state-dir", str(tmp_path / f"agent-{i}"), "--name", f"agent-{i}"],
+            stdout=log, stderr=subprocess.STDOUT, env=cli_env(EDGEATLAS_ENROLL_TOKEN=coordinator.enroll_token)))
+        log.close()
+    return procs
+
+
+def wait_for(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def enrolled(coordinator, n):
+    with coordinator.admin() as admin:
+        return len(admin.list_agents()) >= n
+
+
+def campaign_state(coordinator, cid):
+    with coordinator.admin() as admin:
+        return admin.campaign(cid)
+
+
+@pytest.fixture
+def fleet(coordinator, prepared_zoo, tmp_path):
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, MODELS)
+    procs = start_agents(coordinator, tmp_path)
+    try:
+        wait_for(lambda: enrolled(coordinator, 2), 60, "two agents to enroll")
+        yield coordinator, procs
+    finally:
+        for p in procs:
+            stop_pid(p)
+        logs = "".join((tmp_path / f"agent-{i}.log").read_text() for i in range(len(procs)))
+        assert "Traceback" not in logs, logs
+
+
+def create(coordinator, duration_s=0.3):
+    with coordinator.admin() as admin:
+        return admin.create_campaign(MODELS, {}, 1, Setting(threads=1),
+                                     RunParams(warmup_iterations=5, min_iterations=20, min_duration_s=duration_s)
+                                     ).campaign_id
+
+
+def test_campaign_completes_and_fills_the_heatmap(fleet):
+    coordinator, _ = fleet
+    cid = create(coordinator)
+    done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 120, "the campaign")
+    assert (done.counts.done, done.counts.failed) == (8, 0)
+    with coordinator.admin() as admin:
+        cells = admin.heatmap().cells
+        agents = admin.list_agents()
+    assert sorted(c.model_name for c in cells) == sorted(MODELS)
+    for cell in cells:
+        assert cell.n_devices == 2 and cell.n_reports == 2
+        p50, p99 = cell.metrics["latency_p50_ms"].value, cell.metrics["latency_p99_ms"].value
+        assert 0 < p50 <= p99 and cell.metrics["throughput_ips"].value > 0
+        assert cell.setting.threads == 1 and cell.setting.runtime_version
+    assert all(a.online and a.tasks_done == 4 for a in agents)
+
+
+def test_campaign_completes_across_a_coordinator_restart(fleet):
+    coordinator, _ = fleet
+    cid = create(coordinator, duration_s=0.8)
+    wait_for(lambda: campaign_state(coordinator, cid).counts.done >= 2, 60, "the first reports")
+    coordinator.kill()  # SIGKILL mid-campaign: no chance to flush anything
+    time.sleep(2)
+    coordinator.start()  # same database, same port
+    done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 180,
+                    "the campaign after the restart")
+    assert done.counts.done == 8 and done.counts.failed == 0
+    with coordinator.admin() as admin:
+        cells = admin.heatmap().cells
+    assert sum(c.n_reports for c in cells) == 8  # every task counted exactly once

@@ -1,0 +1,154 @@
+"""Bad input over real gRPC: a clear status code, and nothing stored."""
+
+import math
+
+import grpc
+import pytest
+
+from edgeatlas.agent.probe import probe
+from edgeatlas.coordinator.storage import Store
+from edgeatlas.protos.errors import Unauthenticated
+from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.wire import bearer
+from edgeatlas.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
+
+from tests.conftest import register
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def wire(coordinator, prepared_zoo):
+    channel = grpc.insecure_channel(coordinator.address)
+    stub = agent_pb2_grpc.AgentServiceStub(channel)
+    spec = probe("/", measure_bandwidth=False).to_json()
+    creds = []
+    for name in ("a", "b"):
+        resp = stub.Enroll(agent_pb2.EnrollRequest(enrollment_token=coordinator.enroll_token, spec_json=spec,
+                                                   name=name), timeout=10)
+        creds.append(resp.credential)
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, ["mlp-s"])
+        admin.create_campaign(["mlp-s"], {"name": "a"}, 1, Setting(threads=1), RunParams())
+    task = stub.LeaseTask(agent_pb2.LeaseTaskRequest(wait_s=5), metadata=bearer(creds[0]), timeout=10).task
+    assert task.task_id
+    yield stub, creds, task, coordinator
+    channel.close()
+
+
+def good_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
+    r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
+                                status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted")
+    r.setting.CopyFrom(agent_pb2.Task().setting)
+    r.setting.runtime, r.setting.runtime_version, r.setting.target = "onnxruntime", "1.32.0", "cpu"
+    r.setting.execution_provider, r.setting.batch, r.setting.precision = "CPUExecutionProvider", 1, "fp32"
+    r.setting.scenario = "single-stream"
+    s = r.stats
+    s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.stdev_ms = 1.0, 1.1, 1.2, 1.05, 0.05
+    s.min_ms, s.max_ms, s.throughput_ips, s.iterations, s.duration_s = 0.9, 1.3, 950.0, 100, 0.1
+    return r
+
+
+def nothing_stored(coordinator) -> None:
+    store = Store(f"sqlite:///{coordinator.db_path}")
+    try:
+        assert store.count_reports() == 0
+        assert store.heatmap() == []
+    finally:
+        store.close()
+
+
+def test_wrong_or_missing_tokens_are_unauthenticated(wire):
+    stub, _, task, coordinator = wire
+    for metadata in (None, bearer("ea_agent_wrong")):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Report(good_report(task), metadata=metadata, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Enroll(agent_pb2.EnrollRequest(enrollment_token="ea_enroll_wrong", spec_json="{}"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    channel = grpc.insecure_channel(coordinator.address)
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    for metadata in (None, bearer(coordinator.enroll_token)):  # an enrollment token is no admin token
+        with pytest.raises(grpc.RpcError) as info:
+            admin.GetHeatmap(admin_pb2.GetHeatmapRequest(), metadata=metadata, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    channel.close()
+    with pytest.raises(Unauthenticated):
+        from edgeatlas.coordinator.admin_client import AdminClient
+        AdminClient(coordinator.address, "ea_admin_wrong").list_models()
+    nothing_stored(coordinator)
+
+
+def _mutations():
+    def stat(field, value):
+        def f(r):
+            setattr(r.stats, field, value)
+        return f
+    return {
+        "nan p50": stat("p50_ms", math.nan),
+        "infinite p99": stat("p99_ms", math.inf),
+        "negative min": stat("min_ms", -1.0),
+        "absurd max": stat("max_ms", 1e12),
+        "zero throughput": stat("throughput_ips", 0.0),
+        "unordered percentiles": stat("p90_ms", 5.0),
+        "missing stats": lambda r: r.ClearField("stats"),
+        "missing setting": lambda r: r.ClearField("setting"),
+        "missing status": lambda r: setattr(r, "status", agent_pb2.ReportRequest.STATUS_UNSPECIFIED),
+        "missing report_id": lambda r: setattr(r, "report_id", ""),
+        "missing lease": lambda r: setattr(r, "lease_id", ""),
+        "unknown task": lambda r: setattr(r, "task_id", 987654),
+        "zero batch": lambda r: setattr(r.setting, "batch", 0),
+        "failed without reason": lambda r: setattr(r, "status", agent_pb2.ReportRequest.FAILED),
+        "unknown privacy mode": lambda r: setattr(r, "privacy_mode", "whatever"),
+    }
+
+
+@pytest.mark.parametrize("mutation", list(_mutations()))
+def test_bad_reports_are_invalid_argument_and_store_nothing(wire, mutation):
+    stub, creds, task, coordinator = wire
+    report = good_report(task)
+    _mutations()[mutation](report)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Report(report, metadata=bearer(creds[0]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+    assert info.value.details() and "\n" not in info.value.details()
+    nothing_stored(coordinator)
+
+
+def test_foreign_task_is_invalid_argument_then_the_owner_succeeds_once(wire):
+    stub, creds, task, coordinator = wire
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Report(good_report(task), metadata=bearer(creds[1]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    nothing_stored(coordinator)
+    first = stub.Report(good_report(task), metadata=bearer(creds[0]), timeout=10)
+    retry = stub.Report(good_report(task), metadata=bearer(creds[0]), timeout=10)
+    assert (first.accepted, first.duplicate, retry.duplicate) == (True, False, True)
+    with coordinator.admin() as admin:
+        cell, = admin.heatmap().cells
+    assert cell.n_reports == 1 and cell.metrics["latency_p50_ms"].value == pytest.approx(1.0)
+
+
+def test_fetch_streams_the_exact_bytes_in_chunks(wire, prepared_zoo):
+    stub, creds, task, _ = wire
+    chunks = list(stub.FetchModel(agent_pb2.FetchModelRequest(sha256=task.model.sha256),
+                                  metadata=bearer(creds[0]), timeout=30))
+    assert b"".join(c.data for c in chunks) == prepared_zoo["mlp-s"].path.read_bytes()
+    assert chunks[0].total_size == task.model.size_bytes
+    tail = list(stub.FetchModel(agent_pb2.FetchModelRequest(sha256=task.model.sha256, offset=1000),
+                                metadata=bearer(creds[0]), timeout=30))
+    assert b"".join(c.data for c in tail) == prepared_zoo["mlp-s"].path.read_bytes()[1000:]
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.FetchModel(agent_pb2.FetchModelRequest(sha256="0" * 64), metadata=bearer(creds[0]), timeout=10))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_upload_with_wrong_sha256_is_refused(coordinator):
+    channel = grpc.insecure_channel(coordinator.address)
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    chunks = iter([admin_pb2.BlobChunk(sha256="1" * 64, size_bytes=3), admin_pb2.BlobChunk(data=b"abc")])
+    with pytest.raises(grpc.RpcError) as info:
+        admin.UploadBlob(chunks, metadata=bearer(coordinator.admin_token), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    channel.close()
