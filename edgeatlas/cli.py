@@ -165,6 +165,8 @@ def _register(admin, path: Path, name: str):
 
     prepared = prepare(path, name)
     ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared))
+    if ref.name != name:
+        _print(f"  (the same bytes are already registered as {ref.name!r}; models are content-addressed)")
     _print(f"  {ref.name:16} {ref.sha256[:12]}  {prepared.size_bytes / 1024:8.0f} KiB  "
            f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} MFLOP")
     return ref

@@ -1,0 +1,13 @@
+# The agent, with only the agent extra: no torch, no database drivers.
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY edgeatlas edgeatlas
+COPY protos protos
+COPY agent agent
+# setuptools needs every mapped package folder to exist; the coordinator's code is not installed as a dependency.
+COPY coordinator coordinator
+RUN pip install --no-cache-dir ".[agent]" && useradd --create-home edgeatlas
+USER edgeatlas
+ENV EDGEATLAS_COORDINATOR=coordinator:50051
+CMD ["sh", "-c", "exec edgeatlas agent run --coordinator \"$EDGEATLAS_COORDINATOR\" --state-dir /home/edgeatlas/state --name \"${EDGEATLAS_AGENT_NAME:-$(hostname)}\""]

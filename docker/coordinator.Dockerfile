@@ -1,0 +1,14 @@
+# The coordinator: gRPC on 50051, state in the database named by EDGEATLAS_DB.
+FROM python:3.11-slim
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY edgeatlas edgeatlas
+COPY protos protos
+COPY agent agent
+COPY coordinator coordinator
+RUN pip install --no-cache-dir ".[coordinator]" && useradd --create-home edgeatlas && mkdir /data && chown edgeatlas /data
+USER edgeatlas
+ENV EDGEATLAS_DB=sqlite:////data/coordinator.db
+EXPOSE 50051
+# 0.0.0.0 inside the container only; publish the port on the host's 127.0.0.1 (see compose.yaml).
+CMD ["sh", "-c", "exec edgeatlas coordinator serve --db \"$EDGEATLAS_DB\" --listen 0.0.0.0:50051 --tokens-file /data/tokens.json"]

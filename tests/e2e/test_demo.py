@@ -1,0 +1,73 @@
+"""`edgeatlas demo` as a user runs it: a heat-map of ≥ 4 models, and no process left behind."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import cli_env
+
+pytestmark = pytest.mark.slow
+
+
+def pids_in(output: str) -> list[int]:
+    return [int(p) for p in re.findall(r"pid (\d+)", output)]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie awaiting its parent counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
+                           "--iterations", "20", "--duration", "0.2"],
+                          capture_output=True, text=True, timeout=600, env=cli_env())
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    matrix = out[out.index("latency_p50_ms (ms)"):out.index("where the data lives")]
+    rows = [line for line in matrix.splitlines()[2:] if line.strip()]
+    assert len(rows) >= 4  # at least four models measured
+    for row in rows:
+        value = row.split()[-1]
+        assert float(value) > 0
+    assert "p99 ms" in out and "inf/s" in out
+    assert "16/16 tasks" in out
+    assert str(tmp_path / "demo" / "coordinator.db") in out
+    pids = pids_in(out)
+    assert len(pids) == 3  # coordinator + two agents
+    assert not [p for p in pids if alive(p)]
+
+
+def test_ctrl_c_stops_every_demo_process(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
+                             "--iterations", "2000", "--duration", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "[4/5]" not in seen and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert "[4/5]" in seen, seen
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    seen += rest
+    assert proc.returncode == 130, seen
+    assert "all demo processes stopped" in seen
+    pids = pids_in(seen)
+    assert len(pids) == 3
+    assert not [p for p in pids if alive(p)]

@@ -1,0 +1,65 @@
+"""The CLI as a user meets it: bad input is one line and exit code 2, never a traceback."""
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+
+
+def one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.fixture
+def corrupt(tmp_path):
+    bad = tmp_path / "corrupt.onnx"
+    bad.write_bytes(b"\x00\x01 this is not a protobuf" * 20)
+    return bad
+
+
+def test_agent_bench_on_a_corrupt_model(corrupt):
+    one_line_error(run_cli("agent", "bench", str(corrupt)), "corrupt.onnx")
+
+
+def test_models_add_on_a_corrupt_model_touches_no_coordinator(corrupt):
+    # the address is unreachable: validation must answer before any connection is tried
+    one_line_error(run_cli("models", "add", str(corrupt), "--coordinator", "127.0.0.1:9",
+                           "--admin-token", "x"), "corrupt.onnx", "not a valid ONNX model")
+
+
+def test_agent_bench_prints_stats_and_setting(zoo_dir, prepared_zoo):
+    proc = run_cli("agent", "bench", str(zoo_dir / "mobilenet-s.onnx"), "--threads", "1", "--iterations", "20",
+                   "--duration", "0.2", "--reference", str(zoo_dir / "mobilenet-s.ref.npz"), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["valid"] and result["fidelity"]["passed"]
+    assert result["stats"]["iterations"] >= 20 and result["setting"]["threads"] == 1
+    assert result["stats"]["p50_ms"] <= result["stats"]["p99_ms"]
+
+
+def test_agent_bench_rejects_nonsense_parameters(zoo_dir):
+    one_line_error(run_cli("agent", "bench", str(zoo_dir / "mlp-s.onnx"), "--iterations", "0"), "--iterations")
+
+
+def test_agent_spec_prints_a_spec_sheet():
+    proc = run_cli("agent", "spec", "--no-bandwidth")
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load(proc.stdout)
+    assert spec["schema"] == "edgeatlas.spec/v1" and spec["cpu"]["threads"] >= 1
+    assert spec["memory"]["bandwidth_gbs"] is None  # not measured when asked not to: null, not guessed
+
+
+def test_admin_commands_without_a_coordinator_say_so():
+    proc = run_cli("heatmap", "--coordinator", "127.0.0.1:9", "--admin-token", "x", timeout=60)
+    assert proc.returncode == 3 and "unreachable" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_address_and_missing_token():
+    one_line_error(run_cli("heatmap", "--coordinator", "nowhere", "--admin-token", "x"), "HOST:PORT")
+    one_line_error(run_cli("campaign", "list", "--coordinator", "127.0.0.1:9"), "admin token")
