@@ -50,3 +50,35 @@ def test_big_little_clusters_from_a_real_phone(device):
 
 def test_cpu_list_parsing():
     assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6]
+
+
+def test_gpu_through_nvml(monkeypatch):
+    """NVML's answers map onto the accelerator section (a stand-in module: this machine has no GPU)."""
+    import types
+
+    from edgeatlas.agent.probe import probe_gpu
+
+    calls = []
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=1,
+        nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: f"h{i}",
+        nvmlDeviceGetName=lambda h: "NVIDIA H200",
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=141 * 1024**3),
+        nvmlDeviceGetMaxClockInfo=lambda h, clock: 1980)
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    gpu = probe_gpu()
+    assert gpu == {"kind": "gpu", "vendor": "nvidia", "name": "NVIDIA H200", "memory_gb": 141.0,
+                   "clock_ghz": 1.98, "count": 2}
+    assert calls == ["init", "shutdown"]
+
+
+def test_no_nvidia_driver_means_no_accelerator(monkeypatch):
+    import types
+
+    from edgeatlas.agent.probe import probe_gpu
+
+    def no_driver():
+        raise RuntimeError("NVML Shared Library Not Found")
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", types.SimpleNamespace(nvmlInit=no_driver))
+    assert probe_gpu() is None
