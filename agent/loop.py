@@ -147,7 +147,7 @@ class Agent:
                 if exc.code() in TRANSIENT:
                     raise  # the coordinator is away: keep the task and try again after a backoff
                 raise FetchFailed(f"model {task.model.name} could not be fetched: {exc.details()}") from None
-            runner = make_runner(model_path, convert.setting_from_pb(task.setting), ref_path)
+            runner = make_runner(model_path, convert.setting_from_pb(task.setting, defaults=True), ref_path)
             result = runner.run(convert.params_from_pb(task.params))
         except EdgeAtlasError as exc:
             report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, str(exc)

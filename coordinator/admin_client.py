@@ -82,3 +82,11 @@ class AdminClient:
 
     def create_token(self, kind: str, ttl_s: int = 0, uses: int = 0) -> admin_pb2.CreateTokenResponse:
         return self._call(self.stub.CreateToken, admin_pb2.CreateTokenRequest(kind=kind, ttl_s=ttl_s, uses=uses))
+
+    def import_cells(self, model_sha256: str, citation: str, cells: list[tuple[str, Setting, dict[str, float]]],
+                     source: str = "imported") -> int:
+        """cells: (spec_json, setting, metrics) of published measurements of one model."""
+        request = admin_pb2.ImportCellsRequest(model_sha256=model_sha256, source=source, citation=citation)
+        for spec_json, setting, metrics in cells:
+            request.cells.add(spec_json=spec_json, setting=convert.setting_to_pb(setting), metrics=metrics)
+        return self._call(self.stub.ImportCells, request).cells

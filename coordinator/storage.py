@@ -345,6 +345,36 @@ class Store:
             row.n, row.sum_log, row.sumsq_log = aggregate.fold(row.n, row.sum_log, row.sumsq_log, value)
             s.add(row)
 
+    def import_cells(self, model_sha256: str, source: str, citation: str,
+                     cells: list[tuple[SpecSheet, Setting, dict[str, float]]]) -> int:
+        """Stores published values as their own cells; importing again replaces, never adds."""
+        t = now_ms()
+        with self._write, self.session() as s:
+            model = s.get(ModelRow, model_sha256)
+            if model is None:
+                raise NotFound(f"model {model_sha256[:12]} is not registered")
+            for spec, setting, metrics in cells:
+                hw = spec.hardware_class(setting.target)
+                cell = s.exec(select(CellRow).where(
+                    CellRow.model_sha256 == model_sha256, CellRow.hardware_class == hw,
+                    CellRow.setting_key == setting.key(), CellRow.source == source)).first()
+                if cell is None:
+                    cell = CellRow(model_sha256=model_sha256, model_name=model.name, hardware_class=hw,
+                                   setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
+                                   source=source, updated_ms=t)
+                    s.add(cell)
+                    s.flush()
+                    if s.get(HardwareRow, hw) is None:
+                        s.add(HardwareRow(hardware_class=hw, spec_json=spec.to_json(), first_seen_ms=t))
+                cell.citation, cell.n_reports, cell.n_devices, cell.updated_ms = citation, 1, 1, t
+                s.add(cell)
+                for metric, value in metrics.items():
+                    row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
+                    row.n, row.sum_log, row.sumsq_log = aggregate.fold(0, 0.0, 0.0, value)
+                    s.add(row)
+            s.commit()
+        return len(cells)
+
     def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
         s.flush()
         open_tasks = s.exec(select(func.count()).select_from(TaskRow).where(

@@ -137,6 +137,7 @@ class CellRow(SQLModel, table=True):
     setting_key: str
     setting_json: str
     source: str  # fleet | imported | simulated | trusted
+    citation: str = ""
     n_reports: int = 0
     n_devices: int = 0
     updated_ms: int

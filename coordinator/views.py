@@ -86,6 +86,26 @@ def matrix(heatmap: admin_pb2.Heatmap, metric: str) -> str:
     return _table(header, [[m] + [vals.get(c, "") for c in columns] for m, vals in sorted(models.items())])
 
 
+def by_hardware(heatmap: admin_pb2.Heatmap, metric: str, models: list[str] | None = None) -> str:
+    """Hardware classes (with setting and source) × models, for one metric: the tall view of the matrix."""
+    if metric not in METRIC_UNITS:
+        raise InvalidInput(f"metric {metric!r} is not one of {', '.join(METRIC_UNITS)}")
+    cells = [c for c in heatmap.cells if metric in c.metrics and (models is None or c.model_name in models)]
+    columns = models or sorted({c.model_name for c in cells})
+    rows: dict[tuple[str, str, str], dict[str, str]] = {}
+    for c in cells:
+        parts = c.setting_key.split("/")
+        short = " ".join(p for p in parts if p[:1] in ("b", "t") and p[1:].replace("?", "").isdigit()
+                         or p in ("b?", "t?"))
+        key = (c.hardware_class, f"{parts[1]} {short}", c.source)
+        rows.setdefault(key, {})[c.model_name] = _num(c.metrics[metric].value)
+    order = sorted(rows, key=lambda k: (k[2] == "imported", k[0], k[1]))  # this fleet first
+    table = [[hw, setting, source] + [rows[(hw, setting, source)].get(m, "") for m in columns]
+             for hw, setting, source in order]
+    return _table([f"hardware class ({metric}, {METRIC_UNITS[metric]})", "setting", "source"] + columns,
+                  table, text_columns=3)
+
+
 def summary(heatmap: admin_pb2.Heatmap) -> str:
     """One row per cell: latency p50/p99, throughput, devices, reports, source."""
     rows = []

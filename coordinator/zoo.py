@@ -15,6 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
+BN_STAT = "bn_running_"  # initializers that are statistics, not trainable parameters
 
 
 class GraphBuilder:
@@ -50,6 +51,21 @@ class GraphBuilder:
         w = self.weight("conv_w", (cout, cin // groups, k, k), fan_in=cin // groups * k * k)
         return self.op("Conv", [x, w, self.bias("conv_b", cout)], kernel_shape=[k, k],
                        strides=[stride, stride], pads=[k // 2] * 4, group=groups)
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int = 1, relu_first: bool = True) -> str:
+        """NAS-Bench-201's ReLUConvBN: ReLU, bias-free conv, BatchNorm (running stats as initializers)."""
+        if relu_first:
+            x = self.op("Relu", [x])
+        w = self.weight("conv_w", (cout, cin, k, k), fan_in=cin * k * k)
+        y = self.op("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+        return self.batch_norm(y, cout)
+
+    def batch_norm(self, x: str, c: int) -> str:
+        scale = self.const("bn_scale", (1 + 0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        bias = self.const("bn_bias", (0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        mean = self.const(BN_STAT + "mean", (0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        var = self.const(BN_STAT + "var", (1 + 0.1 * self.rng.random(c)).astype(np.float32))
+        return self.op("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
 
     def gemm(self, x: str, n_in: int, n_out: int) -> str:
         return self.op("Gemm", [x, self.weight("fc_w", (n_in, n_out), n_in), self.bias("fc_b", n_out)])
@@ -152,6 +168,85 @@ def transformer(name: str, d: int, heads: int, layers: int, seq: int, vocab: int
     x = g.gemm(x, d, 10)
     inp = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", seq])
     return g.model(name, [inp], x, ["N", 10])
+
+
+def parse_nb201(arch: str) -> list[list[tuple[str, int]]]:
+    """'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' → [[(op, input node)] for nodes 1, 2, 3]."""
+    from edgeatlas.protos.errors import InvalidInput
+
+    nodes = []
+    for j, group in enumerate(arch.strip().split("+"), start=1):
+        edges = [e for e in group.split("|") if e]
+        parsed = []
+        for edge in edges:
+            op, _, src = edge.partition("~")
+            if op not in NB201_OPS or not src.isdigit() or int(src) >= j:
+                raise InvalidInput(f"arch {arch!r}: edge {edge!r} of node {j} is not op~i with i < {j}")
+            parsed.append((op, int(src)))
+        if sorted(i for _, i in parsed) != list(range(j)):
+            raise InvalidInput(f"arch {arch!r}: node {j} must have one edge from each of nodes 0..{j - 1}")
+        nodes.append(parsed)
+    if len(nodes) != 3:
+        raise InvalidInput(f"arch {arch!r}: expected 3 node groups separated by '+', got {len(nodes)}")
+    return nodes
+
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def nasbench201(name: str, arch: str, seed: int = 0) -> onnx.ModelProto:
+    """The NAS-Bench-201 network for an arch string (Dong & Yang, ICLR 2020), CIFAR-10 head, 32×32 input."""
+    cell = parse_nb201(arch)
+    g = GraphBuilder(seed)
+
+    def cell_forward(x: str, c: int) -> str:
+        states = [x]
+        for edges in cell:
+            terms = []
+            for op, src in edges:
+                s = states[src]
+                if op == "skip_connect":
+                    terms.append(s)
+                elif op == "nor_conv_1x1":
+                    terms.append(g.conv_bn(s, c, c, 1))
+                elif op == "nor_conv_3x3":
+                    terms.append(g.conv_bn(s, c, c, 3))
+                elif op == "avg_pool_3x3":
+                    terms.append(g.op("AveragePool", [s], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4,
+                                      count_include_pad=0))
+            if not terms:  # every edge is `none`: the node is zero, shaped like the input
+                terms = [g.op("Mul", [x, g.const("zero", np.array(0, np.float32))])]
+            total = terms[0]
+            for t in terms[1:]:
+                total = g.op("Add", [total, t])
+            states.append(total)
+        return states[-1]
+
+    def reduction(x: str, cin: int, cout: int) -> str:
+        a = g.conv_bn(x, cin, cout, 3, stride=2)
+        b = g.conv_bn(a, cout, cout, 3)
+        pooled = g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        w = g.weight("conv_w", (cout, cin, 1, 1), fan_in=cin)
+        shortcut = g.op("Conv", [pooled, w], kernel_shape=[1, 1])
+        return g.op("Add", [b, shortcut])
+
+    x = g.conv_bn("input", 3, 16, 3, relu_first=False)
+    for stage, c in enumerate((16, 32, 64)):
+        if stage:
+            x = reduction(x, c // 2, c)
+        for _ in range(5):
+            x = cell_forward(x, c)
+    x = g.op("Relu", [g.batch_norm(x, 64)])
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    x = g.gemm(x, 64, 10)
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])
+    return g.model(name, [inp], x, ["N", 10])
+
+
+def trainable_parameters(model: onnx.ModelProto) -> int:
+    """Parameters as PyTorch counts them: BatchNorm running statistics are not parameters."""
+    return int(sum(np.prod(t.dims) for t in model.graph.initializer
+                   if not t.name.startswith(BN_STAT) and len(t.dims) > 0))
 
 
 @dataclass(frozen=True)

@@ -181,6 +181,27 @@ def cmd_models_add(args) -> int:
     return 0
 
 
+def cmd_models_nasbench201(args) -> int:
+    import onnx
+
+    from edgeatlas.coordinator.zoo import nasbench201, trainable_parameters
+
+    model = nasbench201(Path(args.out).stem, args.arch)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, args.out)
+    _print(f"wrote {args.out}: {trainable_parameters(model):,} parameters, {len(model.graph.node)} operators")
+    return 0
+
+
+def cmd_import_nasbench201(args) -> int:
+    from edgeatlas.coordinator.imports import import_nasbench201
+
+    with _admin(args) as admin:
+        names = import_nasbench201(admin, args.data, args.count, args.out, _print)
+    _print(f"imported published latencies of {len(names)} networks (source: imported)")
+    return 0
+
+
 def cmd_models_list(args) -> int:
     with _admin(args) as admin:
         models = admin.list_models()
@@ -348,6 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = models.add_parser("list")
     _admin_options(p)
     p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("nasbench201", help="build the NAS-Bench-201 network of an arch string as ONNX")
+    p.add_argument("--arch", required=True, help="e.g. '|nor_conv_3x3~0|+|skip_connect~0|none~1|+|...|'")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_models_nasbench201)
+
+    imports = sub.add_parser("import", help="published measurements into the heat-map").add_subparsers(
+        dest="sub", required=True)
+    p = imports.add_parser("nasbench201", help="NAS-Bench-201 latencies on 12 real devices")
+    p.add_argument("--data", help="a directory in the nasbench201 layout (default: the bundled sample)")
+    p.add_argument("--count", type=int, default=4, help="networks spread over the latency range")
+    p.add_argument("--out", default="zoo", help="where the networks' ONNX files are written")
+    _admin_options(p)
+    p.set_defaults(func=cmd_import_nasbench201)
 
     campaign = sub.add_parser("campaign").add_subparsers(dest="sub", required=True)
     p = campaign.add_parser("create", help="benchmark models across matching agents")

@@ -20,6 +20,7 @@ from edgeatlas.protos.records import RunParams, Setting
 
 START_TIMEOUT_S = 60.0
 CAMPAIGN_TIMEOUT_S = 900.0
+NB201_MODELS = 4
 
 
 @dataclass
@@ -86,6 +87,7 @@ class Demo:
     def _run(self) -> int:
         from edgeatlas.coordinator import views
         from edgeatlas.coordinator.admin_client import AdminClient
+        from edgeatlas.v1 import admin_pb2
 
         if self.dir.exists() and not self.o.keep:
             shutil.rmtree(self.dir)
@@ -110,6 +112,11 @@ class Demo:
             say(f"[2/5] building the model zoo in {self.dir / 'zoo'} and registering it")
             names = self._zoo(admin)
 
+            say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
+            from edgeatlas.coordinator.imports import import_nasbench201
+            nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
+            names += nb201
+
             say(f"[3/5] starting {self.o.agents} agents as separate processes")
             agent_env = dict(env, EDGEATLAS_ENROLL_TOKEN=tokens["enroll_token"])
             for i in range(1, self.o.agents + 1):
@@ -132,9 +139,13 @@ class Demo:
 
             say("[5/5] the heat-map (model × hardware class)")
             heatmap = admin.heatmap()
-            say(views.summary(heatmap))
+            say(views.summary(admin_pb2.Heatmap(cells=[c for c in heatmap.cells if c.source != "imported"])))
             say("")
-            say(views.matrix(heatmap, "latency_p50_ms"))
+            say("measured here beside published measurements of the same networks (mean latency):")
+            say(views.by_hardware(heatmap, "latency_mean_ms", nb201))
+            cited = next((c.citation for c in heatmap.cells if c.citation), "")
+            if cited:
+                say(f"  imported: {cited}")
             for failure in campaign.failures:
                 say(f"  note: {failure}")
         self._where()

@@ -13,11 +13,14 @@ def setting_to_pb(s: Setting) -> common_pb2.Setting:
         precision=s.precision, scenario=s.scenario, scenario_params=dict(s.scenario_params))
 
 
-def setting_from_pb(m: common_pb2.Setting) -> Setting:
+def setting_from_pb(m: common_pb2.Setting, defaults: bool = False) -> Setting:
+    """Exact translation; with `defaults`, empty fields take Setting's defaults (a campaign's request)."""
+    base = Setting() if defaults else Setting(target="", runtime="", execution_provider="", batch=0,
+                                              precision="", scenario="")
     return Setting(
-        target=m.target or "cpu", runtime=m.runtime or "onnxruntime", runtime_version=m.runtime_version,
-        execution_provider=m.execution_provider or "CPUExecutionProvider", batch=m.batch or 1,
-        threads=m.threads, precision=m.precision or "fp32", scenario=m.scenario or "single-stream",
+        target=m.target or base.target, runtime=m.runtime or base.runtime, runtime_version=m.runtime_version,
+        execution_provider=m.execution_provider or base.execution_provider, batch=m.batch or base.batch,
+        threads=m.threads, precision=m.precision or base.precision, scenario=m.scenario or base.scenario,
         scenario_params=dict(m.scenario_params))
 
 

@@ -25,7 +25,7 @@ class Setting:
 
     def key(self) -> str:
         """The heat-map cell's setting key (runtime version is recorded, not keyed)."""
-        return (f"{self.target}/{self.runtime}/{self.execution_provider}/b{self.batch}"
+        return (f"{self.target}/{self.runtime}/{self.execution_provider or '?'}/b{self.batch or '?'}"
                 f"/t{self.threads}/{self.precision}/{self.scenario}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -63,3 +63,12 @@ def test_admin_commands_without_a_coordinator_say_so():
 def test_bad_address_and_missing_token():
     one_line_error(run_cli("heatmap", "--coordinator", "nowhere", "--admin-token", "x"), "HOST:PORT")
     one_line_error(run_cli("campaign", "list", "--coordinator", "127.0.0.1:9"), "admin token")
+
+
+def test_models_nasbench201_builds_or_names_the_problem(tmp_path):
+    out = tmp_path / "net.onnx"
+    ok = run_cli("models", "nasbench201", "--arch",
+                 "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+                 "--out", str(out))
+    assert ok.returncode == 0 and "1,531,546 parameters" in ok.stdout and out.stat().st_size > 1_000_000
+    one_line_error(run_cli("models", "nasbench201", "--arch", "|conv~0|", "--out", str(out)), "arch")

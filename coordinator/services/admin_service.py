@@ -8,13 +8,14 @@ import json
 import math
 import time
 
-from edgeatlas.coordinator import auth
+from edgeatlas.coordinator import aggregate, auth
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import rpc
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput, Unauthenticated
 from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
@@ -42,7 +43,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         repeats = request.repeats or 1
         if not 1 <= repeats <= 1000:
             raise InvalidInput(f"repeats = {repeats} is not in 1..1000")
-        setting = convert.setting_from_pb(request.setting)
+        setting = convert.setting_from_pb(request.setting, defaults=True)
         if not 1 <= setting.batch <= 4096 or not 0 <= setting.threads <= 1024:
             raise InvalidInput("batch must be in 1..4096 and threads in 0..1024")
         params = convert.params_from_pb(request.params)
@@ -165,8 +166,37 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             cells.append(admin_pb2.HeatmapCell(
                 model_name=cell.model_name, model_sha256=cell.model_sha256, hardware_class=cell.hardware_class,
                 setting_key=cell.setting_key, setting=setting, n_devices=cell.n_devices,
-                n_reports=cell.n_reports, source=cell.source, metrics=metrics, updated_ms=cell.updated_ms))
+                n_reports=cell.n_reports, source=cell.source, metrics=metrics, updated_ms=cell.updated_ms,
+                citation=cell.citation))
         return admin_pb2.Heatmap(cells=cells)
+
+    @rpc
+    async def ImportCells(self, request, context):
+        await self._admin(context)
+        if request.source != "imported":
+            raise InvalidInput(f"source {request.source!r}: only 'imported' cells can be imported")
+        if not request.citation:
+            raise InvalidInput("imported values need a citation")
+        if not request.cells or len(request.cells) > 10_000:
+            raise InvalidInput("an import carries 1..10000 cells")
+        cells = []
+        for i, cell in enumerate(request.cells):
+            spec = SpecSheet.from_json(cell.spec_json, f"cells[{i}].spec_json")
+            setting = convert.setting_from_pb(cell.setting)
+            if not setting.target:
+                raise InvalidInput(f"cells[{i}].setting.target is missing")
+            spec.hardware_class(setting.target)  # a target the sheet lacks is refused here
+            if not cell.metrics:
+                raise InvalidInput(f"cells[{i}] has no metrics")
+            for name, value in cell.metrics.items():
+                if name not in aggregate.METRICS:
+                    raise InvalidInput(f"cells[{i}]: metric {name!r} is not one of {', '.join(aggregate.METRICS)}")
+                if not math.isfinite(value) or value <= 0:
+                    raise InvalidInput(f"cells[{i}]: metric {name} = {value!r} must be positive and finite")
+            cells.append((spec, setting, dict(cell.metrics)))
+        n = await asyncio.to_thread(self.store.import_cells, request.model_sha256, request.source,
+                                    request.citation[:500], cells)
+        return admin_pb2.ImportCellsResponse(cells=n)
 
     @rpc
     async def CreateToken(self, request, context):

@@ -37,14 +37,16 @@ def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
                           capture_output=True, text=True, timeout=600, env=cli_env())
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    matrix = out[out.index("latency_p50_ms (ms)"):out.index("where the data lives")]
-    rows = [line for line in matrix.splitlines()[2:] if line.strip()]
-    assert len(rows) >= 4  # at least four models measured
+    table = out[out.index("[5/5]"):out.index("measured here beside")]
+    rows = [line.split() for line in table.splitlines()[3:] if line.strip()]
+    assert len(rows) >= 4  # at least four models measured here
     for row in rows:
-        value = row.split()[-1]
-        assert float(value) > 0
-    assert "p99 ms" in out and "inf/s" in out
-    assert "16/16 tasks" in out
+        p50, p99, throughput = float(row[3]), float(row[4]), float(row[5].replace(",", ""))
+        assert 0 < p50 <= p99 and throughput > 0 and row[-1] == "trusted"
+    done = re.search(r"(\d+)/(\d+) tasks, 0 running, 0 failed", out)
+    assert done and done.group(1) == done.group(2)
+    published = out[out.index("measured here beside"):out.index("where the data lives")]
+    assert "imported" in published and "cpu:cortex-a75x4+cortex-a55x4" in published and "HELP" in published
     assert str(tmp_path / "demo" / "coordinator.db") in out
     pids = pids_in(out)
     assert len(pids) == 3  # coordinator + two agents

@@ -85,6 +85,11 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
                 _registered_method=True)
+        self.ImportCells = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/ImportCells',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -151,6 +156,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportCells(self, request, context):
+        """Published or simulated measurements, stored as cells marked with their source, never mixed with fleet data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +215,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.CreateToken,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.CreateTokenRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ImportCells': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportCells,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -475,6 +492,33 @@ class AdminService:
             '/edgeatlas.v1.AdminService/CreateToken',
             edgeatlas_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportCells(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/ImportCells',
+            edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.FromString,
             options,
             channel_credentials,
             insecure,

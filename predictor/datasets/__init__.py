@@ -1,0 +1,1 @@
+"""Importers of published measurements, each turning a public data set into typed records."""

@@ -1,0 +1,54 @@
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgeatlas.coordinator.zoo import nasbench201, parse_nb201, trainable_parameters
+from edgeatlas.predictor.datasets import nasbench201 as nb
+from edgeatlas.protos.errors import InvalidInput
+
+from tests.conftest import SHARED
+
+ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+def test_parameter_counts_of_known_architectures():
+    # By hand, as PyTorch counts them (BN running statistics are buffers, convs have no bias):
+    # stem 3·16·9 + 2·16; per cell 6 edges of 9C² + 2C; reductions 9·Ci·Co + 2Co + 9·Co² + 2Co + Ci·Co;
+    # final BN 2·64; classifier 64·10 + 10.
+    cells = sum(5 * 6 * (9 * c * c + 2 * c) for c in (16, 32, 64))
+    reductions = sum(9 * a * b + 2 * b + 9 * b * b + 2 * b + a * b for a, b in ((16, 32), (32, 64)))
+    total = 3 * 16 * 9 + 32 + cells + reductions + 128 + 650
+    assert trainable_parameters(nasbench201("x", ALL_3X3)) == total == 1_531_546  # NB201's 1.53 MB
+    assert trainable_parameters(nasbench201("x", ALL_NONE)) == 73_306  # NB201's smallest, 0.073 MB
+
+
+def test_network_runs_with_batch_and_disconnected_cells():
+    for arch in (ALL_NONE, "|avg_pool_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|none~0|none~1|skip_connect~2|"):
+        session = ort.InferenceSession(nasbench201("x", arch).SerializeToString())
+        out = session.run(None, {"input": np.ones((3, 3, 32, 32), np.float32)})[0]
+        assert out.shape == (3, 10) and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("arch", ["", "|nor_conv_3x3~0|", "|conv~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                                  "|none~1|+|none~0|none~1|+|none~0|none~1|none~2|"])
+def test_malformed_arch_strings_are_refused(arch):
+    with pytest.raises(InvalidInput, match="arch"):
+        parse_nb201(arch)
+
+
+def test_shared_dataset_loads_with_its_specs():
+    data = nb.load(SHARED / "datasets" / "nasbench201")
+    assert len(data.rows) == 12_500 and len(data.columns) == 21
+    assert data.columns["pixel3"].hardware_class == "cpu:cortex-a75x4+cortex-a55x4"
+    assert data.columns["2080ti_32"].setting().batch == 32
+    assert data.columns["gold_6240"].setting().batch == 0  # not published: unknown, not guessed
+    assert data.row(1).latency_ms["pixel3"] == pytest.approx(17.238)
+
+
+def test_bundled_sample_spreads_over_the_latency_range():
+    sample = nb.load(nb.SAMPLE_DIR)
+    picks = nb.spread_sample(sample, 4)
+    latencies = [r.latency_ms["pixel3"] for r in picks]
+    assert len(picks) == 4 and latencies == sorted(latencies) and latencies[-1] > 3 * latencies[0]
+    assert all("none" not in r.arch for r in picks)
