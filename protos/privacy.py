@@ -1,0 +1,153 @@
+"""Local differential privacy, the shared contract: what a report may release and how much noise it needs.
+
+A report releases a few statistics in log space. Each is clipped to public bounds [lo, hi], mapped to
+an integer grid of 2^bits steps (randomised rounding), and noised with integer-valued noise:
+discrete Laplace (pure ε) or discrete Gaussian (ρ-zCDP, converted to (ε, δ)); Canonne, Kamath and
+Steinke, "The Discrete Gaussian for Differential Privacy" (NeurIPS 2020). Neighbouring inputs are any
+two devices, so each statistic's sensitivity is its whole grid (2^bits). The agent adds the noise;
+the coordinator recomputes the calibration here to check a report and to know its noise variance.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+from edgeatlas.protos.errors import InvalidInput
+
+# statistic → (LatencyStats attribute, the bound it is clipped to). Throughput is derived from the
+# released mean latency (post-processing), so it costs no budget.
+STATISTICS: dict[str, str] = {
+    "log_p50_ms": "p50_ms",
+    "log_p90_ms": "p90_ms",
+    "log_p99_ms": "p99_ms",
+    "log_mean_ms": "mean_ms",
+}
+MECHANISMS = ("gaussian", "laplace")
+DEFAULT_STATISTICS = ("log_p50_ms", "log_p99_ms", "log_mean_ms")
+DEFAULT_LATENCY_BOUNDS_MS = (0.01, 10_000.0)
+MAX_EPSILON_PER_REPORT = 16.0
+ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0,
+          64.0, 128.0, 256.0, 512.0)
+
+
+@dataclass(frozen=True)
+class PrivacyParams:
+    """A campaign's privacy contract: one mechanism, one ε (and δ) per report, public log-space bounds."""
+
+    mechanism: str = "gaussian"
+    epsilon: float = 1.0
+    delta: float = 1e-6  # 0 for laplace
+    statistics: tuple[str, ...] = DEFAULT_STATISTICS
+    bounds_ms: tuple[float, float] = DEFAULT_LATENCY_BOUNDS_MS
+    bits: int = 10  # grid of 2^bits steps across each statistic's range
+
+    def check(self) -> "PrivacyParams":
+        if self.mechanism not in MECHANISMS:
+            raise InvalidInput(f"privacy mechanism {self.mechanism!r} is not one of {', '.join(MECHANISMS)}")
+        if not (math.isfinite(self.epsilon) and 0 < self.epsilon <= MAX_EPSILON_PER_REPORT):
+            raise InvalidInput(f"privacy epsilon {self.epsilon!r} per report is not in (0, {MAX_EPSILON_PER_REPORT}]")
+        if self.mechanism == "gaussian" and not 0 < self.delta < 1e-3:
+            raise InvalidInput(f"privacy delta {self.delta!r} must be in (0, 1e-3) for the gaussian mechanism")
+        if self.mechanism == "laplace" and self.delta != 0:
+            raise InvalidInput("the laplace mechanism is pure ε-DP: delta must be 0")
+        if not self.statistics or len(set(self.statistics)) != len(self.statistics) or \
+                any(s not in STATISTICS for s in self.statistics):
+            raise InvalidInput(f"privacy statistics must be distinct names from {', '.join(STATISTICS)}")
+        lo, hi = self.bounds_ms
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise InvalidInput(f"privacy bounds {self.bounds_ms!r} must satisfy 0 < lo < hi (milliseconds)")
+        if not 4 <= self.bits <= 20:
+            raise InvalidInput(f"privacy grid bits {self.bits} is not in 4..20")
+        return self
+
+    @property
+    def log_bounds(self) -> tuple[float, float]:
+        return math.log(self.bounds_ms[0]), math.log(self.bounds_ms[1])
+
+    @property
+    def steps(self) -> int:
+        """Grid steps across the range: also each statistic's sensitivity in grid units."""
+        return 2 ** self.bits
+
+    @property
+    def step_log(self) -> float:
+        lo, hi = self.log_bounds
+        return (hi - lo) / self.steps
+
+    def rho(self) -> float:
+        """zCDP of one gaussian report (all its statistics together)."""
+        return rho_for(self.epsilon, self.delta)
+
+    def noise_scale(self) -> float:
+        """Per statistic, in grid units: σ of the discrete Gaussian, or t of the discrete Laplace."""
+        d = len(self.statistics)
+        if self.mechanism == "gaussian":
+            # d statistics, each of sensitivity `steps`: ρ = d · steps² / (2σ²)
+            return math.sqrt(d * self.steps ** 2 / (2 * self.rho()))
+        return d * self.steps / self.epsilon  # ε split evenly: each statistic ε/d = steps / t
+
+    def noise_variance_log(self) -> float:
+        """Variance of one released statistic's noise, in (natural log)² units."""
+        scale = self.noise_scale()
+        if self.mechanism == "gaussian":
+            var_grid = scale ** 2  # the discrete Gaussian's variance is at most σ² (CKS, Prop. 19)
+        else:
+            q = math.exp(-1.0 / scale)
+            var_grid = 2 * q / (1 - q) ** 2
+        return var_grid * self.step_log ** 2
+
+    def rdp(self, alpha: float) -> float:
+        """Rényi DP of one report at order alpha (> 1)."""
+        if self.mechanism == "gaussian":
+            return alpha * self.rho()
+        eps = self.epsilon  # pure ε-DP ⇒ ε²/2-zCDP, and Rényi divergence never exceeds the max divergence
+        return min(eps, alpha * eps * eps / 2)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What a private report carries instead of its measurements: noised log-space values and the contract."""
+
+    params: PrivacyParams
+    values: dict[str, float] = field(default_factory=dict)  # statistic → noised natural log of ms
+
+
+def zcdp_delta(rho: float, epsilon: float) -> float:
+    """The δ at which ρ-zCDP gives (ε, δ)-DP (Canonne, Kamath, Steinke 2020, Cor. 13), minimised over α."""
+    lo, hi = 1.0 + 1e-9, max(2.0, 10 * (epsilon + 1) / max(rho, 1e-12))
+    for _ in range(200):  # the log of the bound is convex in α: ternary search
+        a1, a2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if _log_delta(rho, epsilon, a1) < _log_delta(rho, epsilon, a2):
+            hi = a2
+        else:
+            lo = a1
+    return min(1.0, math.exp(_log_delta(rho, epsilon, (lo + hi) / 2)))
+
+
+def _log_delta(rho: float, epsilon: float, alpha: float) -> float:
+    return ((alpha - 1) * (alpha * rho - epsilon) - math.log(alpha - 1)
+            + alpha * math.log1p(-1 / alpha))
+
+
+@functools.lru_cache(maxsize=256)
+def rho_for(epsilon: float, delta: float) -> float:
+    """The largest ρ whose zCDP guarantee implies (ε, δ)-DP."""
+    lo, hi = 0.0, epsilon
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if zcdp_delta(mid, epsilon) <= delta:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def rdp_to_epsilon(rdp: dict[float, float], delta: float) -> float:
+    """(ε, δ) from a Rényi DP curve, by the conversion of Canonne, Kamath, Steinke (2020, Prop. 12)."""
+    best = math.inf
+    for alpha, r in rdp.items():
+        eps = r + math.log1p(-1 / alpha) - (math.log(delta) + math.log(alpha)) / (alpha - 1)
+        best = min(best, eps)
+    return max(0.0, best)
