@@ -14,6 +14,9 @@ import grpc
 import edgeatlas
 from edgeatlas.agent.cache import ModelCache
 from edgeatlas.agent.outbox import Outbox
+from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
+from edgeatlas.agent.privacy.release import release
+from edgeatlas.agent.results import LocalResults
 from edgeatlas.agent.runners import make_runner
 from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
@@ -61,6 +64,8 @@ class AgentConfig:
     name: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     once: bool = False  # stop when there is no more work (tests, scripts)
+    trusted: bool = False  # the owner's choice: exact values leave the device (a private fleet)
+    budget: Budget = field(default_factory=Budget)  # the owner's; the coordinator cannot change it
 
 
 class Agent:
@@ -70,6 +75,8 @@ class Agent:
         self.stop = stop or threading.Event()
         self.cache = ModelCache(config.state_dir.models)
         self.outbox = Outbox(config.state_dir.outbox)
+        self.ledger = Ledger(config.state_dir.root / "privacy-ledger.db", config.budget)
+        self.results = LocalResults(config.state_dir.root / "results.jsonl")
         self.channel = grpc.insecure_channel(config.coordinator, options=CHANNEL_OPTIONS)
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self.identity: Identity | None = config.state_dir.identity()
@@ -133,12 +140,16 @@ class Agent:
 
     # ---- the work -------------------------------------------------------------------------------
     def execute(self, task: agent_pb2.Task) -> agent_pb2.ReportRequest:
-        """Runs one task; every failure becomes a FAILED report with its reason."""
+        """Runs one task; every failure becomes a FAILED report with its reason, an over-budget task DECLINED."""
         report = agent_pb2.ReportRequest(
             protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
-            lease_id=task.lease_id, privacy_mode="trusted", agent_version=edgeatlas.__version__,
-            started_ms=int(time.time() * 1000))
+            lease_id=task.lease_id, privacy_mode="trusted" if self.config.trusted else "ldp",
+            agent_version=edgeatlas.__version__, started_ms=int(time.time() * 1000))
+        privacy = None
         try:
+            if not self.config.trusted:
+                privacy = convert.privacy_from_pb(task.privacy).check()
+                self.ledger.check(privacy)  # before any work: a declined task costs nothing
             try:
                 model_path = self.fetch(task.model.sha256, ".onnx")
                 ref_path = (self.fetch(task.model.reference_sha256, ".npz")
@@ -149,18 +160,31 @@ class Agent:
                 raise FetchFailed(f"model {task.model.name} could not be fetched: {exc.details()}") from None
             runner = make_runner(model_path, convert.setting_from_pb(task.setting, defaults=True), ref_path)
             result = runner.run(convert.params_from_pb(task.params))
+        except BudgetExceeded as exc:
+            report.status, report.failure_reason = agent_pb2.ReportRequest.DECLINED, str(exc)
+            return report
         except EdgeAtlasError as exc:
             report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, str(exc)
             return report
         except MemoryError:
             report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, "out of memory"
             return report
+        self.results.add(task.model.name, task.task_id, result)  # exact values stay here, for the owner
         report.status = agent_pb2.ReportRequest.OK
         report.setting.CopyFrom(convert.setting_to_pb(result.setting))
-        report.stats.CopyFrom(convert.stats_to_pb(result.stats))
-        report.fidelity.CopyFrom(convert.fidelity_to_pb(result.fidelity))
-        report.valid, report.invalid_reason = result.valid, result.invalid_reason
+        report.valid = result.valid
         report.started_ms = result.started_ms
+        if privacy is None:
+            report.stats.CopyFrom(convert.stats_to_pb(result.stats))
+            report.fidelity.CopyFrom(convert.fidelity_to_pb(result.fidelity))
+            report.invalid_reason = result.invalid_reason
+        else:
+            report.privacy.CopyFrom(convert.privacy_to_pb(privacy))
+            report.released.update(release(result.stats, privacy).values)
+            # Only whether outputs matched; the error size and iteration counts would say more than ε allows.
+            report.fidelity.checked, report.fidelity.passed = result.fidelity.checked, result.fidelity.passed
+            report.invalid_reason = "" if result.valid else result.invalid_kind
+        self.ledger.record(report.report_id, task.task_id, privacy)  # in the ledger before it can leave
         return report
 
     def step(self) -> bool:
@@ -182,8 +206,10 @@ class Agent:
         self.send(report)
         self.tasks_done += 1
         if report.status == agent_pb2.ReportRequest.OK:
-            log.info("task %d: p50 %.3f ms, %s", task.task_id, report.stats.p50_ms,
+            log.info("task %d: reported (%s), %s", task.task_id, report.privacy_mode,
                      "valid" if report.valid else "INVALID: " + report.invalid_reason)
+        elif report.status == agent_pb2.ReportRequest.DECLINED:
+            log.info("task %d %s", task.task_id, report.failure_reason)
         else:
             log.info("task %d failed: %s", task.task_id, report.failure_reason)
         return True
@@ -211,3 +237,4 @@ class Agent:
             return 0
         finally:
             self.channel.close()
+            self.ledger.close()

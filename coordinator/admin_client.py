@@ -11,6 +11,7 @@ import grpc
 from edgeatlas.coordinator.status import error_for
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import Unauthenticated
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, CHUNK_BYTES, DEFAULT_DEADLINE_S, bearer, check_address
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
@@ -60,10 +61,15 @@ class AdminClient:
         return list(self._call(self.stub.ListModels, admin_pb2.ListModelsRequest()).models)
 
     def create_campaign(self, models: list[str], selectors: dict[str, str], repeats: int, setting: Setting,
-                        params: RunParams, name: str = "") -> admin_pb2.Campaign:
-        return self._call(self.stub.CreateCampaign, admin_pb2.CreateCampaignRequest(
+                        params: RunParams, name: str = "", privacy: PrivacyParams | None = None,
+                        target_precision: float = 0.0) -> admin_pb2.Campaign:
+        request = admin_pb2.CreateCampaignRequest(
             name=name, models=models, selectors=selectors, repeats=repeats,
-            setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params)))
+            setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params),
+            target_precision=target_precision)
+        if privacy is not None:
+            request.privacy.CopyFrom(convert.privacy_to_pb(privacy))
+        return self._call(self.stub.CreateCampaign, request)
 
     def campaign(self, campaign_id: int) -> admin_pb2.Campaign:
         return self._call(self.stub.GetCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
@@ -77,8 +83,9 @@ class AdminClient:
     def list_agents(self):
         return list(self._call(self.stub.ListAgents, admin_pb2.ListAgentsRequest()).agents)
 
-    def heatmap(self, metric: str = "") -> admin_pb2.Heatmap:
-        return self._call(self.stub.GetHeatmap, admin_pb2.GetHeatmapRequest(metric=metric))
+    def heatmap(self, metric: str = "", target_precision: float = 0.0) -> admin_pb2.Heatmap:
+        return self._call(self.stub.GetHeatmap, admin_pb2.GetHeatmapRequest(
+            metric=metric, target_precision=target_precision))
 
     def create_token(self, kind: str, ttl_s: int = 0, uses: int = 0) -> admin_pb2.CreateTokenResponse:
         return self._call(self.stub.CreateToken, admin_pb2.CreateTokenRequest(kind=kind, ttl_s=ttl_s, uses=uses))

@@ -18,8 +18,25 @@ METRICS: dict[str, str] = {
 Z95 = 1.959964
 
 
+# A private release's statistic → the heat-map metric it estimates (values arrive as logs).
+RELEASED: dict[str, str] = {
+    "log_p50_ms": "latency_p50_ms",
+    "log_p90_ms": "latency_p90_ms",
+    "log_p99_ms": "latency_p99_ms",
+    "log_mean_ms": "latency_mean_ms",
+}
+
+
 def metric_values(stats: LatencyStats) -> dict[str, float]:
     return {metric: float(getattr(stats, attr)) for metric, attr in METRICS.items()}
+
+
+def released_logs(released: dict[str, float], batch: int) -> dict[str, float]:
+    """Heat-map metrics (as natural logs) from a noised release; throughput follows from the mean."""
+    logs = {RELEASED[name]: value for name, value in released.items()}
+    if "latency_mean_ms" in logs:
+        logs["throughput_ips"] = math.log(batch * 1000.0) - logs["latency_mean_ms"]
+    return logs
 
 
 @dataclass(frozen=True)
@@ -34,16 +51,39 @@ class Estimate:
 
 def fold(n: int, sum_log: float, sumsq_log: float, value: float) -> tuple[int, float, float]:
     """Adds one positive value to the running sums."""
-    log = math.log(value)
+    return fold_log(n, sum_log, sumsq_log, math.log(value))
+
+
+def fold_log(n: int, sum_log: float, sumsq_log: float, log: float) -> tuple[int, float, float]:
     return n + 1, sum_log + log, sumsq_log + log * log
 
 
-def estimate(n: int, sum_log: float, sumsq_log: float) -> Estimate:
+def estimate(n: int, sum_log: float, sumsq_log: float, noise_var_sum: float = 0.0) -> Estimate:
+    """Unbiased in log space: the local noise has mean zero. The interval's variance is the larger of
+    the reports' spread and the noise's known variance, so it holds from the first report on."""
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0)
     mean = sum_log / n
-    if n < 2:
-        return Estimate(math.exp(mean), math.nan, math.nan, n)
-    var = max(0.0, (sumsq_log - n * mean * mean) / (n - 1))
-    half = Z95 * math.sqrt(var / n)
-    return Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n)
+    noise_var = noise_var_sum / n
+    if n < 2 and noise_var == 0:
+        return Estimate(_exp(mean), math.nan, math.nan, n)
+    spread = max(0.0, (sumsq_log - n * mean * mean) / (n - 1)) if n > 1 else 0.0
+    half = Z95 * math.sqrt(max(spread, noise_var) / n)
+    return Estimate(_exp(mean), _exp(mean - half), _exp(mean + half), n)
+
+
+def devices_needed(n: int, sum_log: float, sumsq_log: float, noise_var_sum: float, n_devices: int,
+                   target_precision: float) -> int:
+    """More devices for the 95 % interval of the geometric mean to reach ±target_precision."""
+    if n == 0 or target_precision <= 0:
+        return 0
+    mean = sum_log / n
+    noise_var = noise_var_sum / n
+    spread = max(0.0, (sumsq_log - n * mean * mean) / (n - 1)) if n > 1 else noise_var
+    between = max(0.0, spread - noise_var)  # what devices differ by, once the noise is taken out
+    needed = math.ceil(Z95 ** 2 * (noise_var + between) / math.log1p(target_precision) ** 2)
+    return max(0, needed - n_devices)
+
+
+def _exp(x: float) -> float:
+    return math.exp(min(x, 700.0))

@@ -56,13 +56,14 @@ def bootstrap_tokens(store: Store, tokens_file: Path | None, env: dict[str, str]
     return tokens, made
 
 
-async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None) -> None:
+async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
+                min_devices: int = 5) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
     check_address(listen)
     wakeup = Wakeup()
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(store, wakeup), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, wakeup), server)
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, wakeup, min_devices), server)
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
 from sqlalchemy import event, func
@@ -19,6 +20,7 @@ from edgeatlas.coordinator.tables import (
     AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
     ModelRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
 
@@ -38,16 +40,22 @@ class IncomingReport:
     report_id: str
     task_id: int
     lease_id: str
-    ok: bool
+    status: str  # ok | failed | declined
     failure_reason: str
     setting: Setting | None
-    stats: LatencyStats | None
+    stats: LatencyStats | None  # trusted mode only
     fidelity: Fidelity
     valid: bool
     invalid_reason: str
-    privacy_mode: str
+    privacy_mode: str  # ldp | trusted
     started_ms: int
     agent_version: str
+    privacy: PrivacyParams | None = None  # ldp: the contract the release was made under
+    released: dict[str, float] = field(default_factory=dict)  # ldp: noised natural logs
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,17 @@ class LeasedTask:
     model: ModelRow
     setting: Setting
     params: RunParams
+    privacy: PrivacyParams
+
+
+@dataclass(frozen=True)
+class CellView:
+    """A heat-map cell as read: estimates, or suppressed below k devices, and devices still needed."""
+
+    cell: CellRow
+    estimates: dict[str, aggregate.Estimate]
+    suppressed: bool
+    devices_needed: int
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -219,7 +238,8 @@ class Store:
 
     # ---- campaigns and tasks ------------------------------------------------------------------
     def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
-                        setting: Setting, params: RunParams) -> int:
+                        setting: Setting, params: RunParams, privacy: PrivacyParams | None = None,
+                        target_precision: float = 0.0) -> int:
         agents = [a for a, _ in self.list_agents() if matches(a, selectors)]
         if not agents:
             raise Conflict("no enrolled agent matches the campaign's selectors"
@@ -229,7 +249,9 @@ class Store:
             campaign = CampaignRow(name=name, created_ms=t, models_json=json.dumps([m.sha256 for m in models]),
                                    selectors_json=json.dumps(selectors), repeats=repeats,
                                    setting_json=json.dumps(setting.to_dict()),
-                                   params_json=json.dumps(asdict(params)), n_agents=len(agents))
+                                   params_json=json.dumps(asdict(params)),
+                                   privacy_json=json.dumps((privacy or PrivacyParams()).check().to_dict()),
+                                   target_precision=target_precision, n_agents=len(agents))
             s.add(campaign)
             s.flush()
             for repeat in range(repeats):
@@ -275,7 +297,7 @@ class Store:
                 s.commit()
                 setting = Setting(**json.loads(campaign.setting_json))
                 return LeasedTask(task=row, model=s.get(ModelRow, row.model_sha256), setting=setting,
-                                  params=params)
+                                  params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
 
     def record_report(self, agent_id: str, report: IncomingReport) -> bool:
         """Stores a report and folds it into its heat-map cell in one transaction; True if a duplicate."""
@@ -295,15 +317,24 @@ class Store:
                 raise Conflict(f"task {report.task_id} is already {task.status}")
             if task.lease_id != report.lease_id:
                 raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
+            campaign = s.get(CampaignRow, task.campaign_id)
+            if report.ok and report.privacy_mode == "ldp":
+                contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
+                if report.privacy != contract:
+                    raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
+                                       f"campaign {campaign.id}'s contract ({contract.describe()})")
+                check_released(report.released, contract)
             s.add(ReportRow(
                 report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,
-                status="ok" if report.ok else "failed", failure_reason=report.failure_reason,
+                status=report.status, failure_reason=report.failure_reason,
                 valid=report.valid, invalid_reason=report.invalid_reason, privacy_mode=report.privacy_mode,
                 setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
                 stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
+                privacy_json=json.dumps(report.privacy.to_dict() if report.privacy else {}),
+                released_json=json.dumps(report.released),
                 fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
                 agent_version=report.agent_version))
-            task.status = "done" if report.ok else "failed"
+            task.status = {"ok": "done", "failed": "failed", "declined": "declined"}[report.status]
             task.failure_reason = report.failure_reason if not report.ok else (
                 "" if report.valid else report.invalid_reason)
             task.updated_ms = t
@@ -311,7 +342,7 @@ class Store:
             if report.ok and report.valid:
                 agent = s.get(AgentRow, agent_id)
                 self._fold(s, task, agent, report, t)
-            self._maybe_finish(s, s.get(CampaignRow, task.campaign_id))
+            self._maybe_finish(s, campaign)
             try:
                 s.commit()
             except SAIntegrityError:  # a concurrent replica stored the same report_id first
@@ -324,6 +355,12 @@ class Store:
         hw = SpecSheet.from_json(agent.spec_json).hardware_class(setting.target) \
             if setting.target != "cpu" else agent.hardware_class
         source = "trusted" if report.privacy_mode == "trusted" else "fleet"
+        if source == "trusted":
+            logs = {m: math.log(v) for m, v in aggregate.metric_values(report.stats).items()}
+            noise_var, privacy = 0.0, "trusted (exact)"
+        else:
+            logs = aggregate.released_logs(report.released, setting.batch)
+            noise_var, privacy = report.privacy.noise_variance_log(), report.privacy.describe()
         model = s.get(ModelRow, task.model_sha256)
         cell = s.exec(select(CellRow).where(
             CellRow.model_sha256 == task.model_sha256, CellRow.hardware_class == hw,
@@ -331,18 +368,21 @@ class Store:
         if cell is None:
             cell = CellRow(model_sha256=task.model_sha256, model_name=model.name, hardware_class=hw,
                            setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
-                           source=source, updated_ms=t)
+                           source=source, privacy=privacy, updated_ms=t)
             s.add(cell)
             s.flush()
+        if cell.privacy != privacy:
+            cell.privacy = f"{source} (mixed contracts)"
         cell.n_reports += 1
         cell.updated_ms = t
         if s.get(CellContributorRow, (cell.id, agent.agent_id)) is None:
             s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
             cell.n_devices += 1
         s.add(cell)
-        for metric, value in aggregate.metric_values(report.stats).items():
+        for metric, log in logs.items():
             row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
-            row.n, row.sum_log, row.sumsq_log = aggregate.fold(row.n, row.sum_log, row.sumsq_log, value)
+            row.n, row.sum_log, row.sumsq_log = aggregate.fold_log(row.n, row.sum_log, row.sumsq_log, log)
+            row.noise_var_sum += noise_var
             s.add(row)
 
     def import_cells(self, model_sha256: str, source: str, citation: str,
@@ -428,19 +468,45 @@ class Store:
                 CampaignRow.status == "running")).first() is not None
 
     # ---- heat-map -----------------------------------------------------------------------------
-    def heatmap(self) -> list[tuple[CellRow, dict[str, aggregate.Estimate]]]:
-        """Every cell with its metric estimates; reads only the folded sums, never raw reports."""
+    def heatmap(self, min_devices: int = 1, target_precision: float = 0.0) -> list[CellView]:
+        """Every cell; fleet cells under `min_devices` distinct devices are suppressed (no values).
+
+        Reads only the folded sums, never raw reports."""
         with self.session() as s:
             cells = s.exec(select(CellRow).order_by(CellRow.model_name, CellRow.hardware_class,
                                                     CellRow.setting_key)).all()
-            metrics: dict[int, dict[str, aggregate.Estimate]] = {}
+            metrics: dict[int, list[CellMetricRow]] = {}
             for m in s.exec(select(CellMetricRow)).all():
-                metrics.setdefault(m.cell_id, {})[m.metric] = aggregate.estimate(m.n, m.sum_log, m.sumsq_log)
-            return [(c, metrics.get(c.id, {})) for c in cells]
+                metrics.setdefault(m.cell_id, []).append(m)
+        views = []
+        for c in cells:
+            rows = metrics.get(c.id, [])
+            suppressed = c.source == "fleet" and c.n_devices < min_devices
+            estimates = {} if suppressed else {
+                m.metric: aggregate.estimate(m.n, m.sum_log, m.sumsq_log, m.noise_var_sum) for m in rows}
+            needed = 0
+            if target_precision > 0 and c.source in ("fleet", "trusted"):
+                needed = max([aggregate.devices_needed(m.n, m.sum_log, m.sumsq_log, m.noise_var_sum, c.n_devices,
+                                                       target_precision) for m in rows] or [0])
+                needed = max(needed, min_devices - c.n_devices) if suppressed else needed
+            views.append(CellView(c, estimates, suppressed, needed))
+        return views
 
     def count_reports(self) -> int:
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(ReportRow)).one())
+
+
+def check_released(released: dict[str, float], contract: PrivacyParams) -> None:
+    """The noised vector names exactly the contract's statistics, each a finite, possible value."""
+    if set(released) != set(contract.statistics):
+        raise InvalidInput(f"released statistics {sorted(released)} are not the contract's "
+                           f"{sorted(contract.statistics)}")
+    lo, hi = contract.log_bounds
+    reach = 40 * math.sqrt(contract.noise_variance_log()) + (hi - lo)
+    for name, value in released.items():
+        if not math.isfinite(value) or not lo - reach <= value <= hi + reach:
+            raise InvalidInput(f"released {name} = {value!r} is impossible under the contract")
 
 
 def matches(agent: AgentRow, selectors: dict[str, str]) -> bool:

@@ -89,6 +89,8 @@ class CampaignRow(SQLModel, table=True):
     repeats: int = 1
     setting_json: str
     params_json: str
+    privacy_json: str = "{}"
+    target_precision: float = 0.0
     n_agents: int = 0
 
 
@@ -99,7 +101,7 @@ class TaskRow(SQLModel, table=True):
     agent_id: str = Field(index=True)
     model_sha256: str
     repeat: int = 0
-    status: str = Field(default="pending", index=True)  # pending | leased | done | failed | cancelled
+    status: str = Field(default="pending", index=True)  # pending | leased | done | failed | declined | cancelled
     lease_id: Optional[str] = None
     lease_expires_ms: Optional[int] = None
     attempts: int = 0
@@ -113,13 +115,15 @@ class ReportRow(SQLModel, table=True):
     task_id: int = Field(index=True)
     agent_id: str = Field(index=True)
     received_ms: int
-    status: str  # ok | failed
+    status: str  # ok | failed | declined
     failure_reason: str = ""
     valid: bool = False
     invalid_reason: str = ""
     privacy_mode: str = ""
     setting_json: str = "{}"
-    stats_json: str = "{}"
+    stats_json: str = "{}"  # trusted mode only
+    privacy_json: str = "{}"
+    released_json: str = "{}"  # ldp: the noised vector, all the coordinator ever sees of the run
     fidelity_json: str = "{}"
     started_ms: int = 0
     agent_version: str = ""
@@ -138,6 +142,7 @@ class CellRow(SQLModel, table=True):
     setting_json: str
     source: str  # fleet | imported | simulated | trusted
     citation: str = ""
+    privacy: str = ""  # the contract of its reports, e.g. "ldp gaussian ε=1 δ=1e-06"
     n_reports: int = 0
     n_devices: int = 0
     updated_ms: int
@@ -152,6 +157,7 @@ class CellMetricRow(SQLModel, table=True):
     n: int = 0
     sum_log: float = 0.0
     sumsq_log: float = 0.0
+    noise_var_sum: float = 0.0  # known variance of the local noise, summed over reports
 
 
 class CellContributorRow(SQLModel, table=True):

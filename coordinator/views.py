@@ -35,6 +35,9 @@ class CellView:
 def flatten(heatmap: admin_pb2.Heatmap) -> list[CellView]:
     rows = []
     for cell in heatmap.cells:
+        if cell.suppressed:
+            rows.append(CellView(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
+                                 cell.n_devices, cell.n_reports, "suppressed", math.nan, math.nan, math.nan))
         for metric in sorted(cell.metrics):
             m = cell.metrics[metric]
             rows.append(CellView(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
@@ -79,8 +82,10 @@ def matrix(heatmap: admin_pb2.Heatmap, metric: str) -> str:
     columns = sorted(set(labels.values()))
     models: dict[str, dict[str, str]] = {}
     for cell in heatmap.cells:
-        if metric in cell.metrics:
-            label = labels[(cell.hardware_class, cell.setting_key, cell.source)]
+        label = labels[(cell.hardware_class, cell.setting_key, cell.source)]
+        if cell.suppressed:
+            models.setdefault(cell.model_name, {})[label] = f"<k ({cell.n_devices})"
+        elif metric in cell.metrics:
             models.setdefault(cell.model_name, {})[label] = _num(cell.metrics[metric].value)
     header = [f"{metric} ({METRIC_UNITS[metric]})"] + columns
     return _table(header, [[m] + [vals.get(c, "") for c in columns] for m, vals in sorted(models.items())])
@@ -107,15 +112,32 @@ def by_hardware(heatmap: admin_pb2.Heatmap, metric: str, models: list[str] | Non
 
 
 def summary(heatmap: admin_pb2.Heatmap) -> str:
-    """One row per cell: latency p50/p99, throughput, devices, reports, source."""
+    """One row per cell: latency p50/p99 and throughput with their 95 % intervals, devices, source."""
     rows = []
     for cell in sorted(heatmap.cells, key=lambda c: (c.model_name, c.hardware_class, c.setting_key)):
         m = cell.metrics
-        rows.append([cell.model_name, cell.hardware_class, cell.setting_key.split("/", 2)[-1]]
-                    + [_num(m[k].value) if k in m else "-" for k in SUMMARY_METRICS]
-                    + [str(cell.n_devices), str(cell.n_reports), cell.source])
-    return _table(["model", "hardware class", "setting", "p50 ms", "p99 ms", "inf/s", "devices", "reports",
-                   "source"], rows, text_columns=3)
+        if cell.suppressed:
+            values = [f"suppressed: {cell.n_devices} of k={cell.min_devices} devices", "", ""]
+        else:
+            values = [_with_interval(m[k]) if k in m else "-" for k in SUMMARY_METRICS]
+        needed = f"+{_count(cell.devices_needed)}" if cell.devices_needed else ""
+        rows.append([cell.model_name, cell.hardware_class, cell.setting_key.split("/", 2)[-1]] + values
+                    + [str(cell.n_devices), needed, cell.privacy or cell.source])
+    return _table(["model", "hardware class", "setting", "p50 ms", "p99 ms", "inf/s", "devices",
+                   "needed", "source"], rows, text_columns=3)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _with_interval(m: admin_pb2.MetricValue) -> str:
+    if math.isnan(m.low):
+        return _num(m.value)
+    return f"{_num(m.value)} [{_num(m.low)}, {_num(m.high)}]"
 
 
 def to_csv(heatmap: admin_pb2.Heatmap) -> str:

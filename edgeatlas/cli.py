@@ -61,7 +61,10 @@ def cmd_coordinator_serve(args) -> int:
         elif tokens_file:
             _print(f"tokens: as before, in {tokens_file}")
 
-    asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready))
+    if args.k_anonymity < 1:
+        raise errors.InvalidInput(f"--k-anonymity must be at least 1, got {args.k_anonymity}")
+    asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
+                      min_devices=args.k_anonymity))
     return 0
 
 
@@ -99,7 +102,8 @@ def cmd_agent_run(args) -> int:
     check_address(args.coordinator)
     config = AgentConfig(coordinator=args.coordinator, enroll_token=args.token,
                          state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
-                         labels=_key_values(args.label, "--label"), once=args.once)
+                         labels=_key_values(args.label, "--label"), once=args.once, trusted=args.trusted,
+                         budget=_budget(args))
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -111,6 +115,31 @@ def cmd_agent_run(args) -> int:
     signal.signal(signal.SIGINT, on_signal)
     spec = probe("/", measure_bandwidth=True, name=args.name or None)
     return Agent(config, spec, stop).run()
+
+
+def _budget(args):
+    from edgeatlas.agent.privacy.ledger import Budget
+
+    _check_positive(privacy_budget=args.privacy_budget, privacy_window_hours=args.privacy_window_hours)
+    if not 0 < args.privacy_delta < 1e-2:
+        raise errors.InvalidInput(f"--privacy-delta must be in (0, 0.01), got {args.privacy_delta}")
+    return Budget(epsilon=args.privacy_budget, delta=args.privacy_delta, window_s=args.privacy_window_hours * 3600)
+
+
+def cmd_agent_privacy(args) -> int:
+    from edgeatlas.agent.privacy.ledger import Ledger
+    from edgeatlas.agent.state import StateDir, default_state_dir
+
+    state = StateDir(args.state_dir or default_state_dir())
+    ledger = Ledger(state.root / "privacy-ledger.db", _budget(args))
+    entries = ledger.entries()
+    spent = ledger.spent()
+    ledger.close()
+    b = ledger.budget
+    _print(f"privacy budget: ε ≤ {b.epsilon:g} per {b.window_s / 3600:g} h at δ = {b.delta:g} (set by you)")
+    _print(f"spent in the window: ε = {spent:.3g}; {len(entries)} releases recorded in all "
+           f"({sum(e['mode'] == 'trusted' for e in entries)} trusted, exact values)")
+    return 0
 
 
 def cmd_agent_bench(args) -> int:
@@ -222,12 +251,22 @@ def cmd_campaign_create(args) -> int:
     from edgeatlas.protos.records import RunParams, Setting
 
     _check_positive(batch=args.batch, iterations=args.iterations, duration=args.duration, repeats=args.repeats)
+    from edgeatlas.protos.privacy import PrivacyParams
+
     setting = Setting(batch=args.batch, threads=args.threads)
     params = RunParams(warmup_iterations=args.warmup, min_iterations=args.iterations,
                        min_duration_s=args.duration, max_duration_s=max(60.0, args.duration * 10))
+    lo, sep, hi = args.bounds_ms.partition(":")
+    try:
+        bounds = (float(lo), float(hi))
+    except ValueError:
+        raise errors.InvalidInput(f"--bounds-ms {args.bounds_ms!r} is not LO:HI in milliseconds") from None
+    privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
+                            delta=0.0 if args.mechanism == "laplace" else args.delta,
+                            statistics=tuple(args.statistics), bounds_ms=bounds).check()
     with _admin(args) as admin:
         c = admin.create_campaign(args.models, _key_values(args.selector, "--selector"), args.repeats,
-                                  setting, params, args.name or "")
+                                  setting, params, args.name or "", privacy, args.target_precision)
     _print(_campaign_line(c))
     return 0
 
@@ -240,11 +279,21 @@ def cmd_campaign_list(args) -> int:
 
 
 def cmd_campaign_status(args) -> int:
+    from edgeatlas.coordinator import views
+    from edgeatlas.protos import convert
+    from edgeatlas.v1 import admin_pb2
+
     with _admin(args) as admin:
         c = admin.campaign(args.id)
+        heatmap = admin.heatmap(target_precision=c.target_precision)
     _print(_campaign_line(c))
+    _print(f"  privacy: {convert.privacy_from_pb(c.privacy).describe()} per report"
+           + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
     for failure in c.failures:
         _print(f"  {failure}")
+    mine = [cell for cell in heatmap.cells if cell.model_name in set(c.models) and cell.source != "imported"]
+    if mine:
+        _print(views.summary(admin_pb2.Heatmap(cells=mine)))
     return 0
 
 
@@ -267,7 +316,7 @@ def cmd_heatmap(args) -> int:
     from edgeatlas.coordinator import views
 
     with _admin(args) as admin:
-        heatmap = admin.heatmap()
+        heatmap = admin.heatmap(target_precision=args.target_precision)
     if args.format == "csv":
         sys.stdout.write(views.to_csv(heatmap))
     elif args.format == "json":
@@ -294,6 +343,12 @@ def _admin_options(p: argparse.ArgumentParser) -> None:
                    help="HOST:PORT (env EDGEATLAS_COORDINATOR)")
     p.add_argument("--admin-token", default=os.environ.get("EDGEATLAS_ADMIN_TOKEN"),
                    help="admin token (env EDGEATLAS_ADMIN_TOKEN)")
+
+
+def _budget_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--privacy-budget", type=float, default=8.0, help="ε allowed per window (yours to set)")
+    p.add_argument("--privacy-window-hours", type=float, default=24.0)
+    p.add_argument("--privacy-delta", type=float, default=1e-6, help="δ at which the window's ε is counted")
 
 
 def _run_options(p: argparse.ArgumentParser, iterations: int, duration: float) -> None:
@@ -323,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", default=DEFAULT_COORDINATOR, help="HOST:PORT (port 0: any free port)")
     p.add_argument("--tokens-file", help="where first-start tokens are saved (default: beside a SQLite db)")
     p.add_argument("--ready-file", help="write {address, pid} here once listening")
+    p.add_argument("--k-anonymity", type=int, default=5,
+                   help="fleet cells show values only once this many distinct devices contributed")
     p.set_defaults(func=cmd_coordinator_serve)
 
     token = sub.add_parser("token").add_subparsers(dest="sub", required=True)
@@ -346,7 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="this device's name in the fleet")
     p.add_argument("--label", action="append", help="KEY=VALUE, repeatable")
     p.add_argument("--once", action="store_true", help="exit when no task is left")
+    p.add_argument("--trusted", action="store_true",
+                   help="send exact values instead of noised ones (a private fleet you trust)")
+    _budget_options(p)
     p.set_defaults(func=cmd_agent_run)
+    p = agent.add_parser("privacy", help="what this device has released, against its budget")
+    p.add_argument("--state-dir")
+    _budget_options(p)
+    p.set_defaults(func=cmd_agent_privacy)
     p = agent.add_parser("bench", help="run one model here, without a coordinator")
     p.add_argument("model")
     _run_options(p, iterations=100, duration=2.0)
@@ -390,6 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--name")
     _run_options(p, iterations=100, duration=1.0)
+    p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")
+    p.add_argument("--epsilon", type=float, default=1.0, help="ε per report")
+    p.add_argument("--delta", type=float, default=1e-6, help="δ per report (gaussian)")
+    p.add_argument("--statistics", nargs="+", default=["log_p50_ms", "log_p99_ms", "log_mean_ms"])
+    p.add_argument("--bounds-ms", default="0.01:10000", help="public latency bounds LO:HI, milliseconds")
+    p.add_argument("--target-precision", type=float, default=0.0,
+                   help="e.g. 0.1: report how many more devices each cell needs for ±10 %%")
     _admin_options(p)
     p.set_defaults(func=cmd_campaign_create)
     for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_cancel)):
@@ -409,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("heatmap", help="the model × hardware heat-map")
     p.add_argument("--metric", help="one metric as a matrix, e.g. latency_p50_ms")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--target-precision", type=float, default=0.0, help="show devices needed for ±this")
     _admin_options(p)
     p.set_defaults(func=cmd_heatmap)
     return parser

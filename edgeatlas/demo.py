@@ -16,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
+from edgeatlas.agent.privacy.ledger import Budget, Ledger
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 
 START_TIMEOUT_S = 60.0
 CAMPAIGN_TIMEOUT_S = 900.0
 NB201_MODELS = 4
+PRIVACY = PrivacyParams()  # the default contract: gaussian, ε = 1, δ = 1e-6 per report
+TARGET_PRECISION = 0.1
 
 
 @dataclass
@@ -127,6 +131,7 @@ class Demo:
                 say(f"      {name} (pid {proc.pid})")
             agents = self._wait_enrolled(admin)
             say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
+            self.hardware_class = agents[0].hardware_class
 
             say(f"[4/5] campaign over {len(names)} models × {len(agents)} agents "
                 f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
@@ -134,22 +139,68 @@ class Demo:
                 names, {"label.demo": "true"}, 1, Setting(threads=1),
                 RunParams(warmup_iterations=10, min_iterations=self.o.iterations,
                           min_duration_s=self.o.duration_s, max_duration_s=max(60.0, 10 * self.o.duration_s)),
-                name="demo")
+                name="demo", privacy=PRIVACY, target_precision=TARGET_PRECISION)
             campaign = self._follow(admin, campaign.campaign_id)
 
-            say("[5/5] the heat-map (model × hardware class)")
-            heatmap = admin.heatmap()
-            say(views.summary(admin_pb2.Heatmap(cells=[c for c in heatmap.cells if c.source != "imported"])))
+            say("[5/5] results")
+            local = self._on_device()
+            say("on this machine: exact values, kept on each agent's device (never sent to the coordinator):")
+            say(views.summary(local))
             say("")
-            say("measured here beside published measurements of the same networks (mean latency):")
-            say(views.by_hardware(heatmap, "latency_mean_ms", nb201))
+            heatmap = admin.heatmap(target_precision=TARGET_PRECISION)
+            fleet = [c for c in heatmap.cells if c.source != "imported"]
+            say(f"what the coordinator holds: each report noised on the device ({PRIVACY.describe()}); a cell")
+            say(f"shows values once k = {fleet[0].min_devices if fleet else '?'} distinct devices contributed; "
+                f"'needed' = more devices for ±{TARGET_PRECISION:.0%}:")
+            say(views.summary(admin_pb2.Heatmap(cells=fleet)))
+            say("")
+            say("this machine beside published measurements of the same networks (mean latency):")
+            say(views.by_hardware(admin_pb2.Heatmap(cells=list(local.cells) + [
+                c for c in heatmap.cells if c.source == "imported"]), "latency_mean_ms", nb201))
             cited = next((c.citation for c in heatmap.cells if c.citation), "")
             if cited:
                 say(f"  imported: {cited}")
+            say("privacy spent (each device's own ledger, against its owner's budget):")
+            for i in range(1, self.o.agents + 1):
+                ledger = Ledger(self.dir / "agents" / f"agent-{i}" / "privacy-ledger.db", Budget())
+                say(f"  agent-{i}: {len(ledger.entries())} releases, ε = {ledger.spent():.2f} "
+                    f"of {ledger.budget.epsilon:g} per {ledger.budget.window_s / 3600:g} h (δ = {ledger.budget.delta:g})")
+                ledger.close()
             for failure in campaign.failures:
                 say(f"  note: {failure}")
         self._where()
         return 0 if campaign.status == "done" and campaign.counts.done > 0 else 1
+
+    def _on_device(self):
+        """The agents' own exact results (the owner's view; it runs on the same machine), as heat-map cells."""
+        from collections import defaultdict
+
+        from edgeatlas.agent.results import LocalResults
+        from edgeatlas.coordinator import aggregate
+        from edgeatlas.protos import convert
+        from edgeatlas.protos.records import LatencyStats
+        from edgeatlas.v1 import admin_pb2
+
+        runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        for i in range(1, self.o.agents + 1):
+            for r in LocalResults(self.dir / "agents" / f"agent-{i}" / "results.jsonl").all():
+                if r["valid"]:
+                    runs[(r["model"], json.dumps(r["setting"], sort_keys=True))].append(r)
+        cells = []
+        for (model, setting_json), rs in sorted(runs.items()):
+            setting = Setting(**json.loads(setting_json))
+            metrics = {}
+            for metric in aggregate.METRICS:
+                n = s = ss = 0.0
+                for r in rs:
+                    n, s, ss = aggregate.fold(n, s, ss, aggregate.metric_values(LatencyStats(**r["stats"]))[metric])
+                e = aggregate.estimate(int(n), s, ss)
+                metrics[metric] = admin_pb2.MetricValue(value=e.value, low=e.low, high=e.high, n=e.n)
+            cells.append(admin_pb2.HeatmapCell(
+                model_name=model, hardware_class=self.hardware_class, setting_key=setting.key(),
+                setting=convert.setting_to_pb(setting), n_devices=len(rs), n_reports=len(rs),
+                source="on-device", privacy="exact, on the device", metrics=metrics))
+        return admin_pb2.Heatmap(cells=cells)
 
     def _wait_ready(self, proc: subprocess.Popen, ready: Path, log: Path) -> str:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, Setting
 from edgeatlas.v1 import agent_pb2, common_pb2
 
@@ -70,3 +71,23 @@ def model_from_pb(m: common_pb2.ModelRef) -> ModelRef:
     return ModelRef(sha256=m.sha256, name=m.name, format=m.format, size_bytes=m.size_bytes,
                     reference_sha256=m.reference_sha256, reference_size_bytes=m.reference_size_bytes,
                     summary_json=m.summary_json)
+
+
+def privacy_to_pb(p: PrivacyParams) -> common_pb2.Privacy:
+    return common_pb2.Privacy(mechanism=p.mechanism, epsilon=p.epsilon, delta=p.delta,
+                              statistics=list(p.statistics), bound_lo_ms=p.bounds_ms[0],
+                              bound_hi_ms=p.bounds_ms[1], bits=p.bits)
+
+
+def privacy_from_pb(m: common_pb2.Privacy, defaults: bool = False) -> PrivacyParams:
+    """Exact translation; with `defaults`, empty fields take the default contract (a campaign's request)."""
+    base = PrivacyParams()
+    if not defaults:
+        return PrivacyParams(mechanism=m.mechanism, epsilon=m.epsilon, delta=m.delta,
+                             statistics=tuple(m.statistics), bounds_ms=(m.bound_lo_ms, m.bound_hi_ms), bits=m.bits)
+    mechanism = m.mechanism or base.mechanism
+    return PrivacyParams(
+        mechanism=mechanism, epsilon=m.epsilon or base.epsilon,
+        delta=m.delta if (m.delta or mechanism == "laplace") else base.delta,
+        statistics=tuple(m.statistics) or base.statistics,
+        bounds_ms=(m.bound_lo_ms or base.bounds_ms[0], m.bound_hi_ms or base.bounds_ms[1]), bits=m.bits or base.bits)

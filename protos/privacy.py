@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from edgeatlas.protos.errors import InvalidInput
 
-# statistic → (LatencyStats attribute, the bound it is clipped to). Throughput is derived from the
-# released mean latency (post-processing), so it costs no budget.
+# statistic → the LatencyStats attribute it releases. Throughput is derived from the released mean
+# latency (post-processing), so it costs no budget.
 STATISTICS: dict[str, str] = {
     "log_p50_ms": "p50_ms",
     "log_p90_ms": "p90_ms",
@@ -97,6 +97,19 @@ class PrivacyParams:
             q = math.exp(-1.0 / scale)
             var_grid = 2 * q / (1 - q) ** 2
         return var_grid * self.step_log ** 2
+
+    def describe(self) -> str:
+        delta = f" δ={self.delta:g}" if self.mechanism == "gaussian" else ""
+        return f"ldp {self.mechanism} ε={self.epsilon:g}{delta}"
+
+    def to_dict(self) -> dict:
+        return {"mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
+                "statistics": list(self.statistics), "bounds_ms": list(self.bounds_ms), "bits": self.bits}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrivacyParams":
+        return cls(mechanism=d["mechanism"], epsilon=d["epsilon"], delta=d["delta"],
+                   statistics=tuple(d["statistics"]), bounds_ms=tuple(d["bounds_ms"]), bits=d["bits"])
 
     def rdp(self, alpha: float) -> float:
         """Rényi DP of one report at order alpha (> 1)."""

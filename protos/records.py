@@ -111,3 +111,4 @@ class RunResult:
     valid: bool
     invalid_reason: str = ""
     started_ms: int = 0
+    invalid_kind: str = ""  # the reason's category alone (fidelity | too-slow), for private reports

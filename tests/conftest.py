@@ -49,6 +49,7 @@ class CoordinatorProcess:
     proc: subprocess.Popen | None = None
     address: str = ""
     port: int = 0
+    k_anonymity: int = 1  # tests look at cells of one or two devices; the product default is 5
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -69,7 +70,7 @@ class CoordinatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db", f"sqlite:///{self.db_path}",
              "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
-             "--ready-file", str(ready)], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+             "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity)], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
         log.close()
         deadline = time.monotonic() + 30
         while not ready.exists():

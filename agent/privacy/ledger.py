@@ -58,7 +58,7 @@ class Ledger:
     def _window(self, now_s: float) -> list[PrivacyParams]:
         rows = self.db.execute("SELECT params_json FROM release WHERE mode = 'ldp' AND at_s > ?",
                                (now_s - self.budget.window_s,)).fetchall()
-        return [_params(json.loads(r[0])) for r in rows]
+        return [PrivacyParams.from_dict(json.loads(r[0])) for r in rows]
 
     def spent(self, now_s: float | None = None) -> float:
         """ε (at the budget's δ) spent within the window ending now."""
@@ -81,17 +81,12 @@ class Ledger:
         """Records a release before it leaves the device; `params` None means trusted (exact values)."""
         self.db.execute("INSERT INTO release (at_s, report_id, task_id, mode, params_json) VALUES (?, ?, ?, ?, ?)",
                         (time.time() if now_s is None else now_s, report_id, task_id,
-                         "ldp" if params else "trusted", json.dumps(params.__dict__ if params else {})))
+                         "ldp" if params else "trusted", json.dumps(params.to_dict() if params else {})))
 
     def entries(self) -> list[dict]:
         rows = self.db.execute("SELECT at_s, report_id, task_id, mode, params_json FROM release ORDER BY id")
         return [{"at_s": r[0], "report_id": r[1], "task_id": r[2], "mode": r[3], "params": json.loads(r[4])}
                 for r in rows]
-
-
-def _params(d: dict) -> PrivacyParams:
-    return PrivacyParams(mechanism=d["mechanism"], epsilon=d["epsilon"], delta=d["delta"],
-                         statistics=tuple(d["statistics"]), bounds_ms=tuple(d["bounds_ms"]), bits=d["bits"])
 
 
 def budget_left(ledger: Ledger) -> float:

@@ -164,11 +164,13 @@ class OnnxRuntimeRunner:
         latencies_ms, met = self.timed_loop(params)
         stats = LatencyStats.from_values(latencies_ms, batch=self.setting.batch)
         fidelity = self.check_fidelity()
-        reasons = []
+        reasons, kinds = [], []
         if not met:
+            kinds.append("too-slow")
             reasons.append(f"stopped at max_duration_s={params.max_duration_s} after {stats.iterations} "
                            f"of {params.min_iterations} iterations")
         if fidelity.checked and not fidelity.passed:
+            kinds.append("fidelity")
             reasons.append("fidelity check failed: " + fidelity.detail)
         return RunResult(setting=self.setting, stats=stats, fidelity=fidelity, valid=not reasons,
-                         invalid_reason="; ".join(reasons), started_ms=started_ms)
+                         invalid_reason="; ".join(reasons), started_ms=started_ms, invalid_kind=",".join(kinds))

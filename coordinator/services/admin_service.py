@@ -14,6 +14,7 @@ from edgeatlas.coordinator.status import rpc
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput, Unauthenticated
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES
@@ -24,9 +25,10 @@ ONLINE_WINDOW_MS = 90_000
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, wakeup: Wakeup):
+    def __init__(self, store: Store, wakeup: Wakeup, min_devices: int = 5):
         self.store = store
         self.wakeup = wakeup
+        self.min_devices = min_devices  # k: fleet cells show values only from k distinct devices
 
     async def _admin(self, context) -> None:
         token = auth.bearer_from(context.invocation_metadata())
@@ -48,9 +50,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("batch must be in 1..4096 and threads in 0..1024")
         params = convert.params_from_pb(request.params)
         check_params(params)
+        privacy = convert.privacy_from_pb(request.privacy, defaults=True).check()
+        if not (math.isfinite(request.target_precision) and 0 <= request.target_precision <= 10):
+            raise InvalidInput(f"target_precision = {request.target_precision} is not in [0, 10]")
         models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
         campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
-                                              dict(request.selectors), repeats, setting, params)
+                                              dict(request.selectors), repeats, setting, params, privacy,
+                                              request.target_precision)
         self.wakeup.notify()
         return await self._campaign(campaign_id)
 
@@ -64,8 +70,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
             selectors=json.loads(row.selectors_json), repeats=row.repeats, agents=row.n_agents,
             counts=admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
-                                           ("pending", "leased", "done", "failed", "cancelled")}),
-            failures=failures)
+                                           ("pending", "leased", "done", "failed", "cancelled", "declined")}),
+            failures=failures, target_precision=row.target_precision,
+            privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))))
 
     @rpc
     async def ListCampaigns(self, request, context):
@@ -155,10 +162,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetHeatmap(self, request, context):
         await self._admin(context)
-        rows = await asyncio.to_thread(self.store.heatmap)
+        if not (math.isfinite(request.target_precision) and 0 <= request.target_precision <= 10):
+            raise InvalidInput(f"target_precision = {request.target_precision} is not in [0, 10]")
+        views = await asyncio.to_thread(self.store.heatmap, self.min_devices, request.target_precision)
         cells = []
-        for cell, estimates in rows:
-            if request.metric and request.metric not in estimates:
+        for view in views:
+            cell, estimates = view.cell, view.estimates
+            if request.metric and request.metric not in estimates and not view.suppressed:
                 continue
             metrics = {name: admin_pb2.MetricValue(value=e.value, low=e.low, high=e.high, n=e.n)
                        for name, e in estimates.items() if not request.metric or name == request.metric}
@@ -167,7 +177,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 model_name=cell.model_name, model_sha256=cell.model_sha256, hardware_class=cell.hardware_class,
                 setting_key=cell.setting_key, setting=setting, n_devices=cell.n_devices,
                 n_reports=cell.n_reports, source=cell.source, metrics=metrics, updated_ms=cell.updated_ms,
-                citation=cell.citation))
+                citation=cell.citation, suppressed=view.suppressed, min_devices=self.min_devices,
+                devices_needed=view.devices_needed, privacy=cell.privacy))
         return admin_pb2.Heatmap(cells=cells)
 
     @rpc

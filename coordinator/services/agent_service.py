@@ -86,7 +86,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     task_id=t.id, campaign_id=t.campaign_id, lease_id=t.lease_id,
                     lease_expires_ms=t.lease_expires_ms, model=convert.model_to_pb(leased.model.to_ref()),
                     setting=convert.setting_to_pb(leased.setting), params=convert.params_to_pb(leased.params),
-                    repeat=t.repeat))
+                    repeat=t.repeat, privacy=convert.privacy_to_pb(leased.privacy)))
             left = deadline - time.monotonic()
             if left <= 0:
                 return agent_pb2.LeaseTaskResponse(has_task=False)
@@ -130,12 +130,14 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
     if not m.lease_id:
         raise InvalidInput("lease_id is missing")
     if m.status == agent_pb2.ReportRequest.STATUS_UNSPECIFIED:
-        raise InvalidInput("status is missing (OK or FAILED)")
-    ok = m.status == agent_pb2.ReportRequest.OK
-    setting = stats = None
-    if ok:
-        if not m.HasField("stats"):
-            raise InvalidInput("stats are missing from an OK report")
+        raise InvalidInput("status is missing (OK, FAILED or DECLINED)")
+    status = {agent_pb2.ReportRequest.OK: "ok", agent_pb2.ReportRequest.FAILED: "failed",
+              agent_pb2.ReportRequest.DECLINED: "declined"}.get(m.status)
+    if status is None:
+        raise InvalidInput(f"status {m.status} is not OK, FAILED or DECLINED")
+    setting = stats = privacy = None
+    released: dict[str, float] = {}
+    if status == "ok":
         if not m.HasField("setting"):
             raise InvalidInput("setting is missing from an OK report")
         for name in ("target", "runtime", "runtime_version", "execution_provider", "precision", "scenario"):
@@ -143,18 +145,29 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
                 raise InvalidInput(f"setting.{name} is missing")
         if m.setting.batch == 0:
             raise InvalidInput("setting.batch is missing")
-        stats, setting = convert.stats_from_pb(m.stats), convert.setting_from_pb(m.setting)
-        check_stats(stats)
+        setting = convert.setting_from_pb(m.setting)
         check_setting(setting)
         check_privacy_mode(m.privacy_mode)
+        if m.privacy_mode == "ldp":
+            if m.HasField("stats"):
+                raise InvalidInput("an ldp report must not carry exact stats")
+            if not m.HasField("privacy") or not m.released:
+                raise InvalidInput("an ldp report needs its privacy contract and released values")
+            privacy = convert.privacy_from_pb(m.privacy).check()
+            released = dict(m.released)
+        else:
+            if not m.HasField("stats"):
+                raise InvalidInput("stats are missing from a trusted report")
+            stats = convert.stats_from_pb(m.stats)
+            check_stats(stats)
         if not m.valid and not m.invalid_reason:
             raise InvalidInput("an invalid run must say why (invalid_reason)")
     elif not m.failure_reason:
-        raise InvalidInput("a FAILED report must carry failure_reason")
+        raise InvalidInput(f"a {status.upper()} report must carry failure_reason")
     if len(m.failure_reason) > 2000 or len(m.invalid_reason) > 2000:
         raise InvalidInput("failure_reason and invalid_reason are limited to 2000 characters")
     return IncomingReport(
-        report_id=m.report_id, task_id=m.task_id, lease_id=m.lease_id, ok=ok, failure_reason=m.failure_reason,
-        setting=setting, stats=stats, fidelity=convert.fidelity_from_pb(m.fidelity), valid=ok and m.valid,
-        invalid_reason=m.invalid_reason, privacy_mode=m.privacy_mode, started_ms=m.started_ms,
-        agent_version=m.agent_version[:64])
+        report_id=m.report_id, task_id=m.task_id, lease_id=m.lease_id, status=status,
+        failure_reason=m.failure_reason, setting=setting, stats=stats, fidelity=convert.fidelity_from_pb(m.fidelity),
+        valid=status == "ok" and m.valid, invalid_reason=m.invalid_reason, privacy_mode=m.privacy_mode,
+        started_ms=m.started_ms, agent_version=m.agent_version[:64], privacy=privacy, released=released)

@@ -8,6 +8,7 @@ import pytest
 from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.storage import IncomingReport, Store
 from edgeatlas.protos.errors import Conflict, InvalidInput, PermissionDenied
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
 
@@ -28,7 +29,8 @@ def stats(p50: float) -> LatencyStats:
 
 
 def report(task, report_id, p50=2.0, ok=True, valid=True) -> IncomingReport:
-    return IncomingReport(report_id=report_id, task_id=task.id, lease_id=task.lease_id, ok=ok,
+    return IncomingReport(report_id=report_id, task_id=task.id, lease_id=task.lease_id,
+                          status="ok" if ok else "failed",
                           failure_reason="" if ok else "model did not load",
                           setting=Setting(runtime_version="1.0", threads=1) if ok else None,
                           stats=stats(p50) if ok else None, fidelity=Fidelity(True, True), valid=valid,
@@ -51,7 +53,8 @@ def test_report_is_idempotent_and_folds_once(store):
     task = store.lease(a.agent_id).task
     assert store.record_report(a.agent_id, report(task, "r-00000001")) is False
     assert store.record_report(a.agent_id, report(task, "r-00000001")) is True  # the retry
-    (cell, est), = store.heatmap()
+    view, = store.heatmap()
+    cell, est = view.cell, view.estimates
     assert (cell.n_reports, cell.n_devices, store.count_reports()) == (1, 1, 1)
     assert est["latency_p50_ms"].value == pytest.approx(2.0)
     assert store.campaign(cid).status == "done"
@@ -63,7 +66,8 @@ def test_cells_fold_geometric_means_over_devices(store):
     for agent, p50 in zip(agents, (1.0, 4.0, 16.0)):
         task = store.lease(agent.agent_id).task
         store.record_report(agent.agent_id, report(task, f"r-{agent.name}-0001", p50))
-    (cell, est), = store.heatmap()
+    view, = store.heatmap()
+    cell, est = view.cell, view.estimates
     assert cell.n_devices == 3
     assert est["latency_p50_ms"].value == pytest.approx(4.0)  # (1·4·16)^(1/3)
     assert est["latency_p50_ms"].low < 4.0 < est["latency_p50_ms"].high
@@ -139,3 +143,60 @@ def test_estimate_interval_is_nan_below_two_reports():
     n, s, ss = aggregate.fold(0, 0.0, 0.0, 3.0)
     e = aggregate.estimate(n, s, ss)
     assert e.value == pytest.approx(3.0) and math.isnan(e.low) and math.isnan(e.high)
+
+
+LDP = PrivacyParams(mechanism="laplace", epsilon=2.0, delta=0.0, statistics=("log_p50_ms", "log_mean_ms"),
+                    bounds_ms=(0.1, 100.0))
+
+
+def ldp_report(task, report_id, logs, privacy=LDP) -> IncomingReport:
+    return IncomingReport(report_id=report_id, task_id=task.id, lease_id=task.lease_id, status="ok",
+                          failure_reason="", setting=Setting(runtime_version="1.0", batch=2), stats=None,
+                          fidelity=Fidelity(True, True), valid=True, invalid_reason="", privacy_mode="ldp",
+                          started_ms=0, agent_version="t", privacy=privacy, released=logs)
+
+
+def test_ldp_reports_fold_with_their_noise_and_stay_suppressed_below_k(store):
+    agents = [enroll(store, n) for n in "abc"]
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    for agent, log in zip(agents, (0.0, 1.0, 2.0)):
+        task = store.lease(agent.agent_id).task
+        store.record_report(agent.agent_id, ldp_report(task, f"r-ldp-{agent.name}-01",
+                                                       {"log_p50_ms": log, "log_mean_ms": log}))
+    view, = store.heatmap(min_devices=5)
+    assert view.suppressed and view.estimates == {} and view.cell.source == "fleet"
+    view, = store.heatmap(min_devices=3, target_precision=0.1)
+    est = view.estimates["latency_p50_ms"]
+    assert est.value == pytest.approx(math.e)  # geometric mean of e^0, e^1, e^2
+    noise_sd = math.sqrt(LDP.noise_variance_log())
+    assert math.log(est.high) - math.log(est.value) == pytest.approx(1.959964 * noise_sd / math.sqrt(3), rel=1e-6)
+    assert view.estimates["throughput_ips"].value == pytest.approx(2000 / math.e)  # batch 2, from the mean
+    assert view.devices_needed > 1000  # ε = 2 local noise: ±10 % needs a real fleet
+    assert view.cell.privacy == "ldp laplace ε=2"
+
+
+def test_a_release_under_another_contract_is_refused(store):
+    a = enroll(store, "a")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    task = store.lease(a.agent_id).task
+    weaker = PrivacyParams(**{**LDP.__dict__, "epsilon": 8.0})
+    with pytest.raises(InvalidInput, match="does not match"):
+        store.record_report(a.agent_id, ldp_report(task, "r-weak-0001", {"log_p50_ms": 0, "log_mean_ms": 0}, weaker))
+    with pytest.raises(InvalidInput, match="statistics"):
+        store.record_report(a.agent_id, ldp_report(task, "r-miss-0001", {"log_p50_ms": 0}))
+    with pytest.raises(InvalidInput, match="impossible"):
+        store.record_report(a.agent_id, ldp_report(task, "r-huge-0001", {"log_p50_ms": 1e9, "log_mean_ms": 0}))
+    assert store.count_reports() == 0 and store.heatmap() == []
+
+
+def test_declined_task_is_terminal_with_its_reason(store):
+    a = enroll(store, "a")
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    task = store.lease(a.agent_id).task
+    declined = IncomingReport(report_id="r-declined1", task_id=task.id, lease_id=task.lease_id, status="declined",
+                              failure_reason="declined: privacy budget", setting=None, stats=None,
+                              fidelity=Fidelity(), valid=False, invalid_reason="", privacy_mode="ldp",
+                              started_ms=0, agent_version="t")
+    store.record_report(a.agent_id, declined)
+    assert store.task_counts(cid)["declined"] == 1 and store.campaign(cid).status == "done"
+    assert store.heatmap() == []

@@ -6,6 +6,9 @@ import time
 
 import pytest
 
+from edgeatlas.agent.privacy.ledger import Budget, Ledger
+from edgeatlas.agent.results import LocalResults
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 
 from tests.conftest import cli_env, register, stop_pid
@@ -15,13 +18,13 @@ pytestmark = pytest.mark.slow
 MODELS = ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]
 
 
-def start_agents(coordinator, tmp_path, n=2):
+def start_agents(coordinator, tmp_path, n=2, extra=()):
     procs = []
     for i in range(n):
         log = open(tmp_path / f"agent-{i}.log", "ab")
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "edgeatlas", "agent", "run", "--coordinator", coordinator.address,
-             "--state-dir", str(tmp_path / f"agent-{i}"), "--name", f"agent-{i}"],
+             "--state-dir", str(tmp_path / f"agent-{i}"), "--name", f"agent-{i}", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=cli_env(EDGEATLAS_ENROLL_TOKEN=coordinator.enroll_token)))
         log.close()
     return procs
@@ -69,7 +72,7 @@ def create(coordinator, duration_s=0.3):
                                      ).campaign_id
 
 
-def test_campaign_completes_and_fills_the_heatmap(fleet):
+def test_campaign_completes_and_fills_the_heatmap(fleet, tmp_path):
     coordinator, _ = fleet
     cid = create(coordinator)
     done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 120, "the campaign")
@@ -78,12 +81,40 @@ def test_campaign_completes_and_fills_the_heatmap(fleet):
         cells = admin.heatmap().cells
         agents = admin.list_agents()
     assert sorted(c.model_name for c in cells) == sorted(MODELS)
-    for cell in cells:
-        assert cell.n_devices == 2 and cell.n_reports == 2
-        p50, p99 = cell.metrics["latency_p50_ms"].value, cell.metrics["latency_p99_ms"].value
-        assert 0 < p50 <= p99 and cell.metrics["throughput_ips"].value > 0
+    for cell in cells:  # every value the coordinator holds was noised on a device
+        assert cell.source == "fleet" and cell.privacy == "ldp gaussian ε=1 δ=1e-06"
+        assert cell.n_devices == 2 and cell.n_reports == 2 and not cell.suppressed
+        for name in ("latency_p50_ms", "latency_p99_ms", "latency_mean_ms", "throughput_ips"):
+            m = cell.metrics[name]
+            assert 0 < m.low <= m.value <= m.high and m.n == 2
         assert cell.setting.threads == 1 and cell.setting.runtime_version
     assert all(a.online and a.tasks_done == 4 for a in agents)
+    for i in range(2):  # and accounted: one ledger entry per report; exact values only on the device
+        ledger = Ledger(tmp_path / f"agent-{i}" / "privacy-ledger.db", Budget())
+        assert [e["mode"] for e in ledger.entries()] == ["ldp"] * 4
+        assert 0 < ledger.spent() < 4 * 1.0  # four ε = 1 releases compose to less than 4
+        ledger.close()
+        local = LocalResults(tmp_path / f"agent-{i}" / "results.jsonl").all()
+        assert len(local) == 4 and all(r["stats"]["p50_ms"] <= r["stats"]["p99_ms"] for r in local)
+
+
+def test_an_agent_over_its_budget_declines_and_says_why(coordinator, prepared_zoo, tmp_path):
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, MODELS[:2])
+    procs = start_agents(coordinator, tmp_path, n=1, extra=("--privacy-budget", "1.5"))
+    try:
+        wait_for(lambda: enrolled(coordinator, 1), 60, "the agent to enroll")
+        with coordinator.admin() as admin:
+            cid = admin.create_campaign(MODELS[:2], {}, 1, Setting(threads=1),
+                                        RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.05),
+                                        privacy=PrivacyParams(mechanism="laplace", epsilon=1.0, delta=0.0)
+                                        ).campaign_id
+        done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 120, "the campaign")
+    finally:
+        for p in procs:
+            stop_pid(p)
+    assert (done.counts.done, done.counts.declined) == (1, 1)  # 1 + 1 > 1.5
+    assert any("declined: privacy budget ε ≤ 1.5" in f for f in done.failures)
 
 
 def test_campaign_completes_across_a_coordinator_restart(fleet):

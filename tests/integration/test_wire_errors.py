@@ -5,7 +5,10 @@ import math
 import grpc
 import pytest
 
+from edgeatlas.agent.privacy.release import release
 from edgeatlas.agent.probe import probe
+from edgeatlas.protos import convert
+from edgeatlas.protos.records import LatencyStats
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import Unauthenticated
 from edgeatlas.protos.records import RunParams, Setting
@@ -36,13 +39,29 @@ def wire(coordinator, prepared_zoo):
     channel.close()
 
 
-def good_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
-    r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
-                                status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted")
-    r.setting.CopyFrom(agent_pb2.Task().setting)
+def _setting(r: agent_pb2.ReportRequest) -> None:
     r.setting.runtime, r.setting.runtime_version, r.setting.target = "onnxruntime", "1.32.0", "cpu"
     r.setting.execution_provider, r.setting.batch, r.setting.precision = "CPUExecutionProvider", 1, "fp32"
     r.setting.scenario = "single-stream"
+
+
+def good_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
+    """What an agent sends by default: a release noised under the task's privacy contract."""
+    r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
+                                status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="ldp")
+    _setting(r)
+    privacy = convert.privacy_from_pb(task.privacy)
+    r.privacy.CopyFrom(task.privacy)
+    stats = LatencyStats(1.0, 1.1, 1.2, 1.05, 0.05, 0.9, 1.3, 950.0, 100, 0.1)
+    r.released.update(release(stats, privacy).values)
+    return r
+
+
+def trusted_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
+    """What an owner in trusted mode sends: exact stats."""
+    r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
+                                status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted")
+    _setting(r)
     s = r.stats
     s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.stdev_ms = 1.0, 1.1, 1.2, 1.05, 0.05
     s.min_ms, s.max_ms, s.throughput_ips, s.iterations, s.duration_s = 0.9, 1.3, 950.0, 100, 0.1
@@ -62,7 +81,7 @@ def test_wrong_or_missing_tokens_are_unauthenticated(wire):
     stub, _, task, coordinator = wire
     for metadata in (None, bearer("ea_agent_wrong")):
         with pytest.raises(grpc.RpcError) as info:
-            stub.Report(good_report(task), metadata=metadata, timeout=10)
+            stub.Report(trusted_report(task), metadata=metadata, timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as info:
         stub.Enroll(agent_pb2.EnrollRequest(enrollment_token="ea_enroll_wrong", spec_json="{}"), timeout=10)
@@ -80,40 +99,70 @@ def test_wrong_or_missing_tokens_are_unauthenticated(wire):
     nothing_stored(coordinator)
 
 
-def _mutations():
-    def stat(field, value):
-        def f(r):
-            setattr(r.stats, field, value)
-        return f
-    return {
-        "nan p50": stat("p50_ms", math.nan),
-        "infinite p99": stat("p99_ms", math.inf),
-        "negative min": stat("min_ms", -1.0),
-        "absurd max": stat("max_ms", 1e12),
-        "zero throughput": stat("throughput_ips", 0.0),
-        "unordered percentiles": stat("p90_ms", 5.0),
-        "missing stats": lambda r: r.ClearField("stats"),
-        "missing setting": lambda r: r.ClearField("setting"),
-        "missing status": lambda r: setattr(r, "status", agent_pb2.ReportRequest.STATUS_UNSPECIFIED),
-        "missing report_id": lambda r: setattr(r, "report_id", ""),
-        "missing lease": lambda r: setattr(r, "lease_id", ""),
-        "unknown task": lambda r: setattr(r, "task_id", 987654),
-        "zero batch": lambda r: setattr(r.setting, "batch", 0),
-        "failed without reason": lambda r: setattr(r, "status", agent_pb2.ReportRequest.FAILED),
-        "unknown privacy mode": lambda r: setattr(r, "privacy_mode", "whatever"),
-    }
+def _stat(field, value):
+    def f(r):
+        setattr(r.stats, field, value)
+    return f
 
 
-@pytest.mark.parametrize("mutation", list(_mutations()))
-def test_bad_reports_are_invalid_argument_and_store_nothing(wire, mutation):
-    stub, creds, task, coordinator = wire
-    report = good_report(task)
-    _mutations()[mutation](report)
+def _released(name, value):
+    def f(r):
+        r.released[name] = value
+    return f
+
+
+TRUSTED_MUTATIONS = {
+    "nan p50": _stat("p50_ms", math.nan),
+    "infinite p99": _stat("p99_ms", math.inf),
+    "negative min": _stat("min_ms", -1.0),
+    "absurd max": _stat("max_ms", 1e12),
+    "zero throughput": _stat("throughput_ips", 0.0),
+    "unordered percentiles": _stat("p90_ms", 5.0),
+    "missing stats": lambda r: r.ClearField("stats"),
+}
+LDP_MUTATIONS = {
+    "nan release": _released("log_p50_ms", math.nan),
+    "infinite release": _released("log_p99_ms", math.inf),
+    "absurd release": _released("log_mean_ms", 1e9),
+    "missing statistic": lambda r: r.released.pop("log_p99_ms"),
+    "extra statistic": _released("log_p90_ms", 0.0),
+    "exact stats beside the release": lambda r: r.stats.CopyFrom(trusted_report(agent_pb2.Task()).stats),
+    "weaker epsilon than the campaign's": lambda r: setattr(r.privacy, "epsilon", 8.0),
+    "other mechanism": lambda r: (setattr(r.privacy, "mechanism", "laplace"), setattr(r.privacy, "delta", 0.0)),
+    "missing contract": lambda r: r.ClearField("privacy"),
+    "missing setting": lambda r: r.ClearField("setting"),
+    "missing status": lambda r: setattr(r, "status", agent_pb2.ReportRequest.STATUS_UNSPECIFIED),
+    "missing report_id": lambda r: setattr(r, "report_id", ""),
+    "missing lease": lambda r: setattr(r, "lease_id", ""),
+    "unknown task": lambda r: setattr(r, "task_id", 987654),
+    "zero batch": lambda r: setattr(r.setting, "batch", 0),
+    "failed without reason": lambda r: setattr(r, "status", agent_pb2.ReportRequest.FAILED),
+    "declined without reason": lambda r: setattr(r, "status", agent_pb2.ReportRequest.DECLINED),
+    "unknown privacy mode": lambda r: setattr(r, "privacy_mode", "whatever"),
+}
+
+
+def _bad_report_is_refused(wire, report):
+    stub, creds, _, coordinator = wire
     with pytest.raises(grpc.RpcError) as info:
         stub.Report(report, metadata=bearer(creds[0]), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
     assert info.value.details() and "\n" not in info.value.details()
     nothing_stored(coordinator)
+
+
+@pytest.mark.parametrize("mutation", list(LDP_MUTATIONS))
+def test_bad_private_reports_are_invalid_argument_and_store_nothing(wire, mutation):
+    report = good_report(wire[2])
+    LDP_MUTATIONS[mutation](report)
+    _bad_report_is_refused(wire, report)
+
+
+@pytest.mark.parametrize("mutation", list(TRUSTED_MUTATIONS))
+def test_bad_trusted_reports_are_invalid_argument_and_store_nothing(wire, mutation):
+    report = trusted_report(wire[2])
+    TRUSTED_MUTATIONS[mutation](report)
+    _bad_report_is_refused(wire, report)
 
 
 def test_foreign_task_is_invalid_argument_then_the_owner_succeeds_once(wire):
@@ -127,7 +176,17 @@ def test_foreign_task_is_invalid_argument_then_the_owner_succeeds_once(wire):
     assert (first.accepted, first.duplicate, retry.duplicate) == (True, False, True)
     with coordinator.admin() as admin:
         cell, = admin.heatmap().cells
-    assert cell.n_reports == 1 and cell.metrics["latency_p50_ms"].value == pytest.approx(1.0)
+    assert cell.n_reports == 1 and cell.source == "fleet" and cell.privacy.startswith("ldp gaussian")
+    est = cell.metrics["latency_p50_ms"]
+    assert est.low < est.value < est.high  # a noised value, with the noise inside its interval
+
+
+def test_a_trusted_report_lands_in_a_trusted_cell_with_exact_values(wire):
+    stub, creds, task, coordinator = wire
+    stub.Report(trusted_report(task), metadata=bearer(creds[0]), timeout=10)
+    with coordinator.admin() as admin:
+        cell, = admin.heatmap().cells
+    assert cell.source == "trusted" and cell.metrics["latency_p50_ms"].value == pytest.approx(1.0)
 
 
 def test_fetch_streams_the_exact_bytes_in_chunks(wire, prepared_zoo):

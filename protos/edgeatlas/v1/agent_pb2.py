@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from edgeatlas.v1 import common_pb2 as edgeatlas_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64geatlas/v1/agent.proto\x12\x0c\x65\x64geatlas.v1\x1a\x19\x65\x64geatlas/v1/common.proto\"\xe3\x01\n\rEnrollRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x11\n\tspec_json\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x37\n\x06labels\x18\x06 \x03(\x0b\x32\'.edgeatlas.v1.EnrollRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\";\n\x10HeartbeatRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\"+\n\x11HeartbeatResponse\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"<\n\x10LeaseTaskRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06wait_s\x18\x02 \x01(\r\"n\n\tRunParams\x12\x19\n\x11warmup_iterations\x18\x01 \x01(\r\x12\x16\n\x0emin_iterations\x18\x02 \x01(\r\x12\x16\n\x0emin_duration_s\x18\x03 \x01(\x01\x12\x16\n\x0emax_duration_s\x18\x04 \x01(\x01\"\xe0\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x18\n\x10lease_expires_ms\x18\x04 \x01(\x03\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x16.edgeatlas.v1.ModelRef\x12&\n\x07setting\x18\x06 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\'\n\x06params\x18\x07 \x01(\x0b\x32\x17.edgeatlas.v1.RunParams\x12\x0e\n\x06repeat\x18\x08 \x01(\r\"G\n\x11LeaseTaskResponse\x12\x10\n\x08has_task\x18\x01 \x01(\x08\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.edgeatlas.v1.Task\"M\n\x11\x46\x65tchModelRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\">\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"e\n\x08\x46idelity\x12\x0f\n\x07\x63hecked\x18\x01 \x01(\x08\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x15\n\rmax_abs_error\x18\x03 \x01(\x01\x12\x11\n\ttolerance\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xc6\x03\n\rReportRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\treport_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x10\n\x08lease_id\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".edgeatlas.v1.ReportRequest.Status\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12&\n\x07setting\x18\x07 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12)\n\x05stats\x18\x08 \x01(\x0b\x32\x1a.edgeatlas.v1.LatencyStats\x12(\n\x08\x66idelity\x18\t \x01(\x0b\x32\x16.edgeatlas.v1.Fidelity\x12\r\n\x05valid\x18\n \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x0b \x01(\t\x12\x14\n\x0cprivacy_mode\x18\x0c \x01(\t\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x15\n\ragent_version\x18\x0e \x01(\t\"4\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\"5\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32\xff\x02\n\x0c\x41gentService\x12\x43\n\x06\x45nroll\x12\x1b.edgeatlas.v1.EnrollRequest\x1a\x1c.edgeatlas.v1.EnrollResponse\x12L\n\tHeartbeat\x12\x1e.edgeatlas.v1.HeartbeatRequest\x1a\x1f.edgeatlas.v1.HeartbeatResponse\x12L\n\tLeaseTask\x12\x1e.edgeatlas.v1.LeaseTaskRequest\x1a\x1f.edgeatlas.v1.LeaseTaskResponse\x12I\n\nFetchModel\x12\x1f.edgeatlas.v1.FetchModelRequest\x1a\x18.edgeatlas.v1.ModelChunk0\x01\x12\x43\n\x06Report\x12\x1b.edgeatlas.v1.ReportRequest\x1a\x1c.edgeatlas.v1.ReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64geatlas/v1/agent.proto\x12\x0c\x65\x64geatlas.v1\x1a\x19\x65\x64geatlas/v1/common.proto\"\xe3\x01\n\rEnrollRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x18\n\x10\x65nrollment_token\x18\x02 \x01(\t\x12\x11\n\tspec_json\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x37\n\x06labels\x18\x06 \x03(\x0b\x32\'.edgeatlas.v1.EnrollRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"N\n\x0e\x45nrollResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\ncredential\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\";\n\x10HeartbeatRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\r\n\x05state\x18\x02 \x01(\t\"+\n\x11HeartbeatResponse\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"<\n\x10LeaseTaskRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06wait_s\x18\x02 \x01(\r\"n\n\tRunParams\x12\x19\n\x11warmup_iterations\x18\x01 \x01(\r\x12\x16\n\x0emin_iterations\x18\x02 \x01(\r\x12\x16\n\x0emin_duration_s\x18\x03 \x01(\x01\x12\x16\n\x0emax_duration_s\x18\x04 \x01(\x01\"\x88\x02\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\x03\x12\x13\n\x0b\x63\x61mpaign_id\x18\x02 \x01(\x03\x12\x10\n\x08lease_id\x18\x03 \x01(\t\x12\x18\n\x10lease_expires_ms\x18\x04 \x01(\x03\x12%\n\x05model\x18\x05 \x01(\x0b\x32\x16.edgeatlas.v1.ModelRef\x12&\n\x07setting\x18\x06 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\'\n\x06params\x18\x07 \x01(\x0b\x32\x17.edgeatlas.v1.RunParams\x12\x0e\n\x06repeat\x18\x08 \x01(\r\x12&\n\x07privacy\x18\t \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\"G\n\x11LeaseTaskResponse\x12\x10\n\x08has_task\x18\x01 \x01(\x08\x12 \n\x04task\x18\x02 \x01(\x0b\x32\x12.edgeatlas.v1.Task\"M\n\x11\x46\x65tchModelRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\">\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\ntotal_size\x18\x03 \x01(\x04\"e\n\x08\x46idelity\x12\x0f\n\x07\x63hecked\x18\x01 \x01(\x08\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x15\n\rmax_abs_error\x18\x03 \x01(\x01\x12\x11\n\ttolerance\x18\x04 \x01(\x01\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\xea\x04\n\rReportRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x11\n\treport_id\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\x03\x12\x10\n\x08lease_id\x18\x04 \x01(\t\x12\x32\n\x06status\x18\x05 \x01(\x0e\x32\".edgeatlas.v1.ReportRequest.Status\x12\x16\n\x0e\x66\x61ilure_reason\x18\x06 \x01(\t\x12&\n\x07setting\x18\x07 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12)\n\x05stats\x18\x08 \x01(\x0b\x32\x1a.edgeatlas.v1.LatencyStats\x12(\n\x08\x66idelity\x18\t \x01(\x0b\x32\x16.edgeatlas.v1.Fidelity\x12\r\n\x05valid\x18\n \x01(\x08\x12\x16\n\x0einvalid_reason\x18\x0b \x01(\t\x12\x14\n\x0cprivacy_mode\x18\x0c \x01(\t\x12\x12\n\nstarted_ms\x18\r \x01(\x03\x12\x15\n\ragent_version\x18\x0e \x01(\t\x12&\n\x07privacy\x18\x0f \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\x12;\n\x08released\x18\x10 \x03(\x0b\x32).edgeatlas.v1.ReportRequest.ReleasedEntry\x1a/\n\rReleasedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"B\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x06\n\x02OK\x10\x01\x12\n\n\x06\x46\x41ILED\x10\x02\x12\x0c\n\x08\x44\x45\x43LINED\x10\x03\"5\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\x11\n\tduplicate\x18\x02 \x01(\x08\x32\xff\x02\n\x0c\x41gentService\x12\x43\n\x06\x45nroll\x12\x1b.edgeatlas.v1.EnrollRequest\x1a\x1c.edgeatlas.v1.EnrollResponse\x12L\n\tHeartbeat\x12\x1e.edgeatlas.v1.HeartbeatRequest\x1a\x1f.edgeatlas.v1.HeartbeatResponse\x12L\n\tLeaseTask\x12\x1e.edgeatlas.v1.LeaseTaskRequest\x1a\x1f.edgeatlas.v1.LeaseTaskResponse\x12I\n\nFetchModel\x12\x1f.edgeatlas.v1.FetchModelRequest\x1a\x18.edgeatlas.v1.ModelChunk0\x01\x12\x43\n\x06Report\x12\x1b.edgeatlas.v1.ReportRequest\x1a\x1c.edgeatlas.v1.ReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ENROLLREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_ENROLLREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_REPORTREQUEST_RELEASEDENTRY']._loaded_options = None
+  _globals['_REPORTREQUEST_RELEASEDENTRY']._serialized_options = b'8\001'
   _globals['_ENROLLREQUEST']._serialized_start=70
   _globals['_ENROLLREQUEST']._serialized_end=297
   _globals['_ENROLLREQUEST_LABELSENTRY']._serialized_start=252
@@ -49,21 +51,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNPARAMS']._serialized_start=547
   _globals['_RUNPARAMS']._serialized_end=657
   _globals['_TASK']._serialized_start=660
-  _globals['_TASK']._serialized_end=884
-  _globals['_LEASETASKRESPONSE']._serialized_start=886
-  _globals['_LEASETASKRESPONSE']._serialized_end=957
-  _globals['_FETCHMODELREQUEST']._serialized_start=959
-  _globals['_FETCHMODELREQUEST']._serialized_end=1036
-  _globals['_MODELCHUNK']._serialized_start=1038
-  _globals['_MODELCHUNK']._serialized_end=1100
-  _globals['_FIDELITY']._serialized_start=1102
-  _globals['_FIDELITY']._serialized_end=1203
-  _globals['_REPORTREQUEST']._serialized_start=1206
-  _globals['_REPORTREQUEST']._serialized_end=1660
-  _globals['_REPORTREQUEST_STATUS']._serialized_start=1608
-  _globals['_REPORTREQUEST_STATUS']._serialized_end=1660
-  _globals['_REPORTRESPONSE']._serialized_start=1662
-  _globals['_REPORTRESPONSE']._serialized_end=1715
-  _globals['_AGENTSERVICE']._serialized_start=1718
-  _globals['_AGENTSERVICE']._serialized_end=2101
+  _globals['_TASK']._serialized_end=924
+  _globals['_LEASETASKRESPONSE']._serialized_start=926
+  _globals['_LEASETASKRESPONSE']._serialized_end=997
+  _globals['_FETCHMODELREQUEST']._serialized_start=999
+  _globals['_FETCHMODELREQUEST']._serialized_end=1076
+  _globals['_MODELCHUNK']._serialized_start=1078
+  _globals['_MODELCHUNK']._serialized_end=1140
+  _globals['_FIDELITY']._serialized_start=1142
+  _globals['_FIDELITY']._serialized_end=1243
+  _globals['_REPORTREQUEST']._serialized_start=1246
+  _globals['_REPORTREQUEST']._serialized_end=1864
+  _globals['_REPORTREQUEST_RELEASEDENTRY']._serialized_start=1749
+  _globals['_REPORTREQUEST_RELEASEDENTRY']._serialized_end=1796
+  _globals['_REPORTREQUEST_STATUS']._serialized_start=1798
+  _globals['_REPORTREQUEST_STATUS']._serialized_end=1864
+  _globals['_REPORTRESPONSE']._serialized_start=1866
+  _globals['_REPORTRESPONSE']._serialized_end=1919
+  _globals['_AGENTSERVICE']._serialized_start=1922
+  _globals['_AGENTSERVICE']._serialized_end=2305
 # @@protoc_insertion_point(module_scope)
