@@ -173,7 +173,7 @@ def cmd_agent_bench(args) -> int:
 def _check_positive(**values) -> None:
     for name, value in values.items():
         if value <= 0:
-            raise errors.InvalidInput(f"--{name} must be positive, got {value}")
+            raise errors.InvalidInput(f"--{name.replace('_', '-')} must be positive, got {value}")
 
 
 # ---- models -------------------------------------------------------------------------------------

@@ -72,3 +72,25 @@ def test_models_nasbench201_builds_or_names_the_problem(tmp_path):
                  "--out", str(out))
     assert ok.returncode == 0 and "1,531,546 parameters" in ok.stdout and out.stat().st_size > 1_000_000
     one_line_error(run_cli("models", "nasbench201", "--arch", "|conv~0|", "--out", str(out)), "arch")
+
+
+def test_campaign_privacy_contract_is_checked_before_connecting():
+    one_line_error(run_cli("campaign", "create", "--models", "m", "--epsilon", "0", "--coordinator", "127.0.0.1:9",
+                           "--admin-token", "x"), "epsilon")
+    one_line_error(run_cli("campaign", "create", "--models", "m", "--bounds-ms", "5", "--coordinator",
+                           "127.0.0.1:9", "--admin-token", "x"), "--bounds-ms")
+
+
+def test_agent_privacy_reports_the_ledger(tmp_path):
+    from edgeatlas.agent.privacy.ledger import Budget, Ledger
+    from edgeatlas.protos.privacy import PrivacyParams
+
+    ledger = Ledger(tmp_path / "privacy-ledger.db", Budget())
+    ledger.record("r1", 1, PrivacyParams(mechanism="laplace", epsilon=2.0, delta=0.0))
+    ledger.record("r2", 2, None)
+    ledger.close()
+    proc = run_cli("agent", "privacy", "--state-dir", str(tmp_path), "--privacy-budget", "6")
+    assert proc.returncode == 0, proc.stderr
+    assert "ε ≤ 6 per 24 h" in proc.stdout and "ε = 2" in proc.stdout and "1 trusted" in proc.stdout
+    one_line_error(run_cli("agent", "privacy", "--state-dir", str(tmp_path), "--privacy-budget", "-1"),
+                   "--privacy-budget")
