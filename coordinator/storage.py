@@ -361,16 +361,7 @@ class Store:
         else:
             logs = aggregate.released_logs(report.released, setting.batch)
             noise_var, privacy = report.privacy.noise_variance_log(), report.privacy.describe()
-        model = s.get(ModelRow, task.model_sha256)
-        cell = s.exec(select(CellRow).where(
-            CellRow.model_sha256 == task.model_sha256, CellRow.hardware_class == hw,
-            CellRow.setting_key == setting.key(), CellRow.source == source)).first()
-        if cell is None:
-            cell = CellRow(model_sha256=task.model_sha256, model_name=model.name, hardware_class=hw,
-                           setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
-                           source=source, privacy=privacy, updated_ms=t)
-            s.add(cell)
-            s.flush()
+        cell = self._cell(s, s.get(ModelRow, task.model_sha256), hw, setting, source, t, privacy)
         if cell.privacy != privacy:
             cell.privacy = f"{source} (mixed contracts)"
         cell.n_reports += 1
@@ -395,17 +386,9 @@ class Store:
                 raise NotFound(f"model {model_sha256[:12]} is not registered")
             for spec, setting, metrics in cells:
                 hw = spec.hardware_class(setting.target)
-                cell = s.exec(select(CellRow).where(
-                    CellRow.model_sha256 == model_sha256, CellRow.hardware_class == hw,
-                    CellRow.setting_key == setting.key(), CellRow.source == source)).first()
-                if cell is None:
-                    cell = CellRow(model_sha256=model_sha256, model_name=model.name, hardware_class=hw,
-                                   setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
-                                   source=source, updated_ms=t)
-                    s.add(cell)
-                    s.flush()
-                    if s.get(HardwareRow, hw) is None:
-                        s.add(HardwareRow(hardware_class=hw, spec_json=spec.to_json(), first_seen_ms=t))
+                cell = self._cell(s, model, hw, setting, source, t, "")
+                if s.get(HardwareRow, hw) is None:
+                    s.add(HardwareRow(hardware_class=hw, spec_json=spec.to_json(), first_seen_ms=t))
                 cell.citation, cell.n_reports, cell.n_devices, cell.updated_ms = citation, 1, 1, t
                 s.add(cell)
                 for metric, value in metrics.items():
@@ -414,6 +397,20 @@ class Store:
                     s.add(row)
             s.commit()
         return len(cells)
+
+    def _cell(self, s: Session, model: ModelRow, hw: str, setting: Setting, source: str, t: int,
+              privacy: str) -> CellRow:
+        """The cell of (model, hardware class, setting, source), made on first use."""
+        cell = s.exec(select(CellRow).where(
+            CellRow.model_sha256 == model.sha256, CellRow.hardware_class == hw,
+            CellRow.setting_key == setting.key(), CellRow.source == source)).first()
+        if cell is None:
+            cell = CellRow(model_sha256=model.sha256, model_name=model.name, hardware_class=hw,
+                           setting_key=setting.key(), setting_json=json.dumps(setting.to_dict()),
+                           source=source, privacy=privacy, updated_ms=t)
+            s.add(cell)
+            s.flush()
+        return cell
 
     def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
         s.flush()

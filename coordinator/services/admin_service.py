@@ -51,8 +51,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         params = convert.params_from_pb(request.params)
         check_params(params)
         privacy = convert.privacy_from_pb(request.privacy, defaults=True).check()
-        if not (math.isfinite(request.target_precision) and 0 <= request.target_precision <= 10):
-            raise InvalidInput(f"target_precision = {request.target_precision} is not in [0, 10]")
+        check_target_precision(request.target_precision)
         models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
         campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
                                               dict(request.selectors), repeats, setting, params, privacy,
@@ -162,8 +161,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetHeatmap(self, request, context):
         await self._admin(context)
-        if not (math.isfinite(request.target_precision) and 0 <= request.target_precision <= 10):
-            raise InvalidInput(f"target_precision = {request.target_precision} is not in [0, 10]")
+        check_target_precision(request.target_precision)
         views = await asyncio.to_thread(self.store.heatmap, self.min_devices, request.target_precision)
         cells = []
         for view in views:
@@ -232,3 +230,8 @@ def check_params(params: RunParams) -> None:
             raise InvalidInput(f"{name} = {value} is not in (0, 3600]")
     if params.max_duration_s < params.min_duration_s:
         raise InvalidInput("max_duration_s must be at least min_duration_s")
+
+
+def check_target_precision(value: float) -> None:
+    if not (math.isfinite(value) and 0 <= value <= 10):
+        raise InvalidInput(f"target_precision = {value} is not in [0, 10]")
