@@ -7,7 +7,6 @@ release would take the window past the budget is declined before it runs.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -87,7 +86,3 @@ class Ledger:
         rows = self.db.execute("SELECT at_s, report_id, task_id, mode, params_json FROM release ORDER BY id")
         return [{"at_s": r[0], "report_id": r[1], "task_id": r[2], "mode": r[3], "params": json.loads(r[4])}
                 for r in rows]
-
-
-def budget_left(ledger: Ledger) -> float:
-    return max(0.0, ledger.budget.epsilon - ledger.spent()) if math.isfinite(ledger.budget.epsilon) else math.inf
