@@ -100,7 +100,13 @@ def cmd_agent_run(args) -> int:
     from edgeatlas.protos.wire import check_address
 
     check_address(args.coordinator)
-    config = AgentConfig(coordinator=args.coordinator, enroll_token=args.token,
+    token = args.token
+    if not token and args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip() or None
+        except OSError as exc:
+            raise errors.InvalidInput(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+    config = AgentConfig(coordinator=args.coordinator, enroll_token=token,
                          state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
                          labels=_key_values(args.label, "--label"), once=args.once, trusted=args.trusted,
                          budget=_budget(args))
@@ -124,6 +130,37 @@ def _budget(args):
     if not 0 < args.privacy_delta < 1e-2:
         raise errors.InvalidInput(f"--privacy-delta must be in (0, 0.01), got {args.privacy_delta}")
     return Budget(epsilon=args.privacy_budget, delta=args.privacy_delta, window_s=args.privacy_window_hours * 3600)
+
+
+def _service_args(args) -> tuple[str, ...]:
+    extra = ["--privacy-budget", f"{args.privacy_budget:g}", "--privacy-window-hours",
+             f"{args.privacy_window_hours:g}", "--privacy-delta", f"{args.privacy_delta:g}"]
+    return tuple(extra + (["--trusted"] if args.trusted else []))
+
+
+def cmd_agent_install_service(args) -> int:
+    from edgeatlas.agent import service
+    from edgeatlas.agent.state import default_state_dir
+    from edgeatlas.protos.wire import check_address
+
+    check_address(args.coordinator)
+    _budget(args)
+    spec = service.ServiceSpec(coordinator=args.coordinator,
+                               state_dir=Path(args.state_dir or default_state_dir()).expanduser().resolve(),
+                               name=args.name or "", extra_args=_service_args(args))
+    if args.print:
+        _print(service.systemd_unit(spec) if sys.platform.startswith("linux") else " ".join(spec.argv()))
+        return 0
+    done = service.install(spec, args.token, start=not args.no_start)
+    _print(f"{done.path}: {done.note}")
+    return 0
+
+
+def cmd_agent_uninstall_service(args) -> int:
+    from edgeatlas.agent import service
+
+    _print(f"removed {service.uninstall()}")
+    return 0
 
 
 def cmd_agent_privacy(args) -> int:
@@ -399,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = agent.add_parser("run", help="enroll, then pull and run tasks until stopped")
     p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
     p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"), help="enrollment token")
+    p.add_argument("--token-file", help="read the enrollment token from this file")
     p.add_argument("--state-dir", help="credential, model cache and outbox (default ~/.local/state/...)")
     p.add_argument("--name", help="this device's name in the fleet")
     p.add_argument("--label", action="append", help="KEY=VALUE, repeatable")
@@ -407,6 +445,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send exact values instead of noised ones (a private fleet you trust)")
     _budget_options(p)
     p.set_defaults(func=cmd_agent_run)
+    p = agent.add_parser("install-service", help="run the agent in the background (systemd, launchd, Windows)")
+    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
+    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"),
+                   help="enrollment token, kept in a file only you can read")
+    p.add_argument("--state-dir")
+    p.add_argument("--name")
+    p.add_argument("--trusted", action="store_true")
+    _budget_options(p)
+    p.add_argument("--no-start", action="store_true", help="write the service, do not start it")
+    p.add_argument("--print", action="store_true", help="print the service definition and stop")
+    p.set_defaults(func=cmd_agent_install_service)
+    p = agent.add_parser("uninstall-service", help="stop and remove the background agent")
+    p.set_defaults(func=cmd_agent_uninstall_service)
     p = agent.add_parser("privacy", help="what this device has released, against its budget")
     p.add_argument("--state-dir")
     _budget_options(p)

@@ -32,8 +32,9 @@ def test_models_campaigns_tokens_and_heatmap_from_the_cli(coordinator, tmp_path)
 def test_enrollment_token_use_count_is_enforced(coordinator, tmp_path):
     env = coordinator.env()
     token = run_cli("token", "create", "--kind", "enroll", "--uses", "1", env=env).stdout.strip()
-    first = run_cli("agent", "run", "--coordinator", coordinator.address, "--token", token, "--once",
-                    "--state-dir", str(tmp_path / "a"), timeout=120)
+    (tmp_path / "token").write_text(token + "\n")  # as `agent install-service` keeps it
+    first = run_cli("agent", "run", "--coordinator", coordinator.address, "--token-file", str(tmp_path / "token"),
+                    "--once", "--state-dir", str(tmp_path / "a"), timeout=120)
     assert first.returncode == 0, first.stderr
     second = run_cli("agent", "run", "--coordinator", coordinator.address, "--token", token, "--once",
                      "--state-dir", str(tmp_path / "b"), timeout=120)
