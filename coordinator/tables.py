@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from edgeatlas.protos.records import ModelRef
@@ -15,8 +15,8 @@ class TokenRow(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     kind: str = Field(index=True)  # enroll | admin
     token_hash: str = Field(unique=True)  # sha256 hex; the token itself is never stored
-    created_ms: int
-    expires_ms: Optional[int] = None
+    created_ms: int = Field(sa_type=BigInteger)
+    expires_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     uses_left: Optional[int] = None
     revoked: bool = False
 
@@ -31,8 +31,8 @@ class AgentRow(SQLModel, table=True):
     device_class: str = ""
     labels_json: str = "{}"
     agent_version: str = ""
-    enrolled_ms: int
-    last_seen_ms: int
+    enrolled_ms: int = Field(sa_type=BigInteger)
+    last_seen_ms: int = Field(sa_type=BigInteger)
     state: str = ""
 
 
@@ -42,15 +42,15 @@ class HardwareRow(SQLModel, table=True):
     __tablename__ = "hardware"
     hardware_class: str = Field(primary_key=True)
     spec_json: str
-    first_seen_ms: int
+    first_seen_ms: int = Field(sa_type=BigInteger)
 
 
 class BlobRow(SQLModel, table=True):
     __tablename__ = "blob"
     sha256: str = Field(primary_key=True)
-    size_bytes: int
+    size_bytes: int = Field(sa_type=BigInteger)
     n_chunks: int
-    created_ms: int
+    created_ms: int = Field(sa_type=BigInteger)
 
 
 class BlobChunkRow(SQLModel, table=True):
@@ -65,11 +65,11 @@ class ModelRow(SQLModel, table=True):
     sha256: str = Field(primary_key=True)
     name: str = Field(index=True)
     format: str = "onnx"
-    size_bytes: int
+    size_bytes: int = Field(sa_type=BigInteger)
     reference_sha256: str = ""
-    reference_size_bytes: int = 0
+    reference_size_bytes: int = Field(default=0, sa_type=BigInteger)
     summary_json: str = "{}"
-    created_ms: int
+    created_ms: int = Field(sa_type=BigInteger)
 
     def to_ref(self) -> ModelRef:
         return ModelRef(sha256=self.sha256, name=self.name, format=self.format, size_bytes=self.size_bytes,
@@ -82,8 +82,8 @@ class CampaignRow(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = ""
     status: str = "running"  # running | done | cancelled
-    created_ms: int
-    finished_ms: Optional[int] = None
+    created_ms: int = Field(sa_type=BigInteger)
+    finished_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     models_json: str
     selectors_json: str = "{}"
     repeats: int = 1
@@ -103,10 +103,10 @@ class TaskRow(SQLModel, table=True):
     repeat: int = 0
     status: str = Field(default="pending", index=True)  # pending | leased | done | failed | declined | cancelled
     lease_id: Optional[str] = None
-    lease_expires_ms: Optional[int] = None
+    lease_expires_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     attempts: int = 0
     failure_reason: str = ""
-    updated_ms: int
+    updated_ms: int = Field(sa_type=BigInteger)
 
 
 class ReportRow(SQLModel, table=True):
@@ -114,7 +114,7 @@ class ReportRow(SQLModel, table=True):
     report_id: str = Field(primary_key=True)
     task_id: int = Field(index=True)
     agent_id: str = Field(index=True)
-    received_ms: int
+    received_ms: int = Field(sa_type=BigInteger)
     status: str  # ok | failed | declined
     failure_reason: str = ""
     valid: bool = False
@@ -125,7 +125,7 @@ class ReportRow(SQLModel, table=True):
     privacy_json: str = "{}"
     released_json: str = "{}"  # ldp: the noised vector, all the coordinator ever sees of the run
     fidelity_json: str = "{}"
-    started_ms: int = 0
+    started_ms: int = Field(default=0, sa_type=BigInteger)
     agent_version: str = ""
 
 
@@ -145,7 +145,7 @@ class CellRow(SQLModel, table=True):
     privacy: str = ""  # the contract of its reports, e.g. "ldp gaussian ε=1 δ=1e-06"
     n_reports: int = 0
     n_devices: int = 0
-    updated_ms: int
+    updated_ms: int = Field(sa_type=BigInteger)
 
 
 class CellMetricRow(SQLModel, table=True):

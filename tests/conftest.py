@@ -50,6 +50,7 @@ class CoordinatorProcess:
     address: str = ""
     port: int = 0
     k_anonymity: int = 1  # tests look at cells of one or two devices; the product default is 5
+    db_url: str = ""  # default: SQLite at db_path
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -68,7 +69,8 @@ class CoordinatorProcess:
         ready.unlink(missing_ok=True)
         log = open(self.workdir / "coordinator.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db", f"sqlite:///{self.db_path}",
+            [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db",
+             self.db_url or f"sqlite:///{self.db_path}",
              "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
              "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity)], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
         log.close()
@@ -132,3 +134,27 @@ def register(admin, prepared, names):
     for name in names:
         p = prepared[name]
         admin.add_model(p.path, p.name, p.reference_npz, summary_json(p))
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    import shutil
+    import tempfile
+
+    from tests.postgres import PostgresServer, available
+    if not available():
+        pytest.fail("PostgreSQL is not installed: scripts/test installs Debian's postgresql package")
+    root = Path(tempfile.mkdtemp(prefix="edgeatlas-pg-"))  # under /tmp: the postgres user must reach it
+    server = PostgresServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each kind the coordinator supports."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'coordinator.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t{abs(hash(str(tmp_path))) % 10**12}")

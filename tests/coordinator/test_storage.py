@@ -16,8 +16,8 @@ SPEC = SpecSheet.from_dict({"name": "box", "cpu": {"vendor": "amd", "model": "EP
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'c.db'}")
+def store(db_url):
+    s = Store(db_url)
     s.put_blob("a" * 64, 3, [b"abc"])
     s.add_model("m1", "onnx", "a" * 64, "", "{}")
     yield s
@@ -42,9 +42,11 @@ def enroll(store, name):
     return store.enroll(name, SPEC, f"hash-{name}", {}, "t")
 
 
-def test_sqlite_runs_in_wal_mode(store):
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    store.close()
 
 
 def test_report_is_idempotent_and_folds_once(store):

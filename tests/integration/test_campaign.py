@@ -130,3 +130,31 @@ def test_campaign_completes_across_a_coordinator_restart(fleet):
     with coordinator.admin() as admin:
         cells = admin.heatmap().cells
     assert sum(c.n_reports for c in cells) == 8  # every task counted exactly once
+
+
+def test_campaign_completes_on_postgresql(postgres, prepared_zoo, tmp_path):
+    from tests.conftest import CoordinatorProcess
+
+    coordinator = CoordinatorProcess(tmp_path, tmp_path / "unused.db",
+                                     db_url=postgres.create_database("campaign_pg")).start()
+    try:
+        with coordinator.admin() as admin:
+            register(admin, prepared_zoo, MODELS[:2])
+        procs = start_agents(coordinator, tmp_path)
+        try:
+            wait_for(lambda: enrolled(coordinator, 2), 60, "two agents to enroll")
+            with coordinator.admin() as admin:
+                cid = admin.create_campaign(MODELS[:2], {}, 1, Setting(threads=1),
+                                            RunParams(warmup_iterations=2, min_iterations=10, min_duration_s=0.1)
+                                            ).campaign_id
+            done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 120,
+                            "the campaign on PostgreSQL")
+        finally:
+            for p in procs:
+                stop_pid(p)
+        with coordinator.admin() as admin:
+            cells = admin.heatmap().cells
+    finally:
+        coordinator.stop()
+    assert done.counts.done == 4 and not (tmp_path / "unused.db").exists()
+    assert sorted(c.model_name for c in cells) == sorted(MODELS[:2]) and all(c.n_devices == 2 for c in cells)
