@@ -15,6 +15,7 @@ import grpc
 from edgeatlas.coordinator import auth
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
+from edgeatlas.coordinator.status import tolerant
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import InvalidInput, Unavailable
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address
@@ -56,14 +57,38 @@ def bootstrap_tokens(store: Store, tokens_file: Path | None, env: dict[str, str]
     return tokens, made
 
 
+class _Capture:
+    """Receives what a generated add_*_to_server registers, so the handlers can be adjusted first."""
+
+    def __init__(self) -> None:
+        self.service, self.handlers = "", {}
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass  # the registered handlers below carry the same methods
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_tolerantly(add_to_server, servicer, server) -> None:
+    """Registers a servicer whose handlers answer undecodable bytes with INVALID_ARGUMENT."""
+    capture = _Capture()
+    add_to_server(servicer, capture)
+    handlers = {name: h._replace(request_deserializer=tolerant(h.request_deserializer, f"{capture.service}.{name}"))
+                for name, h in capture.handlers.items()}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.service, handlers),))
+    server.add_registered_method_handlers(capture.service, handlers)
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
     check_address(listen)
     wakeup = Wakeup()
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(store, wakeup), server)
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store, wakeup, min_devices), server)
+    add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(store, wakeup), server)
+    add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices),
+                   server)
     try:
         port = server.add_insecure_port(listen)
     except RuntimeError:

@@ -23,11 +23,39 @@ CODES = {
 }
 
 
+def one_line(text: str, limit: int = 500) -> str:
+    """A status message is one line: input echoed in it cannot break it or flood it."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def code_for(exc: errors.EdgeAtlasError) -> grpc.StatusCode:
     for kind in type(exc).__mro__:
         if kind in CODES:
             return CODES[kind]
     return grpc.StatusCode.INTERNAL
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse, so the handler can answer INVALID_ARGUMENT."""
+
+    def __init__(self, type_name: str):
+        self.type_name = type_name
+
+
+def tolerant(deserialize, type_name: str):
+    """A request deserializer that turns undecodable bytes into Malformed instead of an UNKNOWN error."""
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError, or anything a corrupt message provokes
+            return Malformed(type_name)
+    return parse
+
+
+def check_parsed(request) -> None:
+    if isinstance(request, Malformed):
+        raise errors.InvalidInput(f"malformed {request.type_name} message")
 
 
 def rpc(method):
@@ -36,10 +64,11 @@ def rpc(method):
         @functools.wraps(method)
         async def stream(self, request, context):
             try:
+                check_parsed(request)
                 async for item in method(self, request, context):
                     yield item
             except errors.EdgeAtlasError as exc:
-                await context.abort(code_for(exc), str(exc))
+                await context.abort(code_for(exc), one_line(str(exc)))
             except (grpc.aio.AbortError, grpc.RpcError, GeneratorExit):
                 raise
             except Exception:
@@ -50,9 +79,10 @@ def rpc(method):
     @functools.wraps(method)
     async def unary(self, request, context):
         try:
+            check_parsed(request)
             return await method(self, request, context)
         except errors.EdgeAtlasError as exc:
-            await context.abort(code_for(exc), str(exc))
+            await context.abort(code_for(exc), one_line(str(exc)))
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
         except Exception:

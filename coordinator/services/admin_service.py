@@ -10,7 +10,7 @@ import time
 
 from edgeatlas.coordinator import aggregate, auth
 from edgeatlas.coordinator.services.agent_service import Wakeup
-from edgeatlas.coordinator.status import rpc
+from edgeatlas.coordinator.status import check_parsed, rpc
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput, Unauthenticated
@@ -106,6 +106,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await self._admin(context)
         digest, buffer, sha, size = hashlib.sha256(), bytearray(), None, None
         async for chunk in request_iterator:
+            check_parsed(chunk)
             if sha is None:
                 sha, size = chunk.sha256.lower(), chunk.size_bytes
                 if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
