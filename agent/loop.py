@@ -22,7 +22,7 @@ from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import EdgeAtlasError, Unauthenticated
 from edgeatlas.protos.spec import SpecSheet
-from edgeatlas.protos.wire import CHANNEL_OPTIONS, DEFAULT_DEADLINE_S, bearer
+from edgeatlas.protos.wire import DEFAULT_DEADLINE_S, ClientTls, bearer, open_channel
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgeatlas.agent")
@@ -66,6 +66,7 @@ class AgentConfig:
     once: bool = False  # stop when there is no more work (tests, scripts)
     trusted: bool = False  # the owner's choice: exact values leave the device (a private fleet)
     budget: Budget = field(default_factory=Budget)  # the owner's; the coordinator cannot change it
+    tls: ClientTls | None = None
 
 
 class Agent:
@@ -77,7 +78,7 @@ class Agent:
         self.outbox = Outbox(config.state_dir.outbox)
         self.ledger = Ledger(config.state_dir.root / "privacy-ledger.db", config.budget)
         self.results = LocalResults(config.state_dir.root / "results.jsonl")
-        self.channel = grpc.insecure_channel(config.coordinator, options=CHANNEL_OPTIONS)
+        self.channel = open_channel(config.coordinator, config.tls)
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self.identity: Identity | None = config.state_dir.identity()
         if self.identity and self.identity.coordinator != config.coordinator:

@@ -13,15 +13,15 @@ from edgeatlas.protos import convert
 from edgeatlas.protos.errors import Unauthenticated
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
-from edgeatlas.protos.wire import CHANNEL_OPTIONS, CHUNK_BYTES, DEFAULT_DEADLINE_S, bearer, check_address
+from edgeatlas.protos.wire import CHUNK_BYTES, DEFAULT_DEADLINE_S, ClientTls, bearer, open_channel
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 
 class AdminClient:
-    def __init__(self, address: str, admin_token: str | None):
+    def __init__(self, address: str, admin_token: str | None, tls: ClientTls | None = None):
         if not admin_token:
             raise Unauthenticated("no admin token: pass --admin-token or set EDGEATLAS_ADMIN_TOKEN")
-        self.channel = grpc.insecure_channel(check_address(address), options=CHANNEL_OPTIONS)
+        self.channel = open_channel(address, tls)
         self.stub = admin_pb2_grpc.AdminServiceStub(self.channel)
         self.metadata = bearer(admin_token)
 

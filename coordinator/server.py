@@ -18,7 +18,7 @@ from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import InvalidInput, Unavailable
-from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address
+from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address, read_pem
 from edgeatlas.v1 import admin_pb2_grpc, agent_pb2_grpc
 
 log = logging.getLogger("edgeatlas.coordinator")
@@ -80,8 +80,22 @@ def add_tolerantly(add_to_server, servicer, server) -> None:
     server.add_registered_method_handlers(capture.service, handlers)
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """The coordinator's certificate and key; with client_ca, agents and admins must show a certificate it signed."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        pair = (read_pem(self.key, "server key"), read_pem(self.cert, "server certificate"))
+        ca = read_pem(self.client_ca, "client CA certificate")
+        return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
-                min_devices: int = 5) -> None:
+                min_devices: int = 5, tls: ServerTls | None = None) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
     check_address(listen)
     wakeup = Wakeup()
@@ -90,7 +104,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices),
                    server)
     try:
-        port = server.add_insecure_port(listen)
+        port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     except RuntimeError:
         port = 0
     if port == 0:

@@ -34,7 +34,17 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
 
 def _admin(args):
     from edgeatlas.coordinator.admin_client import AdminClient
-    return AdminClient(args.coordinator, args.admin_token)
+    return AdminClient(args.coordinator, args.admin_token, _client_tls(args))
+
+
+def _client_tls(args):
+    from edgeatlas.protos.wire import ClientTls
+
+    if not args.tls_ca:
+        if args.tls_cert or args.tls_key:
+            raise errors.InvalidInput("--tls-cert and --tls-key need --tls-ca (the CA that signed the coordinator)")
+        return None
+    return ClientTls(ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key)
 
 
 def _print(text: str) -> None:
@@ -63,8 +73,13 @@ def cmd_coordinator_serve(args) -> int:
 
     if args.k_anonymity < 1:
         raise errors.InvalidInput(f"--k-anonymity must be at least 1, got {args.k_anonymity}")
+    from edgeatlas.coordinator.server import ServerTls
+
+    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
+        raise errors.InvalidInput("TLS needs --tls-cert and --tls-key (and --tls-client-ca for mutual TLS)")
+    tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
-                      min_devices=args.k_anonymity))
+                      min_devices=args.k_anonymity, tls=tls))
     return 0
 
 
@@ -72,6 +87,16 @@ def _default_tokens_file(db: str) -> Path | None:
     if db.startswith("sqlite:///"):
         return Path(db[len("sqlite:///"):] + ".tokens.json")
     return None
+
+
+def cmd_tls_make(args) -> int:
+    from edgeatlas.coordinator.tls import make_certificates
+
+    files = make_certificates(args.out, args.host or ["127.0.0.1", "localhost"])
+    _print(f"wrote {', '.join(str(p) for p in files.values())} and their .key files (owner-only) to {args.out}")
+    _print("coordinator: --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem]; "
+           "agents and admins: --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]")
+    return 0
 
 
 def cmd_token_create(args) -> int:
@@ -109,7 +134,7 @@ def cmd_agent_run(args) -> int:
     config = AgentConfig(coordinator=args.coordinator, enroll_token=token,
                          state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
                          labels=_key_values(args.label, "--label"), once=args.once, trusted=args.trusted,
-                         budget=_budget(args))
+                         budget=_budget(args), tls=_client_tls(args))
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -135,6 +160,9 @@ def _budget(args):
 def _service_args(args) -> tuple[str, ...]:
     extra = ["--privacy-budget", f"{args.privacy_budget:g}", "--privacy-window-hours",
              f"{args.privacy_window_hours:g}", "--privacy-delta", f"{args.privacy_delta:g}"]
+    for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
+        if value:
+            extra += [flag, str(Path(value).resolve())]
     return tuple(extra + (["--trusted"] if args.trusted else []))
 
 
@@ -380,6 +408,14 @@ def _admin_options(p: argparse.ArgumentParser) -> None:
                    help="HOST:PORT (env EDGEATLAS_COORDINATOR)")
     p.add_argument("--admin-token", default=os.environ.get("EDGEATLAS_ADMIN_TOKEN"),
                    help="admin token (env EDGEATLAS_ADMIN_TOKEN)")
+    _tls_options(p)
+
+
+def _tls_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tls-ca", default=os.environ.get("EDGEATLAS_TLS_CA"),
+                   help="CA certificate that signed the coordinator's (env EDGEATLAS_TLS_CA); enables TLS")
+    p.add_argument("--tls-cert", default=os.environ.get("EDGEATLAS_TLS_CERT"), help="client certificate (mutual TLS)")
+    p.add_argument("--tls-key", default=os.environ.get("EDGEATLAS_TLS_KEY"), help="client key (mutual TLS)")
 
 
 def _budget_options(p: argparse.ArgumentParser) -> None:
@@ -417,7 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write {address, pid} here once listening")
     p.add_argument("--k-anonymity", type=int, default=5,
                    help="fleet cells show values only once this many distinct devices contributed")
+    p.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key, serve TLS only")
+    p.add_argument("--tls-key", help="server key (PEM)")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.set_defaults(func=cmd_coordinator_serve)
+
+    tls = sub.add_parser("tls", help="certificates for TLS and mutual TLS").add_subparsers(dest="sub", required=True)
+    p = tls.add_parser("make", help="a private CA, the coordinator's certificate and a client certificate")
+    p.add_argument("--out", required=True)
+    p.add_argument("--host", action="append", help="the coordinator's name or IP as agents dial it (repeatable)")
+    p.set_defaults(func=cmd_tls_make)
 
     token = sub.add_parser("token").add_subparsers(dest="sub", required=True)
     p = token.add_parser("create", help="make an enrollment or admin token")
@@ -444,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted", action="store_true",
                    help="send exact values instead of noised ones (a private fleet you trust)")
     _budget_options(p)
+    _tls_options(p)
     p.set_defaults(func=cmd_agent_run)
     p = agent.add_parser("install-service", help="run the agent in the background (systemd, launchd, Windows)")
     p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
@@ -453,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--trusted", action="store_true")
     _budget_options(p)
+    _tls_options(p)
     p.add_argument("--no-start", action="store_true", help="write the service, do not start it")
     p.add_argument("--print", action="store_true", help="print the service definition and stop")
     p.set_defaults(func=cmd_agent_install_service)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
 from edgeatlas.protos.errors import InvalidInput
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -27,3 +32,37 @@ def check_address(address: str) -> str:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise InvalidInput(f"address {address!r} is not HOST:PORT")
     return address
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """PEM files: the CA that signed the coordinator's certificate, and for mutual TLS our own pair."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
+def read_pem(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {what} {path}: {exc.strerror}") from None
+    if b"-----BEGIN" not in data:
+        raise InvalidInput(f"{what} {path} is not a PEM file")
+    return data
+
+
+def open_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
+    """A channel with our size limits; TLS (and a client certificate) when given."""
+    check_address(address)
+    if tls is None:
+        return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+    if (tls.cert is None) != (tls.key is None):
+        raise InvalidInput("a client certificate needs both --tls-cert and --tls-key")
+    credentials = grpc.ssl_channel_credentials(root_certificates=read_pem(tls.ca, "CA certificate"),
+                                               private_key=read_pem(tls.key, "client key"),
+                                               certificate_chain=read_pem(tls.cert, "client certificate"))
+    return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)

@@ -51,6 +51,7 @@ class CoordinatorProcess:
     port: int = 0
     k_anonymity: int = 1  # tests look at cells of one or two devices; the product default is 5
     db_url: str = ""  # default: SQLite at db_path
+    extra_args: tuple[str, ...] = ()
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -72,7 +73,7 @@ class CoordinatorProcess:
             [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db",
              self.db_url or f"sqlite:///{self.db_path}",
              "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
-             "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity)], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+             "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity), *self.extra_args], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
         log.close()
         deadline = time.monotonic() + 30
         while not ready.exists():
