@@ -97,3 +97,9 @@ class AdminClient:
         for spec_json, setting, metrics in cells:
             request.cells.add(spec_json=spec_json, setting=convert.setting_to_pb(setting), metrics=metrics)
         return self._call(self.stub.ImportCells, request).cells
+
+    def revoke_token(self, token: str) -> bool:
+        return self._call(self.stub.RevokeToken, admin_pb2.RevokeTokenRequest(token=token)).revoked
+
+    def revoke_agent(self, agent_id: str) -> bool:
+        return self._call(self.stub.RevokeAgent, admin_pb2.RevokeAgentRequest(agent_id=agent_id)).revoked

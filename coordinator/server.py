@@ -95,12 +95,13 @@ class ServerTls:
 
 
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
-                min_devices: int = 5, tls: ServerTls | None = None) -> None:
+                min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
     check_address(listen)
     wakeup = Wakeup()
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
-    add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server, AgentServicer(store, wakeup), server)
+    add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
+                   AgentServicer(store, wakeup, reports_per_minute), server)
     add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices),
                    server)
     try:

@@ -20,6 +20,7 @@ CODES = {
     errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
     errors.IntegrityError: grpc.StatusCode.INVALID_ARGUMENT,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -155,8 +155,35 @@ class Store:
         return row
 
     def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
+        """The agent holding this credential, unless it was revoked."""
         with self.session() as s:
-            return s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash)).first()
+            return s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash,
+                                                 AgentRow.revoked == False)).first()  # noqa: E712
+
+    def revoke_token(self, token_hash: str) -> bool:
+        with self._write, self.session() as s:
+            row = s.exec(select(TokenRow).where(TokenRow.token_hash == token_hash)).first()
+            if row is None:
+                raise NotFound("no such token")
+            row.revoked = True
+            s.add(row)
+            s.commit()
+            return True
+
+    def revoke_agent(self, agent_id: str) -> bool:
+        with self._write, self.session() as s:
+            agent = s.get(AgentRow, agent_id)
+            if agent is None:
+                raise NotFound(f"agent {agent_id} does not exist")
+            agent.revoked = True
+            s.add(agent)
+            for task in s.exec(select(TaskRow).where(TaskRow.agent_id == agent_id,
+                                                     TaskRow.status.in_(OPEN_TASK))).all():
+                task.status, task.failure_reason, task.updated_ms = "cancelled", "agent revoked", now_ms()
+                s.add(task)
+                self._maybe_finish(s, s.get(CampaignRow, task.campaign_id))
+            s.commit()
+            return True
 
     def touch_agent(self, agent_id: str, state: str | None = None) -> None:
         with self._write, self.session() as s:

@@ -34,6 +34,7 @@ class AgentRow(SQLModel, table=True):
     enrolled_ms: int = Field(sa_type=BigInteger)
     last_seen_ms: int = Field(sa_type=BigInteger)
     state: str = ""
+    revoked: bool = False
 
 
 class HardwareRow(SQLModel, table=True):

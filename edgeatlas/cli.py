@@ -64,10 +64,13 @@ def cmd_coordinator_serve(args) -> int:
 
     def ready(address: str) -> None:
         _print(f"coordinator listening on {address}, database {args.db}")
-        if made:
+        if made and sys.stdout.isatty():  # a terminal, not a log: tokens never go into logs
             _print(f"enrollment token: {tokens.enroll}\nadmin token:      {tokens.admin}")
             if tokens_file:
                 _print(f"(saved to {tokens_file}, readable by you only)")
+        elif made:
+            _print(f"new enrollment and admin tokens saved to {tokens_file or 'nowhere: pass --tokens-file'} "
+                   "(not printed: this output is not a terminal)")
         elif tokens_file:
             _print(f"tokens: as before, in {tokens_file}")
 
@@ -78,8 +81,10 @@ def cmd_coordinator_serve(args) -> int:
     if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
         raise errors.InvalidInput("TLS needs --tls-cert and --tls-key (and --tls-client-ca for mutual TLS)")
     tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+    if args.report_rate <= 0:
+        raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
-                      min_devices=args.k_anonymity, tls=tls))
+                      min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate))
     return 0
 
 
@@ -103,6 +108,20 @@ def cmd_token_create(args) -> int:
     with _admin(args) as admin:
         resp = admin.create_token(args.kind, args.ttl, args.uses)
     _print(resp.token)
+    return 0
+
+
+def cmd_token_revoke(args) -> int:
+    with _admin(args) as admin:
+        admin.revoke_token(args.token)
+    _print("revoked")
+    return 0
+
+
+def cmd_agents_revoke(args) -> int:
+    with _admin(args) as admin:
+        admin.revoke_agent(args.agent_id)
+    _print(f"agent {args.agent_id} revoked; its open tasks are cancelled")
     return 0
 
 
@@ -456,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key, serve TLS only")
     p.add_argument("--tls-key", help="server key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--report-rate", type=float, default=120.0, help="reports per minute per agent, at most")
     p.set_defaults(func=cmd_coordinator_serve)
 
     tls = sub.add_parser("tls", help="certificates for TLS and mutual TLS").add_subparsers(dest="sub", required=True)
@@ -471,6 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uses", type=int, default=0, help="enrollments it allows (0: unlimited)")
     _admin_options(p)
     p.set_defaults(func=cmd_token_create)
+    p = token.add_parser("revoke", help="an enrollment or admin token stops working")
+    p.add_argument("token")
+    _admin_options(p)
+    p.set_defaults(func=cmd_token_revoke)
 
     agent = sub.add_parser("agent").add_subparsers(dest="sub", required=True)
     p = agent.add_parser("spec", help="print this device's spec sheet")
@@ -574,6 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = agents.add_parser("list")
     _admin_options(p)
     p.set_defaults(func=cmd_agents_list)
+    p = agents.add_parser("revoke", help="an agent's credential stops working")
+    p.add_argument("agent_id")
+    _admin_options(p)
+    p.set_defaults(func=cmd_agents_revoke)
 
     p = sub.add_parser("heatmap", help="the model × hardware heat-map")
     p.add_argument("--metric", help="one metric as a matrix, e.g. latency_p50_ms")

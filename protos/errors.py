@@ -31,3 +31,7 @@ class Unavailable(EdgeAtlasError):
 
 class IntegrityError(EdgeAtlasError):
     """Bytes do not match their content address."""
+
+
+class ResourceExhausted(EdgeAtlasError):
+    """Over a limit: message size, upload size, report rate."""

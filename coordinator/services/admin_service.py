@@ -13,7 +13,7 @@ from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos import convert
-from edgeatlas.protos.errors import InvalidInput, Unauthenticated
+from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -112,7 +112,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                     raise InvalidInput("the first chunk must name the blob's sha256 (64 hex digits)")
                 if size > MAX_MODEL_BYTES:
-                    raise InvalidInput(f"blob of {size} bytes is over the {MAX_MODEL_BYTES} byte limit")
+                    raise ResourceExhausted(f"blob of {size} bytes is over the {MAX_MODEL_BYTES} byte limit")
             buffer += chunk.data
             digest.update(chunk.data)
             if len(buffer) > size:
@@ -207,6 +207,20 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         n = await asyncio.to_thread(self.store.import_cells, request.model_sha256, request.source,
                                     request.citation[:500], cells)
         return admin_pb2.ImportCellsResponse(cells=n)
+
+    @rpc
+    async def RevokeToken(self, request, context):
+        await self._admin(context)
+        if not request.token:
+            raise InvalidInput("name the token to revoke")
+        revoked = await asyncio.to_thread(self.store.revoke_token, auth.token_hash(request.token))
+        return admin_pb2.RevokeResponse(revoked=revoked)
+
+    @rpc
+    async def RevokeAgent(self, request, context):
+        await self._admin(context)
+        revoked = await asyncio.to_thread(self.store.revoke_agent, request.agent_id)
+        return admin_pb2.RevokeResponse(revoked=revoked)
 
     @rpc
     async def CreateToken(self, request, context):

@@ -10,7 +10,7 @@ from edgeatlas.coordinator.status import rpc
 from edgeatlas.coordinator.storage import IncomingReport, Store
 from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
 from edgeatlas.protos import convert
-from edgeatlas.protos.errors import InvalidInput, NotFound, Unauthenticated
+from edgeatlas.protos.errors import InvalidInput, NotFound, ResourceExhausted, Unauthenticated
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES, MAX_LEASE_WAIT_S
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
@@ -33,10 +33,29 @@ class Wakeup:
         self._event = asyncio.Event()
 
 
+class RateLimit:
+    """A token bucket per agent: `per_minute` calls on average, bursts of up to `burst`."""
+
+    def __init__(self, per_minute: float, burst: int):
+        self.rate_s, self.burst = per_minute / 60.0, burst
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, at = self.buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.rate_s)
+        if tokens < 1:
+            self.buckets[key] = (tokens, now)
+            return False
+        self.buckets[key] = (tokens - 1, now)
+        return True
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, store: Store, wakeup: Wakeup):
+    def __init__(self, store: Store, wakeup: Wakeup, reports_per_minute: float = 120.0):
         self.store = store
         self.wakeup = wakeup
+        self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
 
     async def _agent(self, context) -> str:
         token = auth.bearer_from(context.invocation_metadata())
@@ -117,6 +136,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @rpc
     async def Report(self, request, context):
         agent_id = await self._agent(context)
+        if not self.report_limit.take(agent_id):
+            raise ResourceExhausted("report rate limit reached for this agent: retry later")
         report = incoming_report(request)
         duplicate = await asyncio.to_thread(self.store.record_report, agent_id, report)
         return agent_pb2.ReportResponse(accepted=True, duplicate=duplicate)

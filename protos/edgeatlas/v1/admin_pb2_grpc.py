@@ -90,6 +90,16 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.FromString,
                 _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/RevokeToken',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/RevokeAgent',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -163,6 +173,19 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """The agent's credential stops working at once; its open tasks are cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +243,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ImportCells,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -519,6 +552,60 @@ class AdminService:
             '/edgeatlas.v1.AdminService/ImportCells',
             edgeatlas_dot_v1_dot_admin__pb2.ImportCellsRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.ImportCellsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/RevokeToken',
+            edgeatlas_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/RevokeAgent',
+            edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,
