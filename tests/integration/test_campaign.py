@@ -158,3 +158,27 @@ def test_campaign_completes_on_postgresql(postgres, prepared_zoo, tmp_path):
         coordinator.stop()
     assert done.counts.done == 4 and not (tmp_path / "unused.db").exists()
     assert sorted(c.model_name for c in cells) == sorted(MODELS[:2]) and all(c.n_devices == 2 for c in cells)
+
+
+def test_campaign_completes_across_an_agent_killed_mid_task(coordinator, prepared_zoo, tmp_path):
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, MODELS)
+    agent, = start_agents(coordinator, tmp_path, n=1)
+    try:
+        wait_for(lambda: enrolled(coordinator, 1), 60, "the agent to enroll")
+        cid = create(coordinator, duration_s=1.0)
+        wait_for(lambda: campaign_state(coordinator, cid).counts.done >= 1, 60, "a first report")
+        agent.kill()  # SIGKILL, most likely mid-run: no chance to tidy up
+        agent.wait()
+        agent, = start_agents(coordinator, tmp_path, n=1)  # the same state directory
+        done = wait_for(lambda: (c := campaign_state(coordinator, cid)).status == "done" and c, 120,
+                        "the campaign after the agent's restart")
+    finally:
+        stop_pid(agent)
+    assert (done.counts.done, done.counts.failed) == (4, 0)
+    with coordinator.admin() as admin:
+        cells = admin.heatmap().cells
+        agents = admin.list_agents()
+    assert len(agents) == 1  # it came back as itself, not as a new device
+    assert sum(c.n_reports for c in cells) == 4  # each task counted once
+    assert list((tmp_path / "agent-0" / "outbox").glob("*.pb")) == []  # the outbox drained
