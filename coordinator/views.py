@@ -19,7 +19,7 @@ SUMMARY_METRICS = ("latency_p50_ms", "latency_p99_ms", "throughput_ips")
 
 
 @dataclass(frozen=True)
-class CellView:
+class FlatCell:
     model: str
     hardware_class: str
     setting: str
@@ -32,15 +32,15 @@ class CellView:
     high: float
 
 
-def flatten(heatmap: admin_pb2.Heatmap) -> list[CellView]:
+def flatten(heatmap: admin_pb2.Heatmap) -> list[FlatCell]:
     rows = []
     for cell in heatmap.cells:
         if cell.suppressed:
-            rows.append(CellView(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
+            rows.append(FlatCell(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
                                  cell.n_devices, cell.n_reports, "suppressed", math.nan, math.nan, math.nan))
         for metric in sorted(cell.metrics):
             m = cell.metrics[metric]
-            rows.append(CellView(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
+            rows.append(FlatCell(cell.model_name, cell.hardware_class, cell.setting_key, cell.source,
                                  cell.n_devices, cell.n_reports, metric, m.value, m.low, m.high))
     return rows
 
@@ -142,7 +142,7 @@ def _with_interval(m: admin_pb2.MetricValue) -> str:
 
 def to_csv(heatmap: admin_pb2.Heatmap) -> str:
     buf = io.StringIO()
-    fields = list(CellView.__dataclass_fields__)
+    fields = list(FlatCell.__dataclass_fields__)
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in flatten(heatmap):
