@@ -140,13 +140,13 @@ class Store:
 
     # ---- agents -------------------------------------------------------------------------------
     def enroll(self, name: str, spec: SpecSheet, credential_hash: str, labels: dict[str, str],
-               agent_version: str) -> AgentRow:
+               agent_version: str, simulated: bool = False) -> AgentRow:
         hw = spec.hardware_class("cpu")
         t = now_ms()
         row = AgentRow(agent_id=str(uuid.uuid4()), credential_hash=credential_hash, name=name,
                        spec_json=spec.to_json(), hardware_class=hw, device_class=spec.device_class or "",
                        labels_json=json.dumps(labels), agent_version=agent_version, enrolled_ms=t,
-                       last_seen_ms=t, state="enrolled")
+                       last_seen_ms=t, state="enrolled", simulated=simulated)
         with self._write, self.session() as s:
             s.add(row)
             if s.get(HardwareRow, hw) is None:
@@ -382,12 +382,17 @@ class Store:
         hw = SpecSheet.from_json(agent.spec_json).hardware_class(setting.target) \
             if setting.target != "cpu" else agent.hardware_class
         source = "trusted" if report.privacy_mode == "trusted" else "fleet"
-        if source == "trusted":
+        if agent.simulated:  # whatever a virtual device claims, its numbers are synthetic
+            source = "simulated"
+        if report.privacy_mode == "trusted":
             logs = {m: math.log(v) for m, v in aggregate.metric_values(report.stats).items()}
-            noise_var, privacy = 0.0, "trusted (exact)"
+            noise_var = 0.0
+            privacy = "simulated (synthetic)" if agent.simulated else "trusted (exact)"
         else:
             logs = aggregate.released_logs(report.released, setting.batch)
             noise_var, privacy = report.privacy.noise_variance_log(), report.privacy.describe()
+            if agent.simulated:
+                privacy = f"simulated, {privacy}"
         cell = self._cell(s, s.get(ModelRow, task.model_sha256), hw, setting, source, t, privacy)
         if cell.privacy != privacy:
             cell.privacy = f"{source} (mixed contracts)"

@@ -35,6 +35,7 @@ class AgentRow(SQLModel, table=True):
     last_seen_ms: int = Field(sa_type=BigInteger)
     state: str = ""
     revoked: bool = False
+    simulated: bool = False  # a virtual device of `edgeatlas fleet simulate`
 
 
 class HardwareRow(SQLModel, table=True):

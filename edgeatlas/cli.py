@@ -414,6 +414,17 @@ def cmd_heatmap(args) -> int:
     return 0
 
 
+def cmd_fleet_simulate(args) -> int:
+    from edgeatlas.agent.simulate import run
+    from edgeatlas.protos.wire import check_address
+
+    check_address(args.coordinator)
+    if not args.token:
+        raise errors.Unauthenticated("simulated agents enroll too: pass --token or set EDGEATLAS_ENROLL_TOKEN")
+    run(args.coordinator, args.token, args.agents, args.catalog, args.once, args.duration, args.seed)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from edgeatlas.demo import Demo, DemoOptions
 
@@ -602,6 +613,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("agent_id")
     _admin_options(p)
     p.set_defaults(func=cmd_agents_revoke)
+
+    fleet = sub.add_parser("fleet").add_subparsers(dest="sub", required=True)
+    p = fleet.add_parser("simulate", help="virtual agents from a catalog of real devices; all marked simulated")
+    p.add_argument("--agents", type=int, required=True)
+    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
+    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"), help="enrollment token")
+    p.add_argument("--catalog", help="YAML list of spec sheets (default: the bundled catalog)")
+    p.add_argument("--once", action="store_true", help="stop when no agent has work left")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_fleet_simulate)
 
     p = sub.add_parser("heatmap", help="the model × hardware heat-map")
     p.add_argument("--metric", help="one metric as a matrix, e.g. latency_p50_ms")

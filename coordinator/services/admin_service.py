@@ -98,7 +98,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListAgentsResponse(agents=[admin_pb2.AgentInfo(
             agent_id=a.agent_id, name=a.name, hardware_class=a.hardware_class, device_class=a.device_class,
             enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
-            online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done)
+            online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done,
+            simulated=a.simulated)
             for a, done in rows])
 
     @rpc

@@ -81,7 +81,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidInput(f"at most {MAX_LABELS} labels and a name of at most 128 characters")
         credential = auth.new_token("agent")
         row = await asyncio.to_thread(self.store.enroll, request.name, spec, auth.token_hash(credential),
-                                      dict(request.labels), request.agent_version[:64])
+                                      dict(request.labels), request.agent_version[:64], request.simulated)
         return agent_pb2.EnrollResponse(agent_id=row.agent_id, credential=credential,
                                         hardware_class=row.hardware_class)
 

@@ -26,7 +26,7 @@ from edgeatlas.v1 import common_pb2 as edgeatlas_dot_v1_dot_common__pb2
 from edgeatlas.v1 import agent_pb2 as edgeatlas_dot_v1_dot_agent__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64geatlas/v1/admin.proto\x12\x0c\x65\x64geatlas.v1\x1a\x19\x65\x64geatlas/v1/common.proto\x1a\x18\x65\x64geatlas/v1/agent.proto\"\xd2\x02\n\x15\x43reateCampaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x45\n\tselectors\x18\x03 \x03(\x0b\x32\x32.edgeatlas.v1.CreateCampaignRequest.SelectorsEntry\x12\x0f\n\x07repeats\x18\x04 \x01(\r\x12&\n\x07setting\x18\x05 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.edgeatlas.v1.RunParams\x12&\n\x07privacy\x18\x07 \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\x12\x18\n\x10target_precision\x18\x08 \x01(\x01\x1a\x30\n\x0eSelectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\nTaskCounts\x12\x0f\n\x07pending\x18\x01 \x01(\r\x12\x0e\n\x06leased\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\x11\n\tcancelled\x18\x05 \x01(\r\x12\x10\n\x08\x64\x65\x63lined\x18\x06 \x01(\r\"\x81\x03\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\x05 \x01(\x03\x12\x0e\n\x06models\x18\x06 \x03(\t\x12\x38\n\tselectors\x18\x07 \x03(\x0b\x32%.edgeatlas.v1.Campaign.SelectorsEntry\x12\x0f\n\x07repeats\x18\x08 \x01(\r\x12(\n\x06\x63ounts\x18\t \x01(\x0b\x32\x18.edgeatlas.v1.TaskCounts\x12\x0e\n\x06\x61gents\x18\n \x01(\r\x12\x10\n\x08\x66\x61ilures\x18\x0b \x03(\t\x12&\n\x07privacy\x18\x0c \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\x12\x18\n\x10target_precision\x18\r \x01(\x01\x1a\x30\n\x0eSelectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x16\n\x14ListCampaignsRequest\"B\n\x15ListCampaignsResponse\x12)\n\tcampaigns\x18\x01 \x03(\x0b\x32\x16.edgeatlas.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"\xbb\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_class\x18\x04 \x01(\t\x12\x13\n\x0b\x65nrolled_ms\x18\x05 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x06 \x01(\x03\x12\x0e\n\x06online\x18\x07 \x01(\x08\x12\x11\n\tspec_json\x18\x08 \x01(\t\x12\x12\n\ntasks_done\x18\t \x01(\r\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.edgeatlas.v1.AgentInfo\"=\n\tBlobChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\".\n\x08\x42lobInfo\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"t\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x18\n\x10reference_sha256\x18\x04 \x01(\t\x12\x14\n\x0csummary_json\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.edgeatlas.v1.ModelRef\"=\n\x11GetHeatmapRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x18\n\x10target_precision\x18\x02 \x01(\x01\"B\n\x0bMetricValue\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\t\n\x01n\x18\x04 \x01(\r\"\xbe\x03\n\x0bHeatmapCell\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\x12\x13\n\x0bsetting_key\x18\x04 \x01(\t\x12&\n\x07setting\x18\x05 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\x11\n\tn_devices\x18\x06 \x01(\r\x12\x11\n\tn_reports\x18\x07 \x01(\r\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x37\n\x07metrics\x18\t \x03(\x0b\x32&.edgeatlas.v1.HeatmapCell.MetricsEntry\x12\x12\n\nupdated_ms\x18\n \x01(\x03\x12\x10\n\x08\x63itation\x18\x0b \x01(\t\x12\x12\n\nsuppressed\x18\x0c \x01(\x08\x12\x13\n\x0bmin_devices\x18\r \x01(\r\x12\x16\n\x0e\x64\x65vices_needed\x18\x0e \x01(\r\x12\x0f\n\x07privacy\x18\x0f \x01(\t\x1aI\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.edgeatlas.v1.MetricValue:\x02\x38\x01\"3\n\x07Heatmap\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.edgeatlas.v1.HeatmapCell\"?\n\x12\x43reateTokenRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\r\x12\x0c\n\x04uses\x18\x03 \x01(\r\"F\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nexpires_ms\x18\x03 \x01(\x03\"\xb5\x01\n\rPublishedCell\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12&\n\x07setting\x18\x02 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.edgeatlas.v1.PublishedCell.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"x\n\x12ImportCellsRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x63itation\x18\x03 \x01(\t\x12*\n\x05\x63\x65lls\x18\x04 \x03(\x0b\x32\x1b.edgeatlas.v1.PublishedCell\"$\n\x13ImportCellsResponse\x12\r\n\x05\x63\x65lls\x18\x01 \x01(\r\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"&\n\x12RevokeAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"!\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\x32\x88\x08\n\x0c\x41\x64minService\x12M\n\x0e\x43reateCampaign\x12#.edgeatlas.v1.CreateCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12X\n\rListCampaigns\x12\".edgeatlas.v1.ListCampaignsRequest\x1a#.edgeatlas.v1.ListCampaignsResponse\x12G\n\x0bGetCampaign\x12 .edgeatlas.v1.GetCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12J\n\x0e\x43\x61ncelCampaign\x12 .edgeatlas.v1.GetCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12O\n\nListAgents\x12\x1f.edgeatlas.v1.ListAgentsRequest\x1a .edgeatlas.v1.ListAgentsResponse\x12?\n\nUploadBlob\x12\x17.edgeatlas.v1.BlobChunk\x1a\x16.edgeatlas.v1.BlobInfo(\x01\x12K\n\rRegisterModel\x12\".edgeatlas.v1.RegisterModelRequest\x1a\x16.edgeatlas.v1.ModelRef\x12O\n\nListModels\x12\x1f.edgeatlas.v1.ListModelsRequest\x1a .edgeatlas.v1.ListModelsResponse\x12\x44\n\nGetHeatmap\x12\x1f.edgeatlas.v1.GetHeatmapRequest\x1a\x15.edgeatlas.v1.Heatmap\x12R\n\x0b\x43reateToken\x12 .edgeatlas.v1.CreateTokenRequest\x1a!.edgeatlas.v1.CreateTokenResponse\x12R\n\x0bImportCells\x12 .edgeatlas.v1.ImportCellsRequest\x1a!.edgeatlas.v1.ImportCellsResponse\x12M\n\x0bRevokeToken\x12 .edgeatlas.v1.RevokeTokenRequest\x1a\x1c.edgeatlas.v1.RevokeResponse\x12M\n\x0bRevokeAgent\x12 .edgeatlas.v1.RevokeAgentRequest\x1a\x1c.edgeatlas.v1.RevokeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65\x64geatlas/v1/admin.proto\x12\x0c\x65\x64geatlas.v1\x1a\x19\x65\x64geatlas/v1/common.proto\x1a\x18\x65\x64geatlas/v1/agent.proto\"\xd2\x02\n\x15\x43reateCampaignRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06models\x18\x02 \x03(\t\x12\x45\n\tselectors\x18\x03 \x03(\x0b\x32\x32.edgeatlas.v1.CreateCampaignRequest.SelectorsEntry\x12\x0f\n\x07repeats\x18\x04 \x01(\r\x12&\n\x07setting\x18\x05 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\'\n\x06params\x18\x06 \x01(\x0b\x32\x17.edgeatlas.v1.RunParams\x12&\n\x07privacy\x18\x07 \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\x12\x18\n\x10target_precision\x18\x08 \x01(\x01\x1a\x30\n\x0eSelectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\nTaskCounts\x12\x0f\n\x07pending\x18\x01 \x01(\r\x12\x0e\n\x06leased\x18\x02 \x01(\r\x12\x0c\n\x04\x64one\x18\x03 \x01(\r\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\r\x12\x11\n\tcancelled\x18\x05 \x01(\r\x12\x10\n\x08\x64\x65\x63lined\x18\x06 \x01(\r\"\x81\x03\n\x08\x43\x61mpaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x13\n\x0b\x66inished_ms\x18\x05 \x01(\x03\x12\x0e\n\x06models\x18\x06 \x03(\t\x12\x38\n\tselectors\x18\x07 \x03(\x0b\x32%.edgeatlas.v1.Campaign.SelectorsEntry\x12\x0f\n\x07repeats\x18\x08 \x01(\r\x12(\n\x06\x63ounts\x18\t \x01(\x0b\x32\x18.edgeatlas.v1.TaskCounts\x12\x0e\n\x06\x61gents\x18\n \x01(\r\x12\x10\n\x08\x66\x61ilures\x18\x0b \x03(\t\x12&\n\x07privacy\x18\x0c \x01(\x0b\x32\x15.edgeatlas.v1.Privacy\x12\x18\n\x10target_precision\x18\r \x01(\x01\x1a\x30\n\x0eSelectorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x16\n\x14ListCampaignsRequest\"B\n\x15ListCampaignsResponse\x12)\n\tcampaigns\x18\x01 \x03(\x0b\x32\x16.edgeatlas.v1.Campaign\")\n\x12GetCampaignRequest\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\x03\"\xce\x01\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\x12\x14\n\x0c\x64\x65vice_class\x18\x04 \x01(\t\x12\x13\n\x0b\x65nrolled_ms\x18\x05 \x01(\x03\x12\x14\n\x0clast_seen_ms\x18\x06 \x01(\x03\x12\x0e\n\x06online\x18\x07 \x01(\x08\x12\x11\n\tspec_json\x18\x08 \x01(\t\x12\x12\n\ntasks_done\x18\t \x01(\r\x12\x11\n\tsimulated\x18\n \x01(\x08\"\x13\n\x11ListAgentsRequest\"=\n\x12ListAgentsResponse\x12\'\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x17.edgeatlas.v1.AgentInfo\"=\n\tBlobChunk\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\".\n\x08\x42lobInfo\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"t\n\x14RegisterModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x18\n\x10reference_sha256\x18\x04 \x01(\t\x12\x14\n\x0csummary_json\x18\x05 \x01(\t\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.edgeatlas.v1.ModelRef\"=\n\x11GetHeatmapRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x18\n\x10target_precision\x18\x02 \x01(\x01\"B\n\x0bMetricValue\x12\r\n\x05value\x18\x01 \x01(\x01\x12\x0b\n\x03low\x18\x02 \x01(\x01\x12\x0c\n\x04high\x18\x03 \x01(\x01\x12\t\n\x01n\x18\x04 \x01(\r\"\xbe\x03\n\x0bHeatmapCell\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x02 \x01(\t\x12\x16\n\x0ehardware_class\x18\x03 \x01(\t\x12\x13\n\x0bsetting_key\x18\x04 \x01(\t\x12&\n\x07setting\x18\x05 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\x11\n\tn_devices\x18\x06 \x01(\r\x12\x11\n\tn_reports\x18\x07 \x01(\r\x12\x0e\n\x06source\x18\x08 \x01(\t\x12\x37\n\x07metrics\x18\t \x03(\x0b\x32&.edgeatlas.v1.HeatmapCell.MetricsEntry\x12\x12\n\nupdated_ms\x18\n \x01(\x03\x12\x10\n\x08\x63itation\x18\x0b \x01(\t\x12\x12\n\nsuppressed\x18\x0c \x01(\x08\x12\x13\n\x0bmin_devices\x18\r \x01(\r\x12\x16\n\x0e\x64\x65vices_needed\x18\x0e \x01(\r\x12\x0f\n\x07privacy\x18\x0f \x01(\t\x1aI\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.edgeatlas.v1.MetricValue:\x02\x38\x01\"3\n\x07Heatmap\x12(\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x19.edgeatlas.v1.HeatmapCell\"?\n\x12\x43reateTokenRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05ttl_s\x18\x02 \x01(\r\x12\x0c\n\x04uses\x18\x03 \x01(\r\"F\n\x13\x43reateTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x12\n\nexpires_ms\x18\x03 \x01(\x03\"\xb5\x01\n\rPublishedCell\x12\x11\n\tspec_json\x18\x01 \x01(\t\x12&\n\x07setting\x18\x02 \x01(\x0b\x32\x15.edgeatlas.v1.Setting\x12\x39\n\x07metrics\x18\x03 \x03(\x0b\x32(.edgeatlas.v1.PublishedCell.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"x\n\x12ImportCellsRequest\x12\x14\n\x0cmodel_sha256\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x63itation\x18\x03 \x01(\t\x12*\n\x05\x63\x65lls\x18\x04 \x03(\x0b\x32\x1b.edgeatlas.v1.PublishedCell\"$\n\x13ImportCellsResponse\x12\r\n\x05\x63\x65lls\x18\x01 \x01(\r\"#\n\x12RevokeTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"&\n\x12RevokeAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"!\n\x0eRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\x32\x88\x08\n\x0c\x41\x64minService\x12M\n\x0e\x43reateCampaign\x12#.edgeatlas.v1.CreateCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12X\n\rListCampaigns\x12\".edgeatlas.v1.ListCampaignsRequest\x1a#.edgeatlas.v1.ListCampaignsResponse\x12G\n\x0bGetCampaign\x12 .edgeatlas.v1.GetCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12J\n\x0e\x43\x61ncelCampaign\x12 .edgeatlas.v1.GetCampaignRequest\x1a\x16.edgeatlas.v1.Campaign\x12O\n\nListAgents\x12\x1f.edgeatlas.v1.ListAgentsRequest\x1a .edgeatlas.v1.ListAgentsResponse\x12?\n\nUploadBlob\x12\x17.edgeatlas.v1.BlobChunk\x1a\x16.edgeatlas.v1.BlobInfo(\x01\x12K\n\rRegisterModel\x12\".edgeatlas.v1.RegisterModelRequest\x1a\x16.edgeatlas.v1.ModelRef\x12O\n\nListModels\x12\x1f.edgeatlas.v1.ListModelsRequest\x1a .edgeatlas.v1.ListModelsResponse\x12\x44\n\nGetHeatmap\x12\x1f.edgeatlas.v1.GetHeatmapRequest\x1a\x15.edgeatlas.v1.Heatmap\x12R\n\x0b\x43reateToken\x12 .edgeatlas.v1.CreateTokenRequest\x1a!.edgeatlas.v1.CreateTokenResponse\x12R\n\x0bImportCells\x12 .edgeatlas.v1.ImportCellsRequest\x1a!.edgeatlas.v1.ImportCellsResponse\x12M\n\x0bRevokeToken\x12 .edgeatlas.v1.RevokeTokenRequest\x1a\x1c.edgeatlas.v1.RevokeResponse\x12M\n\x0bRevokeAgent\x12 .edgeatlas.v1.RevokeAgentRequest\x1a\x1c.edgeatlas.v1.RevokeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -58,49 +58,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETCAMPAIGNREQUEST']._serialized_start=1030
   _globals['_GETCAMPAIGNREQUEST']._serialized_end=1071
   _globals['_AGENTINFO']._serialized_start=1074
-  _globals['_AGENTINFO']._serialized_end=1261
-  _globals['_LISTAGENTSREQUEST']._serialized_start=1263
-  _globals['_LISTAGENTSREQUEST']._serialized_end=1282
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=1284
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=1345
-  _globals['_BLOBCHUNK']._serialized_start=1347
-  _globals['_BLOBCHUNK']._serialized_end=1408
-  _globals['_BLOBINFO']._serialized_start=1410
-  _globals['_BLOBINFO']._serialized_end=1456
-  _globals['_REGISTERMODELREQUEST']._serialized_start=1458
-  _globals['_REGISTERMODELREQUEST']._serialized_end=1574
-  _globals['_LISTMODELSREQUEST']._serialized_start=1576
-  _globals['_LISTMODELSREQUEST']._serialized_end=1595
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1597
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1657
-  _globals['_GETHEATMAPREQUEST']._serialized_start=1659
-  _globals['_GETHEATMAPREQUEST']._serialized_end=1720
-  _globals['_METRICVALUE']._serialized_start=1722
-  _globals['_METRICVALUE']._serialized_end=1788
-  _globals['_HEATMAPCELL']._serialized_start=1791
-  _globals['_HEATMAPCELL']._serialized_end=2237
-  _globals['_HEATMAPCELL_METRICSENTRY']._serialized_start=2164
-  _globals['_HEATMAPCELL_METRICSENTRY']._serialized_end=2237
-  _globals['_HEATMAP']._serialized_start=2239
-  _globals['_HEATMAP']._serialized_end=2290
-  _globals['_CREATETOKENREQUEST']._serialized_start=2292
-  _globals['_CREATETOKENREQUEST']._serialized_end=2355
-  _globals['_CREATETOKENRESPONSE']._serialized_start=2357
-  _globals['_CREATETOKENRESPONSE']._serialized_end=2427
-  _globals['_PUBLISHEDCELL']._serialized_start=2430
-  _globals['_PUBLISHEDCELL']._serialized_end=2611
-  _globals['_PUBLISHEDCELL_METRICSENTRY']._serialized_start=2565
-  _globals['_PUBLISHEDCELL_METRICSENTRY']._serialized_end=2611
-  _globals['_IMPORTCELLSREQUEST']._serialized_start=2613
-  _globals['_IMPORTCELLSREQUEST']._serialized_end=2733
-  _globals['_IMPORTCELLSRESPONSE']._serialized_start=2735
-  _globals['_IMPORTCELLSRESPONSE']._serialized_end=2771
-  _globals['_REVOKETOKENREQUEST']._serialized_start=2773
-  _globals['_REVOKETOKENREQUEST']._serialized_end=2808
-  _globals['_REVOKEAGENTREQUEST']._serialized_start=2810
-  _globals['_REVOKEAGENTREQUEST']._serialized_end=2848
-  _globals['_REVOKERESPONSE']._serialized_start=2850
-  _globals['_REVOKERESPONSE']._serialized_end=2883
-  _globals['_ADMINSERVICE']._serialized_start=2886
-  _globals['_ADMINSERVICE']._serialized_end=3918
+  _globals['_AGENTINFO']._serialized_end=1280
+  _globals['_LISTAGENTSREQUEST']._serialized_start=1282
+  _globals['_LISTAGENTSREQUEST']._serialized_end=1301
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=1303
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=1364
+  _globals['_BLOBCHUNK']._serialized_start=1366
+  _globals['_BLOBCHUNK']._serialized_end=1427
+  _globals['_BLOBINFO']._serialized_start=1429
+  _globals['_BLOBINFO']._serialized_end=1475
+  _globals['_REGISTERMODELREQUEST']._serialized_start=1477
+  _globals['_REGISTERMODELREQUEST']._serialized_end=1593
+  _globals['_LISTMODELSREQUEST']._serialized_start=1595
+  _globals['_LISTMODELSREQUEST']._serialized_end=1614
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1616
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1676
+  _globals['_GETHEATMAPREQUEST']._serialized_start=1678
+  _globals['_GETHEATMAPREQUEST']._serialized_end=1739
+  _globals['_METRICVALUE']._serialized_start=1741
+  _globals['_METRICVALUE']._serialized_end=1807
+  _globals['_HEATMAPCELL']._serialized_start=1810
+  _globals['_HEATMAPCELL']._serialized_end=2256
+  _globals['_HEATMAPCELL_METRICSENTRY']._serialized_start=2183
+  _globals['_HEATMAPCELL_METRICSENTRY']._serialized_end=2256
+  _globals['_HEATMAP']._serialized_start=2258
+  _globals['_HEATMAP']._serialized_end=2309
+  _globals['_CREATETOKENREQUEST']._serialized_start=2311
+  _globals['_CREATETOKENREQUEST']._serialized_end=2374
+  _globals['_CREATETOKENRESPONSE']._serialized_start=2376
+  _globals['_CREATETOKENRESPONSE']._serialized_end=2446
+  _globals['_PUBLISHEDCELL']._serialized_start=2449
+  _globals['_PUBLISHEDCELL']._serialized_end=2630
+  _globals['_PUBLISHEDCELL_METRICSENTRY']._serialized_start=2584
+  _globals['_PUBLISHEDCELL_METRICSENTRY']._serialized_end=2630
+  _globals['_IMPORTCELLSREQUEST']._serialized_start=2632
+  _globals['_IMPORTCELLSREQUEST']._serialized_end=2752
+  _globals['_IMPORTCELLSRESPONSE']._serialized_start=2754
+  _globals['_IMPORTCELLSRESPONSE']._serialized_end=2790
+  _globals['_REVOKETOKENREQUEST']._serialized_start=2792
+  _globals['_REVOKETOKENREQUEST']._serialized_end=2827
+  _globals['_REVOKEAGENTREQUEST']._serialized_start=2829
+  _globals['_REVOKEAGENTREQUEST']._serialized_end=2867
+  _globals['_REVOKERESPONSE']._serialized_start=2869
+  _globals['_REVOKERESPONSE']._serialized_end=2902
+  _globals['_ADMINSERVICE']._serialized_start=2905
+  _globals['_ADMINSERVICE']._serialized_end=3937
 # @@protoc_insertion_point(module_scope)
