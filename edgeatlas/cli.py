@@ -429,7 +429,7 @@ def cmd_demo(args) -> int:
     from edgeatlas.demo import Demo, DemoOptions
 
     return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
-                            duration_s=args.duration, keep=args.keep)).run()
+                            duration_s=args.duration, keep=args.keep, simulated=args.simulated)).run()
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -473,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--duration", type=float, default=0.5)
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
+    p.add_argument("--simulated", type=int, default=24, help="virtual devices beside the real agents (0: none)")
     p.set_defaults(func=cmd_demo)
 
     coord = sub.add_parser("coordinator").add_subparsers(dest="sub", required=True)

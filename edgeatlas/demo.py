@@ -34,6 +34,7 @@ class DemoOptions:
     iterations: int = 50
     duration_s: float = 0.5
     keep: bool = False
+    simulated: int = 24  # virtual devices beside the real agents (0: none)
 
 
 def say(text: str = "") -> None:
@@ -132,6 +133,13 @@ class Demo:
             agents = self._wait_enrolled(admin)
             say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
             self.hardware_class = agents[0].hardware_class
+            if self.o.simulated:
+                proc = self.children.start("simulated fleet", [
+                    "fleet", "simulate", "--agents", str(self.o.simulated), "--coordinator", address,
+                    "--duration", str(int(CAMPAIGN_TIMEOUT_S))], logs / "simulated-fleet.log", agent_env)
+                say(f"      and a simulated fleet of {self.o.simulated} virtual devices from a catalog of real "
+                    f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
+                self._wait_simulated(admin)
 
             say(f"[4/5] campaign over {len(names)} models × {len(agents)} agents "
                 f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
@@ -140,7 +148,12 @@ class Demo:
                 RunParams(warmup_iterations=10, min_iterations=self.o.iterations,
                           min_duration_s=self.o.duration_s, max_duration_s=max(60.0, 10 * self.o.duration_s)),
                 name="demo", privacy=PRIVACY, target_precision=TARGET_PRECISION)
+            simulated_campaign = admin.create_campaign(
+                names[:8], {"label.simulated": "true"}, 1, Setting(), RunParams(), name="demo-simulated"
+            ) if self.o.simulated else None
             campaign = self._follow(admin, campaign.campaign_id)
+            if simulated_campaign is not None:
+                self._follow(admin, simulated_campaign.campaign_id)
 
             say("[5/5] results")
             local = self._on_device()
@@ -148,7 +161,7 @@ class Demo:
             say(views.summary(local))
             say("")
             heatmap = admin.heatmap(target_precision=TARGET_PRECISION)
-            fleet = [c for c in heatmap.cells if c.source != "imported"]
+            fleet = [c for c in heatmap.cells if c.source not in ("imported", "simulated")]
             say(f"what the coordinator holds: each report noised on the device ({PRIVACY.describe()}); a cell")
             say(f"shows values once k = {fleet[0].min_devices if fleet else '?'} distinct devices contributed; "
                 f"'needed' = more devices for ±{TARGET_PRECISION:.0%}:")
@@ -160,6 +173,11 @@ class Demo:
             cited = next((c.citation for c in heatmap.cells if c.citation), "")
             if cited:
                 say(f"  imported: {cited}")
+            simulated = [c for c in heatmap.cells if c.source == "simulated"]
+            if simulated:
+                say("the simulated fleet (synthetic numbers from spec sheets, marked simulated, never mixed in):")
+                say(views.by_hardware(admin_pb2.Heatmap(cells=simulated), "latency_p50_ms",
+                                      ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]))
             say("privacy spent (each device's own ledger, against its owner's budget):")
             for i in range(1, self.o.agents + 1):
                 ledger = Ledger(self.dir / "agents" / f"agent-{i}" / "privacy-ledger.db", Budget())
@@ -226,6 +244,13 @@ class Demo:
                 f"{prepared.sha256[:12]}")
             names.append(prepared.name)
         return names
+
+    def _wait_simulated(self, admin) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while sum(a.simulated for a in admin.list_agents()) < self.o.simulated:
+            if time.monotonic() > deadline:
+                raise Unavailable(f"the simulated fleet did not enroll within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.2)
 
     def _wait_enrolled(self, admin):
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -43,8 +43,10 @@ def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
     for row in rows:
         p50, p99 = float(row[3]), float(row[6])  # "value [low, high]" per metric
         assert 0 < p50 <= p99
-    done = re.search(r"(\d+)/(\d+) tasks, 0 running, 0 failed", out)
-    assert done and done.group(1) == done.group(2)
+    progress = re.findall(r"(\d+)/(\d+) tasks, \d+ running, (\d+) failed", out)
+    totals = {total for _, total, _ in progress}
+    assert len(totals) == 2  # the agents' campaign and the simulated fleet's
+    assert all((total, total, "0") in progress for total in totals)  # each finished, nothing failed
     held = out[out.index("what the coordinator holds"):out.index("this machine beside published")]
     assert held.count("suppressed: 2 of k=5 devices") == len(rows)  # two devices are below k
     assert "ldp gaussian ε=1" in held and "[" not in held.split("\n", 3)[3]  # no values leak from suppressed cells
@@ -52,8 +54,11 @@ def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
     assert "imported" in published and "cpu:cortex-a75x4+cortex-a55x4" in published and "HELP" in published
     assert re.search(r"agent-1: \d+ releases, ε = [\d.]+ of 8 per 24 h", out)
     assert str(tmp_path / "demo" / "coordinator.db") in out
+    sim = out[out.index("the simulated fleet (synthetic"):out.index("privacy spent")]
+    sim_rows = [line.split() for line in sim.splitlines()[3:] if line.strip()]
+    assert len(sim_rows) >= 6 and all(row[4] == "simulated" for row in sim_rows)  # class, setting (3 words), source
     pids = pids_in(out)
-    assert len(pids) == 3  # coordinator + two agents
+    assert len(pids) == 4  # coordinator, two agents, the simulated fleet
     assert not [p for p in pids if alive(p)]
 
 
@@ -75,5 +80,5 @@ def test_ctrl_c_stops_every_demo_process(tmp_path):
     assert proc.returncode == 130, seen
     assert "all demo processes stopped" in seen
     pids = pids_in(seen)
-    assert len(pids) == 3
+    assert len(pids) == 4
     assert not [p for p in pids if alive(p)]
