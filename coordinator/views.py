@@ -60,6 +60,12 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> s
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def _batch_threads(setting_key: str) -> list[str]:
+    """The batch and threads parts of a setting key, e.g. ['b1', 't1'] ('b?' where unpublished)."""
+    return [p for p in setting_key.split("/") if p[:1] in ("b", "t") and p[1:].replace("?", "").isdigit()
+            or p in ("b?", "t?")]
+
+
 def _columns(heatmap: admin_pb2.Heatmap) -> dict[tuple[str, str, str], str]:
     """(hardware class, setting, source) → column label, short where the class alone is unique."""
     keys = sorted({(c.hardware_class, c.setting_key, c.source) for c in heatmap.cells})
@@ -68,8 +74,7 @@ def _columns(heatmap: admin_pb2.Heatmap) -> dict[tuple[str, str, str], str]:
         per_class[hw] = per_class.get(hw, 0) + 1
     labels = {}
     for hw, setting, source in keys:
-        parts = setting.split("/")
-        short = "/".join(p for p in parts if p[:1] in ("b", "t") and p[1:].isdigit())
+        short = "/".join(_batch_threads(setting))
         labels[(hw, setting, source)] = hw if per_class[hw] == 1 else f"{hw} [{short} {source}]"
     return labels
 
@@ -99,10 +104,8 @@ def by_hardware(heatmap: admin_pb2.Heatmap, metric: str, models: list[str] | Non
     columns = models or sorted({c.model_name for c in cells})
     rows: dict[tuple[str, str, str], dict[str, str]] = {}
     for c in cells:
-        parts = c.setting_key.split("/")
-        short = " ".join(p for p in parts if p[:1] in ("b", "t") and p[1:].replace("?", "").isdigit()
-                         or p in ("b?", "t?"))
-        key = (c.hardware_class, f"{parts[1]} {short}", c.source)
+        runtime = c.setting_key.split("/")[1]
+        key = (c.hardware_class, f"{runtime} {' '.join(_batch_threads(c.setting_key))}", c.source)
         rows.setdefault(key, {})[c.model_name] = _num(c.metrics[metric].value)
     order = sorted(rows, key=lambda k: (k[2] == "imported", k[0], k[1]))  # this fleet first
     table = [[hw, setting, source] + [rows[(hw, setting, source)].get(m, "") for m in columns]

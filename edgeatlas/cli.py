@@ -448,6 +448,13 @@ def _tls_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", default=os.environ.get("EDGEATLAS_TLS_KEY"), help="client key (mutual TLS)")
 
 
+def _enroll_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR),
+                   help="HOST:PORT (env EDGEATLAS_COORDINATOR)")
+    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"),
+                   help="enrollment token (env EDGEATLAS_ENROLL_TOKEN)")
+
+
 def _budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--privacy-budget", type=float, default=8.0, help="ε allowed per window (yours to set)")
     p.add_argument("--privacy-window-hours", type=float, default=24.0)
@@ -515,8 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bandwidth", action="store_true", help="skip the memory copy test")
     p.set_defaults(func=cmd_agent_spec)
     p = agent.add_parser("run", help="enroll, then pull and run tasks until stopped")
-    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
-    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"), help="enrollment token")
+    _enroll_options(p)
     p.add_argument("--token-file", help="read the enrollment token from this file")
     p.add_argument("--state-dir", help="credential, model cache and outbox (default ~/.local/state/...)")
     p.add_argument("--name", help="this device's name in the fleet")
@@ -528,9 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tls_options(p)
     p.set_defaults(func=cmd_agent_run)
     p = agent.add_parser("install-service", help="run the agent in the background (systemd, launchd, Windows)")
-    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
-    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"),
-                   help="enrollment token, kept in a file only you can read")
+    _enroll_options(p)  # the token is kept in a file only you can read
     p.add_argument("--state-dir")
     p.add_argument("--name")
     p.add_argument("--trusted", action="store_true")
@@ -618,8 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     fleet = sub.add_parser("fleet").add_subparsers(dest="sub", required=True)
     p = fleet.add_parser("simulate", help="virtual agents from a catalog of real devices; all marked simulated")
     p.add_argument("--agents", type=int, required=True)
-    p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR))
-    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"), help="enrollment token")
+    _enroll_options(p)
     p.add_argument("--catalog", help="YAML list of spec sheets (default: the bundled catalog)")
     p.add_argument("--once", action="store_true", help="stop when no agent has work left")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
