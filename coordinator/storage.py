@@ -267,7 +267,9 @@ class Store:
     def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
                         setting: Setting, params: RunParams, privacy: PrivacyParams | None = None,
                         target_precision: float = 0.0) -> int:
-        agents = [a for a, _ in self.list_agents() if matches(a, selectors)]
+        with self.session() as s:
+            agents = [a for a in s.exec(select(AgentRow).where(AgentRow.revoked == False)).all()  # noqa: E712
+                      if matches(a, selectors)]
         if not agents:
             raise Conflict("no enrolled agent matches the campaign's selectors"
                            + (f" {selectors}" if selectors else ""))
