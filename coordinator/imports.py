@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 
 from edgeatlas.coordinator.models import prepare, summary_json
-from edgeatlas.coordinator.zoo import nasbench201
+from edgeatlas.predictor.datasets.nasbench201 import nasbench201
 from edgeatlas.predictor.datasets import nasbench201 as nb201
 
 

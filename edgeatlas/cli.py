@@ -297,7 +297,8 @@ def cmd_models_add(args) -> int:
 def cmd_models_nasbench201(args) -> int:
     import onnx
 
-    from edgeatlas.coordinator.zoo import nasbench201, trainable_parameters
+    from edgeatlas.predictor.datasets.nasbench201 import nasbench201
+    from edgeatlas.predictor.onnx_build import trainable_parameters
 
     model = nasbench201(Path(args.out).stem, args.arch)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import onnx
 import yaml
+from onnx import TensorProto, helper
 
+from edgeatlas.predictor.onnx_build import GraphBuilder
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -104,3 +108,79 @@ def spread_sample(dataset: Dataset, n: int, column: str = "pixel3") -> list[Row]
             seen.add(r.index)
             out.append(r)
     return out
+
+
+def parse_nb201(arch: str) -> list[list[tuple[str, int]]]:
+    """'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' → [[(op, input node)] for nodes 1, 2, 3]."""
+    nodes = []
+    for j, group in enumerate(arch.strip().split("+"), start=1):
+        edges = [e for e in group.split("|") if e]
+        parsed = []
+        for edge in edges:
+            op, _, src = edge.partition("~")
+            if op not in NB201_OPS or not src.isdigit() or int(src) >= j:
+                raise InvalidInput(f"arch {arch!r}: edge {edge!r} of node {j} is not op~i with i < {j}")
+            parsed.append((op, int(src)))
+        if sorted(i for _, i in parsed) != list(range(j)):
+            raise InvalidInput(f"arch {arch!r}: node {j} must have one edge from each of nodes 0..{j - 1}")
+        nodes.append(parsed)
+    if len(nodes) != 3:
+        raise InvalidInput(f"arch {arch!r}: expected 3 node groups separated by '+', got {len(nodes)}")
+    return nodes
+
+
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def nasbench201(name: str, arch: str, seed: int = 0, check: bool = True) -> onnx.ModelProto:
+    """The NAS-Bench-201 network for an arch string (Dong & Yang, ICLR 2020), CIFAR-10 head, 32×32 input.
+
+    Operator for operator what NB201's PyTorch code runs: a `none` edge is its Zero op (x · 0), still
+    a kernel launch on every device that published latencies for it.
+    """
+    cell = parse_nb201(arch)
+    g = GraphBuilder(seed)
+    zero = g.const("zero", np.array(0, np.float32))
+
+    def cell_forward(x: str, c: int) -> str:
+        states = [x]
+        for edges in cell:
+            terms = []
+            for op, src in edges:
+                s = states[src]
+                if op == "none":
+                    terms.append(g.op("Mul", [s, zero]))
+                elif op == "skip_connect":
+                    terms.append(s)
+                elif op == "nor_conv_1x1":
+                    terms.append(g.conv_bn(s, c, c, 1))
+                elif op == "nor_conv_3x3":
+                    terms.append(g.conv_bn(s, c, c, 3))
+                elif op == "avg_pool_3x3":
+                    terms.append(g.op("AveragePool", [s], kernel_shape=[3, 3], strides=[1, 1], pads=[1] * 4,
+                                      count_include_pad=0))
+            total = terms[0]
+            for t in terms[1:]:
+                total = g.op("Add", [total, t])
+            states.append(total)
+        return states[-1]
+
+    def reduction(x: str, cin: int, cout: int) -> str:
+        a = g.conv_bn(x, cin, cout, 3, stride=2)
+        b = g.conv_bn(a, cout, cout, 3)
+        pooled = g.op("AveragePool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        w = g.weight("conv_w", (cout, cin, 1, 1), fan_in=cin)
+        shortcut = g.op("Conv", [pooled, w], kernel_shape=[1, 1])
+        return g.op("Add", [b, shortcut])
+
+    x = g.conv_bn("input", 3, 16, 3, relu_first=False)
+    for stage, c in enumerate((16, 32, 64)):
+        if stage:
+            x = reduction(x, c // 2, c)
+        for _ in range(5):
+            x = cell_forward(x, c)
+    x = g.op("Relu", [g.batch_norm(x, 64)])
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
+    x = g.gemm(x, 64, 10)
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 32, 32])
+    return g.model(name, [inp], x, ["N", 10], check=check)

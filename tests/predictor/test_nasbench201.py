@@ -2,7 +2,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgeatlas.coordinator.zoo import nasbench201, parse_nb201, trainable_parameters
+from edgeatlas.predictor.datasets.nasbench201 import nasbench201, parse_nb201
+from edgeatlas.predictor.onnx_build import trainable_parameters
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.protos.errors import InvalidInput
 

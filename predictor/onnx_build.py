@@ -1,0 +1,102 @@
+"""Building ONNX graphs by hand: seeded initializers, named nodes, a checked model.
+
+Used by the model zoo (coordinator) and the NAS-Bench-201 builder (predictor.datasets).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+BN_STAT = "bn_running_"  # initializers that are statistics, not trainable parameters
+
+
+class GraphBuilder:
+    """Appends nodes and seeded initializers; each method returns its output tensor's name."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.count = 0
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}_{self.count}"
+
+    def const(self, prefix: str, array: np.ndarray) -> str:
+        name = self.name(prefix)
+        self.initializers.append(numpy_helper.from_array(array, name))
+        return name
+
+    def weight(self, prefix: str, shape: tuple[int, ...], fan_in: int) -> str:
+        return self.const(prefix, (self.rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32))
+
+    def bias(self, prefix: str, n: int) -> str:
+        return self.const(prefix, (self.rng.standard_normal(n) * 0.01).astype(np.float32))
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        out = self.name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=out, **attrs))
+        return out
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> str:
+        w = self.weight("conv_w", (cout, cin // groups, k, k), fan_in=cin // groups * k * k)
+        return self.op("Conv", [x, w, self.bias("conv_b", cout)], kernel_shape=[k, k],
+                       strides=[stride, stride], pads=[k // 2] * 4, group=groups)
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int = 1, relu_first: bool = True) -> str:
+        """NAS-Bench-201's ReLUConvBN: ReLU, bias-free conv, BatchNorm (running stats as initializers)."""
+        if relu_first:
+            x = self.op("Relu", [x])
+        w = self.weight("conv_w", (cout, cin, k, k), fan_in=cin * k * k)
+        y = self.op("Conv", [x, w], kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4)
+        return self.batch_norm(y, cout)
+
+    def batch_norm(self, x: str, c: int) -> str:
+        scale = self.const("bn_scale", (1 + 0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        bias = self.const("bn_bias", (0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        mean = self.const(BN_STAT + "mean", (0.1 * self.rng.standard_normal(c)).astype(np.float32))
+        var = self.const(BN_STAT + "var", (1 + 0.1 * self.rng.random(c)).astype(np.float32))
+        return self.op("BatchNormalization", [x, scale, bias, mean, var], epsilon=1e-5)
+
+    def gemm(self, x: str, n_in: int, n_out: int) -> str:
+        return self.op("Gemm", [x, self.weight("fc_w", (n_in, n_out), n_in), self.bias("fc_b", n_out)])
+
+    def linear(self, x: str, n_in: int, n_out: int) -> str:
+        """x [..., n_in] → [..., n_out]."""
+        y = self.op("MatMul", [x, self.weight("lin_w", (n_in, n_out), n_in)])
+        return self.op("Add", [y, self.bias("lin_b", n_out)])
+
+    def relu6(self, x: str) -> str:
+        return self.op("Clip", [x, self.const("zero", np.array(0, np.float32)),
+                                self.const("six", np.array(6, np.float32))])
+
+    def layer_norm(self, x: str, d: int) -> str:
+        return self.op("LayerNormalization", [x, self.const("ln_g", np.ones(d, np.float32)),
+                                              self.const("ln_b", np.zeros(d, np.float32))], axis=-1)
+
+    def gelu(self, x: str) -> str:
+        scaled = self.op("Div", [x, self.const("sqrt2", np.array(np.sqrt(2.0), np.float32))])
+        inner = self.op("Add", [self.op("Erf", [scaled]), self.const("one", np.array(1.0, np.float32))])
+        return self.op("Mul", [self.op("Mul", [x, inner]), self.const("half", np.array(0.5, np.float32))])
+
+    def model(self, name: str, inputs: list[onnx.ValueInfoProto], output: str, out_shape: list,
+              check: bool = True) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, inputs,
+                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, out_shape)],
+                                  self.initializers)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="edgeatlas-zoo")
+        model.ir_version = 8
+        if check:
+            onnx.checker.check_model(model)
+        return model
+
+
+def trainable_parameters(model: onnx.ModelProto) -> int:
+    """Parameters as PyTorch counts them: BatchNorm running statistics are not parameters."""
+    return int(sum(np.prod(t.dims) for t in model.graph.initializer
+                   if not t.name.startswith(BN_STAT) and len(t.dims) > 0))
