@@ -470,6 +470,67 @@ def _run_options(p: argparse.ArgumentParser, iterations: int, duration: float) -
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first")
 
 
+# ---- predictor ----------------------------------------------------------------------------------
+def _default_checkpoint() -> Path:
+    from edgeatlas.predictor.data import cache_dir
+
+    return cache_dir() / "default.pt"
+
+
+def _train_config(args):
+    from edgeatlas.predictor.models import TrainConfig
+
+    for name in ("members", "epochs"):
+        if getattr(args, name) < 1:
+            raise errors.InvalidInput(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.max_networks < 0:
+        raise errors.InvalidInput(f"--max-networks must not be negative, got {args.max_networks}")
+    return TrainConfig(members=args.members, epochs=args.epochs, max_graphs=args.max_networks)
+
+
+def cmd_predictor_train(args) -> int:
+    from edgeatlas.predictor.commands import train
+
+    train(args.data, args.out, _train_config(args), _print)
+    return 0
+
+
+def cmd_predictor_eval(args) -> int:
+    from edgeatlas.predictor.commands import run_eval
+
+    _print(run_eval(args.data, args.split, _train_config(args), args.device or None, _print))
+    return 0
+
+
+def cmd_predictor_predict_batch(args) -> int:
+    from edgeatlas.predictor.commands import predict_batch
+
+    predict_batch(args.checkpoint, args.queries, args.out, _print)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from edgeatlas.predictor.commands import pareto_plot, predict, print_json
+
+    checkpoint = args.checkpoint or _default_checkpoint()
+    if not Path(checkpoint).is_file():
+        raise errors.InvalidInput(f"checkpoint {checkpoint}: no such file (train one with `edgeatlas predictor "
+                                  f"train --data DIR --out CKPT`, or run `edgeatlas demo`)")
+    answers = predict(str(checkpoint), args.spec, args.model, args.target, args.batch, args.threads, args.runtime)
+    if args.plot:
+        front = pareto_plot(answers, args.plot)
+        if not args.json:
+            _print(f"wrote {args.plot}; Pareto front: {', '.join(Path(m).stem for m in front)}")
+    if args.json:
+        _print(print_json(answers))
+    else:
+        for a in answers:
+            _print(f"{Path(a['model']).stem}: {a['latency_ms']:.4g} ms (80 % interval {a['latency_ms_low']:.4g}–"
+                   f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
+                   f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgeatlas", description="Federated benchmarking of AI inference.")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -585,6 +646,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="zoo", help="where the networks' ONNX files are written")
     _admin_options(p)
     p.set_defaults(func=cmd_import_nasbench201)
+
+    predictor = sub.add_parser("predictor", help="train, evaluate and query the cost predictor").add_subparsers(
+        dest="sub", required=True)
+
+    def training_options(p, members: int, epochs: int, max_networks: int) -> None:
+        p.add_argument("--data", action="append", required=True,
+                       help="a directory in the nasbench201 layout (repeatable)")
+        p.add_argument("--members", type=int, default=members, help="GNN ensemble members")
+        p.add_argument("--epochs", type=int, default=epochs)
+        p.add_argument("--max-networks", type=int, default=max_networks,
+                       help="networks per ensemble member, drawn at random (0 = all)")
+
+    p = predictor.add_parser("train", help="train roofline, tabular and GNN predictors into one checkpoint")
+    training_options(p, members=3, epochs=6, max_networks=0)
+    p.add_argument("--out", required=True, help="checkpoint file to write")
+    p.set_defaults(func=cmd_predictor_train)
+    p = predictor.add_parser("eval", help="roofline vs tabular vs GNN on held-out hardware or networks")
+    training_options(p, members=2, epochs=4, max_networks=4000)
+    p.add_argument("--split", required=True, help="leave-hardware-out | leave-model-out")
+    p.add_argument("--device", action="append", help="hold out only these devices (spec-sheet names)")
+    p.set_defaults(func=cmd_predictor_eval)
+    p = predictor.add_parser("predict-batch", help="a CSV of queries → the same CSV with predictions")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--queries", required=True, help="CSV: model_path,spec_path,target,batch,runtime")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_predictor_predict_batch)
+    p = sub.add_parser("predict", help="latency of ONNX models on a device, from its spec sheet alone")
+    p.add_argument("--checkpoint", help="from `predictor train` (default: the one `edgeatlas demo` trains)")
+    p.add_argument("--spec", required=True, help="spec sheet (edgeatlas.spec/v1, YAML or JSON)")
+    p.add_argument("--model", action="append", required=True, help="ONNX model (repeatable)")
+    p.add_argument("--target", default="cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--runtime", default="onnxruntime")
+    p.add_argument("--json", action="store_true", help="one JSON object (a list for several models)")
+    p.add_argument("--plot", help="write a Pareto plot of the models (PNG)")
+    p.set_defaults(func=cmd_predict)
 
     campaign = sub.add_parser("campaign").add_subparsers(dest="sub", required=True)
     p = campaign.add_parser("create", help="benchmark models across matching agents")

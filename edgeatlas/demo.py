@@ -27,6 +27,18 @@ PRIVACY = PrivacyParams()  # the default contract: gaussian, ε = 1, δ = 1e-6 p
 TARGET_PRECISION = 0.1
 
 
+# The spec sheet of DESIGN.md, as a person would type it for a board they are thinking of buying.
+EXAMPLE_SPEC = """schema: edgeatlas.spec/v1
+name: Raspberry Pi 5
+device_class: board
+soc: Broadcom BCM2712
+cpu: {vendor: broadcom, model: BCM2712, arch: arm64, cores: 4, threads: 4,
+      clusters: [{cores: 4, core: cortex-a76, max_ghz: 2.4}], max_ghz: 2.4, simd: neon, l2_kb: 2048, l3_kb: 2048}
+memory: {type: LPDDR4X-4267, size_gb: 8, bandwidth_gbs: 17.1}
+tdp_w: 12
+"""
+
+
 @dataclass
 class DemoOptions:
     workdir: Path
@@ -102,7 +114,7 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
         env["PYTHONUNBUFFERED"] = "1"
 
-        say(f"[1/5] starting the coordinator (SQLite at {db})")
+        say(f"[1/6] starting the coordinator (SQLite at {db})")
         ready = self.dir / "coordinator.json"
         ready.unlink(missing_ok=True)
         coordinator = self.children.start("coordinator", [
@@ -114,7 +126,7 @@ class Demo:
         say(f"      listening on {address} (pid {coordinator.pid})")
 
         with AdminClient(address, tokens["admin_token"]) as admin:
-            say(f"[2/5] building the model zoo in {self.dir / 'zoo'} and registering it")
+            say(f"[2/6] building the model zoo in {self.dir / 'zoo'} and registering it")
             names = self._zoo(admin)
 
             say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
@@ -122,7 +134,7 @@ class Demo:
             nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
             names += nb201
 
-            say(f"[3/5] starting {self.o.agents} agents as separate processes")
+            say(f"[3/6] starting {self.o.agents} agents as separate processes")
             agent_env = dict(env, EDGEATLAS_ENROLL_TOKEN=tokens["enroll_token"])
             for i in range(1, self.o.agents + 1):
                 name = f"agent-{i}"
@@ -141,7 +153,7 @@ class Demo:
                     f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
                 self._wait_simulated(admin)
 
-            say(f"[4/5] campaign over {len(names)} models × {len(agents)} agents "
+            say(f"[4/6] campaign over {len(names)} models × {len(agents)} agents "
                 f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
             campaign = admin.create_campaign(
                 names, {"label.demo": "true"}, 1, Setting(threads=1),
@@ -155,7 +167,7 @@ class Demo:
             if simulated_campaign is not None:
                 self._follow(admin, simulated_campaign.campaign_id)
 
-            say("[5/5] results")
+            say("[5/6] results")
             local = self._on_device()
             say("on this machine: exact values, kept on each agent's device (never sent to the coordinator):")
             say(views.summary(local))
@@ -186,8 +198,51 @@ class Demo:
                 ledger.close()
             for failure in campaign.failures:
                 say(f"  note: {failure}")
+        self._predictor(local, names)
         self._where()
         return 0 if campaign.status == "done" and campaign.counts.done > 0 else 1
+
+    def _predictor(self, local, names: list[str]) -> None:
+        """Trains a small predictor on the bundled sample and asks it about this machine and a typed sheet."""
+        from edgeatlas.agent.probe import probe
+        from edgeatlas.predictor.commands import predict, train
+        from edgeatlas.predictor.data import cache_dir
+        from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
+        from edgeatlas.predictor.models import TrainConfig
+
+        say("[6/6] the cost predictor: latency from a spec sheet alone, trained on published measurements")
+        checkpoint = self.dir / "predictor.pt"
+        train([str(SAMPLE_DIR)], str(checkpoint), TrainConfig(members=2, epochs=3),
+              lambda text: say(f"      {text.strip()}"))
+        default = cache_dir() / "default.pt"
+        default.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkpoint, default)
+        sheets = {"this machine": self.dir / "this_machine.yaml", "Raspberry Pi 5": self.dir / "raspberry_pi_5.yaml"}
+        sheets["this machine"].write_text(probe().to_yaml())
+        sheets["Raspberry Pi 5"].write_text(EXAMPLE_SPEC)
+        measured = {c.model_name: c.metrics["latency_mean_ms"].value for c in local.cells
+                    if "latency_mean_ms" in c.metrics}
+        zoo = [n for n in names if (self.dir / "zoo" / f"{n}.onnx").is_file()][:8]
+        models = [str(self.dir / "zoo" / f"{n}.onnx") for n in zoo]
+        answers = {}
+        for label, sheet in sheets.items():
+            try:
+                answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, 0, "onnxruntime")
+            except EdgeAtlasError as exc:
+                say(f"      {label}: no prediction ({exc})")
+        say(f"      {'model':14} {'measured here':>14} {'predicted here (80 % interval)':>32} "
+            f"{'Raspberry Pi 5 (typed sheet)':>30}")
+        for i, name in enumerate(zoo):
+            here = answers.get("this machine", [None] * len(zoo))[i]
+            pi = answers.get("Raspberry Pi 5", [None] * len(zoo))[i]
+            cell = lambda a: (f"{a['latency_ms']:.3g} ms ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})"
+                              if a else "—")
+            got = f"{measured[name]:.3g} ms" if name in measured else "—"
+            say(f"      {name:14} {got:>14} {cell(here):>32} {cell(pi):>30}")
+        say("      (trained on PyTorch and TFLite timings of NAS-Bench-201 networks; this machine ran ONNX Runtime,")
+        say("      a runtime and networks outside that data: the gap between the first two columns is the honest error)")
+        say(f"      ask it yourself: edgeatlas predict --spec {sheets['Raspberry Pi 5']} "
+            f"--model {models[0] if models else 'MODEL.onnx'}  (checkpoint: {default})")
 
     def _on_device(self):
         """The agents' own exact results (the owner's view; it runs on the same machine), as heat-map cells."""

@@ -129,10 +129,23 @@ def parse_nb201(arch: str) -> list[list[tuple[str, int]]]:
     return nodes
 
 
+def connected(arch: str) -> bool:
+    """Whether a cell's output depends on its input through some non-`none` path.
+
+    In a disconnected cell the network's output is a constant: some runtimes fold the whole network
+    away (Pixel 3's published latencies for these are microseconds), others run every operator.
+    """
+    reach = {0}
+    for j, edges in enumerate(parse_nb201(arch), start=1):
+        if any(op != "none" and src in reach for op, src in edges):
+            reach.add(j)
+    return 3 in reach
+
+
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
-def nasbench201(name: str, arch: str, seed: int = 0, check: bool = True) -> onnx.ModelProto:
+def nasbench201(name: str, arch: str, seed: int | None = 0, check: bool = True) -> onnx.ModelProto:
     """The NAS-Bench-201 network for an arch string (Dong & Yang, ICLR 2020), CIFAR-10 head, 32×32 input.
 
     Operator for operator what NB201's PyTorch code runs: a `none` edge is its Zero op (x · 0), still

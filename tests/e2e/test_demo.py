@@ -1,5 +1,6 @@
 """`edgeatlas demo` as a user runs it: a heat-map of ≥ 4 models, and no process left behind."""
 
+import json
 import os
 import re
 import signal
@@ -32,9 +33,10 @@ def alive(pid: int) -> bool:
 
 
 def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
+    env = cli_env(EDGEATLAS_CACHE=str(tmp_path / "cache"))
     proc = subprocess.run([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
                            "--iterations", "20", "--duration", "0.2"],
-                          capture_output=True, text=True, timeout=600, env=cli_env())
+                          capture_output=True, text=True, timeout=900, env=env)
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     local = out[out.index("on this machine: exact values"):out.index("what the coordinator holds")]
@@ -53,6 +55,17 @@ def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
     published = out[out.index("this machine beside published"):out.index("privacy spent")]
     assert "imported" in published and "cpu:cortex-a75x4+cortex-a55x4" in published and "HELP" in published
     assert re.search(r"agent-1: \d+ releases, ε = [\d.]+ of 8 per 24 h", out)
+    predictor = out[out.index("[6/6] the cost predictor"):out.index("where the data lives")]
+    answers = re.findall(r"^\s+(\S+)\s+([\d.]+) ms\s+([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)\s+"
+                         r"([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)$", predictor, re.M)
+    assert len(answers) >= 4, predictor  # measured here, predicted here, predicted for the typed sheet
+    for _, measured, *predicted in answers:
+        here, here_lo, here_hi, pi, pi_lo, pi_hi = map(float, predicted)
+        assert float(measured) > 0 and here_lo <= here <= here_hi and pi_lo <= pi <= pi_hi
+    ask = re.search(r"ask it yourself: (edgeatlas predict .*?)  \(checkpoint", predictor).group(1).split()
+    again = subprocess.run([sys.executable, "-m", "edgeatlas", *ask[1:], "--json"], capture_output=True, text=True,
+                           timeout=120, env=env)  # the default checkpoint the demo left
+    assert again.returncode == 0 and json.loads(again.stdout)["spec"] == "Raspberry Pi 5", again.stderr
     assert str(tmp_path / "demo" / "coordinator.db") in out
     sim = out[out.index("the simulated fleet (synthetic"):out.index("privacy spent")]
     sim_rows = [line.split() for line in sim.splitlines()[3:] if line.strip()]
@@ -68,12 +81,12 @@ def test_ctrl_c_stops_every_demo_process(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
     seen = ""
     deadline = time.monotonic() + 120
-    while "[4/5]" not in seen and time.monotonic() < deadline:
+    while "[4/6]" not in seen and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         seen += line
-    assert "[4/5]" in seen, seen
+    assert "[4/6]" in seen, seen
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     seen += rest

@@ -1,0 +1,191 @@
+"""What `edgeatlas predictor ...` and `edgeatlas predict` do (the CLI only parses arguments)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_nb201_dir, merge
+from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
+from edgeatlas.predictor.graph import from_onnx, load_onnx
+from edgeatlas.predictor.models import Predictor, TrainConfig
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.spec import TARGETS, SpecSheet
+
+QUERY_COLUMNS = ("model_path", "spec_path", "target", "batch", "runtime")
+
+
+def load_data(dirs: list[str], say) -> Samples:
+    parts = []
+    for d in dirs:
+        if d.startswith("coordinator:"):
+            raise InvalidInput(f"--data {d}: training from a coordinator's heat-map is not built yet; "
+                               f"export its cells to the nasbench201 layout")
+        if not Path(d).is_dir():
+            raise InvalidInput(f"--data {d} is not a directory")
+        parts.append(load_nb201_dir(d, say))
+    return merge(parts)
+
+
+def train(dirs: list[str], out: str, cfg: TrainConfig, say) -> Predictor:
+    start = time.monotonic()
+    samples = load_data(dirs, say)
+    say(f"training on {len(samples):,} measurements: {len(samples.graphs):,} networks × "
+        f"{len(samples.settings)} settings on {len(samples.devices())} devices")
+    predictor = fit_all(samples, cfg, say=say)
+    predictor.info = {"trained_on": dirs, "devices": samples.devices(), "measurements": len(samples),
+                      "networks": len(samples.graphs), "config": asdict(cfg),
+                      "seconds": round(time.monotonic() - start, 1)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    predictor.save(out)
+    say(f"wrote {out} (trained in {time.monotonic() - start:.0f} s)")
+    return predictor
+
+
+def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] | None, say) -> str:
+    if split not in SPLITS:
+        raise InvalidInput(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    samples = load_data(dirs, say)
+    return table(evaluate(samples, split, cfg, devices=devices, say=say))
+
+
+def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:
+    if target not in TARGETS:
+        raise InvalidInput(f"--target {target!r} is not one of {', '.join(TARGETS)}")
+    if batch < 0 or threads < 0:
+        raise InvalidInput("--batch and --threads must not be negative")
+    return SettingInfo(key=f"{target}/b{batch}", device=spec.name or "query", spec=spec, target=target,
+                       batch=batch, threads=threads, runtime=runtime)
+
+
+def predict(checkpoint: str, spec_path: str, models: list[str], target: str, batch: int, threads: int,
+            runtime: str) -> list[dict]:
+    """One answer per model: latency_ms with its 80 % interval, and the baselines beside it."""
+    predictor = Predictor.load(checkpoint)
+    spec = SpecSheet.load(spec_path)
+    setting = _setting(spec, target, batch, threads, runtime)
+    graphs = [from_onnx(load_onnx(m), name=Path(m).stem) for m in models]
+    samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
+                      np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))
+    mean, lo, hi = predictor.predict(samples, "gnn")
+    tab = predictor.predict(samples, "tabular")[0]
+    roof = predictor.predict(samples, "roofline")[0]
+    out = []
+    for i, m in enumerate(models):
+        g = graphs[i]
+        out.append({"model": m, "spec": spec.name, "target": target, "batch": batch, "threads": threads,
+                    "runtime": runtime, "latency_ms": _r(mean[i]), "latency_ms_low": _r(lo[i]),
+                    "latency_ms_high": _r(hi[i]), "interval": 0.8, "tabular_latency_ms": _r(tab[i]),
+                    "roofline_latency_ms": _r(roof[i]), "gflops": round(float(g.flops.sum()) * max(batch, 1) / 1e9, 4),
+                    "parameters": g.params, "predictor": "gnn"})
+    return out
+
+
+def _r(log_ms: float) -> float:
+    return float(f"{math.exp(log_ms):.4g}")
+
+
+def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
+    """Q.csv → P.csv: the queries with latency_ms, latency_ms_low, latency_ms_high appended."""
+    qpath = Path(queries)
+    try:
+        with open(qpath, newline="") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            rows = list(reader)
+    except OSError as exc:
+        raise InvalidInput(f"--queries {queries}: {exc.strerror}") from None
+    missing = [c for c in QUERY_COLUMNS if c not in fields]
+    if missing:
+        raise InvalidInput(f"--queries {queries}: missing columns {', '.join(missing)}")
+    predictor = Predictor.load(checkpoint)
+    base = qpath.parent
+    graph_index: dict[str, int] = {}
+    graphs, settings, setting_index = [], [], {}
+    specs: dict[str, SpecSheet] = {}
+    g_idx, s_idx = [], []
+    for line, row in enumerate(rows, start=2):
+        where = f"{queries} line {line}"
+        model = str(base / row["model_path"])
+        if model not in graph_index:
+            try:
+                graphs.append(from_onnx(load_onnx(model), name=row["model_path"]))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc}") from None
+            graph_index[model] = len(graphs) - 1
+        spec_path = str(base / row["spec_path"])
+        if spec_path not in specs:
+            try:
+                specs[spec_path] = SpecSheet.load(spec_path)
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc}") from None
+        batch_text = (row.get("batch") or "").strip()
+        if batch_text and not batch_text.isdigit():
+            raise InvalidInput(f"{where}: batch {batch_text!r} is not a whole number")
+        target = (row.get("target") or "cpu").strip() or "cpu"
+        runtime = (row.get("runtime") or "").strip()
+        key = (spec_path, target, batch_text, runtime)
+        if key not in setting_index:
+            try:
+                settings.append(_setting(specs[spec_path], target, int(batch_text or 0), 0, runtime))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc}") from None
+            setting_index[key] = len(settings) - 1
+        g_idx.append(graph_index[model])
+        s_idx.append(setting_index[key])
+    if not rows:
+        raise InvalidInput(f"--queries {queries}: no query rows")
+    samples = Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx), np.ones(len(rows)))
+    mean, lo, hi = predictor.predict(samples, "gnn")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields) + ["latency_ms", "latency_ms_low", "latency_ms_high"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            writer.writerow({**row, "latency_ms": _r(mean[i]), "latency_ms_low": _r(lo[i]),
+                             "latency_ms_high": _r(hi[i])})
+    say(f"wrote {out}: {len(rows)} predictions ({len(graphs)} models × {len(settings)} settings)")
+    return len(rows)
+
+
+def pareto_plot(answers: list[dict], out: str) -> list[str]:
+    """Latency vs the other axis (accuracy where the models carry one, else GFLOPs as the cost proxy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [a["latency_ms"] for a in answers]
+    acc = [a.get("accuracy") for a in answers]
+    use_acc = all(v is not None for v in acc)
+    ys = acc if use_acc else [a["gflops"] for a in answers]
+    # Pareto front: lower latency and (higher accuracy | lower GFLOPs)
+    better = (lambda a, b: a >= b) if use_acc else (lambda a, b: a <= b)
+    front = [i for i in range(len(xs)) if not any(
+        xs[j] <= xs[i] and better(ys[j], ys[i]) and (xs[j] < xs[i] or ys[j] != ys[i]) for j in range(len(xs)))]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lo = [a["latency_ms"] - a["latency_ms_low"] for a in answers]
+    hi = [a["latency_ms_high"] - a["latency_ms"] for a in answers]
+    ax.errorbar(xs, ys, xerr=[lo, hi], fmt="o", color="tab:blue", ecolor="lightgray", capsize=3)
+    for a, x, y in zip(answers, xs, ys):
+        ax.annotate(Path(a["model"]).stem, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    fx = sorted(front, key=lambda i: xs[i])
+    ax.plot([xs[i] for i in fx], [ys[i] for i in fx], "--", color="tab:red", label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"predicted latency (ms, 80 % interval) on {answers[0]['spec']} {answers[0]['target']}")
+    ax.set_ylabel("accuracy" if use_acc else "GFLOPs per call")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [answers[i]["model"] for i in fx]
+
+
+def print_json(answers: list[dict]) -> str:
+    return json.dumps(answers[0] if len(answers) == 1 else answers, indent=None)

@@ -1,0 +1,240 @@
+"""Training data: operator graphs (featurized once, cached) × settings (spec sheet, target, batch, ...).
+
+A sample is (graph, setting, latency). Graphs live in one `GraphSet` (concatenated arrays, so the GNN
+slices mini-batches without Python objects per node); settings carry their processor and features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgeatlas.predictor.graph import CATEGORIES, OpGraph, from_onnx
+from edgeatlas.predictor.hardware import Processor, feature_vector, processor
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.spec import SpecSheet
+
+FEATURIZER_VERSION = "1"
+# OpGraph.summary's keys, in a fixed order.
+SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
+                + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
+
+
+@dataclass
+class GraphSet:
+    """Many operator graphs as concatenated arrays; graph i's nodes are node_ptr[i]:node_ptr[i+1]."""
+
+    names: list[str]
+    x: np.ndarray  # [N, NODE_FEATURES] float32
+    flops: np.ndarray  # [N] at batch 1
+    act_bytes: np.ndarray
+    weight_bytes: np.ndarray
+    edges: np.ndarray  # [2, E], node indices local to their graph
+    node_ptr: np.ndarray  # [G + 1]
+    edge_ptr: np.ndarray  # [G + 1]
+    summary: np.ndarray  # [G, len(SUMMARY)]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_graphs(cls, graphs: list[OpGraph]) -> "GraphSet":
+        if not graphs:
+            raise InvalidInput("no model graphs to learn from")
+        node_ptr = np.cumsum([0] + [g.nodes for g in graphs])
+        edge_ptr = np.cumsum([0] + [g.edges.shape[1] for g in graphs])
+        return cls(names=[g.name for g in graphs],
+                   x=np.concatenate([g.node_features() for g in graphs]),
+                   flops=np.concatenate([g.flops for g in graphs]),
+                   act_bytes=np.concatenate([g.act_bytes for g in graphs]),
+                   weight_bytes=np.concatenate([g.weight_bytes for g in graphs]),
+                   edges=np.concatenate([g.edges for g in graphs], axis=1),
+                   node_ptr=node_ptr, edge_ptr=edge_ptr,
+                   summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32))
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, names=np.array(self.names), x=self.x, flops=self.flops.astype(np.float32),
+                            act_bytes=self.act_bytes.astype(np.float32),
+                            weight_bytes=self.weight_bytes.astype(np.float32), edges=self.edges.astype(np.int32),
+                            node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "GraphSet":
+        with np.load(path) as z:
+            return cls(names=[str(n) for n in z["names"]], x=z["x"], flops=z["flops"].astype(np.float64),
+                       act_bytes=z["act_bytes"].astype(np.float64),
+                       weight_bytes=z["weight_bytes"].astype(np.float64), edges=z["edges"].astype(np.int64),
+                       node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"])
+
+    def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
+        nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
+        edges = [np.arange(self.edge_ptr[i], self.edge_ptr[i + 1]) for i in index]
+        n_idx = np.concatenate(nodes) if nodes else np.zeros(0, np.int64)
+        e_idx = np.concatenate(edges) if edges else np.zeros(0, np.int64)
+        return GraphSet(names=[self.names[i] for i in index], x=self.x[n_idx], flops=self.flops[n_idx],
+                        act_bytes=self.act_bytes[n_idx], weight_bytes=self.weight_bytes[n_idx],
+                        edges=self.edges[:, e_idx], node_ptr=np.cumsum([0] + [len(n) for n in nodes]),
+                        edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)])
+
+
+@dataclass
+class SettingInfo:
+    """One measurement setting: a device (its spec sheet) running with a target, batch, threads, runtime."""
+
+    key: str
+    device: str  # the spec sheet's name: leave-hardware-out holds out all of a device's settings
+    spec: SpecSheet
+    target: str
+    batch: int  # 0 = not published (treated as 1 for FLOPs, flagged missing for the models)
+    threads: int
+    runtime: str
+    proc: Processor = field(init=False)
+    features: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.proc = processor(self.spec, self.target, self.batch, self.threads, self.runtime)
+        self.features = feature_vector(self.proc)
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch if self.batch and self.batch > 0 else 1
+
+
+@dataclass
+class Samples:
+    graphs: GraphSet
+    settings: list[SettingInfo]
+    graph: np.ndarray  # [S] graph index per sample
+    setting: np.ndarray  # [S] setting index per sample
+    latency_ms: np.ndarray  # [S]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.latency_ms)
+
+    def where(self, mask: np.ndarray) -> "Samples":
+        return Samples(self.graphs, self.settings, self.graph[mask], self.setting[mask], self.latency_ms[mask],
+                       self.source)
+
+    def devices(self) -> list[str]:
+        return sorted({s.device for s in self.settings})
+
+    def device_of(self) -> np.ndarray:
+        names = np.array([s.device for s in self.settings])
+        return names[self.setting]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EDGEATLAS_CACHE") or Path.home() / ".cache" / "edgeatlas") / "predictor"
+
+
+def _nb201_graph(arch: str) -> OpGraph:
+    from edgeatlas.predictor.datasets.nasbench201 import nasbench201
+    return from_onnx(nasbench201(arch, arch, seed=None, check=False), name=arch)
+
+
+def nb201_graphs(archs: list[str], say=lambda _: None) -> GraphSet:
+    """The GraphSet of NAS-Bench-201 architectures, from the cache when it holds exactly these."""
+    digest = hashlib.sha256(("\n".join(archs) + FEATURIZER_VERSION).encode()).hexdigest()[:20]
+    path = cache_dir() / f"nb201-{digest}.npz"
+    if path.is_file():
+        try:
+            return GraphSet.load(path)
+        except Exception:  # a torn or stale cache is rebuilt, not trusted
+            path.unlink(missing_ok=True)
+    say(f"featurizing {len(archs)} NAS-Bench-201 networks as ONNX operator graphs (cached in {path.parent})")
+    workers = min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(archs) > 50:
+        with ProcessPoolExecutor(workers) as pool:
+            graphs = list(pool.map(_nb201_graph, archs, chunksize=64))
+    else:
+        graphs = [_nb201_graph(a) for a in archs]
+    graph_set = GraphSet.from_graphs(graphs)
+    graph_set.save(path)
+    return graph_set
+
+
+def load_nb201_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
+    """A directory in the nasbench201 layout as samples: every published cell of every connected row.
+
+    Architectures whose cells do not connect input to output are left out (see nasbench201.connected).
+    """
+    from edgeatlas.predictor.datasets import nasbench201 as nb
+
+    data = nb.load(root)
+    rows = data.rows[:limit] if limit else data.rows
+    if not rows:
+        raise InvalidInput(f"{root}: latency_ms.csv has no rows")
+    graphs = nb201_graphs([r.arch for r in rows], say)  # all rows: one cache for every subset
+    kept = [i for i, r in enumerate(rows) if nb.connected(r.arch)]
+    if len(kept) < len(rows):
+        say(f"{root}: left out {len(rows) - len(kept)} architectures whose cells do not connect input to output")
+        graphs, rows = graphs.subset(kept), [rows[i] for i in kept]
+    if not rows:
+        raise InvalidInput(f"{root}: latency_ms.csv has no rows with a connected architecture")
+    names = list(data.columns)
+    settings = [SettingInfo(key=n, device=c.spec.name or n, spec=c.spec, target=c.target, batch=c.batch,
+                            threads=0, runtime=c.runtime) for n, c in data.columns.items()]
+    g_idx, s_idx, lat = [], [], []
+    for gi, row in enumerate(rows):
+        for si, name in enumerate(names):
+            value = row.latency_ms.get(name)
+            if value is not None:
+                g_idx.append(gi)
+                s_idx.append(si)
+                lat.append(value)
+    return Samples(graphs, settings, np.array(g_idx), np.array(s_idx), np.array(lat, dtype=np.float64),
+                   source=str(root))
+
+
+def merge(parts: list[Samples]) -> Samples:
+    """Several sources as one: graphs and settings appended, indices shifted."""
+    if len(parts) == 1:
+        return parts[0]
+    g_off, s_off, gsets, settings, g, s, lat = 0, 0, [], [], [], [], []
+    for p in parts:
+        gsets.append(p.graphs)
+        settings += p.settings
+        g.append(p.graph + g_off)
+        s.append(p.setting + s_off)
+        lat.append(p.latency_ms)
+        g_off += len(p.graphs)
+        s_off += len(p.settings)
+    return Samples(concat(gsets), settings, np.concatenate(g), np.concatenate(s), np.concatenate(lat),
+                   source=", ".join(p.source for p in parts))
+
+
+def concat(sets: list[GraphSet]) -> GraphSet:
+    node_ptr, edge_ptr = [np.zeros(1, np.int64)], [np.zeros(1, np.int64)]
+    n_off = e_off = 0
+    for s in sets:
+        node_ptr.append(s.node_ptr[1:] + n_off)
+        edge_ptr.append(s.edge_ptr[1:] + e_off)
+        n_off += s.node_ptr[-1]
+        e_off += s.edge_ptr[-1]
+    return GraphSet(names=[n for s in sets for n in s.names], x=np.concatenate([s.x for s in sets]),
+                    flops=np.concatenate([s.flops for s in sets]),
+                    act_bytes=np.concatenate([s.act_bytes for s in sets]),
+                    weight_bytes=np.concatenate([s.weight_bytes for s in sets]),
+                    edges=np.concatenate([s.edges for s in sets], axis=1), node_ptr=np.concatenate(node_ptr),
+                    edge_ptr=np.concatenate(edge_ptr), summary=np.concatenate([s.summary for s in sets]))
+
+
+def log_roofline(graphs: GraphSet, g: int, setting: SettingInfo) -> float:
+    """log of the roofline estimate (ms) of graph g in a setting."""
+    from edgeatlas.predictor.roofline import node_seconds
+
+    lo, hi = graphs.node_ptr[g], graphs.node_ptr[g + 1]
+    b = setting.effective_batch
+    t = node_seconds(graphs.flops[lo:hi] * b, graphs.act_bytes[lo:hi] * b + graphs.weight_bytes[lo:hi],
+                     setting.proc).sum() * 1e3
+    return math.log(max(t, 1e-9))

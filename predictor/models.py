@@ -1,0 +1,290 @@
+"""The three predictors side by side: roofline, tabular (gradient-boosted trees), GNN (deep ensemble).
+
+Each predicts log-latency (ms) for (graph, setting) pairs. Intervals: the ensemble's spread combined
+with a split-conformal quantile of the absolute log-error on networks held out of training (80 %).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgeatlas.predictor.data import GraphSet, Samples, log_roofline
+from edgeatlas.predictor.hardware import FEATURES
+
+COVERAGE = 0.8
+Z80 = 1.2816
+
+
+def roofline_log(samples: Samples) -> np.ndarray:
+    cache: dict[tuple[int, int], float] = {}
+    out = np.empty(len(samples))
+    for i, (g, s) in enumerate(zip(samples.graph, samples.setting)):
+        key = (int(g), int(s))
+        if key not in cache:
+            cache[key] = log_roofline(samples.graphs, key[0], samples.settings[key[1]])
+        out[i] = cache[key]
+    return out
+
+
+def tabular_features(samples: Samples) -> np.ndarray:
+    """Whole-graph summary, setting features and the roofline estimate, one row per sample."""
+    hw = np.stack([s.features for s in samples.settings])
+    return np.concatenate([samples.graphs.summary[samples.graph], hw[samples.setting],
+                           roofline_log(samples)[:, None]], axis=1).astype(np.float32)
+
+
+@dataclass
+class Tabular:
+    """Histogram gradient-boosted trees on tabular_features → log latency."""
+
+    model: object = None
+    half_width: float = 0.0
+
+    def fit(self, train: Samples, calib: Samples | None, seed: int = 0, max_iter: int = 300) -> "Tabular":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        self.model = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=63,
+                                                   random_state=seed)
+        self.model.fit(tabular_features(train), np.log(train.latency_ms))
+        if calib is not None and len(calib):
+            err = np.abs(self.predict_log(calib) - np.log(calib.latency_ms))
+            self.half_width = float(np.quantile(err, COVERAGE))
+        return self
+
+    def predict_log(self, samples: Samples) -> np.ndarray:
+        return self.model.predict(tabular_features(samples))
+
+    def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean = self.predict_log(samples)
+        return mean, mean - self.half_width, mean + self.half_width
+
+    def to_bytes(self) -> bytes:
+        return pickle.dumps({"model": self.model, "half_width": self.half_width})
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> "Tabular":
+        data = pickle.loads(blob)
+        return cls(model=data["model"], half_width=data["half_width"])
+
+
+@dataclass
+class TrainConfig:
+    members: int = 3
+    epochs: int = 6
+    graphs_per_step: int = 32
+    settings_per_graph: int = 8
+    lr: float = 3e-3
+    max_graphs: int = 0  # 0 = all; else a random subset per member (bagging)
+    hw_noise: float = 0.3  # Gaussian noise on standardized spec features: smooth between known devices
+    weight_decay: float = 1e-3
+
+
+@dataclass
+class GNNEnsemble:
+    states: list[dict] = field(default_factory=list)
+    hw_mean: np.ndarray | None = None
+    hw_std: np.ndarray | None = None
+    half_width: float = 0.0
+    config: dict = field(default_factory=dict)
+
+    def _standardize(self, samples: Samples):
+        import torch
+
+        hw = np.stack([s.features for s in samples.settings])
+        return torch.from_numpy(((hw - self.hw_mean) / self.hw_std).astype(np.float32))
+
+    def fit(self, train: Samples, calib: Samples | None, cfg: TrainConfig = TrainConfig(), seed: int = 0,
+            say=lambda _: None) -> "GNNEnsemble":
+        import torch
+
+        from edgeatlas.predictor.gnn import Batcher, CostGNN, GNNConfig
+
+        used = np.unique(train.setting)
+        hw = np.stack([s.features for s in train.settings])[used]
+        self.hw_mean, self.hw_std = hw.mean(0), hw.std(0) + 1e-3
+        self.config = {"gnn": GNNConfig().__dict__, "train": cfg.__dict__}
+        hw_t = self._standardize(train)
+        batcher = Batcher(train.graphs, train.settings)
+        order = np.argsort(train.graph, kind="stable")
+        by_graph_ptr = np.searchsorted(train.graph[order], np.arange(len(train.graphs) + 1))
+        graphs_with_data = np.flatnonzero(np.diff(by_graph_ptr) > 0)
+        target = torch.from_numpy(np.log(train.latency_ms).astype(np.float32))
+        for m in range(cfg.members):
+            rng = np.random.default_rng(seed * 1000 + m)
+            torch.manual_seed(seed * 1000 + m)
+            model = CostGNN(train.graphs.x.shape[1], len(FEATURES), GNNConfig())
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            pool = graphs_with_data
+            if cfg.max_graphs and len(pool) > cfg.max_graphs:
+                pool = rng.choice(pool, cfg.max_graphs, replace=False)
+            steps = cfg.epochs * math.ceil(len(pool) / cfg.graphs_per_step)
+            warm = max(1, steps // 10)  # linear warm-up, then cosine decay
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: (k + 1) / warm if k < warm else
+                                                      0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, steps - warm))))
+            start, running = time.monotonic(), []
+            for epoch in range(cfg.epochs):
+                perm = rng.permutation(pool)
+                for i in range(0, len(perm), cfg.graphs_per_step):
+                    gids = np.sort(perm[i:i + cfg.graphs_per_step])
+                    picks = []
+                    for g in gids:
+                        rows = order[by_graph_ptr[g]:by_graph_ptr[g + 1]]
+                        if len(rows) > cfg.settings_per_graph:
+                            rows = rng.choice(rows, cfg.settings_per_graph, replace=False)
+                        picks.append(rows)
+                    lengths = np.array([len(p) for p in picks])
+                    rows = np.concatenate(picks)
+                    pair_graph = np.repeat(np.arange(len(gids)), lengths)
+                    noisy = hw_t + cfg.hw_noise * torch.randn_like(hw_t)
+                    h = model.hardware(noisy)
+                    loss = self._loss(model, batcher, h, gids, pair_graph, train.setting[rows], target[rows])
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                    opt.step()
+                    sched.step()
+                    running.append(float(loss.detach()))
+                say(f"  member {m + 1}/{cfg.members} epoch {epoch + 1}/{cfg.epochs}: "
+                    f"loss {np.mean(running[-50:]):.4f} (smooth L1 of log ms) ({time.monotonic() - start:.0f} s)")
+            self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        if calib is not None and len(calib):
+            err = np.abs(self._predict(calib)[0] - np.log(calib.latency_ms))
+            self.half_width = float(np.quantile(err, COVERAGE))
+        return self
+
+    @staticmethod
+    def _loss(model, batcher, h, gids, pair_graph, pair_setting, target):
+        import torch
+
+        x, edge_index, offsets, sizes = batcher.graph_batch(gids)
+        emb = model.node_embeddings(x, edge_index)
+        en, ep, logr = batcher.entries(gids, offsets, sizes, pair_graph, pair_setting)
+        pred = model(emb, h, en, ep, logr, torch.from_numpy(pair_setting), len(pair_graph))
+        return torch.nn.functional.smooth_l1_loss(pred, target, beta=0.5)
+
+    def _models(self):
+        from edgeatlas.predictor.gnn import CostGNN, GNNConfig
+
+        out = []
+        for state in self.states:
+            model = CostGNN(state["embed.weight"].shape[1], len(FEATURES), GNNConfig(**self.config["gnn"]))
+            model.load_state_dict(state)
+            model.eval()
+            out.append(model)
+        return out
+
+    def _predict(self, samples: Samples, graphs_per_batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from edgeatlas.predictor.gnn import Batcher
+
+        hw_t = self._standardize(samples)
+        batcher = Batcher(samples.graphs, samples.settings)
+        models = self._models()
+        hs = [model.hardware(hw_t).detach() for model in models]
+        preds = np.zeros((len(models), len(samples)))
+        order = np.argsort(samples.graph, kind="stable")
+        gids_all = np.unique(samples.graph)
+        with torch.no_grad():
+            for i in range(0, len(gids_all), graphs_per_batch):
+                gids = gids_all[i:i + graphs_per_batch]
+                lo = np.searchsorted(samples.graph[order], gids[0])
+                hi = np.searchsorted(samples.graph[order], gids[-1], side="right")
+                rows = order[lo:hi]
+                pair_graph = np.searchsorted(gids, samples.graph[rows])
+                x, edge_index, offsets, sizes = batcher.graph_batch(gids)
+                en, ep, logr = batcher.entries(gids, offsets, sizes, pair_graph, samples.setting[rows])
+                ps = torch.from_numpy(samples.setting[rows])
+                for k, model in enumerate(models):
+                    emb = model.node_embeddings(x, edge_index)
+                    preds[k, rows] = model(emb, hs[k], en, ep, logr, ps, len(rows)).numpy()
+        return preds.mean(0), preds.std(0)
+
+    def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        mean, spread = self._predict(samples)
+        half = np.sqrt(self.half_width ** 2 + (Z80 * spread) ** 2)
+        return mean, mean - half, mean + half
+
+    def to_dict(self) -> dict:
+        return {"states": self.states, "hw_mean": self.hw_mean, "hw_std": self.hw_std,
+                "half_width": self.half_width, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GNNEnsemble":
+        return cls(states=data["states"], hw_mean=np.asarray(data["hw_mean"]), hw_std=np.asarray(data["hw_std"]),
+                   half_width=float(data["half_width"]), config=data["config"])
+
+
+
+@dataclass
+class Predictor:
+    """What a checkpoint holds: the tabular model, the GNN ensemble and the anchor networks.
+
+    The GNN's answer is its own per-operator prediction, shifted per setting so that its mean over the
+    anchor networks (training networks, measured nowhere near the target) matches the tabular model's:
+    the GNN ranks networks better, the trees place an unseen device's level better (they fall back to
+    the nearest known device where the GNN's hardware encoder extrapolates).
+    """
+
+    tabular: Tabular
+    gnn: GNNEnsemble
+    anchors: GraphSet
+    info: dict = field(default_factory=dict)
+
+    def _offsets(self, samples: Samples) -> np.ndarray:
+        from edgeatlas.predictor.data import concat
+
+        n = len(self.anchors)
+        used = np.unique(samples.setting)
+        graphs = concat([self.anchors, samples.graphs])
+        probe = Samples(graphs, samples.settings, np.tile(np.arange(n), len(used)), np.repeat(used, n),
+                        np.ones(n * len(used)))
+        diff = (self.tabular.predict_log(probe) - self.gnn.predict(probe)[0]).reshape(len(used), n).mean(1)
+        offsets = np.zeros(len(samples.settings))
+        offsets[used] = diff
+        return offsets[samples.setting]
+
+    def predict(self, samples: Samples, which: str = "gnn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(log mean, log low, log high) in ms; which: gnn (anchored), gnn-raw, tabular, roofline."""
+        if which == "tabular":
+            return self.tabular.predict(samples)
+        if which == "roofline":
+            r = roofline_log(samples)
+            return r, r, r
+        mean, lo, hi = self.gnn.predict(samples)
+        if which == "gnn":
+            shift = self._offsets(samples)
+            mean, lo, hi = mean + shift, lo + shift, hi + shift
+        # No network runs faster than its roofline: a floor for networks unlike any in training.
+        floor = roofline_log(samples)
+        lift = np.maximum(floor - mean, 0)
+        return mean + lift, np.maximum(lo + lift, floor), hi + lift
+
+    def save(self, path) -> None:
+        import torch
+
+        torch.save({"format": "edgeatlas.predictor/v1", "tabular": self.tabular.to_bytes(),
+                    "gnn": self.gnn.to_dict(), "anchors": self.anchors.__dict__, "info": self.info}, str(path))
+
+    @classmethod
+    def load(cls, path) -> "Predictor":
+        import torch
+
+        from edgeatlas.protos.errors import InvalidInput
+
+        try:
+            # The checkpoint holds a pickled scikit-learn model: load only checkpoints you made or trust.
+            data = torch.load(str(path), weights_only=False)
+        except FileNotFoundError:
+            raise InvalidInput(f"checkpoint {path}: no such file") from None
+        except Exception as exc:
+            raise InvalidInput(f"checkpoint {path}: not a predictor checkpoint ({type(exc).__name__})") from None
+        if not isinstance(data, dict) or data.get("format") != "edgeatlas.predictor/v1":
+            raise InvalidInput(f"checkpoint {path}: not an edgeatlas.predictor/v1 checkpoint")
+        return cls(tabular=Tabular.from_bytes(data["tabular"]), gnn=GNNEnsemble.from_dict(data["gnn"]),
+                   anchors=GraphSet(**data["anchors"]), info=data.get("info", {}))

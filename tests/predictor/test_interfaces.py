@@ -1,0 +1,147 @@
+"""The predictor's interfaces exactly as written in the issue, on a small sample of the shared dataset."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import SHARED, cli_env, run_cli
+from tests.test_cli import one_line_error
+
+NB201 = SHARED / "datasets" / "nasbench201"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory):
+    """The shared layout with its first 150 networks: settings.yaml and specs/ as they are."""
+    root = tmp_path_factory.mktemp("nb201-small")
+    shutil.copy(NB201 / "settings.yaml", root / "settings.yaml")
+    shutil.copytree(NB201 / "specs", root / "specs")
+    lines = (NB201 / "latency_ms.csv").read_text().splitlines()
+    (root / "latency_ms.csv").write_text("\n".join(lines[:151]) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def env(tmp_path_factory):
+    return cli_env(EDGEATLAS_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(small_data, env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ckpt") / "p.pt"
+    proc = run_cli("predictor", "train", "--data", str(small_data), "--out", str(out), "--members", "2",
+                   "--epochs", "3", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "training on" in proc.stdout and out.is_file()
+    return out
+
+
+@pytest.fixture(scope="session")
+def zoo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("zoo")
+    assert run_cli("models", "build", "--out", str(out)).returncode == 0
+    return out
+
+
+def test_predict_json_gives_latency_and_interval(checkpoint, zoo, env):
+    proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "pixel_3.yaml"),
+                   "--model", str(zoo / "resnet-m.onnx"), "--target", "cpu", "--batch", "1", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["latency_ms_low"] <= answer["latency_ms"] <= answer["latency_ms_high"]
+    assert answer["latency_ms"] >= answer["roofline_latency_ms"] > 0  # never faster than physics allows
+    assert answer["spec"] == "Google Pixel 3"
+
+
+def test_bigger_network_and_batch_predict_slower_on_gpu(checkpoint, zoo, env):
+    def latency(model, batch):
+        proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec",
+                       str(NB201 / "specs" / "rtx_2080_ti.yaml"), "--model", str(zoo / model), "--target", "gpu",
+                       "--batch", str(batch), "--runtime", "pytorch", "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["latency_ms"]
+    assert latency("resnet-m.onnx", 256) > latency("resnet-m.onnx", 1)
+
+
+def test_predict_several_models_with_a_pareto_plot(checkpoint, zoo, env, tmp_path):
+    plot = tmp_path / "pareto.png"
+    args = ["predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "galaxy_a50.yaml")]
+    for m in ("mlp-s", "resnet-s", "mobilenet-m", "transformer-s"):
+        args += ["--model", str(zoo / f"{m}.onnx")]
+    proc = run_cli(*args, "--plot", str(plot), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "Pareto front" in proc.stdout
+    assert proc.stdout.count(" ms (80 % interval") == 4
+
+
+def test_predict_batch_reads_relative_paths_and_empty_cells(checkpoint, zoo, env, tmp_path):
+    shutil.copy(zoo / "mlp-s.onnx", tmp_path / "a.onnx")
+    shutil.copy(zoo / "resnet-s.onnx", tmp_path / "b.onnx")
+    shutil.copytree(NB201 / "specs", tmp_path / "specs")
+    rows = [("a.onnx", "specs/pixel_3.yaml", "cpu", "", ""), ("b.onnx", "specs/pixel_3.yaml", "cpu", "1", "tflite"),
+            ("b.onnx", "specs/titan_rtx.yaml", "gpu", "32", "pytorch")]
+    with open(tmp_path / "q.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model_path", "spec_path", "target", "batch", "runtime"])
+        w.writerows(rows)
+    proc = run_cli("predictor", "predict-batch", "--checkpoint", str(checkpoint), "--queries",
+                   str(tmp_path / "q.csv"), "--out", str(tmp_path / "p.csv"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "p.csv", newline="") as f:
+        out = list(csv.DictReader(f))
+    assert [tuple(r[k] for k in ("model_path", "spec_path", "target", "batch", "runtime")) for r in out] == rows
+    for r in out:
+        assert 0 < float(r["latency_ms_low"]) <= float(r["latency_ms"]) <= float(r["latency_ms_high"])
+
+
+def test_eval_prints_all_three_predictors_per_held_out_device(small_data, env):
+    proc = run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-hardware-out",
+                   "--device", "NVIDIA TITAN RTX", "--members", "1", "--epochs", "2", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout[proc.stdout.index("held out "):]
+    for predictor in ("roofline", "tabular", "gnn"):
+        assert f"NVIDIA TITAN RTX             {predictor}" in table
+    assert "MAPE" in table and "Spearman" in table and "R² log" in table
+
+
+def test_eval_leave_model_out_scores_every_device(small_data, env):
+    proc = run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-model-out",
+                   "--members", "1", "--epochs", "1", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" gnn ") >= 12 and "Google Pixel 3" in proc.stdout
+
+
+def test_bad_inputs_one_line_exit_2(checkpoint, zoo, env, tmp_path, small_data):
+    spec = NB201 / "specs" / "pixel_3.yaml"
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"\x00garbage")
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model",
+                           str(bad_onnx), env=env), "bad.onnx", "not a valid ONNX model")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("name: x\ncpu: {cores: four}\n")
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(wrong), "--model",
+                           str(zoo / "mlp-s.onnx"), env=env), "cpu.cores")
+    impossible = tmp_path / "impossible.yaml"
+    impossible.write_text("name: x\nmemory: {bandwidth_gbs: -3}\ncpu: {cores: 4}\n")
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(impossible), "--model",
+                           str(zoo / "mlp-s.onnx"), env=env), "memory.bandwidth_gbs")
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model",
+                           str(zoo / "mlp-s.onnx"), "--target", "npu", env=env), "npu", "accelerator")
+    one_line_error(run_cli("predict", "--spec", str(spec), "--model", str(zoo / "mlp-s.onnx"), env=env),
+                   "default.pt", "edgeatlas demo")  # no checkpoint given, and none trained by the demo yet
+    one_line_error(run_cli("predict", "--checkpoint", str(tmp_path / "none.pt"), "--spec", str(spec), "--model",
+                           str(zoo / "mlp-s.onnx"), env=env), "none.pt")
+    one_line_error(run_cli("predict", "--checkpoint", str(bad_onnx), "--spec", str(spec), "--model",
+                           str(zoo / "mlp-s.onnx"), env=env), "not a predictor checkpoint")
+    one_line_error(run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-one-out", env=env),
+                   "--split")
+    one_line_error(run_cli("predictor", "train", "--data", str(tmp_path / "nowhere"), "--out",
+                           str(tmp_path / "x.pt"), env=env), "nowhere")
+    q = tmp_path / "q.csv"
+    q.write_text("model_path,spec_path,target\nx.onnx,s.yaml,cpu\n")
+    one_line_error(run_cli("predictor", "predict-batch", "--checkpoint", str(checkpoint), "--queries", str(q),
+                           "--out", str(tmp_path / "p.csv"), env=env), "batch", "runtime")
+    assert not (tmp_path / "p.csv").exists() and not (tmp_path / "x.pt").exists()

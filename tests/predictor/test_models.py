@@ -1,0 +1,65 @@
+"""The models on small data: exact batching, a known cost law learned, checkpoints that round-trip."""
+
+import numpy as np
+import pytest
+
+from edgeatlas.predictor.data import Samples, load_nb201_dir
+from edgeatlas.predictor.datasets import nasbench201 as nb
+from edgeatlas.predictor.evaluate import fit_all, score
+from edgeatlas.predictor.models import GNNEnsemble, Predictor, TrainConfig, roofline_log
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    import os
+    os.environ["EDGEATLAS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    try:
+        return load_nb201_dir(nb.SAMPLE_DIR, limit=120)
+    finally:
+        del os.environ["EDGEATLAS_CACHE"]
+
+
+def synthetic(samples: Samples) -> Samples:
+    """Latency = Σ over operators of (20 µs + 3 × roofline): a law the GNN's form can express exactly."""
+    from edgeatlas.predictor.roofline import node_seconds
+
+    out = np.empty(len(samples))
+    gs = samples.graphs
+    for i, (g, s) in enumerate(zip(samples.graph, samples.setting)):
+        setting = samples.settings[s]
+        lo, hi = gs.node_ptr[g], gs.node_ptr[g + 1]
+        b = setting.effective_batch
+        t = node_seconds(gs.flops[lo:hi] * b, gs.act_bytes[lo:hi] * b + gs.weight_bytes[lo:hi], setting.proc)
+        out[i] = float(np.sum(0.02 + 3e3 * t))
+    return Samples(gs, samples.settings, samples.graph, samples.setting, out)
+
+
+def test_predictions_do_not_depend_on_how_graphs_are_batched(sample):
+    gnn = GNNEnsemble().fit(sample, None, TrainConfig(members=1, epochs=1))
+    one_by_one = gnn._predict(sample, graphs_per_batch=1)[0]
+    all_at_once = gnn._predict(sample, graphs_per_batch=1000)[0]
+    np.testing.assert_allclose(one_by_one, all_at_once, rtol=1e-5)
+
+
+def test_gnn_learns_a_per_operator_cost_law_on_unseen_networks(sample):
+    data = synthetic(sample)
+    held = np.isin(data.graph, np.arange(0, len(data.graphs), 5))
+    train, test = data.where(~held), data.where(held)
+    gnn = GNNEnsemble().fit(train, None, TrainConfig(members=1, epochs=25, graphs_per_step=16))
+    learned = score(gnn.predict(test)[0], test.latency_ms)
+    roof = score(roofline_log(test), test.latency_ms)
+    assert learned.mape < 15 and learned.mape < roof.mape / 3, (learned, roof)
+    assert learned.spearman > 0.9
+
+
+def test_checkpoint_round_trips_and_never_undercuts_the_roofline(sample, tmp_path):
+    predictor = fit_all(sample, TrainConfig(members=2, epochs=1))
+    path = tmp_path / "p.pt"
+    predictor.save(path)
+    again = Predictor.load(path)
+    for which in ("gnn", "gnn-raw", "tabular"):
+        a, b = predictor.predict(sample, which), again.predict(sample, which)
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    mean, lo, hi = again.predict(sample)
+    assert np.all(mean >= roofline_log(sample) - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
+    assert predictor.gnn.half_width > 0 and len(again.gnn.states) == 2
