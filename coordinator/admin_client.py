@@ -103,3 +103,17 @@ class AdminClient:
 
     def revoke_agent(self, agent_id: str) -> bool:
         return self._call(self.stub.RevokeAgent, admin_pb2.RevokeAgentRequest(agent_id=agent_id)).revoked
+
+    # ---- the cost predictor --------------------------------------------------------------------
+    def predict(self, spec_json: str, model: str, target: str = "cpu", batch: int = 1, threads: int = 0,
+                runtime: str = "", version: int = 0) -> admin_pb2.PredictResponse:
+        return self._call(self.stub.Predict, admin_pb2.PredictRequest(
+            spec_json=spec_json, model=model, target=target, batch=batch, threads=threads, runtime=runtime,
+            version=version))
+
+    def train_predictor(self, members: int = 0, epochs: int = 0, timeout: float = 3600) -> admin_pb2.PredictorVersion:
+        return self._call(self.stub.TrainPredictor, admin_pb2.TrainPredictorRequest(members=members, epochs=epochs),
+                          timeout=timeout)
+
+    def predictor_versions(self) -> list[admin_pb2.PredictorVersion]:
+        return list(self._call(self.stub.ListPredictorVersions, admin_pb2.ListPredictorVersionsRequest()).versions)

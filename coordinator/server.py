@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 
 from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
 from edgeatlas.coordinator.storage import Store
-from edgeatlas.protos.errors import InvalidInput, Unavailable
+from edgeatlas.protos.errors import EdgeAtlasError, InvalidInput, Unavailable
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address, read_pem
 from edgeatlas.v1 import admin_pb2_grpc, agent_pb2_grpc
 
@@ -94,15 +95,38 @@ class ServerTls:
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
+async def retrain_when_cells_arrive(predictors: Predictors, new_cells: int, check_s: float) -> None:
+    """Trains a new predictor version once `new_cells` more cells can be learned from than the newest had."""
+    while True:
+        await asyncio.sleep(check_s)
+        try:
+            now, then = await asyncio.gather(asyncio.to_thread(predictors.cells_now),
+                                             asyncio.to_thread(predictors.cells_at_newest))
+            if now - then >= new_cells:
+                log.info("retraining the predictor: %d cells (newest version had %d)", now, then)
+                row = await asyncio.to_thread(predictors.train, "new-cells")
+                log.info("predictor version %d trained in %.0f s", row.version, row.train_seconds)
+        except EdgeAtlasError as exc:
+            log.warning("predictor retraining skipped: %s", exc)
+        except ImportError as exc:
+            log.warning("predictor retraining off: the predictor extra is not installed (%s missing)", exc.name)
+            return
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
-                min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0) -> None:
-    """Serves until SIGTERM or SIGINT, then stops with a short grace period."""
+                min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
+                retrain_cells: int = 0, retrain_check_s: float = 60.0) -> None:
+    """Serves until SIGTERM or SIGINT, then stops with a short grace period.
+
+    retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
+    """
     check_address(listen)
     wakeup = Wakeup()
+    predictors = Predictors(store, min_devices)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
                    AgentServicer(store, wakeup, reports_per_minute), server)
-    add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices),
+    add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices, predictors),
                    server)
     try:
         port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
@@ -118,11 +142,15 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
         tmp.replace(ready_file)
     if on_ready:
         on_ready(address)
+    retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s))
+                 if retrain_cells > 0 else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    if retrainer is not None:
+        retrainer.cancel()
     await server.stop(grace=2)
     store.close()

@@ -18,7 +18,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.tables import (
     AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
-    ModelRow, ReportRow, TaskRow, TokenRow)
+    ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
@@ -522,6 +522,35 @@ class Store:
                 needed = max(needed, min_devices - c.n_devices) if suppressed else needed
             views.append(CellView(c, estimates, suppressed, needed))
         return views
+
+    def hardware_specs(self) -> dict[str, SpecSheet]:
+        """hardware class → the first spec sheet that named it."""
+        with self.session() as s:
+            return {h.hardware_class: SpecSheet.from_json(h.spec_json) for h in s.exec(select(HardwareRow)).all()}
+
+    # ---- predictor versions -------------------------------------------------------------------
+    def add_predictor(self, row: PredictorRow) -> PredictorRow:
+        if self.blob(row.checkpoint_sha256) is None:
+            raise NotFound(f"checkpoint bytes {row.checkpoint_sha256[:12]} were not stored")
+        with self._write, self.session() as s:
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def predictors(self) -> list[PredictorRow]:
+        with self.session() as s:
+            return list(s.exec(select(PredictorRow).order_by(PredictorRow.version)).all())
+
+    def predictor(self, version: int = 0) -> PredictorRow:
+        """A version, or the newest for 0."""
+        with self.session() as s:
+            row = (s.get(PredictorRow, version) if version else
+                   s.exec(select(PredictorRow).order_by(PredictorRow.version.desc())).first())
+        if row is None:
+            raise NotFound(f"no predictor version {version}" if version else
+                           "no predictor trained yet (TrainPredictor, or wait for enough cells)")
+        return row
 
     def count_reports(self) -> int:
         with self.session() as s:

@@ -166,3 +166,19 @@ class CellContributorRow(SQLModel, table=True):
     __tablename__ = "heatmap_contributor"
     cell_id: int = Field(primary_key=True)
     agent_id: str = Field(primary_key=True)
+
+
+class PredictorRow(SQLModel, table=True):
+    """One trained version of the cost predictor; its checkpoint is a blob (chunks in the database)."""
+
+    __tablename__ = "predictor_version"
+    version: Optional[int] = Field(default=None, primary_key=True)
+    created_ms: int = Field(sa_type=BigInteger)
+    trigger: str
+    checkpoint_sha256: str
+    size_bytes: int = Field(sa_type=BigInteger)
+    cells: int
+    networks: int
+    devices: int
+    evaluation_json: str
+    train_seconds: float

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from edgeatlas.protos import errors
@@ -83,8 +84,11 @@ def cmd_coordinator_serve(args) -> int:
     tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     if args.report_rate <= 0:
         raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
+    if args.retrain_cells < 0 or args.retrain_check_s <= 0:
+        raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
-                      min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate))
+                      min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
+                      retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s))
     return 0
 
 
@@ -509,6 +513,50 @@ def cmd_predictor_predict_batch(args) -> int:
     return 0
 
 
+def cmd_predictor_versions(args) -> int:
+    with _admin(args) as admin:
+        versions = admin.predictor_versions()
+    if args.format == "json":
+        from google.protobuf.json_format import MessageToDict
+        _print(json.dumps([MessageToDict(v) for v in versions]))
+        return 0
+    if not versions:
+        _print("no predictor trained yet")
+    for v in versions:
+        figures = json.loads(v.evaluation_json or "{}")
+        shown = ", ".join(f"{k} MAPE {f['mape']:.1f} % ρ {f['spearman']:.2f}" for k, f in figures.items())
+        _print(f"v{v.version}  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(v.created_ms / 1000))}  {v.trigger:9} "
+               f"{v.cells} cells, {v.networks} networks, {v.devices} devices, {v.train_seconds:.0f} s"
+               f"{'  held-out networks: ' + shown if shown else ''}")
+    return 0
+
+
+def cmd_predictor_retrain(args) -> int:
+    if args.members < 0 or args.epochs < 0:
+        raise errors.InvalidInput("--members and --epochs must not be negative")
+    with _admin(args) as admin:
+        v = admin.train_predictor(args.members, args.epochs)
+    _print(f"predictor v{v.version}: {v.cells} cells, {v.networks} networks, {v.devices} devices, "
+           f"{v.train_seconds:.0f} s; evaluation {v.evaluation_json}")
+    return 0
+
+
+def cmd_predictor_ask(args) -> int:
+    from edgeatlas.protos.spec import SpecSheet
+
+    if min(args.batch, args.threads, args.version) < 0:
+        raise errors.InvalidInput("--batch, --threads and --version must not be negative")
+    spec = SpecSheet.load(args.spec)
+    with _admin(args) as admin:
+        a = admin.predict(spec.to_json(), args.model, args.target, args.batch, args.threads, args.runtime,
+                          args.version)
+    _print(json.dumps({"model": a.model_name, "spec": spec.name, "latency_ms": a.latency_ms,
+                       "latency_ms_low": a.latency_ms_low, "latency_ms_high": a.latency_ms_high,
+                       "roofline_latency_ms": a.roofline_latency_ms, "tabular_latency_ms": a.tabular_latency_ms,
+                       "version": a.version}))
+    return 0
+
+
 def cmd_predict(args) -> int:
     from edgeatlas.predictor.commands import pareto_plot, predict, print_json
 
@@ -557,6 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="server key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--report-rate", type=float, default=120.0, help="reports per minute per agent, at most")
+    p.add_argument("--retrain-cells", type=int, default=0,
+                   help="train a new predictor version whenever this many new cells can be learned from (0: off)")
+    p.add_argument("--retrain-check-s", type=float, default=60.0, help="how often to look for new cells")
     p.set_defaults(func=cmd_coordinator_serve)
 
     tls = sub.add_parser("tls", help="certificates for TLS and mutual TLS").add_subparsers(dest="sub", required=True)
@@ -672,6 +723,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", required=True, help="CSV: model_path,spec_path,target,batch,runtime")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_predictor_predict_batch)
+    p = predictor.add_parser("versions", help="the coordinator's predictor versions and their evaluations")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    _admin_options(p)
+    p.set_defaults(func=cmd_predictor_versions)
+    p = predictor.add_parser("retrain", help="train a new version on the coordinator's cells now")
+    p.add_argument("--members", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=0)
+    _admin_options(p)
+    p.set_defaults(func=cmd_predictor_retrain)
+    p = predictor.add_parser("ask", help="the coordinator's predictor, for a registered model")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--model", required=True, help="a registered model's name or sha256 prefix")
+    p.add_argument("--target", default="cpu")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--runtime", default="onnxruntime")
+    p.add_argument("--version", type=int, default=0, help="0: the newest")
+    _admin_options(p)
+    p.set_defaults(func=cmd_predictor_ask)
     p = sub.add_parser("predict", help="latency of ONNX models on a device, from its spec sheet alone")
     p.add_argument("--checkpoint", help="from `predictor train` (default: the one `edgeatlas demo` trains)")
     p.add_argument("--spec", required=True, help="spec sheet (edgeatlas.spec/v1, YAML or JSON)")

@@ -9,11 +9,12 @@ import math
 import time
 
 from edgeatlas.coordinator import aggregate, auth
+from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos import convert
-from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated
+from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -25,10 +26,11 @@ ONLINE_WINDOW_MS = 90_000
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, wakeup: Wakeup, min_devices: int = 5):
+    def __init__(self, store: Store, wakeup: Wakeup, min_devices: int = 5, predictors: Predictors | None = None):
         self.store = store
         self.wakeup = wakeup
         self.min_devices = min_devices  # k: fleet cells show values only from k distinct devices
+        self.predictors = predictors or Predictors(store, min_devices)
 
     async def _admin(self, context) -> None:
         token = auth.bearer_from(context.invocation_metadata())
@@ -233,6 +235,49 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await asyncio.to_thread(self.store.add_token, request.kind, auth.token_hash(token), expires,
                                 request.uses or None)
         return admin_pb2.CreateTokenResponse(token=token, kind=request.kind, expires_ms=expires or 0)
+
+
+    # ---- the cost predictor ------------------------------------------------------------------
+    @rpc
+    async def Predict(self, request, context):
+        await self._admin(context)
+        if not request.spec_json or not request.model:
+            raise InvalidInput("Predict needs spec_json and model")
+        if request.batch > 4096 or request.threads > 1024:
+            raise InvalidInput("batch must be in 0..4096 and threads in 0..1024")
+        answer = await asyncio.to_thread(_predictor_call, self.predictors.predict, request.spec_json, request.model,
+                                         request.target or "cpu", request.batch, request.threads, request.runtime,
+                                         request.version)
+        return admin_pb2.PredictResponse(**answer)
+
+    @rpc
+    async def TrainPredictor(self, request, context):
+        await self._admin(context)
+        if request.members > 10 or request.epochs > 50:
+            raise InvalidInput("members must be in 0..10 and epochs in 0..50")
+        row = await asyncio.to_thread(_predictor_call, self.predictors.train, "manual", request.members,
+                                      request.epochs)
+        return predictor_to_pb(row)
+
+    @rpc
+    async def ListPredictorVersions(self, request, context):
+        await self._admin(context)
+        rows = await asyncio.to_thread(self.store.predictors)
+        return admin_pb2.ListPredictorVersionsResponse(versions=[predictor_to_pb(r) for r in rows])
+
+
+def _predictor_call(fn, *args):
+    try:
+        return fn(*args)
+    except ImportError as exc:  # torch / torch-geometric / scikit-learn: the `predictor` extra
+        raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
+
+
+def predictor_to_pb(row) -> admin_pb2.PredictorVersion:
+    return admin_pb2.PredictorVersion(
+        version=row.version, created_ms=row.created_ms, trigger=row.trigger, cells=row.cells,
+        networks=row.networks, devices=row.devices, evaluation_json=row.evaluation_json,
+        size_bytes=row.size_bytes, train_seconds=row.train_seconds)
 
 
 def check_params(params: RunParams) -> None:

@@ -100,6 +100,21 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
                 _registered_method=True)
+        self.Predict = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/Predict',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.PredictRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.TrainPredictor = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/TrainPredictor',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.TrainPredictorRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.FromString,
+                _registered_method=True)
+        self.ListPredictorVersions = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/ListPredictorVersions',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -186,6 +201,25 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Predict(self, request, context):
+        """The cost predictor, trained on the heat-map's published and imported cells; versions are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrainPredictor(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPredictorVersions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +287,21 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.RevokeAgent,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
+            ),
+            'Predict': grpc.unary_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.PredictRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.PredictResponse.SerializeToString,
+            ),
+            'TrainPredictor': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrainPredictor,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.TrainPredictorRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.SerializeToString,
+            ),
+            'ListPredictorVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPredictorVersions,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -606,6 +655,87 @@ class AdminService:
             '/edgeatlas.v1.AdminService/RevokeAgent',
             edgeatlas_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/Predict',
+            edgeatlas_dot_v1_dot_admin__pb2.PredictRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrainPredictor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/TrainPredictor',
+            edgeatlas_dot_v1_dot_admin__pb2.TrainPredictorRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPredictorVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/ListPredictorVersions',
+            edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,170 @@
+"""The coordinator's predictor: trained on its own cells, kept as numbered versions, served on the admin API.
+
+Training data: every imported cell and every trusted cell, and fleet cells once they are published
+(k distinct devices); simulated cells never. A cell gives (its model's ONNX bytes, the spec sheet of
+its hardware class, its setting, its mean latency). Each version keeps its evaluation on networks held
+out of its training, so versions can be compared before one is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+
+from edgeatlas.coordinator.storage import Store, now_ms
+from edgeatlas.coordinator.tables import PredictorRow
+from edgeatlas.protos.errors import Conflict, InvalidInput
+from edgeatlas.protos.records import Setting
+from edgeatlas.protos.spec import SpecSheet
+
+MIN_CELLS = 20
+CHUNK = 1 << 20
+
+
+def training_cells(store: Store, min_devices: int) -> list[tuple[str, str, Setting, float]]:
+    """(model sha256, hardware class, setting, mean latency ms) of every cell fit to learn from."""
+    out = []
+    for view in store.heatmap(min_devices=min_devices):
+        cell = view.cell
+        if cell.source == "simulated" or view.suppressed:
+            continue
+        est = view.estimates.get("latency_mean_ms") or view.estimates.get("latency_p50_ms")
+        if est is None or not (est.value > 0 and math.isfinite(est.value)):
+            continue
+        out.append((cell.model_sha256, cell.hardware_class, Setting(**json.loads(cell.setting_json)), est.value))
+    return out
+
+
+def _model_bytes(store: Store, sha256: str) -> bytes:
+    return b"".join(store.blob_chunks(sha256))
+
+
+def samples_from_store(store: Store, min_devices: int):
+    import onnx
+
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.graph import from_onnx
+
+    cells = training_cells(store, min_devices)
+    specs = store.hardware_specs()
+    graphs, graph_index, settings, setting_index = [], {}, [], {}
+    g_idx, s_idx, lat = [], [], []
+    for sha, hw, setting, latency in cells:
+        spec = specs.get(hw)
+        if spec is None:
+            continue
+        if sha not in graph_index:
+            graphs.append(from_onnx(onnx.load_from_string(_model_bytes(store, sha)), name=sha[:12]))
+            graph_index[sha] = len(graphs) - 1
+        key = (hw, setting.target, setting.batch, setting.threads, setting.runtime)
+        if key not in setting_index:
+            settings.append(SettingInfo(key="/".join(map(str, key)), device=spec.name or hw, spec=spec,
+                                        target=setting.target, batch=setting.batch, threads=setting.threads,
+                                        runtime=setting.runtime))
+            setting_index[key] = len(settings) - 1
+        g_idx.append(graph_index[sha])
+        s_idx.append(setting_index[key])
+        lat.append(latency)
+    if len(lat) < MIN_CELLS or len(graphs) < 2:
+        raise InvalidInput(f"the predictor needs at least {MIN_CELLS} published or imported cells over 2 models; "
+                           f"the heat-map has {len(lat)} over {len(graphs)}")
+    return Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx),
+                   np.array(lat, dtype=np.float64), source="coordinator")
+
+
+class Predictors:
+    """Training (one at a time) and serving (newest version cached in memory) for one coordinator."""
+
+    def __init__(self, store: Store, min_devices: int):
+        self.store = store
+        self.min_devices = min_devices
+        self._train_lock = threading.Lock()
+        self._loaded: dict[int, object] = {}
+
+    def cells_now(self) -> int:
+        return len(training_cells(self.store, self.min_devices))
+
+    def cells_at_newest(self) -> int:
+        versions = self.store.predictors()
+        return versions[-1].cells if versions else 0
+
+    def train(self, trigger: str, members: int = 0, epochs: int = 0) -> PredictorRow:
+        from edgeatlas.predictor.evaluate import fit_all, score
+        from edgeatlas.predictor.models import TrainConfig
+
+        if not self._train_lock.acquire(blocking=False):
+            raise Conflict("a predictor is being trained already")
+        try:
+            start = time.monotonic()
+            samples = samples_from_store(self.store, self.min_devices)
+            cfg = TrainConfig(members=members or 2, epochs=epochs or 4)
+            # Evaluation first: a fifth of the networks held out, every predictor scored on them.
+            n = len(samples.graphs)
+            held = np.zeros(n, dtype=bool)
+            held[np.random.default_rng(7).permutation(n)[:max(1, round(0.2 * n))]] = True
+            train, test = samples.where(~held[samples.graph]), samples.where(held[samples.graph])
+            evaluation = {}
+            if len(train) >= MIN_CELLS // 2 and len(test):
+                probe = fit_all(train, cfg)
+                for which in ("roofline", "tabular", "gnn"):
+                    evaluation[which] = asdict(score(probe.predict(test, which)[0], test.latency_ms))
+            predictor = fit_all(samples, cfg)
+            predictor.info = {"trained_on": "coordinator", "cells": len(samples), "devices": samples.devices()}
+            with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+                predictor.save(f.name)
+                blob = open(f.name, "rb").read()
+            sha = hashlib.sha256(blob).hexdigest()
+            self.store.put_blob(sha, len(blob), (blob[i:i + CHUNK] for i in range(0, len(blob), CHUNK)))
+            row = self.store.add_predictor(PredictorRow(
+                created_ms=now_ms(), trigger=trigger, checkpoint_sha256=sha, size_bytes=len(blob),
+                cells=len(samples), networks=len(samples.graphs), devices=len(samples.devices()),
+                evaluation_json=json.dumps(evaluation, allow_nan=True),
+                train_seconds=round(time.monotonic() - start, 1)))
+            self._loaded[row.version] = predictor
+            return row
+        finally:
+            self._train_lock.release()
+
+    def _get(self, version: int):
+        from edgeatlas.predictor.models import Predictor
+
+        row = self.store.predictor(version)
+        if row.version not in self._loaded:
+            blob = b"".join(self.store.blob_chunks(row.checkpoint_sha256))
+            with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+                f.write(blob)
+                f.flush()
+                self._loaded[row.version] = Predictor.load(f.name)
+        return row, self._loaded[row.version]
+
+    def predict(self, spec_json: str, model: str, target: str, batch: int, threads: int, runtime: str,
+                version: int) -> dict:
+        import onnx
+
+        from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+        from edgeatlas.predictor.graph import from_onnx
+
+        row, predictor = self._get(version)
+        spec = SpecSheet.from_json(spec_json, "spec_json")
+        found = self.store.resolve_models([model])[0]
+        if found.format != "onnx":
+            raise InvalidInput(f"model {found.name} is {found.format}; the predictor reads ONNX graphs")
+        setting = SettingInfo(key="query", device=spec.name or "query", spec=spec, target=target or "cpu",
+                              batch=batch, threads=threads, runtime=runtime)
+        graph = from_onnx(onnx.load_from_string(_model_bytes(self.store, found.sha256)), name=found.name)
+        samples = Samples(GraphSet.from_graphs([graph]), [setting], np.zeros(1, np.int64), np.zeros(1, np.int64),
+                          np.ones(1))
+        mean, lo, hi = predictor.predict(samples, "gnn")
+        return {"latency_ms": math.exp(mean[0]), "latency_ms_low": math.exp(lo[0]),
+                "latency_ms_high": math.exp(hi[0]),
+                "roofline_latency_ms": math.exp(predictor.predict(samples, "roofline")[0][0]),
+                "tabular_latency_ms": math.exp(predictor.predict(samples, "tabular")[0][0]),
+                "version": row.version, "model_name": found.name}
+

@@ -1,0 +1,89 @@
+"""The coordinator's predictor over the admin API: retrained when cells arrive, versioned, served."""
+
+import json
+import time
+
+import grpc
+import pytest
+
+from edgeatlas.coordinator.imports import import_nasbench201
+from edgeatlas.protos.errors import InvalidInput, NotFound
+from edgeatlas.protos.spec import SpecSheet
+
+from tests.conftest import SHARED, CoordinatorProcess, run_cli
+from tests.test_cli import one_line_error
+
+pytestmark = pytest.mark.slow
+PIXEL3 = SHARED / "datasets" / "nasbench201" / "specs" / "pixel_3.yaml"
+
+
+def test_no_predictor_before_enough_cells(coordinator):
+    spec = SpecSheet.load(PIXEL3).to_json()
+    with coordinator.admin() as admin:
+        with pytest.raises(NotFound, match="no predictor trained yet"):
+            admin.predict(spec, "mlp-s")
+        with pytest.raises(InvalidInput, match="at least 20"):
+            admin.train_predictor()
+        assert admin.predictor_versions() == []
+
+
+def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
+    c = CoordinatorProcess(tmp_path, tmp_path / "c.db",
+                           extra_args=("--retrain-cells", "50", "--retrain-check-s", "1")).start()
+    try:
+        spec = SpecSheet.load(PIXEL3).to_json()
+        with c.admin() as admin:
+            names = import_nasbench201(admin, None, 6, tmp_path / "nb")  # 6 networks × 21 settings
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:  # a version as cells arrive, one more once all 126 are in
+                auto = admin.predictor_versions()
+                if auto and auto[-1].cells == 6 * 21:
+                    break
+                time.sleep(1)
+            assert auto and all(v.trigger == "new-cells" for v in auto)
+            assert [v.cells for v in auto] == sorted(v.cells for v in auto) and auto[-1].cells == 6 * 21
+            first = auto[-1:]
+            assert first[0].devices == 12 and first[0].networks == 6 and first[0].size_bytes > 0
+            evaluation = json.loads(first[0].evaluation_json)
+            assert set(evaluation) == {"roofline", "tabular", "gnn"}
+            assert all(f["n"] > 0 and f["mape"] >= 0 for f in evaluation.values())
+            answer = admin.predict(spec, names[0], "cpu", 1, 0, "tflite")
+            assert answer.version == len(auto) and answer.model_name == names[0]
+            assert 0 < answer.latency_ms_low <= answer.latency_ms <= answer.latency_ms_high
+            assert answer.latency_ms >= answer.roofline_latency_ms
+            second = admin.train_predictor(members=1, epochs=1)
+            assert second.version == len(auto) + 1 and second.trigger == "manual"
+            assert [v.version for v in admin.predictor_versions()] == list(range(1, len(auto) + 2))
+            assert admin.predict(spec, names[0], version=1).version == 1
+            assert admin.predict(spec, names[0]).version == second.version
+            with pytest.raises(NotFound, match="version 99"):
+                admin.predict(spec, names[0], version=99)
+            with pytest.raises(NotFound):
+                admin.predict(spec, "no-such-model")
+            with pytest.raises(InvalidInput, match="spec_json"):
+                admin.predict("{not json", names[0])
+            with pytest.raises(InvalidInput, match="accelerator"):
+                admin.predict(spec, names[0], target="npu")
+            assert len(admin.predictor_versions()) == len(auto) + 1  # refused queries store nothing
+        env_args = ("--coordinator", c.address, "--admin-token", c.admin_token)
+        listed = run_cli("predictor", "versions", *env_args)
+        assert listed.returncode == 0 and "v1" in listed.stdout and "new-cells" in listed.stdout
+        asked = run_cli("predictor", "ask", "--spec", str(PIXEL3), "--model", names[0], "--version", "1", *env_args)
+        assert asked.returncode == 0 and json.loads(asked.stdout)["version"] == 1, asked.stderr
+        one_line_error(run_cli("predictor", "ask", "--spec", str(PIXEL3), "--model", "nope", *env_args), "nope")
+    finally:
+        c.stop()
+
+
+def test_grpc_status_codes_on_the_wire(coordinator):
+    from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
+    channel = grpc.insecure_channel(coordinator.address)
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    meta = [("authorization", f"Bearer {coordinator.admin_token}")]
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(admin_pb2.PredictRequest(model="x"), metadata=meta, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        stub.ListPredictorVersions(admin_pb2.ListPredictorVersionsRequest(), timeout=10)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    channel.close()
