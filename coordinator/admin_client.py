@@ -10,7 +10,7 @@ import grpc
 
 from edgeatlas.coordinator.status import error_for
 from edgeatlas.protos import convert
-from edgeatlas.protos.errors import Unauthenticated
+from edgeatlas.protos.errors import IntegrityError, Unauthenticated
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import CHUNK_BYTES, DEFAULT_DEADLINE_S, ClientTls, bearer, open_channel
@@ -117,3 +117,15 @@ class AdminClient:
 
     def predictor_versions(self) -> list[admin_pb2.PredictorVersion]:
         return list(self._call(self.stub.ListPredictorVersions, admin_pb2.ListPredictorVersionsRequest()).versions)
+
+    def download_predictor(self, version: int = 0) -> bytes:
+        """A version's checkpoint bytes, checked against the sha256 the coordinator names."""
+        try:
+            parts = list(self.stub.DownloadPredictor(admin_pb2.DownloadPredictorRequest(version=version),
+                                                     metadata=self.metadata, timeout=600))
+        except grpc.RpcError as exc:
+            raise error_for(exc) from None
+        blob = b"".join(p.data for p in parts)
+        if not parts or hashlib.sha256(blob).hexdigest() != parts[0].sha256 or len(blob) != parts[0].size_bytes:
+            raise IntegrityError("the predictor checkpoint arrived damaged (sha256 or size mismatch)")
+        return blob

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 
@@ -23,9 +24,10 @@ from edgeatlas.coordinator.tables import PredictorRow
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.records import Setting
 from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.protos.wire import CHUNK_BYTES
 
 MIN_CELLS = 20
-CHUNK = 1 << 20
+
 
 
 def training_cells(store: Store, min_devices: int) -> list[tuple[str, str, Setting, float]]:
@@ -119,9 +121,10 @@ class Predictors:
             predictor.info = {"trained_on": "coordinator", "cells": len(samples), "devices": samples.devices()}
             with tempfile.NamedTemporaryFile(suffix=".pt") as f:
                 predictor.save(f.name)
-                blob = open(f.name, "rb").read()
+                blob = Path(f.name).read_bytes()
             sha = hashlib.sha256(blob).hexdigest()
-            self.store.put_blob(sha, len(blob), (blob[i:i + CHUNK] for i in range(0, len(blob), CHUNK)))
+            self.store.put_blob(sha, len(blob),
+                                (blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)))
             row = self.store.add_predictor(PredictorRow(
                 created_ms=now_ms(), trigger=trigger, checkpoint_sha256=sha, size_bytes=len(blob),
                 cells=len(samples), networks=len(samples.graphs), devices=len(samples.devices()),

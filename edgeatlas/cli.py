@@ -495,7 +495,24 @@ def _train_config(args):
 def cmd_predictor_train(args) -> int:
     from edgeatlas.predictor.commands import train
 
-    train(args.data, args.out, _train_config(args), _print)
+    cfg = _train_config(args)
+    remote = [d for d in args.data if d.startswith("coordinator:")]
+    if not remote:
+        train(args.data, args.out, cfg, _print)
+        return 0
+    if len(args.data) > 1:
+        raise errors.InvalidInput("--data coordinator:HOST:PORT cannot be combined with other --data sources")
+    from edgeatlas.coordinator.admin_client import AdminClient
+
+    address = remote[0].removeprefix("coordinator:")
+    with AdminClient(address, args.admin_token, _client_tls(args)) as admin:
+        _print(f"training on the cells of the coordinator at {address} (it trains; this writes the checkpoint)")
+        version = admin.train_predictor(cfg.members, cfg.epochs)
+        blob = admin.download_predictor(version.version)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_bytes(blob)
+    _print(f"wrote {args.out}: predictor v{version.version} ({version.cells} cells, {version.networks} networks, "
+           f"{version.devices} devices, {version.train_seconds:.0f} s); held-out evaluation {version.evaluation_json}")
     return 0
 
 
@@ -703,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def training_options(p, members: int, epochs: int, max_networks: int) -> None:
         p.add_argument("--data", action="append", required=True,
-                       help="a directory in the nasbench201 layout (repeatable)")
+                       help="a directory in the nasbench201 layout (repeatable), or coordinator:HOST:PORT")
         p.add_argument("--members", type=int, default=members, help="GNN ensemble members")
         p.add_argument("--epochs", type=int, default=epochs)
         p.add_argument("--max-networks", type=int, default=max_networks,
@@ -712,6 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = predictor.add_parser("train", help="train roofline, tabular and GNN predictors into one checkpoint")
     training_options(p, members=3, epochs=6, max_networks=0)
     p.add_argument("--out", required=True, help="checkpoint file to write")
+    _admin_options(p)  # for --data coordinator:HOST:PORT
     p.set_defaults(func=cmd_predictor_train)
     p = predictor.add_parser("eval", help="roofline vs tabular vs GNN on held-out hardware or networks")
     training_options(p, members=2, epochs=4, max_networks=4000)

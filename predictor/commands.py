@@ -25,8 +25,8 @@ def load_data(dirs: list[str], say) -> Samples:
     parts = []
     for d in dirs:
         if d.startswith("coordinator:"):
-            raise InvalidInput(f"--data {d}: training from a coordinator's heat-map is not built yet; "
-                               f"export its cells to the nasbench201 layout")
+            raise InvalidInput(f"--data {d}: a coordinator trains `predictor train` only, not `predictor eval` "
+                               f"(each version keeps its own evaluation: `predictor versions`)")
         if not Path(d).is_dir():
             raise InvalidInput(f"--data {d} is not a directory")
         parts.append(load_nb201_dir(d, say))

@@ -266,6 +266,21 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListPredictorVersionsResponse(versions=[predictor_to_pb(r) for r in rows])
 
 
+    @rpc
+    async def DownloadPredictor(self, request, context):
+        await self._admin(context)
+        row = await asyncio.to_thread(self.store.predictor, request.version)
+        chunks = self.store.blob_chunks(row.checkpoint_sha256)
+        first = True
+        while True:
+            data = await asyncio.to_thread(next, chunks, None)
+            if data is None:
+                break
+            yield admin_pb2.BlobChunk(sha256=row.checkpoint_sha256 if first else "",
+                                      size_bytes=row.size_bytes if first else 0, data=data)
+            first = False
+
+
 def _predictor_call(fn, *args):
     try:
         return fn(*args)

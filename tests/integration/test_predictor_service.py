@@ -71,6 +71,13 @@ def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
         asked = run_cli("predictor", "ask", "--spec", str(PIXEL3), "--model", names[0], "--version", "1", *env_args)
         assert asked.returncode == 0 and json.loads(asked.stdout)["version"] == 1, asked.stderr
         one_line_error(run_cli("predictor", "ask", "--spec", str(PIXEL3), "--model", "nope", *env_args), "nope")
+        ckpt = tmp_path / "from-coordinator.pt"
+        trained = run_cli("predictor", "train", "--data", f"coordinator:{c.address}", "--out", str(ckpt),
+                          "--members", "1", "--epochs", "1", "--admin-token", c.admin_token, timeout=600)
+        assert trained.returncode == 0 and ckpt.is_file(), trained.stderr
+        local = run_cli("predict", "--checkpoint", str(ckpt), "--spec", str(PIXEL3), "--model",
+                        str(tmp_path / "nb" / f"{names[0]}.onnx"), "--json")
+        assert local.returncode == 0 and json.loads(local.stdout)["latency_ms"] > 0, local.stderr
     finally:
         c.stop()
 

@@ -115,6 +115,11 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.FromString,
                 _registered_method=True)
+        self.DownloadPredictor = channel.unary_stream(
+                '/edgeatlas.v1.AdminService/DownloadPredictor',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -220,6 +225,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DownloadPredictor(self, request, context):
+        """A version's checkpoint (what `predictor train --data coordinator:HOST:PORT` writes); first chunk names it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -302,6 +314,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListPredictorVersions,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.SerializeToString,
+            ),
+            'DownloadPredictor': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadPredictor,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -736,6 +753,33 @@ class AdminService:
             '/edgeatlas.v1.AdminService/ListPredictorVersions',
             edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.ListPredictorVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadPredictor(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/DownloadPredictor',
+            edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,
