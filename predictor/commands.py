@@ -70,7 +70,8 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
     predictor = Predictor.load(checkpoint)
     spec = SpecSheet.load(spec_path)
     setting = _setting(spec, target, batch, threads, runtime)
-    graphs = [from_onnx(load_onnx(m), name=Path(m).stem) for m in models]
+    protos = [load_onnx(m) for m in models]
+    graphs = [from_onnx(proto, name=Path(m).stem) for proto, m in zip(protos, models)]
     samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
                       np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))
     mean, lo, hi = predictor.predict(samples, "gnn")
@@ -84,7 +85,21 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
                     "latency_ms_high": _r(hi[i]), "interval": 0.8, "tabular_latency_ms": _r(tab[i]),
                     "roofline_latency_ms": _r(roof[i]), "gflops": round(float(g.flops.sum()) * max(batch, 1) / 1e9, 4),
                     "parameters": g.params, "predictor": "gnn"})
+        accuracy = _accuracy_tag(protos[i], m)
+        if accuracy is not None:
+            out[-1]["accuracy"] = accuracy
     return out
+
+
+def _accuracy_tag(model, path: str) -> float | None:
+    """An ONNX metadata property `accuracy` (e.g. top-1, 0..1 or %), as the Pareto plot's other axis."""
+    for prop in model.metadata_props:
+        if prop.key == "accuracy":
+            try:
+                return float(prop.value)
+            except ValueError:
+                raise InvalidInput(f"model {path}: metadata accuracy {prop.value!r} is not a number") from None
+    return None
 
 
 def _r(log_ms: float) -> float:

@@ -145,3 +145,18 @@ def test_bad_inputs_one_line_exit_2(checkpoint, zoo, env, tmp_path, small_data):
     one_line_error(run_cli("predictor", "predict-batch", "--checkpoint", str(checkpoint), "--queries", str(q),
                            "--out", str(tmp_path / "p.csv"), env=env), "batch", "runtime")
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "x.pt").exists()
+
+
+def test_pareto_plot_uses_accuracy_tags_when_models_carry_them(checkpoint, zoo, env, tmp_path):
+    import onnx
+
+    args = ["predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "galaxy_a50.yaml")]
+    for name, accuracy in (("mlp-s", 0.91), ("resnet-m", 0.95)):
+        model = onnx.load(str(zoo / f"{name}.onnx"))
+        onnx.helper.set_model_props(model, {"accuracy": str(accuracy)})
+        onnx.save(model, str(tmp_path / f"{name}.onnx"))
+        args += ["--model", str(tmp_path / f"{name}.onnx")]
+    proc = run_cli(*args, "--json", "--plot", str(tmp_path / "p.png"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    answers = json.loads(proc.stdout)
+    assert [a["accuracy"] for a in answers] == [0.91, 0.95] and (tmp_path / "p.png").is_file()
