@@ -763,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="latency of ONNX models on a device, from its spec sheet alone")
     p.add_argument("--checkpoint", help="from `predictor train` (default: the one `edgeatlas demo` trains)")
     p.add_argument("--spec", required=True, help="spec sheet (edgeatlas.spec/v1, YAML or JSON)")
-    p.add_argument("--model", action="append", required=True, help="ONNX model (repeatable)")
+    p.add_argument("--model", action="append", required=True,
+                   help="ONNX model, GGUF file or transformer config.json (repeatable)")
     p.add_argument("--target", default="cpu")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=0)

@@ -55,6 +55,19 @@ def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] |
     return table(evaluate(samples, split, cfg, devices=devices, say=say))
 
 
+def load_graph(path: str, name: str = ""):
+    """(OpGraph, ONNX model or None) of an ONNX file, a GGUF file or a transformer config.json."""
+    from edgeatlas.predictor import llm
+
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gguf":
+        return llm.to_graph(llm.from_gguf(path)), None
+    if suffix == ".json":
+        return llm.to_graph(llm.from_hf_config(path)), None
+    proto = load_onnx(path)
+    return from_onnx(proto, name=name or Path(path).stem), proto
+
+
 def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:
     if target not in TARGETS:
         raise InvalidInput(f"--target {target!r} is not one of {', '.join(TARGETS)}")
@@ -70,8 +83,8 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
     predictor = Predictor.load(checkpoint)
     spec = SpecSheet.load(spec_path)
     setting = _setting(spec, target, batch, threads, runtime)
-    protos = [load_onnx(m) for m in models]
-    graphs = [from_onnx(proto, name=Path(m).stem) for proto, m in zip(protos, models)]
+    loaded = [load_graph(m) for m in models]
+    graphs, protos = [g for g, _ in loaded], [p for _, p in loaded]
     samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
                       np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))
     mean, lo, hi = predictor.predict(samples, "gnn")
@@ -85,7 +98,7 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
                     "latency_ms_high": _r(hi[i]), "interval": 0.8, "tabular_latency_ms": _r(tab[i]),
                     "roofline_latency_ms": _r(roof[i]), "gflops": round(float(g.flops.sum()) * max(batch, 1) / 1e9, 4),
                     "parameters": g.params, "predictor": "gnn"})
-        accuracy = _accuracy_tag(protos[i], m)
+        accuracy = _accuracy_tag(protos[i], m) if protos[i] is not None else None
         if accuracy is not None:
             out[-1]["accuracy"] = accuracy
     return out
@@ -130,7 +143,7 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
         model = str(base / row["model_path"])
         if model not in graph_index:
             try:
-                graphs.append(from_onnx(load_onnx(model), name=row["model_path"]))
+                graphs.append(load_graph(model, row["model_path"])[0])
             except InvalidInput as exc:
                 raise InvalidInput(f"{where}: {exc}") from None
             graph_index[model] = len(graphs) - 1

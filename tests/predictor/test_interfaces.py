@@ -160,3 +160,19 @@ def test_pareto_plot_uses_accuracy_tags_when_models_carry_them(checkpoint, zoo, 
     assert proc.returncode == 0, proc.stderr
     answers = json.loads(proc.stdout)
     assert [a["accuracy"] for a in answers] == [0.91, 0.95] and (tmp_path / "p.png").is_file()
+
+
+def test_predict_reads_gguf_headers_and_transformer_configs(checkpoint, env, tmp_path):
+    from tests.predictor.test_llm import TINY, write_gguf
+
+    (tmp_path / "config.json").write_text(json.dumps({**TINY, "num_hidden_layers": 8}))
+    write_gguf(tmp_path / "m.gguf", {"general.architecture": "llama", "llama.embedding_length": 64,
+                                     "llama.block_count": 2, "llama.attention.head_count": 4,
+                                     "llama.feed_forward_length": 128, "general.file_type": 2,
+                                     "tokenizer.ggml.tokens": [f"t{i}" for i in range(100)]})
+    proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "pixel_3.yaml"),
+                   "--model", str(tmp_path / "config.json"), "--model", str(tmp_path / "m.gguf"), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    deep, shallow = json.loads(proc.stdout)
+    assert deep["latency_ms"] > shallow["latency_ms"] > 0  # 8 layers against 2
+    assert deep["parameters"] > shallow["parameters"]
