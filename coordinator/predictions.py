@@ -82,7 +82,7 @@ def samples_from_store(store: Store, min_devices: int):
 
 
 class Predictors:
-    """Training (one at a time) and serving (newest version cached in memory) for one coordinator."""
+    """Training (one at a time) and serving (each version loaded once, then kept in memory) for one coordinator."""
 
     def __init__(self, store: Store, min_devices: int):
         self.store = store

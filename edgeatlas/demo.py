@@ -225,18 +225,20 @@ class Demo:
         zoo = [n for n in names if (self.dir / "zoo" / f"{n}.onnx").is_file()][:8]
         models = [str(self.dir / "zoo" / f"{n}.onnx") for n in zoo]
         answers = {}
-        for label, sheet in sheets.items():
+        for (label, sheet), threads in zip(sheets.items(), (1, 0)):  # here: as the campaign ran, 1 thread
             try:
-                answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, 0, "onnxruntime")
+                answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, threads, "onnxruntime")
             except EdgeAtlasError as exc:
                 say(f"      {label}: no prediction ({exc})")
+
+        def cell(a) -> str:
+            return f"{a['latency_ms']:.3g} ms ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})" if a else "—"
+
         say(f"      {'model':14} {'measured here':>14} {'predicted here (80 % interval)':>32} "
             f"{'Raspberry Pi 5 (typed sheet)':>30}")
         for i, name in enumerate(zoo):
             here = answers.get("this machine", [None] * len(zoo))[i]
             pi = answers.get("Raspberry Pi 5", [None] * len(zoo))[i]
-            cell = lambda a: (f"{a['latency_ms']:.3g} ms ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})"
-                              if a else "—")
             got = f"{measured[name]:.3g} ms" if name in measured else "—"
             say(f"      {name:14} {got:>14} {cell(here):>32} {cell(pi):>30}")
         say("      (trained on PyTorch and TFLite timings of NAS-Bench-201 networks; this machine ran ONNX Runtime,")
