@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeatlas.predictor.data import Samples
 from edgeatlas.predictor.models import GNNEnsemble, Predictor, Tabular, TrainConfig
+from edgeatlas.protos.errors import InvalidInput
 
 # gnn-raw: the GNN alone; gnn: the GNN with its per-setting level anchored by the trees (models.Predictor).
 PREDICTORS = ("roofline", "tabular", "gnn-raw", "gnn")
@@ -58,17 +59,17 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
 
 def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devices: list[str] | None = None,
              say=lambda _: None) -> list[dict]:
-    """Rows of {held_out, predictor, Scores}: per held-out device, and overall."""
+    """Rows of {held_out, predictor, scores, coverage}, per held-out device."""
     if split not in SPLITS:
-        raise ValueError(split)
+        raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
     rows: list[dict] = []
     device = samples.device_of()
     if split == "leave-hardware-out":
         folds = devices or samples.devices()
+        unknown = [name for name in folds if not np.any(device == name)]
+        if unknown:  # before any training: a typo should not cost the folds before it
+            raise InvalidInput(f"--device {unknown[0]!r} is not in the data (devices: {', '.join(samples.devices())})")
         for name in folds:
-            if not np.any(device == name):
-                from edgeatlas.protos.errors import InvalidInput
-                raise InvalidInput(f"--device {name!r} is not in the data (devices: {', '.join(samples.devices())})")
             say(f"held out: {name}")
             train, test = samples.where(device != name), samples.where(device == name)
             rows += _score_all(name, test, fit_all(train, cfg, seed, say))

@@ -176,3 +176,10 @@ def test_predict_reads_gguf_headers_and_transformer_configs(checkpoint, env, tmp
     deep, shallow = json.loads(proc.stdout)
     assert deep["latency_ms"] > shallow["latency_ms"] > 0  # 8 layers against 2
     assert deep["parameters"] > shallow["parameters"]
+
+
+def test_eval_refuses_an_unknown_device_before_training(small_data, env):
+    proc = run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-hardware-out",
+                   "--device", "NVIDIA TITAN RTX", "--device", "Nokia 3310", env=env, timeout=300)
+    one_line_error(proc, "Nokia 3310", "Google Pixel 3")
+    assert "held out" not in proc.stdout  # nothing was trained first
