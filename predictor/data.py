@@ -126,7 +126,8 @@ class Samples:
                        self.source)
 
     def devices(self) -> list[str]:
-        return sorted({s.device for s in self.settings})
+        """The devices that have samples here (settings are shared with the set this one was cut from)."""
+        return sorted({self.settings[i].device for i in np.unique(self.setting)})
 
     def device_of(self) -> np.ndarray:
         names = np.array([s.device for s in self.settings])
