@@ -718,6 +718,13 @@ def build_parser() -> argparse.ArgumentParser:
     predictor = sub.add_parser("predictor", help="train, evaluate and query the cost predictor").add_subparsers(
         dest="sub", required=True)
 
+    def query_setting(p) -> None:
+        """The setting a prediction is asked for (predict and predictor ask)."""
+        p.add_argument("--target", default="cpu")
+        p.add_argument("--batch", type=int, default=1)
+        p.add_argument("--threads", type=int, default=0)
+        p.add_argument("--runtime", default="onnxruntime")
+
     def training_options(p, members: int, epochs: int, max_networks: int) -> None:
         p.add_argument("--data", action="append", required=True,
                        help="a directory in the nasbench201 layout (repeatable), or coordinator:HOST:PORT")
@@ -753,10 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = predictor.add_parser("ask", help="the coordinator's predictor, for a registered model")
     p.add_argument("--spec", required=True)
     p.add_argument("--model", required=True, help="a registered model's name or sha256 prefix")
-    p.add_argument("--target", default="cpu")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--runtime", default="onnxruntime")
+    query_setting(p)
     p.add_argument("--version", type=int, default=0, help="0: the newest")
     _admin_options(p)
     p.set_defaults(func=cmd_predictor_ask)
@@ -765,10 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec", required=True, help="spec sheet (edgeatlas.spec/v1, YAML or JSON)")
     p.add_argument("--model", action="append", required=True,
                    help="ONNX model, GGUF file or transformer config.json (repeatable)")
-    p.add_argument("--target", default="cpu")
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--runtime", default="onnxruntime")
+    query_setting(p)
     p.add_argument("--json", action="store_true", help="one JSON object (a list for several models)")
     p.add_argument("--plot", help="write a Pareto plot of the models (PNG)")
     p.set_defaults(func=cmd_predict)
