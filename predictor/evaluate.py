@@ -38,7 +38,7 @@ def score(pred_log: np.ndarray, latency_ms: np.ndarray) -> Scores:
 
 
 def calibration_split(samples: Samples, share: float = 0.05, seed: int = 0) -> tuple[Samples, Samples]:
-    """Networks held out of training to calibrate the intervals (the same networks on every device)."""
+    """(kept, held out): a share of the networks held out on every device (for intervals, or leave-model-out)."""
     held = np.random.default_rng(seed).random(len(samples.graphs)) < share
     return samples.where(~held[samples.graph]), samples.where(held[samples.graph])
 
@@ -74,9 +74,8 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
             train, test = samples.where(device != name), samples.where(device == name)
             rows += _score_all(name, test, fit_all(train, cfg, seed, say))
     else:
-        held = np.random.default_rng(seed + 1).random(len(samples.graphs)) < 0.2
-        train, test = samples.where(~held[samples.graph]), samples.where(held[samples.graph])
-        say(f"held out: {int(held.sum())} networks (one in five), on every device")
+        train, test = calibration_split(samples, share=0.2, seed=seed + 1)
+        say(f"held out: {len(np.unique(test.graph))} networks (one in five), on every device")
         predictor = fit_all(train, cfg, seed, say)
         test_device = test.device_of()
         for name in sorted(set(test_device)):
