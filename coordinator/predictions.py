@@ -147,8 +147,9 @@ class Predictors:
                 self._loaded[row.version] = Predictor.load(f.name)
         return row, self._loaded[row.version]
 
-    def predict(self, spec_json: str, model: str, target: str, batch: int, threads: int, runtime: str,
+    def predict(self, spec_json: str, model: str | bytes, target: str, batch: int, threads: int, runtime: str,
                 version: int) -> dict:
+        """model: a registered model's name or sha256 prefix, or the bytes of an ONNX graph (not stored)."""
         import onnx
 
         from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
@@ -156,12 +157,23 @@ class Predictors:
 
         row, predictor = self._get(version)
         spec = SpecSheet.from_json(spec_json, "spec_json")
-        found = self.store.resolve_models([model])[0]
-        if found.format != "onnx":
-            raise InvalidInput(f"model {found.name} is {found.format}; the predictor reads ONNX graphs")
+        if isinstance(model, bytes):
+            name, data = "uploaded", model
+        else:
+            found = self.store.resolve_models([model])[0]
+            if found.format != "onnx":
+                raise InvalidInput(f"model {found.name} is {found.format}; the predictor reads ONNX graphs")
+            name, data = found.name, _model_bytes(self.store, found.sha256)
         setting = SettingInfo(key="query", device=spec.name or "query", spec=spec, target=target or "cpu",
                               batch=batch, threads=threads, runtime=runtime)
-        graph = from_onnx(onnx.load_from_string(_model_bytes(self.store, found.sha256)), name=found.name)
+        try:
+            proto = onnx.load_from_string(data)
+            if isinstance(model, bytes):
+                name = proto.graph.name or name
+            graph = from_onnx(proto, name=name)
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidInput(f"the model is not an ONNX graph the predictor can read: {first[:300]}") from None
         samples = Samples(GraphSet.from_graphs([graph]), [setting], np.zeros(1, np.int64), np.zeros(1, np.int64),
                           np.ones(1))
         mean, lo, hi = predictor.predict(samples, "gnn")
@@ -169,5 +181,5 @@ class Predictors:
                 "latency_ms_high": math.exp(hi[0]),
                 "roofline_latency_ms": math.exp(predictor.predict(samples, "roofline")[0][0]),
                 "tabular_latency_ms": math.exp(predictor.predict(samples, "tabular")[0][0]),
-                "version": row.version, "model_name": found.name}
+                "version": row.version, "model_name": name}
 

@@ -9,19 +9,9 @@ import logging
 import grpc
 
 from edgeatlas.protos import errors
+from edgeatlas.protos.wire import CODES
 
 log = logging.getLogger("edgeatlas.coordinator")
-
-CODES = {
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.IntegrityError: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-}
 
 
 def one_line(text: str, limit: int = 500) -> str:
@@ -90,15 +80,3 @@ def rpc(method):
             log.exception("%s failed", method.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the coordinator")
     return unary
-
-
-def error_for(exc: grpc.RpcError) -> errors.EdgeAtlasError:
-    """The reverse direction, for clients: a gRPC failure as the domain error it stands for."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = exc.details() if hasattr(exc, "details") else str(exc)
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return errors.Unavailable(f"coordinator unreachable ({code.name.lower()}): {details}")
-    for kind, mapped in CODES.items():
-        if mapped == code:
-            return kind(details)
-    return errors.EdgeAtlasError(f"coordinator error {code.name if code else '?'}: {details}")

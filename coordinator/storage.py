@@ -202,6 +202,20 @@ class Store:
                                .group_by(TaskRow.agent_id)).all())
             return [(a, int(done.get(a.agent_id, 0))) for a in agents]
 
+    def privacy_spent(self, since_ms: int) -> dict[str, tuple[float, int]]:
+        """agent_id → (Σ ε, number) of the private releases it sent since `since_ms`.
+
+        Basic composition: an upper bound of what the device's own (Rényi) ledger counts."""
+        with self.session() as s:
+            rows = s.exec(select(ReportRow.agent_id, ReportRow.privacy_json).where(
+                ReportRow.received_ms >= since_ms, ReportRow.privacy_mode == "ldp")).all()
+        out: dict[str, tuple[float, int]] = {}
+        for agent_id, privacy_json in rows:
+            eps = float(json.loads(privacy_json or "{}").get("epsilon", 0.0))
+            total, n = out.get(agent_id, (0.0, 0))
+            out[agent_id] = (total + eps, n + 1)
+        return out
+
     # ---- blobs and models ---------------------------------------------------------------------
     def put_blob(self, sha256: str, size_bytes: int, chunks: Iterable[bytes]) -> None:
         """Stores a verified blob; chunks are the caller's, already checked against sha256."""
@@ -460,6 +474,18 @@ class Store:
                           .group_by(TaskRow.status)).all()
             return Counter(dict(rows))
 
+    def task_counts_by_hardware(self, campaign_id: int) -> dict[str, Counter]:
+        """hardware class → task status counts, for a campaign's progress per class."""
+        with self.session() as s:
+            rows = s.exec(select(AgentRow.hardware_class, TaskRow.status, func.count())
+                          .join(AgentRow, AgentRow.agent_id == TaskRow.agent_id)
+                          .where(TaskRow.campaign_id == campaign_id)
+                          .group_by(AgentRow.hardware_class, TaskRow.status)).all()
+        out: dict[str, Counter] = {}
+        for hw, status, n in rows:
+            out.setdefault(hw, Counter())[status] = n
+        return out
+
     def failures(self, campaign_id: int, limit: int = 20) -> list[str]:
         with self.session() as s:
             rows = s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.failure_reason != "")
@@ -522,6 +548,10 @@ class Store:
                 needed = max(needed, min_devices - c.n_devices) if suppressed else needed
             views.append(CellView(c, estimates, suppressed, needed))
         return views
+
+    def hardware(self) -> list[HardwareRow]:
+        with self.session() as s:
+            return list(s.exec(select(HardwareRow).order_by(HardwareRow.hardware_class)).all())
 
     def hardware_specs(self) -> dict[str, SpecSheet]:
         """hardware class → the first spec sheet that named it."""

@@ -34,7 +34,7 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
 
 
 def _admin(args):
-    from edgeatlas.coordinator.admin_client import AdminClient
+    from edgeatlas.protos.admin_client import AdminClient
     return AdminClient(args.coordinator, args.admin_token, _client_tls(args))
 
 
@@ -502,7 +502,7 @@ def cmd_predictor_train(args) -> int:
         return 0
     if len(args.data) > 1:
         raise errors.InvalidInput("--data coordinator:HOST:PORT cannot be combined with other --data sources")
-    from edgeatlas.coordinator.admin_client import AdminClient
+    from edgeatlas.protos.admin_client import AdminClient
 
     address = remote[0].removeprefix("coordinator:")
     with AdminClient(address, args.admin_token, _client_tls(args)) as admin:

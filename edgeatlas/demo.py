@@ -103,7 +103,7 @@ class Demo:
 
     def _run(self) -> int:
         from edgeatlas.coordinator import views
-        from edgeatlas.coordinator.admin_client import AdminClient
+        from edgeatlas.protos.admin_client import AdminClient
         from edgeatlas.v1 import admin_pb2
 
         if self.dir.exists() and not self.o.keep:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 
+from edgeatlas.protos import errors
 from edgeatlas.protos.errors import InvalidInput
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -66,3 +67,28 @@ def open_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
                                                private_key=read_pem(tls.key, "client key"),
                                                certificate_chain=read_pem(tls.cert, "client certificate"))
     return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+
+
+# Domain errors ↔ gRPC status codes: servers abort with these, clients turn them back.
+CODES = {
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Conflict: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.IntegrityError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def error_for(exc: grpc.RpcError) -> errors.EdgeAtlasError:
+    """The reverse direction, for clients: a gRPC failure as the domain error it stands for."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else str(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return errors.Unavailable(f"coordinator unreachable ({code.name.lower()}): {details}")
+    for kind, mapped in CODES.items():
+        if mapped == code:
+            return kind(details)
+    return errors.EdgeAtlasError(f"coordinator error {code.name if code else '?'}: {details}")

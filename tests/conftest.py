@@ -96,7 +96,7 @@ class CoordinatorProcess:
             self.proc = None
 
     def admin(self):
-        from edgeatlas.coordinator.admin_client import AdminClient
+        from edgeatlas.protos.admin_client import AdminClient
         return AdminClient(self.address, self.admin_token)
 
     def env(self) -> dict[str, str]:

@@ -23,6 +23,7 @@ from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 ONLINE_WINDOW_MS = 90_000
+DAY_MS = 86_400_000
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -64,14 +65,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def _campaign(self, campaign_id: int) -> admin_pb2.Campaign:
         row = await asyncio.to_thread(self.store.campaign, campaign_id)
         counts = await asyncio.to_thread(self.store.task_counts, campaign_id)
+        by_hardware = await asyncio.to_thread(self.store.task_counts_by_hardware, campaign_id)
         failures = await asyncio.to_thread(self.store.failures, campaign_id)
         names = {m.sha256: m.name for m in await asyncio.to_thread(self.store.list_models)}
         return admin_pb2.Campaign(
             campaign_id=row.id, name=row.name, status=row.status, created_ms=row.created_ms,
             finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
             selectors=json.loads(row.selectors_json), repeats=row.repeats, agents=row.n_agents,
-            counts=admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
-                                           ("pending", "leased", "done", "failed", "cancelled", "declined")}),
+            counts=task_counts_pb(counts), by_hardware={hw: task_counts_pb(c) for hw, c in by_hardware.items()},
+            setting=convert.setting_to_pb(Setting(**json.loads(row.setting_json))),
             failures=failures, target_precision=row.target_precision,
             privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))))
 
@@ -97,12 +99,26 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         await self._admin(context)
         now = int(time.time() * 1000)
         rows = await asyncio.to_thread(self.store.list_agents)
+        spent = await asyncio.to_thread(self.store.privacy_spent, now - DAY_MS)
         return admin_pb2.ListAgentsResponse(agents=[admin_pb2.AgentInfo(
             agent_id=a.agent_id, name=a.name, hardware_class=a.hardware_class, device_class=a.device_class,
             enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
             online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done,
-            simulated=a.simulated)
+            simulated=a.simulated, epsilon_24h=spent.get(a.agent_id, (0.0, 0))[0],
+            releases_24h=spent.get(a.agent_id, (0.0, 0))[1])
             for a, done in rows])
+
+    @rpc
+    async def ListHardware(self, request, context):
+        await self._admin(context)
+        rows = await asyncio.to_thread(self.store.hardware)
+        out = []
+        for row in rows:
+            spec = SpecSheet.from_json(row.spec_json)
+            out.append(admin_pb2.HardwareInfo(hardware_class=row.hardware_class, device_class=spec.device_class or "",
+                                              name=spec.name or "", spec_json=row.spec_json,
+                                              first_seen_ms=row.first_seen_ms))
+        return admin_pb2.ListHardwareResponse(hardware=out)
 
     @rpc
     async def UploadBlob(self, request_iterator, context):
@@ -241,11 +257,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def Predict(self, request, context):
         await self._admin(context)
-        if not request.spec_json or not request.model:
-            raise InvalidInput("Predict needs spec_json and model")
+        if not request.spec_json or not (request.model or request.model_onnx):
+            raise InvalidInput("Predict needs spec_json and a model (a registered name or ONNX bytes)")
+        if request.model and request.model_onnx:
+            raise InvalidInput("Predict takes either model or model_onnx, not both")
         if request.batch > 4096 or request.threads > 1024:
             raise InvalidInput("batch must be in 0..4096 and threads in 0..1024")
-        answer = await asyncio.to_thread(_predictor_call, self.predictors.predict, request.spec_json, request.model,
+        model = request.model or bytes(request.model_onnx)
+        answer = await asyncio.to_thread(_predictor_call, self.predictors.predict, request.spec_json, model,
                                          request.target or "cpu", request.batch, request.threads, request.runtime,
                                          request.version)
         return admin_pb2.PredictResponse(**answer)
@@ -286,6 +305,11 @@ def _predictor_call(fn, *args):
         return fn(*args)
     except ImportError as exc:  # torch / torch-geometric / scikit-learn: the `predictor` extra
         raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
+
+
+def task_counts_pb(counts) -> admin_pb2.TaskCounts:
+    return admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
+                                   ("pending", "leased", "done", "failed", "cancelled", "declined")})
 
 
 def predictor_to_pb(row) -> admin_pb2.PredictorVersion:

@@ -45,7 +45,7 @@ def test_revoked_tokens_and_agents_stop_working(coordinator, prepared_zoo):
 
     admin_extra = run_cli("token", "create", "--kind", "admin", env=env).stdout.strip()
     assert run_cli("token", "revoke", admin_extra, env=env).returncode == 0
-    from edgeatlas.coordinator.admin_client import AdminClient
+    from edgeatlas.protos.admin_client import AdminClient
     with AdminClient(coordinator.address, admin_extra) as admin, pytest.raises(Unauthenticated):
         admin.list_models()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgeatlas.coordinator.admin_client import AdminClient
+from edgeatlas.protos.admin_client import AdminClient
 from edgeatlas.protos.errors import InvalidInput, Unavailable
 from edgeatlas.protos.wire import ClientTls, open_channel
 

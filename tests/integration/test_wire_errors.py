@@ -94,7 +94,7 @@ def test_wrong_or_missing_tokens_are_unauthenticated(wire):
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     channel.close()
     with pytest.raises(Unauthenticated):
-        from edgeatlas.coordinator.admin_client import AdminClient
+        from edgeatlas.protos.admin_client import AdminClient
         AdminClient(coordinator.address, "ea_admin_wrong").list_models()
     nothing_stored(coordinator)
 

@@ -120,6 +120,11 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.ListHardware = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/ListHardware',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListHardwareRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListHardwareResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -232,6 +237,13 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHardware(self, request, context):
+        """Every hardware class the coordinator knows (enrolled, imported or simulated), with its spec sheet.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +331,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DownloadPredictor,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.SerializeToString,
+            ),
+            'ListHardware': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHardware,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.ListHardwareRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListHardwareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -780,6 +797,33 @@ class AdminService:
             '/edgeatlas.v1.AdminService/DownloadPredictor',
             edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHardware(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/ListHardware',
+            edgeatlas_dot_v1_dot_admin__pb2.ListHardwareRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.ListHardwareResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""A typed client of the admin API for the CLI, the demo and (later) the dashboard."""
+"""A typed client of the admin API: what the CLI, the demo and the dashboard speak to a coordinator."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from typing import Iterator
 
 import grpc
 
-from edgeatlas.coordinator.status import error_for
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import IntegrityError, Unauthenticated
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
-from edgeatlas.protos.wire import CHUNK_BYTES, DEFAULT_DEADLINE_S, ClientTls, bearer, open_channel
+from edgeatlas.protos.wire import CHUNK_BYTES, DEFAULT_DEADLINE_S, ClientTls, bearer, error_for, open_channel
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 
@@ -83,6 +82,9 @@ class AdminClient:
     def list_agents(self):
         return list(self._call(self.stub.ListAgents, admin_pb2.ListAgentsRequest()).agents)
 
+    def list_hardware(self) -> list[admin_pb2.HardwareInfo]:
+        return list(self._call(self.stub.ListHardware, admin_pb2.ListHardwareRequest()).hardware)
+
     def heatmap(self, metric: str = "", target_precision: float = 0.0) -> admin_pb2.Heatmap:
         return self._call(self.stub.GetHeatmap, admin_pb2.GetHeatmapRequest(
             metric=metric, target_precision=target_precision))
@@ -105,11 +107,16 @@ class AdminClient:
         return self._call(self.stub.RevokeAgent, admin_pb2.RevokeAgentRequest(agent_id=agent_id)).revoked
 
     # ---- the cost predictor --------------------------------------------------------------------
-    def predict(self, spec_json: str, model: str, target: str = "cpu", batch: int = 1, threads: int = 0,
+    def predict(self, spec_json: str, model: str | bytes, target: str = "cpu", batch: int = 1, threads: int = 0,
                 runtime: str = "", version: int = 0) -> admin_pb2.PredictResponse:
-        return self._call(self.stub.Predict, admin_pb2.PredictRequest(
-            spec_json=spec_json, model=model, target=target, batch=batch, threads=threads, runtime=runtime,
-            version=version))
+        """model: a registered model's name or sha256 prefix, or an ONNX graph's bytes (read, not stored)."""
+        request = admin_pb2.PredictRequest(spec_json=spec_json, target=target, batch=batch, threads=threads,
+                                           runtime=runtime, version=version)
+        if isinstance(model, bytes):
+            request.model_onnx = model
+        else:
+            request.model = model
+        return self._call(self.stub.Predict, request, timeout=120)
 
     def train_predictor(self, members: int = 0, epochs: int = 0, timeout: float = 3600) -> admin_pb2.PredictorVersion:
         return self._call(self.stub.TrainPredictor, admin_pb2.TrainPredictorRequest(members=members, epochs=epochs),
