@@ -135,6 +135,25 @@ class Predictors:
         finally:
             self._train_lock.release()
 
+    def publish(self, checkpoint_sha256: str) -> PredictorRow:
+        """A checkpoint trained elsewhere (stored as a blob already) becomes the newest version."""
+        from edgeatlas.predictor.models import Predictor
+
+        blob = b"".join(self.store.blob_chunks(checkpoint_sha256))
+        with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+            f.write(blob)
+            f.flush()
+            predictor = Predictor.load(f.name)  # InvalidInput unless it is an edgeatlas.predictor/v1 checkpoint
+        info = predictor.info or {}
+        devices = info.get("devices") or []
+        row = self.store.add_predictor(PredictorRow(
+            created_ms=now_ms(), trigger="published", checkpoint_sha256=checkpoint_sha256, size_bytes=len(blob),
+            cells=int(info.get("measurements") or info.get("cells") or 0), networks=int(info.get("networks") or 0),
+            devices=len(devices) if isinstance(devices, list) else 0, evaluation_json="{}",
+            train_seconds=float(info.get("seconds") or 0)))
+        self._loaded[row.version] = predictor
+        return row
+
     def _get(self, version: int):
         from edgeatlas.predictor.models import Predictor
 
@@ -181,5 +200,16 @@ class Predictors:
                 "latency_ms_high": math.exp(hi[0]),
                 "roofline_latency_ms": math.exp(predictor.predict(samples, "roofline")[0][0]),
                 "tabular_latency_ms": math.exp(predictor.predict(samples, "tabular")[0][0]),
-                "version": row.version, "model_name": name}
+                "version": row.version, "model_name": name, "gflops": float(graph.flops.sum()) * max(batch, 1) / 1e9,
+                "weight_mb": float(graph.weight_bytes.sum()) / 1e6, **accuracy_of(proto)}
 
+
+def accuracy_of(proto) -> dict:
+    """{"accuracy": x} from an ONNX metadata property `accuracy` that is a number, else {}."""
+    for prop in proto.metadata_props:
+        if prop.key == "accuracy":
+            try:
+                return {"accuracy": float(prop.value)}
+            except ValueError:
+                return {}
+    return {}

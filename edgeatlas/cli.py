@@ -434,7 +434,38 @@ def cmd_demo(args) -> int:
     from edgeatlas.demo import Demo, DemoOptions
 
     return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
-                            duration_s=args.duration, keep=args.keep, simulated=args.simulated)).run()
+                            duration_s=args.duration, keep=args.keep, simulated=args.simulated,
+                            dashboard=not args.no_dashboard,
+                            stay=args.stay if args.stay is not None else sys.stdin.isatty())).run()
+
+
+def cmd_dashboard(args) -> int:
+    from edgeatlas.dashboard import serve
+    from edgeatlas.protos.wire import check_address
+
+    check_address(args.coordinator)
+    if not args.admin_token:
+        raise errors.InvalidInput("no admin token: pass --admin-token or set EDGEATLAS_ADMIN_TOKEN")
+    if not 0 <= args.port <= 65535:
+        raise errors.InvalidInput(f"--port {args.port} is not in 0..65535")
+    tls = {"EDGEATLAS_TLS_CA": args.tls_ca or "", "EDGEATLAS_TLS_CERT": args.tls_cert or "",
+           "EDGEATLAS_TLS_KEY": args.tls_key or ""}
+    proc, url = serve.start(args.coordinator, args.admin_token, args.host, args.port, tls=tls)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop by PID stops Streamlit too
+    try:
+        _print(f"dashboard: {url}  (coordinator {args.coordinator}; Ctrl-C stops it)")
+        if args.ready_file:
+            Path(args.ready_file).write_text(json.dumps({"url": url, "pid": proc.pid}))
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        serve.stop(proc)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 # ---- parser -------------------------------------------------------------------------------------
@@ -558,6 +589,17 @@ def cmd_predictor_retrain(args) -> int:
     return 0
 
 
+def cmd_predictor_publish(args) -> int:
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise errors.InvalidInput(f"checkpoint {path}: no such file")
+    with _admin(args) as admin:
+        v = admin.publish_predictor(path.read_bytes())
+    _print(f"predictor v{v.version} published from {path}: {v.cells} measurements, {v.networks} networks, "
+           f"{v.devices} devices")
+    return 0
+
+
 def cmd_predictor_ask(args) -> int:
     from edgeatlas.protos.spec import SpecSheet
 
@@ -608,7 +650,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.5)
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     p.add_argument("--simulated", type=int, default=24, help="virtual devices beside the real agents (0: none)")
+    p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    stay = p.add_mutually_exclusive_group()
+    stay.add_argument("--stay", dest="stay", action="store_true", default=None,
+                      help="keep the coordinator and dashboard up until Ctrl-C (the default in a terminal)")
+    stay.add_argument("--exit", dest="stay", action="store_false", help="stop everything once it has printed")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("dashboard", help="the Streamlit dashboard over a coordinator's admin API")
+    _admin_options(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8501, help="0: any free port")
+    p.add_argument("--ready-file", help="write {url, pid} here once it serves")
+    p.set_defaults(func=cmd_dashboard)
 
     coord = sub.add_parser("coordinator").add_subparsers(dest="sub", required=True)
     p = coord.add_parser("serve", help="run the coordinator")
@@ -757,6 +811,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=0)
     _admin_options(p)
     p.set_defaults(func=cmd_predictor_retrain)
+    p = predictor.add_parser("publish", help="make a checkpoint of `predictor train` the coordinator's newest version")
+    p.add_argument("checkpoint")
+    _admin_options(p)
+    p.set_defaults(func=cmd_predictor_publish)
     p = predictor.add_parser("ask", help="the coordinator's predictor, for a registered model")
     p.add_argument("--spec", required=True)
     p.add_argument("--model", required=True, help="a registered model's name or sha256 prefix")

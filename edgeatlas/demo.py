@@ -47,6 +47,8 @@ class DemoOptions:
     duration_s: float = 0.5
     keep: bool = False
     simulated: int = 24  # virtual devices beside the real agents (0: none)
+    dashboard: bool = True
+    stay: bool = False  # keep the coordinator and the dashboard up until Ctrl-C
 
 
 def say(text: str = "") -> None:
@@ -124,6 +126,7 @@ class Demo:
         address = self._wait_ready(coordinator, ready, logs / "coordinator.log")
         tokens = json.loads((self.dir / "tokens.json").read_text())
         say(f"      listening on {address} (pid {coordinator.pid})")
+        self.dashboard_url = self._dashboard(address, tokens["admin_token"], env, logs)
 
         with AdminClient(address, tokens["admin_token"]) as admin:
             say(f"[2/6] building the model zoo in {self.dir / 'zoo'} and registering it")
@@ -198,11 +201,42 @@ class Demo:
                 ledger.close()
             for failure in campaign.failures:
                 say(f"  note: {failure}")
-        self._predictor(local, names)
+        self._predictor(local, names, address, tokens["admin_token"])
         self._where()
-        return 0 if campaign.status == "done" and campaign.counts.done > 0 else 1
+        ok = campaign.status == "done" and campaign.counts.done > 0
+        if self.dashboard_url and self.o.stay:
+            say(f"\nthe dashboard stays up at {self.dashboard_url} with the coordinator at {address}; "
+                f"Ctrl-C stops both")
+            serving = [proc for name, proc in self.children.procs if name in ("coordinator", "dashboard")]
+            while all(proc.poll() is None for proc in serving):
+                time.sleep(1)
+        return 0 if ok else 1
 
-    def _predictor(self, local, names: list[str]) -> None:
+    def _dashboard(self, address: str, admin_token: str, env: dict[str, str], logs: Path) -> str:
+        """Starts `edgeatlas dashboard` beside the coordinator; its URL, or '' where it cannot run."""
+        if not self.o.dashboard:
+            return ""
+        try:
+            import streamlit  # noqa: F401  (the `dashboard` extra)
+        except ImportError:
+            say('      (no dashboard: install the dashboard extra, pip install "edgeatlas[dashboard]")')
+            return ""
+        ready = self.dir / "dashboard.json"
+        ready.unlink(missing_ok=True)
+        proc = self.children.start("dashboard", ["dashboard", "--coordinator", address, "--port", "0",
+                                                 "--ready-file", str(ready)], logs / "dashboard.log",
+                                   dict(env, EDGEATLAS_ADMIN_TOKEN=admin_token))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                say(f"      (the dashboard did not start; see {logs / 'dashboard.log'})")
+                return ""
+            time.sleep(0.2)
+        url = json.loads(ready.read_text())["url"]
+        say(f"      dashboard: {url} (pid {proc.pid}); its pages fill as the demo goes on")
+        return url
+
+    def _predictor(self, local, names: list[str], address: str, admin_token: str) -> None:
         """Trains a small predictor on the bundled sample and asks it about this machine and a typed sheet."""
         from edgeatlas.agent.probe import probe
         from edgeatlas.predictor.commands import predict, train
@@ -245,6 +279,12 @@ class Demo:
         say("      a runtime and networks outside that data: the gap between the first two columns is the honest error)")
         say(f"      ask it yourself: edgeatlas predict --spec {sheets['Raspberry Pi 5']} "
             f"--model {models[0] if models else 'MODEL.onnx'}  (checkpoint: {default})")
+        from edgeatlas.protos.admin_client import AdminClient
+
+        with AdminClient(address, admin_token) as admin:
+            version = admin.publish_predictor(checkpoint.read_bytes())
+        say(f"      published to the coordinator as predictor v{version.version}: the dashboard's Predictor and "
+            f"Compare pages use it")
 
     def _on_device(self):
         """The agents' own exact results (the owner's view; it runs on the same machine), as heat-map cells."""
@@ -351,9 +391,11 @@ class Demo:
         say(f"  agents' state   {self.dir / 'agents'} (credential, model cache, outbox)")
         say(f"  logs            {self.dir / 'logs'}")
         say(f"  admin token     {self.dir / 'tokens.json'}")
+        if self.dashboard_url:
+            say(f"  dashboard       {self.dashboard_url}  (heat-map, fleet, campaigns, predictor, compare)")
         say("to look again, start `edgeatlas coordinator serve --db "
-            f"sqlite:///{self.dir / 'coordinator.db'}` and run `edgeatlas heatmap` with "
-            "EDGEATLAS_ADMIN_TOKEN from tokens.json")
+            f"sqlite:///{self.dir / 'coordinator.db'}` and run `edgeatlas heatmap` or `edgeatlas dashboard` "
+            "with EDGEATLAS_ADMIN_TOKEN from tokens.json")
 
 
 def _raise_interrupt(signum, frame):

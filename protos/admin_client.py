@@ -40,15 +40,8 @@ class AdminClient:
             raise error_for(exc) from None
 
     def upload_blob(self, data: bytes) -> str:
-        sha = hashlib.sha256(data).hexdigest()
-
-        def chunks() -> Iterator[admin_pb2.BlobChunk]:
-            yield admin_pb2.BlobChunk(sha256=sha, size_bytes=len(data))
-            for i in range(0, len(data), CHUNK_BYTES):
-                yield admin_pb2.BlobChunk(data=data[i:i + CHUNK_BYTES])
-
-        self._call(self.stub.UploadBlob, chunks(), timeout=600)
-        return sha
+        self._call(self.stub.UploadBlob, _chunks(data), timeout=600)
+        return hashlib.sha256(data).hexdigest()
 
     def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str):
         sha = self.upload_blob(Path(path).read_bytes())
@@ -122,6 +115,10 @@ class AdminClient:
         return self._call(self.stub.TrainPredictor, admin_pb2.TrainPredictorRequest(members=members, epochs=epochs),
                           timeout=timeout)
 
+    def publish_predictor(self, checkpoint: bytes) -> admin_pb2.PredictorVersion:
+        """A checkpoint of `predictor train` becomes the coordinator's newest version."""
+        return self._call(self.stub.PublishPredictor, _chunks(checkpoint), timeout=600)
+
     def predictor_versions(self) -> list[admin_pb2.PredictorVersion]:
         return list(self._call(self.stub.ListPredictorVersions, admin_pb2.ListPredictorVersionsRequest()).versions)
 
@@ -136,3 +133,9 @@ class AdminClient:
         if not parts or hashlib.sha256(blob).hexdigest() != parts[0].sha256 or len(blob) != parts[0].size_bytes:
             raise IntegrityError("the predictor checkpoint arrived damaged (sha256 or size mismatch)")
         return blob
+
+
+def _chunks(data: bytes) -> Iterator[admin_pb2.BlobChunk]:
+    yield admin_pb2.BlobChunk(sha256=hashlib.sha256(data).hexdigest(), size_bytes=len(data))
+    for i in range(0, len(data), CHUNK_BYTES):
+        yield admin_pb2.BlobChunk(data=data[i:i + CHUNK_BYTES])

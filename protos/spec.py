@@ -73,11 +73,16 @@ class SpecSheet:
             text = path.read_text()
         except OSError as exc:
             raise InvalidInput(f"cannot read spec sheet {path}: {exc.strerror}") from None
+        return cls.from_text(text, str(path))
+
+    @classmethod
+    def from_text(cls, text: str, origin: str = "spec sheet") -> "SpecSheet":
+        """A sheet as YAML or JSON text (what a person pastes)."""
         try:
             data = yaml.safe_load(text)  # JSON is YAML too
         except yaml.YAMLError as exc:
-            raise InvalidInput(f"{path}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, str(path))
+            raise InvalidInput(f"{origin}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, origin)
 
     def get(self, dotted: str) -> Any:
         node: Any = self.data

@@ -14,6 +14,7 @@ ALLOWED = {
     "agent": {"protos", "agent"},
     "coordinator": {"protos", "coordinator", "agent", "predictor"},  # the agent's runner fixes reference outputs
     "predictor": {"protos", "predictor"},
+    "dashboard": {"protos", "dashboard"},  # the admin API only: never the coordinator's database
 }
 
 

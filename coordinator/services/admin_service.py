@@ -123,6 +123,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def UploadBlob(self, request_iterator, context):
         await self._admin(context)
+        sha, size = await self._receive_blob(request_iterator)
+        return admin_pb2.BlobInfo(sha256=sha, size_bytes=size)
+
+    async def _receive_blob(self, request_iterator) -> tuple[str, int]:
+        """Stores a streamed blob once its bytes match the sha256 and size its first chunk names."""
         digest, buffer, sha, size = hashlib.sha256(), bytearray(), None, None
         async for chunk in request_iterator:
             check_parsed(chunk)
@@ -143,7 +148,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         data = bytes(buffer)
         chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
         await asyncio.to_thread(self.store.put_blob, sha, size, chunks)
-        return admin_pb2.BlobInfo(sha256=sha, size_bytes=size)
+        return sha, size
 
     @rpc
     async def RegisterModel(self, request, context):
@@ -276,6 +281,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("members must be in 0..10 and epochs in 0..50")
         row = await asyncio.to_thread(_predictor_call, self.predictors.train, "manual", request.members,
                                       request.epochs)
+        return predictor_to_pb(row)
+
+    @rpc
+    async def PublishPredictor(self, request_iterator, context):
+        await self._admin(context)
+        sha, _ = await self._receive_blob(request_iterator)
+        row = await asyncio.to_thread(_predictor_call, self.predictors.publish, sha)
         return predictor_to_pb(row)
 
     @rpc

@@ -120,6 +120,11 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.PublishPredictor = channel.stream_unary(
+                '/edgeatlas.v1.AdminService/PublishPredictor',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.FromString,
+                _registered_method=True)
         self.ListHardware = channel.unary_unary(
                 '/edgeatlas.v1.AdminService/ListHardware',
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListHardwareRequest.SerializeToString,
@@ -237,6 +242,14 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishPredictor(self, request_iterator, context):
+        """A checkpoint trained elsewhere (`predictor train`) becomes the newest version; first chunk names it.
+        It is a pickle: publishing one is as trusted as the admin token that sends it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListHardware(self, request, context):
         """Every hardware class the coordinator knows (enrolled, imported or simulated), with its spec sheet.
         """
@@ -331,6 +344,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.DownloadPredictor,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.SerializeToString,
+            ),
+            'PublishPredictor': grpc.stream_unary_rpc_method_handler(
+                    servicer.PublishPredictor,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.SerializeToString,
             ),
             'ListHardware': grpc.unary_unary_rpc_method_handler(
                     servicer.ListHardware,
@@ -797,6 +815,33 @@ class AdminService:
             '/edgeatlas.v1.AdminService/DownloadPredictor',
             edgeatlas_dot_v1_dot_admin__pb2.DownloadPredictorRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishPredictor(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgeatlas.v1.AdminService/PublishPredictor',
+            edgeatlas_dot_v1_dot_admin__pb2.BlobChunk.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.PredictorVersion.FromString,
             options,
             channel_credentials,
             insecure,

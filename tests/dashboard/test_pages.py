@@ -1,0 +1,176 @@
+"""Each dashboard page's logic through Streamlit's AppTest, against a real coordinator holding real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.dashboard.conftest import FLEET_MODELS
+
+pytestmark = pytest.mark.slow
+
+RASPBERRY_PI_5 = """name: Raspberry Pi 5
+device_class: board
+cpu: {arch: arm64, cores: 4, threads: 4, clusters: [{cores: 4, core: cortex-a76, max_ghz: 2.4}], max_ghz: 2.4}
+memory: {size_gb: 8, bandwidth_gbs: 17.1}
+"""
+
+
+def figure(at: AppTest, key: str) -> dict:
+    charts = [e for e in at.get("plotly_chart") if json.loads(e.proto.spec)]
+    assert charts, "no chart on the page"
+    return json.loads(charts[0].proto.spec)
+
+
+def table_of(at: AppTest, key: str):
+    """A st.dataframe by the key the page gives it; AppTest does not index dataframes by key, so by the
+    order the page draws them in."""
+    order = {"fleet_hw": 0, "fleet_privacy": 1, "fleet_agents": 2, "pr_table_A": 0, "pr_table_B": 1,
+             "cmp_table": 0}
+    if key == "pr_side":
+        return at.dataframe[-1].value
+    return at.dataframe[order[key]].value
+
+
+def errors_of(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def test_heatmap_shows_every_source_and_suppresses_small_fleet_cells(app, world):
+    at = app("heatmap")
+    assert not errors_of(at)
+    assert at.selectbox(key="hm_metric").value == "latency_mean_ms"  # the metric most cells have
+    trace = figure(at, "hm_chart")["data"][0]
+    models, columns = trace["y"], trace["x"]
+    assert set(FLEET_MODELS + world.imported) <= set(models)
+    assert any(c.endswith("·imported") for c in columns) and any(c.endswith("·simulated") for c in columns)
+    fleet = [j for j, c in enumerate(columns) if "·" not in c]
+    assert len(fleet) == 1  # the real agent's class, unmarked
+    row = models.index("mlp-s")
+    assert trace["text"][row][fleet[0]] == "k<5" and trace["z"][row][fleet[0]] is None  # no value leaks
+    imported = [j for j, c in enumerate(columns) if c.endswith("·imported")]
+    nb = models.index(world.imported[0])
+    assert all(trace["z"][nb][j] is not None for j in imported)  # published values shown as they are
+    assert "cited:" in trace["hovertext"][nb][imported[0]]
+    assert "suppressed: 1 of the 5 devices" in trace["hovertext"][row][fleet[0]]
+    assert at.get("download_button")
+
+
+def test_heatmap_filters_by_source_and_campaign(app, world):
+    at = app("heatmap")
+    at.multiselect(key="hm_sources").set_value(["imported"]).run()
+    columns = figure(at, "hm_chart")["data"][0]["x"]
+    assert columns and all(c.endswith("·imported") for c in columns)
+    at.multiselect(key="hm_sources").set_value([]).run()
+    campaign = next(o for o in at.selectbox(key="hm_campaign").options if o.endswith("simulated"))
+    at.selectbox(key="hm_campaign").set_value(campaign).run()
+    trace = figure(at, "hm_chart")["data"][0]
+    assert set(trace["y"]) == set(FLEET_MODELS) and all(c.endswith("·simulated") for c in trace["x"])
+
+
+def test_fleet_counts_devices_and_privacy_per_device_class(app):
+    at = app("fleet")
+    assert not errors_of(at)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Devices"] == "7" and shown["Online"] == "7" and shown["Offline"] == "0"
+    privacy = table_of(at, "fleet_privacy")
+    assert privacy["devices"].sum() == 1  # simulated devices are left out
+    assert privacy["releases_24h"].sum() == 2 and privacy["max_epsilon_24h"].max() == pytest.approx(2.0)
+    agents = table_of(at, "fleet_agents")
+    assert agents["simulated"].sum() == 6
+
+
+def test_campaign_form_creates_a_campaign_and_rejects_bad_input(app, world):
+    with world.coordinator.admin() as admin:
+        before = len(admin.list_campaigns())
+    at = app("campaigns")
+    at.text_input(key="cf_name").set_value("from-the-form")
+    at.multiselect(key="cf_models").set_value(["mlp-s"])
+    at.text_area(key="cf_selectors").set_value("not a selector")
+    at.button(key="cf_submit").click().run()
+    assert any("not KEY=VALUE" in e for e in errors_of(at))
+    with world.coordinator.admin() as admin:
+        assert len(admin.list_campaigns()) == before  # nothing stored
+    at.text_area(key="cf_selectors").set_value("label.simulated=true")
+    at.number_input(key="cf_epsilon").set_value(2.0)
+    at.button(key="cf_submit").click().run()
+    assert not errors_of(at) and any("from-the-form created" in s.value for s in at.success)
+    with world.coordinator.admin() as admin:
+        made = [c for c in admin.list_campaigns() if c.name == "from-the-form"]
+    assert len(made) == 1 and made[0].models == ["mlp-s"] and made[0].privacy.epsilon == 2.0
+    assert made[0].selectors == {"label.simulated": "true"} and made[0].agents == 6
+
+
+def test_campaign_progress_per_hardware_class_and_cancel(app, world):
+    from edgeatlas.protos.records import RunParams, Setting
+
+    with world.coordinator.admin() as admin:  # an hour-long run on the real agent: still running when cancelled
+        cid = admin.create_campaign(["resnet-s"], {"label.real": "true"}, 1, Setting(threads=1),
+                                    RunParams(min_iterations=10, min_duration_s=3600, max_duration_s=3600),
+                                    name="long").campaign_id
+    at = app("campaigns")
+    pick = next(o for o in at.selectbox(key="cp_pick").options if o.startswith(f"#{cid} "))
+    at.selectbox(key="cp_pick").set_value(pick).run()
+    texts = [p.proto.text for p in at.get("progress")]
+    assert any(t.startswith("cpu:") and "to go" in t for t in texts)  # one bar per hardware class
+    at.button(key=f"cancel_{cid}").click().run()
+    assert any("is cancelled" in s.value for s in at.success)
+    with world.coordinator.admin() as admin:
+        assert admin.campaign(cid).status == "cancelled"
+
+
+def test_predictor_answers_a_pasted_sheet_and_names_a_bad_field(app):
+    at = app("predictor")
+    assert "Predictor v1 (published)" in " ".join(c.value for c in at.caption)
+    at.radio(key="pa_how").set_value("Paste").run()
+    at.text_area(key="pa_paste").set_value(RASPBERRY_PI_5.replace("board", "toaster")).run()
+    assert any("device_class" in e and "toaster" in e for e in errors_of(at))
+    at.text_area(key="pa_paste").set_value(RASPBERRY_PI_5).run()
+    at.multiselect(key="pr_models").set_value(["mlp-s", "resnet-s"])
+    at.button(key="pr_go").click().run()
+    assert not errors_of(at), errors_of(at)
+    table = table_of(at, "pr_table_A")
+    assert list(table["model"]) == ["mlp-s", "resnet-s"]
+    assert ((table["low_ms"] <= table["latency_ms"]) & (table["latency_ms"] <= table["high_ms"])).all()
+    assert (table["latency_ms"] > 0).all() and (table["gflops"] > 0).all()
+    pareto = figure(at, "pr_pareto")["data"][0]
+    assert sorted(pareto["text"]) == ["mlp-s", "resnet-s"]
+
+
+def test_predictor_compares_two_sheets_side_by_side(app):
+    at = app("predictor")
+    at.toggle(key="pr_compare").set_value(True).run()
+    at.radio(key="pb_how").set_value("Paste").run()
+    at.text_area(key="pb_paste").set_value(RASPBERRY_PI_5).run()
+    at.multiselect(key="pr_models").set_value(["mlp-s"])
+    at.button(key="pr_go").click().run()
+    assert not errors_of(at), errors_of(at)
+    side = table_of(at, "pr_side")
+    assert list(side["model"]) == ["mlp-s"] and side["B / A"].iloc[0] > 0
+
+
+def test_compare_two_hardware_classes_with_predictions_and_two_models(app, world):
+    at = app("compare")
+    assert not errors_of(at)
+    table = table_of(at, "cmp_table")
+    a, b = at.selectbox(key="cmp_ha").value, at.selectbox(key="cmp_hb").value
+    assert a != b and f"{a} measured" in table and f"{a} predicted" in table
+    assert table[f"{a} measured"].notna().any() and (table[f"{a} predicted"].dropna() > 0).all()
+    at.radio(key="cmp_mode").set_value("Two models").run()
+    at.selectbox(key="cmp_ma").set_value("mlp-s")
+    at.selectbox(key="cmp_mb").set_value("resnet-s").run()
+    table = table_of(at, "cmp_table")
+    assert {"mlp-s", "resnet-s", "ratio b/a"} <= set(table.columns)
+    both = table.dropna()
+    assert len(both) > 0 and (both["ratio b/a"] > 0).all()
+
+
+def test_unreachable_coordinator_and_wrong_token_are_named(app, world):
+    at = app("heatmap", address="127.0.0.1:1")
+    assert any("cannot be reached" in e for e in errors_of(at))
+    at = app("fleet", token="ea_admin_wrong")
+    assert any("refused the admin token" in e for e in errors_of(at))
+    at = app("fleet", address="no-port")
+    assert any("not HOST:PORT" in e for e in errors_of(at))
