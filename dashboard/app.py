@@ -186,7 +186,9 @@ def page_campaigns(conn: Connection) -> None:
     by_id = {f"#{c.campaign_id} {c.name} ({c.status})": c.campaign_id for c in
              sorted(campaigns, key=lambda c: -c.campaign_id)}
     picked = st.selectbox("Progress of", list(by_id), key="cp_pick")
-    campaign_detail(conn, by_id[picked])
+    running = next(c.status == "running" for c in campaigns if c.campaign_id == by_id[picked])
+    # A running campaign is watched: its part of the page redraws every few seconds on its own.
+    (live_campaign_detail if running else campaign_detail)(conn, by_id[picked])
 
 
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
@@ -235,6 +237,9 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
             st.success(f"Campaign #{done.campaign_id} is {done.status}.")
     if cols[1].button("Refresh", key="cp_refresh"):
         _fetch.clear()
+
+
+live_campaign_detail = st.fragment(run_every=3)(campaign_detail)
 
 
 def spec_input(conn: Connection, hardware, prefix: str, label: str):

@@ -5,8 +5,10 @@ COPY pyproject.toml README.md ./
 COPY edgeatlas edgeatlas
 COPY protos protos
 COPY agent agent
-# setuptools needs every mapped package folder to exist; the coordinator's code is not installed as a dependency.
+# setuptools needs every mapped package folder to exist; their extras' dependencies are not installed.
 COPY coordinator coordinator
+COPY predictor predictor
+COPY dashboard dashboard
 RUN pip install --no-cache-dir ".[agent]" && useradd --create-home edgeatlas
 USER edgeatlas
 ENV EDGEATLAS_COORDINATOR=coordinator:50051

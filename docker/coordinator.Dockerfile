@@ -6,6 +6,9 @@ COPY edgeatlas edgeatlas
 COPY protos protos
 COPY agent agent
 COPY coordinator coordinator
+COPY predictor predictor
+# setuptools needs every mapped package folder to exist; the dashboard's dependencies are not installed.
+COPY dashboard dashboard
 RUN pip install --no-cache-dir ".[coordinator]" && useradd --create-home edgeatlas && mkdir /data && chown edgeatlas /data
 USER edgeatlas
 ENV EDGEATLAS_DB=sqlite:////data/coordinator.db

@@ -208,8 +208,11 @@ class Demo:
             say(f"\nthe dashboard stays up at {self.dashboard_url} with the coordinator at {address}; "
                 f"Ctrl-C stops both")
             serving = [proc for name, proc in self.children.procs if name in ("coordinator", "dashboard")]
-            while all(proc.poll() is None for proc in serving):
-                time.sleep(1)
+            try:
+                while all(proc.poll() is None for proc in serving):
+                    time.sleep(1)
+            except KeyboardInterrupt:  # the way out of --stay, not a failure
+                say("")
         return 0 if ok else 1
 
     def _dashboard(self, address: str, admin_token: str, env: dict[str, str], logs: Path) -> str:

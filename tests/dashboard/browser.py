@@ -45,12 +45,15 @@ def chrome(width: int = 1400, height: int = 1100) -> webdriver.Chrome:
 def wait_idle(d: webdriver.Chrome, timeout: float = 60.0) -> None:
     """Until Streamlit has finished its script run (its status widget is gone) and the page has content."""
     def idle(_):
-        running = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+        busy = d.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"], [data-testid="stSpinner"]')
         app = d.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"], [data-testid="stAppViewContainer"]')
-        return app and not running
-    time.sleep(0.5)
-    WebDriverWait(d, timeout).until(idle)
-    time.sleep(0.5)
+        return bool(app) and not busy
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while calm < 3:  # idle three looks in a row, 0.4 s apart: a rerun that is about to start shows up
+        assert time.monotonic() < deadline, "the dashboard stayed busy"
+        time.sleep(0.4)
+        calm = calm + 1 if idle(None) else 0
 
 
 def wait_text(d: webdriver.Chrome, text: str, timeout: float = 60.0) -> None:
@@ -99,7 +102,10 @@ def main(argv: list[str]) -> int:
     try:
         for page in PAGES:
             open_page(d, url, page)
-            time.sleep(2)
+            if page == "predictor":  # the default sheet and models, answered
+                next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text == "Predict").click()
+                wait_idle(d, 120)
+            time.sleep(1)
             full_screenshot(d, out / f"{page}.png")
             print(out / f"{page}.png")
     finally:

@@ -32,13 +32,48 @@ def alive(pid: int) -> bool:
         return False
 
 
-def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
+def dashboard_pages_work(url: str) -> None:
+    """Every page of the demo's dashboard in Chromium: drawn, no exception, no error; screenshots kept."""
+    from selenium.webdriver.common.by import By
+
+    from tests.dashboard.browser import ARTIFACTS, PAGES, chrome, full_screenshot, open_page, wait_css
+
+    d = chrome()
+    try:
+        for page in PAGES:
+            open_page(d, url, page)
+            if page in ("heatmap", "fleet"):
+                wait_css(d, ".js-plotly-plot")
+            bad = d.find_elements(By.CSS_SELECTOR, '[data-testid="stException"], [data-testid="stAlertContentError"]')
+            assert not bad, f"{page}: {[b.text for b in bad]}"
+            full_screenshot(d, ARTIFACTS.parent / "demo" / f"{page}.png")
+        body = d.find_element(By.TAG_NAME, "body").text
+        assert "Compare" in body and "Hardware A" in body
+    finally:
+        d.quit()
+
+
+@pytest.mark.browser
+def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     env = cli_env(EDGEATLAS_CACHE=str(tmp_path / "cache"))
-    proc = subprocess.run([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
-                           "--iterations", "20", "--duration", "0.2"],
-                          capture_output=True, text=True, timeout=900, env=env)
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
+                             "--iterations", "20", "--duration", "0.2", "--stay"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out = ""
+    try:
+        while "Ctrl-C stops both" not in out:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out += line
+        assert "Ctrl-C stops both" in out, out + proc.stderr.read()
+        url = re.search(r"dashboard stays up at (http://127\.0\.0\.1:\d+)", out).group(1)
+        dashboard_pages_work(url)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    out += rest
+    assert proc.returncode == 0, out + err
     local = out[out.index("on this machine: exact values"):out.index("what the coordinator holds")]
     rows = [line.split() for line in local.splitlines()[3:] if line.strip()]
     assert len(rows) >= 4  # at least four models measured here
@@ -70,8 +105,9 @@ def test_demo_prints_a_heatmap_and_ends_cleanly(tmp_path):
     sim = out[out.index("the simulated fleet (synthetic"):out.index("privacy spent")]
     sim_rows = [line.split() for line in sim.splitlines()[3:] if line.strip()]
     assert len(sim_rows) >= 6 and all(row[4] == "simulated" for row in sim_rows)  # class, setting (3 words), source
+    assert re.search(r"published to the coordinator as predictor v1", predictor)
     pids = pids_in(out)
-    assert len(pids) == 4  # coordinator, two agents, the simulated fleet
+    assert len(pids) == 5  # coordinator, dashboard, two agents, the simulated fleet
     assert not [p for p in pids if alive(p)]
 
 
@@ -93,5 +129,5 @@ def test_ctrl_c_stops_every_demo_process(tmp_path):
     assert proc.returncode == 130, seen
     assert "all demo processes stopped" in seen
     pids = pids_in(seen)
-    assert len(pids) == 4
+    assert len(pids) == 5  # coordinator, dashboard, two agents, the simulated fleet
     assert not [p for p in pids if alive(p)]

@@ -1,0 +1,70 @@
+"""The admin API the dashboard needs, on the wire: hardware list, published predictors, unregistered models."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
+
+from tests.conftest import run_cli
+from tests.dashboard.test_pages import RASPBERRY_PI_5
+from tests.test_cli import one_line_error
+
+pytestmark = pytest.mark.slow
+SPEC = SpecSheet.from_text(RASPBERRY_PI_5).to_json()
+
+
+def test_hardware_lists_every_class_with_its_sheet(world):
+    with world.coordinator.admin() as admin:
+        hardware = {h.hardware_class: h for h in admin.list_hardware()}
+        cells = {c.hardware_class for c in admin.heatmap().cells}
+    assert cells <= set(hardware)  # enrolled, imported and simulated classes alike
+    s7 = next(h for h in hardware.values() if h.name == "Samsung Galaxy S7")  # an imported device's sheet
+    assert s7.device_class == "phone" and json.loads(s7.spec_json)["soc"]
+
+
+def test_predict_reads_an_unregistered_onnx_graph_without_storing_it(world, zoo_dir):
+    with world.coordinator.admin() as admin:
+        before = len(admin.list_models())
+        onnx_bytes = (zoo_dir / "transformer-s.onnx").read_bytes()
+        answer = admin.predict(SPEC, onnx_bytes)
+        registered = admin.predict(SPEC, "mlp-s")
+        with pytest.raises(InvalidInput, match="not an ONNX graph the predictor can read"):
+            admin.predict(SPEC, b"not onnx at all")
+        assert len(admin.list_models()) == before
+    assert 0 < answer.latency_ms_low <= answer.latency_ms <= answer.latency_ms_high
+    assert answer.gflops > 0 and answer.weight_mb > 0 and not answer.HasField("accuracy")
+    assert registered.model_name == "mlp-s" and registered.gflops < answer.gflops
+
+
+def test_predict_wants_exactly_one_model(world):
+    channel = grpc.insecure_channel(world.coordinator.address)
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    metadata = (("authorization", f"Bearer {world.coordinator.admin_token}"),)
+    for request, why in ((admin_pb2.PredictRequest(spec_json=SPEC, model="mlp-s", model_onnx=b"x"), "not both"),
+                         (admin_pb2.PredictRequest(spec_json=SPEC), "needs spec_json and a model")):
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(request, metadata=metadata, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and why in err.value.details()
+    channel.close()
+
+
+def test_publishing_garbage_stores_no_version(world, tmp_path):
+    with world.coordinator.admin() as admin:
+        before = [v.version for v in admin.predictor_versions()]
+        with pytest.raises(InvalidInput, match="not a predictor checkpoint"):
+            admin.publish_predictor(b"\x80\x04 definitely not a checkpoint")
+        assert [v.version for v in admin.predictor_versions()] == before
+    missing = run_cli("predictor", "publish", str(tmp_path / "nope.pt"), env=world.coordinator.env())
+    one_line_error(missing, "no such file")
+
+
+def test_published_version_is_listed_with_what_it_was_trained_on(world):
+    with world.coordinator.admin() as admin:
+        first = admin.predictor_versions()[0]
+    assert first.trigger == "published" and first.devices == 12 and first.networks > 0 and first.cells > 0
