@@ -135,19 +135,20 @@ class Predictors:
         finally:
             self._train_lock.release()
 
-    def publish(self, checkpoint_sha256: str) -> PredictorRow:
-        """A checkpoint trained elsewhere (stored as a blob already) becomes the newest version."""
+    def publish(self, blob: bytes) -> PredictorRow:
+        """A checkpoint trained elsewhere becomes the newest version; nothing is stored unless it loads."""
         from edgeatlas.predictor.models import Predictor
 
-        blob = b"".join(self.store.blob_chunks(checkpoint_sha256))
         with tempfile.NamedTemporaryFile(suffix=".pt") as f:
             f.write(blob)
             f.flush()
-            predictor = Predictor.load(f.name)  # InvalidInput unless it is an edgeatlas.predictor/v1 checkpoint
+            predictor = Predictor.load(f.name, "the published checkpoint")  # InvalidInput unless it is one
+        sha = hashlib.sha256(blob).hexdigest()
+        self.store.put_blob(sha, len(blob), (blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)))
         info = predictor.info or {}
         devices = info.get("devices") or []
         row = self.store.add_predictor(PredictorRow(
-            created_ms=now_ms(), trigger="published", checkpoint_sha256=checkpoint_sha256, size_bytes=len(blob),
+            created_ms=now_ms(), trigger="published", checkpoint_sha256=sha, size_bytes=len(blob),
             cells=int(info.get("measurements") or info.get("cells") or 0), networks=int(info.get("networks") or 0),
             devices=len(devices) if isinstance(devices, list) else 0, evaluation_json="{}",
             train_seconds=float(info.get("seconds") or 0)))

@@ -42,6 +42,12 @@ def _fetch(key: tuple, what: str):
             "versions": admin.predictor_versions}[what]()
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _predicted_ms(key: tuple, spec_json: str, model: str, target: str, version: int) -> float:
+    """A registered model's predicted latency on a sheet (batch 1, all threads), cached a minute."""
+    return _client_for(key).predict(spec_json, model, target, 1, 0, version=version).latency_ms
+
+
 def fetch(conn: Connection, what: str):
     """The coordinator's answer, or the page stops with one line saying what is wrong."""
     try:
@@ -98,7 +104,7 @@ def page_heatmap(conn: Connection) -> None:
                f"`k<N`: suppressed, fewer than N distinct devices reported ({suppressed} cells). Columns marked "
                f"·imported are published measurements (with their citation), ·simulated are synthetic devices, "
                f"·trusted exact reports; unmarked columns are the fleet's private reports.")
-    table = shown[shown["metric"] == metric] if metric else shown
+    table = shown[shown["metric"] == metric]
     st.dataframe(table[["model", "hardware_class", "device_class", "source", "setting", "value", "low", "high",
                         "n_devices", "n_reports", "privacy", "citation"]], hide_index=True, width="stretch",
                  key="hm_table")
@@ -242,7 +248,7 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
 live_campaign_detail = st.fragment(run_every=3)(campaign_detail)
 
 
-def spec_input(conn: Connection, hardware, prefix: str, label: str):
+def spec_input(hardware, prefix: str, label: str):
     """A spec sheet from a known device (editable), pasted text or an uploaded file; None if not valid."""
     st.markdown(f"**{label}**")
     how = st.radio("Spec sheet from", ["Known device", "Paste", "Upload"], horizontal=True, key=f"{prefix}_how")
@@ -296,11 +302,11 @@ def page_predictor(conn: Connection) -> None:
     compare = st.toggle("Compare two spec sheets side by side", key="pr_compare")
     cols = st.columns(2 if compare else 1)
     with cols[0]:
-        spec_a = spec_input(conn, hardware, "pa", "Spec sheet A" if compare else "Spec sheet")
+        spec_a = spec_input(hardware, "pa", "Spec sheet A" if compare else "Spec sheet")
     spec_b = None
     if compare:
         with cols[1]:
-            spec_b = spec_input(conn, hardware, "pb", "Spec sheet B")
+            spec_b = spec_input(hardware, "pb", "Spec sheet B")
     names = [m.name for m in fetch(conn, "models")]
     c = st.columns([3, 2])
     picked = c[0].multiselect("Registered models", names, default=names[:4], key="pr_models")
@@ -397,9 +403,9 @@ def page_compare(conn: Connection) -> None:
             predicted = []
             with st.spinner(f"predicting on {hw}…"):
                 for model in table["model"]:
-                    ans = call(conn, lambda adm: adm.predict(spec_json, model, target, 1, 0)) \
-                        if model in registered else None
-                    predicted.append(ans.latency_ms if ans is not None else math.nan)
+                    ms = call(conn, lambda _: _predicted_ms(astuple(conn), spec_json, model, target,
+                                                            versions[-1].version)) if model in registered else None
+                    predicted.append(ms if ms is not None else math.nan)
             table[f"{hw} predicted"] = predicted
     st.dataframe(table, hide_index=True, width="stretch", key="cmp_table")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
@@ -13,6 +14,11 @@ from pathlib import Path
 from edgeatlas.protos.errors import InvalidInput, Unavailable
 
 APP = Path(__file__).resolve().parent / "app.py"
+
+
+def installed() -> bool:
+    """Whether the `dashboard` extra (Streamlit) is installed here."""
+    return importlib.util.find_spec("streamlit") is not None
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,10 +45,8 @@ def start(coordinator: str, admin_token: str | None, host: str = "127.0.0.1", po
           log: Path | None = None, tls: dict[str, str] | None = None,
           wait_s: float = 60.0) -> tuple[subprocess.Popen, str]:
     """(the Streamlit process, its URL) once it answers its health check."""
-    try:
-        import streamlit  # noqa: F401  (the `dashboard` extra)
-    except ImportError:
-        raise InvalidInput('the dashboard needs the dashboard extra: pip install "edgeatlas[dashboard]"') from None
+    if not installed():
+        raise InvalidInput('the dashboard needs the dashboard extra: pip install "edgeatlas[dashboard]"')
     port = port or free_port(host)
     out = open(log, "ab") if log else subprocess.DEVNULL
     proc = subprocess.Popen(command(host, port), env=environment(coordinator, admin_token, tls), stdout=out,

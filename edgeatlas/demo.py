@@ -219,9 +219,9 @@ class Demo:
         """Starts `edgeatlas dashboard` beside the coordinator; its URL, or '' where it cannot run."""
         if not self.o.dashboard:
             return ""
-        try:
-            import streamlit  # noqa: F401  (the `dashboard` extra)
-        except ImportError:
+        from edgeatlas.dashboard.serve import installed
+
+        if not installed():
             say('      (no dashboard: install the dashboard extra, pip install "edgeatlas[dashboard]")')
             return ""
         ready = self.dir / "dashboard.json"

@@ -272,19 +272,21 @@ class Predictor:
                     "gnn": self.gnn.to_dict(), "anchors": self.anchors.__dict__, "info": self.info}, str(path))
 
     @classmethod
-    def load(cls, path) -> "Predictor":
+    def load(cls, path, origin: str = "") -> "Predictor":
+        """origin: how errors name it (default: the path)."""
         import torch
 
         from edgeatlas.protos.errors import InvalidInput
 
+        what = origin or f"checkpoint {path}"
         try:
             # The checkpoint holds a pickled scikit-learn model: load only checkpoints you made or trust.
             data = torch.load(str(path), weights_only=False)
         except FileNotFoundError:
-            raise InvalidInput(f"checkpoint {path}: no such file") from None
+            raise InvalidInput(f"{what}: no such file") from None
         except Exception as exc:
-            raise InvalidInput(f"checkpoint {path}: not a predictor checkpoint ({type(exc).__name__})") from None
+            raise InvalidInput(f"{what}: not a predictor checkpoint ({type(exc).__name__})") from None
         if not isinstance(data, dict) or data.get("format") != "edgeatlas.predictor/v1":
-            raise InvalidInput(f"checkpoint {path}: not an edgeatlas.predictor/v1 checkpoint")
+            raise InvalidInput(f"{what}: not an edgeatlas.predictor/v1 checkpoint")
         return cls(tabular=Tabular.from_bytes(data["tabular"]), gnn=GNNEnsemble.from_dict(data["gnn"]),
                    anchors=GraphSet(**data["anchors"]), info=data.get("info", {}))

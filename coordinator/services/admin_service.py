@@ -123,11 +123,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def UploadBlob(self, request_iterator, context):
         await self._admin(context)
-        sha, size = await self._receive_blob(request_iterator)
-        return admin_pb2.BlobInfo(sha256=sha, size_bytes=size)
+        sha, data = await self._receive_blob(request_iterator)
+        await asyncio.to_thread(self.store.put_blob, sha, len(data), split(data))
+        return admin_pb2.BlobInfo(sha256=sha, size_bytes=len(data))
 
-    async def _receive_blob(self, request_iterator) -> tuple[str, int]:
-        """Stores a streamed blob once its bytes match the sha256 and size its first chunk names."""
+    async def _receive_blob(self, request_iterator) -> tuple[str, bytes]:
+        """A streamed blob's sha256 and bytes, once they match the sha256 and size its first chunk names."""
         digest, buffer, sha, size = hashlib.sha256(), bytearray(), None, None
         async for chunk in request_iterator:
             check_parsed(chunk)
@@ -145,10 +146,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("empty upload")
         if len(buffer) != size or digest.hexdigest() != sha:
             raise InvalidInput(f"uploaded bytes do not match sha256 {sha[:16]} and size {size}")
-        data = bytes(buffer)
-        chunks = [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-        await asyncio.to_thread(self.store.put_blob, sha, size, chunks)
-        return sha, size
+        return sha, bytes(buffer)
 
     @rpc
     async def RegisterModel(self, request, context):
@@ -286,8 +284,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def PublishPredictor(self, request_iterator, context):
         await self._admin(context)
-        sha, _ = await self._receive_blob(request_iterator)
-        row = await asyncio.to_thread(_predictor_call, self.predictors.publish, sha)
+        _, data = await self._receive_blob(request_iterator)
+        row = await asyncio.to_thread(_predictor_call, self.predictors.publish, data)
         return predictor_to_pb(row)
 
     @rpc
@@ -317,6 +315,10 @@ def _predictor_call(fn, *args):
         return fn(*args)
     except ImportError as exc:  # torch / torch-geometric / scikit-learn: the `predictor` extra
         raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
+
+
+def split(data: bytes) -> list[bytes]:
+    return [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
 
 
 def task_counts_pb(counts) -> admin_pb2.TaskCounts:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import grpc
 import pytest
 
+from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
@@ -57,9 +59,13 @@ def test_predict_wants_exactly_one_model(world):
 def test_publishing_garbage_stores_no_version(world, tmp_path):
     with world.coordinator.admin() as admin:
         before = [v.version for v in admin.predictor_versions()]
-        with pytest.raises(InvalidInput, match="not a predictor checkpoint"):
-            admin.publish_predictor(b"\x80\x04 definitely not a checkpoint")
+        garbage = b"\x80\x04 definitely not a checkpoint"
+        with pytest.raises(InvalidInput, match="the published checkpoint: not a predictor checkpoint"):
+            admin.publish_predictor(garbage)
         assert [v.version for v in admin.predictor_versions()] == before
+    store = Store(f"sqlite:///{world.coordinator.db_path}")
+    assert store.blob(hashlib.sha256(garbage).hexdigest()) is None  # not even its bytes were kept
+    store.close()
     missing = run_cli("predictor", "publish", str(tmp_path / "nope.pt"), env=world.coordinator.env())
     one_line_error(missing, "no such file")
 
