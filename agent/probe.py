@@ -15,28 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeatlas.agent import socs
+from edgeatlas.agent.cpus import ARM_VENDORS, Midr, arm_core, score, x86_core
 from edgeatlas.protos.spec import SCHEMA, SpecSheet
 
-# ARM (implementer, part) → core name as pytorch/cpuinfo names it.
-ARM_PARTS: dict[tuple[int, int], str] = {
-    (0x41, 0xC05): "cortex-a5", (0x41, 0xC07): "cortex-a7", (0x41, 0xC08): "cortex-a8",
-    (0x41, 0xC09): "cortex-a9", (0x41, 0xC0F): "cortex-a15", (0x41, 0xC0E): "cortex-a17",
-    (0x41, 0xD01): "cortex-a32", (0x41, 0xD04): "cortex-a35", (0x41, 0xD03): "cortex-a53",
-    (0x41, 0xD05): "cortex-a55", (0x41, 0xD07): "cortex-a57", (0x41, 0xD08): "cortex-a72",
-    (0x41, 0xD09): "cortex-a73", (0x41, 0xD0A): "cortex-a75", (0x41, 0xD0B): "cortex-a76",
-    (0x41, 0xD0D): "cortex-a77", (0x41, 0xD41): "cortex-a78", (0x41, 0xD44): "cortex-x1",
-    (0x41, 0xD46): "cortex-a510", (0x41, 0xD47): "cortex-a710", (0x41, 0xD48): "cortex-x2",
-    (0x41, 0xD0C): "neoverse-n1", (0x41, 0xD40): "neoverse-v1", (0x41, 0xD49): "neoverse-n2",
-    (0x41, 0xD4F): "neoverse-v2",
-    (0x51, 0x201): "kryo", (0x51, 0x205): "kryo", (0x51, 0x211): "kryo",
-    (0x51, 0x800): "cortex-a73", (0x51, 0x801): "cortex-a53", (0x51, 0x802): "cortex-a75",
-    (0x51, 0x803): "cortex-a55", (0x51, 0x804): "cortex-a76", (0x51, 0x805): "cortex-a55",
-    (0x53, 0x001): "mongoose-m1", (0x53, 0x002): "mongoose-m3", (0x53, 0x003): "meerkat-m4",
-    (0x61, 0x022): "firestorm", (0x61, 0x023): "firestorm",
-}
-ARM_VENDORS = {0x41: "arm", 0x42: "broadcom", 0x43: "cavium", 0x48: "huawei", 0x4E: "nvidia",
-               0x51: "qualcomm", 0x53: "samsung", 0x61: "apple", 0xC0: "ampere"}
 X86_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon"}
+# More L2 groups than this (a server part) are folded into one cluster per kind.
+MAX_LISTED_CLUSTERS = 8
 # Widest SIMD ISA first.
 X86_SIMD = [("avx512f", "avx512"), ("avx2", "avx2"), ("avx", "avx"), ("sse4_2", "sse4.2"), ("sse2", "sse2")]
 
@@ -60,26 +45,41 @@ class Probe:
         except ValueError:
             return None
 
-    def processors(self) -> list[dict[str, str]]:
-        """One dict per `processor` block of /proc/cpuinfo, plus the file's global lines under -1."""
-        text = self.read("proc/cpuinfo") or ""
-        blocks: list[dict[str, str]] = []
-        current: dict[str, str] = {}
-        for line in text.splitlines() + [""]:
+    def cpuinfo(self) -> tuple[dict[int, dict[str, str]], dict[str, str]]:
+        """/proc/cpuinfo as (processor → its fields, the fields outside any processor's scope).
+
+        A field belongs to the processor whose `processor` line came last, until a blank line; older
+        kernels print every `processor` line first and one set of fields after them (for the CPU that
+        read the file), which then belong to the last processor, as pytorch/cpuinfo reads them too."""
+        per: dict[int, dict[str, str]] = {}
+        common: dict[str, str] = {}
+        current: dict[str, str] | None = None
+        for line in (self.read("proc/cpuinfo") or "").splitlines():
             if not line.strip():
-                if current:
-                    blocks.append(current)
-                    current = {}
+                current = None
                 continue
             key, _, value = line.partition(":")
-            current[key.strip()] = value.strip()
-        return blocks
+            key, value = key.strip(), value.strip()
+            if key == "processor" and value.isdigit():
+                current = per.setdefault(int(value), {})
+                continue
+            (current if current is not None else common)[key] = value
+        return per, common
+
+    def cpu_list(self, rel: str) -> list[int] | None:
+        text = self.read(rel)
+        try:
+            return parse_cpu_list(text.replace(" ", ",")) if text and text.strip() else None
+        except ValueError:
+            return None
 
     def cpu_ids(self) -> list[int]:
-        present = self.read("sys/devices/system/cpu/present") or self.read("sys/devices/system/cpu/possible")
-        if present:
-            return parse_cpu_list(present)
-        return [int(b["processor"]) for b in self.processors() if b.get("processor", "").isdigit()]
+        """The processors the system has: present ∩ possible in /sys, else those /proc/cpuinfo lists."""
+        present = self.cpu_list("sys/devices/system/cpu/present")
+        possible = self.cpu_list("sys/devices/system/cpu/possible")
+        if present or possible:
+            return sorted(set(present or possible) & set(possible or present))
+        return sorted(self.cpuinfo()[0])
 
     def max_khz(self, cpu: int) -> int | None:
         return self.read_int(f"sys/devices/system/cpu/cpu{cpu}/cpufreq/cpuinfo_max_freq")
@@ -88,7 +88,7 @@ class Probe:
 def parse_cpu_list(text: str) -> list[int]:
     """'0-3,6' → [0, 1, 2, 3, 6]."""
     cpus: list[int] = []
-    for part in text.strip().split(","):
+    for part in text.strip().replace("\n", ",").split(","):
         if not part:
             continue
         lo, _, hi = part.partition("-")
@@ -96,51 +96,63 @@ def parse_cpu_list(text: str) -> list[int]:
     return cpus
 
 
-def _arm_core(block: dict[str, str]) -> tuple[int, int] | None:
+def _midr(fields: dict[str, str]) -> Midr | None:
     try:
-        return int(block["CPU implementer"], 16), int(block["CPU part"], 16)
+        return Midr(int(fields["CPU implementer"], 16), int(fields.get("CPU variant", "0"), 16),
+                    int(fields["CPU part"], 16), int(fields.get("CPU revision", "0"), 0))
     except (KeyError, ValueError):
         return None
 
 
-def probe_cpu(p: Probe) -> dict[str, Any]:
-    blocks = p.processors()
-    procs = [b for b in blocks if "processor" in b and b["processor"].isdigit()]
-    header = {k: v for b in blocks for k, v in b.items()}
-    threads = len(p.cpu_ids()) or len(procs) or None
-    cpu: dict[str, Any] = {"vendor": None, "model": None, "arch": None, "cores": None, "threads": threads,
+def probe_cpu(p: Probe, properties: dict[str, str] | None = None) -> tuple[dict[str, Any], str | None]:
+    """(the spec sheet's cpu section, the SoC's name or None)."""
+    per, common = p.cpuinfo()
+    merged = {k: v for fields in [common, *per.values()] for k, v in fields.items()}
+    ids = p.cpu_ids()
+    cpu: dict[str, Any] = {"vendor": None, "model": None, "arch": None, "cores": None, "threads": len(ids) or None,
                            "clusters": None, "base_ghz": None, "max_ghz": None, "simd": None,
                            "fma_units": None, "l1d_kb": None, "l2_kb": None, "l3_kb": None}
-    if any("vendor_id" in b for b in procs) or "flags" in header:
+    x86 = "vendor_id" in merged or "flags" in merged
+    model_name = _clean_model(merged.get("model name"))
+    soc = socs.soc_name(merged.get("Hardware"), properties or {},
+                        [p.read("sys/devices/soc0/machine"), p.read("proc/device-tree/model"),
+                         (p.read("proc/device-tree/compatible") or "").replace("\0", " "),
+                         model_name if x86 else None], len(ids) or None)
+    if x86:
         cpu["arch"] = "x86_64"
-        cpu["vendor"] = X86_VENDORS.get(header.get("vendor_id", ""), header.get("vendor_id"))
-        cpu["model"] = _clean_model(header.get("model name"))
-        flags = set(header.get("flags", "").split())
+        cpu["vendor"] = X86_VENDORS.get(merged.get("vendor_id", ""), merged.get("vendor_id"))
+        cpu["model"] = model_name
+        flags = set(merged.get("flags", "").split())
         cpu["simd"] = next((name for flag, name in X86_SIMD if flag in flags), None)
-        pairs = {(b.get("physical id"), b.get("core id")) for b in procs if "core id" in b}
+        pairs = {(f.get("physical id"), f.get("core id")) for f in per.values() if "core id" in f}
         cpu["cores"] = len(pairs) if pairs else _sys_cores(p)
-    else:
-        cores = [_arm_core(b) for b in procs]
-        known = [c for c in cores if c]
-        if known or "CPU architecture" in header or "Features" in header:
-            cpu["arch"] = "arm64" if header.get("CPU architecture", "8").strip() in ("8", "AArch64") else "arm"
-            features = set(header.get("Features", "").split())
-            cpu["simd"] = "sve2" if "sve2" in features else "sve" if "sve" in features else (
-                "neon" if {"asimd", "neon"} & features else None)
-            if known:
-                cpu["vendor"] = ARM_VENDORS.get(known[0][0])
-                if len(set(known)) == 1:  # one core type: its name is the model; big.LITTLE has none
-                    cpu["model"] = ARM_PARTS.get(known[0])
-        cpu["cores"] = _sys_cores(p) or threads
-        cpu["clusters"] = _clusters(p, procs)
-    freqs = [f for f in (p.max_khz(c) for c in p.cpu_ids()) if f]
+        cpu["clusters"] = _x86_clusters(p, per, ids, cpu["vendor"])
+    elif per or common or soc:
+        midrs = {cpu_id: _midr(fields) for cpu_id, fields in per.items()}
+        shared = _midr(common)
+        midrs = {i: m or shared for i, m in midrs.items()}
+        known = [m for m in midrs.values() if m] or ([shared] if shared else [])
+        cpu["arch"] = "arm64" if merged.get("CPU architecture", "8").strip() in ("8", "AArch64") else "arm"
+        features = set(merged.get("Features", "").split())
+        cpu["simd"] = "sve2" if "sve2" in features else "sve" if "sve" in features else (
+            "neon" if {"asimd", "neon"} & features else None)
+        if known:
+            cpu["vendor"] = ARM_VENDORS.get(known[0].implementer)
+        cpu["clusters"] = _arm_clusters(p, ids, midrs, socs.layout(soc))
+        if cpu["clusters"]:
+            cpu["threads"] = cpu["threads"] or sum(c["cores"] for c in cpu["clusters"])
+            names = {c["core"] for c in cpu["clusters"]}
+            if len(names) == 1:  # one core design: its name is the model; big.LITTLE has none
+                cpu["model"] = names.pop()
+        cpu["cores"] = cpu["threads"]
+    freqs = [f for f in (p.max_khz(c) for c in ids) if f]
     if freqs:
         cpu["max_ghz"] = round(max(freqs) / 1e6, 3)
     base = p.read_int("sys/devices/system/cpu/cpu0/cpufreq/base_frequency")
     if base:
         cpu["base_ghz"] = round(base / 1e6, 3)
     cpu.update(_caches(p))
-    return cpu
+    return cpu, soc
 
 
 def _clean_model(name: str | None) -> str | None:
@@ -160,19 +172,98 @@ def _sys_cores(p: Probe) -> int | None:
     return len(pairs) or None
 
 
-def _clusters(p: Probe, procs: list[dict[str, str]]) -> list[dict[str, Any]] | None:
-    """big.LITTLE clusters: CPUs grouped by core type and max frequency, fastest first."""
-    by_cpu = {int(b["processor"]): _arm_core(b) for b in procs}
-    groups: dict[tuple[Any, int | None], int] = {}
-    for cpu in p.cpu_ids() or sorted(by_cpu):
-        key = (by_cpu.get(cpu), p.max_khz(cpu))
-        groups[key] = groups.get(key, 0) + 1
-    if not groups or all(k[0] is None for k in groups):
+def _groups(p: Probe, ids: list[int], sources: tuple[str, ...]) -> list[list[int]]:
+    """Processors joined whenever one of them lists another in the first of `sources` it has (union-find);
+    a processor nobody lists stands alone."""
+    parent = {i: i for i in ids}
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in ids:
+        listed = next((found for rel in sources
+                       if (found := p.cpu_list(f"sys/devices/system/cpu/cpu{i}/{rel}"))), None)
+        for j in listed or []:
+            if j in parent:
+                parent[find(j)] = find(i)
+    groups: dict[int, list[int]] = {}
+    for i in ids:
+        groups.setdefault(find(i), []).append(i)
+    return list(groups.values())
+
+
+def _arm_clusters(p: Probe, ids: list[int], midrs: dict[int, Midr | None],
+                  layout: list[tuple[str, int]] | None) -> list[dict[str, Any]] | None:
+    """big.LITTLE clusters, big cores first: processors that share a clock (cpufreq related_cpus, else the
+    topology's core siblings), each named by its core design. Where the system shows only part of its
+    processors (offline cores are missing from /proc/cpuinfo, often from /sys too), the SoC's known layout
+    wins when it accounts for every processor."""
+    groups = _groups(p, ids, ("cpufreq/related_cpus", "topology/core_siblings_list")) if ids else []
+    # Processors no file groups: one group per (core design, max frequency) among them.
+    alone = [g[0] for g in groups if len(g) == 1]
+    groups = [g for g in groups if len(g) > 1]
+    by_kind: dict[tuple[Any, Any], list[int]] = {}
+    for i in alone:
+        by_kind.setdefault((arm_core(midrs[i]) if midrs.get(i) else None, p.max_khz(i)), []).append(i)
+    groups += list(by_kind.values())
+    clusters = []
+    for g in groups:
+        names = {arm_core(midrs[i]) for i in g if midrs.get(i)}
+        khz = max((p.max_khz(i) or 0 for i in g), default=0)
+        clusters.append({"core": names.pop() if len(names) == 1 else None, "cores": len(g),
+                         "max_ghz": round(khz / 1e6, 3) if khz else None})
+    known = {c["core"] for c in clusters if c["core"]}
+    complete = clusters and all(c["core"] for c in clusters)
+    if layout and (not ids or sum(n for _, n in layout) == len(ids)) and not (
+            complete and sorted(c["cores"] for c in clusters) == sorted(n for _, n in layout)):
+        # The layout lists big cores first, and big cores run the faster clock: match clocks by speed.
+        ordered = sorted(clusters, key=lambda c: -(c["max_ghz"] or 0))
+        same_shape = [c["cores"] for c in ordered] == [n for _, n in layout]
+        return [{"core": core, "cores": n, "max_ghz": ordered[k]["max_ghz"] if same_shape else None}
+                for k, (core, n) in enumerate(layout)]
+    if not clusters:
         return None
-    clusters = [{"cores": n, "core": ARM_PARTS.get(core) if core else None,
-                 "max_ghz": round(khz / 1e6, 3) if khz else None}
-                for (core, khz), n in groups.items()]
-    return sorted(clusters, key=lambda c: -(c["max_ghz"] or 0))
+    if len(known) == 1:  # one core design seen: processors whose design the system hid share it
+        for c in clusters:
+            c["core"] = c["core"] or next(iter(known))
+    return _ordered(clusters)
+
+
+def _ordered(clusters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Big cores first, then the faster clock."""
+    return sorted(clusters, key=lambda c: (-score(c["core"]), -(c["max_ghz"] or 0)))
+
+
+def _x86_clusters(p: Probe, per: dict[int, dict[str, str]], ids: list[int],
+                  vendor: str | None) -> list[dict[str, Any]] | None:
+    """Processors sharing an L2 cache (else a clock), counted in cores, named by their core design."""
+    if not ids:
+        return None
+    groups = _groups(p, ids, ("cache/index2/shared_cpu_list", "cpufreq/related_cpus"))
+    if len(groups) == len(ids) and len(ids) > 1 and all(
+            (per.get(i, {}).get("core id") is None) for i in ids):
+        return None  # nothing groups them and nothing says which threads share a core
+    clusters = []
+    for g in sorted(groups, key=min):
+        fields = [per.get(i, {}) for i in g]
+        try:
+            family, model = int(fields[0]["cpu family"]), int(fields[0]["model"])
+        except (KeyError, ValueError):
+            family = model = None
+        cores = len({(f.get("physical id"), f.get("core id")) for f in fields if "core id" in f}) or len(g)
+        khz = max((p.max_khz(i) or 0 for i in g), default=0)
+        clusters.append({"core": x86_core(vendor, family, model), "cores": cores,
+                         "max_ghz": round(khz / 1e6, 3) if khz else None})
+    if len(clusters) > MAX_LISTED_CLUSTERS:  # a many-core part: one entry per kind of cluster
+        folded: dict[tuple[Any, Any], dict[str, Any]] = {}
+        for c in clusters:
+            key = (c["core"], c["max_ghz"])
+            folded.setdefault(key, {**c, "cores": 0})["cores"] += c["cores"]
+        clusters = list(folded.values())
+    return clusters
 
 
 def _caches(p: Probe) -> dict[str, Any]:
@@ -261,14 +352,14 @@ def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | No
     """This device's spec sheet (or the recorded device's under `root`)."""
     p = Probe(Path(root))
     live = Path(root) == Path("/")
-    soc = (p.read("sys/devices/soc0/machine") or "").strip() or None
-    hardware = next((b["Hardware"] for b in p.processors() if "Hardware" in b), None)
+    properties = socs.parse_getprop(p.read("getprop.txt") or "")
+    cpu, soc = probe_cpu(p, properties)
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "name": name or (platform.node() if live else None),
         "device_class": None,
-        "soc": soc or hardware,
-        "cpu": probe_cpu(p),
+        "soc": soc,
+        "cpu": cpu,
         "memory": probe_memory(p, measure_bandwidth and live),
         "accelerator": probe_gpu() if live else None,
         "tdp_w": None,

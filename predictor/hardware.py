@@ -43,6 +43,10 @@ CORES: dict[str, tuple[float, float]] = {
     "coffee_lake": (32, 4.5), "cascade_lake": (32, 4.6), "ice_lake": (32, 5.2), "tiger_lake": (32, 5.4),
     "alder_lake": (32, 6.0), "raptor_lake": (32, 6.2), "sapphire_rapids": (64, 5.6),
     "zen": (16, 3.9), "zen2": (32, 4.5), "zen3": (32, 5.2), "zen4": (32, 5.8), "zen5": (64, 6.5),
+    # the names the agent's probe gives (pytorch/cpuinfo's) where they differ from the ones above
+    "cortex-a55r0": (8, 1.15), "saltwell": (4, 0.9), "goldmont-plus": (8, 2.2), "sky-lake": (32, 4.5),
+    "sandy-bridge": (16, 3.2), "ivy-bridge": (16, 3.3), "sunny-cove": (32, 5.2), "willow-cove": (32, 5.4),
+    "golden-cove": (32, 6.0), "denver": (8, 2.3),
 }
 # FP32 lanes of one vector register.
 SIMD_LANES = {"sse": 4, "sse2": 4, "sse4": 4, "avx": 8, "avx2": 8, "avx512": 16, "neon": 4, "asimd": 4,

@@ -171,7 +171,8 @@ def hardware_class(spec: SpecSheet, target: str = "cpu") -> str:
     if target == "cpu":
         clusters = spec.get("cpu.clusters") or []
         named = [c for c in clusters if isinstance(c, dict) and c.get("core")]
-        if named and len(named) == len(clusters):
+        x86 = str(spec.get("cpu.arch") or "").lower() in ("x86_64", "amd64", "x86", "i686")
+        if named and len(named) == len(clusters) and not x86:  # an x86 part is named by its model
             return "cpu:" + "+".join(f"{slug(c['core'])}x{c.get('cores') or 1}" for c in named)
         model = spec.get("cpu.model")
         vendor = spec.get("cpu.vendor") or ""

@@ -1,0 +1,150 @@
+"""The SoC a device is built on: its name from whatever the system says, and the core layout of known SoCs.
+
+Sources, first that decodes wins: Android's ro.chipname, /proc/cpuinfo's Hardware line, ro.board.platform,
+ro.mediatek.platform, ro.product.board, ro.arch, ro.hardware, /sys/devices/soc0/machine, the device tree's
+model and compatible strings; on x86 tablets, the CPU's model name (an Atom is its own SoC). Names follow
+pytorch/cpuinfo: "Qualcomm MSM8998", "Qualcomm Snapdragon 845", "Samsung Exynos 7420", "MediaTek MT6738",
+"HiSilicon Kirin 970", "Spreadtrum SC7730SE", ...
+"""
+
+from __future__ import annotations
+
+import re
+
+# HiSilicon part numbers → Kirin names.
+KIRIN = {"hi3620": "K3V2", "hi6620oem": "Kirin 910T", "hi6620": "Kirin 910", "hi3630": "Kirin 920",
+         "hi3635": "Kirin 930", "hi3650": "Kirin 950", "hi3660": "Kirin 960", "hi3670": "Kirin 970",
+         "hi3680": "Kirin 980", "hi3690": "Kirin 990", "hi6210sft": "Kirin 620", "hi6220": "Kirin 620",
+         "hi6250": "Kirin 650", "hi6260": "Kirin 710"}
+# Names that are not part numbers but that one SoC reports.
+ALIASES = {"gs702a": "Actions ATM7029", "gs702c": "Actions ATM7029B", "gs705a": "Actions ATM7059A",
+           "manta": "Samsung Exynos 5250", "tegra3": "Nvidia Tegra T30", "tegra4": "Nvidia Tegra T114",
+           "baytrail": None, "clovertrail": None}
+# Allwinner family code → name, by the number of cores where one code covers two chips.
+ALLWINNER = {"sun4i": {0: "A10"}, "sun5i": {0: "A13"}, "sun6i": {0: "A31"}, "sun7i": {0: "A20"},
+             "sun8i": {2: "A23", 4: "A33", 8: "A83T", 0: "A33"}, "sun9i": {0: "A80"}, "sun50iw1p1": {0: "A64"}}
+TEGRA = {"tegra210": "T210", "tegra132": "T132", "tegra124": "T124", "tegra114": "T114", "tegra186": "T186",
+         "tegra194": "T194", "tegra234": "T234"}
+BROADCOM = re.compile(r"\bbcm\s*(2835|2836|2837|2711|2712)\b", re.I)
+
+
+def decode(text: str | None, cores: int | None = None) -> str | None:
+    """One string (a property, the Hardware line, a device-tree model) → an SoC name, or None."""
+    if not text:
+        return None
+    t = text.strip()
+    low = t.lower()
+    if low in ALIASES:
+        return ALIASES[low]
+    m = re.search(r"\b(?:qualcomm\b.*?\b|qct\s+)?(msm|apq|qsd|mdm|sda|sdm|sm|qcs|qcm)\s*(\d{3,4})([a-z0-9-]*)", low)
+    if m and (m.group(1) not in ("sm", "sda", "qcs", "qcm") or len(m.group(2)) == 4 or "qualcomm" in low):
+        family, number, suffix = m.group(1).upper(), m.group(2), m.group(3).upper()
+        if family == "SDM":
+            return f"Qualcomm Snapdragon {number}"
+        if suffix == "PRO" and number == "8996":
+            suffix = "PRO-AB"  # the MSM8996 Pro that reports itself as "MSM8996pro" is the AB bin
+        return f"Qualcomm {family}{number}{suffix if suffix.replace('-', '').isalnum() else ''}"
+    m = re.search(r"(?:exynos|universal|smdk)\s*(\d{4})", low)
+    if m:
+        number = m.group(1)
+        if number == "7580" and cores == 4:
+            number = "7578"  # the quad-core sibling reports itself as a 7580
+        return f"Samsung Exynos {number}"
+    m = re.search(r"\bmt\s*(\d{4})([a-z]?)\b", low)
+    if m:
+        return f"MediaTek MT{m.group(1)}{m.group(2).upper()}"
+    m = re.search(r"\bkirin\s*(\d{3}[a-z]?)\b", low)
+    if m:
+        return f"HiSilicon Kirin {m.group(1).upper()}"
+    if low in KIRIN:
+        return f"HiSilicon {KIRIN[low]}"
+    m = re.search(r"\b(?:sc|sp)(\d{4}[a-z]*)(?:-ia)?\b", low)
+    if m and "spreadtrum" in low or (m and low.startswith(("sc", "sp")) and not low.startswith("sc8830")):
+        return f"Spreadtrum SC{m.group(1).upper()}"
+    m = re.search(r"\blc(\d{4})\b", low)
+    if m:
+        return f"Leadcore LC{m.group(1)}"
+    m = re.search(r"\b(sun\d+i(?:w\d+p\d+)?)\b", low)
+    if m and m.group(1) in ALLWINNER:
+        names = ALLWINNER[m.group(1)]
+        return f"Allwinner {names.get(cores or 0, names.get(0))}"
+    m = re.search(r"\b(tegra\d{3})", low)
+    if m and m.group(1) in TEGRA:
+        return f"Nvidia Tegra {TEGRA[m.group(1)]}"
+    m = re.search(r"\brk\s*(\d{4})\b", low)
+    if m:
+        return f"Rockchip RK{m.group(1)}"
+    m = BROADCOM.search(low)
+    if m:
+        return f"Broadcom BCM{m.group(1)}"
+    m = re.search(r"\batm\s*(\d{4}[a-z]?)\b", low)
+    if m:
+        return f"Actions ATM{m.group(1).upper()}"
+    m = re.search(r"atom\(tm\).*?\b([zcx]\d{4}[a-z]?)\b", low)
+    if m:
+        return f"Intel Atom {m.group(1).upper()}"
+    return None
+
+
+ANDROID_PROPERTIES = ("ro.chipname", "ro.hardware.chipname", None, "ro.board.platform", "ro.mediatek.platform",
+                      "ro.product.board", "ro.arch", "ro.hardware")  # None: the Hardware line's turn
+
+
+def soc_name(hardware: str | None, properties: dict[str, str], other: list[str | None],
+             cores: int | None) -> str | None:
+    """The first source that decodes, in the order above; `other`: soc0, device tree, x86 model name."""
+    for key in ANDROID_PROPERTIES:
+        found = decode(hardware if key is None else properties.get(key), cores)
+        if found:
+            return found
+    for text in other:
+        found = decode(text, cores)
+        if found:
+            return found
+    return None
+
+
+def parse_getprop(text: str) -> dict[str, str]:
+    """`[key]: [value]` lines, as Android's getprop prints them."""
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\[([^\]]+)\]: \[(.*)\]\s*$", text, re.M)}
+
+
+# Core layouts of SoCs, big cores first: (core, cores) per cluster. Used when the system shows only part of
+# its processors (offline cores are missing from /proc/cpuinfo, and often from /sys too).
+LAYOUTS: dict[str, list[tuple[str, int]]] = {
+    "Qualcomm MSM8660": [("scorpion", 2)], "Qualcomm MSM8960": [("krait", 2)], "Qualcomm APQ8064": [("krait", 4)],
+    "Qualcomm MSM8974": [("krait", 4)], "Qualcomm APQ8084": [("krait", 4)], "Qualcomm MSM8226": [("cortex-a7", 4)],
+    "Qualcomm MSM8916": [("cortex-a53", 4)], "Qualcomm MSM8939": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "Qualcomm MSM8937": [("cortex-a53", 4), ("cortex-a53", 4)], "Qualcomm MSM8953": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "Qualcomm MSM8992": [("cortex-a57", 2), ("cortex-a53", 4)], "Qualcomm MSM8994": [("cortex-a57", 4), ("cortex-a53", 4)],
+    "Qualcomm MSM8996": [("kryo", 2), ("kryo", 2)], "Qualcomm MSM8996PRO-AB": [("kryo", 2), ("kryo", 2)],
+    "Qualcomm MSM8998": [("cortex-a73", 4), ("cortex-a53", 4)],
+    "Qualcomm Snapdragon 845": [("cortex-a75", 4), ("cortex-a55r0", 4)],
+    "Samsung Exynos 5250": [("cortex-a15", 2)], "Samsung Exynos 5422": [("cortex-a15", 4), ("cortex-a7", 4)],
+    "Samsung Exynos 7420": [("cortex-a57", 4), ("cortex-a53", 4)], "Samsung Exynos 7578": [("cortex-a53", 4)],
+    "Samsung Exynos 7580": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "Samsung Exynos 7885": [("cortex-a73", 2), ("cortex-a53", 6)],
+    "Samsung Exynos 8890": [("mongoose-m1", 4), ("cortex-a53", 4)],
+    "Samsung Exynos 8895": [("mongoose-m2", 4), ("cortex-a53", 4)],
+    "HiSilicon Kirin 910T": [("cortex-a9", 4)], "HiSilicon Kirin 650": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "HiSilicon Kirin 950": [("cortex-a72", 4), ("cortex-a53", 4)],
+    "HiSilicon Kirin 960": [("cortex-a73", 4), ("cortex-a53", 4)],
+    "HiSilicon Kirin 970": [("cortex-a73", 4), ("cortex-a53", 4)],
+    "MediaTek MT6595": [("cortex-a17", 4), ("cortex-a7", 4)], "MediaTek MT6735": [("cortex-a53", 4)],
+    "MediaTek MT6737": [("cortex-a53", 4)], "MediaTek MT6750": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "MediaTek MT6755": [("cortex-a53", 4), ("cortex-a53", 4)],
+    "MediaTek MT6771": [("cortex-a73", 4), ("cortex-a53", 4)],
+    "MediaTek MT6797": [("cortex-a72", 2), ("cortex-a53", 4), ("cortex-a53", 4)],
+    "MediaTek MT6797T": [("cortex-a72", 2), ("cortex-a53", 4), ("cortex-a53", 4)],
+    "Spreadtrum SC7730S": [("cortex-a7", 4)], "Spreadtrum SC7730SE": [("cortex-a7", 4)],
+    "Allwinner A33": [("cortex-a7", 4)], "Allwinner A23": [("cortex-a7", 2)],
+    "Actions ATM7029": [("cortex-a5", 4)], "Actions ATM7029B": [("cortex-a5", 4)],
+    "Leadcore LC1860": [("cortex-a7", 4), ("cortex-a7", 1)],
+    "Nvidia Tegra T210": [("cortex-a57", 4)], "Broadcom BCM2711": [("cortex-a72", 4)],
+    "Broadcom BCM2712": [("cortex-a76", 4)], "Broadcom BCM2837": [("cortex-a53", 4)],
+    "Rockchip RK3288": [("cortex-a17", 4)], "Rockchip RK3399": [("cortex-a72", 2), ("cortex-a53", 4)],
+}
+
+
+def layout(soc: str | None) -> list[tuple[str, int]] | None:
+    return LAYOUTS.get(soc or "")
