@@ -18,22 +18,26 @@ KIRIN = {"hi3620": "K3V2", "hi6620oem": "Kirin 910T", "hi6620": "Kirin 910", "hi
          "hi6250": "Kirin 650", "hi6260": "Kirin 710"}
 # Names that are not part numbers but that one SoC reports.
 ALIASES = {"gs702a": "Actions ATM7029", "gs702c": "Actions ATM7029B", "gs705a": "Actions ATM7059A",
-           "manta": "Samsung Exynos 5250", "tegra3": "Nvidia Tegra T30", "tegra4": "Nvidia Tegra T114",
-           "baytrail": None, "clovertrail": None}
+           "manta": "Samsung Exynos 5250", "tegra3": "Nvidia Tegra T30", "tegra4": "Nvidia Tegra T114"}
 # Allwinner family code → name, by the number of cores where one code covers two chips.
 ALLWINNER = {"sun4i": {0: "A10"}, "sun5i": {0: "A13"}, "sun6i": {0: "A31"}, "sun7i": {0: "A20"},
              "sun8i": {2: "A23", 4: "A33", 8: "A83T", 0: "A33"}, "sun9i": {0: "A80"}, "sun50iw1p1": {0: "A64"}}
 TEGRA = {"tegra210": "T210", "tegra132": "T132", "tegra124": "T124", "tegra114": "T114", "tegra186": "T186",
          "tegra194": "T194", "tegra234": "T234"}
-BROADCOM = re.compile(r"\bbcm\s*(2835|2836|2837|2711|2712)\b", re.I)
+# (pattern over the lower-cased text, vendor, prefix of the part number it captures)
+PART_NUMBERS = [
+    (r"\bmt\s*(\d{4}[a-z]?)\b", "MediaTek", "MT"), (r"\bkirin\s*(\d{3}[a-z]?)\b", "HiSilicon", "Kirin "),
+    (r"\blc(\d{4})\b", "Leadcore", "LC"), (r"\brk\s*(\d{4})\b", "Rockchip", "RK"),
+    (r"\bbcm\s*(2835|2836|2837|2711|2712)\b", "Broadcom", "BCM"), (r"\batm\s*(\d{4}[a-z]?)\b", "Actions", "ATM"),
+    (r"atom\(tm\).*?\b([zcx]\d{4}[a-z]?)\b", "Intel", "Atom "),
+]
 
 
 def decode(text: str | None, cores: int | None = None) -> str | None:
     """One string (a property, the Hardware line, a device-tree model) → an SoC name, or None."""
     if not text:
         return None
-    t = text.strip()
-    low = t.lower()
+    low = text.strip().lower()
     if low in ALIASES:
         return ALIASES[low]
     m = re.search(r"\b(?:qualcomm\b.*?\b|qct\s+)?(msm|apq|qsd|mdm|sda|sdm|sm|qcs|qcm)\s*(\d{3,4})([a-z0-9-]*)", low)
@@ -50,20 +54,12 @@ def decode(text: str | None, cores: int | None = None) -> str | None:
         if number == "7580" and cores == 4:
             number = "7578"  # the quad-core sibling reports itself as a 7580
         return f"Samsung Exynos {number}"
-    m = re.search(r"\bmt\s*(\d{4})([a-z]?)\b", low)
-    if m:
-        return f"MediaTek MT{m.group(1)}{m.group(2).upper()}"
-    m = re.search(r"\bkirin\s*(\d{3}[a-z]?)\b", low)
-    if m:
-        return f"HiSilicon Kirin {m.group(1).upper()}"
     if low in KIRIN:
         return f"HiSilicon {KIRIN[low]}"
-    m = re.search(r"\b(?:sc|sp)(\d{4}[a-z]*)(?:-ia)?\b", low)
-    if m and "spreadtrum" in low or (m and low.startswith(("sc", "sp")) and not low.startswith("sc8830")):
-        return f"Spreadtrum SC{m.group(1).upper()}"
-    m = re.search(r"\blc(\d{4})\b", low)
-    if m:
-        return f"Leadcore LC{m.group(1)}"
+    if "spreadtrum" in low or low.startswith(("sc", "sp")):
+        m = re.search(r"\bs[cp](\d{4}[a-z]*)", low)
+        if m:
+            return f"Spreadtrum SC{m.group(1).upper()}"
     m = re.search(r"\b(sun\d+i(?:w\d+p\d+)?)\b", low)
     if m and m.group(1) in ALLWINNER:
         names = ALLWINNER[m.group(1)]
@@ -71,18 +67,10 @@ def decode(text: str | None, cores: int | None = None) -> str | None:
     m = re.search(r"\b(tegra\d{3})", low)
     if m and m.group(1) in TEGRA:
         return f"Nvidia Tegra {TEGRA[m.group(1)]}"
-    m = re.search(r"\brk\s*(\d{4})\b", low)
-    if m:
-        return f"Rockchip RK{m.group(1)}"
-    m = BROADCOM.search(low)
-    if m:
-        return f"Broadcom BCM{m.group(1)}"
-    m = re.search(r"\batm\s*(\d{4}[a-z]?)\b", low)
-    if m:
-        return f"Actions ATM{m.group(1).upper()}"
-    m = re.search(r"atom\(tm\).*?\b([zcx]\d{4}[a-z]?)\b", low)
-    if m:
-        return f"Intel Atom {m.group(1).upper()}"
+    for pattern, vendor, prefix in PART_NUMBERS:
+        m = re.search(pattern, low)
+        if m:
+            return f"{vendor} {prefix}{m.group(1).upper()}"
     return None
 
 

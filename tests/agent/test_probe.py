@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from edgeatlas.agent import socs
 from edgeatlas.agent.probe import parse_cpu_list, probe
 from edgeatlas.protos.spec import SCHEMA
 
@@ -81,6 +82,22 @@ def test_offline_cores_take_the_soc_layout_and_x86_clusters_follow_l2():
     atom = probe(FIXTURES / "memo-pad-7", measure_bandwidth=False)
     assert [c["core"] for c in atom.get("cpu.clusters")] == ["silvermont", "silvermont"]  # two L2 modules
     assert "silvermont" not in atom.hardware_class()  # an x86 part is named by its model, not its clusters
+
+
+@pytest.mark.parametrize("text, cores, soc", [
+    ("Qualcomm Technologies, Inc SM8150", 8, "Qualcomm SM8150"),
+    ("Qualcomm Technologies, Inc SDM845", 8, "Qualcomm Snapdragon 845"),
+    ("raspberrypi,4-model-b brcm,bcm2711", 4, "Broadcom BCM2711"),  # a device tree's compatible strings
+    ("rockchip,rk3399-evb rockchip,rk3399", 6, "Rockchip RK3399"),
+    ("SAMSUNG Exynos7580", 8, "Samsung Exynos 7580"),
+    ("SAMSUNG Exynos7580", 4, "Samsung Exynos 7578"),
+    ("sun8i", 2, "Allwinner A23"),
+    ("Intel(R) Atom(TM) CPU  Z3745  @ 1.33GHz", 4, "Intel Atom Z3745"),
+    ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz", 12, None),
+    ("smartphone", 8, None),
+])
+def test_soc_names_from_what_systems_say(text, cores, soc):
+    assert socs.decode(text, cores) == soc
 
 
 def test_cpu_list_parsing():
