@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeatlas.agent import socs
+from edgeatlas.agent import platforms, socs
 from edgeatlas.agent.cpus import ARM_VENDORS, Midr, arm_core, score, x86_core
 from edgeatlas.protos.spec import SCHEMA, SpecSheet
 
@@ -302,6 +302,27 @@ def probe_memory(p: Probe, measure_bandwidth: bool) -> dict[str, Any]:
     return memory
 
 
+def _live_getprop() -> str | None:
+    """Android's properties (Termux has `getprop`); None elsewhere."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("getprop"):
+        return None
+    try:
+        return subprocess.run(["getprop"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _psutil_memory_gb() -> float | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return round(psutil.virtual_memory().total / 1024**3, 2)
+
+
 def copy_bandwidth_gbs(size_mib: int = 64, repeats: int = 5) -> float:
     """Best sustained copy bandwidth (read + write bytes / s) in GB/s."""
     src = np.ones(size_mib * 1024 * 1024 // 8, dtype=np.float64)
@@ -352,18 +373,31 @@ def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | No
     """This device's spec sheet (or the recorded device's under `root`)."""
     p = Probe(Path(root))
     live = Path(root) == Path("/")
-    properties = socs.parse_getprop(p.read("getprop.txt") or "")
-    cpu, soc = probe_cpu(p, properties)
+    system = platform.system() if live else ""
+    memory = probe_memory(p, measure_bandwidth and live)
+    sysctl = None if live else p.read("sysctl.txt")
+    if sysctl is not None or system == "Darwin":
+        values = platforms.parse_sysctl(sysctl) if sysctl is not None else platforms.live_sysctl()
+        cpu, soc, memory["size_gb"] = platforms.macos_cpu(values)
+    elif system == "Windows":
+        cpu, soc = platforms.windows_cpu(), None
+    else:
+        cpu, soc = probe_cpu(p, socs.parse_getprop((_live_getprop() if live else p.read("getprop.txt")) or ""))
+    if live and memory["size_gb"] is None:
+        memory["size_gb"] = _psutil_memory_gb()
     data: dict[str, Any] = {
         "schema": SCHEMA,
         "name": name or (platform.node() if live else None),
         "device_class": None,
         "soc": soc,
         "cpu": cpu,
-        "memory": probe_memory(p, measure_bandwidth and live),
+        "memory": memory,
         "accelerator": probe_gpu() if live else None,
         "tdp_w": None,
     }
+    if live and os.environ.get("EDGEATLAS_EMULATED"):
+        # Set by whoever runs this agent under an emulator (e.g. qemu-user): its timings are the host's.
+        data["emulated"] = os.environ["EDGEATLAS_EMULATED"]
     if live:
         data["os"] = {"system": platform.system(), "release": platform.release(), "machine": platform.machine()}
         data["runtimes"] = probe_runtimes()

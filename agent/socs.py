@@ -80,16 +80,19 @@ ANDROID_PROPERTIES = ("ro.chipname", "ro.hardware.chipname", None, "ro.board.pla
 
 def soc_name(hardware: str | None, properties: dict[str, str], other: list[str | None],
              cores: int | None) -> str | None:
-    """The first source that decodes, in the order above; `other`: soc0, device tree, x86 model name."""
+    """The first source that decodes, in the order above; `other`: soc0, device tree, x86 model name.
+
+    A Raspberry Pi's kernel says "BCM2835" in the Hardware line whatever its SoC: that answer comes last."""
+    vague = decode(hardware, cores) == "Broadcom BCM2835"
     for key in ANDROID_PROPERTIES:
-        found = decode(hardware if key is None else properties.get(key), cores)
+        found = decode(hardware if key is None and not vague else properties.get(key or ""), cores)
         if found:
             return found
     for text in other:
         found = decode(text, cores)
         if found:
             return found
-    return None
+    return decode(hardware, cores)
 
 
 def parse_getprop(text: str) -> dict[str, str]:

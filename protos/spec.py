@@ -165,7 +165,13 @@ def slug(text: str) -> str:
 
 
 def hardware_class(spec: SpecSheet, target: str = "cpu") -> str:
-    """The heat-map's column: processor that ran the task + its model name, aliases folded."""
+    """The heat-map's column: processor that ran the task + its model name, aliases folded. A device run
+    under an emulator (the sheet's `emulated` field) gets a column of its own: its numbers are the host's."""
+    name = _hardware_class(spec, target)
+    return f"{name}-emulated" if spec.get("emulated") else name
+
+
+def _hardware_class(spec: SpecSheet, target: str) -> str:
     if target not in TARGETS:
         raise InvalidInput(f"target {target!r} is not one of {', '.join(TARGETS)}")
     if target == "cpu":

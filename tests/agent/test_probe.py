@@ -100,6 +100,52 @@ def test_soc_names_from_what_systems_say(text, cores, soc):
     assert socs.decode(text, cores) == soc
 
 
+M1_PRO = """hw.physicalcpu: 10
+hw.logicalcpu: 10
+hw.memsize: 17179869184
+hw.l1dcachesize: 65536
+hw.l2cachesize: 4194304
+hw.nperflevels: 2
+hw.perflevel0.physicalcpu: 8
+hw.perflevel1.physicalcpu: 2
+hw.optional.arm64: 1
+machdep.cpu.brand_string: Apple M1 Pro
+"""
+INTEL_MAC = """hw.physicalcpu: 8
+hw.logicalcpu: 16
+hw.memsize: 34359738368
+hw.l2cachesize: 262144
+hw.l3cachesize: 16777216
+hw.cpufrequency_max: 2400000000
+hw.optional.avx2_0: 1
+hw.optional.avx512f: 0
+machdep.cpu.brand_string: Intel(R) Core(TM) i9-9980HK CPU @ 2.40GHz
+"""
+
+
+def test_macos_from_sysctl(tmp_path):
+    (tmp_path / "sysctl.txt").write_text(M1_PRO)
+    m1 = probe(tmp_path, measure_bandwidth=False)
+    assert m1.get("soc") == "Apple M1 Pro" and m1.get("memory.size_gb") == 16.0
+    assert m1.get("cpu.clusters") == [{"core": "firestorm", "cores": 8, "max_ghz": None},
+                                      {"core": "icestorm", "cores": 2, "max_ghz": None}]
+    assert m1.hardware_class() == "cpu:firestormx8+icestormx2"
+    (tmp_path / "sysctl.txt").write_text(INTEL_MAC)
+    intel = probe(tmp_path, measure_bandwidth=False)
+    assert (intel.get("cpu.cores"), intel.get("cpu.threads"), intel.get("cpu.simd"), intel.get("cpu.max_ghz")) == (
+        8, 16, "avx2", 2.4)
+    assert intel.get("soc") is None and intel.hardware_class() == "cpu:intel-core-i9-9980hk"
+
+
+def test_windows_from_what_the_registry_says():
+    from edgeatlas.agent.platforms import windows_section
+
+    cpu = windows_section("Snapdragon(R) X Elite - X1E78100 - Qualcomm(R) Oryon(TM) CPU", 3417, 12, 12, "arm64")
+    assert (cpu["vendor"], cpu["arch"], cpu["cores"], cpu["base_ghz"]) == ("qualcomm", "arm64", 12, 3.417)
+    cpu = windows_section("AMD Ryzen 9 7950X 16-Core Processor  ", 4501, 16, 32, "AMD64")
+    assert (cpu["vendor"], cpu["arch"], cpu["model"]) == ("amd", "x86_64", "AMD Ryzen 9 7950X 16-Core Processor")
+
+
 def test_cpu_list_parsing():
     assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6]
 
