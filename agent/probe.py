@@ -240,12 +240,10 @@ def _ordered(clusters: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _x86_clusters(p: Probe, per: dict[int, dict[str, str]], ids: list[int],
                   vendor: str | None) -> list[dict[str, Any]] | None:
     """Processors sharing an L2 cache (else a clock), counted in cores, named by their core design."""
-    if not ids:
-        return None
-    groups = _groups(p, ids, ("cache/index2/shared_cpu_list", "cpufreq/related_cpus"))
-    if len(groups) == len(ids) and len(ids) > 1 and all(
-            (per.get(i, {}).get("core id") is None) for i in ids):
-        return None  # nothing groups them and nothing says which threads share a core
+    sources = ("cache/index2/shared_cpu_list", "cpufreq/related_cpus")
+    if not any(p.cpu_list(f"sys/devices/system/cpu/cpu{i}/{rel}") for i in ids for rel in sources):
+        return None  # no file says which processors belong together
+    groups = _groups(p, ids, sources)
     clusters = []
     for g in sorted(groups, key=min):
         fields = [per.get(i, {}) for i in g]
