@@ -17,6 +17,7 @@ from edgeatlas.agent.outbox import Outbox
 from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
 from edgeatlas.agent.privacy.release import release
 from edgeatlas.agent.results import LocalResults
+from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
 from edgeatlas.agent.runners import make_runner
 from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
@@ -28,6 +29,7 @@ from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 log = logging.getLogger("edgeatlas.agent")
 
 HEARTBEAT_EVERY_S = 30.0
+ETIQUETTE_WAIT_S = 30.0  # how long to wait before looking at the device's conditions again
 LEASE_WAIT_S = 10
 MAX_BACKOFF_S = 30.0
 # Codes that mean "try again later": the coordinator is away, restarting or overloaded.
@@ -67,6 +69,7 @@ class AgentConfig:
     trusted: bool = False  # the owner's choice: exact values leave the device (a private fleet)
     budget: Budget = field(default_factory=Budget)  # the owner's; the coordinator cannot change it
     tls: ClientTls | None = None
+    etiquette: Rules = field(default_factory=Rules)  # the owner's: when to wait, and the rest between tasks
 
 
 class Agent:
@@ -87,6 +90,9 @@ class Agent:
         self.last_heartbeat = 0.0
         self.current: agent_pb2.Task | None = None
         self.tasks_done = 0
+        self.sensors = Sensors()
+        self.waiting: str | None = None  # why the device is not taking work now
+        self.conditions = Conditions()
 
     # ---- wire calls -----------------------------------------------------------------------------
     def _md(self):
@@ -170,7 +176,8 @@ class Agent:
         except MemoryError:
             report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, "out of memory"
             return report
-        self.results.add(task.model.name, task.task_id, result)  # exact values stay here, for the owner
+        # exact values stay here, for the owner, with the device's conditions when it ran
+        self.results.add(task.model.name, task.task_id, result, self.conditions.to_dict())
         report.status = agent_pb2.ReportRequest.OK
         report.setting.CopyFrom(convert.setting_to_pb(result.setting))
         report.valid = result.valid
@@ -196,6 +203,8 @@ class Agent:
             self.send(pending)
         if time.monotonic() - self.last_heartbeat > HEARTBEAT_EVERY_S:
             self.heartbeat("idle")
+        if self.current is None and self._should_wait():
+            return False
         task = self.current or self.lease()
         if task is None:
             return False
@@ -213,7 +222,21 @@ class Agent:
             log.info("task %d %s", task.task_id, report.failure_reason)
         else:
             log.info("task %d failed: %s", task.task_id, report.failure_reason)
+        if self.config.etiquette.cooldown_s:
+            self.stop.wait(self.config.etiquette.cooldown_s)
         return True
+
+    def _should_wait(self) -> bool:
+        """Checks the device's etiquette; while it says wait, tells the coordinator why and sleeps a while."""
+        self.conditions = self.sensors.read(self.config.etiquette)
+        reason = verdict(self.config.etiquette, self.conditions)
+        if reason and reason != self.waiting:
+            log.info("waiting: %s", reason)
+            self.heartbeat(f"waiting: {reason}")
+        self.waiting = reason
+        if reason:
+            self.stop.wait(ETIQUETTE_WAIT_S)
+        return reason is not None
 
     def run(self) -> int:
         """Loops until stopped; returns an exit code."""
@@ -223,7 +246,7 @@ class Agent:
                 try:
                     ran = self.step()
                     backoff.reset()
-                    if self.config.once and not ran and not len(self.outbox):
+                    if self.config.once and not ran and not len(self.outbox) and not self.waiting:
                         return 0
                 except grpc.RpcError as exc:
                     code = exc.code()

@@ -15,10 +15,11 @@ class LocalResults:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def add(self, model: str, task_id: int, result: RunResult) -> None:
+    def add(self, model: str, task_id: int, result: RunResult, conditions: dict | None = None) -> None:
         line = json.dumps({"at_s": time.time(), "model": model, "task_id": task_id,
                            "setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
-                           "valid": result.valid, "invalid_reason": result.invalid_reason})
+                           "valid": result.valid, "invalid_reason": result.invalid_reason,
+                           "conditions": conditions or {}})
         lines = self.path.read_text().splitlines() if self.path.exists() else []
         lines = (lines + [line])[-MAX_LINES:]
         tmp = self.path.with_suffix(".tmp")

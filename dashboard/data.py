@@ -167,11 +167,11 @@ def export_csv(frame: pd.DataFrame) -> str:
 # ---- fleet ------------------------------------------------------------------------------------------
 def agents_frame(agents: list[admin_pb2.AgentInfo], now_ms: int) -> pd.DataFrame:
     rows = [{"name": a.name, "device_class": a.device_class or "unknown", "hardware_class": a.hardware_class,
-             "status": "online" if a.online else "offline", "simulated": a.simulated,
+             "status": "online" if a.online else "offline", "state": a.state, "simulated": a.simulated,
              "last_seen_s": max(0, (now_ms - a.last_seen_ms) // 1000), "tasks_done": a.tasks_done,
              "epsilon_24h": a.epsilon_24h, "releases_24h": a.releases_24h, "agent_id": a.agent_id}
             for a in agents]
-    return pd.DataFrame(rows, columns=["name", "device_class", "hardware_class", "status", "simulated",
+    return pd.DataFrame(rows, columns=["name", "device_class", "hardware_class", "status", "state", "simulated",
                                        "last_seen_s", "tasks_done", "epsilon_24h", "releases_24h", "agent_id"])
 
 

@@ -157,7 +157,7 @@ def cmd_agent_run(args) -> int:
     config = AgentConfig(coordinator=args.coordinator, enroll_token=token,
                          state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
                          labels=_key_values(args.label, "--label"), once=args.once, trusted=args.trusted,
-                         budget=_budget(args), tls=_client_tls(args))
+                         budget=_budget(args), tls=_client_tls(args), etiquette=_etiquette(args))
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -181,8 +181,11 @@ def _budget(args):
 
 
 def _service_args(args) -> tuple[str, ...]:
+    rules = _etiquette(args)
     extra = ["--privacy-budget", f"{args.privacy_budget:g}", "--privacy-window-hours",
-             f"{args.privacy_window_hours:g}", "--privacy-delta", f"{args.privacy_delta:g}"]
+             f"{args.privacy_window_hours:g}", "--privacy-delta", f"{args.privacy_delta:g}",
+             "--min-battery", f"{rules.min_battery_percent:g}", "--max-temp", f"{rules.max_temp_c:g}",
+             "--max-busy", f"{rules.max_busy_percent:g}", "--cooldown", f"{rules.cooldown_s:g}"]
     for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value:
             extra += [flag, str(Path(value).resolve())]
@@ -497,6 +500,21 @@ def _budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--privacy-delta", type=float, default=1e-6, help="δ at which the window's ε is counted")
 
 
+def _etiquette_options(p: argparse.ArgumentParser, busy: float, cooldown: float) -> None:
+    g = p.add_argument_group("etiquette (0 turns a rule off)")
+    g.add_argument("--min-battery", type=float, default=30.0, help="on battery below this %%: wait")
+    g.add_argument("--max-temp", type=float, default=80.0, help="hotter than this °C: wait")
+    g.add_argument("--max-busy", type=float, default=busy, help="other work using more than this %% of the CPUs: wait")
+    g.add_argument("--cooldown", type=float, default=cooldown, help="seconds of rest between tasks")
+
+
+def _etiquette(args):
+    from edgeatlas.agent.etiquette import Rules
+
+    return Rules(min_battery_percent=args.min_battery, max_temp_c=args.max_temp, max_busy_percent=args.max_busy,
+                 cooldown_s=args.cooldown).check()
+
+
 def _run_options(p: argparse.ArgumentParser, iterations: int, duration: float) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the runtime's default)")
     p.add_argument("--batch", type=int, default=1)
@@ -715,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted", action="store_true",
                    help="send exact values instead of noised ones (a private fleet you trust)")
     _budget_options(p)
+    _etiquette_options(p, busy=0.0, cooldown=0.0)  # run by hand: the owner is there to decide
     _tls_options(p)
     p.set_defaults(func=cmd_agent_run)
     p = agent.add_parser("install-service", help="run the agent in the background (systemd, launchd, Windows)")
@@ -723,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--trusted", action="store_true")
     _budget_options(p)
+    _etiquette_options(p, busy=50.0, cooldown=5.0)  # in the background: step aside for the owner's work
     _tls_options(p)
     p.add_argument("--no-start", action="store_true", help="write the service, do not start it")
     p.add_argument("--print", action="store_true", help="print the service definition and stop")

@@ -105,7 +105,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
             online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done,
             simulated=a.simulated, epsilon_24h=spent.get(a.agent_id, (0.0, 0))[0],
-            releases_24h=spent.get(a.agent_id, (0.0, 0))[1])
+            releases_24h=spent.get(a.agent_id, (0.0, 0))[1], state=a.state or "")
             for a, done in rows])
 
     @rpc

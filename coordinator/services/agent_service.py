@@ -88,7 +88,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @rpc
     async def Heartbeat(self, request, context):
         agent_id = await self._agent(context)
-        await asyncio.to_thread(self.store.touch_agent, agent_id, request.state[:32] or None)
+        await asyncio.to_thread(self.store.touch_agent, agent_id, request.state[:120] or None)
         return agent_pb2.HeartbeatResponse(server_time_ms=int(time.time() * 1000))
 
     @rpc

@@ -1,6 +1,5 @@
 """The Store on a real SQLite file: idempotent reports, incremental cells, campaigns, leases."""
 
-import json
 import math
 
 import pytest

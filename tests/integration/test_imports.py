@@ -1,6 +1,5 @@
 """Published measurements over the admin API: stored as their own cells, with their source and citation."""
 
-import grpc
 import pytest
 
 from edgeatlas.coordinator.imports import import_nasbench201
