@@ -29,8 +29,8 @@ def trial(params: PrivacyParams, n: int, rng: np.random.Generator) -> float:
     true_logs = rng.normal(math.log(5.0), 0.3, size=n)
     folded = (0, 0.0, 0.0)
     for x in true_logs:
-        folded = aggregate.fold_log(*folded, release_value(float(x), params))
-    est = aggregate.estimate(*folded, noise_var_sum=n * params.noise_variance_log())
+        folded = aggregate.fold_log(*folded, release_value(float(x), params, "log_p50_ms"))
+    est = aggregate.estimate(*folded, noise_var_sum=n * params.noise_variance_log("log_p50_ms"))
     return math.log(est.value) - float(true_logs.mean())
 
 
@@ -49,7 +49,7 @@ def main() -> None:
     curves: dict[float, list[tuple[int, float, float]]] = {}
     for eps in EPSILONS:
         params = PrivacyParams(epsilon=eps, bounds_ms=bounds)
-        sigma = math.sqrt(params.noise_variance_log())
+        sigma = math.sqrt(params.noise_variance_log("log_p50_ms"))
         for n in DEVICES:
             errors = np.array([trial(params, n, rng) for _ in range(args.trials)])
             rms, floor = float(np.sqrt(np.mean(errors ** 2))), sigma / math.sqrt(n)

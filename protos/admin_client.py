@@ -43,11 +43,12 @@ class AdminClient:
         self._call(self.stub.UploadBlob, _chunks(data), timeout=600)
         return hashlib.sha256(data).hexdigest()
 
-    def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str):
+    def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str, fmt: str = "onnx"):
+        """Uploads a model and its reference data (none: its fidelity is not checked) and registers it."""
         sha = self.upload_blob(Path(path).read_bytes())
-        ref_sha = self.upload_blob(reference_npz)
+        ref_sha = self.upload_blob(reference_npz) if reference_npz else ""
         return self._call(self.stub.RegisterModel, admin_pb2.RegisterModelRequest(
-            name=name, format="onnx", sha256=sha, reference_sha256=ref_sha, summary_json=summary_json))
+            name=name, format=fmt, sha256=sha, reference_sha256=ref_sha, summary_json=summary_json))
 
     def list_models(self):
         return list(self._call(self.stub.ListModels, admin_pb2.ListModelsRequest()).models)

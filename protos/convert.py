@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgeatlas.protos.privacy import PrivacyParams
-from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, Setting
+from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, ScenarioOutcome, Setting
 from edgeatlas.v1 import agent_pb2, common_pb2
 
 
@@ -91,3 +91,23 @@ def privacy_from_pb(m: common_pb2.Privacy, defaults: bool = False) -> PrivacyPar
         delta=m.delta if (m.delta or mechanism == "laplace") else base.delta,
         statistics=tuple(m.statistics) or base.statistics,
         bounds_ms=(m.bound_lo_ms or base.bounds_ms[0], m.bound_hi_ms or base.bounds_ms[1]), bits=m.bits or base.bits)
+
+
+def outcome_to_pb(o: ScenarioOutcome, exact: bool) -> agent_pb2.ScenarioOutcome:
+    """`exact` (trusted mode) keeps LoadGen's reason; a private report says only who ran it and the verdict."""
+    return agent_pb2.ScenarioOutcome(driver=o.driver, verdict=o.verdict, reason=o.reason if exact else "")
+
+
+def outcome_from_pb(m: agent_pb2.ScenarioOutcome) -> ScenarioOutcome:
+    return ScenarioOutcome(driver=m.driver, verdict=m.verdict, reason=m.reason)
+
+
+CONDITIONS = ("on_battery", "battery_percent", "temp_c", "busy_percent", "clock_percent")
+
+
+def conditions_to_pb(c: dict) -> agent_pb2.Conditions:
+    return agent_pb2.Conditions(**{k: c[k] for k in CONDITIONS if c.get(k) is not None})
+
+
+def conditions_from_pb(m: agent_pb2.Conditions) -> dict:
+    return {k: getattr(m, k) if m.HasField(k) else None for k in CONDITIONS}

@@ -16,13 +16,28 @@ from dataclasses import dataclass, field
 
 from edgeatlas.protos.errors import InvalidInput
 
-# statistic → the LatencyStats attribute it releases. Throughput is derived from the released mean
-# latency (post-processing), so it costs no budget.
-STATISTICS: dict[str, str] = {
-    "log_p50_ms": "p50_ms",
-    "log_p90_ms": "p90_ms",
-    "log_p99_ms": "p99_ms",
-    "log_mean_ms": "mean_ms",
+@dataclass(frozen=True)
+class Statistic:
+    """A releasable statistic: where its value comes from, its unit, and fixed public bounds unless in ms."""
+
+    source: str  # a LatencyStats attribute, or a figure of protos/metrics.py
+    unit: str = "ms"  # ms: the campaign's bounds_ms; any other: `bounds`
+    bounds: tuple[float, float] | None = None
+    always: bool = True  # False: released only where the run has it (an LLM figure, a meter's energy)
+
+
+# statistic → what it releases. Throughput is derived from the released mean latency and decode
+# tokens/s from TPOT (post-processing), so they cost no budget.
+STATISTICS: dict[str, Statistic] = {
+    "log_p50_ms": Statistic("p50_ms"),
+    "log_p90_ms": Statistic("p90_ms"),
+    "log_p99_ms": Statistic("p99_ms"),
+    "log_mean_ms": Statistic("mean_ms"),
+    "log_ttft_ms": Statistic("ttft_ms", always=False),
+    "log_tpot_ms": Statistic("tpot_ms", always=False),
+    "log_itl_p99_ms": Statistic("itl_p99_ms", always=False),
+    "log_energy_mj": Statistic("energy_mj", "mJ", (1e-3, 1e7), always=False),
+    "log_server_qps": Statistic("server_qps", "queries/s", (1e-2, 1e6), always=False),
 }
 MECHANISMS = ("gaussian", "laplace")
 DEFAULT_STATISTICS = ("log_p50_ms", "log_p99_ms", "log_mean_ms")
@@ -62,18 +77,17 @@ class PrivacyParams:
             raise InvalidInput(f"privacy grid bits {self.bits} is not in 4..20")
         return self
 
-    @property
-    def log_bounds(self) -> tuple[float, float]:
-        return math.log(self.bounds_ms[0]), math.log(self.bounds_ms[1])
+    def log_bounds(self, statistic: str) -> tuple[float, float]:
+        lo, hi = STATISTICS[statistic].bounds or self.bounds_ms
+        return math.log(lo), math.log(hi)
 
     @property
     def steps(self) -> int:
         """Grid steps across the range: also each statistic's sensitivity in grid units."""
         return 2 ** self.bits
 
-    @property
-    def step_log(self) -> float:
-        lo, hi = self.log_bounds
+    def step_log(self, statistic: str) -> float:
+        lo, hi = self.log_bounds(statistic)
         return (hi - lo) / self.steps
 
     def rho(self) -> float:
@@ -88,7 +102,7 @@ class PrivacyParams:
             return math.sqrt(d * self.steps ** 2 / (2 * self.rho()))
         return d * self.steps / self.epsilon  # ε split evenly: each statistic ε/d = steps / t
 
-    def noise_variance_log(self) -> float:
+    def noise_variance_log(self, statistic: str) -> float:
         """Variance of one released statistic's noise, in (natural log)² units."""
         scale = self.noise_scale()
         if self.mechanism == "gaussian":
@@ -96,7 +110,7 @@ class PrivacyParams:
         else:
             q = math.exp(-1.0 / scale)
             var_grid = 2 * q / (1 - q) ** 2
-        return var_grid * self.step_log ** 2
+        return var_grid * self.step_log(statistic) ** 2
 
     def describe(self) -> str:
         delta = f" δ={self.delta:g}" if self.mechanism == "gaussian" else ""

@@ -24,9 +24,11 @@ class Setting:
     scenario_params: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> str:
-        """The heat-map cell's setting key (runtime version is recorded, not keyed)."""
+        """The heat-map cell's setting key (runtime version is recorded, not keyed); scenario
+        parameters (an LLM's prompt and output lengths, a server's bound) are part of it."""
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.scenario_params.items()))
         return (f"{self.target}/{self.runtime}/{self.execution_provider or '?'}/b{self.batch or '?'}"
-                f"/t{self.threads}/{self.precision}/{self.scenario}")
+                f"/t{self.threads}/{self.precision}/{self.scenario}" + (f"[{params}]" if params else ""))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +104,63 @@ class ModelRef:
 
 
 @dataclass(frozen=True)
+class ScenarioOutcome:
+    """Who drove the run and its verdict: LoadGen's VALID/INVALID and the figures of its summary."""
+
+    driver: str = "native"  # loadgen | native (the agent's own timed loop)
+    verdict: str = ""  # VALID | INVALID (LoadGen's), or the native loop's own
+    reason: str = ""  # why INVALID, in LoadGen's words
+    figures: dict[str, float] = field(default_factory=dict)  # metric name (protos/metrics.py) → value
+
+
+@dataclass(frozen=True)
+class LlmStats:
+    """One LLM task: `requests` requests of prompt_tokens in and output_tokens out (protos/metrics.py
+    defines each figure)."""
+
+    prompt_tokens: int
+    output_tokens: int
+    requests: int
+    ttft_ms: np.ndarray  # [requests]
+    e2e_ms: np.ndarray  # [requests]
+    itl_ms: np.ndarray  # [requests × (output_tokens - 1)] gaps between consecutive output tokens
+
+    def figures(self) -> dict[str, float]:
+        """The named LLM metrics; medians over requests (a request's TPOT is its mean decode gap)."""
+        ttft, e2e = np.asarray(self.ttft_ms, np.float64), np.asarray(self.e2e_ms, np.float64)
+        decode_ms = e2e - ttft
+        out = {"ttft_ms": float(np.median(ttft)),
+               "ttft_p90_ms": float(np.percentile(ttft, 90)),
+               "e2e_ms": float(np.median(e2e)),
+               "prefill_tps": float(np.median(self.prompt_tokens * 1000.0 / ttft))}
+        if self.output_tokens > 1:
+            tpot = decode_ms / (self.output_tokens - 1)
+            itl = np.asarray(self.itl_ms, np.float64)
+            p50, p90, p99 = np.percentile(itl, [50, 90, 99])
+            out.update(tpot_ms=float(np.median(tpot)), decode_tps=float(np.median(1000.0 / tpot)),
+                       itl_p50_ms=float(p50), itl_p90_ms=float(p90), itl_p99_ms=float(p99))
+        return out
+
+
+@dataclass(frozen=True)
+class EnergyStats:
+    """What a meter measured over the timed part of a run."""
+
+    meter: str  # rapl | nvml | battery
+    energy_j: float
+    duration_s: float
+    inferences: int  # samples (ONNX) or requests (LLM) the energy covers
+    tokens: int = 0  # LLM: output tokens the energy covers
+
+    def figures(self) -> dict[str, float]:
+        out = {"energy_mj": self.energy_j * 1000.0 / max(1, self.inferences),
+               "power_w": self.energy_j / self.duration_s if self.duration_s > 0 else 0.0}
+        if self.tokens:
+            out["energy_mj_per_token"] = self.energy_j * 1000.0 / self.tokens
+        return out
+
+
+@dataclass(frozen=True)
 class RunResult:
     """What a runner returns: the setting that actually ran, the stats, validity as data."""
 
@@ -111,4 +170,18 @@ class RunResult:
     valid: bool
     invalid_reason: str = ""
     started_ms: int = 0
-    invalid_kind: str = ""  # the reason's category alone (fidelity | too-slow), for private reports
+    invalid_kind: str = ""  # the reason's category alone (fidelity | too-slow | loadgen), for private reports
+    outcome: ScenarioOutcome = field(default_factory=ScenarioOutcome)
+    llm: LlmStats | None = None
+    energy: EnergyStats | None = None
+    energy_absent: str = ""  # why there is no energy: which meters were looked for
+    raw_ms: np.ndarray | None = field(default=None, repr=False, compare=False)  # per query; stays on the device
+
+    def figures(self) -> dict[str, float]:
+        """Every named metric beyond the latency stats (protos/metrics.py), flat, for the wire."""
+        out = dict(self.outcome.figures)
+        if self.llm is not None:
+            out.update(self.llm.figures())
+        if self.energy is not None:
+            out.update(self.energy.figures())
+        return out

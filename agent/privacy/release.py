@@ -10,9 +10,9 @@ from edgeatlas.protos.privacy import STATISTICS, PrivacyParams, Release
 from edgeatlas.protos.records import LatencyStats
 
 
-def to_grid(log_value: float, params: PrivacyParams) -> int:
-    """Clipped to the public bounds, then unbiasedly rounded onto 0..steps."""
-    lo, hi = params.log_bounds
+def to_grid(log_value: float, params: PrivacyParams, statistic: str) -> int:
+    """Clipped to the statistic's public bounds, then unbiasedly rounded onto 0..steps."""
+    lo, hi = params.log_bounds(statistic)
     clipped = min(max(log_value, lo), hi)
     return randomized_round(Fraction(clipped - lo) / Fraction(hi - lo) * params.steps)
 
@@ -24,14 +24,20 @@ def noise(params: PrivacyParams) -> int:
     return discrete_laplace(round_up(scale))
 
 
-def release_value(log_value: float, params: PrivacyParams) -> float:
-    """One statistic's released value, in natural log of milliseconds."""
-    lo, _ = params.log_bounds
-    return lo + (to_grid(log_value, params) + noise(params)) * params.step_log
+def release_value(log_value: float, params: PrivacyParams, statistic: str) -> float:
+    """One statistic's released value, as the natural log of its unit."""
+    lo, _ = params.log_bounds(statistic)
+    return lo + (to_grid(log_value, params, statistic) + noise(params)) * params.step_log(statistic)
 
 
-def release(stats: LatencyStats, params: PrivacyParams) -> Release:
+def release(stats: LatencyStats, params: PrivacyParams, figures: dict[str, float] | None = None) -> Release:
+    """Each contract statistic the run has; an LLM figure or an energy the run lacks is left out."""
     params.check()
-    values = {name: release_value(math.log(getattr(stats, STATISTICS[name])), params)
-              for name in params.statistics}
+    figures = figures or {}
+    values = {}
+    for name in params.statistics:
+        source = STATISTICS[name].source
+        value = getattr(stats, source) if hasattr(stats, source) else figures.get(source)
+        if value is not None and value > 0:
+            values[name] = release_value(math.log(value), params, name)
     return Release(params=params, values=values)

@@ -31,15 +31,15 @@ class HalvedNoise(PrivacyParams):
         return super().noise_scale() / 2
 
 
-def unclipped_release(log_value: float, params: PrivacyParams) -> float:
+def unclipped_release(log_value: float, params: PrivacyParams, statistic: str) -> float:
     """A broken mechanism: maps to the grid without clipping to the bounds first."""
-    lo, hi = params.log_bounds
+    lo, hi = params.log_bounds(STAT)
     grid = round((log_value - lo) / (hi - lo) * params.steps)
-    return lo + (grid + rel.noise(params)) * params.step_log
+    return lo + (grid + rel.noise(params)) * params.step_log(STAT)
 
 
 def samples(release, log_value: float, params: PrivacyParams, n: int) -> np.ndarray:
-    return np.array([release(log_value, params) for _ in range(n)])
+    return np.array([release(log_value, params, STAT) for _ in range(n)])
 
 
 def _events(x: np.ndarray, y: np.ndarray, thresholds: np.ndarray):
@@ -84,12 +84,13 @@ def violation(a: np.ndarray, b: np.ndarray, epsilon: float, delta: float):
     return None
 
 
+STAT = "log_p50_ms"
 LAPLACE = PrivacyParams(mechanism="laplace", epsilon=1.0, delta=0.0, statistics=("log_p50_ms",), bits=6)
 GAUSSIAN = PrivacyParams(mechanism="gaussian", epsilon=2.0, delta=1e-6, statistics=("log_p50_ms",), bits=6)
 
 
 def neighbours(params: PrivacyParams) -> tuple[float, float]:
-    lo, hi = params.log_bounds
+    lo, hi = params.log_bounds(STAT)
     return lo, hi  # the two ends of the clipped range: the worst case
 
 
@@ -112,7 +113,7 @@ def test_audit_fails_when_noise_is_halved(params, n):
 
 @pytest.mark.parametrize("params,n", [(LAPLACE, 40000), (GAUSSIAN, 60000)], ids=["laplace", "gaussian"])
 def test_audit_fails_when_clipping_is_skipped(params, n):
-    lo, hi = params.log_bounds
+    lo, hi = params.log_bounds(STAT)
     x0, x1 = lo, hi + 3 * (hi - lo)  # a device whose value lies far outside the public bounds
     real = samples(rel.release_value, x1, params, n)
     a = samples(unclipped_release, x0, params, n)
