@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Protocol
 
 from edgeatlas.protos.records import RunParams, RunResult, Setting
 
+# Loading a model takes about its file's size in memory, plus the runtime's working set.
+MEMORY_FACTOR = 1.5
+MEMORY_SLACK_BYTES = 256 << 20
+
 
 class Runner(Protocol):
-    """Loads one model for one setting; `run` measures it under the task's rules."""
+    """Loads one model for one setting; `run` measures it under the task's scenario and rules."""
 
-    def run(self, params: RunParams) -> RunResult: ...
+    setting: Setting
+
+    def run(self, params: RunParams, meter=None) -> RunResult: ...
 
 
 def _onnxruntime(model_path: str, setting: Setting, reference_path: str | None) -> Runner:
@@ -18,9 +25,35 @@ def _onnxruntime(model_path: str, setting: Setting, reference_path: str | None) 
     return OnnxRuntimeRunner(model_path, setting, reference_path)
 
 
+def _llamacpp(model_path: str, setting: Setting, reference_path: str | None) -> Runner:
+    from edgeatlas.agent.runners.llamacpp import LlamaCppRunner
+    return LlamaCppRunner(model_path, setting, reference_path)
+
+
 RUNNERS: dict[str, Callable[[str, Setting, str | None], Runner]] = {
     "onnxruntime": _onnxruntime,
+    "llama.cpp": _llamacpp,
 }
+FORMAT_RUNTIME = {"onnx": "onnxruntime", "gguf": "llama.cpp"}
+
+
+def check_memory(model_path: str, available_bytes: int | None = None) -> None:
+    """A model too large for the device's free memory fails its task before it is loaded."""
+    from edgeatlas.protos.errors import InvalidInput
+
+    path = Path(model_path)
+    if not path.is_file():
+        return  # the runner says the file is missing
+    if available_bytes is None:
+        try:
+            import psutil
+            available_bytes = psutil.virtual_memory().available
+        except ImportError:
+            return
+    need = int(path.stat().st_size * MEMORY_FACTOR) + MEMORY_SLACK_BYTES
+    if need > available_bytes:
+        raise InvalidInput(f"model {path.name} needs about {need / 2**30:.1f} GiB of memory; "
+                           f"this device has {available_bytes / 2**30:.1f} GiB available")
 
 
 def make_runner(model_path: str, setting: Setting, reference_path: str | None = None) -> Runner:
@@ -29,4 +62,5 @@ def make_runner(model_path: str, setting: Setting, reference_path: str | None = 
     if factory is None:
         raise InvalidInput(f"runtime {setting.runtime!r} is not available here "
                            f"(known: {', '.join(sorted(RUNNERS))})")
+    check_memory(model_path)
     return factory(model_path, setting, reference_path)

@@ -1,4 +1,4 @@
-"""ONNX Runtime SingleStream runner: warm-up, then ≥ min_iterations and ≥ min_duration_s of timed calls."""
+"""ONNX Runtime runner: loads one model for one setting; the task's scenario drives it (agent/scenarios/)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeatlas.agent.runners.results import judge, stats_of
+from edgeatlas.agent.scenarios import Workload, run_scenario
+from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, RunResult, Setting
+from edgeatlas.protos.records import EnergyStats, Fidelity, RunParams, RunResult, Setting
 
-MAX_ITERATIONS = 1_000_000  # bounds the raw samples kept in memory
 RTOL = 1e-3
 ATOL_FRACTION = 1e-4  # of the reference's largest magnitude
 
@@ -89,7 +91,8 @@ def model_precision(session) -> str:
     return "unknown"
 
 
-def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> Fidelity:
+def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], rtol: float = RTOL,
+            atol_fraction: float = ATOL_FRACTION) -> Fidelity:
     worst, tolerance, detail = 0.0, 0.0, ""
     for name, ref in reference.items():
         got = outputs.get(name)
@@ -97,13 +100,13 @@ def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) ->
             return Fidelity(True, False, float("inf"), 0.0,
                             f"output {name}: shape {None if got is None else got.shape} != {ref.shape}")
         ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        atol = ATOL_FRACTION * max(1.0, float(np.abs(ref64).max(initial=0.0)))
+        atol = atol_fraction * max(1.0, float(np.abs(ref64).max(initial=0.0)))
         err = np.abs(got64 - ref64)
-        excess = err - (atol + RTOL * np.abs(ref64))
+        excess = err - (atol + rtol * np.abs(ref64))
         worst = max(worst, float(err.max(initial=0.0)))
         tolerance = max(tolerance, atol)
         if not np.all(np.isfinite(got64)) or np.any(excess > 0):
-            detail = f"output {name}: max abs error {float(err.max()):.3g} exceeds rtol {RTOL} + atol {atol:.3g}"
+            detail = f"output {name}: max abs error {float(err.max()):.3g} exceeds rtol {rtol} + atol {atol:.3g}"
             return Fidelity(True, False, worst, tolerance, detail)
     return Fidelity(True, True, worst, tolerance, "")
 
@@ -114,6 +117,7 @@ class OnnxRuntimeRunner:
     def __init__(self, model_path: str | Path, setting: Setting, reference_path: str | Path | None = None):
         import onnxruntime as ort
 
+        self.values = scenarios.check(setting.scenario, setting.scenario_params)  # bad parameters: before loading
         self.session = open_session(model_path, setting)
         self.reference_inputs: dict[str, np.ndarray] = {}
         self.reference_outputs: dict[str, np.ndarray] = {}
@@ -127,30 +131,8 @@ class OnnxRuntimeRunner:
         self.setting = Setting(
             target=setting.target, runtime="onnxruntime", runtime_version=ort.__version__,
             execution_provider=self.session.get_providers()[0], batch=batch,
-            threads=setting.threads, precision=precision, scenario="single-stream",
+            threads=setting.threads, precision=precision, scenario=setting.scenario,
             scenario_params=dict(setting.scenario_params))
-
-    def timed_loop(self, params: RunParams) -> tuple[np.ndarray, bool]:
-        """Latencies in ms of the timed calls, and whether the run met min iterations and duration."""
-        run, feeds = self.session.run, self.feeds
-        for _ in range(params.warmup_iterations):
-            run(None, feeds)
-        clock = time.perf_counter_ns
-        samples = np.empty(MAX_ITERATIONS, dtype=np.int64)
-        start = clock()
-        min_end = start + int(params.min_duration_s * 1e9)
-        max_end = start + int(params.max_duration_s * 1e9)
-        n, min_n = 0, params.min_iterations
-        while n < MAX_ITERATIONS:
-            t0 = clock()
-            run(None, feeds)
-            t1 = clock()
-            samples[n] = t1 - t0
-            n += 1
-            if (n >= min_n and t1 >= min_end) or t1 >= max_end:
-                break
-        met = n >= min_n and (clock() >= min_end or n == MAX_ITERATIONS)
-        return samples[:n] / 1e6, met
 
     def check_fidelity(self) -> Fidelity:
         if not self.reference_outputs:
@@ -159,18 +141,17 @@ class OnnxRuntimeRunner:
         got = self.session.run(names, self.reference_inputs)
         return compare(dict(zip(names, got)), self.reference_outputs)
 
-    def run(self, params: RunParams) -> RunResult:
+    def workload(self) -> Workload:
+        run, feeds = self.session.run, self.feeds
+        return Workload(lambda: run(None, feeds), self.setting.batch)
+
+    def run(self, params: RunParams, meter=None) -> RunResult:
         started_ms = int(time.time() * 1000)
-        latencies_ms, met = self.timed_loop(params)
-        stats = LatencyStats.from_values(latencies_ms, batch=self.setting.batch)
-        fidelity = self.check_fidelity()
-        reasons, kinds = [], []
-        if not met:
-            kinds.append("too-slow")
-            reasons.append(f"stopped at max_duration_s={params.max_duration_s} after {stats.iterations} "
-                           f"of {params.min_iterations} iterations")
-        if fidelity.checked and not fidelity.passed:
-            kinds.append("fidelity")
-            reasons.append("fidelity check failed: " + fidelity.detail)
-        return RunResult(setting=self.setting, stats=stats, fidelity=fidelity, valid=not reasons,
-                         invalid_reason="; ".join(reasons), started_ms=started_ms, invalid_kind=",".join(kinds))
+        scenario_run = run_scenario(self.setting.scenario, self.values, self.workload(), params, meter)
+        stats = stats_of(scenario_run, self.setting.batch)
+        energy = None
+        if scenario_run.energy_j is not None:
+            energy = EnergyStats(meter.name, scenario_run.energy_j, scenario_run.wall_s,
+                                 scenario_run.samples * self.setting.batch)
+        return judge(self.setting, stats, self.check_fidelity(), scenario_run, params, started_ms,
+                     energy=energy, raw_ms=scenario_run.latencies_ms)
