@@ -24,10 +24,11 @@ class PreparedModel:
     size_bytes: int
     summary: dict
     reference_npz: bytes  # "input:<name>" fixed inputs, "output:<name>" reference outputs, batch 1
+    format: str = "onnx"  # onnx | gguf
 
     @property
     def reference_sha256(self) -> str:
-        return hashlib.sha256(self.reference_npz).hexdigest()
+        return hashlib.sha256(self.reference_npz).hexdigest() if self.reference_npz else ""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -123,10 +124,66 @@ def reference_outputs(path: str | Path) -> bytes:
     return buf.getvalue()
 
 
+def read_gguf(path: str | Path) -> dict:
+    """The GGUF's architecture config and quantisation, or one readable InvalidInput line."""
+    from gguf import GGUFReader, GGUFValueType
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"model file {path} does not exist")
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # bad magic, truncated file, unknown version
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInput(f"{path.name} is not a valid GGUF model: {first[:300]}") from None
+
+    def value(key: str):
+        field = reader.fields.get(key)
+        if field is None or not field.types:
+            return None
+        if field.types[0] == GGUFValueType.STRING:
+            return bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+        if field.types[0] == GGUFValueType.ARRAY:
+            return len(field.data)
+        return field.parts[field.data[0]].tolist()[0]
+
+    arch = value("general.architecture")
+    if not arch:
+        raise InvalidInput(f"{path.name} is a GGUF file without general.architecture: not a model")
+    params = int(sum(int(np.prod(t.shape)) for t in reader.tensors))
+    if params == 0:
+        raise InvalidInput(f"{path.name} holds no tensors")
+    config = {key: value(f"{arch}.{key}") for key in
+              ("context_length", "embedding_length", "block_count", "feed_forward_length",
+               "attention.head_count", "attention.head_count_kv")}
+    from edgeatlas.agent.runners.llamacpp import FILE_TYPES
+    file_type = value("general.file_type")
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    return {"parameters": params, "macs": params, "flops": 2 * params,  # per token, decode
+            "architecture": arch, "config": config, "vocab_size": value("tokenizer.ggml.tokens"),
+            "quantisation": FILE_TYPES.get(file_type, str(file_type)), "tensor_types": dict(types.most_common()),
+            "ops": {}}
+
+
+def gguf_reference(path: Path) -> bytes:
+    """Reference logits where llama-cpp-python is installed here; otherwise none (fidelity not checked)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return b""
+    from edgeatlas.agent.runners.llamacpp import reference_npz
+    return reference_npz(path)
+
+
 def prepare(path: str | Path, name: str | None = None) -> PreparedModel:
     path = Path(path)
+    if path.suffix.lower() == ".gguf":
+        summary = read_gguf(path)
+        return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),
+                             size_bytes=path.stat().st_size, summary=summary, reference_npz=gguf_reference(path),
+                             format="gguf")
     if path.suffix.lower() != ".onnx":
-        raise InvalidInput(f"{path.name}: only .onnx models are supported so far")
+        raise InvalidInput(f"{path.name}: models are .onnx (ONNX Runtime) or .gguf (llama.cpp)")
     model = load_onnx(path)
     summary = summarise(model)
     return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),

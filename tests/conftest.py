@@ -130,11 +130,25 @@ def prepared_zoo(zoo_dir):
     return prepared
 
 
+@pytest.fixture(scope="session")
+def gguf_zoo(tmp_path_factory) -> dict:
+    """name → PreparedModel of the zoo's llama GGUFs, reference logits written beside each."""
+    from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
+    from edgeatlas.coordinator.models import prepare
+    out = tmp_path_factory.mktemp("gguf")
+    prepared = {}
+    for path in build_gguf_zoo(out):
+        p = prepare(path)
+        (out / f"{p.name}.ref.npz").write_bytes(p.reference_npz)
+        prepared[p.name] = p
+    return prepared
+
+
 def register(admin, prepared, names):
     from edgeatlas.coordinator.models import summary_json
     for name in names:
         p = prepared[name]
-        admin.add_model(p.path, p.name, p.reference_npz, summary_json(p))
+        admin.add_model(p.path, p.name, p.reference_npz, summary_json(p), p.format)
 
 
 @pytest.fixture(scope="session")
