@@ -23,10 +23,13 @@ class Rules:
     max_temp_c: float = 80.0           # any thermal zone hotter than this: wait
     max_busy_percent: float = 0.0      # other work using more of the CPUs than this: wait
     cooldown_s: float = 0.0            # rest between tasks, so one run's heat is not the next one's
+    min_clock_percent: float = 0.0     # the last task's load held the clock under this share of its maximum
+                                       # (thermal throttling): wait, cooling down, before the next
 
     def check(self) -> "Rules":
         for name, value, high in (("min-battery", self.min_battery_percent, 100), ("max-temp", self.max_temp_c, 150),
-                                  ("max-busy", self.max_busy_percent, 100), ("cooldown", self.cooldown_s, 3600)):
+                                  ("max-busy", self.max_busy_percent, 100), ("cooldown", self.cooldown_s, 3600),
+                                  ("min-clock", self.min_clock_percent, 100)):
             if not 0 <= value <= high:
                 raise InvalidInput(f"--{name} {value:g} is not in 0..{high}")
         return self
@@ -40,6 +43,7 @@ class Conditions:
     battery_percent: float | None = None
     temp_c: float | None = None
     busy_percent: float | None = None
+    clock_percent: float | None = None  # CPU clock at the end of the last task's load, % of its maximum
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +58,9 @@ def verdict(rules: Rules, now: Conditions) -> str | None:
         return f"hot: {now.temp_c:.0f} °C (above {rules.max_temp_c:g} °C)"
     if rules.max_busy_percent and now.busy_percent is not None and now.busy_percent > rules.max_busy_percent:
         return f"busy: {now.busy_percent:.0f} % of the CPUs in use (above {rules.max_busy_percent:g} %)"
+    if rules.min_clock_percent and now.clock_percent is not None and now.clock_percent < rules.min_clock_percent:
+        return (f"throttled: the last task held the clock at {now.clock_percent:.0f} % of its maximum "
+                f"(below {rules.min_clock_percent:g} %)")
     return None
 
 
@@ -120,7 +127,18 @@ class Sensors:
         total, idle = second[0] - first[0], second[1] - first[1]
         return round(100 * (1 - idle / total), 1) if total > 0 else None
 
-    def read(self, rules: Rules) -> Conditions:
+    def clock_percent(self) -> float | None:
+        """The fastest core's current clock as % of its own maximum (cpufreq); read while a load runs,
+        a low value means the device is holding its clocks down: thermal or power throttling."""
+        ratios = []
+        for cpu in (self.root / "sys/devices/system/cpu").glob("cpu[0-9]*/cpufreq"):
+            cur, top = self._read(cpu / "scaling_cur_freq"), self._read(cpu / "cpuinfo_max_freq")
+            if cur and top and cur.isdigit() and top.isdigit() and int(top) > 0:
+                ratios.append(100.0 * int(cur) / int(top))
+        return round(max(ratios), 1) if ratios else None
+
+    def read(self, rules: Rules, clock_percent: float | None = None) -> Conditions:
+        """Now; `clock_percent` is what the last task's load left (Sensors.clock_percent under load)."""
         on_battery, percent = self.battery() if rules.min_battery_percent else (None, None)
         return Conditions(on_battery, percent, self.temperature(),
-                          self.busy() if rules.max_busy_percent else None)
+                          self.busy() if rules.max_busy_percent else None, clock_percent)

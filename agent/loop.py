@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -18,6 +19,7 @@ from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
 from edgeatlas.agent.privacy.release import release
 from edgeatlas.agent.results import LocalResults
 from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
+from edgeatlas.agent.meters import find_meter
 from edgeatlas.agent.runners import make_runner
 from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
@@ -70,6 +72,7 @@ class AgentConfig:
     budget: Budget = field(default_factory=Budget)  # the owner's; the coordinator cannot change it
     tls: ClientTls | None = None
     etiquette: Rules = field(default_factory=Rules)  # the owner's: when to wait, and the rest between tasks
+    sysfs_root: str = "/"  # where /sys is read from: energy meters and etiquette sensors (a fake tree in tests)
 
 
 class Agent:
@@ -90,9 +93,10 @@ class Agent:
         self.last_heartbeat = 0.0
         self.current: agent_pb2.Task | None = None
         self.tasks_done = 0
-        self.sensors = Sensors()
+        self.sensors = Sensors(config.sysfs_root)
         self.waiting: str | None = None  # why the device is not taking work now
         self.conditions = Conditions()
+        self.clock_percent: float | None = None
 
     # ---- wire calls -----------------------------------------------------------------------------
     def _md(self):
@@ -158,7 +162,7 @@ class Agent:
                 privacy = convert.privacy_from_pb(task.privacy).check()
                 self.ledger.check(privacy)  # before any work: a declined task costs nothing
             try:
-                model_path = self.fetch(task.model.sha256, ".onnx")
+                model_path = self.fetch(task.model.sha256, "." + (task.model.format or "onnx"))
                 ref_path = (self.fetch(task.model.reference_sha256, ".npz")
                             if task.model.reference_sha256 else None)
             except grpc.RpcError as exc:
@@ -166,7 +170,11 @@ class Agent:
                     raise  # the coordinator is away: keep the task and try again after a backoff
                 raise FetchFailed(f"model {task.model.name} could not be fetched: {exc.details()}") from None
             runner = make_runner(model_path, convert.setting_from_pb(task.setting, defaults=True), ref_path)
-            result = runner.run(convert.params_from_pb(task.params))
+            meter, absent = find_meter(runner.setting.target, self.config.sysfs_root)
+            result = runner.run(convert.params_from_pb(task.params), meter)
+            self.clock_percent = self.sensors.clock_percent()  # the clock as the load ends: throttled?
+            if meter is None:
+                result = dataclasses.replace(result, energy_absent=absent)
         except BudgetExceeded as exc:
             report.status, report.failure_reason = agent_pb2.ReportRequest.DECLINED, str(exc)
             return report
@@ -177,18 +185,24 @@ class Agent:
             report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, "out of memory"
             return report
         # exact values stay here, for the owner, with the device's conditions when it ran
-        self.results.add(task.model.name, task.task_id, result, self.conditions.to_dict())
+        conditions = dict(self.conditions.to_dict(), clock_percent=self.clock_percent)
+        self.results.add(task.model.name, task.task_id, result, conditions)
         report.status = agent_pb2.ReportRequest.OK
         report.setting.CopyFrom(convert.setting_to_pb(result.setting))
         report.valid = result.valid
         report.started_ms = result.started_ms
+        report.outcome.CopyFrom(convert.outcome_to_pb(result.outcome, exact=privacy is None))
+        report.energy_meter = result.energy.meter if result.energy else ""
+        report.energy_absent = result.energy_absent
         if privacy is None:
             report.stats.CopyFrom(convert.stats_to_pb(result.stats))
             report.fidelity.CopyFrom(convert.fidelity_to_pb(result.fidelity))
             report.invalid_reason = result.invalid_reason
+            report.figures.update(result.figures())
+            report.conditions.CopyFrom(convert.conditions_to_pb(conditions))
         else:
             report.privacy.CopyFrom(convert.privacy_to_pb(privacy))
-            report.released.update(release(result.stats, privacy).values)
+            report.released.update(release(result.stats, privacy, result.figures()).values)
             # Only whether outputs matched; the error size and iteration counts would say more than ε allows.
             report.fidelity.checked, report.fidelity.passed = result.fidelity.checked, result.fidelity.passed
             report.invalid_reason = "" if result.valid else result.invalid_kind
@@ -228,7 +242,7 @@ class Agent:
 
     def _should_wait(self) -> bool:
         """Checks the device's etiquette; while it says wait, tells the coordinator why and sleeps a while."""
-        self.conditions = self.sensors.read(self.config.etiquette)
+        self.conditions = self.sensors.read(self.config.etiquette, self.clock_percent)
         reason = verdict(self.config.etiquette, self.conditions)
         if reason and reason != self.waiting:
             log.info("waiting: %s", reason)

@@ -357,14 +357,49 @@ def probe_gpu() -> dict[str, Any] | None:
         pynvml.nvmlShutdown()
 
 
+# Asked in a child process: loading the runtimes would keep ~25 MB resident in an agent that waits.
+_RUNTIMES_SCRIPT = """
+import json
+out = {}
+try:
+    import onnxruntime as ort
+    out["onnxruntime"] = {"version": ort.__version__, "providers": ort.get_available_providers()}
+except ImportError:
+    pass
+try:
+    import llama_cpp
+    out["llama.cpp"] = {"version": llama_cpp.__version__, "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())}
+except ImportError:
+    pass
+try:
+    import mlperf_loadgen
+    out["mlperf_loadgen"] = {"installed": True}
+except ImportError:
+    pass
+print(json.dumps(out))
+"""
+
+
 def probe_runtimes() -> dict[str, Any]:
-    runtimes: dict[str, Any] = {}
+    """The inference runtimes installed beside the agent, with their versions and execution providers."""
+    import json
+    import subprocess
+    import sys
+
     try:
-        import onnxruntime as ort
-        runtimes["onnxruntime"] = {"version": ort.__version__, "providers": ort.get_available_providers()}
-    except ImportError:
-        pass
-    return runtimes
+        done = subprocess.run([sys.executable, "-c", _RUNTIMES_SCRIPT], capture_output=True, text=True,
+                              timeout=60)
+        return json.loads(done.stdout) if done.returncode == 0 else {}
+    except OSError:  # this interpreter cannot start itself (run by an emulator without binfmt): ask here
+        import contextlib
+        import io
+
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(_RUNTIMES_SCRIPT, {})
+        return json.loads(out.getvalue())
+    except (subprocess.TimeoutExpired, ValueError):
+        return {}
 
 
 def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | None = None) -> SpecSheet:

@@ -37,10 +37,15 @@ def training_cells(store: Store, min_devices: int) -> list[tuple[str, str, Setti
         cell = view.cell
         if cell.source == "simulated" or view.suppressed:
             continue
+        setting = Setting(**json.loads(cell.setting_json))
+        # The predictor reads ONNX graphs and learns one query's latency: LLM cells and the queueing
+        # of server or the overlap of offline runs are not that.
+        if setting.runtime == "llama.cpp" or setting.scenario in ("multi-stream", "server", "offline"):
+            continue
         est = view.estimates.get("latency_mean_ms") or view.estimates.get("latency_p50_ms")
         if est is None or not (est.value > 0 and math.isfinite(est.value)):
             continue
-        out.append((cell.model_sha256, cell.hardware_class, Setting(**json.loads(cell.setting_json)), est.value))
+        out.append((cell.model_sha256, cell.hardware_class, setting, est.value))
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -21,7 +22,9 @@ from edgeatlas.coordinator.tables import (
     ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import PrivacyParams
-from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
+from edgeatlas.protos import scenarios
+from edgeatlas.protos.privacy import STATISTICS
+from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Setting
 from edgeatlas.protos.spec import SpecSheet
 
 MAX_LEASE_ATTEMPTS = 3
@@ -52,6 +55,11 @@ class IncomingReport:
     agent_version: str
     privacy: PrivacyParams | None = None  # ldp: the contract the release was made under
     released: dict[str, float] = field(default_factory=dict)  # ldp: noised natural logs
+    figures: dict[str, float] = field(default_factory=dict)  # trusted: named figures (protos/metrics.py)
+    outcome: ScenarioOutcome = field(default_factory=ScenarioOutcome)
+    energy_meter: str = ""
+    energy_absent: str = ""
+    conditions: dict = field(default_factory=dict)  # trusted: the device's state when it ran
 
     @property
     def ok(self) -> bool:
@@ -333,13 +341,15 @@ class Store:
                     s.commit()
                     continue
                 row.status, row.lease_id = "leased", uuid.uuid4().hex
-                row.lease_expires_ms = t + int((params.max_duration_s + LEASE_GRACE_S) * 1000)
+                setting = Setting(**json.loads(campaign.setting_json))
+                row.lease_expires_ms = t + int((params.max_duration_s * runs_per_task(setting) + LEASE_GRACE_S) * 1000)
                 row.attempts += 1
                 row.updated_ms = t
                 s.add(row)
                 s.commit()
-                setting = Setting(**json.loads(campaign.setting_json))
-                return LeasedTask(task=row, model=s.get(ModelRow, row.model_sha256), setting=setting,
+                model = s.get(ModelRow, row.model_sha256)
+                setting = setting_for(setting, model.format)
+                return LeasedTask(task=row, model=model, setting=setting,
                                   params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
 
     def record_report(self, agent_id: str, report: IncomingReport) -> bool:
@@ -374,7 +384,9 @@ class Store:
                 setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
                 stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
                 privacy_json=json.dumps(report.privacy.to_dict() if report.privacy else {}),
-                released_json=json.dumps(report.released),
+                released_json=json.dumps(report.released), figures_json=json.dumps(report.figures),
+                context_json=json.dumps({"outcome": asdict(report.outcome), "energy_meter": report.energy_meter,
+                                         "energy_absent": report.energy_absent, "conditions": report.conditions}),
                 fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
                 agent_version=report.agent_version))
             task.status = {"ok": "done", "failed": "failed", "declined": "declined"}[report.status]
@@ -401,12 +413,11 @@ class Store:
         if agent.simulated:  # whatever a virtual device claims, its numbers are synthetic
             source = "simulated"
         if report.privacy_mode == "trusted":
-            logs = {m: math.log(v) for m, v in aggregate.metric_values(report.stats).items()}
-            noise_var = 0.0
+            logs = {m: (math.log(v), "") for m, v in aggregate.metric_values(report.stats, report.figures).items()}
             privacy = "simulated (synthetic)" if agent.simulated else "trusted (exact)"
         else:
             logs = aggregate.released_logs(report.released, setting.batch)
-            noise_var, privacy = report.privacy.noise_variance_log(), report.privacy.describe()
+            privacy = report.privacy.describe()
             if agent.simulated:
                 privacy = f"simulated, {privacy}"
         cell = self._cell(s, s.get(ModelRow, task.model_sha256), hw, setting, source, t, privacy)
@@ -418,10 +429,10 @@ class Store:
             s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
             cell.n_devices += 1
         s.add(cell)
-        for metric, log in logs.items():
+        for metric, (log, statistic) in logs.items():
             row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
             row.n, row.sum_log, row.sumsq_log = aggregate.fold_log(row.n, row.sum_log, row.sumsq_log, log)
-            row.noise_var_sum += noise_var
+            row.noise_var_sum += report.privacy.noise_variance_log(statistic) if statistic else 0.0
             s.add(row)
 
     def import_cells(self, model_sha256: str, source: str, citation: str,
@@ -587,14 +598,31 @@ class Store:
             return int(s.exec(select(func.count()).select_from(ReportRow)).one())
 
 
+def runs_per_task(setting: Setting) -> int:
+    """LoadGen runs in one task: a server task without a target rate searches, one run per step."""
+    if setting.scenario == "server" and "target_qps" not in setting.scenario_params:
+        return int(scenarios.check("server", setting.scenario_params)["search_steps"])
+    return 1
+
+
+def setting_for(setting: Setting, model_format: str) -> Setting:
+    """A campaign's setting as one model's task asks it: a GGUF model runs on llama.cpp."""
+    if model_format == "gguf":
+        return dataclasses.replace(setting, runtime="llama.cpp", execution_provider="")
+    return setting
+
+
 def check_released(released: dict[str, float], contract: PrivacyParams) -> None:
-    """The noised vector names exactly the contract's statistics, each a finite, possible value."""
-    if set(released) != set(contract.statistics):
+    """The noised vector names the contract's statistics (those a run may lack aside), each a finite,
+    possible value."""
+    wanted = set(contract.statistics)
+    required = {name for name in wanted if STATISTICS[name].always}
+    if not required <= set(released) <= wanted:
         raise InvalidInput(f"released statistics {sorted(released)} are not the contract's "
                            f"{sorted(contract.statistics)}")
-    lo, hi = contract.log_bounds
-    reach = 40 * math.sqrt(contract.noise_variance_log()) + (hi - lo)
     for name, value in released.items():
+        lo, hi = contract.log_bounds(name)
+        reach = 40 * math.sqrt(contract.noise_variance_log(name)) + (hi - lo)
         if not math.isfinite(value) or not lo - reach <= value <= hi + reach:
             raise InvalidInput(f"released {name} = {value!r} is impossible under the contract")
 

@@ -126,6 +126,8 @@ class ReportRow(SQLModel, table=True):
     stats_json: str = "{}"  # trusted mode only
     privacy_json: str = "{}"
     released_json: str = "{}"  # ldp: the noised vector, all the coordinator ever sees of the run
+    figures_json: str = "{}"  # trusted: LLM, energy and LoadGen figures (protos/metrics.py)
+    context_json: str = "{}"  # scenario driver and verdict, energy meter or why none, conditions (trusted)
     fidelity_json: str = "{}"
     started_ms: int = Field(default=0, sa_type=BigInteger)
     agent_version: str = ""

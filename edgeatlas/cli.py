@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from edgeatlas.protos import errors
+from edgeatlas.protos.scenarios import SCENARIOS
 
 EXIT_INPUT = 2
 EXIT_UNAVAILABLE = 3
@@ -185,7 +186,8 @@ def _service_args(args) -> tuple[str, ...]:
     extra = ["--privacy-budget", f"{args.privacy_budget:g}", "--privacy-window-hours",
              f"{args.privacy_window_hours:g}", "--privacy-delta", f"{args.privacy_delta:g}",
              "--min-battery", f"{rules.min_battery_percent:g}", "--max-temp", f"{rules.max_temp_c:g}",
-             "--max-busy", f"{rules.max_busy_percent:g}", "--cooldown", f"{rules.cooldown_s:g}"]
+             "--max-busy", f"{rules.max_busy_percent:g}", "--cooldown", f"{rules.cooldown_s:g}",
+             "--min-clock", f"{rules.min_clock_percent:g}"]
     for flag, value in (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key)):
         if value:
             extra += [flag, str(Path(value).resolve())]
@@ -233,30 +235,67 @@ def cmd_agent_privacy(args) -> int:
     return 0
 
 
-def cmd_agent_bench(args) -> int:
-    from edgeatlas.agent.runners import make_runner
+def _scenario_setting(args, **fields):
+    """Setting and RunParams from the shared run options; minimum queries default by scenario."""
+    from edgeatlas.protos import scenarios
     from edgeatlas.protos.records import RunParams, Setting
 
-    setting = Setting(batch=args.batch, threads=args.threads, execution_provider=args.provider)
-    params = RunParams(warmup_iterations=args.warmup, min_iterations=args.iterations,
-                       min_duration_s=args.duration, max_duration_s=max(args.duration * 10, 60.0))
-    _check_positive(batch=args.batch, iterations=args.iterations, duration=args.duration)
-    result = make_runner(args.model, setting, args.reference).run(params)
+    params_kv = _key_values(args.param, "--param")
+    scenarios.check(args.scenario, params_kv)
+    iterations = args.iterations if args.iterations is not None else (
+        100 if args.scenario == "single-stream" else scenarios.MIN_QUERIES[args.scenario])
+    _check_positive(batch=args.batch, iterations=iterations, duration=args.duration)
+    setting = Setting(batch=args.batch, threads=args.threads, scenario=args.scenario,
+                      scenario_params=params_kv, **fields)
+    params = RunParams(warmup_iterations=args.warmup, min_iterations=iterations, min_duration_s=args.duration,
+                       max_duration_s=max(args.duration * 10, 60.0))
+    return setting, params
+
+
+def cmd_agent_bench(args) -> int:
+    from edgeatlas.agent.meters import find_meter
+    from edgeatlas.agent.runners import make_runner
+
+    runtime = "llama.cpp" if args.model.lower().endswith(".gguf") else "onnxruntime"
+    setting, params = _scenario_setting(args, execution_provider=args.provider, runtime=runtime)
+    runner = make_runner(args.model, setting, args.reference)
+    meter, absent = find_meter(runner.setting.target)
+    result = runner.run(params, meter)
     if args.format == "json":
         _print(json.dumps({"setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
+                           "figures": result.figures(), "outcome": result.outcome.__dict__,
+                           "energy_meter": result.energy.meter if result.energy else None,
+                           "energy_absent": absent or None,
                            "valid": result.valid, "invalid_reason": result.invalid_reason,
                            "fidelity": result.fidelity.__dict__}, indent=1))
         return 0
-    s, st = result.stats, result.setting
-    _print(f"{Path(args.model).name}: onnxruntime {st.runtime_version} {st.execution_provider}, "
-           f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}")
-    _print(f"  iterations {s.iterations} in {s.duration_s:.2f} s")
+    s, st, figures = result.stats, result.setting, result.figures()
+    _print(f"{Path(args.model).name}: {st.runtime} {st.runtime_version} {st.execution_provider}, "
+           f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}"
+           + (f" {st.scenario_params}" if st.scenario_params else "")
+           + f", driven by {result.outcome.driver}")
+    unit = "requests" if result.llm else "queries"
+    _print(f"  {unit:10}  {s.iterations} in {s.duration_s:.2f} s")
     _print(f"  latency ms  p50 {s.p50_ms:.4g}  p90 {s.p90_ms:.4g}  p99 {s.p99_ms:.4g}  "
            f"mean {s.mean_ms:.4g}  stdev {s.stdev_ms:.3g}")
-    _print(f"  throughput  {s.throughput_ips:,.1f} inferences/s")
+    _print(f"  throughput  {s.throughput_ips:,.1f} {'requests' if result.llm else 'inferences'}/s")
+    if result.llm:
+        _print(f"  LLM         TTFT {figures['ttft_ms']:.4g} ms  prefill {figures['prefill_tps']:,.0f} tokens/s"
+               + (f"  TPOT {figures['tpot_ms']:.4g} ms  decode {figures['decode_tps']:,.1f} tokens/s  "
+                  f"ITL p50/p90/p99 {figures['itl_p50_ms']:.3g}/{figures['itl_p90_ms']:.3g}/"
+                  f"{figures['itl_p99_ms']:.3g} ms" if "tpot_ms" in figures else ""))
+    for name in ("early_stopping_p90_ms", "early_stopping_p99_ms", "server_qps", "offline_ips"):
+        if name in figures:
+            _print(f"  {name:11} {figures[name]:.4g}")
+    if result.energy:
+        _print(f"  energy      {figures['energy_mj']:.4g} mJ per {'request' if result.llm else 'inference'}, "
+               f"{figures['power_w']:.3g} W average ({result.energy.meter})")
+    else:
+        _print(f"  energy      not measured ({absent})")
     fid = result.fidelity
     _print(f"  fidelity    {'passed' if fid.passed else 'FAILED' if fid.checked else 'not checked'}"
            + (f" (max abs error {fid.max_abs_error:.2g})" if fid.checked else f" ({fid.detail})"))
+    _print(f"  verdict     {result.outcome.driver} {result.outcome.verdict}")
     _print(f"  valid       {'yes' if result.valid else 'no: ' + result.invalid_reason}")
     return 0
 
@@ -269,10 +308,11 @@ def _check_positive(**values) -> None:
 
 # ---- models -------------------------------------------------------------------------------------
 def cmd_models_build(args) -> int:
+    from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
     from edgeatlas.coordinator.zoo import build_zoo
 
-    paths = build_zoo(args.out)
-    _print(f"built {len(paths)} models in {args.out}")
+    paths = build_zoo(args.out) + build_gguf_zoo(args.out)
+    _print(f"built {len(paths)} models in {args.out} (ONNX and GGUF)")
     if args.upload:
         with _admin(args) as admin:
             for path in paths:
@@ -284,11 +324,13 @@ def _register(admin, path: Path, name: str):
     from edgeatlas.coordinator.models import prepare, summary_json
 
     prepared = prepare(path, name)
-    ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared))
+    ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format)
     if ref.name != name:
         _print(f"  (the same bytes are already registered as {ref.name!r}; models are content-addressed)")
+    unit = "MFLOP/token" if prepared.format == "gguf" else "MFLOP"
     _print(f"  {ref.name:16} {ref.sha256[:12]}  {prepared.size_bytes / 1024:8.0f} KiB  "
-           f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} MFLOP")
+           f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} {unit}"
+           + ("" if prepared.reference_npz else "  (no reference: install edgeatlas[llm] to check fidelity)"))
     return ref
 
 
@@ -340,14 +382,10 @@ def _campaign_line(c) -> str:
 
 
 def cmd_campaign_create(args) -> int:
-    from edgeatlas.protos.records import RunParams, Setting
-
-    _check_positive(batch=args.batch, iterations=args.iterations, duration=args.duration, repeats=args.repeats)
     from edgeatlas.protos.privacy import PrivacyParams
 
-    setting = Setting(batch=args.batch, threads=args.threads)
-    params = RunParams(warmup_iterations=args.warmup, min_iterations=args.iterations,
-                       min_duration_s=args.duration, max_duration_s=max(60.0, args.duration * 10))
+    _check_positive(repeats=args.repeats)
+    setting, params = _scenario_setting(args)
     lo, sep, hi = args.bounds_ms.partition(":")
     try:
         bounds = (float(lo), float(hi))
@@ -500,25 +538,34 @@ def _budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--privacy-delta", type=float, default=1e-6, help="δ at which the window's ε is counted")
 
 
-def _etiquette_options(p: argparse.ArgumentParser, busy: float, cooldown: float) -> None:
+def _etiquette_options(p: argparse.ArgumentParser, busy: float, cooldown: float, clock: float) -> None:
     g = p.add_argument_group("etiquette (0 turns a rule off)")
     g.add_argument("--min-battery", type=float, default=30.0, help="on battery below this %%: wait")
     g.add_argument("--max-temp", type=float, default=80.0, help="hotter than this °C: wait")
     g.add_argument("--max-busy", type=float, default=busy, help="other work using more than this %% of the CPUs: wait")
     g.add_argument("--cooldown", type=float, default=cooldown, help="seconds of rest between tasks")
+    g.add_argument("--min-clock", type=float, default=clock,
+                   help="the last task's load held the CPU clock under this %% of its maximum (throttled): wait")
 
 
 def _etiquette(args):
     from edgeatlas.agent.etiquette import Rules
 
     return Rules(min_battery_percent=args.min_battery, max_temp_c=args.max_temp, max_busy_percent=args.max_busy,
-                 cooldown_s=args.cooldown).check()
+                 cooldown_s=args.cooldown, min_clock_percent=args.min_clock).check()
 
 
 def _run_options(p: argparse.ArgumentParser, iterations: int, duration: float) -> None:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the runtime's default)")
     p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--iterations", type=int, default=iterations, help="at least this many timed calls")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"at least this many timed queries (default {iterations} single-stream, "
+                        "LoadGen's early-stopping minimum otherwise)")
+    p.add_argument("--scenario", default="single-stream", choices=list(SCENARIOS),
+                   help="MLPerf LoadGen scenario; LLM (GGUF) tasks run single-stream")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="scenario parameter: prompt_tokens, output_tokens, gpu_layers (LLM); samples_per_query "
+                        "(multi-stream); target_qps, latency_bound_ms, search_steps (server)")
     p.add_argument("--duration", type=float, default=duration, help="and at least this many seconds")
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first")
 
@@ -733,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted", action="store_true",
                    help="send exact values instead of noised ones (a private fleet you trust)")
     _budget_options(p)
-    _etiquette_options(p, busy=0.0, cooldown=0.0)  # run by hand: the owner is there to decide
+    _etiquette_options(p, busy=0.0, cooldown=0.0, clock=0.0)  # run by hand: the owner is there to decide
     _tls_options(p)
     p.set_defaults(func=cmd_agent_run)
     p = agent.add_parser("install-service", help="run the agent in the background (systemd, launchd, Windows)")
@@ -742,7 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     p.add_argument("--trusted", action="store_true")
     _budget_options(p)
-    _etiquette_options(p, busy=50.0, cooldown=5.0)  # in the background: step aside for the owner's work
+    _etiquette_options(p, busy=50.0, cooldown=5.0, clock=60.0)  # in the background: step aside, cool down
     _tls_options(p)
     p.add_argument("--no-start", action="store_true", help="write the service, do not start it")
     p.add_argument("--print", action="store_true", help="print the service definition and stop")
@@ -762,12 +809,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent_bench)
 
     models = sub.add_parser("models").add_subparsers(dest="sub", required=True)
-    p = models.add_parser("build", help="generate the model zoo (ONNX, no download)")
+    p = models.add_parser("build", help="generate the model zoo (ONNX and llama GGUF, no download)")
     p.add_argument("--out", default="zoo")
     p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
     _admin_options(p)
     p.set_defaults(func=cmd_models_build)
-    p = models.add_parser("add", help="register your own ONNX model")
+    p = models.add_parser("add", help="register your own ONNX or GGUF model")
     p.add_argument("file")
     p.add_argument("--name")
     _admin_options(p)

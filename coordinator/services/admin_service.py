@@ -13,7 +13,7 @@ from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
 from edgeatlas.coordinator.storage import Store
-from edgeatlas.protos import convert
+from edgeatlas.protos import convert, scenarios
 from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
@@ -53,9 +53,12 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("batch must be in 1..4096 and threads in 0..1024")
         params = convert.params_from_pb(request.params)
         check_params(params)
+        scenarios.check(setting.scenario, setting.scenario_params)
         privacy = convert.privacy_from_pb(request.privacy, defaults=True).check()
         check_target_precision(request.target_precision)
         models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
+        for model in models:
+            scenarios.check_for_format(setting.scenario, model.format, model.name)
         campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
                                               dict(request.selectors), repeats, setting, params, privacy,
                                               request.target_precision)
@@ -151,18 +154,31 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def RegisterModel(self, request, context):
         await self._admin(context)
-        if request.format != "onnx":
-            raise InvalidInput(f"format {request.format!r} is not supported yet (onnx)")
+        if request.format not in ("onnx", "gguf"):
+            raise InvalidInput(f"format {request.format!r} is not onnx or gguf")
         if not request.name or len(request.name) > 128:
             raise InvalidInput("a model needs a name of at most 128 characters")
         try:
             summary = json.loads(request.summary_json or "{}")
         except json.JSONDecodeError:
             raise InvalidInput("summary_json is not JSON") from None
-        await asyncio.to_thread(self._check_onnx, request.sha256)
+        await asyncio.to_thread(self._check_gguf if request.format == "gguf" else self._check_onnx, request.sha256)
         row = await asyncio.to_thread(self.store.add_model, request.name, request.format, request.sha256,
                                       request.reference_sha256, json.dumps(summary))
         return convert.model_to_pb(row.to_ref())
+
+    def _check_gguf(self, sha256: str) -> None:
+        import tempfile
+
+        from edgeatlas.coordinator.models import read_gguf
+
+        if self.store.blob(sha256) is None:
+            raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
+        with tempfile.NamedTemporaryFile(suffix=".gguf") as f:  # the reader maps a file
+            for chunk in self.store.blob_chunks(sha256):
+                f.write(chunk)
+            f.flush()
+            read_gguf(f.name)
 
     def _check_onnx(self, sha256: str) -> None:
         import onnx

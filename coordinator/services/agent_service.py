@@ -11,6 +11,7 @@ from edgeatlas.coordinator.storage import IncomingReport, Store
 from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput, NotFound, ResourceExhausted, Unauthenticated
+from edgeatlas.protos.metrics import check_figures
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES, MAX_LEASE_WAIT_S
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
@@ -158,6 +159,8 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
         raise InvalidInput(f"status {m.status} is not OK, FAILED or DECLINED")
     setting = stats = privacy = None
     released: dict[str, float] = {}
+    figures: dict[str, float] = {}
+    conditions: dict = {}
     if status == "ok":
         if not m.HasField("setting"):
             raise InvalidInput("setting is missing from an OK report")
@@ -170,8 +173,8 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
         check_setting(setting)
         check_privacy_mode(m.privacy_mode)
         if m.privacy_mode == "ldp":
-            if m.HasField("stats"):
-                raise InvalidInput("an ldp report must not carry exact stats")
+            if m.HasField("stats") or m.figures or m.HasField("conditions") or m.outcome.reason:
+                raise InvalidInput("an ldp report must not carry exact stats, figures, conditions or reasons")
             if not m.HasField("privacy") or not m.released:
                 raise InvalidInput("an ldp report needs its privacy contract and released values")
             privacy = convert.privacy_from_pb(m.privacy).check()
@@ -181,6 +184,13 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
                 raise InvalidInput("stats are missing from a trusted report")
             stats = convert.stats_from_pb(m.stats)
             check_stats(stats)
+            figures = dict(m.figures)
+            check_figures(figures)
+            conditions = convert.conditions_from_pb(m.conditions)
+        if m.outcome.driver not in ("", "loadgen", "native") or m.outcome.verdict not in ("", "VALID", "INVALID"):
+            raise InvalidInput(f"outcome {m.outcome.driver!r}/{m.outcome.verdict!r} is not a known driver and verdict")
+        if len(m.energy_meter) > 32 or len(m.energy_absent) > 500 or len(m.outcome.reason) > 2000:
+            raise InvalidInput("energy_meter, energy_absent or outcome.reason is too long")
         if not m.valid and not m.invalid_reason:
             raise InvalidInput("an invalid run must say why (invalid_reason)")
     elif not m.failure_reason:
@@ -191,4 +201,6 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
         report_id=m.report_id, task_id=m.task_id, lease_id=m.lease_id, status=status,
         failure_reason=m.failure_reason, setting=setting, stats=stats, fidelity=convert.fidelity_from_pb(m.fidelity),
         valid=status == "ok" and m.valid, invalid_reason=m.invalid_reason, privacy_mode=m.privacy_mode,
-        started_ms=m.started_ms, agent_version=m.agent_version[:64], privacy=privacy, released=released)
+        started_ms=m.started_ms, agent_version=m.agent_version[:64], privacy=privacy, released=released,
+        figures=figures, outcome=convert.outcome_from_pb(m.outcome), energy_meter=m.energy_meter,
+        energy_absent=m.energy_absent, conditions=conditions)

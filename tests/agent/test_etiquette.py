@@ -66,11 +66,32 @@ def test_busy_is_measured_over_a_window(tmp_path):
     assert Sensors(tmp_path).read(Rules()).busy_percent is None  # not measured when the rule is off
 
 
+def cpufreq(root, *cur_max_khz):
+    for i, (cur, top) in enumerate(cur_max_khz):
+        d = root / f"sys/devices/system/cpu/cpu{i}/cpufreq"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "scaling_cur_freq").write_text(f"{cur}\n")
+        (d / "cpuinfo_max_freq").write_text(f"{top}\n")
+
+
+def test_a_clock_held_down_under_load_waits(tmp_path):
+    cpufreq(tmp_path, (1_000_000, 2_000_000), (1_100_000, 2_200_000), (700_000, 1_800_000))  # big and little
+    sensors = Sensors(tmp_path)
+    assert sensors.clock_percent() == 50.0  # the fastest core, against its own maximum
+    rules = Rules(min_clock_percent=60)
+    now = sensors.read(rules, clock_percent=sensors.clock_percent())
+    assert verdict(rules, now) == "throttled: the last task held the clock at 50 % of its maximum (below 60 %)"
+    assert verdict(rules, sensors.read(rules, clock_percent=95.0)) is None
+    assert verdict(Rules(), now) is None  # off by default when run by hand
+    assert Sensors(tmp_path / "nothing").clock_percent() is None
+
+
 def test_missing_sensors_never_block(tmp_path):
     assert verdict(Rules(max_busy_percent=50), Sensors(tmp_path).read(Rules(max_busy_percent=50))) is None
 
 
-@pytest.mark.parametrize("rules", [Rules(min_battery_percent=120), Rules(max_temp_c=-1), Rules(cooldown_s=1e6)])
+@pytest.mark.parametrize("rules", [Rules(min_battery_percent=120), Rules(max_temp_c=-1), Rules(cooldown_s=1e6),
+                                   Rules(min_clock_percent=101)])
 def test_rules_out_of_range_are_refused(rules):
     with pytest.raises(InvalidInput, match="is not in 0.."):
         rules.check()
@@ -92,6 +113,7 @@ def test_agent_waits_on_battery_then_runs_and_keeps_the_conditions(coordinator, 
     fake = tmp_path / "device"
     power(fake, "Discharging", 12)
     thermal(fake, 52000)
+    cpufreq(fake, (1_800_000, 2_000_000))
     agent = Agent(AgentConfig(coordinator=coordinator.address, enroll_token=coordinator.enroll_token,
                               state_dir=StateDir(tmp_path / "state"), name="phone", trusted=True,
                               etiquette=Rules(cooldown_s=0.01)),
@@ -116,4 +138,4 @@ def test_agent_waits_on_battery_then_runs_and_keeps_the_conditions(coordinator, 
         assert admin.campaign(cid).counts.done == 1
     kept = json.loads((tmp_path / "state" / "results.jsonl").read_text().splitlines()[-1])
     assert kept["conditions"] == {"on_battery": False, "battery_percent": 13.0, "temp_c": 52.0,
-                                  "busy_percent": None}
+                                  "busy_percent": None, "clock_percent": 90.0}

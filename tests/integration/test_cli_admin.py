@@ -14,7 +14,8 @@ def test_models_campaigns_tokens_and_heatmap_from_the_cli(coordinator, tmp_path)
     built = run_cli("models", "build", "--out", str(tmp_path / "zoo"), "--upload", env=env, timeout=300)
     assert built.returncode == 0, built.stderr
     listed = run_cli("models", "list", env=env)
-    assert listed.stdout.count("\n") == 8 and "transformer-m" in listed.stdout
+    assert listed.stdout.count("\n") == 10 and "transformer-m" in listed.stdout
+    assert listed.stdout.count(" gguf ") == 2 and "llama-m" in listed.stdout
     again = run_cli("models", "add", str(tmp_path / "zoo" / "mlp-s.onnx"), "--name", "mlp-small", env=env)
     assert again.returncode == 0 and "already registered as 'mlp-s'" in again.stdout  # same bytes
     token = run_cli("token", "create", "--kind", "enroll", "--uses", "1", env=env)

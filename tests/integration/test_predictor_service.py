@@ -30,7 +30,8 @@ def test_no_predictor_before_enough_cells(coordinator):
 @pytest.mark.timeout(900)  # several versions are trained on two cores; a loaded machine takes minutes
 def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
     c = CoordinatorProcess(tmp_path, tmp_path / "c.db",
-                           extra_args=("--retrain-cells", "50", "--retrain-check-s", "1")).start()
+                           # the import stores a network's 21 cells at once: a threshold of 21 always sees the last
+                           extra_args=("--retrain-cells", "21", "--retrain-check-s", "1")).start()
     try:
         spec = SpecSheet.load(PIXEL3).to_json()
         with c.admin() as admin:
