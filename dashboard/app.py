@@ -18,6 +18,7 @@ from edgeatlas.dashboard.api import Connection, explain
 from edgeatlas.protos import convert, errors
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.scenarios import SCENARIOS
 
 PAGES = ("Heat-map", "Fleet", "Campaigns", "Predictor", "Compare")
 SLUGS = {p: p.lower().replace("-", "") for p in PAGES}  # ?page=heatmap, ?page=fleet, ...
@@ -170,7 +171,8 @@ def page_campaigns(conn: Connection) -> None:
         selectors = st.text_area("Selectors (KEY=VALUE, one per line; empty: every device)", key="cf_selectors",
                                  help="device_class=phone, hardware_class=..., cpu.arch=arm64, label.site=lab")
         c = st.columns(4)
-        scenario = c[0].selectbox("Scenario", ["single-stream"], key="cf_scenario")
+        scenario = c[0].selectbox("Scenario", list(SCENARIOS), key="cf_scenario",
+                                  help="MLPerf LoadGen's; LLM (GGUF) models run single-stream")
         batch = c[1].number_input("Batch", 1, 4096, 1, key="cf_batch")
         threads = c[2].number_input("Threads (0: default)", 0, 1024, 0, key="cf_threads")
         repeats = c[3].number_input("Repeats", 1, 1000, 1, key="cf_repeats")
@@ -179,10 +181,14 @@ def page_campaigns(conn: Connection) -> None:
         duration = c[1].number_input("Min duration (s)", 0.01, 3600.0, 1.0, key="cf_duration")
         mechanism = c[2].selectbox("Privacy mechanism", ["gaussian", "laplace"], key="cf_mechanism")
         epsilon = c[3].number_input("ε per report", 0.01, 100.0, 1.0, key="cf_epsilon")
+        scenario_text = st.text_input(
+            "Scenario parameters (KEY=VALUE, comma-separated)", key="cf_params",
+            help="server: target_qps, latency_bound_ms, search_steps; multi-stream: samples_per_query; "
+                 "LLM: prompt_tokens, output_tokens, gpu_layers")
         submitted = st.form_submit_button("Create campaign", key="cf_submit")
     if submitted:
         create_campaign(conn, name, chosen, selectors, scenario, int(batch), int(threads), int(repeats),
-                        int(iterations), float(duration), mechanism, float(epsilon))
+                        int(iterations), float(duration), mechanism, float(epsilon), scenario_text)
     campaigns = fetch(conn, "campaigns")
     if not campaigns:
         st.info("No campaign yet.")
@@ -198,17 +204,18 @@ def page_campaigns(conn: Connection) -> None:
 
 
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
-                    mechanism, epsilon) -> None:
+                    mechanism, epsilon, scenario_text="") -> None:
     try:
         if not models:
             raise errors.InvalidInput("pick at least one model")
         selectors = data.parse_selectors(selectors_text)
+        scenario_params = data.parse_scenario(scenario, scenario_text)
         privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon,
                                 delta=1e-6 if mechanism == "gaussian" else 0.0).check()
     except errors.InvalidInput as exc:
         st.error(f"Invalid input: {exc}")
         return
-    setting = Setting(batch=batch, threads=threads, scenario=scenario)
+    setting = Setting(batch=batch, threads=threads, scenario=scenario, scenario_params=scenario_params)
     params = RunParams(warmup_iterations=10, min_iterations=iterations, min_duration_s=duration,
                        max_duration_s=max(60.0, duration))
     made = call(conn, lambda a: a.create_campaign(models, selectors, repeats, setting, params, name=name,
@@ -307,7 +314,7 @@ def page_predictor(conn: Connection) -> None:
     if compare:
         with cols[1]:
             spec_b = spec_input(hardware, "pb", "Spec sheet B")
-    names = [m.name for m in fetch(conn, "models")]
+    names = [m.name for m in fetch(conn, "models") if m.format == "onnx"]  # the predictor reads ONNX graphs
     c = st.columns([3, 2])
     picked = c[0].multiselect("Registered models", names, default=names[:4], key="pr_models")
     uploads = c[1].file_uploader("…or upload ONNX models", type=["onnx"], accept_multiple_files=True,
@@ -395,7 +402,7 @@ def page_compare(conn: Connection) -> None:
     versions = fetch(conn, "versions")
     if versions and metric.startswith("latency") and st.toggle("Add the predictor's values", value=True,
                                                                key="cmp_predict"):
-        registered = {m.name for m in fetch(conn, "models")}
+        registered = {m.name for m in fetch(conn, "models") if m.format == "onnx"}  # the predictor reads ONNX
         for hw in (a, b):
             if hw not in hardware:
                 continue

@@ -22,9 +22,19 @@ METRICS = {
     "latency_p99_ms": ("latency p99", "ms", True),
     "latency_mean_ms": ("latency mean", "ms", True),
     "throughput_ips": ("throughput", "inferences/s", False),
-    "energy_per_inference_mj": ("energy per inference", "mJ", True),
     "ttft_ms": ("time to first token", "ms", True),
     "decode_tps": ("decode tokens/s", "tokens/s", False),
+    "tpot_ms": ("time per output token", "ms", True),
+    "prefill_tps": ("prefill tokens/s", "tokens/s", False),
+    "itl_p50_ms": ("inter-token latency p50", "ms", True),
+    "itl_p99_ms": ("inter-token latency p99", "ms", True),
+    "e2e_ms": ("LLM request end-to-end", "ms", True),
+    "energy_mj": ("energy per inference", "mJ", True),
+    "energy_mj_per_token": ("energy per token", "mJ", True),
+    "power_w": ("average power", "W", True),
+    "server_qps": ("server QPS under the p99 bound", "queries/s", False),
+    "offline_ips": ("offline throughput", "samples/s", False),
+    "early_stopping_p90_ms": ("LoadGen early-stopping p90", "ms", True),
 }
 SOURCES = ("fleet", "trusted", "imported", "simulated")
 SOURCE_MARKS = {"fleet": "", "trusted": " ·trusted", "imported": " ·imported", "simulated": " ·simulated"}
@@ -225,7 +235,8 @@ def hardware_progress(campaign: admin_pb2.Campaign) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hardware_class", "progress", *STATES])
 
 
-def parse_selectors(text: str) -> dict[str, str]:
+def parse_selectors(text: str, what: str = "selector",
+                    example: str = "device_class=phone, cpu.arch=arm64") -> dict[str, str]:
     """KEY=VALUE lines (or comma-separated) → selectors; one clear error naming the bad one."""
     out = {}
     for part in [p.strip() for line in text.splitlines() for p in line.split(",")]:
@@ -233,9 +244,18 @@ def parse_selectors(text: str) -> dict[str, str]:
             continue
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise InvalidInput(f"selector {part!r} is not KEY=VALUE (e.g. device_class=phone, cpu.arch=arm64)")
+            raise InvalidInput(f"{what} {part!r} is not KEY=VALUE (e.g. {example})")
         out[key.strip()] = value.strip()
     return out
+
+
+def parse_scenario(scenario: str, text: str) -> dict[str, str]:
+    """Scenario parameters as typed (KEY=VALUE), checked against the scenario's contract."""
+    from edgeatlas.protos import scenarios
+
+    params = parse_selectors(text, "scenario parameter", "latency_bound_ms=20, prompt_tokens=128")
+    scenarios.check(scenario, params)
+    return params
 
 
 # ---- predictor and compare --------------------------------------------------------------------------

@@ -24,6 +24,11 @@ START_TIMEOUT_S = 60.0
 CAMPAIGN_TIMEOUT_S = 900.0
 NB201_MODELS = 4
 PRIVACY = PrivacyParams()  # the default contract: gaussian, ε = 1, δ = 1e-6 per report
+# LLM reports release the request's end-to-end p50, time to first token and time per output token
+LLM_PRIVACY = PrivacyParams(statistics=("log_p50_ms", "log_ttft_ms", "log_tpot_ms"))
+LLM_PARAMS = {"prompt_tokens": "64", "output_tokens": "16"}
+SERVER_MODELS = ["mlp-s", "mobilenet-s"]
+SERVER_PARAMS = {"latency_bound_ms": "25", "search_steps": "3"}
 TARGET_PRECISION = 0.1
 
 
@@ -130,7 +135,7 @@ class Demo:
 
         with AdminClient(address, tokens["admin_token"]) as admin:
             say(f"[2/6] building the model zoo in {self.dir / 'zoo'} and registering it")
-            names = self._zoo(admin)
+            names, llms = self._zoo(admin)
 
             say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
             from edgeatlas.coordinator.imports import import_nasbench201
@@ -166,9 +171,29 @@ class Demo:
             simulated_campaign = admin.create_campaign(
                 names[:8], {"label.simulated": "true"}, 1, Setting(), RunParams(), name="demo-simulated"
             ) if self.o.simulated else None
+            extra = []
+            if llms:
+                say(f"      LLM campaign: {', '.join(llms)} through llama.cpp, {LLM_PARAMS['prompt_tokens']} prompt "
+                    f"tokens in, {LLM_PARAMS['output_tokens']} out, ≥ 5 requests each")
+                extra.append(admin.create_campaign(
+                    llms, {"label.demo": "true"}, 1, Setting(threads=1, scenario_params=LLM_PARAMS),
+                    RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.3), name="demo-llm",
+                    privacy=LLM_PRIVACY))
+                if self.o.simulated:
+                    extra.append(admin.create_campaign(
+                        llms, {"label.simulated": "true"}, 1, Setting(scenario_params=LLM_PARAMS), RunParams(),
+                        name="demo-llm-simulated", privacy=LLM_PRIVACY))
+            say(f"      LoadGen server campaign: {', '.join(SERVER_MODELS)}, Poisson arrivals, the highest rate "
+                f"whose p99 stays under {SERVER_PARAMS['latency_bound_ms']} ms")
+            extra.append(admin.create_campaign(
+                SERVER_MODELS, {"label.demo": "true"}, 1,
+                Setting(threads=1, scenario="server", scenario_params=SERVER_PARAMS),
+                RunParams(warmup_iterations=10, min_iterations=662, min_duration_s=0.3), name="demo-server",
+                privacy=PrivacyParams(statistics=("log_p99_ms", "log_server_qps"))))
             campaign = self._follow(admin, campaign.campaign_id)
             if simulated_campaign is not None:
                 self._follow(admin, simulated_campaign.campaign_id)
+            extra = [self._follow(admin, c.campaign_id) for c in extra]
 
             say("[5/6] results")
             local = self._on_device()
@@ -188,7 +213,14 @@ class Demo:
             cited = next((c.citation for c in heatmap.cells if c.citation), "")
             if cited:
                 say(f"  imported: {cited}")
-            simulated = [c for c in heatmap.cells if c.source == "simulated"]
+            llm_cells = [c for c in list(local.cells) + [c for c in heatmap.cells if c.source == "simulated"]
+                         if "ttft_ms" in c.metrics]
+            if llm_cells:
+                say("LLMs (llama.cpp): time to first token (ms) here and on the simulated fleet:")
+                say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "ttft_ms", llms))
+                say("and decode tokens/s:")
+                say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "decode_tps", llms))
+            simulated = [c for c in heatmap.cells if c.source == "simulated" and "ttft_ms" not in c.metrics]
             if simulated:
                 say("the simulated fleet (synthetic numbers from spec sheets, marked simulated, never mixed in):")
                 say(views.by_hardware(admin_pb2.Heatmap(cells=simulated), "latency_p50_ms",
@@ -199,11 +231,11 @@ class Demo:
                 say(f"  agent-{i}: {len(ledger.entries())} releases, ε = {ledger.spent():.2f} "
                     f"of {ledger.budget.epsilon:g} per {ledger.budget.window_s / 3600:g} h (δ = {ledger.budget.delta:g})")
                 ledger.close()
-            for failure in campaign.failures:
+            for failure in list(campaign.failures) + [f for c in extra for f in c.failures]:
                 say(f"  note: {failure}")
         self._predictor(local, names, address, tokens["admin_token"])
         self._where()
-        ok = campaign.status == "done" and campaign.counts.done > 0
+        ok = all(c.status == "done" and c.counts.done > 0 for c in [campaign] + extra)
         if self.dashboard_url and self.o.stay:
             say(f"\nthe dashboard stays up at {self.dashboard_url} with the coordinator at {address}; "
                 f"Ctrl-C stops both")
@@ -308,10 +340,12 @@ class Demo:
         for (model, setting_json), rs in sorted(runs.items()):
             setting = Setting(**json.loads(setting_json))
             metrics = {}
-            for metric in aggregate.METRICS:
+            values = [aggregate.metric_values(LatencyStats(**r["stats"]), r.get("figures")) for r in rs]
+            for metric in values[0]:
                 n = s = ss = 0.0
-                for r in rs:
-                    n, s, ss = aggregate.fold(n, s, ss, aggregate.metric_values(LatencyStats(**r["stats"]))[metric])
+                for v in values:
+                    if metric in v:
+                        n, s, ss = aggregate.fold(n, s, ss, v[metric])
                 e = aggregate.estimate(int(n), s, ss)
                 metrics[metric] = admin_pb2.MetricValue(value=e.value, low=e.low, high=e.high, n=e.n)
             cells.append(admin_pb2.HeatmapCell(
@@ -331,19 +365,29 @@ class Demo:
             time.sleep(0.1)
         raise Unavailable(f"the coordinator did not start within {START_TIMEOUT_S:.0f} s (see {log})")
 
-    def _zoo(self, admin) -> list[str]:
+    def _zoo(self, admin) -> tuple[list[str], list[str]]:
+        """(ONNX model names, GGUF model names) registered; no GGUF where llama-cpp-python is missing."""
+        from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
         from edgeatlas.coordinator.models import prepare, summary_json
         from edgeatlas.coordinator.zoo import build_zoo
 
-        names = []
-        for path in build_zoo(self.dir / "zoo"):
+        import importlib.util
+
+        paths = []
+        if importlib.util.find_spec("llama_cpp") is None:
+            say('      (no LLMs: llama-cpp-python is not installed, pip install "edgeatlas[llm]")')
+        else:
+            paths = build_gguf_zoo(self.dir / "zoo")
+        names, llms = [], []
+        for path in build_zoo(self.dir / "zoo") + paths:
             prepared = prepare(path)
-            admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared))
+            admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format)
             s = prepared.summary
-            say(f"      {prepared.name:14} {s['parameters']:>10,} params {s['flops'] / 1e6:8.1f} MFLOP  "
+            unit = "MFLOP/token" if prepared.format == "gguf" else "MFLOP"
+            say(f"      {prepared.name:14} {s['parameters']:>10,} params {s['flops'] / 1e6:8.1f} {unit:11} "
                 f"{prepared.sha256[:12]}")
-            names.append(prepared.name)
-        return names
+            (llms if prepared.format == "gguf" else names).append(prepared.name)
+        return names, llms
 
     def _wait_simulated(self, admin) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -169,7 +169,7 @@ def test_ldp_reports_fold_with_their_noise_and_stay_suppressed_below_k(store):
     view, = store.heatmap(min_devices=3, target_precision=0.1)
     est = view.estimates["latency_p50_ms"]
     assert est.value == pytest.approx(math.e)  # geometric mean of e^0, e^1, e^2
-    noise_sd = math.sqrt(LDP.noise_variance_log())
+    noise_sd = math.sqrt(LDP.noise_variance_log("log_p50_ms"))
     assert math.log(est.high) - math.log(est.value) == pytest.approx(1.959964 * noise_sd / math.sqrt(3), rel=1e-6)
     assert view.estimates["throughput_ips"].value == pytest.approx(2000 / math.e)  # batch 2, from the mean
     assert view.devices_needed > 1000  # ε = 2 local noise: ±10 % needs a real fleet

@@ -2,7 +2,7 @@
 
 - fleet: one real agent process ran mlp-s and resnet-s; with k = 5 those cells are suppressed;
 - imported: three NAS-Bench-201 networks with their published latencies on 12 devices;
-- simulated: six virtual devices ran the same two zoo models;
+- simulated: six virtual devices ran the same two zoo models, and the zoo's small llama (LLM figures);
 - a predictor checkpoint trained on the bundled published sample, published as version 1.
 """
 
@@ -25,6 +25,7 @@ from tests.integration.test_campaign import campaign_state, start_agents, wait_f
 
 ZOO_MODELS = ["mlp-s", "resnet-s", "mobilenet-s"]
 FLEET_MODELS = ["mlp-s", "resnet-s"]
+LLM_MODEL = "llama-s"
 
 
 @dataclass
@@ -40,7 +41,7 @@ def agents(c: CoordinatorProcess) -> int:
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory, prepared_zoo):
+def world(tmp_path_factory, prepared_zoo, gguf_zoo):
     from edgeatlas.coordinator.imports import import_nasbench201
     from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
 
@@ -50,6 +51,7 @@ def world(tmp_path_factory, prepared_zoo):
     try:
         with c.admin() as admin:
             register(admin, prepared_zoo, ZOO_MODELS)
+            register(admin, gguf_zoo, [LLM_MODEL])
             imported = import_nasbench201(admin, None, 3, workdir / "nb201")
         env = cli_env(EDGEATLAS_COORDINATOR=c.address, EDGEATLAS_ENROLL_TOKEN=c.enroll_token)
         with open(workdir / "fleet.log", "ab") as log:
@@ -60,10 +62,13 @@ def world(tmp_path_factory, prepared_zoo):
         with c.admin() as admin:
             sim = admin.create_campaign(FLEET_MODELS, {"label.simulated": "true"}, 1, Setting(), RunParams(),
                                         name="simulated").campaign_id
+            llm = admin.create_campaign([LLM_MODEL], {"label.simulated": "true"}, 1,
+                                        Setting(scenario_params={"prompt_tokens": "64", "output_tokens": "16"}),
+                                        RunParams(), name="simulated-llm").campaign_id
             real = admin.create_campaign(FLEET_MODELS, {"label.real": "true"}, 1, Setting(threads=1),
                                          RunParams(warmup_iterations=2, min_iterations=10, min_duration_s=0.1),
                                          name="real").campaign_id
-        for cid in (sim, real):
+        for cid in (sim, llm, real):
             wait_for(lambda: campaign_state(c, cid).status == "done", 180, f"campaign {cid}")
         checkpoint = workdir / "predictor.pt"
         trained = run_cli("predictor", "train", "--data", str(SAMPLE_DIR), "--out", str(checkpoint),

@@ -7,7 +7,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.dashboard.conftest import FLEET_MODELS
+from tests.dashboard.conftest import FLEET_MODELS, LLM_MODEL
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +58,21 @@ def test_heatmap_shows_every_source_and_suppresses_small_fleet_cells(app, world)
     assert at.get("download_button")
 
 
+def test_heatmap_shows_llm_metrics_beside_onnx_ones(app, world):
+    at = app("heatmap")
+    options = at.selectbox(key="hm_metric").options
+    assert {"time to first token (ms)", "decode tokens/s (tokens/s)", "latency mean (ms)"} <= set(options)
+    at.selectbox(key="hm_metric").set_value("ttft_ms").run()
+    for metric in ("ttft_ms", "decode_tps"):
+        at.selectbox(key="hm_metric").set_value(metric).run()
+        trace = figure(at, "hm_chart")["data"][0]
+        with_values = {model for model, row in zip(trace["y"], trace["z"]) if any(v is not None for v in row)}
+        assert with_values == {LLM_MODEL}  # only the LLM has token timings
+        row = trace["z"][trace["y"].index(LLM_MODEL)]
+        simulated = [v for c, v in zip(trace["x"], row) if c.endswith("·simulated")]
+        assert len(simulated) >= 3 and all(v is not None and v > 0 for v in simulated)
+
+
 def test_heatmap_filters_by_source_and_campaign(app, world):
     at = app("heatmap")
     at.multiselect(key="hm_sources").set_value(["imported"]).run()
@@ -94,6 +109,11 @@ def test_campaign_form_creates_a_campaign_and_rejects_bad_input(app, world):
     with world.coordinator.admin() as admin:
         assert len(admin.list_campaigns()) == before  # nothing stored
     at.text_area(key="cf_selectors").set_value("label.simulated=true")
+    at.selectbox(key="cf_scenario").set_value("server")
+    at.text_input(key="cf_params").set_value("latency_bound_ms=0")
+    at.button(key="cf_submit").click().run()
+    assert any("latency_bound_ms=0 is not a number in" in e for e in errors_of(at))
+    at.text_input(key="cf_params").set_value("latency_bound_ms=20")
     at.number_input(key="cf_epsilon").set_value(2.0)
     at.button(key="cf_submit").click().run()
     assert not errors_of(at) and any("from-the-form created" in s.value for s in at.success)
@@ -101,6 +121,7 @@ def test_campaign_form_creates_a_campaign_and_rejects_bad_input(app, world):
         made = [c for c in admin.list_campaigns() if c.name == "from-the-form"]
     assert len(made) == 1 and made[0].models == ["mlp-s"] and made[0].privacy.epsilon == 2.0
     assert made[0].selectors == {"label.simulated": "true"} and made[0].agents == 6
+    assert made[0].setting.scenario == "server" and made[0].setting.scenario_params["latency_bound_ms"] == "20"
 
 
 def test_campaign_progress_per_hardware_class_and_cancel(app, world):
