@@ -20,10 +20,9 @@ from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.tables import (
     AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
     ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
-from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos import scenarios
-from edgeatlas.protos.privacy import STATISTICS
+from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from edgeatlas.protos.privacy import STATISTICS, PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Setting
 from edgeatlas.protos.spec import SpecSheet
 

@@ -69,7 +69,8 @@ class LlamaCppRunner:
         except Exception as exc:  # llama-cpp-python raises ValueError for a file it cannot load
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidInput(f"cannot load GGUF model {path.name}: {first[:300]}") from None
-        trained = self.llm._model.n_ctx_train()
+        trained = int(self.llm.metadata.get(f"{self.llm.metadata.get('general.architecture')}.context_length", 0)
+                      if self.llm.metadata else 0)  # the context the model was trained for
         if trained and self.n_prompt + self.n_out > trained:
             raise InvalidInput(f"prompt_tokens + output_tokens = {self.n_prompt + self.n_out} exceed the model's "
                                f"context of {trained} tokens")
