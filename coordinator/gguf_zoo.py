@@ -7,6 +7,7 @@ merge path, so any text tokenizes and common words become single tokens.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def write_llama(path: str | Path, size: LlamaSize) -> Path:
     """Writes one llama-architecture GGUF with seeded random weights (scaled like an initialised model)."""
     import gguf
 
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # its writer narrates every step at INFO
     path = Path(path)
     pieces, scores, types = vocabulary()
     rng = np.random.default_rng(size.seed)

@@ -98,6 +98,9 @@ class Demo:
 
     def run(self) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background job of a
+        # non-interactive shell, such as a CI script): Python then installs no handler of its own.
+        previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             return self._run()
         except KeyboardInterrupt:
@@ -106,6 +109,7 @@ class Demo:
         finally:
             self.children.stop_all()
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
             say("all demo processes stopped")
 
     def _run(self) -> int:
