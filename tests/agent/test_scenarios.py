@@ -53,8 +53,8 @@ def test_server_at_a_target_rate_meets_a_loose_bound(prepared_zoo, zoo_dir):
 def test_server_search_finds_a_rate_that_meets_the_bound(prepared_zoo, zoo_dir):
     offline = run(zoo_dir, "offline", RunParams(2, 1, 0.3, 60))
     capacity = offline.outcome.figures["offline_ips"]
-    bound_ms = max(1.0, 20 * 1000 / capacity)
-    result = run(zoo_dir, "server", RunParams(2, 200, 0.3, 60), latency_bound_ms=bound_ms, search_steps=3)
+    bound_ms = max(20.0, 200 * 1000 / capacity)  # loose: a loaded CI machine's scheduling tail stays under it
+    result = run(zoo_dir, "server", RunParams(2, 200, 0.3, 60), latency_bound_ms=bound_ms, search_steps=4)
     qps = result.outcome.figures["server_qps"]
     assert 0 < qps <= 1.3 * capacity  # never above one worker's capacity
     assert result.stats.p99_ms <= bound_ms
