@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.agent.runners.onnxruntime import compare, load_reference
+from edgeatlas.agent.runners.fidelity import compare, load_reference
 from edgeatlas.agent.runners.results import judge
 from edgeatlas.agent.scenarios import ScenarioRun
 from edgeatlas.protos import scenarios

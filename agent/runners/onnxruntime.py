@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeatlas.agent.runners.fidelity import compare, load_reference
 from edgeatlas.agent.runners.results import judge, stats_of
 from edgeatlas.agent.scenarios import Workload, run_scenario
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import EnergyStats, Fidelity, RunParams, RunResult, Setting
 
-RTOL = 1e-3
-ATOL_FRACTION = 1e-4  # of the reference's largest magnitude
 
 _DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
@@ -23,17 +22,6 @@ _DTYPES = {
 }
 _PRECISION = {"tensor(float)": "fp32", "tensor(float16)": "fp16", "tensor(bfloat16)": "bf16",
               "tensor(double)": "fp64", "tensor(int8)": "int8", "tensor(uint8)": "int8"}
-
-
-def load_reference(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Reference npz → (inputs, outputs) keyed by tensor name; arrays keep batch 1 as stored."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            inputs = {k[len("input:"):]: npz[k] for k in npz.files if k.startswith("input:")}
-            outputs = {k[len("output:"):]: npz[k] for k in npz.files if k.startswith("output:")}
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"reference data {Path(path).name} is not a readable npz: {exc}") from None
-    return inputs, outputs
 
 
 def open_session(model_path: str | Path, setting: Setting):
@@ -89,26 +77,6 @@ def model_precision(session) -> str:
         if arg.type in _PRECISION:
             return _PRECISION[arg.type]
     return "unknown"
-
-
-def compare(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], rtol: float = RTOL,
-            atol_fraction: float = ATOL_FRACTION) -> Fidelity:
-    worst, tolerance, detail = 0.0, 0.0, ""
-    for name, ref in reference.items():
-        got = outputs.get(name)
-        if got is None or got.shape != ref.shape:
-            return Fidelity(True, False, float("inf"), 0.0,
-                            f"output {name}: shape {None if got is None else got.shape} != {ref.shape}")
-        ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
-        atol = atol_fraction * max(1.0, float(np.abs(ref64).max(initial=0.0)))
-        err = np.abs(got64 - ref64)
-        excess = err - (atol + rtol * np.abs(ref64))
-        worst = max(worst, float(err.max(initial=0.0)))
-        tolerance = max(tolerance, atol)
-        if not np.all(np.isfinite(got64)) or np.any(excess > 0):
-            detail = f"output {name}: max abs error {float(err.max()):.3g} exceeds rtol {rtol} + atol {atol:.3g}"
-            return Fidelity(True, False, worst, tolerance, detail)
-    return Fidelity(True, True, worst, tolerance, "")
 
 
 class OnnxRuntimeRunner:
