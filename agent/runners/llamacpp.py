@@ -135,14 +135,15 @@ class LlamaCppRunner:
         wall = time.perf_counter() - wall0
         energy_j = meter.stop() if meter is not None else None
         met = len(e2e) >= params.min_iterations and wall >= params.min_duration_s
-        llm = LlmStats(self.n_prompt, self.n_out, len(e2e), np.array(ttft), np.array(e2e), np.concatenate(gaps))
-        stats = LatencyStats.from_values(np.array(e2e), batch=1)
+        e2e_ms = np.array(e2e)
+        llm = LlmStats(self.n_prompt, self.n_out, len(e2e), np.array(ttft), e2e_ms, np.concatenate(gaps))
+        stats = LatencyStats.from_values(e2e_ms, batch=1)
         energy = None if energy_j is None else EnergyStats(meter.name, energy_j, wall, len(e2e), len(e2e) * self.n_out)
-        run = ScenarioRun(latencies_ms=np.array(e2e), samples=len(e2e), wall_s=wall, met_rules=met,
+        run = ScenarioRun(latencies_ms=e2e_ms, samples=len(e2e), wall_s=wall, met_rules=met,
                           outcome=ScenarioOutcome("native", "VALID" if met else "INVALID",
                                                   "" if met else "minimum requests or duration not met"))
         return judge(self.setting, stats, self.check_fidelity(), run, params, started_ms, energy=energy, llm=llm,
-                     raw_ms=np.array(e2e))
+                     raw_ms=e2e_ms)
 
 
 def reference_npz(model_path: str | Path, n_tokens: int = 16) -> bytes:

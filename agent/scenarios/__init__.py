@@ -18,6 +18,28 @@ from edgeatlas.protos.records import RunParams, ScenarioOutcome
 MAX_QUERIES = 1_000_000  # bounds the raw samples kept in memory
 
 
+class Recorder:
+    """Integer samples (ns) in a growing array, at most MAX_QUERIES of them: later ones are dropped."""
+
+    def __init__(self) -> None:
+        self.buf = np.empty(1024, np.int64)
+        self.n = 0
+
+    def add(self, value: int) -> None:
+        if self.n >= MAX_QUERIES:
+            return
+        if self.n == self.buf.size:
+            self.buf = np.resize(self.buf, min(MAX_QUERIES, 2 * self.buf.size))
+        self.buf[self.n] = value
+        self.n += 1
+
+    def values(self) -> np.ndarray:
+        return self.buf[:self.n]
+
+    def clear(self) -> None:
+        self.n = 0
+
+
 @dataclass(frozen=True)
 class Workload:
     infer: Callable[[], object]  # one sample: one inference call at `batch`

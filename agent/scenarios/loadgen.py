@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.agent.scenarios import MAX_QUERIES, ScenarioRun, Workload
+from edgeatlas.agent.scenarios import Recorder, ScenarioRun, Workload
 from edgeatlas.agent.scenarios.native import timed_loop
 from edgeatlas.protos.records import RunParams, ScenarioOutcome
 
@@ -36,9 +36,8 @@ class _Sut:
 
         self.lg, self.work = lg, work
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
-        self.latencies_ns = np.empty(1024, np.int64)
-        self.service_ns = np.empty(1024, np.int64)
-        self.n = self.n_service = 0
+        self.latencies_ns = Recorder()  # per query, issue to completion
+        self.service_ns = Recorder()  # per sample, the inference call alone
         self.samples = 0
         self.error: BaseException | None = None
         self.worker = None
@@ -70,24 +69,16 @@ class _Sut:
                     infer()
                 except BaseException as exc:  # completes the query anyway so LoadGen can finish
                     self.error = exc
-                self._keep("service_ns", "n_service", time.perf_counter_ns() - t0)
+                self.service_ns.add(time.perf_counter_ns() - t0)
             responses.append(lg.QuerySampleResponse(sample.id, 0, 0))
         self.samples += len(samples)
-        self._keep("latencies_ns", "n", time.perf_counter_ns() - issued)
+        self.latencies_ns.add(time.perf_counter_ns() - issued)
         lg.QuerySamplesComplete(responses)
 
-    def _keep(self, array: str, count: str, value: int) -> None:
-        buf, n = getattr(self, array), getattr(self, count)
-        if n >= MAX_QUERIES:
-            return
-        if n == buf.size:
-            buf = np.resize(buf, min(MAX_QUERIES, buf.size * 2))
-            setattr(self, array, buf)
-        buf[n] = value
-        setattr(self, count, n + 1)
-
     def reset(self) -> None:
-        self.n = self.n_service = self.samples = 0
+        self.latencies_ns.clear()
+        self.service_ns.clear()
+        self.samples = 0
 
     def close(self) -> None:
         if self.worker is not None:
@@ -157,8 +148,8 @@ def _one(sut: _Sut, qsl, scenario: str, values: dict[str, float], params: RunPar
         detail = _detail(Path(tmp))
     if sut.error is not None:
         raise sut.error
-    latencies = sut.latencies_ns[:sut.n] / 1e6
-    service = sut.service_ns[:sut.n_service] / 1e6
+    latencies = sut.latencies_ns.values() / 1e6
+    service = sut.service_ns.values() / 1e6
     ns = 1e-6  # LoadGen logs nanoseconds
     verdict = str(detail.get("result_validity", "INVALID"))
     reasons = [str(detail.get("result_invalid_reason") or "").strip()]
