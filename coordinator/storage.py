@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
-from sqlalchemy import event, func
+from sqlalchemy import event, func, inspect, literal, or_, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -23,12 +23,14 @@ from edgeatlas.coordinator.tables import (
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import STATISTICS, PrivacyParams
-from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Setting
+from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Schedule, Setting
 from edgeatlas.protos.spec import SpecSheet
 
 MAX_LEASE_ATTEMPTS = 3
 LEASE_GRACE_S = 300  # model download and session load, on top of the run's own limit
 OPEN_TASK = ("pending", "leased")
+OFFLINE_AFTER_MS = 90_000  # an agent unheard of this long is offline: its pending tasks are up for adoption
+SWEEP_EVERY_MS = 5_000  # how often leasing looks for overdue campaigns and orphaned tasks
 
 
 def now_ms() -> int:
@@ -108,7 +110,9 @@ class Store:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         SQLModel.metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
         self._write = threading.Lock()
+        self._swept_ms = 0
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -287,33 +291,40 @@ class Store:
     # ---- campaigns and tasks ------------------------------------------------------------------
     def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
                         setting: Setting, params: RunParams, privacy: PrivacyParams | None = None,
-                        target_precision: float = 0.0) -> int:
+                        target_precision: float = 0.0, schedule: Schedule = Schedule()) -> int:
+        t = now_ms()
+        schedule.check(t)
+        check_selectors(selectors)
         with self.session() as s:
             agents = [a for a in s.exec(select(AgentRow).where(AgentRow.revoked == False)).all()  # noqa: E712
                       if matches(a, selectors)]
         if not agents:
             raise Conflict("no enrolled agent matches the campaign's selectors"
                            + (f" {selectors}" if selectors else ""))
-        t = now_ms()
+        agents = within_quota(agents, schedule.quota, t)
         with self._write, self.session() as s:
             campaign = CampaignRow(name=name, created_ms=t, models_json=json.dumps([m.sha256 for m in models]),
                                    selectors_json=json.dumps(selectors), repeats=repeats,
                                    setting_json=json.dumps(setting.to_dict()),
                                    params_json=json.dumps(asdict(params)),
                                    privacy_json=json.dumps((privacy or PrivacyParams()).check().to_dict()),
-                                   target_precision=target_precision, n_agents=len(agents))
+                                   target_precision=target_precision, n_agents=len(agents),
+                                   priority=schedule.priority, deadline_ms=schedule.deadline_ms or None,
+                                   quota=schedule.quota)
             s.add(campaign)
             s.flush()
             for repeat in range(repeats):
                 for model in models:
                     for agent in agents:
-                        s.add(TaskRow(campaign_id=campaign.id, agent_id=agent.agent_id, model_sha256=model.sha256,
+                        s.add(TaskRow(campaign_id=campaign.id, agent_id=agent.agent_id,
+                                      hardware_class=agent.hardware_class, model_sha256=model.sha256,
                                       repeat=repeat, updated_ms=t))
             s.commit()
             return int(campaign.id)
 
     def lease(self, agent_id: str) -> LeasedTask | None:
-        """The agent's next open task, now leased to it.
+        """The agent's next open task, now leased to it: its own first, highest priority first, else one
+        adopted from a vanished or overdue device of its hardware class.
 
         An agent runs one task at a time and reports before it asks again, so a task still leased
         to the asking agent is orphaned (say, the lease reply was lost in a coordinator crash):
@@ -321,25 +332,29 @@ class Store:
         """
         t = now_ms()
         with self._write, self.session() as s:
+            if t - self._swept_ms >= SWEEP_EVERY_MS:
+                self._sweep(s, t)
+                self._swept_ms = t
             while True:
                 row = s.exec(
                     select(TaskRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
                     .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running",
                            TaskRow.status.in_(OPEN_TASK))
-                    .order_by(TaskRow.status, TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)  # leased first
-                ).first()
+                    .order_by(TaskRow.status, CampaignRow.priority.desc(),  # leased first
+                              TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)
+                ).first() or self._adopt(s, agent_id)
                 if row is None:
                     return None
                 campaign = s.get(CampaignRow, row.campaign_id)
                 params = RunParams(**json.loads(campaign.params_json))
                 if row.attempts >= MAX_LEASE_ATTEMPTS:
                     row.status, row.failure_reason = "failed", f"no report after {row.attempts} leases"
-                    row.updated_ms = t
+                    row.orphaned, row.updated_ms = False, t
                     s.add(row)
                     self._maybe_finish(s, campaign)
                     s.commit()
                     continue
-                row.status, row.lease_id = "leased", uuid.uuid4().hex
+                row.status, row.lease_id, row.orphaned = "leased", uuid.uuid4().hex, False
                 setting = Setting(**json.loads(campaign.setting_json))
                 row.lease_expires_ms = t + int((params.max_duration_s * runs_per_task(setting) + LEASE_GRACE_S) * 1000)
                 row.attempts += 1
@@ -350,6 +365,76 @@ class Store:
                 setting = setting_for(setting, model.format)
                 return LeasedTask(task=row, model=model, setting=setting,
                                   params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
+
+    def _sweep(self, s: Session, t: int) -> None:
+        """Campaigns past their deadline expire; tasks whose device went offline (pending) or whose lease
+        ran out (leased) become orphans that another device of the same hardware class may adopt."""
+        for campaign in s.exec(select(CampaignRow).where(CampaignRow.status.in_(("running", "paused")),
+                                                         CampaignRow.deadline_ms != None,  # noqa: E711
+                                                         CampaignRow.deadline_ms < t)).all():
+            campaign.status, campaign.finished_ms = "expired", t
+            s.add(campaign)
+            s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK))
+                   .values(status="cancelled", failure_reason="the campaign's deadline passed", updated_ms=t,
+                           orphaned=False))
+        offline = select(AgentRow.agent_id).where(AgentRow.last_seen_ms < t - OFFLINE_AFTER_MS)
+        s.exec(update(TaskRow).where(TaskRow.orphaned == False, or_(  # noqa: E712
+            (TaskRow.status == "pending") & TaskRow.agent_id.in_(offline),
+            (TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t))).values(orphaned=True))
+        s.commit()
+
+    def expire_overdue(self) -> None:
+        """Campaigns past their deadline expire now (leasing also does it, every few seconds)."""
+        with self._write, self.session() as s:
+            self._sweep(s, now_ms())
+
+    def _adopt(self, s: Session, agent_id: str) -> TaskRow | None:
+        """An orphaned task of this agent's hardware class, moved to it, unless it already holds the same
+        (campaign, model, repeat): no device runs two copies of one task."""
+        agent = s.get(AgentRow, agent_id)
+        orphans = s.exec(
+            select(TaskRow, CampaignRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
+            .where(TaskRow.orphaned == True, TaskRow.hardware_class == agent.hardware_class,  # noqa: E712
+                   TaskRow.agent_id != agent_id, TaskRow.status.in_(OPEN_TASK), CampaignRow.status == "running")
+            .order_by(CampaignRow.priority.desc(), TaskRow.campaign_id, TaskRow.repeat, TaskRow.id).limit(200)).all()
+        if not orphans:
+            return None
+        held = set(s.exec(select(TaskRow.campaign_id, TaskRow.model_sha256, TaskRow.repeat).where(
+            TaskRow.agent_id == agent_id, TaskRow.campaign_id.in_({c.id for _, c in orphans}))).all())
+        for task, campaign in orphans:
+            if (task.campaign_id, task.model_sha256, task.repeat) in held:
+                continue
+            if not matches(agent, json.loads(campaign.selectors_json)):
+                continue
+            task.agent_id, task.status, task.orphaned = agent_id, "pending", False
+            return task
+        return None
+
+    def set_campaign_state(self, campaign_id: int, action: str) -> CampaignRow:
+        """pause (running → paused), resume (paused → running) or cancel (running or paused → cancelled)."""
+        allowed = {"pause": ("running",), "resume": ("paused",), "cancel": ("running", "paused")}[action]
+        t = now_ms()
+        with self._write, self.session() as s:
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                raise NotFound(f"campaign {campaign_id} does not exist")
+            if row.status not in allowed:
+                if action == "cancel" and row.status == "cancelled":
+                    return row
+                raise Conflict(f"campaign {campaign_id} is {row.status}: only a {' or '.join(allowed)} "
+                               f"campaign can {action}")
+            if action == "pause":
+                row.status = "paused"
+            elif action == "resume":
+                row.status = "running"
+                self._maybe_finish(s, row)
+            else:
+                row.status, row.finished_ms = "cancelled", t
+                s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.status.in_(OPEN_TASK))
+                       .values(status="cancelled", updated_ms=t, orphaned=False))
+            s.add(row)
+            s.commit()
+            return row
 
     def record_report(self, agent_id: str, report: IncomingReport) -> bool:
         """Stores a report and folds it into its heat-map cell in one transaction; True if a duplicate."""
@@ -513,21 +598,6 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(CampaignRow.id)).all())
 
-    def cancel_campaign(self, campaign_id: int) -> CampaignRow:
-        with self._write, self.session() as s:
-            row = s.get(CampaignRow, campaign_id)
-            if row is None:
-                raise NotFound(f"campaign {campaign_id} does not exist")
-            if row.status == "running":
-                row.status, row.finished_ms = "cancelled", now_ms()
-                for task in s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id,
-                                                         TaskRow.status.in_(OPEN_TASK))).all():
-                    task.status, task.updated_ms = "cancelled", now_ms()
-                    s.add(task)
-                s.add(row)
-                s.commit()
-            return row
-
     def has_open_tasks(self, agent_id: str) -> bool:
         with self.session() as s:
             return s.exec(select(TaskRow.id).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id).where(
@@ -626,9 +696,32 @@ def check_released(released: dict[str, float], contract: PrivacyParams) -> None:
             raise InvalidInput(f"released {name} = {value!r} is impossible under the contract")
 
 
+SELECTOR_OPS = (">=", "<=", "!=", ">", "<")
+
+
+def _selector(want: str) -> tuple[str, str]:
+    """A selector's value → (operator, operand); a bare value means equality."""
+    for op in SELECTOR_OPS:
+        if want.startswith(op):
+            return op, want[len(op):].strip()
+    return "=", want
+
+
+def check_selectors(selectors: dict[str, str]) -> None:
+    for key, want in selectors.items():
+        op, operand = _selector(want)
+        if not key or len(key) > 128 or len(want) > 256:
+            raise InvalidInput(f"selector {key!r}: keys up to 128 characters, values up to 256")
+        if op in (">=", "<=", ">", "<"):
+            try:
+                float(operand)
+            except ValueError:
+                raise InvalidInput(f"selector {key}{want}: {op} needs a number") from None
+
+
 def matches(agent: AgentRow, selectors: dict[str, str]) -> bool:
     """Selector keys: agent fields (name, agent_id, hardware_class, device_class), label.KEY,
-    or a spec sheet path such as cpu.arch."""
+    or a spec sheet path such as cpu.arch; values are equal to, or `>=8`, `<=`, `>`, `<`, `!=` a value."""
     if not selectors:
         return True
     spec = None
@@ -641,6 +734,49 @@ def matches(agent: AgentRow, selectors: dict[str, str]) -> bool:
         else:
             spec = spec or SpecSheet.from_json(agent.spec_json)
             have = spec.get(key)
-        if have is None or str(have) != want:
+        op, operand = _selector(want)
+        if op == "!=":
+            if have is not None and str(have) == operand:
+                return False
+            continue
+        if have is None:
+            return False
+        if op == "=":
+            if str(have) != operand:
+                return False
+            continue
+        try:
+            have_f, want_f = float(have), float(operand)
+        except (TypeError, ValueError):
+            return False
+        if not {">=": have_f >= want_f, "<=": have_f <= want_f, ">": have_f > want_f, "<": have_f < want_f}[op]:
             return False
     return True
+
+
+def within_quota(agents: list[AgentRow], quota: int, t: int) -> list[AgentRow]:
+    """At most `quota` agents per hardware class (0: all), online ones first, then the most recently seen."""
+    if not quota:
+        return agents
+    by_class: dict[str, list[AgentRow]] = {}
+    for agent in sorted(agents, key=lambda a: (t - a.last_seen_ms >= OFFLINE_AFTER_MS, -a.last_seen_ms)):
+        by_class.setdefault(agent.hardware_class, []).append(agent)
+    return [a for group in by_class.values() for a in group[:quota]]
+
+
+def _add_missing_columns(engine) -> None:
+    """Columns this version's tables have and an older database lacks are added, with their defaults."""
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in SQLModel.metadata.sorted_tables:
+            have = {c["name"] for c in inspector.get_columns(table.name)}
+            missing = [c for c in table.columns if c.name not in have]
+            for column in missing:
+                default = column.default.arg if column.default is not None else None
+                clause = "" if default is None or callable(default) else " DEFAULT " + str(
+                    literal(default).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" '
+                                     f'{column.type.compile(engine.dialect)}{clause}')
+            if missing:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)

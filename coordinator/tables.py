@@ -83,7 +83,7 @@ class CampaignRow(SQLModel, table=True):
     __tablename__ = "campaign"
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = ""
-    status: str = "running"  # running | done | cancelled
+    status: str = "running"  # running | paused | done | cancelled | expired
     created_ms: int = Field(sa_type=BigInteger)
     finished_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     models_json: str
@@ -94,6 +94,9 @@ class CampaignRow(SQLModel, table=True):
     privacy_json: str = "{}"
     target_precision: float = 0.0
     n_agents: int = 0
+    priority: int = 0  # leased first when higher
+    deadline_ms: Optional[int] = Field(default=None, sa_type=BigInteger)  # open tasks are cancelled past it
+    quota: int = 0  # devices per hardware class; 0: every matching device
 
 
 class TaskRow(SQLModel, table=True):
@@ -101,12 +104,14 @@ class TaskRow(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(index=True)
     agent_id: str = Field(index=True)
+    hardware_class: str = Field(default="", index=True)  # its device's class: another of it may adopt the task
     model_sha256: str
     repeat: int = 0
     status: str = Field(default="pending", index=True)  # pending | leased | done | failed | declined | cancelled
     lease_id: Optional[str] = None
     lease_expires_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     attempts: int = 0
+    orphaned: bool = Field(default=False, index=True)  # its device vanished or its lease ran out: up for adoption
     failure_reason: str = ""
     updated_ms: int = Field(sa_type=BigInteger)
 

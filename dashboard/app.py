@@ -195,12 +195,13 @@ def page_campaigns(conn: Connection) -> None:
         return
     st.subheader("All campaigns")
     st.dataframe(data.campaigns_frame(campaigns), hide_index=True, width="stretch", key="cp_table")
-    by_id = {f"#{c.campaign_id} {c.name} ({c.status})": c.campaign_id for c in
-             sorted(campaigns, key=lambda c: -c.campaign_id)}
-    picked = st.selectbox("Progress of", list(by_id), key="cp_pick")
-    running = next(c.status == "running" for c in campaigns if c.campaign_id == by_id[picked])
+    labels = {c.campaign_id: f"#{c.campaign_id} {c.name} ({c.status})" for c in
+              sorted(campaigns, key=lambda c: -c.campaign_id)}
+    # picked by id, so the choice holds while its status (in the label) changes
+    picked = st.selectbox("Progress of", list(labels), format_func=labels.get, key="cp_pick")
+    running = next(c.status == "running" for c in campaigns if c.campaign_id == picked)
     # A running campaign is watched: its part of the page redraws every few seconds on its own.
-    (live_campaign_detail if running else campaign_detail)(conn, by_id[picked])
+    (live_campaign_detail if running else campaign_detail)(conn, picked)
 
 
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
@@ -242,14 +243,26 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
     if c.failures:
         with st.expander(f"{len(c.failures)} failures"):
             st.code("\n".join(c.failures))
-    cols = st.columns(2)
-    if c.status == "running" and cols[0].button("Cancel campaign", key=f"cancel_{c.campaign_id}"):
-        done = call(conn, lambda a: a.cancel_campaign(c.campaign_id))
-        if done is not None:
-            _fetch.clear()
-            st.success(f"Campaign #{done.campaign_id} is {done.status}.")
-    if cols[1].button("Refresh", key="cp_refresh"):
+    if message := st.session_state.pop("cp_message", None):
+        st.success(message)
+    cols = st.columns(3)
+    actions = [("Pause", "pause_campaign")] if c.status == "running" else [("Resume", "resume_campaign")] \
+        if c.status == "paused" else []
+    if c.status in ("running", "paused"):
+        actions.append(("Cancel campaign", "cancel_campaign"))
+    for col, (label, method) in zip(cols, actions):
+        # a callback runs before the page is drawn again, so the page shows the new state at once
+        col.button(label, key=f"{method}_{c.campaign_id}", on_click=campaign_action,
+                   args=(conn, c.campaign_id, method))
+    if cols[2].button("Refresh", key="cp_refresh"):
         _fetch.clear()
+
+
+def campaign_action(conn: Connection, campaign_id: int, method: str) -> None:
+    done = call(conn, lambda a: getattr(a, method)(campaign_id))
+    if done is not None:
+        _fetch.clear()
+        st.session_state["cp_message"] = f"Campaign #{done.campaign_id} is {done.status}."
 
 
 live_campaign_detail = st.fragment(run_every=3)(campaign_detail)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.records import parse_selector
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.v1 import admin_pb2
 
@@ -220,12 +221,13 @@ def progress(counts: admin_pb2.TaskCounts) -> float:
 
 
 def campaigns_frame(campaigns: list[admin_pb2.Campaign]) -> pd.DataFrame:
-    rows = [{"id": c.campaign_id, "name": c.name, "status": c.status, "models": len(c.models),
-             "agents": c.agents, "progress": round(100 * progress(c.counts)), **counts_dict(c.counts),
+    rows = [{"id": c.campaign_id, "name": c.name, "status": c.status, "priority": c.priority,
+             "models": len(c.models), "agents": c.agents, "progress": round(100 * progress(c.counts)),
+             **counts_dict(c.counts),
              "setting": f"b{c.setting.batch} t{c.setting.threads} {c.setting.target}",
              "privacy": (f"{c.privacy.mechanism} ε={c.privacy.epsilon:g}" if c.privacy.mechanism else "")}
             for c in sorted(campaigns, key=lambda c: -c.campaign_id)]
-    return pd.DataFrame(rows, columns=["id", "name", "status", "models", "agents", "progress", *STATES,
+    return pd.DataFrame(rows, columns=["id", "name", "status", "priority", "models", "agents", "progress", *STATES,
                                        "setting", "privacy"])
 
 
@@ -235,13 +237,19 @@ def hardware_progress(campaign: admin_pb2.Campaign) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["hardware_class", "progress", *STATES])
 
 
-def parse_selectors(text: str, what: str = "selector",
-                    example: str = "device_class=phone, cpu.arch=arm64") -> dict[str, str]:
-    """KEY=VALUE lines (or comma-separated) → selectors; one clear error naming the bad one."""
+def parse_selectors(text: str) -> dict[str, str]:
+    """Selector lines (or comma-separated): KEY=VALUE, KEY>=N, KEY!=VALUE...; one clear error naming the bad one."""
+    return dict(parse_selector(part) for part in _parts(text))
+
+
+def _parts(text: str) -> list[str]:
+    return [p for p in (p.strip() for line in text.splitlines() for p in line.split(",")) if p]
+
+
+def parse_key_values(text: str, what: str, example: str) -> dict[str, str]:
+    """KEY=VALUE lines (or comma-separated); one clear error naming the bad one."""
     out = {}
-    for part in [p.strip() for line in text.splitlines() for p in line.split(",")]:
-        if not part:
-            continue
+    for part in _parts(text):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
             raise InvalidInput(f"{what} {part!r} is not KEY=VALUE (e.g. {example})")
@@ -253,7 +261,7 @@ def parse_scenario(scenario: str, text: str) -> dict[str, str]:
     """Scenario parameters as typed (KEY=VALUE), checked against the scenario's contract."""
     from edgeatlas.protos import scenarios
 
-    params = parse_selectors(text, "scenario parameter", "latency_bound_ms=20, prompt_tokens=128")
+    params = parse_key_values(text, "scenario parameter", "latency_bound_ms=20, prompt_tokens=128")
     scenarios.check(scenario, params)
     return params
 

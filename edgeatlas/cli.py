@@ -7,9 +7,11 @@ lazily, so a device with only the agent extra can run `edgeatlas agent ...`.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -32,6 +34,29 @@ def _key_values(pairs: list[str] | None, what: str) -> dict[str, str]:
             raise errors.InvalidInput(f"{what} {pair!r} is not KEY=VALUE")
         out[key] = value
     return out
+
+
+def _selectors(pairs: list[str] | None) -> dict[str, str]:
+    from edgeatlas.protos.records import parse_selector
+
+    return dict(parse_selector(pair) for pair in pairs or [])
+
+
+def _deadline_ms(text: str | None) -> int:
+    """`90m`, `2h`, `1d`, `30s` from now, or an ISO date-time (UTC unless it says) → epoch ms; None → 0."""
+    if not text:
+        return 0
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
+    if match:
+        seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+        return int((time.time() + seconds) * 1000)
+    try:
+        when = datetime.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise errors.InvalidInput(f"--deadline {text!r} is not a duration (30m, 2h, 1d) or an ISO date-time") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp() * 1000)
 
 
 def _admin(args):
@@ -376,15 +401,23 @@ def cmd_models_list(args) -> int:
 # ---- campaigns, agents, heat-map ----------------------------------------------------------------
 def _campaign_line(c) -> str:
     n = c.counts
-    total = n.pending + n.leased + n.done + n.failed + n.cancelled
+    total = n.pending + n.leased + n.done + n.failed + n.cancelled + n.declined
+    schedule = "".join([f", priority {c.priority}" if c.priority else "",
+                        f", quota {c.quota}/class" if c.quota else "",
+                        ", deadline " + datetime.datetime.fromtimestamp(c.deadline_ms / 1000, datetime.timezone.utc)
+                        .strftime("%Y-%m-%d %H:%M UTC") if c.deadline_ms else ""])
     return (f"campaign {c.campaign_id} {c.name!r}: {c.status}, {n.done}/{total} done, {n.failed} failed, "
-            f"{n.leased} running, {c.agents} agents, models {', '.join(c.models)}")
+            f"{n.leased} running, {c.agents} agents{schedule}, models {', '.join(c.models)}")
 
 
 def cmd_campaign_create(args) -> int:
     from edgeatlas.protos.privacy import PrivacyParams
 
+    from edgeatlas.protos.records import Schedule
+
     _check_positive(repeats=args.repeats)
+    schedule = Schedule(priority=args.priority, deadline_ms=_deadline_ms(args.deadline),
+                        quota=args.quota).check(int(time.time() * 1000))
     setting, params = _scenario_setting(args)
     lo, sep, hi = args.bounds_ms.partition(":")
     try:
@@ -395,8 +428,8 @@ def cmd_campaign_create(args) -> int:
                             delta=0.0 if args.mechanism == "laplace" else args.delta,
                             statistics=tuple(args.statistics), bounds_ms=bounds).check()
     with _admin(args) as admin:
-        c = admin.create_campaign(args.models, _key_values(args.selector, "--selector"), args.repeats,
-                                  setting, params, args.name or "", privacy, args.target_precision)
+        c = admin.create_campaign(args.models, _selectors(args.selector), args.repeats,
+                                  setting, params, args.name or "", privacy, args.target_precision, schedule)
     _print(_campaign_line(c))
     return 0
 
@@ -430,6 +463,18 @@ def cmd_campaign_status(args) -> int:
 def cmd_campaign_cancel(args) -> int:
     with _admin(args) as admin:
         _print(_campaign_line(admin.cancel_campaign(args.id)))
+    return 0
+
+
+def cmd_campaign_pause(args) -> int:
+    with _admin(args) as admin:
+        _print(_campaign_line(admin.pause_campaign(args.id)))
+    return 0
+
+
+def cmd_campaign_resume(args) -> int:
+    with _admin(args) as admin:
+        _print(_campaign_line(admin.resume_campaign(args.id)))
     return 0
 
 
@@ -902,8 +947,13 @@ def build_parser() -> argparse.ArgumentParser:
     campaign = sub.add_parser("campaign").add_subparsers(dest="sub", required=True)
     p = campaign.add_parser("create", help="benchmark models across matching agents")
     p.add_argument("--models", nargs="+", required=True, help="model names or sha256 prefixes")
-    p.add_argument("--selector", action="append", help="KEY=VALUE over agents, e.g. cpu.arch=arm64")
+    p.add_argument("--selector", action="append",
+                   help="over agents, repeatable: cpu.arch=arm64, memory.size_gb>=8, label.owner=lab, "
+                        "device_class!=phone")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--priority", type=int, default=0, help="-1000..1000; devices lease higher priorities first")
+    p.add_argument("--deadline", help="30m, 2h, 1d from now, or an ISO date-time: open tasks are cancelled then")
+    p.add_argument("--quota", type=int, default=0, help="devices per hardware class at most (0: every match)")
     p.add_argument("--name")
     _run_options(p, iterations=100, duration=1.0)
     p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")
@@ -915,7 +965,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 0.1: report how many more devices each cell needs for ±10 %%")
     _admin_options(p)
     p.set_defaults(func=cmd_campaign_create)
-    for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_cancel)):
+    for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_cancel),
+                       ("pause", cmd_campaign_pause), ("resume", cmd_campaign_resume)):
         p = campaign.add_parser(name)
         p.add_argument("id", type=int)
         _admin_options(p)

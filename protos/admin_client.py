@@ -11,7 +11,7 @@ import grpc
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import IntegrityError, Unauthenticated
 from edgeatlas.protos.privacy import PrivacyParams
-from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.records import RunParams, Schedule, Setting
 from edgeatlas.protos.wire import CHUNK_BYTES, DEFAULT_DEADLINE_S, ClientTls, bearer, error_for, open_channel
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
@@ -55,11 +55,12 @@ class AdminClient:
 
     def create_campaign(self, models: list[str], selectors: dict[str, str], repeats: int, setting: Setting,
                         params: RunParams, name: str = "", privacy: PrivacyParams | None = None,
-                        target_precision: float = 0.0) -> admin_pb2.Campaign:
+                        target_precision: float = 0.0, schedule: Schedule = Schedule()) -> admin_pb2.Campaign:
         request = admin_pb2.CreateCampaignRequest(
             name=name, models=models, selectors=selectors, repeats=repeats,
             setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params),
-            target_precision=target_precision)
+            target_precision=target_precision, priority=schedule.priority, deadline_ms=schedule.deadline_ms,
+            quota=schedule.quota)
         if privacy is not None:
             request.privacy.CopyFrom(convert.privacy_to_pb(privacy))
         return self._call(self.stub.CreateCampaign, request)
@@ -69,6 +70,12 @@ class AdminClient:
 
     def cancel_campaign(self, campaign_id: int) -> admin_pb2.Campaign:
         return self._call(self.stub.CancelCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
+
+    def pause_campaign(self, campaign_id: int) -> admin_pb2.Campaign:
+        return self._call(self.stub.PauseCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
+
+    def resume_campaign(self, campaign_id: int) -> admin_pb2.Campaign:
+        return self._call(self.stub.ResumeCampaign, admin_pb2.GetCampaignRequest(campaign_id=campaign_id))
 
     def list_campaigns(self):
         return list(self._call(self.stub.ListCampaigns, admin_pb2.ListCampaignsRequest()).campaigns)

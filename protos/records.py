@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from edgeatlas.protos.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,38 @@ class RunParams:
     min_iterations: int = 100
     min_duration_s: float = 1.0
     max_duration_s: float = 60.0
+
+
+SELECTOR_FORMS = "KEY=VALUE, KEY>=N, KEY<=N, KEY>N, KEY<N or KEY!=VALUE"
+
+
+def parse_selector(text: str) -> tuple[str, str]:
+    """`cpu.arch=arm64`, `memory.size_gb>=8`, `device_class!=phone` → (key, value) as the wire carries it:
+    an equality keeps the bare value, a comparison keeps its operator in front (`>=8`)."""
+    match = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*(>=|<=|!=|=|>|<)\s*(.*?)\s*", text)
+    if not match or not match.group(3):
+        raise InvalidInput(f"selector {text.strip()!r} is not {SELECTOR_FORMS}")
+    key, op, value = match.groups()
+    return key, value if op == "=" else op + value
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How a campaign shares the fleet: higher priority is leased first; past its deadline (epoch ms)
+    its open tasks are cancelled; `quota` devices per hardware class at most (0: every matching one)."""
+
+    priority: int = 0
+    deadline_ms: int = 0
+    quota: int = 0
+
+    def check(self, now_ms: int) -> "Schedule":
+        if not -1000 <= self.priority <= 1000:
+            raise InvalidInput(f"priority {self.priority} is not in -1000..1000")
+        if self.deadline_ms and self.deadline_ms <= now_ms:
+            raise InvalidInput("the deadline has already passed")
+        if not 0 <= self.quota <= 100_000:
+            raise InvalidInput(f"quota {self.quota} is not in 0..100000 devices per hardware class")
+        return self
 
 
 @dataclass(frozen=True)

@@ -12,17 +12,16 @@ from edgeatlas.coordinator import aggregate, auth
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, Store
 from edgeatlas.protos import convert, scenarios
 from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.privacy import PrivacyParams
-from edgeatlas.protos.records import RunParams, Setting
+from edgeatlas.protos.records import RunParams, Schedule, Setting
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
-ONLINE_WINDOW_MS = 90_000
 DAY_MS = 86_400_000
 
 
@@ -56,12 +55,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         scenarios.check(setting.scenario, setting.scenario_params)
         privacy = convert.privacy_from_pb(request.privacy, defaults=True).check()
         check_target_precision(request.target_precision)
+        schedule = Schedule(priority=request.priority, deadline_ms=request.deadline_ms,
+                            quota=request.quota).check(int(time.time() * 1000))
         models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
         for model in models:
             scenarios.check_for_format(setting.scenario, model.format, model.name)
         campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
                                               dict(request.selectors), repeats, setting, params, privacy,
-                                              request.target_precision)
+                                              request.target_precision, schedule)
         self.wakeup.notify()
         return await self._campaign(campaign_id)
 
@@ -78,24 +79,40 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             counts=task_counts_pb(counts), by_hardware={hw: task_counts_pb(c) for hw, c in by_hardware.items()},
             setting=convert.setting_to_pb(Setting(**json.loads(row.setting_json))),
             failures=failures, target_precision=row.target_precision,
-            privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))))
+            privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))),
+            priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota)
 
     @rpc
     async def ListCampaigns(self, request, context):
         await self._admin(context)
+        await asyncio.to_thread(self.store.expire_overdue)
         rows = await asyncio.to_thread(self.store.list_campaigns)
         return admin_pb2.ListCampaignsResponse(campaigns=[await self._campaign(r.id) for r in rows])
 
     @rpc
     async def GetCampaign(self, request, context):
         await self._admin(context)
+        await asyncio.to_thread(self.store.expire_overdue)
+        return await self._campaign(request.campaign_id)
+
+    async def _set_state(self, request, context, action: str):
+        await self._admin(context)
+        await asyncio.to_thread(self.store.set_campaign_state, request.campaign_id, action)
+        if action == "resume":
+            self.wakeup.notify()
         return await self._campaign(request.campaign_id)
 
     @rpc
     async def CancelCampaign(self, request, context):
-        await self._admin(context)
-        await asyncio.to_thread(self.store.cancel_campaign, request.campaign_id)
-        return await self._campaign(request.campaign_id)
+        return await self._set_state(request, context, "cancel")
+
+    @rpc
+    async def PauseCampaign(self, request, context):
+        return await self._set_state(request, context, "pause")
+
+    @rpc
+    async def ResumeCampaign(self, request, context):
+        return await self._set_state(request, context, "resume")
 
     @rpc
     async def ListAgents(self, request, context):
@@ -106,7 +123,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return admin_pb2.ListAgentsResponse(agents=[admin_pb2.AgentInfo(
             agent_id=a.agent_id, name=a.name, hardware_class=a.hardware_class, device_class=a.device_class,
             enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
-            online=now - a.last_seen_ms < ONLINE_WINDOW_MS, spec_json=a.spec_json, tasks_done=done,
+            online=now - a.last_seen_ms < OFFLINE_AFTER_MS, spec_json=a.spec_json, tasks_done=done,
             simulated=a.simulated, epsilon_24h=spent.get(a.agent_id, (0.0, 0))[0],
             releases_24h=spent.get(a.agent_id, (0.0, 0))[1], state=a.state or "")
             for a, done in rows])

@@ -136,7 +136,7 @@ def test_campaign_needs_a_matching_agent_and_can_be_cancelled(store):
         store.create_campaign("c", store.resolve_models(["m1"]), {"cpu.arch": "arm64"}, 1, Setting(), RunParams())
     cid = store.create_campaign("c", store.resolve_models(["m1"]), {"cpu.vendor": "amd"}, 1, Setting(),
                                 RunParams())
-    assert store.cancel_campaign(cid).status == "cancelled"
+    assert store.set_campaign_state(cid, "cancel").status == "cancelled"
     assert store.task_counts(cid)["cancelled"] == 1
 
 

@@ -95,9 +95,13 @@ def test_progress_counts_finished_tasks():
 def test_selectors_parse_or_name_the_bad_one():
     assert data.parse_selectors("device_class=phone\ncpu.arch = arm64, label.site=lab") == {
         "device_class": "phone", "cpu.arch": "arm64", "label.site": "lab"}
+    assert data.parse_selectors("memory.size_gb >= 8, device_class!=phone") == {
+        "memory.size_gb": ">=8", "device_class": "!=phone"}
     assert data.parse_selectors("  ") == {}
     with pytest.raises(InvalidInput, match="'phone' is not KEY=VALUE"):
         data.parse_selectors("phone")
+    with pytest.raises(InvalidInput, match="'cpu.cores>=' is not KEY=VALUE"):
+        data.parse_selectors("cpu.cores>=")
 
 
 def test_spec_sheets_parse_or_name_the_field():

@@ -124,7 +124,7 @@ def test_campaign_form_creates_a_campaign_and_rejects_bad_input(app, world):
     assert made[0].setting.scenario == "server" and made[0].setting.scenario_params["latency_bound_ms"] == "20"
 
 
-def test_campaign_progress_per_hardware_class_and_cancel(app, world):
+def test_campaign_progress_per_hardware_class_pause_resume_and_cancel(app, world):
     from edgeatlas.protos.records import RunParams, Setting
 
     with world.coordinator.admin() as admin:  # an hour-long run on the real agent: still running when cancelled
@@ -132,11 +132,17 @@ def test_campaign_progress_per_hardware_class_and_cancel(app, world):
                                     RunParams(min_iterations=10, min_duration_s=3600, max_duration_s=3600),
                                     name="long").campaign_id
     at = app("campaigns")
-    pick = next(o for o in at.selectbox(key="cp_pick").options if o.startswith(f"#{cid} "))
-    at.selectbox(key="cp_pick").set_value(pick).run()
+    assert f"#{cid} long (running)" in at.selectbox(key="cp_pick").options
+    at.selectbox(key="cp_pick").set_value(cid).run()
     texts = [p.proto.text for p in at.get("progress")]
     assert any(t.startswith("cpu:") and "to go" in t for t in texts)  # one bar per hardware class
-    at.button(key=f"cancel_{cid}").click().run()
+    at.button(key=f"pause_campaign_{cid}").click().run()
+    assert any("is paused" in s.value for s in at.success)
+    with world.coordinator.admin() as admin:
+        assert admin.campaign(cid).status == "paused"
+    at.button(key=f"resume_campaign_{cid}").click().run()
+    assert any("is running" in s.value for s in at.success)
+    at.button(key=f"cancel_campaign_{cid}").click().run()
     assert any("is cancelled" in s.value for s in at.success)
     with world.coordinator.admin() as admin:
         assert admin.campaign(cid).status == "cancelled"

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import register, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +40,33 @@ def test_enrollment_token_use_count_is_enforced(coordinator, tmp_path):
     second = run_cli("agent", "run", "--coordinator", coordinator.address, "--token", token, "--once",
                      "--state-dir", str(tmp_path / "b"), timeout=120)
     assert second.returncode == 2 and "used up" in second.stderr
+
+
+def test_campaign_schedule_pause_resume_and_bad_options_from_the_cli(coordinator, prepared_zoo):
+    from tests.integration.test_security import enroll
+
+    env = coordinator.env()
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, ["mlp-s"])
+    enroll(coordinator)  # an enrolled device that never leases: the campaign stays open
+    for bad, message in ((["--deadline", "2020-01-01T00:00"], "deadline has already passed"),
+                         (["--deadline", "soon"], "--deadline 'soon' is not a duration"),
+                         (["--priority", "5000"], "priority 5000 is not in -1000..1000"),
+                         (["--selector", "cpu.cores>="], "selector 'cpu.cores>=' is not KEY=VALUE"),
+                         (["--selector", "cpu.cores>=many"], "cpu.cores>=many: >= needs a number")):
+        out = run_cli("campaign", "create", "--models", "mlp-s", *bad, env=env)
+        assert out.returncode == 2 and message in out.stderr and out.stderr.count("\n") == 1, (bad, out.stderr)
+    with coordinator.admin() as admin:
+        assert admin.list_campaigns() == []  # nothing was stored
+    made = run_cli("campaign", "create", "--models", "mlp-s", "--priority", "7", "--quota", "1", "--deadline", "2h",
+                   "--selector", "memory.size_gb>=0.5", "--selector", "device_class!=phone", env=env)
+    assert made.returncode == 0, made.stderr
+    assert "running" in made.stdout and "priority 7, quota 1/class, deadline 20" in made.stdout
+    paused = run_cli("campaign", "pause", "1", env=env)
+    assert paused.returncode == 0 and "campaign 1 '': paused" in paused.stdout
+    again = run_cli("campaign", "pause", "1", env=env)
+    assert again.returncode == 2 and "only a running campaign can pause" in again.stderr
+    resumed = run_cli("campaign", "resume", "1", env=env)
+    assert resumed.returncode == 0 and ": running" in resumed.stdout
+    cancelled = run_cli("campaign", "cancel", "1", env=env)
+    assert cancelled.returncode == 0 and ": cancelled" in cancelled.stdout

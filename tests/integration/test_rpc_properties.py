@@ -121,13 +121,14 @@ def test_agent_reads(server, sha, offset, wait, state, md):
 @EXAMPLES
 @given(models=st.lists(text, max_size=3), selectors=st.dictionaries(text, text, max_size=3),
        repeats=small_ints, setting=setting_msgs, privacy=privacy_msgs, precision=floats,
-       warmup=small_ints, iterations=small_ints, duration=floats)
+       warmup=small_ints, iterations=small_ints, duration=floats, priority=st.integers(-2**31, 2**31 - 1),
+       deadline=st.integers(-2**63, 2**63 - 1), quota=small_ints)
 def test_create_campaign(server, models, selectors, repeats, setting, privacy, precision, warmup, iterations,
-                         duration):
+                         duration, priority, deadline, quota):
     _, _, admin, _, admin_md, _ = server
     request = admin_pb2.CreateCampaignRequest(
         models=models or ["mlp-s"], selectors=selectors, repeats=min(repeats, 2000), setting=setting,
-        privacy=privacy, target_precision=precision,
+        privacy=privacy, target_precision=precision, priority=priority, deadline_ms=deadline, quota=quota,
         params=agent_pb2.RunParams(warmup_iterations=warmup, min_iterations=iterations, min_duration_s=duration,
                                    max_duration_s=duration))
     call(admin.CreateCampaign, request, admin_md)
@@ -146,6 +147,8 @@ def test_admin_calls(server, sha, size, chunks, kind, ttl, uses, metric, precisi
     call(admin.CreateToken, admin_pb2.CreateTokenRequest(kind=kind, ttl_s=ttl, uses=uses), admin_md)
     call(admin.GetHeatmap, admin_pb2.GetHeatmapRequest(metric=metric, target_precision=precision), admin_md)
     call(admin.GetCampaign, admin_pb2.GetCampaignRequest(campaign_id=cid), admin_md)
+    call(admin.PauseCampaign, admin_pb2.GetCampaignRequest(campaign_id=cid), admin_md)
+    call(admin.ResumeCampaign, admin_pb2.GetCampaignRequest(campaign_id=cid), admin_md)
     call(admin.ImportCells, admin_pb2.ImportCellsRequest(model_sha256=sha, source=kind, citation=metric,
                                                          cells=[admin_pb2.PublishedCell(spec_json=metric)]), admin_md)
     alive(server)

@@ -55,6 +55,16 @@ class AdminServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
                 _registered_method=True)
+        self.PauseCampaign = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/PauseCampaign',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
+                _registered_method=True)
+        self.ResumeCampaign = channel.unary_unary(
+                '/edgeatlas.v1.AdminService/ResumeCampaign',
+                request_serializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
+                _registered_method=True)
         self.ListAgents = channel.unary_unary(
                 '/edgeatlas.v1.AdminService/ListAgents',
                 request_serializer=edgeatlas_dot_v1_dot_admin__pb2.ListAgentsRequest.SerializeToString,
@@ -154,6 +164,19 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseCampaign(self, request, context):
+        """A paused campaign leases nothing (tasks already leased may still report); resume takes it up again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeCampaign(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,6 +300,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
             ),
             'CancelCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelCampaign,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.SerializeToString,
+            ),
+            'PauseCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseCampaign,
+                    request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.SerializeToString,
+            ),
+            'ResumeCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeCampaign,
                     request_deserializer=edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_admin__pb2.Campaign.SerializeToString,
             ),
@@ -462,6 +495,60 @@ class AdminService:
             request,
             target,
             '/edgeatlas.v1.AdminService/CancelCampaign',
+            edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/PauseCampaign',
+            edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AdminService/ResumeCampaign',
             edgeatlas_dot_v1_dot_admin__pb2.GetCampaignRequest.SerializeToString,
             edgeatlas_dot_v1_dot_admin__pb2.Campaign.FromString,
             options,
