@@ -255,16 +255,19 @@ def fill_million(db: Path, reports: int, models: int, classes: int) -> int:
     return cell_id
 
 
-def heatmap_reads(c: CoordinatorProcess, n: int) -> list[float]:
+def heatmap_reads(c: CoordinatorProcess, n: int) -> tuple[float, list[float]]:
+    """(the first read, built from the database, in ms; then `n` reads of the unchanged cells)."""
     out = []
     with c.admin() as admin:
-        cells = len(admin.heatmap().cells)  # warm
+        t0 = time.perf_counter()
+        cells = len(admin.heatmap(metric="latency_p50_ms").cells)
+        cold = (time.perf_counter() - t0) * 1000
         for _ in range(n):
             t0 = time.perf_counter()
             got = admin.heatmap(metric="latency_p50_ms")
             out.append((time.perf_counter() - t0) * 1000)
             assert len(got.cells) == cells
-    return out
+    return cold, out
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -355,13 +358,14 @@ def main() -> None:
     fill_s = time.perf_counter() - t0
     c = CoordinatorProcess(work, work / "coordinator.db").start()
     try:
-        reads = heatmap_reads(c, 20)
+        cold, reads = heatmap_reads(c, 20)
         rss = rss_mb(c.proc.pid)
     finally:
         c.stop()
     print(f"{args.reports:,} reports, {cells:,} cells (written in {fill_s:.0f} s)")
-    print(f"GetHeatmap over gRPC, 20 reads: p50 {pct(reads, 50):.1f} ms, max {max(reads):.1f} ms "
-          f"(target < 100 ms); coordinator RSS {rss:.0f} MB")
+    print(f"GetHeatmap over gRPC: first read (built from the database) {cold:.0f} ms; then 20 reads of the "
+          f"unchanged cells: p50 {pct(reads, 50):.1f} ms, max {max(reads):.1f} ms (target < 100 ms); "
+          f"coordinator RSS {rss:.0f} MB")
     print(f"\nscratch: {tmp}")
 
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import queue
 import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
-from sqlalchemy import event, func, inspect, literal, or_, update
+from sqlalchemy import bindparam, event, func, inspect, literal, or_, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -21,7 +24,7 @@ from edgeatlas.coordinator.tables import (
     AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
     ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos import scenarios
-from edgeatlas.protos.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from edgeatlas.protos.errors import Conflict, EdgeAtlasError, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import STATISTICS, PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Schedule, Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -31,6 +34,11 @@ LEASE_GRACE_S = 300  # model download and session load, on top of the run's own 
 OPEN_TASK = ("pending", "leased")
 OFFLINE_AFTER_MS = 90_000  # an agent unheard of this long is offline: its pending tasks are up for adoption
 SWEEP_EVERY_MS = 5_000  # how often leasing looks for overdue campaigns and orphaned tasks
+TOUCH_FLUSH_S = 1.0  # heartbeats are written together at most this long after they arrive
+MAX_BATCH = 256  # operations that share one transaction (and one fsync)
+CREDENTIAL_CACHE_S = 10.0
+
+log = logging.getLogger("edgeatlas.coordinator")
 
 
 def now_ms() -> int:
@@ -77,10 +85,31 @@ class LeasedTask:
 
 
 @dataclass(frozen=True)
+class HeatCell:
+    """A heat-map cell's columns as read (a plain record: reading thousands of cells skips the ORM)."""
+
+    id: int
+    model_sha256: str
+    model_name: str
+    hardware_class: str
+    setting_key: str
+    setting_json: str
+    source: str
+    citation: str
+    privacy: str
+    n_reports: int
+    n_devices: int
+    updated_ms: int
+
+
+HEAT_COLUMNS = [getattr(CellRow, f.name) for f in dataclasses.fields(HeatCell)]
+
+
+@dataclass(frozen=True)
 class CellView:
     """A heat-map cell as read: estimates, or suppressed below k devices, and devices still needed."""
 
-    cell: CellRow
+    cell: HeatCell
     estimates: dict[str, aggregate.Estimate]
     suppressed: bool
     devices_needed: int
@@ -113,11 +142,19 @@ class Store:
         _add_missing_columns(self.engine)
         self._write = threading.Lock()
         self._swept_ms = 0
+        self._writer = GroupCommit(self)
+        self._touches: dict[str, tuple[int, str | None]] = {}  # agent_id → (last seen, state): not yet written
+        self._touch_lock = threading.Lock()
+        self._credentials: dict[str, tuple[AgentRow, float]] = {}  # credential hash → (agent, valid until)
+        self._agents: dict[str, AgentRow] = {}  # agent_id → its row as enrolled
+        self._contributors: set[tuple[int, str]] = set()  # (cell id, agent id) known to be stored
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
+        self._writer.stop()
+        self.flush_touches()
         self.engine.dispose()
 
     # ---- tokens -------------------------------------------------------------------------------
@@ -166,10 +203,27 @@ class Store:
         return row
 
     def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
-        """The agent holding this credential, unless it was revoked."""
+        """The agent holding this credential, unless it was revoked. Known ones are remembered for
+        CREDENTIAL_CACHE_S: a revocation here is seen at once, one made through another replica within that."""
+        hit = self._credentials.get(credential_hash)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
         with self.session() as s:
-            return s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash,
-                                                 AgentRow.revoked == False)).first()  # noqa: E712
+            agent = s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash,
+                                                  AgentRow.revoked == False)).first()  # noqa: E712
+        if agent is not None:
+            if len(self._credentials) > 100_000:
+                self._credentials.clear()
+                self._agents.clear()
+            self._credentials[credential_hash] = (agent, time.monotonic() + CREDENTIAL_CACHE_S)
+            self._agents[agent.agent_id] = agent
+        return agent
+
+    def _enrolled(self, s: Session, agent_id: str) -> AgentRow | None:
+        """The agent's row, from the credential cache when it is there: what a fold reads of an agent
+        (its class, spec sheet, simulated or not) never changes after enrolment."""
+        hit = self._agents.get(agent_id)
+        return hit if hit is not None else s.get(AgentRow, agent_id)
 
     def revoke_token(self, token_hash: str) -> bool:
         with self._write, self.session() as s:
@@ -187,6 +241,7 @@ class Store:
             if agent is None:
                 raise NotFound(f"agent {agent_id} does not exist")
             agent.revoked = True
+            self._credentials.pop(agent.credential_hash, None)
             s.add(agent)
             for task in s.exec(select(TaskRow).where(TaskRow.agent_id == agent_id,
                                                      TaskRow.status.in_(OPEN_TASK))).all():
@@ -197,16 +252,31 @@ class Store:
             return True
 
     def touch_agent(self, agent_id: str, state: str | None = None) -> None:
+        """Notes that the agent was heard from; written with others within TOUCH_FLUSH_S (a heartbeat is
+        no report: losing the last second of them in a crash loses nothing)."""
+        with self._touch_lock:
+            keep = self._touches.get(agent_id, (0, None))[1]
+            self._touches[agent_id] = (now_ms(), state or keep)
+        self._writer.wake()
+
+    def flush_touches(self) -> None:
+        with self._touch_lock:
+            touches, self._touches = self._touches, {}
+        if not touches:
+            return
+        with_state = [{"aid": a, "t": t, "st": st} for a, (t, st) in touches.items() if st]
+        without = [{"aid": a, "t": t} for a, (t, st) in touches.items() if not st]
         with self._write, self.session() as s:
-            row = s.get(AgentRow, agent_id)
-            if row is not None:
-                row.last_seen_ms = now_ms()
-                if state:
-                    row.state = state
-                s.add(row)
-                s.commit()
+            if with_state:
+                s.connection().execute(update(AgentRow.__table__).where(AgentRow.__table__.c.agent_id == bindparam(
+                    "aid")).values(last_seen_ms=bindparam("t"), state=bindparam("st")), with_state)
+            if without:
+                s.connection().execute(update(AgentRow.__table__).where(AgentRow.__table__.c.agent_id == bindparam(
+                    "aid")).values(last_seen_ms=bindparam("t")), without)
+            s.commit()
 
     def list_agents(self) -> list[tuple[AgentRow, int]]:
+        self.flush_touches()
         with self.session() as s:
             agents = s.exec(select(AgentRow).order_by(AgentRow.enrolled_ms)).all()
             done = dict(s.exec(select(TaskRow.agent_id, func.count()).where(TaskRow.status == "done")
@@ -323,52 +393,57 @@ class Store:
             return int(campaign.id)
 
     def lease(self, agent_id: str) -> LeasedTask | None:
-        """The agent's next open task, now leased to it: its own first, highest priority first, else one
-        adopted from a vanished or overdue device of its hardware class.
+        return self.submit_lease(agent_id).result()
+
+    def submit_lease(self, agent_id: str) -> Future:
+        """The agent's next open task, leased to it once the lease is durable (a Future of LeasedTask or None):
+        its own first, highest priority first, else one adopted from a vanished or overdue device of its
+        hardware class.
 
         An agent runs one task at a time and reports before it asks again, so a task still leased
         to the asking agent is orphaned (say, the lease reply was lost in a coordinator crash):
         it is offered again first, under a new lease.
         """
+        return self._writer.submit(lambda s: self._lease(s, agent_id), flush_first=True)
+
+    def _lease(self, s: Session, agent_id: str) -> LeasedTask | None:
         t = now_ms()
-        with self._write, self.session() as s:
-            if t - self._swept_ms >= SWEEP_EVERY_MS:
-                self._sweep(s, t)
-                self._swept_ms = t
-            while True:
-                row = s.exec(
-                    select(TaskRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
-                    .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running",
-                           TaskRow.status.in_(OPEN_TASK))
-                    .order_by(TaskRow.status, CampaignRow.priority.desc(),  # leased first
-                              TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)
-                ).first() or self._adopt(s, agent_id)
-                if row is None:
-                    return None
-                campaign = s.get(CampaignRow, row.campaign_id)
-                params = RunParams(**json.loads(campaign.params_json))
-                if row.attempts >= MAX_LEASE_ATTEMPTS:
-                    row.status, row.failure_reason = "failed", f"no report after {row.attempts} leases"
-                    row.orphaned, row.updated_ms = False, t
-                    s.add(row)
-                    self._maybe_finish(s, campaign)
-                    s.commit()
-                    continue
-                row.status, row.lease_id, row.orphaned = "leased", uuid.uuid4().hex, False
-                setting = Setting(**json.loads(campaign.setting_json))
-                row.lease_expires_ms = t + int((params.max_duration_s * runs_per_task(setting) + LEASE_GRACE_S) * 1000)
-                row.attempts += 1
-                row.updated_ms = t
+        if t - self._swept_ms >= SWEEP_EVERY_MS:
+            self._sweep(s, t)
+            self._swept_ms = t
+        while True:
+            row = s.exec(
+                select(TaskRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
+                .where(TaskRow.agent_id == agent_id, CampaignRow.status == "running",
+                       TaskRow.status.in_(OPEN_TASK))
+                .order_by(TaskRow.status, CampaignRow.priority.desc(),  # leased first
+                          TaskRow.campaign_id, TaskRow.repeat, TaskRow.id)
+            ).first() or self._adopt(s, agent_id)
+            if row is None:
+                return None
+            campaign = s.get(CampaignRow, row.campaign_id)
+            params = RunParams(**json.loads(campaign.params_json))
+            if row.attempts >= MAX_LEASE_ATTEMPTS:
+                row.status, row.failure_reason = "failed", f"no report after {row.attempts} leases"
+                row.orphaned, row.updated_ms = False, t
                 s.add(row)
-                s.commit()
-                model = s.get(ModelRow, row.model_sha256)
-                setting = setting_for(setting, model.format)
-                return LeasedTask(task=row, model=model, setting=setting,
-                                  params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
+                s.flush()  # the next query must see it failed
+                self._maybe_finish(s, campaign)
+                continue
+            row.status, row.lease_id, row.orphaned = "leased", uuid.uuid4().hex, False
+            setting = Setting(**json.loads(campaign.setting_json))
+            row.lease_expires_ms = t + int((params.max_duration_s * runs_per_task(setting) + LEASE_GRACE_S) * 1000)
+            row.attempts += 1
+            row.updated_ms = t
+            s.add(row)
+            model = s.get(ModelRow, row.model_sha256)
+            return LeasedTask(task=row, model=model, setting=setting_for(setting, model.format),
+                              params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
 
     def _sweep(self, s: Session, t: int) -> None:
         """Campaigns past their deadline expire; tasks whose device went offline (pending) or whose lease
         ran out (leased) become orphans that another device of the same hardware class may adopt."""
+        s.flush()
         for campaign in s.exec(select(CampaignRow).where(CampaignRow.status.in_(("running", "paused")),
                                                          CampaignRow.deadline_ms != None,  # noqa: E711
                                                          CampaignRow.deadline_ms < t)).all():
@@ -381,12 +456,12 @@ class Store:
         s.exec(update(TaskRow).where(TaskRow.orphaned == False, or_(  # noqa: E712
             (TaskRow.status == "pending") & TaskRow.agent_id.in_(offline),
             (TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t))).values(orphaned=True))
-        s.commit()
 
     def expire_overdue(self) -> None:
         """Campaigns past their deadline expire now (leasing also does it, every few seconds)."""
         with self._write, self.session() as s:
             self._sweep(s, now_ms())
+            s.commit()
 
     def _adopt(self, s: Session, agent_id: str) -> TaskRow | None:
         """An orphaned task of this agent's hardware class, moved to it, unless it already holds the same
@@ -437,62 +512,107 @@ class Store:
             return row
 
     def record_report(self, agent_id: str, report: IncomingReport) -> bool:
-        """Stores a report and folds it into its heat-map cell in one transaction; True if a duplicate."""
-        t = now_ms()
-        with self._write, self.session() as s:
-            existing = s.get(ReportRow, report.report_id)
-            if existing is not None:
-                if existing.agent_id != agent_id:
-                    raise PermissionDenied("report_id belongs to another agent")
-                return True
-            task = s.get(TaskRow, report.task_id)
-            if task is None:
-                raise InvalidInput(f"task {report.task_id} does not exist")
-            if task.agent_id != agent_id:
-                raise InvalidInput(f"task {report.task_id} is not this agent's")
-            if task.status not in OPEN_TASK:
-                raise Conflict(f"task {report.task_id} is already {task.status}")
-            if task.lease_id != report.lease_id:
-                raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
-            campaign = s.get(CampaignRow, task.campaign_id)
-            if report.ok and report.privacy_mode == "ldp":
-                contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
-                if report.privacy != contract:
-                    raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
-                                       f"campaign {campaign.id}'s contract ({contract.describe()})")
-                check_released(report.released, contract)
-            s.add(ReportRow(
-                report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,
-                status=report.status, failure_reason=report.failure_reason,
-                valid=report.valid, invalid_reason=report.invalid_reason, privacy_mode=report.privacy_mode,
-                setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
-                stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
-                privacy_json=json.dumps(report.privacy.to_dict() if report.privacy else {}),
-                released_json=json.dumps(report.released), figures_json=json.dumps(report.figures),
-                context_json=json.dumps({"outcome": asdict(report.outcome), "energy_meter": report.energy_meter,
-                                         "energy_absent": report.energy_absent, "conditions": report.conditions}),
-                fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
-                agent_version=report.agent_version))
-            task.status = {"ok": "done", "failed": "failed", "declined": "declined"}[report.status]
-            task.failure_reason = report.failure_reason if not report.ok else (
-                "" if report.valid else report.invalid_reason)
-            task.updated_ms = t
-            s.add(task)
-            if report.ok and report.valid:
-                agent = s.get(AgentRow, agent_id)
-                self._fold(s, task, agent, report, t)
-            self._maybe_finish(s, campaign)
-            try:
-                s.commit()
-            except SAIntegrityError:  # a concurrent replica stored the same report_id first
-                s.rollback()
-                return True
-            return False
+        return self.submit_report(agent_id, report).result()
 
-    def _fold(self, s: Session, task: TaskRow, agent: AgentRow, report: IncomingReport, t: int) -> None:
+    def submit_report(self, agent_id: str, report: IncomingReport) -> Future:
+        """Stores a report and folds it into its heat-map cell; a Future of True for a duplicate, resolved
+        only once it is durable. Reports that arrive together share one transaction (group commit)."""
+        return self._writer.submit(lambda s: self._record(s, agent_id, report), on_integrity=True)
+
+    def _record(self, s: Session, agent_id: str, report: IncomingReport) -> bool:
+        """Every check comes before the first write: a refused report leaves nothing in the session."""
+        t = now_ms()
+        added = s.info.setdefault("reports", {})  # report_id → agent_id, of reports not yet flushed
+        existing = added.get(report.report_id) or getattr(s.get(ReportRow, report.report_id), "agent_id", None)
+        if existing is not None:
+            if existing != agent_id:
+                raise PermissionDenied("report_id belongs to another agent")
+            return True
+        task = s.get(TaskRow, report.task_id)
+        if task is None:
+            raise InvalidInput(f"task {report.task_id} does not exist")
+        if task.agent_id != agent_id:
+            raise InvalidInput(f"task {report.task_id} is not this agent's")
+        if task.status not in OPEN_TASK:
+            raise Conflict(f"task {report.task_id} is already {task.status}")
+        if task.lease_id != report.lease_id:
+            raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
+        campaign = _kept(s, CampaignRow, task.campaign_id)
+        if report.ok and report.privacy_mode == "ldp":
+            contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
+            if report.privacy != contract:
+                raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
+                                   f"campaign {campaign.id}'s contract ({contract.describe()})")
+            check_released(report.released, contract)
+        agent = self._enrolled(s, agent_id)
+        folds = report.ok and report.valid
+        hw = _hardware_class(agent, report.setting) if folds else ""
+        s.add(ReportRow(
+            report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,
+            status=report.status, failure_reason=report.failure_reason,
+            valid=report.valid, invalid_reason=report.invalid_reason, privacy_mode=report.privacy_mode,
+            setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
+            stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
+            privacy_json=json.dumps(report.privacy.to_dict() if report.privacy else {}),
+            released_json=json.dumps(report.released), figures_json=json.dumps(report.figures),
+            context_json=json.dumps({"outcome": asdict(report.outcome), "energy_meter": report.energy_meter,
+                                     "energy_absent": report.energy_absent, "conditions": report.conditions}),
+            fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
+            agent_version=report.agent_version))
+        added[report.report_id] = agent_id
+        task.status = {"ok": "done", "failed": "failed", "declined": "declined"}[report.status]
+        task.failure_reason = report.failure_reason if not report.ok else (
+            "" if report.valid else report.invalid_reason)
+        task.updated_ms = t
+        s.add(task)
+        if folds:
+            self._fold(s, task, agent, hw, report, t)
+        self._maybe_finish(s, campaign)
+        return False
+
+    def run_batch(self, batch: list[tuple]) -> None:
+        """Runs queued operations in one transaction and answers each after its commit. An operation refused
+        by its checks (EdgeAtlasError, raised before it writes) is answered with that error; if a write or
+        the commit fails, each operation runs again on its own, so one cannot sink the others."""
+        results = []
+        try:
+            with self._write, self.session() as s, s.no_autoflush:
+                # A lease's queries must see the writes queued before it: it flushes them first. A report
+                # needs no flush: it reads by key, and what the batch made is kept in the session.
+                s.info["finish"] = set()
+                for fn, on_integrity, flush_first, future in batch:
+                    if flush_first:
+                        s.flush()
+                    try:
+                        results.append((future, fn(s), None))
+                    except EdgeAtlasError as exc:
+                        results.append((future, None, exc))
+                finish = s.info.pop("finish")
+                for campaign_id in sorted(finish):
+                    self._maybe_finish(s, s.get(CampaignRow, campaign_id))
+                s.commit()
+                if len(self._contributors) > 1_000_000:
+                    self._contributors.clear()
+                self._contributors |= s.info.get("contributors", set())
+        except Exception as exc:
+            if len(batch) > 1:
+                for op in batch:
+                    self.run_batch([op])
+                return
+            _, on_integrity, _, future = batch[0]
+            if isinstance(exc, SAIntegrityError) and on_integrity is not None:
+                future.set_result(on_integrity)  # a concurrent replica stored the same thing first
+            else:
+                future.set_exception(exc)
+            return
+        for future, value, exc in results:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+
+    def _fold(self, s: Session, task: TaskRow, agent: AgentRow, hw: str, report: IncomingReport, t: int) -> None:
         setting = report.setting
-        hw = SpecSheet.from_json(agent.spec_json).hardware_class(setting.target) \
-            if setting.target != "cpu" else agent.hardware_class
         source = "trusted" if report.privacy_mode == "trusted" else "fleet"
         if agent.simulated:  # whatever a virtual device claims, its numbers are synthetic
             source = "simulated"
@@ -504,17 +624,29 @@ class Store:
             privacy = report.privacy.describe()
             if agent.simulated:
                 privacy = f"simulated, {privacy}"
-        cell = self._cell(s, s.get(ModelRow, task.model_sha256), hw, setting, source, t, privacy)
+        cell = self._cell(s, _kept(s, ModelRow, task.model_sha256), hw, setting, source, t, privacy)
         if cell.privacy != privacy:
             cell.privacy = f"{source} (mixed contracts)"
         cell.n_reports += 1
         cell.updated_ms = t
-        if s.get(CellContributorRow, (cell.id, agent.agent_id)) is None:
-            s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
-            cell.n_devices += 1
+        # known contributors: this session's (flushed or not), and those committed before (never deleted)
+        contributors = s.info.setdefault("contributors", set())
+        key = (cell.id, agent.agent_id)
+        if key not in contributors and key not in self._contributors:
+            if s.get(CellContributorRow, key) is None:
+                s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
+                cell.n_devices += 1
+            contributors.add(key)
         s.add(cell)
+        known = s.info.setdefault("metrics", {})
+        if cell.id not in known:
+            known[cell.id] = {row.metric: row for row in s.exec(
+                select(CellMetricRow).where(CellMetricRow.cell_id == cell.id))}
+        have = known[cell.id]
         for metric, (log, statistic) in logs.items():
-            row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
+            row = have.get(metric)
+            if row is None:
+                row = have[metric] = CellMetricRow(cell_id=cell.id, metric=metric)
             row.n, row.sum_log, row.sumsq_log = aggregate.fold_log(row.n, row.sum_log, row.sumsq_log, log)
             row.noise_var_sum += report.privacy.noise_variance_log(statistic) if statistic else 0.0
             s.add(row)
@@ -543,8 +675,10 @@ class Store:
 
     def _cell(self, s: Session, model: ModelRow, hw: str, setting: Setting, source: str, t: int,
               privacy: str) -> CellRow:
-        """The cell of (model, hardware class, setting, source), made on first use."""
-        cell = s.exec(select(CellRow).where(
+        """The cell of (model, hardware class, setting, source), made on first use; kept for the session."""
+        key = (model.sha256, hw, setting.key(), source)
+        cells = s.info.setdefault("cells", {})
+        cell = cells.get(key) or s.exec(select(CellRow).where(
             CellRow.model_sha256 == model.sha256, CellRow.hardware_class == hw,
             CellRow.setting_key == setting.key(), CellRow.source == source)).first()
         if cell is None:
@@ -553,9 +687,14 @@ class Store:
                            source=source, privacy=privacy, updated_ms=t)
             s.add(cell)
             s.flush()
+        cells[key] = cell
         return cell
 
     def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
+        """A running campaign without open tasks is done; inside a batch, checked once at its end."""
+        if "finish" in s.info:
+            s.info["finish"].add(campaign.id)
+            return
         s.flush()
         open_tasks = s.exec(select(func.count()).select_from(TaskRow).where(
             TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK))).one()
@@ -610,24 +749,31 @@ class Store:
 
         Reads only the folded sums, never raw reports."""
         with self.session() as s:
-            cells = s.exec(select(CellRow).order_by(CellRow.model_name, CellRow.hardware_class,
-                                                    CellRow.setting_key)).all()
-            metrics: dict[int, list[CellMetricRow]] = {}
-            for m in s.exec(select(CellMetricRow)).all():
-                metrics.setdefault(m.cell_id, []).append(m)
+            cells = [HeatCell(*row) for row in s.exec(select(*HEAT_COLUMNS).order_by(
+                CellRow.model_name, CellRow.hardware_class, CellRow.setting_key)).all()]
+            metrics: dict[int, list[tuple]] = {}
+            for row in s.exec(select(CellMetricRow.cell_id, CellMetricRow.metric, CellMetricRow.n,
+                                     CellMetricRow.sum_log, CellMetricRow.sumsq_log,
+                                     CellMetricRow.noise_var_sum)).all():
+                metrics.setdefault(row[0], []).append(row[1:])
         views = []
         for c in cells:
             rows = metrics.get(c.id, [])
             suppressed = c.source == "fleet" and c.n_devices < min_devices
-            estimates = {} if suppressed else {
-                m.metric: aggregate.estimate(m.n, m.sum_log, m.sumsq_log, m.noise_var_sum) for m in rows}
+            estimates = {} if suppressed else {metric: aggregate.estimate(*sums) for metric, *sums in rows}
             needed = 0
             if target_precision > 0 and c.source in ("fleet", "trusted"):
-                needed = max([aggregate.devices_needed(m.n, m.sum_log, m.sumsq_log, m.noise_var_sum, c.n_devices,
-                                                       target_precision) for m in rows] or [0])
+                needed = max([aggregate.devices_needed(*sums, c.n_devices, target_precision)
+                              for _, *sums in rows] or [0])
                 needed = max(needed, min_devices - c.n_devices) if suppressed else needed
             views.append(CellView(c, estimates, suppressed, needed))
         return views
+
+    def heatmap_version(self) -> tuple:
+        """Changes whenever a cell is made or folded into (a fold raises n_reports and updated_ms)."""
+        with self.session() as s:
+            return tuple(s.exec(select(func.count(), func.max(CellRow.updated_ms), func.sum(CellRow.n_reports))
+                                .select_from(CellRow)).one())
 
     def hardware(self) -> list[HardwareRow]:
         with self.session() as s:
@@ -665,6 +811,87 @@ class Store:
     def count_reports(self) -> int:
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(ReportRow)).one())
+
+
+class GroupCommit:
+    """The store's one writer thread. Leases and reports that arrive together run in one transaction and
+    are answered after its one commit (one fsync): each is durable before it is acknowledged, and the
+    disk's sync time is shared instead of paid per call. It also writes buffered heartbeats."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def submit(self, fn, on_integrity=None, flush_first: bool = False) -> Future:
+        """fn(session) → value; `on_integrity`: the answer when a unique key says it was stored already;
+        `flush_first`: fn queries by more than keys, so the writes queued before it are flushed first."""
+        future: Future = Future()
+        self.wake()
+        self.queue.put((fn, on_integrity, flush_first, future))
+        return future
+
+    def wake(self) -> None:
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="edgeatlas-writer", daemon=True)
+                    self.thread.start()
+
+    def stop(self) -> None:
+        with self.lock:
+            thread, self.thread = self.thread, None
+        if thread is not None:
+            self.queue.put(None)
+            thread.join(timeout=60)
+
+    def _run(self) -> None:
+        flushed = time.monotonic()
+        stopping = False
+        while not stopping:
+            try:
+                first = self.queue.get(timeout=TOUCH_FLUSH_S)
+            except queue.Empty:
+                first = ()
+            batch = []
+            item = first
+            while True:
+                if item is None:
+                    stopping = True
+                    break
+                if item:
+                    batch.append(item)
+                if not batch or len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self.store.run_batch(batch)
+            if stopping or time.monotonic() - flushed >= TOUCH_FLUSH_S:
+                flushed = time.monotonic()
+                try:
+                    self.store.flush_touches()
+                except Exception:  # the next flush tries again; a heartbeat is not worth a dead writer
+                    log.exception("writing heartbeats failed")
+
+
+def _kept(s: Session, model, key):
+    """s.get, holding on to the row for the session (the identity map alone forgets unchanged rows)."""
+    kept = s.info.setdefault("kept", {})
+    row = kept.get((model, key))
+    if row is None:
+        row = kept[(model, key)] = s.get(model, key)
+    return row
+
+
+def _hardware_class(agent: AgentRow, setting: Setting) -> str:
+    """The class a report's cell belongs to: the agent's own, or that of the processor it named."""
+    if setting.target == "cpu":
+        return agent.hardware_class
+    return SpecSheet.from_json(agent.spec_json).hardware_class(setting.target)
 
 
 def runs_per_task(setting: Setting) -> int:

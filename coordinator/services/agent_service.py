@@ -89,17 +89,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @rpc
     async def Heartbeat(self, request, context):
         agent_id = await self._agent(context)
-        await asyncio.to_thread(self.store.touch_agent, agent_id, request.state[:120] or None)
+        self.store.touch_agent(agent_id, request.state[:120] or None)
         return agent_pb2.HeartbeatResponse(server_time_ms=int(time.time() * 1000))
 
     @rpc
     async def LeaseTask(self, request, context):
         agent_id = await self._agent(context)
-        await asyncio.to_thread(self.store.touch_agent, agent_id, "idle")
+        self.store.touch_agent(agent_id, "idle")
         deadline = time.monotonic() + min(request.wait_s, MAX_LEASE_WAIT_S)
         while True:
             event = self.wakeup.current()
-            leased = await asyncio.to_thread(self.store.lease, agent_id)
+            leased = await asyncio.wrap_future(self.store.submit_lease(agent_id))
             if leased is not None:
                 t = leased.task
                 return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(
@@ -140,7 +140,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not self.report_limit.take(agent_id):
             raise ResourceExhausted("report rate limit reached for this agent: retry later")
         report = incoming_report(request)
-        duplicate = await asyncio.to_thread(self.store.record_report, agent_id, report)
+        duplicate = await asyncio.wrap_future(self.store.submit_report(agent_id, report))
         return agent_pb2.ReportResponse(accepted=True, duplicate=duplicate)
 
 

@@ -1,5 +1,6 @@
 """The Store on a real SQLite file: idempotent reports, incremental cells, campaigns, leases."""
 
+import dataclasses
 import math
 
 import pytest
@@ -201,3 +202,30 @@ def test_declined_task_is_terminal_with_its_reason(store):
     store.record_report(a.agent_id, declined)
     assert store.task_counts(cid)["declined"] == 1 and store.campaign(cid).status == "done"
     assert store.heatmap() == []
+
+
+def test_reports_arriving_together_share_one_commit_and_a_refused_one_sinks_none(store):
+    from sqlalchemy import event
+
+    agents = [enroll(store, f"a{i}") for i in range(12)]
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(threads=1), RunParams())
+    tasks = [store.lease(a.agent_id).task for a in agents]
+    commits = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(1))
+    with store._write:  # the writer waits for this lock: everything below queues up behind it
+        good = [store.submit_report(a.agent_id, report(t, f"r-batch-{i:04d}", p50=2.0 + i))
+                for i, (a, t) in enumerate(zip(agents[1:], tasks[1:]))]
+        again = store.submit_report(agents[1].agent_id, report(tasks[1], "r-batch-0000"))  # the retry, same batch
+        stale = store.submit_report(agents[0].agent_id, dataclasses.replace(
+            report(tasks[0], "r-stale-0001"), lease_id="x" * 32))
+        foreign = store.submit_report(agents[0].agent_id, report(tasks[2], "r-foreign-01"))
+    assert [f.result(timeout=30) for f in good] == [False] * 11
+    assert again.result(timeout=30) is True
+    with pytest.raises(Conflict, match="stale"):
+        stale.result(timeout=30)
+    with pytest.raises(InvalidInput, match="not this agent's"):
+        foreign.result(timeout=30)
+    assert len(commits) <= 2  # the first may have been taken alone before the lock held the rest back
+    assert store.count_reports() == 11 and store.task_counts(cid) == {"done": 11, "leased": 1}
+    view, = store.heatmap()
+    assert view.cell.n_reports == 11 and view.cell.n_devices == 11
