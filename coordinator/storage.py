@@ -496,8 +496,9 @@ class Store:
             if row.status not in allowed:
                 if action == "cancel" and row.status == "cancelled":
                     return row
+                done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
                 raise Conflict(f"campaign {campaign_id} is {row.status}: only a {' or '.join(allowed)} "
-                               f"campaign can {action}")
+                               f"campaign can be {done}")
             if action == "pause":
                 row.status = "paused"
             elif action == "resume":

@@ -71,13 +71,13 @@ def test_a_paused_campaign_leases_nothing_until_resumed(store):
     # the task leased before the pause may still report; the campaign stays paused
     store.record_report(a.agent_id, report(first, "r-before-pause"))
     assert store.campaign(cid).status == "paused"
-    with pytest.raises(Conflict, match="paused: only a running campaign can pause"):
+    with pytest.raises(Conflict, match="paused: only a running campaign can be paused"):
         store.set_campaign_state(cid, "pause")
     assert store.set_campaign_state(cid, "resume").status == "running"
     second = store.lease(a.agent_id).task
     store.record_report(a.agent_id, report(second, "r-after-resume"))
     assert store.campaign(cid).status == "done"
-    with pytest.raises(Conflict, match="done: only a paused campaign can resume"):
+    with pytest.raises(Conflict, match="done: only a paused campaign can be resumed"):
         store.set_campaign_state(cid, "resume")
 
 

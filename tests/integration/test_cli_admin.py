@@ -65,7 +65,7 @@ def test_campaign_schedule_pause_resume_and_bad_options_from_the_cli(coordinator
     paused = run_cli("campaign", "pause", "1", env=env)
     assert paused.returncode == 0 and "campaign 1 '': paused" in paused.stdout
     again = run_cli("campaign", "pause", "1", env=env)
-    assert again.returncode == 2 and "only a running campaign can pause" in again.stderr
+    assert again.returncode == 2 and "only a running campaign can be paused" in again.stderr
     resumed = run_cli("campaign", "resume", "1", env=env)
     assert resumed.returncode == 0 and ": running" in resumed.stdout
     cancelled = run_cli("campaign", "cancel", "1", env=env)
