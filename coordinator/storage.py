@@ -264,15 +264,11 @@ class Store:
             touches, self._touches = self._touches, {}
         if not touches:
             return
-        with_state = [{"aid": a, "t": t, "st": st} for a, (t, st) in touches.items() if st]
-        without = [{"aid": a, "t": t} for a, (t, st) in touches.items() if not st]
+        table = AgentRow.__table__
+        statement = update(table).where(table.c.agent_id == bindparam("aid")).values(
+            last_seen_ms=bindparam("t"), state=func.coalesce(bindparam("st"), table.c.state))  # no state: keep it
         with self._write, self.session() as s:
-            if with_state:
-                s.connection().execute(update(AgentRow.__table__).where(AgentRow.__table__.c.agent_id == bindparam(
-                    "aid")).values(last_seen_ms=bindparam("t"), state=bindparam("st")), with_state)
-            if without:
-                s.connection().execute(update(AgentRow.__table__).where(AgentRow.__table__.c.agent_id == bindparam(
-                    "aid")).values(last_seen_ms=bindparam("t")), without)
+            s.connection().execute(statement, [{"aid": a, "t": t, "st": st} for a, (t, st) in touches.items()])
             s.commit()
 
     def list_agents(self) -> list[tuple[AgentRow, int]]:
@@ -449,9 +445,7 @@ class Store:
                                                          CampaignRow.deadline_ms < t)).all():
             campaign.status, campaign.finished_ms = "expired", t
             s.add(campaign)
-            s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK))
-                   .values(status="cancelled", failure_reason="the campaign's deadline passed", updated_ms=t,
-                           orphaned=False))
+            _cancel_open_tasks(s, campaign.id, t, "the campaign's deadline passed")
         offline = select(AgentRow.agent_id).where(AgentRow.last_seen_ms < t - OFFLINE_AFTER_MS)
         s.exec(update(TaskRow).where(TaskRow.orphaned == False, or_(  # noqa: E712
             (TaskRow.status == "pending") & TaskRow.agent_id.in_(offline),
@@ -506,8 +500,7 @@ class Store:
                 self._maybe_finish(s, row)
             else:
                 row.status, row.finished_ms = "cancelled", t
-                s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.status.in_(OPEN_TASK))
-                       .values(status="cancelled", updated_ms=t, orphaned=False))
+                _cancel_open_tasks(s, campaign_id, t)
             s.add(row)
             s.commit()
             return row
@@ -851,24 +844,18 @@ class GroupCommit:
         flushed = time.monotonic()
         stopping = False
         while not stopping:
-            try:
-                first = self.queue.get(timeout=TOUCH_FLUSH_S)
+            try:  # what is queued now, up to MAX_BATCH; None is the signal to stop
+                batch = [self.queue.get(timeout=TOUCH_FLUSH_S)]
             except queue.Empty:
-                first = ()
-            batch = []
-            item = first
-            while True:
-                if item is None:
-                    stopping = True
-                    break
-                if item:
-                    batch.append(item)
-                if not batch or len(batch) >= MAX_BATCH:
-                    break
+                batch = []
+            while batch and batch[-1] is not None and len(batch) < MAX_BATCH:
                 try:
-                    item = self.queue.get_nowait()
+                    batch.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
+            stopping = bool(batch) and batch[-1] is None
+            if stopping:
+                batch.pop()
             if batch:
                 self.store.run_batch(batch)
             if stopping or time.monotonic() - flushed >= TOUCH_FLUSH_S:
@@ -877,6 +864,15 @@ class GroupCommit:
                     self.store.flush_touches()
                 except Exception:  # the next flush tries again; a heartbeat is not worth a dead writer
                     log.exception("writing heartbeats failed")
+
+
+def _cancel_open_tasks(s: Session, campaign_id: int, t: int, reason: str | None = None) -> None:
+    """Every pending or leased task of the campaign is cancelled (with `reason` as its failure, if given)."""
+    values = {"status": "cancelled", "updated_ms": t, "orphaned": False}
+    if reason is not None:
+        values["failure_reason"] = reason
+    s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.status.in_(OPEN_TASK))
+           .values(**values))
 
 
 def _kept(s: Session, model, key):

@@ -229,3 +229,14 @@ def test_reports_arriving_together_share_one_commit_and_a_refused_one_sinks_none
     assert store.count_reports() == 11 and store.task_counts(cid) == {"done": 11, "leased": 1}
     view, = store.heatmap()
     assert view.cell.n_reports == 11 and view.cell.n_devices == 11
+
+
+def test_heartbeats_are_written_together_and_a_heartbeat_without_state_keeps_it(store):
+    a, b = enroll(store, "a"), enroll(store, "b")
+    store.touch_agent(a.agent_id, "waiting: battery 12 %")
+    store.touch_agent(b.agent_id)
+    store.flush_touches()
+    store.touch_agent(a.agent_id)  # a plain heartbeat: the last word stays
+    rows = {row.agent_id: row for row, _ in store.list_agents()}  # reading the fleet writes what is buffered
+    assert rows[a.agent_id].state == "waiting: battery 12 %" and rows[b.agent_id].state == "enrolled"
+    assert rows[a.agent_id].last_seen_ms >= a.last_seen_ms and rows[b.agent_id].last_seen_ms >= b.last_seen_ms
