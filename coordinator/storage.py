@@ -731,12 +731,6 @@ class Store:
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(CampaignRow.id)).all())
 
-    def has_open_tasks(self, agent_id: str) -> bool:
-        with self.session() as s:
-            return s.exec(select(TaskRow.id).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id).where(
-                TaskRow.agent_id == agent_id, TaskRow.status == "pending",
-                CampaignRow.status == "running")).first() is not None
-
     # ---- heat-map -----------------------------------------------------------------------------
     def heatmap(self, min_devices: int = 1, target_precision: float = 0.0) -> list[CellView]:
         """Every cell; fleet cells under `min_devices` distinct devices are suppressed (no values).
