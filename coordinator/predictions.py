@@ -30,12 +30,17 @@ MIN_CELLS = 20
 
 
 
-def training_cells(store: Store, min_devices: int) -> list[tuple[str, str, Setting, float]]:
-    """(model sha256, hardware class, setting, mean latency ms) of every cell fit to learn from."""
+def training_cells(store: Store, min_devices: int, simulated: bool = False) -> list[tuple[str, str, Setting, float]]:
+    """(model sha256, hardware class, setting, mean latency ms) of every cell fit to learn from.
+
+    simulated: only the simulated fleet's cells instead, published or not (an adaptive campaign on
+    virtual devices learns from them; no predictor version ever does).
+    """
     out = []
-    for view in store.heatmap(min_devices=min_devices):
+    onnx = {m.sha256 for m in store.list_models() if m.format == "onnx"}
+    for view in store.heatmap(min_devices=1 if simulated else min_devices):
         cell = view.cell
-        if cell.source == "simulated" or view.suppressed:
+        if (cell.source == "simulated") != simulated or view.suppressed or cell.model_sha256 not in onnx:
             continue
         setting = Setting(**json.loads(cell.setting_json))
         # The predictor reads ONNX graphs and learns one query's latency: LLM cells and the queueing
@@ -53,37 +58,71 @@ def _model_bytes(store: Store, sha256: str) -> bytes:
     return b"".join(store.blob_chunks(sha256))
 
 
-def samples_from_store(store: Store, min_devices: int):
-    import onnx
+def setting_info(hw: str, spec: SpecSheet, setting: Setting):
+    """The predictor's view of one hardware class in one setting."""
+    from edgeatlas.predictor.data import SettingInfo
 
-    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
-    from edgeatlas.predictor.graph import from_onnx
+    key = (hw, setting.target, setting.batch, setting.threads, setting.runtime)
+    return SettingInfo(key="/".join(map(str, key)), device=spec.name or hw, spec=spec, target=setting.target,
+                       batch=setting.batch, threads=setting.threads, runtime=setting.runtime)
 
-    cells = training_cells(store, min_devices)
+
+class Graphs:
+    """ONNX models of the store as operator graphs, each read once."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._graphs: dict[str, object] = {}
+
+    def get(self, sha256: str):
+        import onnx
+
+        from edgeatlas.predictor.graph import from_onnx
+
+        if sha256 not in self._graphs:
+            try:
+                proto = onnx.load_from_string(_model_bytes(self.store, sha256))
+            except Exception as exc:
+                raise InvalidInput(f"model {sha256[:12]} is not an ONNX graph ({type(exc).__name__})") from None
+            self._graphs[sha256] = from_onnx(proto, name=sha256[:12])
+        return self._graphs[sha256]
+
+
+def samples_from_cells(store: Store, cells: list[tuple[str, str, Setting, float]], graphs: Graphs | None = None):
+    """Samples of the cells whose hardware class has a spec sheet; latency 1 ms where a cell's is unknown."""
+    from edgeatlas.predictor.data import GraphSet, Samples
+
+    graphs = graphs or Graphs(store)
     specs = store.hardware_specs()
-    graphs, graph_index, settings, setting_index = [], {}, [], {}
+    models, graph_index, settings, setting_index = [], {}, [], {}
     g_idx, s_idx, lat = [], [], []
     for sha, hw, setting, latency in cells:
         spec = specs.get(hw)
         if spec is None:
             continue
         if sha not in graph_index:
-            graphs.append(from_onnx(onnx.load_from_string(_model_bytes(store, sha)), name=sha[:12]))
-            graph_index[sha] = len(graphs) - 1
-        key = (hw, setting.target, setting.batch, setting.threads, setting.runtime)
-        if key not in setting_index:
-            settings.append(SettingInfo(key="/".join(map(str, key)), device=spec.name or hw, spec=spec,
-                                        target=setting.target, batch=setting.batch, threads=setting.threads,
-                                        runtime=setting.runtime))
-            setting_index[key] = len(settings) - 1
+            models.append(graphs.get(sha))
+            graph_index[sha] = len(models) - 1
+        info = setting_info(hw, spec, setting)
+        if info.key not in setting_index:
+            settings.append(info)
+            setting_index[info.key] = len(settings) - 1
         g_idx.append(graph_index[sha])
-        s_idx.append(setting_index[key])
+        s_idx.append(setting_index[info.key])
         lat.append(latency)
-    if len(lat) < MIN_CELLS or len(graphs) < 2:
-        raise InvalidInput(f"the predictor needs at least {MIN_CELLS} published or imported cells over 2 models; "
-                           f"the heat-map has {len(lat)} over {len(graphs)}")
-    return Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx),
+    if not lat:
+        return None
+    return Samples(GraphSet.from_graphs(models), settings, np.array(g_idx), np.array(s_idx),
                    np.array(lat, dtype=np.float64), source="coordinator")
+
+
+def samples_from_store(store: Store, min_devices: int):
+    samples = samples_from_cells(store, training_cells(store, min_devices))
+    n, networks = (len(samples), len(samples.graphs)) if samples is not None else (0, 0)
+    if n < MIN_CELLS or networks < 2:
+        raise InvalidInput(f"the predictor needs at least {MIN_CELLS} published or imported cells over 2 models; "
+                           f"the heat-map has {n} over {networks}")
+    return samples
 
 
 class Predictors:

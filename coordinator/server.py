@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 
 from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.adaptive import AdaptiveCampaigns
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
@@ -113,9 +114,29 @@ async def retrain_when_cells_arrive(predictors: Predictors, new_cells: int, chec
             return
 
 
+async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float) -> None:
+    """Between the rounds of every adaptive campaign: retrain, record, stop or pick the next cells."""
+    controller = AdaptiveCampaigns(store)
+    while True:
+        await asyncio.sleep(check_s)
+        try:
+            lines = await asyncio.to_thread(controller.advance_all)
+        except ImportError as exc:
+            log.warning("adaptive campaigns off: the predictor extra is not installed (%s missing)", exc.name)
+            return
+        except Exception:  # a bug here must not take the server down; the next check tries again
+            log.exception("adaptive campaigns: the round failed")
+            continue
+        for line in lines:
+            if "round running" not in line and "waiting" not in line:
+                log.info("adaptive %s", line)
+        if any(": round " in line for line in lines):
+            wakeup.notify()
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
-                retrain_cells: int = 0, retrain_check_s: float = 60.0) -> None:
+                retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period.
 
     retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
@@ -144,12 +165,14 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
         on_ready(address)
     retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s))
                  if retrain_cells > 0 else None)
+    adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
+    adaptive.cancel()
     if retrainer is not None:
         retrainer.cancel()
     await server.stop(grace=2)

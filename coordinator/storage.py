@@ -21,7 +21,7 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.tables import (
-    AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
+    AdaptiveRoundRow, AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
     ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import Conflict, EdgeAtlasError, InvalidInput, NotFound, PermissionDenied
@@ -357,7 +357,8 @@ class Store:
     # ---- campaigns and tasks ------------------------------------------------------------------
     def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
                         setting: Setting, params: RunParams, privacy: PrivacyParams | None = None,
-                        target_precision: float = 0.0, schedule: Schedule = Schedule()) -> int:
+                        target_precision: float = 0.0, schedule: Schedule = Schedule(), adaptive_json: str = "") -> int:
+        """A campaign's id; an adaptive one (adaptive_json set) starts without tasks: its rounds add them."""
         t = now_ms()
         schedule.check(t)
         check_selectors(selectors)
@@ -367,6 +368,9 @@ class Store:
         if not agents:
             raise Conflict("no enrolled agent matches the campaign's selectors"
                            + (f" {selectors}" if selectors else ""))
+        if adaptive_json and len({a.simulated for a in agents}) > 1:
+            raise Conflict("an adaptive campaign learns from simulated or from real devices, not both: "
+                           "add label.simulated=true or label.simulated!=true to its selectors")
         agents = within_quota(agents, schedule.quota, t)
         with self._write, self.session() as s:
             campaign = CampaignRow(name=name, created_ms=t, models_json=json.dumps([m.sha256 for m in models]),
@@ -376,10 +380,10 @@ class Store:
                                    privacy_json=json.dumps((privacy or PrivacyParams()).check().to_dict()),
                                    target_precision=target_precision, n_agents=len(agents),
                                    priority=schedule.priority, deadline_ms=schedule.deadline_ms or None,
-                                   quota=schedule.quota)
+                                   quota=schedule.quota, adaptive_json=adaptive_json)
             s.add(campaign)
             s.flush()
-            for repeat in range(repeats):
+            for repeat in range(0 if adaptive_json else repeats):
                 for model in models:
                     for agent in agents:
                         s.add(TaskRow(campaign_id=campaign.id, agent_id=agent.agent_id,
@@ -686,6 +690,8 @@ class Store:
 
     def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
         """A running campaign without open tasks is done; inside a batch, checked once at its end."""
+        if campaign.adaptive_json:  # its controller ends it, between rounds
+            return
         if "finish" in s.info:
             s.info["finish"].add(campaign.id)
             return
@@ -726,6 +732,47 @@ class Store:
             if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
             return row
+
+    # ---- adaptive campaigns (their rounds are chosen by coordinator/adaptive.py) ---------------
+    def add_round(self, campaign_id: int, tasks: list[tuple[str, str, str]], row: AdaptiveRoundRow) -> bool:
+        """The round's record and its tasks, (agent_id, hardware class, model sha256) each, in one transaction;
+        False (nothing written) unless the campaign is still running."""
+        t = now_ms()
+        with self._write, self.session() as s:
+            campaign = s.get(CampaignRow, campaign_id)
+            if campaign is None or campaign.status != "running":
+                return False
+            row.campaign_id, row.created_ms = campaign_id, t
+            s.add(row)
+            for agent_id, hw, sha in tasks:
+                s.add(TaskRow(campaign_id=campaign_id, agent_id=agent_id, hardware_class=hw, model_sha256=sha,
+                              repeat=0, updated_ms=t))
+            s.commit()
+            return True
+
+    def rounds(self, campaign_id: int) -> list[AdaptiveRoundRow]:
+        with self.session() as s:
+            return list(s.exec(select(AdaptiveRoundRow).where(AdaptiveRoundRow.campaign_id == campaign_id)
+                               .order_by(AdaptiveRoundRow.round)).all())
+
+    def campaign_tasks(self, campaign_id: int) -> list[TaskRow]:
+        with self.session() as s:
+            return list(s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id)).all())
+
+    def stop_adaptive(self, campaign_id: int, reason: str, row: AdaptiveRoundRow | None = None) -> bool:
+        """A running adaptive campaign is done, with its reason (and its last validation, if given)."""
+        t = now_ms()
+        with self._write, self.session() as s:
+            campaign = s.get(CampaignRow, campaign_id)
+            if campaign is None or campaign.status != "running":
+                return False
+            if row is not None:
+                row.campaign_id, row.created_ms = campaign_id, t
+                s.add(row)
+            campaign.status, campaign.finished_ms, campaign.stop_reason = "done", t, reason[:500]
+            s.add(campaign)
+            s.commit()
+            return True
 
     def list_campaigns(self) -> list[CampaignRow]:
         with self.session() as s:

@@ -97,6 +97,8 @@ class CampaignRow(SQLModel, table=True):
     priority: int = 0  # leased first when higher
     deadline_ms: Optional[int] = Field(default=None, sa_type=BigInteger)  # open tasks are cancelled past it
     quota: int = 0  # devices per hardware class; 0: every matching device
+    adaptive_json: str = ""  # an adaptive campaign's stop rule and queried spec (coordinator/adaptive.py); "": none
+    stop_reason: str = ""  # why an adaptive campaign stopped
 
 
 class TaskRow(SQLModel, table=True):
@@ -189,3 +191,16 @@ class PredictorRow(SQLModel, table=True):
     devices: int
     evaluation_json: str
     train_seconds: float
+
+
+class AdaptiveRoundRow(SQLModel, table=True):
+    """One round of an adaptive campaign: what was measured before it, the error then, what it asked for."""
+
+    __tablename__ = "adaptive_round"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    campaign_id: int = Field(index=True)
+    round: int
+    measurements: int
+    validation_mape: Optional[float] = None  # %; None: too few cells to validate
+    picked: int
+    created_ms: int = Field(sa_type=BigInteger)

@@ -19,6 +19,7 @@ from edgeatlas.protos import convert, errors
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.scenarios import SCENARIOS
+from edgeatlas.v1 import admin_pb2
 
 PAGES = ("Heat-map", "Fleet", "Campaigns", "Predictor", "Compare")
 SLUGS = {p: p.lower().replace("-", "") for p in PAGES}  # ?page=heatmap, ?page=fleet, ...
@@ -185,10 +186,17 @@ def page_campaigns(conn: Connection) -> None:
             "Scenario parameters (KEY=VALUE, comma-separated)", key="cf_params",
             help="server: target_qps, latency_bound_ms, search_steps; multi-stream: samples_per_query; "
                  "LLM: prompt_tokens, output_tokens, gpu_layers")
+        c = st.columns(2)
+        budget = c[0].number_input("Adaptive: budget of measurements (0: measure every model on every device)",
+                                   0, 1_000_000, 0, key="cf_budget",
+                                   help="round by round, the cells the predictor is least sure of, retrained between")
+        target_mape = c[1].number_input("Adaptive: stop at validation MAPE (%, 0: none)", 0.0, 999.0, 0.0,
+                                        key="cf_target_mape")
         submitted = st.form_submit_button("Create campaign", key="cf_submit")
     if submitted:
         create_campaign(conn, name, chosen, selectors, scenario, int(batch), int(threads), int(repeats),
-                        int(iterations), float(duration), mechanism, float(epsilon), scenario_text)
+                        int(iterations), float(duration), mechanism, float(epsilon), scenario_text,
+                        int(budget), float(target_mape))
     campaigns = fetch(conn, "campaigns")
     if not campaigns:
         st.info("No campaign yet.")
@@ -205,7 +213,7 @@ def page_campaigns(conn: Connection) -> None:
 
 
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
-                    mechanism, epsilon, scenario_text="") -> None:
+                    mechanism, epsilon, scenario_text="", budget=0, target_mape=0.0) -> None:
     try:
         if not models:
             raise errors.InvalidInput("pick at least one model")
@@ -219,12 +227,16 @@ def create_campaign(conn, name, models, selectors_text, scenario, batch, threads
     setting = Setting(batch=batch, threads=threads, scenario=scenario, scenario_params=scenario_params)
     params = RunParams(warmup_iterations=10, min_iterations=iterations, min_duration_s=duration,
                        max_duration_s=max(60.0, duration))
+    adaptive = admin_pb2.Adaptive(budget=budget, target_mape=target_mape) if budget else None
+    if adaptive is None and target_mape:
+        st.error("Invalid input: a target MAPE applies to an adaptive campaign: give it a budget")
+        return
     made = call(conn, lambda a: a.create_campaign(models, selectors, repeats, setting, params, name=name,
-                                                  privacy=privacy))
+                                                  privacy=privacy, adaptive=adaptive))
     if made is not None:
         _fetch.clear()
-        st.success(f"Campaign #{made.campaign_id} {made.name} created: {made.counts.pending} tasks on "
-                   f"{made.agents} devices.")
+        what = (f"adaptive, up to {budget} measurements" if adaptive else f"{made.counts.pending} tasks")
+        st.success(f"Campaign #{made.campaign_id} {made.name} created: {what} on {made.agents} devices.")
 
 
 def campaign_detail(conn: Connection, campaign_id: int) -> None:
@@ -240,6 +252,8 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
     for row in per_hw.itertuples():
         st.progress(row.progress / 100, text=f"{row.hardware_class}: {row.done} done, {row.failed} failed, "
                                              f"{row.pending + row.leased} to go")
+    if c.HasField("adaptive"):
+        adaptive_detail(c)
     if c.failures:
         with st.expander(f"{len(c.failures)} failures"):
             st.code("\n".join(c.failures))
@@ -256,6 +270,27 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
                    args=(conn, c.campaign_id, method))
     if cols[2].button("Refresh", key="cp_refresh"):
         _fetch.clear()
+
+
+def adaptive_detail(c: admin_pb2.Campaign) -> None:
+    """An adaptive campaign's learning curve: the validation error after each round against measurements."""
+    curve = data.learning_curve(c)
+    spent = c.counts.done + c.counts.failed
+    target = f", target {c.adaptive.target_mape:g} %" if c.adaptive.target_mape else ""
+    st.write(f"Adaptive: {len(curve)} rounds, {spent} of {c.adaptive.budget} measurements{target}"
+             + (f" — stopped: {c.stop_reason}" if c.stop_reason else ""))
+    known = curve.dropna(subset=["validation_mape"])
+    if known.empty:
+        st.caption("The learning curve starts once the seed round is measured.")
+        return
+    fig = go.Figure(go.Scatter(x=known["measurements"].tolist(), y=known["validation_mape"].tolist(),
+                               mode="lines+markers",
+                               text=[f"round {r}" for r in known["round"]], name="validation MAPE"))
+    if c.adaptive.target_mape:
+        fig.add_hline(y=c.adaptive.target_mape, line_dash="dot", annotation_text="target")
+    fig.update_layout(xaxis_title="measurements", yaxis_title="validation MAPE (%, out-of-bag)", height=320,
+                      margin=dict(l=10, r=10, t=30, b=10), title="Learning curve")
+    st.plotly_chart(fig, key=f"cp_curve_{c.campaign_id}", width="stretch")
 
 
 def campaign_action(conn: Connection, campaign_id: int, method: str) -> None:

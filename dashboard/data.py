@@ -231,6 +231,13 @@ def campaigns_frame(campaigns: list[admin_pb2.Campaign]) -> pd.DataFrame:
                                        "setting", "privacy"])
 
 
+def learning_curve(campaign: admin_pb2.Campaign) -> pd.DataFrame:
+    """An adaptive campaign's rounds: measurements so far, the validation MAPE then (NaN: too few), cells asked."""
+    rows = [{"round": r.round, "measurements": r.measurements, "validation_mape": r.validation_mape,
+             "picked": r.picked} for r in campaign.rounds]
+    return pd.DataFrame(rows, columns=["round", "measurements", "validation_mape", "picked"])
+
+
 def hardware_progress(campaign: admin_pb2.Campaign) -> pd.DataFrame:
     rows = [{"hardware_class": hw, "progress": round(100 * progress(c)), **counts_dict(c)}
             for hw, c in sorted(campaign.by_hardware.items())]

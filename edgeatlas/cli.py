@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -406,8 +407,32 @@ def _campaign_line(c) -> str:
                         f", quota {c.quota}/class" if c.quota else "",
                         ", deadline " + datetime.datetime.fromtimestamp(c.deadline_ms / 1000, datetime.timezone.utc)
                         .strftime("%Y-%m-%d %H:%M UTC") if c.deadline_ms else ""])
+    if c.HasField("adaptive"):
+        last = c.rounds[-1] if c.rounds else None
+        error = (f", validation MAPE {last.validation_mape:.1f} %" if last and math.isfinite(last.validation_mape)
+                 else "")
+        schedule += (f", adaptive: {len(c.rounds)} rounds, {n.done + n.failed}/{c.adaptive.budget} measurements"
+                     f"{error}" + (f" ({c.stop_reason})" if c.stop_reason else ""))
     return (f"campaign {c.campaign_id} {c.name!r}: {c.status}, {n.done}/{total} done, {n.failed} failed, "
             f"{n.leased} running, {c.agents} agents{schedule}, models {', '.join(c.models)}")
+
+
+def _adaptive(args):
+    """The Adaptive message of `campaign create --adaptive`, or None; InvalidInput for options without it."""
+    from edgeatlas.protos.spec import SpecSheet
+    from edgeatlas.v1 import admin_pb2
+
+    given = [f"--{k.replace('_', '-')}" for k in ("budget", "target_mape", "for_spec", "epsilon_budget")
+             if getattr(args, k) is not None]
+    if not args.adaptive:
+        if given:
+            raise errors.InvalidInput(f"{given[0]} applies to an adaptive campaign: add --adaptive")
+        return None
+    if args.budget is None:
+        raise errors.InvalidInput("an adaptive campaign needs --budget N (measurements)")
+    spec = SpecSheet.load(args.for_spec).to_json() if args.for_spec else ""
+    return admin_pb2.Adaptive(budget=max(0, args.budget), target_mape=args.target_mape or 0.0, for_spec_json=spec,
+                              epsilon_budget=args.epsilon_budget or 0.0)
 
 
 def cmd_campaign_create(args) -> int:
@@ -427,9 +452,13 @@ def cmd_campaign_create(args) -> int:
     privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
                             delta=0.0 if args.mechanism == "laplace" else args.delta,
                             statistics=tuple(args.statistics), bounds_ms=bounds).check()
+    adaptive = _adaptive(args)
+    if adaptive is not None and adaptive.budget < 1:
+        raise errors.InvalidInput(f"--budget must be at least 1, not {args.budget}")
     with _admin(args) as admin:
         c = admin.create_campaign(args.models, _selectors(args.selector), args.repeats,
-                                  setting, params, args.name or "", privacy, args.target_precision, schedule)
+                                  setting, params, args.name or "", privacy, args.target_precision, schedule,
+                                  adaptive)
     _print(_campaign_line(c))
     return 0
 
@@ -454,6 +483,10 @@ def cmd_campaign_status(args) -> int:
            + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
     for failure in c.failures:
         _print(f"  {failure}")
+    for r in c.rounds:
+        error = f"{r.validation_mape:5.1f} %" if math.isfinite(r.validation_mape) else "  n/a  "
+        _print(f"  round {r.round:3d}: after {r.measurements:5d} measurements, validation MAPE {error}, "
+               f"picked {r.picked} cells")
     mine = [cell for cell in heatmap.cells if cell.model_name in set(c.models) and cell.source != "imported"]
     if mine:
         _print(views.summary(admin_pb2.Heatmap(cells=mine)))
@@ -954,6 +987,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0, help="-1000..1000; devices lease higher priorities first")
     p.add_argument("--deadline", help="30m, 2h, 1d from now, or an ISO date-time: open tasks are cancelled then")
     p.add_argument("--quota", type=int, default=0, help="devices per hardware class at most (0: every match)")
+    p.add_argument("--adaptive", action="store_true",
+                   help="measure, round by round, the cells the predictor is least sure of (needs --budget)")
+    p.add_argument("--budget", type=int, help="adaptive: measurements at most")
+    p.add_argument("--target-mape", type=float, help="adaptive: stop once the validation MAPE (%%) is this low")
+    p.add_argument("--for-spec", help="adaptive: a spec sheet someone is choosing for; favour its Pareto front")
+    p.add_argument("--epsilon-budget", type=float, help="adaptive: Σ ε per device in this campaign at most")
     p.add_argument("--name")
     _run_options(p, iterations=100, duration=1.0)
     p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib
 import json
 import math
 import time
 
 from edgeatlas.coordinator import aggregate, auth
+from edgeatlas.coordinator.adaptive import AdaptivePlan
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
@@ -23,6 +25,17 @@ from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 DAY_MS = 86_400_000
+
+
+def adaptive_plan(msg: admin_pb2.Adaptive) -> AdaptivePlan:
+    """The checked plan of an adaptive campaign; InvalidInput naming what is wrong."""
+    try:
+        importlib.import_module("edgeatlas.predictor.acquisition")
+    except ImportError as exc:
+        raise InvalidInput(f"adaptive campaigns need the predictor extra on the coordinator ({exc.name} is "
+                           "missing)") from None
+    return AdaptivePlan(budget=msg.budget, target_mape=msg.target_mape, for_spec_json=msg.for_spec_json,
+                        epsilon_budget=msg.epsilon_budget).check()
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -58,12 +71,17 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         check_target_precision(request.target_precision)
         schedule = Schedule(priority=request.priority, deadline_ms=request.deadline_ms,
                             quota=request.quota).check(int(time.time() * 1000))
+        plan = adaptive_plan(request.adaptive) if request.HasField("adaptive") else None
         models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
         for model in models:
             scenarios.check_for_format(setting.scenario, model.format, model.name)
+            if plan is not None and model.format != "onnx":
+                raise InvalidInput(f"model {model.name} is {model.format}: an adaptive campaign's predictor reads "
+                                   "ONNX graphs")
         campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
                                               dict(request.selectors), repeats, setting, params, privacy,
-                                              request.target_precision, schedule)
+                                              request.target_precision, schedule,
+                                              plan.to_json() if plan is not None else "")
         self.wakeup.notify()
         return await self._campaign(campaign_id)
 
@@ -73,6 +91,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         by_hardware = await asyncio.to_thread(self.store.task_counts_by_hardware, campaign_id)
         failures = await asyncio.to_thread(self.store.failures, campaign_id)
         names = {m.sha256: m.name for m in await asyncio.to_thread(self.store.list_models)}
+        adaptive, rounds = None, []
+        if row.adaptive_json:
+            plan = AdaptivePlan.from_json(row.adaptive_json)
+            adaptive = admin_pb2.Adaptive(budget=plan.budget, target_mape=plan.target_mape,
+                                          for_spec_json=plan.for_spec_json, epsilon_budget=plan.epsilon_budget)
+            rounds = [admin_pb2.AdaptiveRound(
+                round=r.round, measurements=r.measurements, picked=r.picked, created_ms=r.created_ms,
+                validation_mape=math.nan if r.validation_mape is None else r.validation_mape)
+                for r in await asyncio.to_thread(self.store.rounds, campaign_id)]
         return admin_pb2.Campaign(
             campaign_id=row.id, name=row.name, status=row.status, created_ms=row.created_ms,
             finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
@@ -81,7 +108,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             setting=convert.setting_to_pb(Setting(**json.loads(row.setting_json))),
             failures=failures, target_precision=row.target_precision,
             privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))),
-            priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota)
+            priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota,
+            adaptive=adaptive, rounds=rounds, stop_reason=row.stop_reason)
 
     @rpc
     async def ListCampaigns(self, request, context):

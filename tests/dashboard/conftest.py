@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from edgeatlas.v1 import admin_pb2
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -68,7 +70,9 @@ def world(tmp_path_factory, prepared_zoo, gguf_zoo):
             real = admin.create_campaign(FLEET_MODELS, {"label.real": "true"}, 1, Setting(threads=1),
                                          RunParams(warmup_iterations=2, min_iterations=10, min_duration_s=0.1),
                                          name="real").campaign_id
-        for cid in (sim, llm, real):
+            adaptive = admin.create_campaign(ZOO_MODELS, {"label.simulated": "true"}, 1, Setting(), RunParams(),
+                                             name="adaptive", adaptive=admin_pb2.Adaptive(budget=12)).campaign_id
+        for cid in (sim, llm, real, adaptive):
             wait_for(lambda: campaign_state(c, cid).status == "done", 180, f"campaign {cid}")
         checkpoint = workdir / "predictor.pt"
         trained = run_cli("predictor", "train", "--data", str(SAMPLE_DIR), "--out", str(checkpoint),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -122,6 +123,39 @@ def test_campaign_form_creates_a_campaign_and_rejects_bad_input(app, world):
     assert len(made) == 1 and made[0].models == ["mlp-s"] and made[0].privacy.epsilon == 2.0
     assert made[0].selectors == {"label.simulated": "true"} and made[0].agents == 6
     assert made[0].setting.scenario == "server" and made[0].setting.scenario_params["latency_bound_ms"] == "20"
+
+
+def test_an_adaptive_campaign_shows_its_learning_curve(app, world):
+    with world.coordinator.admin() as admin:
+        adaptive = next(c for c in admin.list_campaigns() if c.name == "adaptive")
+    assert adaptive.status == "done" and len(adaptive.rounds) >= 2
+    at = app("campaigns")
+    at.selectbox(key="cp_pick").set_value(adaptive.campaign_id).run()
+    texts = [m.value for m in at.markdown]
+    assert any(t.startswith(f"Adaptive: {len(adaptive.rounds)} rounds, 12 of 12 measurements — stopped: spent the "
+                            "budget of 12") for t in texts), texts
+    curve = figure(at, f"cp_curve_{adaptive.campaign_id}")
+    assert curve["layout"]["title"]["text"] == "Learning curve"
+    points = [(x, y) for x, y in zip(curve["data"][0]["x"], curve["data"][0]["y"])]
+    expected = [(r.measurements, pytest.approx(r.validation_mape)) for r in adaptive.rounds
+                if not math.isnan(r.validation_mape)]
+    assert points == expected and len(points) >= 2
+
+
+def test_the_campaign_form_makes_an_adaptive_campaign(app, world):
+    at = app("campaigns")
+    at.text_input(key="cf_name").set_value("adaptive-from-the-form")
+    at.multiselect(key="cf_models").set_value(["mlp-s", "resnet-s"])
+    at.text_area(key="cf_selectors").set_value("label.simulated=true")
+    at.number_input(key="cf_target_mape").set_value(10.0)
+    at.button(key="cf_submit").click().run()
+    assert any("a target MAPE applies to an adaptive campaign" in e for e in errors_of(at))
+    at.number_input(key="cf_budget").set_value(4)
+    at.button(key="cf_submit").click().run()
+    assert not errors_of(at) and any("adaptive, up to 4 measurements" in s.value for s in at.success)
+    with world.coordinator.admin() as admin:
+        made, = [c for c in admin.list_campaigns() if c.name == "adaptive-from-the-form"]
+    assert (made.adaptive.budget, made.adaptive.target_mape) == (4, 10.0)
 
 
 def test_campaign_progress_per_hardware_class_pause_resume_and_cancel(app, world):

@@ -16,14 +16,19 @@ from tests.integration.test_campaign import campaign_state, wait_for
 pytestmark = pytest.mark.slow
 
 
+def simulate(coordinator, agents: int, duration_s: int, log_path) -> subprocess.Popen:
+    """`fleet simulate` against the coordinator, its output in log_path; stop it with stop_pid."""
+    env = coordinator.env()
+    env["EDGEATLAS_ENROLL_TOKEN"] = coordinator.enroll_token
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "edgeatlas", "fleet", "simulate", "--agents", str(agents),
+                                 "--duration", str(duration_s)], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
 def test_simulated_fleet_populates_the_heatmap_marked_simulated(coordinator, prepared_zoo, tmp_path):
     with coordinator.admin() as admin:
         register(admin, prepared_zoo, ["mlp-s", "resnet-s"])
-    env = coordinator.env()
-    env["EDGEATLAS_ENROLL_TOKEN"] = coordinator.enroll_token
-    log = open(tmp_path / "fleet.log", "wb")
-    fleet = subprocess.Popen([sys.executable, "-m", "edgeatlas", "fleet", "simulate", "--agents", "40",
-                              "--duration", "120"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    fleet = simulate(coordinator, 40, 120, tmp_path / "fleet.log")
     try:
         def enrolled():
             with coordinator.admin() as admin:
@@ -36,7 +41,6 @@ def test_simulated_fleet_populates_the_heatmap_marked_simulated(coordinator, pre
                         "the simulated campaign")
     finally:
         stop_pid(fleet)
-        log.close()
     assert (done.counts.done, done.counts.failed) == (80, 0)
     with coordinator.admin() as admin:
         cells = admin.heatmap().cells

@@ -1,0 +1,182 @@
+"""Adaptive selection against random selection and a fixed grid, replayed on the shared NAS-Bench-201 data.
+
+"Measuring" a cell (one network on one device setting) reveals its published latency. Each seed holds
+three devices out (a phone, a CPU server, a GPU; a different three per seed), starts every strategy from
+the same 20 random cells, and lets it choose more cells on the other devices:
+- random: uniformly among the cells not yet measured;
+- grid: a fixed suite, networks spread evenly over the FLOPs range, each measured on every setting in turn
+  (what a static benchmark suite does);
+- adaptive: rounds (predictor/acquisition.py): retrain the surrogate, score candidate cells by its
+  members' spread, take the most uncertain, spread over settings and networks.
+After 50, 100, 200, 400 and 800 measurements the same surrogate is trained on what each strategy chose
+and scored on the held-out devices (MAPE, Spearman per setting, averaged). Prints the table (mean over
+seeds), how many measurements each strategy needs to reach a given MAPE, and writes a PNG.
+
+    python bench/adaptive_vs_grid.py [--seeds 3] [--out adaptive_vs_grid.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeatlas.predictor import acquisition as acq
+from edgeatlas.predictor.data import SUMMARY, Samples, load_nb201_dir
+from edgeatlas.predictor.datasets import nasbench201 as nb
+from edgeatlas.predictor.evaluate import score
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nasbench201"
+CHECKPOINTS = (50, 100, 200, 400, 800)
+SEED_CELLS = 20
+CANDIDATES = 6000  # cells scored per adaptive round, drawn afresh from those not yet measured
+EVAL_NETWORKS = 1000
+STRATEGIES = ("random", "grid", "adaptive")
+GROUPS = {  # one of each held out per seed, rotating
+    "phone": ["Samsung Galaxy A50", "Google Pixel 3", "Essential Phone PH-1", "Samsung Galaxy S7"],
+    "cpu": ["Intel Xeon Silver 4210R", "Intel Xeon Gold 6240", "Intel Xeon Silver 4114"],
+    "gpu": ["NVIDIA TITAN RTX", "NVIDIA GeForce GTX 1080 Ti", "NVIDIA GeForce RTX 2080 Ti", "NVIDIA TITAN Xp",
+            "NVIDIA GeForce GTX TITAN X"],
+}
+
+
+def evaluate(surrogate: acq.Surrogate, test: Samples) -> tuple[float, float]:
+    """(MAPE %, Spearman): per held-out setting, then the mean over settings."""
+    pred = surrogate.predict(test).mean(0)
+    scores = [score(pred[test.setting == s], test.latency_ms[test.setting == s]) for s in np.unique(test.setting)]
+    return float(np.mean([s.mape for s in scores])), float(np.nanmean([s.spearman for s in scores]))
+
+
+def grid_order(pool: Samples, rng: np.random.Generator) -> np.ndarray:
+    """Pool indices in the order a fixed suite measures them: network by network, each on every setting."""
+    flops = pool.graphs.summary[:, SUMMARY.index("log_flops")]
+    networks = np.unique(pool.graph)
+    ranked = networks[np.argsort(flops[networks], kind="stable")]
+    # A suite of networks spread evenly over the FLOPs ranking, visited coarse to fine: the van der Corput
+    # sequence 1/2, 1/4, 3/4, 1/8, ... of positions in the ranking.
+    seen, suite = set(), []
+    for i in range(1, 4 * len(networks)):
+        position, denominator, k = 0.0, 1.0, i
+        while k:
+            denominator *= 2
+            position += (k % 2) / denominator
+            k //= 2
+        g = int(ranked[min(len(ranked) - 1, int(position * len(ranked)))])
+        if g not in seen:
+            seen.add(g)
+            suite.append(g)
+        if len(suite) >= 1000:
+            break
+    rank = {g: i for i, g in enumerate(suite)}
+    key = np.array([rank.get(int(g), len(suite)) for g in pool.graph], dtype=np.int64)
+    return np.lexsort((rng.random(len(pool)), pool.setting, key))
+
+
+def run_seed(data: Samples, seed: int, say) -> dict[str, list[tuple[float, float]]]:
+    rng = np.random.default_rng(seed)
+    held = [names[seed % len(names)] for names in GROUPS.values()]
+    device = data.device_of()
+    pool = data.where(~np.isin(device, held))
+    test_all = data.where(np.isin(device, held))
+    eval_networks = rng.choice(np.unique(test_all.graph), EVAL_NETWORKS, replace=False)
+    test = test_all.where(np.isin(test_all.graph, eval_networks))
+    start_cells = rng.choice(len(pool), SEED_CELLS, replace=False)
+    say(f"seed {seed}: held out {', '.join(held)}; {len(pool)} cells to choose from, "
+        f"{len(test)} held-out cells to score on")
+    grid = grid_order(pool, rng)
+    out: dict[str, list[tuple[float, float]]] = {}
+    for strategy in STRATEGIES:
+        started = time.monotonic()
+        chosen = list(start_cells)
+        measured = np.zeros(len(pool), dtype=bool)
+        measured[chosen] = True
+        curve = []
+        for target in CHECKPOINTS:
+            while len(chosen) < target:
+                if strategy == "random":
+                    new = rng.choice(np.flatnonzero(~measured), target - len(chosen), replace=False)
+                elif strategy == "grid":
+                    new = grid[~measured[grid]][:target - len(chosen)]
+                else:
+                    k = min(target - len(chosen), acq.round_size(len(chosen), target))
+                    surrogate = acq.Surrogate().fit(pool.where(measured), seed=seed)
+                    open_cells = np.flatnonzero(~measured)
+                    cand = rng.choice(open_cells, min(CANDIDATES, len(open_cells)), replace=False)
+                    spread = acq.spread(surrogate.predict(pool.where(cand)))
+                    new = cand[acq.pick(spread, k, pool.setting[cand], pool.graph[cand])]
+                measured[new] = True
+                chosen += [int(i) for i in new]
+            surrogate = acq.Surrogate().fit(pool.where(measured), seed=seed)
+            curve.append(evaluate(surrogate, test))
+        out[strategy] = curve
+        say(f"  {strategy:8s} " + "  ".join(f"{n}: {m:5.1f} %" for n, (m, _) in zip(CHECKPOINTS, curve))
+            + f"  ({time.monotonic() - started:.0f} s)")
+    return out
+
+
+def needed(curve: np.ndarray, goal: float) -> float:
+    """Measurements to reach MAPE ≤ goal, interpolated on log(measurements) between checkpoints; inf if never."""
+    for i, m in enumerate(curve):
+        if m <= goal:
+            if i == 0:
+                return float(CHECKPOINTS[0])
+            a, b = curve[i - 1], m
+            frac = (a - goal) / (a - b) if a != b else 1.0
+            lo, hi = math.log(CHECKPOINTS[i - 1]), math.log(CHECKPOINTS[i])
+            return math.exp(lo + frac * (hi - lo))
+    return math.inf
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--data", default=str(SHARED if (SHARED / "specs").is_dir() else nb.SAMPLE_DIR))
+    ap.add_argument("--out", default="adaptive_vs_grid.png")
+    args = ap.parse_args()
+    data = load_nb201_dir(args.data)
+    print(f"{args.data}: {len(data)} published cells, {len(data.graphs)} networks, {len(data.settings)} settings "
+          f"on {len(data.devices())} devices; surrogate: {acq.MEMBERS} bagged tree models")
+    runs = [run_seed(data, seed, print) for seed in range(args.seeds)]
+    mape = {s: np.mean([[m for m, _ in r[s]] for r in runs], axis=0) for s in STRATEGIES}
+    rho = {s: np.mean([[p for _, p in r[s]] for r in runs], axis=0) for s in STRATEGIES}
+    print(f"\nheld-out-device MAPE % / Spearman, mean of {args.seeds} seeds")
+    print(f"{'measurements':>12s} " + " ".join(f"{s:>16s}" for s in STRATEGIES))
+    for i, n in enumerate(CHECKPOINTS):
+        print(f"{n:12d} " + " ".join(f"{mape[s][i]:8.1f} / {rho[s][i]:5.3f}" for s in STRATEGIES))
+    print("\nmeasurements needed to reach a MAPE (interpolated between checkpoints; inf: not within 800)")
+    goals = sorted({round(float(mape["random"][i]), 1) for i in (2, 3, 4)}, reverse=True)
+    print(f"{'MAPE %':>8s} " + " ".join(f"{s:>9s}" for s in STRATEGIES) + "  random / adaptive")
+    for goal in goals:
+        need = {s: needed(mape[s], goal) for s in STRATEGIES}
+        ratio = need["random"] / need["adaptive"] if math.isfinite(need["adaptive"]) else math.nan
+        print(f"{goal:8.1f} " + " ".join(f"{need[s]:9.0f}" for s in STRATEGIES) + f"  {ratio:.2f}×")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for s in STRATEGIES:
+        axes[0].plot(CHECKPOINTS, mape[s], marker="o", label=s)
+        axes[1].plot(CHECKPOINTS, rho[s], marker="o", label=s)
+    for ax, name in zip(axes, ("held-out-device MAPE (%)", "held-out-device Spearman")):
+        ax.set_xscale("log")
+        ax.set_xticks(CHECKPOINTS, [str(c) for c in CHECKPOINTS])
+        ax.set_xlabel("measurements")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"NAS-Bench-201 replay, mean of {args.seeds} seeds")
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
