@@ -98,38 +98,37 @@ class AdaptiveCampaigns:
         simulated = bool(agents) and all(a.simulated for a in agents)
         if simulated:  # virtual devices report their synthetic numbers under this runtime
             setting = dataclasses.replace(setting, runtime="simulated")
-        surrogate = self._surrogate(simulated, campaign.id)
-        mape = surrogate.oob_mape if surrogate is not None else math.nan
-        record = AdaptiveRoundRow(round=len(rounds) + 1, measurements=measured,
-                                  validation_mape=mape if math.isfinite(mape) else None, picked=0)
-        reason = rule.reason(measured, mape)
-        if reason:
-            self.store.stop_adaptive(campaign.id, reason, record)
-            return reason
 
         asked = {(t.model_sha256, t.hardware_class) for t in tasks if t.status != "cancelled"}
         cap = rule.reports_per_device(self._epsilon_per_report(campaign))
-        done_by = {}
+        done_by: dict[str, int] = {}
         for t in tasks:
             if t.status == "done":
                 done_by[t.agent_id] = done_by.get(t.agent_id, 0) + 1
         fresh = [a for a in agents if cap is None or done_by.get(a.agent_id, 0) < cap]
-        if agents and not fresh:
-            reason = f"every device spent its ε budget of {plan.epsilon_budget:g} in this campaign"
-            self.store.stop_adaptive(campaign.id, reason, record)
-            return reason
         t = now_ms()
         online = [a for a in fresh if t - a.last_seen_ms < OFFLINE_AFTER_MS and a.hardware_class in self._specs]
         by_class: dict[str, list] = {}
         for agent in online:
             by_class.setdefault(agent.hardware_class, []).append(agent)
         candidates = [(sha, hw) for sha in models for hw in sorted(by_class) if (sha, hw) not in asked]
-        if not candidates:
-            if online and all((sha, hw) in asked for sha in models for hw in {a.hardware_class for a in fresh}):
-                reason = "measured every cell its devices can measure"
-                self.store.stop_adaptive(campaign.id, reason, record)
-                return reason
-            return "waiting for a device of a class still to measure to come online"
+        if agents and not fresh:
+            reason = f"every device spent its ε budget of {plan.epsilon_budget:g} in this campaign"
+        elif fresh and all((sha, a.hardware_class) in asked for sha in models for a in fresh):
+            reason = "measured every cell its devices can measure"
+        elif not candidates and measured < rule.budget:
+            return "waiting for a device of a class still to measure to come online"  # nothing to retrain for
+        else:
+            reason = None
+
+        surrogate = self._surrogate(simulated, campaign.id)
+        mape = surrogate.oob_mape if surrogate is not None else math.nan
+        record = AdaptiveRoundRow(round=len(rounds) + 1, measurements=measured,
+                                  validation_mape=mape if math.isfinite(mape) else None, picked=0)
+        reason = rule.reason(measured, mape) or reason
+        if reason:
+            self.store.stop_adaptive(campaign.id, reason, record)
+            return reason
 
         k = acq.round_size(measured, rule.budget)
         if surrogate is None:
@@ -153,6 +152,8 @@ class AdaptiveCampaigns:
             load[agent.agent_id] += 1
             new_tasks.append((agent.agent_id, hw, sha))
         record.picked = len(new_tasks)
+        if not new_tasks:
+            return "waiting for a device with ε budget left"
         if not self.store.add_round(campaign.id, new_tasks, record):
             return "no longer running"
         shown = "n/a" if not math.isfinite(mape) else f"{mape:.1f} %"

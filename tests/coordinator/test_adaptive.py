@@ -13,6 +13,7 @@ from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.spec import SpecSheet
 
+from tests.coordinator.test_scheduling import vanish
 from tests.coordinator.test_storage import report
 
 MODELS = ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]
@@ -168,3 +169,24 @@ def test_bad_plans_and_mixed_fleets_are_refused(store):
         adaptive(store, AdaptivePlan(budget=5))
     assert len(store.list_campaigns()) == 0 and agents
     assert json.loads(AdaptivePlan(budget=5, target_mape=10).to_json())["budget"] == 5
+
+
+def test_it_waits_for_an_offline_class_instead_of_stopping(store):
+    agents = fleet(store)
+    cid = adaptive(store, AdaptivePlan(budget=100))
+    controller = AdaptiveCampaigns(store)
+    for name in ("server", "laptop"):
+        vanish(store, agents[name].agent_id)
+    while store.campaign(cid).status == "running":
+        line = controller.advance(store.campaign(cid))
+        if line.startswith("waiting"):
+            break
+        measure_all(store, {"pi": agents["pi"]})
+    assert line == "waiting for a device of a class still to measure to come online"
+    assert store.campaign(cid).status == "running"
+    assert {t.hardware_class for t in store.campaign_tasks(cid)} == {agents["pi"].hardware_class}
+    rounds = len(store.rounds(cid))
+    assert controller.advance(store.campaign(cid)).startswith("waiting") and len(store.rounds(cid)) == rounds
+    store.touch_agent(agents["laptop"].agent_id)  # back online
+    store.flush_touches()
+    assert controller.advance(store.campaign(cid)).startswith(f"round {rounds + 1}:")

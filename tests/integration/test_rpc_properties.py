@@ -122,15 +122,17 @@ def test_agent_reads(server, sha, offset, wait, state, md):
 @given(models=st.lists(text, max_size=3), selectors=st.dictionaries(text, text, max_size=3),
        repeats=small_ints, setting=setting_msgs, privacy=privacy_msgs, precision=floats,
        warmup=small_ints, iterations=small_ints, duration=floats, priority=st.integers(-2**31, 2**31 - 1),
-       deadline=st.integers(-2**63, 2**63 - 1), quota=small_ints)
+       deadline=st.integers(-2**63, 2**63 - 1), quota=small_ints,
+       adaptive=st.none() | st.builds(admin_pb2.Adaptive, budget=small_ints, target_mape=floats,
+                                      for_spec_json=text, epsilon_budget=floats))
 def test_create_campaign(server, models, selectors, repeats, setting, privacy, precision, warmup, iterations,
-                         duration, priority, deadline, quota):
+                         duration, priority, deadline, quota, adaptive):
     _, _, admin, _, admin_md, _ = server
     request = admin_pb2.CreateCampaignRequest(
         models=models or ["mlp-s"], selectors=selectors, repeats=min(repeats, 2000), setting=setting,
         privacy=privacy, target_precision=precision, priority=priority, deadline_ms=deadline, quota=quota,
         params=agent_pb2.RunParams(warmup_iterations=warmup, min_iterations=iterations, min_duration_s=duration,
-                                   max_duration_s=duration))
+                                   max_duration_s=duration), adaptive=adaptive)
     call(admin.CreateCampaign, request, admin_md)
     alive(server)
 
