@@ -21,8 +21,8 @@ from sqlmodel import Session, SQLModel, create_engine, select
 
 from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.tables import (
-    AdaptiveRoundRow, AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow,
-    ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
+    AdaptiveRoundRow, AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow,
+    HardwareRow, ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import Conflict, EdgeAtlasError, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import STATISTICS, PrivacyParams

@@ -430,8 +430,10 @@ def _adaptive(args):
         return None
     if args.budget is None:
         raise errors.InvalidInput("an adaptive campaign needs --budget N (measurements)")
+    if not 1 <= args.budget < 2 ** 32:
+        raise errors.InvalidInput(f"--budget {args.budget} is not a number of measurements in 1..{2 ** 32 - 1}")
     spec = SpecSheet.load(args.for_spec).to_json() if args.for_spec else ""
-    return admin_pb2.Adaptive(budget=max(0, args.budget), target_mape=args.target_mape or 0.0, for_spec_json=spec,
+    return admin_pb2.Adaptive(budget=args.budget, target_mape=args.target_mape or 0.0, for_spec_json=spec,
                               epsilon_budget=args.epsilon_budget or 0.0)
 
 
@@ -453,8 +455,6 @@ def cmd_campaign_create(args) -> int:
                             delta=0.0 if args.mechanism == "laplace" else args.delta,
                             statistics=tuple(args.statistics), bounds_ms=bounds).check()
     adaptive = _adaptive(args)
-    if adaptive is not None and adaptive.budget < 1:
-        raise errors.InvalidInput(f"--budget must be at least 1, not {args.budget}")
     with _admin(args) as admin:
         c = admin.create_campaign(args.models, _selectors(args.selector), args.repeats,
                                   setting, params, args.name or "", privacy, args.target_precision, schedule,
