@@ -174,6 +174,7 @@ def main() -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib is not installed: no plot")
         return
@@ -184,6 +185,7 @@ def main() -> None:
     for ax, name in zip(axes, ("held-out-device MAPE (%)", "held-out-device Spearman")):
         ax.set_xscale("log")
         ax.set_xticks(CHECKPOINTS, [str(c) for c in CHECKPOINTS])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel("measurements")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
