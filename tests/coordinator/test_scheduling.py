@@ -182,7 +182,9 @@ def test_an_overdue_lease_is_adopted_and_the_slow_device_report_is_stale(store):
 def test_retries_stay_bounded_across_devices(store):
     agents = [enroll(store, n) for n in "abcd"]
     cid = campaign(store, quota=1)
-    for agent in reversed(agents):  # the holder (most recently seen) first; each leases and vanishes
+    holder, = {t.agent_id for t in store.campaign_tasks(cid)}  # enrolled in the same millisecond, any may hold it
+    agents.sort(key=lambda a: a.agent_id != holder)
+    for agent in agents:  # the holder first; each leases and vanishes
         leased = store.lease(agent.agent_id)
         if leased is None:
             break
