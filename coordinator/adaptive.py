@@ -10,11 +10,9 @@ and on a simulated fleet from its synthetic cells; predictor versions keep their
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -26,10 +24,7 @@ from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Setting
 from edgeatlas.protos.spec import SpecSheet
 
-log = logging.getLogger("edgeatlas.coordinator.adaptive")
-
 MIN_TO_LEARN = 4  # cells before the surrogate chooses; the seed round before it is spread at random
-Z80 = 1.2816
 
 
 @dataclass(frozen=True)
@@ -97,7 +92,7 @@ class AdaptiveCampaigns:
         agents = self._agents(campaign)
         simulated = bool(agents) and all(a.simulated for a in agents)
         if simulated:  # virtual devices report their synthetic numbers under this runtime
-            setting = dataclasses.replace(setting, runtime="simulated")
+            setting = replace(setting, runtime="simulated")
 
         asked = {(t.model_sha256, t.hardware_class) for t in tasks if t.status != "cancelled"}
         cap = rule.reports_per_device(self._epsilon_per_report(campaign))
@@ -182,6 +177,7 @@ class AdaptiveCampaigns:
         """The members' spread per candidate, weighted toward a queried spec sheet's Pareto front if one is given."""
         from edgeatlas.predictor import acquisition as acq
         from edgeatlas.predictor.data import GraphSet, Samples
+        from edgeatlas.predictor.models import Z80
 
         readable = np.array([self._readable(hw, setting) for _, hw in candidates])
         score = np.full(len(candidates), np.inf)  # a class whose sheet the predictor cannot read: measure it first
