@@ -89,7 +89,8 @@ class Graphs:
 
 
 def samples_from_cells(store: Store, cells: list[tuple[str, str, Setting, float]], graphs: Graphs | None = None):
-    """Samples of the cells whose hardware class has a spec sheet; latency 1 ms where a cell's is unknown."""
+    """Samples of the cells whose hardware class has a spec sheet (a candidate not yet measured carries a
+    placeholder latency)."""
     from edgeatlas.predictor.data import GraphSet, Samples
 
     graphs = graphs or Graphs(store)
