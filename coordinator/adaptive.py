@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from edgeatlas.coordinator.predictions import Graphs, accuracy_of, samples_from_cells, setting_info, training_cells
+from edgeatlas.coordinator.predictions import Graphs, samples_from_cells, setting_info, training_cells
 from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, OPEN_TASK, Store, matches, now_ms, within_quota
 from edgeatlas.coordinator.tables import AdaptiveRoundRow, CampaignRow
 from edgeatlas.protos.errors import InvalidInput
@@ -196,7 +196,7 @@ class AdaptiveCampaigns:
                         np.arange(len(models)), np.zeros(len(models), np.int64), np.ones(len(models)))
         members = surrogate.predict(query)
         mean, sd = members.mean(0), members.std(0)
-        accuracy = [accuracy_of(self._proto(sha)).get("accuracy", 0.0) for sha in models]
+        accuracy = [self.graphs.accuracy(sha) for sha in models]
         front = acq.pareto_weight(np.exp(mean - Z80 * sd), np.exp(mean + Z80 * sd), np.array(accuracy))
         features = np.stack([samples.settings[i].features for i in samples.setting])
         scale = np.abs(features).mean(0) + 1e-6
@@ -212,8 +212,3 @@ class AdaptiveCampaigns:
             return False
         proc = setting_info(hw, spec, setting).proc
         return proc.peak_flops > 0 or proc.bandwidth > 0  # NaN compares False
-
-    def _proto(self, sha256: str):
-        import onnx
-
-        return onnx.load_from_string(b"".join(self.store.blob_chunks(sha256)))

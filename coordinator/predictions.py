@@ -68,11 +68,12 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
 
 
 class Graphs:
-    """ONNX models of the store as operator graphs, each read once."""
+    """ONNX models of the store as operator graphs (and their stated accuracy), each read once."""
 
     def __init__(self, store: Store):
         self.store = store
         self._graphs: dict[str, object] = {}
+        self._accuracy: dict[str, dict] = {}
 
     def get(self, sha256: str):
         import onnx
@@ -85,7 +86,13 @@ class Graphs:
             except Exception as exc:
                 raise InvalidInput(f"model {sha256[:12]} is not an ONNX graph ({type(exc).__name__})") from None
             self._graphs[sha256] = from_onnx(proto, name=sha256[:12])
+            self._accuracy[sha256] = accuracy_of(proto)
         return self._graphs[sha256]
+
+    def accuracy(self, sha256: str) -> float:
+        """The model's `accuracy` metadata, 0 when it states none."""
+        self.get(sha256)
+        return self._accuracy[sha256].get("accuracy", 0.0)
 
 
 def samples_from_cells(store: Store, cells: list[tuple[str, str, Setting, float]], graphs: Graphs | None = None):
@@ -217,7 +224,7 @@ class Predictors:
         """model: a registered model's name or sha256 prefix, or the bytes of an ONNX graph (not stored)."""
         import onnx
 
-        from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+        from edgeatlas.predictor.data import GraphSet, Samples
         from edgeatlas.predictor.graph import from_onnx
 
         row, predictor = self._get(version)
@@ -229,8 +236,8 @@ class Predictors:
             if found.format != "onnx":
                 raise InvalidInput(f"model {found.name} is {found.format}; the predictor reads ONNX graphs")
             name, data = found.name, _model_bytes(self.store, found.sha256)
-        setting = SettingInfo(key="query", device=spec.name or "query", spec=spec, target=target or "cpu",
-                              batch=batch, threads=threads, runtime=runtime)
+        setting = setting_info("query", spec, Setting(target=target or "cpu", batch=batch, threads=threads,
+                                                      runtime=runtime))
         try:
             proto = onnx.load_from_string(data)
             if isinstance(model, bytes):
