@@ -12,6 +12,10 @@ r_i: the operator's own roofline log-time on this hardware, with coefficient 1: 
 with the peaks the sheet gives, so the model extrapolates to faster or slower hardware as physics
 does and learns only the efficiency. One more term, the per-call overhead of the framework, comes
 from the hardware encoder alone.
+
+Graphs are dense: each padded to [Nmax] nodes with a mask and a row-normalised adjacency [Nmax, Nmax],
+and every weight lives in an nn.Linear. That is what lets Opacus compute per-sample gradients (it
+cannot for PyG's sparse layers), so the central and the federated DP-SGD predictor are one architecture.
 """
 
 from __future__ import annotations
@@ -22,8 +26,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch_geometric.nn import SAGEConv
-from torch_geometric.utils import to_undirected
 
 from edgeatlas.predictor.data import GraphSet, SettingInfo
 
@@ -38,58 +40,79 @@ class GNNConfig:
     hw_hidden: int = 64
 
 
+class DenseSAGE(nn.Module):
+    """GraphSAGE with mean aggregation on dense graphs: lin_l(mean of neighbours) + lin_r(self).
+
+    h: [B, N, hidden]; adj: [B, N, N], each row of a node with neighbours sums to 1. The same function
+    (and the same parameter names) as torch-geometric's SAGEConv, so older checkpoints load unchanged.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.lin_l = nn.Linear(dim, dim)
+        self.lin_r = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        return self.lin_l(torch.bmm(adj, h)) + self.lin_r(h)
+
+
 class CostGNN(nn.Module):
     def __init__(self, node_in: int, hw_in: int, cfg: GNNConfig = GNNConfig()):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Linear(node_in, cfg.hidden)
-        self.convs = nn.ModuleList([SAGEConv(cfg.hidden, cfg.hidden) for _ in range(cfg.layers)])
+        self.convs = nn.ModuleList([DenseSAGE(cfg.hidden) for _ in range(cfg.layers)])
         self.norms = nn.ModuleList([nn.LayerNorm(cfg.hidden) for _ in range(cfg.layers)])
         self.out = nn.Linear(cfg.hidden, cfg.rank)
         self.hw = nn.Sequential(nn.Linear(hw_in, cfg.hw_hidden), nn.SiLU(), nn.Linear(cfg.hw_hidden, cfg.hw_hidden),
                                 nn.SiLU(), nn.Linear(cfg.hw_hidden, 2 * cfg.rank + 3))
 
     def hardware(self, hw: torch.Tensor) -> torch.Tensor:
-        """[settings, 2·rank + 3] from standardized spec-sheet and setting features."""
+        """[B, 2·rank + 3] from standardized spec-sheet and setting features [B, hw_in]."""
         return self.hw(hw)
 
-    def node_embeddings(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    def node_embeddings(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
+        """[B, N, rank] from node features x [B, N, F] and adjacency [B, N, N]; padded rows are ignored later."""
         h = torch.relu(self.embed(x))
         for conv, norm in zip(self.convs, self.norms):
-            h = norm(h + torch.relu(conv(h, edge_index)))
+            h = norm(h + torch.relu(conv(h, adj)))
         return self.out(h)
 
-    def forward(self, emb: torch.Tensor, h: torch.Tensor, entry_node: torch.Tensor, entry_pair: torch.Tensor,
-                entry_logr: torch.Tensor, pair_setting: torch.Tensor, pairs: int) -> torch.Tensor:
-        """Log-latency (ms) of each (graph, setting) pair.
+    def forward(self, emb: torch.Tensor, h: torch.Tensor, logr: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Log-latency (ms) [P] of P (graph, setting) pairs.
 
-        emb: [N, rank] node embeddings; h: [settings, 2·rank + 3] from hardware();
-        entry_*: one entry per (pair, node of its graph): the node, the pair, its roofline log-time.
+        emb: [P, N, rank] its graph's node embeddings; h: [P, 2·rank + 3] its setting's hardware();
+        logr: [P, N] each operator's roofline log-time on that setting; mask: [P, N] true for real nodes.
         """
         r = self.cfg.rank
         u, v, b, c, overhead = h[:, :r], h[:, r:2 * r], h[:, -3] - 4.0, h[:, -2] + 1.0, h[:, -1]
-        s = pair_setting[entry_pair]
-        e = emb[entry_node]
         # Bounds keep an operator physical on networks unlike any in training: a fixed cost of at most
         # e^3 ≈ 20 ms, and an efficiency between 1.6× better than the roofline and e^8 ≈ 3000× worse.
-        fixed = torch.clamp((e * u[s]).sum(-1) + b[s], LOG_FLOOR_MS, 3.0)
-        work = entry_logr + torch.clamp((e * v[s]).sum(-1) + c[s], -0.5, 8.0)
-        score = torch.logaddexp(fixed, work)
-        # logsumexp per pair, with the per-call overhead as one more term
-        over = torch.clamp(overhead[pair_setting] - 1.0, LOG_FLOOR_MS, 6.0)
-        top = torch.full((pairs,), -1e9, dtype=score.dtype).scatter_reduce(0, entry_pair, score, "amax")
-        top = torch.maximum(top, over).detach()
-        total = torch.zeros(pairs, dtype=score.dtype).index_add(0, entry_pair, torch.exp(score - top[entry_pair]))
-        total = total + torch.exp(over - top)
-        return top + torch.log(total)
+        fixed = torch.clamp((emb * u[:, None]).sum(-1) + b[:, None], LOG_FLOOR_MS, 3.0)
+        work = logr + torch.clamp((emb * v[:, None]).sum(-1) + c[:, None], -0.5, 8.0)
+        score = torch.logaddexp(fixed, work).masked_fill(~mask, -math.inf)
+        # the per-call overhead of the framework is one more term of the sum
+        over = torch.clamp(overhead - 1.0, LOG_FLOOR_MS, 6.0)
+        return torch.logsumexp(torch.cat([score, over[:, None]], dim=1), dim=1)
+
+
+class PairCost(nn.Module):
+    """CostGNN as one call per (graph, setting) pair, every input batched on dim 0: what Opacus wraps."""
+
+    def __init__(self, cost: CostGNN):
+        super().__init__()
+        self.cost = cost
+
+    def forward(self, x: torch.Tensor, adj: torch.Tensor, mask: torch.Tensor, logr: torch.Tensor,
+                hw: torch.Tensor) -> torch.Tensor:
+        return self.cost(self.cost.node_embeddings(x, adj), self.cost.hardware(hw), logr, mask)
 
 
 class Batcher:
-    """Builds the tensors of a mini-batch: graphs' nodes and edges, and (pair, node) entries."""
+    """Builds dense mini-batches: graphs padded to their largest, and each pair's roofline log-times."""
 
     def __init__(self, graphs: GraphSet, settings: list[SettingInfo]):
         self.graphs = graphs
-        self.x = torch.from_numpy(graphs.x)
         self.flops = graphs.flops
         self.act = graphs.act_bytes
         self.weight = graphs.weight_bytes
@@ -97,31 +120,34 @@ class Batcher:
         self.inv_bw = np.array([1 / s.proc.bandwidth if s.proc.bandwidth > 0 else 0.0 for s in settings])
         self.batch = np.array([s.effective_batch for s in settings], dtype=np.float64)
 
-    def graph_batch(self, gids: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
-        """x and undirected edge_index of graphs gids, and per graph its first node in the batch and size."""
+    def graph_batch(self, gids: np.ndarray, width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                      np.ndarray]:
+        """x [G, N, F], adjacency [G, N, N] (undirected, row-normalised), mask [G, N] and the global node
+        index [G, N] (-1 where padded) of graphs gids; N = the largest of them, or width if larger."""
         gs = self.graphs
         starts, ends = gs.node_ptr[gids], gs.node_ptr[gids + 1]
         sizes = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        node_idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)])
-        edge_parts = []
-        for g, off in zip(gids, offsets):
-            edge_parts.append(gs.edges[:, gs.edge_ptr[g]:gs.edge_ptr[g + 1]] + off)
-        edges = torch.from_numpy(np.concatenate(edge_parts, axis=1))
-        return self.x[node_idx], to_undirected(edges), offsets, sizes
+        n = max(int(sizes.max()), width)
+        local = np.arange(n)
+        mask = local[None, :] < sizes[:, None]
+        node = np.where(mask, starts[:, None] + local[None, :], -1)
+        x = np.zeros((len(gids), n, gs.x.shape[1]), dtype=np.float32)
+        x[mask] = gs.x[node[mask]]
+        adj = np.zeros((len(gids), n, n), dtype=np.float32)
+        counts = gs.edge_ptr[gids + 1] - gs.edge_ptr[gids]
+        which = np.repeat(np.arange(len(gids)), counts)
+        edges = gs.edges[:, np.concatenate([np.arange(a, b) for a, b in zip(gs.edge_ptr[gids],
+                                                                            gs.edge_ptr[gids + 1])])]
+        adj[which, edges[0], edges[1]] = 1.0
+        adj[which, edges[1], edges[0]] = 1.0
+        adj /= np.maximum(adj.sum(-1, keepdims=True), 1.0)
+        return torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(mask), node
 
-    def entries(self, gids: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, pair_graph: np.ndarray,
-                pair_setting: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """For each pair (position in gids, setting), its nodes: batch node index, pair index, roofline log-time."""
-        lengths = sizes[pair_graph]
-        entry_pair = np.repeat(np.arange(len(pair_graph)), lengths)
-        local = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        entry_node = offsets[pair_graph][entry_pair] + local
-        global_node = self.graphs.node_ptr[gids[pair_graph]][entry_pair] + local
-        s = pair_setting[entry_pair]
+    def log_roofline(self, node: np.ndarray, setting: np.ndarray) -> torch.Tensor:
+        """[P, N] roofline log-time (ms) of each pair's operators; node: [P, N] global indices (-1 padded)."""
+        s = setting[:, None]
         b = self.batch[s]
-        t = np.maximum(self.flops[global_node] * b * self.inv_peak[s],
-                       (self.act[global_node] * b + self.weight[global_node]) * self.inv_bw[s]) * 1e3
-        logr = np.log(np.maximum(t, 1e-6))
-        return (torch.from_numpy(entry_node), torch.from_numpy(entry_pair),
-                torch.from_numpy(logr.astype(np.float32)))
+        safe = np.maximum(node, 0)
+        t = np.maximum(self.flops[safe] * b * self.inv_peak[s],
+                       (self.act[safe] * b + self.weight[safe]) * self.inv_bw[s]) * 1e3
+        return torch.from_numpy(np.log(np.maximum(t, 1e-6)).astype(np.float32))

@@ -161,10 +161,11 @@ class GNNEnsemble:
     def _loss(model, batcher, h, gids, pair_graph, pair_setting, target):
         import torch
 
-        x, edge_index, offsets, sizes = batcher.graph_batch(gids)
-        emb = model.node_embeddings(x, edge_index)
-        en, ep, logr = batcher.entries(gids, offsets, sizes, pair_graph, pair_setting)
-        pred = model(emb, h, en, ep, logr, torch.from_numpy(pair_setting), len(pair_graph))
+        x, adj, mask, node = batcher.graph_batch(gids)
+        emb = model.node_embeddings(x, adj)
+        pg = torch.from_numpy(pair_graph)
+        pred = model(emb[pg], h[torch.from_numpy(pair_setting)], batcher.log_roofline(node[pair_graph], pair_setting),
+                     mask[pg])
         return torch.nn.functional.smooth_l1_loss(pred, target, beta=0.5)
 
     def _models(self):
@@ -178,7 +179,8 @@ class GNNEnsemble:
             out.append(model)
         return out
 
-    def _predict(self, samples: Samples, graphs_per_batch: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    def _predict(self, samples: Samples, graphs_per_batch: int = 64,
+                 pairs_per_call: int = 2048) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         from edgeatlas.predictor.gnn import Batcher
@@ -197,12 +199,16 @@ class GNNEnsemble:
                 hi = np.searchsorted(samples.graph[order], gids[-1], side="right")
                 rows = order[lo:hi]
                 pair_graph = np.searchsorted(gids, samples.graph[rows])
-                x, edge_index, offsets, sizes = batcher.graph_batch(gids)
-                en, ep, logr = batcher.entries(gids, offsets, sizes, pair_graph, samples.setting[rows])
-                ps = torch.from_numpy(samples.setting[rows])
-                for k, model in enumerate(models):
-                    emb = model.node_embeddings(x, edge_index)
-                    preds[k, rows] = model(emb, hs[k], en, ep, logr, ps, len(rows)).numpy()
+                x, adj, mask, node = batcher.graph_batch(gids)
+                embs = [model.node_embeddings(x, adj) for model in models]
+                # pairs in slices: each holds [pairs, N, rank] of embeddings
+                for j in range(0, len(rows), pairs_per_call):
+                    part = slice(j, j + pairs_per_call)
+                    pg, ps = pair_graph[part], samples.setting[rows[part]]
+                    logr = batcher.log_roofline(node[pg], ps)
+                    pg_t, ps_t = torch.from_numpy(pg), torch.from_numpy(ps)
+                    for k, model in enumerate(models):
+                        preds[k, rows[part]] = model(embs[k][pg_t], hs[k][ps_t], logr, mask[pg_t]).numpy()
         return preds.mean(0), preds.std(0)
 
     def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

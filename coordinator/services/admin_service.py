@@ -386,7 +386,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 def _predictor_call(fn, *args):
     try:
         return fn(*args)
-    except ImportError as exc:  # torch / torch-geometric / scikit-learn: the `predictor` extra
+    except ImportError as exc:  # torch / scikit-learn: the `predictor` extra
         raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
 
 
