@@ -125,6 +125,11 @@ class Samples:
         return Samples(self.graphs, self.settings, self.graph[mask], self.setting[mask], self.latency_ms[mask],
                        self.source)
 
+    def compact(self) -> "Samples":
+        """The same samples with only the graphs they use (a partition to ship without all the others)."""
+        used, graph = np.unique(self.graph, return_inverse=True)
+        return Samples(self.graphs.subset(used), self.settings, graph, self.setting, self.latency_ms, self.source)
+
     def devices(self) -> list[str]:
         """The devices that have samples here (settings are shared with the set this one was cut from)."""
         return sorted({self.settings[i].device for i in np.unique(self.setting)})

@@ -1,0 +1,50 @@
+"""Runs the federated training on Flower's simulation engine: each device's samples a virtual SuperNode."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from edgeatlas.predictor.data import Samples
+from edgeatlas.predictor.federated.plan import FederatedPlan
+from edgeatlas.predictor.federated.serverapp import Outcome
+
+
+def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = None) -> Outcome:
+    """One client per partition; the clients run one at a time in Ray workers (CPU-bound DP-SGD)."""
+    # flwr must never build a fresh environment (and download a CUDA torch) for the app
+    os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+    from flwr.simulation import run_simulation
+
+    from edgeatlas.predictor.federated.clientapp import app as client_app
+    from edgeatlas.predictor.federated.serverapp import server_app
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        folder = Path(tmp)
+        for i, part in enumerate(partitions):
+            (folder / f"{i}.pkl").write_bytes(pickle.dumps(part.compact()))
+        plan = replace(plan, clients=len(partitions), partitions=str(folder))
+        plan.check()
+        out = folder / "outcome.pt"
+        cpus = max(1, os.cpu_count() or 1)
+        run_simulation(server_app=server_app(plan, out), client_app=client_app, num_supernodes=len(partitions),
+                       backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": cpus, "include_dashboard": False}})
+        if not out.exists():
+            raise RuntimeError("federated simulation ended without an outcome (see Flower's log above)")
+        import torch
+
+        saved = torch.load(str(out), weights_only=False)
+    return outcome_from(saved)
+
+
+def outcome_from(saved: dict) -> Outcome:
+    import json
+
+    from edgeatlas.predictor.federated.serverapp import RoundRecord
+
+    data = json.loads(saved["outcome"])
+    return Outcome(plan=data["plan"], rounds=[RoundRecord(**r) for r in data["rounds"]], state=saved["state"])

@@ -1,0 +1,129 @@
+"""Federated DP training of the cost GNN: Opacus on the dense GNN, and two rounds on Flower's simulation engine."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgeatlas.predictor.data import load_nb201_dir
+from edgeatlas.predictor.datasets import nasbench201 as nb
+from edgeatlas.predictor.federated import dpsgd
+from edgeatlas.predictor.federated.plan import FederatedPlan
+from edgeatlas.predictor.gnn import Batcher, PairCost
+from edgeatlas.protos.errors import InvalidInput
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_nb201_dir(nb.SAMPLE_DIR)
+
+
+def two_devices(sample, networks: int):
+    device = sample.device_of()
+    names = ["Google Pixel 3", "Intel Xeon Silver 4114"]
+    return [sample.where((device == n) & (sample.graph < networks)).compact() for n in names]
+
+
+def standardization(sample):
+    hw = np.stack([s.features for s in sample.settings])
+    return hw.mean(0), hw.std(0) + 1e-3
+
+
+def test_the_gnn_is_one_opacus_can_train():
+    from opacus.validators import ModuleValidator
+
+    assert ModuleValidator.validate(PairCost(dpsgd.new_model()), strict=False) == []
+
+
+def test_per_pair_and_batched_calls_are_the_same_function(sample):
+    # Central training embeds each graph once and pairs it with many settings; DP-SGD calls the model once
+    # per (graph, setting) pair, each padded to the widest graph. Both must give the same latency.
+    part = two_devices(sample, 12)[1]
+    mean, std = standardization(sample)
+    model = dpsgd.new_model(3).eval()
+    data = dpsgd.PairDataset(part, mean, std)
+    per_pair = PairCost(model)(*torch.utils.data.default_collate([data[i] for i in range(len(data))])[:5])
+    batcher = Batcher(part.graphs, part.settings)
+    gids = np.unique(part.graph)
+    x, adj, mask, node = batcher.graph_batch(gids)
+    pg = np.searchsorted(gids, part.graph)
+    hw = torch.from_numpy(((np.stack([s.features for s in part.settings]) - mean) / std).astype(np.float32))
+    batched = model(model.node_embeddings(x, adj)[pg], model.hardware(hw)[part.setting],
+                    batcher.log_roofline(node[pg], part.setting), mask[pg])
+    assert torch.allclose(per_pair, batched, atol=1e-4)
+    assert len(set(np.round(batched.detach().numpy(), 3))) > 1  # not a constant
+
+
+def test_dpsgd_spends_what_its_accountant_says(sample):
+    from opacus.accountants import RDPAccountant
+
+    part = two_devices(sample, 30)[0]
+    mean, std = standardization(sample)
+    cfg = dpsgd.DPConfig(epsilon=4.0, epochs=1, total_epochs=2)
+    model = dpsgd.new_model(0)
+    first = dpsgd.train(model, part, mean, std, cfg)
+    second = dpsgd.train(model, part, mean, std, cfg, history=first.history)
+    assert first.loss_after < first.loss_before
+    # an accountant of our own, over the steps the runs say they took, agrees with what they report
+    rate = min(0.5, cfg.batch_size / len(part))
+    mine = RDPAccountant()
+    mine.history = [(first.noise_multiplier, rate, first.steps + second.steps)]
+    assert second.epsilon == pytest.approx(mine.get_epsilon(cfg.delta, alphas=dpsgd.ALPHAS), rel=1e-6)
+    assert first.epsilon < second.epsilon <= cfg.epsilon * 1.01
+
+
+def test_bad_plans_are_refused_in_one_line():
+    with pytest.raises(InvalidInput, match="epsilon must be a positive number"):
+        FederatedPlan(clients=2, epsilon=0).check()
+    with pytest.raises(InvalidInput, match="rounds must be at least 1"):
+        FederatedPlan(clients=2, rounds=0).check()
+    with pytest.raises(InvalidInput, match="unknown field"):
+        FederatedPlan.from_json(json.dumps({"clients": 2, "epsilonn": 3}))
+    with pytest.raises(InvalidInput, match="not JSON"):
+        FederatedPlan.from_json("{")
+
+
+@pytest.mark.slow
+def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
+    import psutil
+    from dp_accounting import dp_event, rdp
+
+    from edgeatlas.predictor.federated import simulation
+
+    parts = two_devices(sample, 40)
+    mean, std = standardization(sample)
+    plan = FederatedPlan(clients=2, rounds=2, epsilon=6.0, update_noise=0.005, hw_mean=mean.tolist(),
+                         hw_std=std.tolist())
+    def alive():
+        return {p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+    before = alive()
+    outcome = simulation.run(parts, plan, workdir=tmp_path)
+    # Ray's workers and Flower's runtime are gone when the run returns
+    assert alive() - before == set()
+
+    assert [r.round for r in outcome.rounds] == [1, 2]
+    for r in outcome.rounds:
+        assert r.loss_after < r.loss_before  # each device's DP-SGD lowers its loss
+    final = dpsgd.new_model()
+    final.load_state_dict(outcome.state)
+    start = dpsgd.new_model(plan.seed)
+    datas = [dpsgd.PairDataset(part, mean, std) for part in parts]
+    # the federation's objective, the devices' mean loss, falls
+    assert np.mean([dpsgd.loss_of(final, d) for d in datas]) < np.mean([dpsgd.loss_of(start, d) for d in datas])
+
+    # per measurement: what Opacus' accountant gives for the steps both rounds took, within the budget
+    r1, r2 = outcome.rounds
+    assert r1.epsilon_measurement < r2.epsilon_measurement <= plan.epsilon * 1.01
+    for part in parts:
+        rate = min(0.5, plan.batch_size / len(part))
+        sigma = dpsgd.noise_multiplier(plan.epsilon, plan.delta, rate, plan.rounds * round(1 / rate))
+        assert dpsgd.epsilon_of([(sigma, rate, plan.rounds * round(1 / rate))], plan.delta) <= plan.epsilon * 1.01
+    # per device: Google's accountant, composed here, agrees with what the server's accountant recorded
+    for r in outcome.rounds:
+        acc = rdp.RdpAccountant()
+        acc.compose(dp_event.GaussianDpEvent(plan.update_noise), r.round)
+        assert r.epsilon_device == pytest.approx(acc.get_epsilon(plan.delta), rel=1e-3)
+    assert math.isfinite(r2.update_norm) and r2.update_norm > 0
