@@ -73,6 +73,7 @@ class AgentConfig:
     tls: ClientTls | None = None
     etiquette: Rules = field(default_factory=Rules)  # the owner's: when to wait, and the rest between tasks
     sysfs_root: str = "/"  # where /sys is read from: energy meters and etiquette sensors (a fake tree in tests)
+    superlink: str = ""  # opted in to federated training: the coordinator's Flower SuperLink (agent/federated.py)
 
 
 class Agent:
@@ -186,7 +187,8 @@ class Agent:
             return report
         # exact values stay here, for the owner, with the device's conditions when it ran
         conditions = dict(self.conditions.to_dict(), clock_percent=self.clock_percent)
-        self.results.add(task.model.name, task.task_id, result, conditions)
+        self.results.add(task.model.name, task.task_id, result, conditions, task.model.sha256,
+                         task.model.format or "onnx")
         report.status = agent_pb2.ReportRequest.OK
         report.setting.CopyFrom(convert.setting_to_pb(result.setting))
         report.valid = result.valid
@@ -255,6 +257,12 @@ class Agent:
     def run(self) -> int:
         """Loops until stopped; returns an exit code."""
         backoff = Backoff()
+        supernode = None
+        if self.config.superlink:
+            from edgeatlas.agent.federated import SuperNode
+
+            supernode = SuperNode(self.config.superlink, self.config.state_dir.root, self.spec)
+            supernode.start()
         try:
             while not self.stop.is_set():
                 try:
@@ -274,5 +282,7 @@ class Agent:
                     self.stop.wait(delay)
             return 0
         finally:
+            if supernode is not None:
+                supernode.stop()
             self.channel.close()
             self.ledger.close()

@@ -25,8 +25,10 @@ class LocalResults:
         self.path = Path(path)
         self.raw_dir = self.path.parent / "raw"
 
-    def add(self, model: str, task_id: int, result: RunResult, conditions: dict | None = None) -> None:
-        line = json.dumps({"at_s": time.time(), "model": model, "task_id": task_id,
+    def add(self, model: str, task_id: int, result: RunResult, conditions: dict | None = None,
+            model_sha256: str = "", model_format: str = "") -> None:
+        line = json.dumps({"at_s": time.time(), "model": model, "task_id": task_id, "model_sha256": model_sha256,
+                           "model_format": model_format,
                            "setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
                            "figures": result.figures(), "outcome": dataclasses.asdict(result.outcome),
                            "energy_meter": result.energy.meter if result.energy else None,

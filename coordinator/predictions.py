@@ -187,6 +187,50 @@ class Predictors:
         finally:
             self._train_lock.release()
 
+    def hardware_standardization(self) -> tuple[list[float], list[float]]:
+        """Mean and spread of the spec features of the settings the coordinator's cells cover: the scale that
+        a federated run's devices and the version it makes share."""
+        samples = samples_from_store(self.store, self.min_devices)
+        hw = np.stack([s.features for s in samples.settings])[np.unique(samples.setting)]
+        return hw.mean(0).tolist(), (hw.std(0) + 1e-3).tolist()
+
+    def from_federated(self, outcome, plan, trigger: str) -> PredictorRow:
+        """A version from a federated run's GNN weights: scored, anchored and calibrated on the coordinator's
+        own cells (a fifth of their networks held out), its privacy spent recorded beside it."""
+        from edgeatlas.predictor.evaluate import calibration_split, score
+        from edgeatlas.predictor.gnn import GNNConfig
+        from edgeatlas.predictor.models import COVERAGE, GNNEnsemble, Predictor, Tabular
+
+        start = time.monotonic()
+        samples = samples_from_store(self.store, self.min_devices)
+        fit, held = calibration_split(samples, share=0.2, seed=7)
+        if not len(held) or not len(fit):
+            raise InvalidInput("too few networks among the coordinator's cells to score a federated version")
+        gnn = GNNEnsemble(states=[outcome.state], hw_mean=np.array(plan.hw_mean), hw_std=np.array(plan.hw_std),
+                          config={"gnn": GNNConfig().__dict__, "train": {"federated": json.loads(plan.to_json())}})
+        gnn.half_width = float(np.quantile(np.abs(gnn.predict(held)[0] - np.log(held.latency_ms)), COVERAGE))
+        pool = np.unique(fit.graph)
+        anchors = fit.graphs.subset(np.sort(np.random.default_rng(7).choice(pool, min(64, len(pool)), replace=False)))
+        predictor = Predictor(tabular=Tabular().fit(fit, held), gnn=gnn, anchors=anchors)
+        evaluation = {which: asdict(score(predictor.predict(held, which)[0], held.latency_ms))
+                      for which in ("roofline", "tabular", "gnn", "gnn-raw")}
+        rounds = [r.__dict__ for r in outcome.rounds]
+        privacy = {"delta": plan.delta, "devices": plan.clients, "rounds": rounds,
+                   "epsilon_measurement": rounds[-1]["epsilon_measurement"] if rounds else 0.0,
+                   "epsilon_device": rounds[-1]["epsilon_device"] if rounds else 0.0}
+        predictor.info = {"trained_on": "federated", "devices": plan.clients, "privacy": privacy}
+        with tempfile.NamedTemporaryFile(suffix=".pt") as f:
+            predictor.save(f.name)
+            blob = Path(f.name).read_bytes()
+        sha = hashlib.sha256(blob).hexdigest()
+        self.store.put_blob(sha, len(blob), (blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)))
+        row = self.store.add_predictor(PredictorRow(
+            created_ms=now_ms(), trigger=trigger, checkpoint_sha256=sha, size_bytes=len(blob), cells=0,
+            networks=0, devices=plan.clients, evaluation_json=json.dumps(evaluation, allow_nan=True),
+            train_seconds=round(time.monotonic() - start, 1), privacy_json=json.dumps(privacy)))
+        self._loaded[row.version] = predictor
+        return row
+
     def publish(self, blob: bytes) -> PredictorRow:
         """A checkpoint trained elsewhere becomes the newest version; nothing is stored unless it loads."""
         from edgeatlas.predictor.models import Predictor

@@ -134,38 +134,66 @@ async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float)
             wakeup.notify()
 
 
+async def drive_federated_campaigns(controller, check_s: float) -> None:
+    """Starts each new federated-train campaign's run on the SuperLink (each runs in a thread of its own)."""
+    while True:
+        await asyncio.sleep(check_s)
+        try:
+            await asyncio.to_thread(controller.advance_all)
+        except Exception:  # a bug here must not take the server down; the next check tries again
+            log.exception("federated campaigns: could not start a run")
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
-                retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0) -> None:
+                retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
+                superlink: str = "") -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period.
 
     retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
+    superlink HOST:PORT: a Flower SuperLink there for federated-train campaigns (port 0: any free port).
     """
     check_address(listen)
     wakeup = Wakeup()
     predictors = Predictors(store, min_devices)
+    link = None
+    if superlink:
+        import tempfile
+
+        from edgeatlas.coordinator.federated import SuperLink
+
+        link = await asyncio.to_thread(SuperLink(superlink, Path(tempfile.mkdtemp(prefix="edgeatlas-superlink-"))).start)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
                    AgentServicer(store, wakeup, reports_per_minute), server)
-    add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server, AdminServicer(store, wakeup, min_devices, predictors),
-                   server)
+    add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server,
+                   AdminServicer(store, wakeup, min_devices, predictors, link.address if link else ""), server)
     try:
         port = server.add_secure_port(listen, tls.credentials()) if tls else server.add_insecure_port(listen)
     except RuntimeError:
         port = 0
     if port == 0:
+        if link is not None:
+            link.stop()
         raise Unavailable(f"cannot listen on {listen} (address in use or not local)")
     await server.start()
     address = f"{listen.rpartition(':')[0]}:{port}"
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(),
+                                   "superlink": link.address if link else ""}))
         tmp.replace(ready_file)
     if on_ready:
         on_ready(address)
     retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s))
                  if retrain_cells > 0 else None)
     adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s))
+    federated = None
+    if link is not None:
+        from edgeatlas.coordinator.federated import FederatedCampaigns
+
+        federated = asyncio.create_task(drive_federated_campaigns(FederatedCampaigns(store, link, predictors),
+                                                                  adaptive_check_s))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +201,9 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     await stop.wait()
     log.info("stopping")
     adaptive.cancel()
+    if federated is not None:
+        federated.cancel()
+        link.stop()  # a run in progress ends with it (its campaign stays running and restarts next time)
     if retrainer is not None:
         retrainer.cancel()
     await server.stop(grace=2)

@@ -392,6 +392,26 @@ class Store:
             s.commit()
             return int(campaign.id)
 
+    def create_federated_campaign(self, name: str, federated_json: str, devices: int) -> int:
+        """A federated-train campaign: no tasks; coordinator/federated.py runs it on the SuperLink."""
+        with self._write, self.session() as s:
+            campaign = CampaignRow(name=name, created_ms=now_ms(), models_json="[]", setting_json="{}",
+                                   params_json="{}", n_agents=devices, federated_json=federated_json)
+            s.add(campaign)
+            s.commit()
+            return int(campaign.id)
+
+    def finish_federated(self, campaign_id: int, federated_json: str, reason: str) -> None:
+        with self._write, self.session() as s:
+            campaign = s.get(CampaignRow, campaign_id)
+            if campaign is None:
+                raise NotFound(f"no campaign {campaign_id}")
+            campaign.federated_json, campaign.stop_reason = federated_json, reason
+            if campaign.status == "running":
+                campaign.status, campaign.finished_ms = "done", now_ms()
+            s.add(campaign)
+            s.commit()
+
     def lease(self, agent_id: str) -> LeasedTask | None:
         return self.submit_lease(agent_id).result()
 
@@ -690,7 +710,7 @@ class Store:
 
     def _maybe_finish(self, s: Session, campaign: CampaignRow) -> None:
         """A running campaign without open tasks is done; inside a batch, checked once at its end."""
-        if campaign.adaptive_json:  # its controller ends it, between rounds
+        if campaign.adaptive_json or campaign.federated_json:  # its controller ends it
             return
         if "finish" in s.info:
             s.info["finish"].add(campaign.id)

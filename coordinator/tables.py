@@ -99,6 +99,9 @@ class CampaignRow(SQLModel, table=True):
     quota: int = 0  # devices per hardware class; 0: every matching device
     adaptive_json: str = ""  # an adaptive campaign's stop rule and queried spec (coordinator/adaptive.py); "": none
     stop_reason: str = ""  # why an adaptive campaign stopped
+    # a federated-train campaign: {"plan": FederatedPlan, "rounds": [...], "predictor_version": N} (coordinator/
+    # federated.py); "": none
+    federated_json: str = ""
 
 
 class TaskRow(SQLModel, table=True):
@@ -191,6 +194,7 @@ class PredictorRow(SQLModel, table=True):
     devices: int
     evaluation_json: str
     train_seconds: float
+    privacy_json: str = ""  # a federated version's privacy spent, per round and in total
 
 
 class AdaptiveRoundRow(SQLModel, table=True):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgeatlas.protos import errors
 from edgeatlas.protos.scenarios import SCENARIOS
+from edgeatlas.protos.wire import DEFAULT_SUPERLINK_PORT
 
 EXIT_INPUT = 2
 EXIT_UNAVAILABLE = 3
@@ -111,11 +112,16 @@ def cmd_coordinator_serve(args) -> int:
     tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     if args.report_rate <= 0:
         raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
+    if args.superlink:
+        from edgeatlas.protos.wire import check_address
+
+        check_address(args.superlink)
     if args.retrain_cells < 0 or args.retrain_check_s <= 0:
         raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
                       min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
-                      retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s))
+                      retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s,
+                      superlink=args.superlink or ""))
     return 0
 
 
@@ -181,10 +187,18 @@ def cmd_agent_run(args) -> int:
             token = Path(args.token_file).read_text().strip() or None
         except OSError as exc:
             raise errors.InvalidInput(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+    superlink = ""
+    if args.federated:
+        from edgeatlas.agent.federated import check_installed
+
+        superlink = check_address(args.superlink or f"{args.coordinator.rpartition(':')[0]}:{DEFAULT_SUPERLINK_PORT}")
+        check_installed()
+    elif args.superlink:
+        raise errors.InvalidInput("--superlink applies to --federated")
     config = AgentConfig(coordinator=args.coordinator, enroll_token=token,
                          state_dir=StateDir(args.state_dir or default_state_dir()), name=args.name or "",
                          labels=_key_values(args.label, "--label"), once=args.once, trusted=args.trusted,
-                         budget=_budget(args), tls=_client_tls(args), etiquette=_etiquette(args))
+                         budget=_budget(args), tls=_client_tls(args), etiquette=_etiquette(args), superlink=superlink)
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -413,6 +427,14 @@ def _campaign_line(c) -> str:
                  else "")
         schedule += (f", adaptive: {len(c.rounds)} rounds, {n.done + n.failed}/{c.adaptive.budget} measurements"
                      f"{error}" + (f" ({c.stop_reason})" if c.stop_reason else ""))
+    if c.HasField("federated"):
+        f, last = c.federated, (c.federated_rounds[-1] if c.federated_rounds else None)
+        spent = (f", ε {last.epsilon_measurement:.2f} per measurement, {last.epsilon_device:.1f} per device"
+                 if last else "")
+        made = f", predictor v{c.predictor_version}" if c.predictor_version else ""
+        return (f"campaign {c.campaign_id} {c.name!r}: federated-train, {c.status}, {len(c.federated_rounds)}/"
+                f"{f.rounds} rounds on {f.devices} devices{spent}{made}"
+                + (f" ({c.stop_reason})" if c.stop_reason else ""))
     return (f"campaign {c.campaign_id} {c.name!r}: {c.status}, {n.done}/{total} done, {n.failed} failed, "
             f"{n.leased} running, {c.agents} agents{schedule}, models {', '.join(c.models)}")
 
@@ -437,10 +459,47 @@ def _adaptive(args):
                               epsilon_budget=args.epsilon_budget or 0.0)
 
 
+FEDERATED_OPTIONS = ("devices", "rounds", "local_epochs", "update_clip", "update_noise")
+
+
+def _federated(args):
+    """The Federated message of `campaign create --kind federated-train`; InvalidInput for what does not fit."""
+    from edgeatlas.v1 import admin_pb2
+
+    if args.kind != "federated-train":
+        given = [f"--{k.replace('_', '-')}" for k in FEDERATED_OPTIONS if getattr(args, k) is not None]
+        if given:
+            raise errors.InvalidInput(f"{given[0]} applies to --kind federated-train")
+        return None
+    if args.models or args.adaptive:
+        raise errors.InvalidInput("a federated-train campaign trains on the devices' own data: no --models or "
+                                  "--adaptive")
+    values = {k: getattr(args, k) for k in FEDERATED_OPTIONS if getattr(args, k) is not None}
+    if args.epsilon is not None:
+        values["epsilon"] = args.epsilon
+    for key, value in values.items():
+        if not (math.isfinite(value) and value > 0) or (isinstance(value, int) and value >= 2 ** 32):
+            raise errors.InvalidInput(f"--{key.replace('_', '-')} {value} must be a positive number")
+    return admin_pb2.Federated(**values)
+
+
 def cmd_campaign_create(args) -> int:
     from edgeatlas.protos.privacy import PrivacyParams
 
     from edgeatlas.protos.records import Schedule
+
+    federated = _federated(args)
+    if federated is not None:
+        from edgeatlas.protos.records import RunParams, Setting
+
+        with _admin(args) as admin:
+            c = admin.create_campaign([], {}, 1, Setting(), RunParams(), args.name or "", federated=federated)
+        _print(_campaign_line(c))
+        return 0
+    if not args.models:
+        raise errors.InvalidInput("a campaign needs --models (or --kind federated-train)")
+    if args.epsilon is None:
+        args.epsilon = 1.0
 
     _check_positive(repeats=args.repeats)
     schedule = Schedule(priority=args.priority, deadline_ms=_deadline_ms(args.deadline),
@@ -479,6 +538,11 @@ def cmd_campaign_status(args) -> int:
         c = admin.campaign(args.id)
         heatmap = admin.heatmap(target_precision=c.target_precision)
     _print(_campaign_line(c))
+    if c.HasField("federated"):
+        for r in c.federated_rounds:
+            _print(f"  round {r.round:3d}: device loss {r.loss_before:.4f} → {r.loss_after:.4f}, "
+                   f"ε {r.epsilon_measurement:.2f} per measurement, {r.epsilon_device:.1f} per device")
+        return 0
     _print(f"  privacy: {convert.privacy_from_pb(c.privacy).describe()} per report"
            + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
     for failure in c.failures:
@@ -716,9 +780,12 @@ def cmd_predictor_versions(args) -> int:
     for v in versions:
         figures = json.loads(v.evaluation_json or "{}")
         shown = ", ".join(f"{k} MAPE {f['mape']:.1f} % ρ {f['spearman']:.2f}" for k, f in figures.items())
+        privacy = json.loads(v.privacy_json or "{}")
+        spent = (f"  federated, δ {privacy['delta']:g}: ε {privacy['epsilon_measurement']:.2f} per measurement, "
+                 f"{privacy['epsilon_device']:.1f} per device over {len(privacy['rounds'])} rounds") if privacy else ""
         _print(f"v{v.version}  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(v.created_ms / 1000))}  {v.trigger:9} "
                f"{v.cells} cells, {v.networks} networks, {v.devices} devices, {v.train_seconds:.0f} s"
-               f"{'  held-out networks: ' + shown if shown else ''}")
+               f"{'  held-out networks: ' + shown if shown else ''}{spent}")
     return 0
 
 
@@ -822,6 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain-cells", type=int, default=0,
                    help="train a new predictor version whenever this many new cells can be learned from (0: off)")
     p.add_argument("--retrain-check-s", type=float, default=60.0, help="how often to look for new cells")
+    p.add_argument("--superlink", help="HOST:PORT: run a Flower SuperLink there for federated-train campaigns "
+                                       "(opted-in agents dial it; port 0: any free port)")
     p.set_defaults(func=cmd_coordinator_serve)
 
     tls = sub.add_parser("tls", help="certificates for TLS and mutual TLS").add_subparsers(dest="sub", required=True)
@@ -857,6 +926,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="exit when no task is left")
     p.add_argument("--trusted", action="store_true",
                    help="send exact values instead of noised ones (a private fleet you trust)")
+    p.add_argument("--federated", action="store_true",
+                   help="opt in to federated training: this device trains the predictor on its own results with "
+                        "DP-SGD; only clipped, noised weights leave (needs the federated extra)")
+    p.add_argument("--superlink", help=f"with --federated: the coordinator's Flower SuperLink HOST:PORT (default: "
+                                       f"the coordinator's host, port {DEFAULT_SUPERLINK_PORT})")
     _budget_options(p)
     _etiquette_options(p, busy=0.0, cooldown=0.0, clock=0.0)  # run by hand: the owner is there to decide
     _tls_options(p)
@@ -978,8 +1052,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     campaign = sub.add_parser("campaign").add_subparsers(dest="sub", required=True)
-    p = campaign.add_parser("create", help="benchmark models across matching agents")
-    p.add_argument("--models", nargs="+", required=True, help="model names or sha256 prefixes")
+    p = campaign.add_parser("create", help="benchmark models across matching agents, or train the predictor on them")
+    p.add_argument("--kind", choices=["measure", "federated-train"], default="measure",
+                   help="federated-train: opted-in devices train the predictor on their own data (no --models)")
+    p.add_argument("--models", nargs="+", help="model names or sha256 prefixes (measure)")
+    p.add_argument("--devices", type=int, help="federated-train: devices per round, waited for (default 2)")
+    p.add_argument("--rounds", type=int, help="federated-train: rounds (default 5)")
+    p.add_argument("--local-epochs", type=int, help="federated-train: DP-SGD epochs per round (default 1)")
+    p.add_argument("--update-clip", type=float, help="federated-train: L2 bound of a device's update (default 2)")
+    p.add_argument("--update-noise", type=float,
+                   help="federated-train: noise multiplier of the aggregate (default 0.1)")
     p.add_argument("--selector", action="append",
                    help="over agents, repeatable: cpu.arch=arm64, memory.size_gb>=8, label.owner=lab, "
                         "device_class!=phone")
@@ -996,7 +1078,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name")
     _run_options(p, iterations=100, duration=1.0)
     p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")
-    p.add_argument("--epsilon", type=float, default=1.0, help="ε per report")
+    p.add_argument("--epsilon", type=float,
+                   help="ε per report (default 1); federated-train: per measurement over the run (default 8)")
     p.add_argument("--delta", type=float, default=1e-6, help="δ per report (gaussian)")
     p.add_argument("--statistics", nargs="+", default=["log_p50_ms", "log_p99_ms", "log_mean_ms"])
     p.add_argument("--bounds-ms", default="0.01:10000", help="public latency bounds LO:HI, milliseconds")

@@ -56,7 +56,8 @@ class AdminClient:
     def create_campaign(self, models: list[str], selectors: dict[str, str], repeats: int, setting: Setting,
                         params: RunParams, name: str = "", privacy: PrivacyParams | None = None,
                         target_precision: float = 0.0, schedule: Schedule = Schedule(),
-                        adaptive: admin_pb2.Adaptive | None = None) -> admin_pb2.Campaign:
+                        adaptive: admin_pb2.Adaptive | None = None,
+                        federated: admin_pb2.Federated | None = None) -> admin_pb2.Campaign:
         request = admin_pb2.CreateCampaignRequest(
             name=name, models=models, selectors=selectors, repeats=repeats,
             setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params),
@@ -66,6 +67,8 @@ class AdminClient:
             request.privacy.CopyFrom(convert.privacy_to_pb(privacy))
         if adaptive is not None:
             request.adaptive.CopyFrom(adaptive)
+        if federated is not None:
+            request.federated.CopyFrom(federated)
         return self._call(self.stub.CreateCampaign, request)
 
     def campaign(self, campaign_id: int) -> admin_pb2.Campaign:

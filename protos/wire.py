@@ -27,6 +27,10 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {token}"),)
 
 
+# Where opted-in agents look for the coordinator's Flower SuperLink unless told (`serve --superlink`).
+DEFAULT_SUPERLINK_PORT = 9092
+
+
 def check_address(address: str) -> str:
     """HOST:PORT with a numeric port; one clear line otherwise."""
     host, sep, port = address.rpartition(":")

@@ -16,7 +16,7 @@ from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
 from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, Store
 from edgeatlas.protos import convert, scenarios
-from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
+from edgeatlas.protos.errors import Conflict, InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Schedule, Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -38,8 +38,29 @@ def adaptive_plan(msg: admin_pb2.Adaptive) -> AdaptivePlan:
                         epsilon_budget=msg.epsilon_budget).check()
 
 
+def federated_plan(msg: admin_pb2.Federated):
+    """The checked FederatedPlan of a federated-train campaign (zero fields: defaults)."""
+    try:
+        from edgeatlas.predictor.federated.plan import FederatedPlan
+    except ImportError as exc:
+        raise InvalidInput(f"federated training needs the federated extra on the coordinator ({exc.name} is "
+                           "missing)") from None
+    given = {k: getattr(msg, k) for k in ("rounds", "local_epochs", "epsilon", "update_clip", "update_noise")
+             if getattr(msg, k)}
+    for key, value in given.items():
+        if not math.isfinite(value) or value < 0:
+            raise InvalidInput(f"federated {key} = {value} is not a positive number")
+    plan = FederatedPlan(clients=msg.devices or 2, **given)
+    if plan.clients > 10_000 or plan.rounds > 1000 or plan.local_epochs > 100:
+        raise InvalidInput("federated training: at most 10000 devices, 1000 rounds and 100 local epochs")
+    plan.check()
+    return plan
+
+
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    def __init__(self, store: Store, wakeup: Wakeup, min_devices: int = 5, predictors: Predictors | None = None):
+    def __init__(self, store: Store, wakeup: Wakeup, min_devices: int = 5, predictors: Predictors | None = None,
+                 superlink: str = ""):
+        self.superlink = superlink  # where opted-in agents' SuperNodes dial; "": no federated training here
         self.store = store
         self.wakeup = wakeup
         self.min_devices = min_devices  # k: fleet cells show values only from k distinct devices
@@ -56,6 +77,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def CreateCampaign(self, request, context):
         await self._admin(context)
+        if request.HasField("federated"):
+            plan = federated_plan(request.federated)
+            if request.models or request.HasField("adaptive"):
+                raise InvalidInput("a federated-train campaign has no models and is not adaptive")
+            if not self.superlink:
+                raise Conflict("this coordinator runs no Flower SuperLink: serve it with --superlink HOST:PORT")
+            campaign_id = await asyncio.to_thread(self.store.create_federated_campaign, request.name[:128],
+                                                  json.dumps({"plan": json.loads(plan.to_json())}), plan.clients)
+            return await self._campaign(campaign_id)
         if not request.models:
             raise InvalidInput("a campaign needs at least one model")
         repeats = request.repeats or 1
@@ -100,14 +130,28 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                 round=r.round, measurements=r.measurements, picked=r.picked, created_ms=r.created_ms,
                 validation_mape=math.nan if r.validation_mape is None else r.validation_mape)
                 for r in await asyncio.to_thread(self.store.rounds, campaign_id)]
+        federated, federated_rounds, version = None, [], 0
+        if row.federated_json:
+            record = json.loads(row.federated_json)
+            plan = record["plan"]
+            federated = admin_pb2.Federated(devices=plan["clients"], rounds=plan["rounds"],
+                                            local_epochs=plan["local_epochs"], epsilon=plan["epsilon"],
+                                            update_clip=plan["update_clip"], update_noise=plan["update_noise"])
+            federated_rounds = [admin_pb2.FederatedRound(
+                round=r["round"], loss_before=r["loss_before"], loss_after=r["loss_after"],
+                epsilon_measurement=r["epsilon_measurement"], epsilon_device=r["epsilon_device"])
+                for r in record.get("rounds", [])]
+            version = record.get("predictor_version", 0)
         return admin_pb2.Campaign(
+            federated=federated, federated_rounds=federated_rounds, predictor_version=version,
             campaign_id=row.id, name=row.name, status=row.status, created_ms=row.created_ms,
             finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
             selectors=json.loads(row.selectors_json), repeats=row.repeats, agents=row.n_agents,
             counts=task_counts_pb(counts), by_hardware={hw: task_counts_pb(c) for hw, c in by_hardware.items()},
             setting=convert.setting_to_pb(Setting(**json.loads(row.setting_json))),
             failures=failures, target_precision=row.target_precision,
-            privacy=convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json))),
+            privacy=(None if row.federated_json else   # its privacy is per round, in federated_rounds
+                     convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json)))),
             priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota,
             adaptive=adaptive, rounds=rounds, stop_reason=row.stop_reason)
 
@@ -403,7 +447,7 @@ def predictor_to_pb(row) -> admin_pb2.PredictorVersion:
     return admin_pb2.PredictorVersion(
         version=row.version, created_ms=row.created_ms, trigger=row.trigger, cells=row.cells,
         networks=row.networks, devices=row.devices, evaluation_json=row.evaluation_json,
-        size_bytes=row.size_bytes, train_seconds=row.train_seconds)
+        size_bytes=row.size_bytes, train_seconds=row.train_seconds, privacy_json=row.privacy_json)
 
 
 def check_params(params: RunParams) -> None:
