@@ -254,6 +254,13 @@ def campaign_detail(conn: Connection, campaign_id: int) -> None:
                                              f"{row.pending + row.leased} to go")
     if c.HasField("adaptive"):
         adaptive_detail(c)
+    if c.HasField("federated"):
+        f = c.federated
+        st.write(f"Federated training: {len(c.federated_rounds)} of {f.rounds} rounds on {f.devices} opted-in "
+                 f"devices, DP-SGD at ε = {f.epsilon:g} per measurement"
+                 + (f"; made predictor v{c.predictor_version}" if c.predictor_version else "")
+                 + (f" — {c.stop_reason}" if c.stop_reason else ""))
+        st.dataframe(data.federated_rounds(c), hide_index=True, key=f"cp_federated_{c.campaign_id}")
     if c.failures:
         with st.expander(f"{len(c.failures)} failures"):
             st.code("\n".join(c.failures))

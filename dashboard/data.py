@@ -225,10 +225,20 @@ def campaigns_frame(campaigns: list[admin_pb2.Campaign]) -> pd.DataFrame:
              "models": len(c.models), "agents": c.agents, "progress": round(100 * progress(c.counts)),
              **counts_dict(c.counts),
              "setting": f"b{c.setting.batch} t{c.setting.threads} {c.setting.target}",
-             "privacy": (f"{c.privacy.mechanism} ε={c.privacy.epsilon:g}" if c.privacy.mechanism else "")}
+             "privacy": (f"{c.privacy.mechanism} ε={c.privacy.epsilon:g}" if c.privacy.mechanism else
+                         f"federated DP-SGD ε={c.federated.epsilon:g}/measurement" if c.HasField("federated")
+                         else "")}
             for c in sorted(campaigns, key=lambda c: -c.campaign_id)]
     return pd.DataFrame(rows, columns=["id", "name", "status", "priority", "models", "agents", "progress", *STATES,
                                        "setting", "privacy"])
+
+
+def federated_rounds(campaign: admin_pb2.Campaign) -> pd.DataFrame:
+    """A federated-train campaign's rounds: the devices' loss before and after, and the privacy spent so far."""
+    rows = [{"round": r.round, "loss before": r.loss_before, "loss after": r.loss_after,
+             "ε per measurement": r.epsilon_measurement, "ε per device": r.epsilon_device}
+            for r in campaign.federated_rounds]
+    return pd.DataFrame(rows, columns=["round", "loss before", "loss after", "ε per measurement", "ε per device"])
 
 
 def learning_curve(campaign: admin_pb2.Campaign) -> pd.DataFrame:

@@ -23,7 +23,7 @@ from edgeatlas.protos.errors import InvalidInput
 
 DELTA = 1e-5
 # Rényi orders for the accountant: Opacus' defaults stop at 63, too low for few steps at large ε.
-ALPHAS = [1 + k / 10 for k in range(1, 100)] + list(range(12, 64)) + [72, 96, 128, 192, 256]
+ALPHAS = [1 + k / 10 for k in range(1, 100)] + list(range(12, 64)) + [72, 96, 128, 192, 256, 384, 512, 1024]
 
 
 @dataclass(frozen=True)

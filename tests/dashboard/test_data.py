@@ -92,6 +92,15 @@ def test_progress_counts_finished_tasks():
     assert data.hardware_progress(c).to_dict("records")[0]["progress"] == 50
 
 
+def test_a_federated_campaign_shows_its_rounds_and_privacy():
+    c = admin_pb2.Campaign(campaign_id=3, federated=admin_pb2.Federated(devices=2, rounds=2, epsilon=4.0))
+    c.federated_rounds.add(round=1, loss_before=0.5, loss_after=0.1, epsilon_measurement=3.1, epsilon_device=90.0)
+    c.federated_rounds.add(round=2, loss_before=0.2, loss_after=0.1, epsilon_measurement=4.0, epsilon_device=160.0)
+    rounds = data.federated_rounds(c)
+    assert rounds["round"].tolist() == [1, 2] and rounds["ε per measurement"].tolist() == [3.1, 4.0]
+    assert data.campaigns_frame([c]).loc[0, "privacy"] == "federated DP-SGD ε=4/measurement"
+
+
 def test_selectors_parse_or_name_the_bad_one():
     assert data.parse_selectors("device_class=phone\ncpu.arch = arm64, label.site=lab") == {
         "device_class": "phone", "cpu.arch": "arm64", "label.site": "lab"}

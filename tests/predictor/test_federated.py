@@ -127,3 +127,37 @@ def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
         acc.compose(dp_event.GaussianDpEvent(plan.update_noise), r.round)
         assert r.epsilon_device == pytest.approx(acc.get_epsilon(plan.delta), rel=1e-3)
     assert math.isfinite(r2.update_norm) and r2.update_norm > 0
+
+
+def test_a_device_trains_on_the_valid_onnx_results_it_keeps(zoo_dir, tmp_path):
+    import hashlib
+    import shutil
+
+    from edgeatlas.predictor.federated.store import load_store
+    from edgeatlas.protos.spec import SpecSheet
+
+    with pytest.raises(InvalidInput, match="has measured nothing yet"):
+        load_store(tmp_path)
+    spec = SpecSheet.from_dict({"schema": "edgeatlas.spec/v1", "name": "test box", "device_class": "desktop",
+                                "cpu": {"arch": "x86_64", "cores": 4, "threads": 8, "max_ghz": 3.0}})
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    (tmp_path / "models").mkdir()
+    lines = []
+    for i, path in enumerate(sorted(zoo_dir.glob("*.onnx"))[:3]):
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        shutil.copy(path, tmp_path / "models" / f"{sha}.onnx")
+        setting = {"target": "cpu", "runtime": "onnxruntime", "execution_provider": "CPUExecutionProvider",
+                   "batch": 1, "threads": 1}
+        lines.append({"model": path.stem, "model_sha256": sha, "model_format": "onnx", "setting": setting,
+                      "stats": {"mean_ms": 1.0 + i}, "valid": True})
+    lines.append(dict(lines[0], valid=False))  # outputs did not match the reference: not learned from
+    lines.append(dict(lines[1], model_format="gguf"))
+    lines.append(dict(lines[2], model_sha256="0" * 64))  # its model is no longer in the cache
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    samples = load_store(tmp_path)
+    assert len(samples) == 3 and samples.latency_ms.tolist() == [1.0, 2.0, 3.0]
+    assert len(samples.graphs) == 3 and samples.settings[0].spec.name == "test box"
+    assert samples.settings[0].threads == 1 and samples.settings[0].target == "cpu"
+    (tmp_path / "results.jsonl").write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(InvalidInput, match="1 valid ONNX measurement"):
+        load_store(tmp_path)
