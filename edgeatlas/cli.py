@@ -618,7 +618,7 @@ def cmd_demo(args) -> int:
 
     return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
                             duration_s=args.duration, keep=args.keep, simulated=args.simulated,
-                            dashboard=not args.no_dashboard,
+                            dashboard=not args.no_dashboard, federated=not args.no_federated,
                             stay=args.stay if args.stay is not None else sys.stdin.isatty())).run()
 
 
@@ -861,6 +861,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     p.add_argument("--simulated", type=int, default=24, help="virtual devices beside the real agents (0: none)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    p.add_argument("--no-federated", action="store_true", help="skip the federated training step")
     stay = p.add_mutually_exclusive_group()
     stay.add_argument("--stay", dest="stay", action="store_true", default=None,
                       help="keep the coordinator and dashboard up until Ctrl-C (the default in a terminal)")

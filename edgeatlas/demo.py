@@ -54,6 +54,13 @@ class DemoOptions:
     simulated: int = 24  # virtual devices beside the real agents (0: none)
     dashboard: bool = True
     stay: bool = False  # keep the coordinator and the dashboard up until Ctrl-C
+    federated: bool = True  # the agents opt in, and a federated-train campaign runs (needs the federated extra)
+
+
+def federated_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("flwr", "opacus", "torch"))
 
 
 def say(text: str = "") -> None:
@@ -125,20 +132,24 @@ class Demo:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
         env["PYTHONUNBUFFERED"] = "1"
 
-        say(f"[1/6] starting the coordinator (SQLite at {db})")
+        say(f"[1/7] starting the coordinator (SQLite at {db})")
         ready = self.dir / "coordinator.json"
         ready.unlink(missing_ok=True)
+        federated = self.o.federated and federated_installed()
         coordinator = self.children.start("coordinator", [
             "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
-            "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready)],
-            logs / "coordinator.log", env)
+            "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready),
+            *(["--superlink", "127.0.0.1:0"] if federated else [])], logs / "coordinator.log", env)
         address = self._wait_ready(coordinator, ready, logs / "coordinator.log")
+        superlink = json.loads(ready.read_text()).get("superlink", "")
+        if superlink:
+            say(f"      and a Flower SuperLink on {superlink} for federated training")
         tokens = json.loads((self.dir / "tokens.json").read_text())
         say(f"      listening on {address} (pid {coordinator.pid})")
         self.dashboard_url = self._dashboard(address, tokens["admin_token"], env, logs)
 
         with AdminClient(address, tokens["admin_token"]) as admin:
-            say(f"[2/6] building the model zoo in {self.dir / 'zoo'} and registering it")
+            say(f"[2/7] building the model zoo in {self.dir / 'zoo'} and registering it")
             names, llms = self._zoo(admin)
 
             say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
@@ -146,13 +157,14 @@ class Demo:
             nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
             names += nb201
 
-            say(f"[3/6] starting {self.o.agents} agents as separate processes")
+            say(f"[3/7] starting {self.o.agents} agents as separate processes")
             agent_env = dict(env, EDGEATLAS_ENROLL_TOKEN=tokens["enroll_token"])
             for i in range(1, self.o.agents + 1):
                 name = f"agent-{i}"
                 proc = self.children.start(name, [
                     "agent", "run", "--coordinator", address, "--state-dir", str(self.dir / "agents" / name),
-                    "--name", name, "--label", "demo=true"], logs / f"{name}.log", agent_env)
+                    "--name", name, "--label", "demo=true",
+                    *(["--federated", "--superlink", superlink] if superlink else [])], logs / f"{name}.log", agent_env)
                 say(f"      {name} (pid {proc.pid})")
             agents = self._wait_enrolled(admin)
             say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
@@ -165,7 +177,7 @@ class Demo:
                     f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
                 self._wait_simulated(admin)
 
-            say(f"[4/6] campaign over {len(names)} models × {len(agents)} agents "
+            say(f"[4/7] campaign over {len(names)} models × {len(agents)} agents "
                 f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
             campaign = admin.create_campaign(
                 names, {"label.demo": "true"}, 1, Setting(threads=1),
@@ -199,7 +211,7 @@ class Demo:
                 self._follow(admin, simulated_campaign.campaign_id)
             extra = [self._follow(admin, c.campaign_id) for c in extra]
 
-            say("[5/6] results")
+            say("[5/7] results")
             local = self._on_device()
             say("on this machine: exact values, kept on each agent's device (never sent to the coordinator):")
             say(views.summary(local))
@@ -237,6 +249,8 @@ class Demo:
                 ledger.close()
             for failure in list(campaign.failures) + [f for c in extra for f in c.failures]:
                 say(f"  note: {failure}")
+            if superlink:
+                self._federated(admin, len(agents))
         self._predictor(local, names, address, tokens["admin_token"])
         self._where()
         ok = all(c.status == "done" and c.counts.done > 0 for c in [campaign] + extra)
@@ -283,7 +297,7 @@ class Demo:
         from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
         from edgeatlas.predictor.models import TrainConfig
 
-        say("[6/6] the cost predictor: latency from a spec sheet alone, trained on published measurements")
+        say("[7/7] the cost predictor: latency from a spec sheet alone, trained on published measurements")
         checkpoint = self.dir / "predictor.pt"
         train([str(SAMPLE_DIR)], str(checkpoint), TrainConfig(members=2, epochs=3),
               lambda text: say(f"      {text.strip()}"))
@@ -324,6 +338,29 @@ class Demo:
             version = admin.publish_predictor(checkpoint.read_bytes())
         say(f"      published to the coordinator as predictor v{version.version}: the dashboard's Predictor and "
             f"Compare pages use it")
+
+    def _federated(self, admin, devices: int) -> None:
+        """A federated-train campaign on the agents: DP-SGD on what each measured, FedAvg on the SuperLink."""
+        from edgeatlas.v1 import admin_pb2
+
+        say(f"[6/7] federated training: the {devices} agents train the predictor's GNN on their own exact results "
+            "(DP-SGD, Opacus); only clipped, noised weights leave them (Flower)")
+        c = admin.create_campaign([], {}, 1, Setting(), RunParams(), name="demo-federated",
+                                  federated=admin_pb2.Federated(devices=devices, rounds=2, epsilon=8.0))
+        deadline = time.monotonic() + CAMPAIGN_TIMEOUT_S
+        while c.status == "running" and time.monotonic() < deadline:
+            time.sleep(2)
+            c = admin.campaign(c.campaign_id)
+        for r in c.federated_rounds:
+            say(f"      round {r.round}: the devices' loss {r.loss_before:.3f} → {r.loss_after:.3f}; privacy spent: "
+                f"ε = {r.epsilon_measurement:.2f} per measurement (δ = 1e-5), {r.epsilon_device:.0f} per device")
+        if c.predictor_version:
+            version = next(v for v in admin.predictor_versions() if v.version == c.predictor_version)
+            gnn = json.loads(version.evaluation_json).get("gnn", {})
+            say(f"      → predictor v{c.predictor_version}, scored on networks it never saw: GNN MAPE "
+                f"{gnn.get('mape', float('nan')):.0f} % (a toy: {devices} devices, a few measurements each)")
+        else:
+            say(f"      (no version: {c.stop_reason or c.status})")
 
     def _on_device(self):
         """The agents' own exact results (the owner's view; it runs on the same machine), as heat-map cells."""

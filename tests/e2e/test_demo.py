@@ -97,7 +97,14 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     published = out[out.index("this machine beside published"):out.index("privacy spent")]
     assert "imported" in published and "cpu:cortex-a75x4+cortex-a55x4" in published and "HELP" in published
     assert re.search(r"agent-1: \d+ releases, ε = [\d.]+ of 8 per 24 h", out)
-    predictor = out[out.index("[6/6] the cost predictor"):out.index("where the data lives")]
+    federated = out[out.index("[6/7] federated training"):out.index("[7/7] the cost predictor")]
+    spent = re.findall(r"round (\d): the devices' loss ([\d.]+) → ([\d.]+); privacy spent: ε = ([\d.]+) per "
+                       r"measurement", federated)
+    assert [r[0] for r in spent] == ["1", "2"], federated
+    assert all(float(after) < float(before) for _, before, after, _ in spent)
+    assert 0 < float(spent[0][3]) < float(spent[1][3]) <= 8.08
+    assert "→ predictor v1, scored on networks it never saw: GNN MAPE" in federated
+    predictor = out[out.index("[7/7] the cost predictor"):out.index("where the data lives")]
     answers = re.findall(r"^\s+(\S+)\s+([\d.]+) ms\s+([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)\s+"
                          r"([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)$", predictor, re.M)
     assert len(answers) >= 4, predictor  # measured here, predicted here, predicted for the typed sheet
@@ -112,7 +119,7 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     sim = out[out.index("the simulated fleet (synthetic"):out.index("privacy spent")]
     sim_rows = [line.split() for line in sim.splitlines()[3:] if line.strip()]
     assert len(sim_rows) >= 6 and all(row[4] == "simulated" for row in sim_rows)  # class, setting (3 words), source
-    assert re.search(r"published to the coordinator as predictor v1", predictor)
+    assert re.search(r"published to the coordinator as predictor v2", predictor)  # v1: the federated one
     pids = pids_in(out)
     assert len(pids) == 5  # coordinator, dashboard, two agents, the simulated fleet
     assert not [p for p in pids if alive(p)]
@@ -124,12 +131,12 @@ def test_ctrl_c_stops_every_demo_process(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env())
     seen = ""
     deadline = time.monotonic() + 120
-    while "[4/6]" not in seen and time.monotonic() < deadline:
+    while "[4/7]" not in seen and time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         seen += line
-    assert "[4/6]" in seen, seen
+    assert "[4/7]" in seen, seen
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     seen += rest
