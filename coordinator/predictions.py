@@ -133,6 +133,14 @@ def samples_from_store(store: Store, min_devices: int):
     return samples
 
 
+def hold_out_networks(samples):
+    """(kept, held out): a fifth of the networks (at least one) held out on every device, the same each time."""
+    n = len(samples.graphs)
+    held = np.zeros(n, dtype=bool)
+    held[np.random.default_rng(7).permutation(n)[:max(1, round(0.2 * n))]] = True
+    return samples.where(~held[samples.graph]), samples.where(held[samples.graph])
+
+
 class Predictors:
     """Training (one at a time) and serving (each version loaded once, then kept in memory) for one coordinator."""
 
@@ -160,10 +168,7 @@ class Predictors:
             samples = samples_from_store(self.store, self.min_devices)
             cfg = TrainConfig(members=members or 2, epochs=epochs or 4)
             # Evaluation first: a fifth of the networks held out, every predictor scored on them.
-            n = len(samples.graphs)
-            held = np.zeros(n, dtype=bool)
-            held[np.random.default_rng(7).permutation(n)[:max(1, round(0.2 * n))]] = True
-            train, test = samples.where(~held[samples.graph]), samples.where(held[samples.graph])
+            train, test = hold_out_networks(samples)
             evaluation = {}
             if len(train) >= MIN_CELLS // 2 and len(test):
                 probe = fit_all(train, cfg)
@@ -197,15 +202,12 @@ class Predictors:
     def from_federated(self, outcome, plan, trigger: str) -> PredictorRow:
         """A version from a federated run's GNN weights: scored, anchored and calibrated on the coordinator's
         own cells (a fifth of their networks held out), its privacy spent recorded beside it."""
-        from edgeatlas.predictor.evaluate import calibration_split, score
+        from edgeatlas.predictor.evaluate import score
         from edgeatlas.predictor.gnn import GNNConfig
         from edgeatlas.predictor.models import COVERAGE, GNNEnsemble, Predictor, Tabular
 
         start = time.monotonic()
-        samples = samples_from_store(self.store, self.min_devices)
-        fit, held = calibration_split(samples, share=0.2, seed=7)
-        if not len(held) or not len(fit):
-            raise InvalidInput("too few networks among the coordinator's cells to score a federated version")
+        fit, held = hold_out_networks(samples_from_store(self.store, self.min_devices))  # ≥ 2 networks
         gnn = GNNEnsemble(states=[outcome.state], hw_mean=np.array(plan.hw_mean), hw_std=np.array(plan.hw_std),
                           config={"gnn": GNNConfig().__dict__, "train": {"federated": json.loads(plan.to_json())}})
         gnn.half_width = float(np.quantile(np.abs(gnn.predict(held)[0] - np.log(held.latency_ms)), COVERAGE))

@@ -619,15 +619,12 @@ class Store:
                 return
             _, on_integrity, _, future = batch[0]
             if isinstance(exc, SAIntegrityError) and on_integrity is not None:
-                future.set_result(on_integrity)  # a concurrent replica stored the same thing first
+                settle(future, on_integrity, None)  # a concurrent replica stored the same thing first
             else:
-                future.set_exception(exc)
+                settle(future, None, exc)
             return
         for future, value, exc in results:
-            if exc is not None:
-                future.set_exception(exc)
-            else:
-                future.set_result(value)
+            settle(future, value, exc)
 
     def _fold(self, s: Session, task: TaskRow, agent: AgentRow, hw: str, report: IncomingReport, t: int) -> None:
         setting = report.setting
@@ -866,6 +863,17 @@ class Store:
     def count_reports(self) -> int:
         with self.session() as s:
             return int(s.exec(select(func.count()).select_from(ReportRow)).one())
+
+
+def settle(future: Future, value, exc: BaseException | None) -> None:
+    """Answers a waiting caller; one that gave up (its call cancelled, say at shutdown) is skipped, so the
+    writer thread never dies on it: what was written stays written."""
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
 
 
 class GroupCommit:

@@ -1,8 +1,8 @@
 """A device's own measurements as training samples: what an opted-in agent keeps in its state directory.
 
 results.jsonl (agent/results.py: one line per task, exact values, never sent), the models in models/
-(by sha256, as fetched), and spec.json (the sheet the device enrolled with). Only valid ONNX results
-count; latency is each task's mean in milliseconds.
+(by sha256, as fetched), and spec.json (the sheet the device enrolled with). Only valid single-stream
+ONNX results count; latency is each task's mean in milliseconds.
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ def load_store(root: Path) -> Samples:
         row = json.loads(line)
         sha, mean_ms = row.get("model_sha256"), (row.get("stats") or {}).get("mean_ms")
         model = root / "models" / f"{sha}.onnx"
+        setting = row.get("setting") or {}
+        # single-stream latency only: a server run's latency is under a load the graph says nothing of
         if row.get("model_format", "onnx") != "onnx" or not row.get("valid") or not sha or not mean_ms \
-                or not model.exists():
+                or not model.exists() or setting.get("scenario", "single-stream") != "single-stream":
             continue
         if sha not in graph_of:
             graph_of[sha] = len(graphs)
             graphs.append(from_onnx(onnx.load(str(model)), row.get("model") or sha[:12]))
-        s = row["setting"]
+        s = setting
         key = "/".join(str(s.get(k)) for k in ("target", "runtime", "execution_provider", "batch", "threads"))
         if key not in setting_of:
             setting_of[key] = len(settings)

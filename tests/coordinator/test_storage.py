@@ -231,6 +231,18 @@ def test_reports_arriving_together_share_one_commit_and_a_refused_one_sinks_none
     assert view.cell.n_reports == 11 and view.cell.n_devices == 11
 
 
+def test_a_caller_that_gave_up_does_not_stop_the_writer(store):
+    agents = [enroll(store, f"a{i}") for i in range(2)]
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(threads=1), RunParams())
+    with store._write:  # both queue behind the lock; the first caller gives up while it waits (a cancelled RPC)
+        gone = store.submit_lease(agents[0].agent_id)
+        assert gone.cancel()
+        waiting = store.submit_lease(agents[1].agent_id)
+    assert waiting.result(timeout=30) is not None
+    # the writer is alive: a later write is answered too, and the first lease was made (it stays in the store)
+    assert store.submit_lease(agents[0].agent_id).result(timeout=30) is not None
+
+
 def test_heartbeats_are_written_together_and_a_heartbeat_without_state_keeps_it(store):
     a, b = enroll(store, "a"), enroll(store, "b")
     store.touch_agent(a.agent_id, "waiting: battery 12 %")

@@ -153,6 +153,7 @@ def test_a_device_trains_on_the_valid_onnx_results_it_keeps(zoo_dir, tmp_path):
     lines.append(dict(lines[0], valid=False))  # outputs did not match the reference: not learned from
     lines.append(dict(lines[1], model_format="gguf"))
     lines.append(dict(lines[2], model_sha256="0" * 64))  # its model is no longer in the cache
+    lines.append(dict(lines[0], setting=dict(lines[0]["setting"], scenario="server")))  # latency under load
     (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     samples = load_store(tmp_path)
     assert len(samples) == 3 and samples.latency_ms.tolist() == [1.0, 2.0, 3.0]
