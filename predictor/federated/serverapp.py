@@ -22,6 +22,9 @@ from edgeatlas.predictor.federated import dpsgd
 from edgeatlas.predictor.federated.plan import FederatedPlan
 
 
+ONLY_THE_MINIMUM = 1e-9
+
+
 @dataclass
 class RoundRecord:
     round: int
@@ -64,9 +67,12 @@ def new_accountant(plan: FederatedPlan) -> RdpAccountant:
 def run(grid: Grid, plan: FederatedPlan) -> Outcome:
     plan.check()
     model = dpsgd.new_model(plan.seed)
-    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=1.0, min_train_nodes=plan.clients,
-                      min_evaluate_nodes=plan.clients, min_available_nodes=plan.clients,
-                      train_metrics_aggr_fn=_train_metrics)
+    # Exactly plan.clients devices per round, even when more are connected: FedAvg takes
+    # max(fraction × connected, min_*_nodes), and a fraction too small to count any device leaves the minimum
+    # (0 would skip the round). The accountant counts each round's release without amplification by sampling.
+    strategy = FedAvg(fraction_train=ONLY_THE_MINIMUM, fraction_evaluate=ONLY_THE_MINIMUM,
+                      min_train_nodes=plan.clients, min_evaluate_nodes=plan.clients,
+                      min_available_nodes=plan.clients, train_metrics_aggr_fn=_train_metrics)
     private = DifferentialPrivacyClientSideFixedClipping(strategy, plan.update_noise, plan.update_clip, plan.clients,
                                                          accountant=new_accountant(plan))
     spent: dict[int, float] = {}

@@ -14,7 +14,8 @@ from edgeatlas.predictor.federated.serverapp import Outcome
 
 
 def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = None) -> Outcome:
-    """One client per partition; the clients run one at a time in Ray workers (CPU-bound DP-SGD)."""
+    """One SuperNode per partition, plan.clients of them sampled each round; the clients run one at a time in
+    Ray workers (CPU-bound DP-SGD)."""
     # flwr must never build a fresh environment (and download a CUDA torch) for the app
     os.environ.setdefault("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
     from flwr.simulation import run_simulation
@@ -26,7 +27,8 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
         folder = Path(tmp)
         for i, part in enumerate(partitions):
             (folder / f"{i}.pkl").write_bytes(pickle.dumps(part.compact()))
-        plan = replace(plan, clients=len(partitions), partitions=str(folder))
+        # plan.clients of them train each round (all, when it asks for more than there are)
+        plan = replace(plan, clients=min(plan.clients, len(partitions)) or len(partitions), partitions=str(folder))
         plan.check()
         out = folder / "outcome.pt"
         cpus = max(1, os.cpu_count() or 1)

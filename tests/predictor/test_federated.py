@@ -129,6 +129,20 @@ def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
     assert math.isfinite(r2.update_norm) and r2.update_norm > 0
 
 
+@pytest.mark.slow
+def test_more_devices_connected_than_a_round_asks_for(sample, tmp_path):
+    from edgeatlas.predictor.federated import simulation
+
+    device = sample.device_of()
+    parts = [sample.where((device == n) & (sample.graph < 15)).compact()
+             for n in ["Google Pixel 3", "Intel Xeon Silver 4114", "Samsung Galaxy S7"]]
+    mean, std = standardization(sample)
+    plan = FederatedPlan(clients=2, rounds=1, update_noise=0.005, hw_mean=mean.tolist(), hw_std=std.tolist())
+    outcome = simulation.run(parts, plan, workdir=tmp_path)
+    # two of the three train (the accountant insists on exactly the number it was told), and the round completes
+    assert outcome.plan["clients"] == 2 and [r.round for r in outcome.rounds] == [1]
+
+
 def test_a_device_trains_on_the_valid_onnx_results_it_keeps(zoo_dir, tmp_path):
     import hashlib
     import shutil
