@@ -16,7 +16,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import replace
@@ -116,6 +115,7 @@ class SuperLink:
     def run(self, plan_json: str, out: Path, timeout_s: float = RUN_TIMEOUT_S) -> None:
         """One `flwr run` of the predictor's app; returns once its ServerApp has written `out`."""
         exe = flower_program("flwr")
+        out.unlink(missing_ok=True)  # only this run's ServerApp may answer
         config = out.with_suffix(".toml")
         config.write_text(f"plan = {json.dumps(plan_json)}\nout = {json.dumps(str(out))}\n")
         with self.lock, (out.with_suffix(".log")).open("ab") as log_file:
@@ -169,14 +169,14 @@ class FederatedCampaigns:
             plan = FederatedPlan.from_json(json.dumps(record["plan"]))
             hw_mean, hw_std = self.predictors.hardware_standardization()
             plan = replace(plan, hw_mean=hw_mean, hw_std=hw_std)
-            with tempfile.TemporaryDirectory(dir=self.link.workdir) as tmp:
-                out = Path(tmp) / f"campaign-{campaign_id}.pt"
-                log.info("federated campaign %d: %d devices, %d rounds, on SuperLink %s", campaign_id, plan.clients,
-                         plan.rounds, self.link.address)
-                self.link.run(plan.to_json(), out)
-                import torch
+            out = self.link.workdir / f"campaign-{campaign_id}.pt"  # its .log stays beside the SuperLink's
+            log.info("federated campaign %d: %d devices, %d rounds, on SuperLink %s (log %s)", campaign_id,
+                     plan.clients, plan.rounds, self.link.address, out.with_suffix(".log"))
+            self.link.run(plan.to_json(), out)
+            import torch
 
-                outcome = outcome_from(torch.load(str(out), weights_only=False))
+            outcome = outcome_from(torch.load(str(out), weights_only=False))  # written by our own ServerApp
+            out.unlink()
             version = self.predictors.from_federated(outcome, plan, trigger=f"federated campaign {campaign_id}")
             record.update(rounds=[r.__dict__ for r in outcome.rounds], predictor_version=version.version)
             reason = f"{len(outcome.rounds)} rounds; predictor version {version.version}"
