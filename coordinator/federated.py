@@ -177,6 +177,9 @@ class FederatedCampaigns:
 
             outcome = outcome_from(torch.load(str(out), weights_only=False))  # written by our own ServerApp
             out.unlink()
+            if len(outcome.rounds) < plan.rounds:  # a device's error makes Flower skip the round's aggregate
+                raise Unavailable(f"{len(outcome.rounds)} of {plan.rounds} rounds completed; a device failed "
+                                  f"(see {out.with_suffix('.log')})")
             version = self.predictors.from_federated(outcome, plan, trigger=f"federated campaign {campaign_id}")
             record.update(rounds=[r.__dict__ for r in outcome.rounds], predictor_version=version.version)
             reason = f"{len(outcome.rounds)} rounds; predictor version {version.version}"

@@ -58,7 +58,7 @@ def _train_metrics(records: list, weighting_key: str) -> MetricRecord:
 
 
 def new_accountant(plan: FederatedPlan) -> RdpAccountant:
-    # Every device trains every round, so a round's release gets no amplification from sampling.
+    # No amplification is claimed for choosing which devices train a round: the bound holds whichever do.
     return RdpAccountant(PrivacyConfig(target_delta=plan.delta, population_size=plan.clients,
                                        neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
                                        sampling_method=SamplingMethod.NO_AMPLIFICATION))
