@@ -211,3 +211,21 @@ def test_upload_with_wrong_sha256_is_refused(coordinator):
         admin.UploadBlob(chunks, metadata=bearer(coordinator.admin_token), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
+
+
+@pytest.mark.parametrize("federated, code, words", [
+    (admin_pb2.Federated(devices=2, epsilon=math.nan), grpc.StatusCode.INVALID_ARGUMENT, "epsilon = nan"),
+    (admin_pb2.Federated(devices=2, update_clip=-1), grpc.StatusCode.INVALID_ARGUMENT, "update_clip = -1"),
+    (admin_pb2.Federated(devices=2, rounds=5000), grpc.StatusCode.INVALID_ARGUMENT, "at most 10000 devices"),
+    (admin_pb2.Federated(devices=2), grpc.StatusCode.FAILED_PRECONDITION, "runs no Flower SuperLink"),
+])
+def test_a_bad_federated_campaign_is_refused_and_stores_nothing(coordinator, federated, code, words):
+    channel = grpc.insecure_channel(coordinator.address)
+    admin = admin_pb2_grpc.AdminServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as info:  # this coordinator was started without --superlink
+        admin.CreateCampaign(admin_pb2.CreateCampaignRequest(name="fl", federated=federated),
+                             metadata=bearer(coordinator.admin_token), timeout=10)
+    assert info.value.code() == code and words in info.value.details()
+    listed = admin.ListCampaigns(admin_pb2.ListCampaignsRequest(), metadata=bearer(coordinator.admin_token), timeout=10)
+    assert list(listed.campaigns) == []
+    channel.close()
