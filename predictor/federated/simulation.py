@@ -32,15 +32,37 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
         plan.check()
         out = folder / "outcome.pt"
         cpus = max(1, os.cpu_count() or 1)
-        run_simulation(server_app=server_app(plan, out), client_app=client_app, num_supernodes=len(partitions),
-                       backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                                       "init_args": {"num_cpus": cpus, "include_dashboard": False}})
+        before = children()
+        try:
+            run_simulation(server_app=server_app(plan, out), client_app=client_app,
+                           num_supernodes=len(partitions),
+                           backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+                                           "init_args": {"num_cpus": cpus, "include_dashboard": False}})
+        finally:
+            # Ray's processes end after its shutdown, some a moment later; a next run's Ray would race them.
+            import psutil
+
+            psutil.wait_procs(list(children() - before), timeout=60)
         if not out.exists():
             raise RuntimeError("federated simulation ended without an outcome (see Flower's log above)")
         import torch
 
         saved = torch.load(str(out), weights_only=False)
     return outcome_from(saved)
+
+
+def children() -> set:
+    """This process's live descendants (zombies, already ended, left out)."""
+    import psutil
+
+    alive = set()
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                alive.add(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def outcome_from(saved: dict) -> Outcome:

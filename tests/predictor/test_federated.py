@@ -87,7 +87,6 @@ def test_bad_plans_are_refused_in_one_line():
 
 @pytest.mark.slow
 def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
-    import psutil
     from dp_accounting import dp_event, rdp
 
     from edgeatlas.predictor.federated import simulation
@@ -96,13 +95,10 @@ def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
     mean, std = standardization(sample)
     plan = FederatedPlan(clients=2, rounds=2, epsilon=6.0, update_noise=0.005, hw_mean=mean.tolist(),
                          hw_std=std.tolist())
-    def alive():
-        return {p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
-
-    before = alive()
+    before = simulation.children()
     outcome = simulation.run(parts, plan, workdir=tmp_path)
     # Ray's workers and Flower's runtime are gone when the run returns
-    assert alive() - before == set()
+    assert {p for p in simulation.children() - before if p.is_running()} == set()
 
     assert [r.round for r in outcome.rounds] == [1, 2]
     for r in outcome.rounds:
