@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.protos.wire import free_port
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,3 @@ def stop_tree(pid: int, grace_s: float = 10.0) -> None:
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=grace_s)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

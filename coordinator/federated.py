@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import InvalidInput, Unavailable
-from edgeatlas.protos.wire import check_address
+from edgeatlas.protos.wire import check_address, free_port
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +129,6 @@ class SuperLink:
                 raise Unavailable(f"the federated run took longer than {timeout_s:.0f} s") from None
         if proc.returncode != 0 or not out.exists():
             raise Unavailable(f"the federated run failed (flwr run exit {proc.returncode}; log {out.with_suffix('.log')})")
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class FederatedCampaigns:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from edgeatlas.protos.errors import InvalidInput, Unavailable
+from edgeatlas.protos.wire import free_port
 
 APP = Path(__file__).resolve().parent / "app.py"
 
@@ -19,12 +19,6 @@ APP = Path(__file__).resolve().parent / "app.py"
 def installed() -> bool:
     """Whether the `dashboard` extra (Streamlit) is installed here."""
     return importlib.util.find_spec("streamlit") is not None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def command(host: str, port: int) -> list[str]:

@@ -31,6 +31,15 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 DEFAULT_SUPERLINK_PORT = 9092
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now, for a server told to take any (port 0)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def check_address(address: str) -> str:
     """HOST:PORT with a numeric port; one clear line otherwise."""
     host, sep, port = address.rpartition(":")
