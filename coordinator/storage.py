@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -15,7 +16,8 @@ from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator
 
-from sqlalchemy import bindparam, event, func, inspect, literal, or_, update
+from sqlalchemy import bindparam, event, func, inspect, literal, or_, tuple_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
@@ -26,7 +28,8 @@ from edgeatlas.coordinator.tables import (
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import Conflict, EdgeAtlasError, InvalidInput, NotFound, PermissionDenied
 from edgeatlas.protos.privacy import STATISTICS, PrivacyParams
-from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, ScenarioOutcome, Schedule, Setting
+from edgeatlas.protos.records import (
+    Fidelity, LatencyStats, RunParams, ScenarioOutcome, Schedule, Setting, flat_dict)
 from edgeatlas.protos.spec import SpecSheet
 
 MAX_LEASE_ATTEMPTS = 3
@@ -145,9 +148,12 @@ class Store:
         self._writer = GroupCommit(self)
         self._touches: dict[str, tuple[int, str | None]] = {}  # agent_id → (last seen, state): not yet written
         self._touch_lock = threading.Lock()
-        self._credentials: dict[str, tuple[AgentRow, float]] = {}  # credential hash → (agent, valid until)
+        self._credentials: dict[str, AgentRow] = {}  # credential hash → its agent, while none is revoked
+        self._revocations: tuple[int, float] = (-1, -math.inf)  # (revoked agents, when counted)
         self._agents: dict[str, AgentRow] = {}  # agent_id → its row as enrolled
         self._contributors: set[tuple[int, str]] = set()  # (cell id, agent id) known to be stored
+        self._metric_rows: set[tuple[int, str]] = set()  # (cell id, metric) known to be stored
+        self._cells: dict[tuple, tuple[int, str]] = {}  # (model, class, setting key, source) → (cell id, privacy)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -202,12 +208,27 @@ class Store:
             s.commit()
         return row
 
+    def cached_agent(self, credential_hash: str) -> AgentRow | None:
+        """The agent holding this credential, from memory (no database), while the cache is known to be
+        current: revocations were counted within CREDENTIAL_CACHE_S. Otherwise None: ask agent_by_credential."""
+        if time.monotonic() - self._revocations[1] >= CREDENTIAL_CACHE_S:
+            return None
+        return self._credentials.get(credential_hash)
+
     def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
-        """The agent holding this credential, unless it was revoked. Known ones are remembered for
-        CREDENTIAL_CACHE_S: a revocation here is seen at once, one made through another replica within that."""
+        """The agent holding this credential, unless it was revoked. Known ones are remembered until a
+        revocation: one made here is seen at once, one made through another replica within
+        CREDENTIAL_CACHE_S, when this replica next counts the revoked agents (one query for all of them)."""
+        if time.monotonic() - self._revocations[1] >= CREDENTIAL_CACHE_S:
+            with self.session() as s:
+                revoked = s.exec(select(func.count()).select_from(AgentRow)
+                                 .where(AgentRow.revoked == True)).one()  # noqa: E712
+            if revoked != self._revocations[0]:
+                self._credentials.clear()
+            self._revocations = (revoked, time.monotonic())
         hit = self._credentials.get(credential_hash)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
+        if hit is not None:
+            return hit
         with self.session() as s:
             agent = s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash,
                                                   AgentRow.revoked == False)).first()  # noqa: E712
@@ -215,7 +236,7 @@ class Store:
             if len(self._credentials) > 100_000:
                 self._credentials.clear()
                 self._agents.clear()
-            self._credentials[credential_hash] = (agent, time.monotonic() + CREDENTIAL_CACHE_S)
+            self._credentials[credential_hash] = agent
             self._agents[agent.agent_id] = agent
         return agent
 
@@ -415,7 +436,7 @@ class Store:
     def lease(self, agent_id: str) -> LeasedTask | None:
         return self.submit_lease(agent_id).result()
 
-    def submit_lease(self, agent_id: str) -> Future:
+    def submit_lease(self, agent_id: str, loop: asyncio.AbstractEventLoop | None = None) -> Future:
         """The agent's next open task, leased to it once the lease is durable (a Future of LeasedTask or None):
         its own first, highest priority first, else one adopted from a vanished or overdue device of its
         hardware class.
@@ -424,7 +445,7 @@ class Store:
         to the asking agent is orphaned (say, the lease reply was lost in a coordinator crash):
         it is offered again first, under a new lease.
         """
-        return self._writer.submit(lambda s: self._lease(s, agent_id), flush_first=True)
+        return self._writer.submit(lambda s: self._lease(s, agent_id), flush_first=True, loop=loop)
 
     def _lease(self, s: Session, agent_id: str) -> LeasedTask | None:
         t = now_ms()
@@ -532,21 +553,25 @@ class Store:
     def record_report(self, agent_id: str, report: IncomingReport) -> bool:
         return self.submit_report(agent_id, report).result()
 
-    def submit_report(self, agent_id: str, report: IncomingReport) -> Future:
+    def submit_report(self, agent_id: str, report: IncomingReport,
+                      loop: asyncio.AbstractEventLoop | None = None) -> Future:
         """Stores a report and folds it into its heat-map cell; a Future of True for a duplicate, resolved
-        only once it is durable. Reports that arrive together share one transaction (group commit)."""
-        return self._writer.submit(lambda s: self._record(s, agent_id, report), on_integrity=True)
+        only once it is durable. Reports that arrive together share one transaction (group commit).
+        Given the caller's event loop, the future is that loop's own (see GroupCommit.submit)."""
+        return self._writer.submit(lambda s: self._record(s, agent_id, report), on_integrity=True, loop=loop,
+                                   report=(report.report_id, report.task_id))
 
     def _record(self, s: Session, agent_id: str, report: IncomingReport) -> bool:
-        """Every check comes before the first write: a refused report leaves nothing in the session."""
+        """Every check comes before the first write: a refused report leaves nothing in the batch. Its task
+        is read from the batch's snapshot (_prefetch); its writes join the batch's (_write_reports)."""
         t = now_ms()
-        added = s.info.setdefault("reports", {})  # report_id → agent_id, of reports not yet flushed
-        existing = added.get(report.report_id) or getattr(s.get(ReportRow, report.report_id), "agent_id", None)
+        added = s.info["reports"]  # report_id → agent_id: stored before, or earlier in this batch
+        existing = added.get(report.report_id)
         if existing is not None:
             if existing != agent_id:
                 raise PermissionDenied("report_id belongs to another agent")
             return True
-        task = s.get(TaskRow, report.task_id)
+        task = s.info["tasks"].get(report.task_id)
         if task is None:
             raise InvalidInput(f"task {report.task_id} does not exist")
         if task.agent_id != agent_id:
@@ -565,46 +590,52 @@ class Store:
         agent = self._enrolled(s, agent_id)
         folds = report.ok and report.valid
         hw = _hardware_class(agent, report.setting) if folds else ""
-        s.add(ReportRow(
+        s.info["new_reports"].append(dict(
             report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,
             status=report.status, failure_reason=report.failure_reason,
             valid=report.valid, invalid_reason=report.invalid_reason, privacy_mode=report.privacy_mode,
-            setting_json=json.dumps(report.setting.to_dict() if report.setting else {}),
-            stats_json=json.dumps(report.stats.to_dict() if report.stats else {}),
-            privacy_json=json.dumps(report.privacy.to_dict() if report.privacy else {}),
-            released_json=json.dumps(report.released), figures_json=json.dumps(report.figures),
-            context_json=json.dumps({"outcome": asdict(report.outcome), "energy_meter": report.energy_meter,
+            setting_json=_json(report.setting.to_dict() if report.setting else {}),
+            stats_json=_json(report.stats.to_dict() if report.stats else {}),
+            privacy_json=_json(report.privacy.to_dict() if report.privacy else {}),
+            released_json=_json(report.released), figures_json=_json(report.figures),
+            context_json=json.dumps({"outcome": flat_dict(report.outcome), "energy_meter": report.energy_meter,
                                      "energy_absent": report.energy_absent, "conditions": report.conditions}),
-            fidelity_json=json.dumps(asdict(report.fidelity)), started_ms=report.started_ms,
+            fidelity_json=json.dumps(flat_dict(report.fidelity)), started_ms=report.started_ms,
             agent_version=report.agent_version))
         added[report.report_id] = agent_id
         task.status = {"ok": "done", "failed": "failed", "declined": "declined"}[report.status]
-        task.failure_reason = report.failure_reason if not report.ok else (
-            "" if report.valid else report.invalid_reason)
-        task.updated_ms = t
-        s.add(task)
+        reason = report.failure_reason if not report.ok else ("" if report.valid else report.invalid_reason)
+        s.info["task_updates"].append({"tid": task.id, "status": task.status, "updated_ms": t,
+                                       "failure_reason": reason})
         if folds:
             self._fold(s, task, agent, hw, report, t)
         self._maybe_finish(s, campaign)
         return False
 
-    def run_batch(self, batch: list[tuple]) -> None:
+    def run_batch(self, batch: list[Op]) -> None:
         """Runs queued operations in one transaction and answers each after its commit. An operation refused
         by its checks (EdgeAtlasError, raised before it writes) is answered with that error; if a write or
-        the commit fails, each operation runs again on its own, so one cannot sink the others."""
+        the commit fails, each operation runs again on its own, so one cannot sink the others.
+
+        Reports run first, then the rest (leases) in their order. None of them is answered before the one
+        commit, so any order among them is one in which they could have arrived."""
         results = []
+        reports = [op for op in batch if op.report is not None]
+        others = [op for op in batch if op.report is None]
         try:
             with self._write, self.session() as s, s.no_autoflush:
-                # A lease's queries must see the writes queued before it: it flushes them first. A report
-                # needs no flush: it reads by key, and what the batch made is kept in the session.
                 s.info["finish"] = set()
-                for fn, on_integrity, flush_first, future in batch:
-                    if flush_first:
+                self._prefetch(s, [op.report for op in reports])
+                for op in reports + others:
+                    if op.flush_first:  # its queries must see the writes queued before it
+                        self._write_reports(s)
                         s.flush()
                     try:
-                        results.append((future, fn(s), None))
+                        results.append((op, op.fn(s), None))
                     except EdgeAtlasError as exc:
-                        results.append((future, None, exc))
+                        results.append((op, None, exc))
+                self._write_reports(s)
+                self._write_folds(s)
                 finish = s.info.pop("finish")
                 for campaign_id in sorted(finish):
                     self._maybe_finish(s, s.get(CampaignRow, campaign_id))
@@ -612,21 +643,50 @@ class Store:
                 if len(self._contributors) > 1_000_000:
                     self._contributors.clear()
                 self._contributors |= s.info.get("contributors", set())
+                if len(self._metric_rows) > 1_000_000 or len(self._cells) > 1_000_000:
+                    self._metric_rows.clear()
+                    self._cells.clear()
+                self._metric_rows |= s.info.get("metric_rows", set())
+                self._cells.update(s.info.get("new_cells", {}))
         except Exception as exc:
             if len(batch) > 1:
                 for op in batch:
                     self.run_batch([op])
                 return
-            _, on_integrity, _, future = batch[0]
-            if isinstance(exc, SAIntegrityError) and on_integrity is not None:
-                settle(future, on_integrity, None)  # a concurrent replica stored the same thing first
+            op = batch[0]
+            if isinstance(exc, SAIntegrityError) and op.on_integrity is not None:
+                results = [(op, op.on_integrity, None)]  # a concurrent replica stored the same thing first
             else:
-                settle(future, None, exc)
-            return
-        for future, value, exc in results:
-            settle(future, value, exc)
+                results = [(op, None, exc)]
+        deliver(results)
 
-    def _fold(self, s: Session, task: TaskRow, agent: AgentRow, hw: str, report: IncomingReport, t: int) -> None:
+    def _prefetch(self, s: Session, reports: list[tuple[str, int]]) -> None:
+        """Reads what the batch's reports look up by key, in two queries instead of two per report: their
+        tasks (as plain snapshots: loading ORM rows cost more than all the rest of a report) and which of
+        their report_ids are stored already, and whose."""
+        s.info["reports"], s.info["tasks"], s.info["new_reports"], s.info["task_updates"] = {}, {}, [], []
+        if not reports:
+            return
+        report, task = ReportRow.__table__.c, TaskRow.__table__.c
+        stored = s.connection().execute(sa_select(report.report_id, report.agent_id)
+                                        .where(report.report_id.in_([report_id for report_id, _ in reports])))
+        s.info["reports"].update({report_id: agent_id for report_id, agent_id in stored})
+        rows = s.connection().execute(
+            sa_select(task.id, task.agent_id, task.status, task.lease_id, task.campaign_id, task.model_sha256)
+            .where(task.id.in_({task_id for _, task_id in reports})))
+        s.info["tasks"] = {row.id: TaskSnapshot(*row) for row in rows}
+
+    def _write_reports(self, s: Session) -> None:
+        """The batch's reports and their tasks' new states, one statement each."""
+        if s.info["new_reports"]:
+            s.connection().execute(ReportRow.__table__.insert(), s.info["new_reports"])
+            task = TaskRow.__table__
+            s.connection().execute(update(task).where(task.c.id == bindparam("tid")).values(
+                status=bindparam("status"), failure_reason=bindparam("failure_reason"),
+                updated_ms=bindparam("updated_ms")), s.info["task_updates"])
+        s.info["new_reports"], s.info["task_updates"] = [], []
+
+    def _fold(self, s: Session, task: TaskSnapshot, agent: AgentRow, hw: str, report: IncomingReport, t: int) -> None:
         setting = report.setting
         source = "trusted" if report.privacy_mode == "trusted" else "fleet"
         if agent.simulated:  # whatever a virtual device claims, its numbers are synthetic
@@ -639,32 +699,80 @@ class Store:
             privacy = report.privacy.describe()
             if agent.simulated:
                 privacy = f"simulated, {privacy}"
-        cell = self._cell(s, _kept(s, ModelRow, task.model_sha256), hw, setting, source, t, privacy)
-        if cell.privacy != privacy:
-            cell.privacy = f"{source} (mixed contracts)"
-        cell.n_reports += 1
-        cell.updated_ms = t
-        # known contributors: this session's (flushed or not), and those committed before (never deleted)
-        contributors = s.info.setdefault("contributors", set())
-        key = (cell.id, agent.agent_id)
-        if key not in contributors and key not in self._contributors:
-            if s.get(CellContributorRow, key) is None:
-                s.add(CellContributorRow(cell_id=cell.id, agent_id=agent.agent_id))
-                cell.n_devices += 1
-            contributors.add(key)
-        s.add(cell)
-        known = s.info.setdefault("metrics", {})
-        if cell.id not in known:
-            known[cell.id] = {row.metric: row for row in s.exec(
-                select(CellMetricRow).where(CellMetricRow.cell_id == cell.id))}
-        have = known[cell.id]
+        cell_id = self._cell_id(s, task.model_sha256, hw, setting, source, t, privacy)
+        key = (cell_id, agent.agent_id)
+        if key not in self._contributors:  # known to be stored (they are never deleted); else looked up once
+            s.info.setdefault("contributors", set()).add(key)  # per batch, in _write_folds
+        # The sums are added up here and added to the rows once per batch (_write_folds).
+        fold = s.info.setdefault("folds", {}).setdefault(cell_id, [0, t, {}])  # reports, last time, sums
+        fold[0], fold[1] = fold[0] + 1, t
+        sums = fold[2]
         for metric, (log, statistic) in logs.items():
-            row = have.get(metric)
-            if row is None:
-                row = have[metric] = CellMetricRow(cell_id=cell.id, metric=metric)
-            row.n, row.sum_log, row.sumsq_log = aggregate.fold_log(row.n, row.sum_log, row.sumsq_log, log)
-            row.noise_var_sum += report.privacy.noise_variance_log(statistic) if statistic else 0.0
-            s.add(row)
+            total = sums.get(metric)
+            if total is None:
+                total = sums[metric] = [0, 0.0, 0.0, 0.0]
+            total[0], total[1], total[2] = aggregate.fold_log(total[0], total[1], total[2], log)
+            total[3] += report.privacy.noise_variance_log(statistic) if statistic else 0.0
+
+    def _cell_id(self, s: Session, model_sha256: str, hw: str, setting: Setting, source: str, t: int,
+                 privacy: str) -> int:
+        """The id of a report's cell, made on first use. Cells are never deleted, so their ids (and the
+        privacy each was last seen with) are remembered; a report under another contract marks it mixed."""
+        key = (model_sha256, hw, setting.key(), source)
+        staged = s.info.setdefault("new_cells", {})  # remembered only once the batch commits
+        known = staged.get(key) or self._cells.get(key)
+        if known is None:
+            cell = self._cell(s, _kept(s, ModelRow, model_sha256), hw, setting, source, t, privacy)
+            known = staged[key] = (cell.id, cell.privacy)
+        cell_id, seen = known
+        mixed = f"{source} (mixed contracts)"
+        if seen != privacy and seen != mixed and cell_id not in s.info.setdefault("mixed", {}):
+            s.info["mixed"][cell_id] = mixed
+            staged[key] = (cell_id, mixed)
+        return cell_id
+
+    def _write_folds(self, s: Session) -> None:
+        """Adds the batch's folded sums to their cells and metric rows, and its new contributors to their
+        cells' device counts: increments in SQL, so replicas folding into one cell add up."""
+        folds = s.info.pop("folds", {})
+        if not folds:
+            return
+        conn = s.connection()
+        devices = Counter()
+        keys = s.info.get("contributors", set())
+        if keys:
+            c = CellContributorRow.__table__.c
+            stored = {(cell_id, agent_id) for cell_id, agent_id in conn.execute(
+                sa_select(c.cell_id, c.agent_id).where(tuple_(c.cell_id, c.agent_id).in_(list(keys))))}
+            new = sorted(keys - stored)
+            if new:
+                conn.execute(CellContributorRow.__table__.insert(), [{"cell_id": i, "agent_id": a} for i, a in new])
+                devices.update(cell_id for cell_id, _ in new)
+        cell = CellRow.__table__.c
+        conn.execute(update(CellRow.__table__).where(cell.id == bindparam("cid")).values(
+            n_reports=cell.n_reports + bindparam("reports"), n_devices=cell.n_devices + bindparam("devices"),
+            updated_ms=bindparam("t")),
+            [{"cid": i, "reports": reports, "devices": devices[i], "t": t} for i, (reports, t, _) in folds.items()])
+        if s.info.get("mixed"):
+            conn.execute(update(CellRow.__table__).where(cell.id == bindparam("cid")).values(
+                privacy=bindparam("privacy")), [{"cid": i, "privacy": p} for i, p in s.info["mixed"].items()])
+        metric = CellMetricRow.__table__.c
+        wanted = {(cell_id, name) for cell_id, (_, _, sums) in folds.items() for name in sums}
+        missing = wanted - self._metric_rows
+        if missing:
+            have = {(i, m) for i, m in conn.execute(sa_select(metric.cell_id, metric.metric).where(
+                metric.cell_id.in_({i for i, _ in missing})))}
+            if missing - have:
+                conn.execute(CellMetricRow.__table__.insert(), [
+                    {"cell_id": i, "metric": m, "n": 0, "sum_log": 0.0, "sumsq_log": 0.0, "noise_var_sum": 0.0}
+                    for i, m in sorted(missing - have)])
+        conn.execute(update(CellMetricRow.__table__).where(
+            metric.cell_id == bindparam("cid"), metric.metric == bindparam("m")).values(
+            n=metric.n + bindparam("dn"), sum_log=metric.sum_log + bindparam("ds"),
+            sumsq_log=metric.sumsq_log + bindparam("dss"), noise_var_sum=metric.noise_var_sum + bindparam("dv")),
+            [{"cid": i, "m": name, "dn": n, "ds": sum_log, "dss": sumsq_log, "dv": noise}
+             for i, (_, _, sums) in folds.items() for name, (n, sum_log, sumsq_log, noise) in sums.items()])
+        s.info["metric_rows"] = wanted
 
     def import_cells(self, model_sha256: str, source: str, citation: str,
                      cells: list[tuple[SpecSheet, Setting, dict[str, float]]]) -> int:
@@ -865,7 +973,7 @@ class Store:
             return int(s.exec(select(func.count()).select_from(ReportRow)).one())
 
 
-def settle(future: Future, value, exc: BaseException | None) -> None:
+def settle(future, value, exc: BaseException | None) -> None:
     """Answers a waiting caller; one that gave up (its call cancelled, say at shutdown) is skipped, so the
     writer thread never dies on it: what was written stays written."""
     if future.cancelled():
@@ -874,6 +982,57 @@ def settle(future: Future, value, exc: BaseException | None) -> None:
         future.set_exception(exc)
     else:
         future.set_result(value)
+
+
+def _settle_all(results: list[tuple[Op, object, BaseException | None]]) -> None:
+    for op, value, exc in results:
+        settle(op.future, value, exc)
+
+
+def deliver(results: list[tuple[Op, object, BaseException | None]]) -> None:
+    """Answers a batch: a thread's futures at once, an event loop's with one wake-up of that loop for all of
+    them (not one per call: at a thousand reports a second, those wake-ups were a large part of the cost)."""
+    loops: dict[asyncio.AbstractEventLoop, list] = {}
+    for op, value, exc in results:
+        if op.loop is None:
+            settle(op.future, value, exc)
+        else:
+            loops.setdefault(op.loop, []).append((op, value, exc))
+    for loop, answers in loops.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, answers)
+        except RuntimeError:  # the loop has closed (shutdown): nobody is waiting any more
+            pass
+
+
+@dataclass
+class TaskSnapshot:
+    """What a report reads of its task."""
+
+    id: int
+    agent_id: str
+    status: str
+    lease_id: str | None
+    campaign_id: int
+    model_sha256: str
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value) if value else "{}"
+
+
+@dataclass
+class Op:
+    """One queued write: fn(session) → the answer. `on_integrity`: the answer when a unique key says it was
+    stored already; `flush_first`: fn queries by more than keys, so the writes queued before it are flushed
+    first; `report`: (report_id, task_id) of a report, read ahead with the batch's others."""
+
+    fn: object
+    future: object
+    on_integrity: object = None
+    flush_first: bool = False
+    report: tuple[str, int] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 class GroupCommit:
@@ -887,12 +1046,13 @@ class GroupCommit:
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
 
-    def submit(self, fn, on_integrity=None, flush_first: bool = False) -> Future:
-        """fn(session) → value; `on_integrity`: the answer when a unique key says it was stored already;
-        `flush_first`: fn queries by more than keys, so the writes queued before it are flushed first."""
-        future: Future = Future()
+    def submit(self, fn, on_integrity=None, flush_first: bool = False, report: tuple[str, int] | None = None,
+               loop: asyncio.AbstractEventLoop | None = None):
+        """Queues fn (see Op) and returns its future: a concurrent.futures.Future, or, given the caller's
+        running event loop, an asyncio future of that loop (created here, so call it from that loop)."""
+        future = loop.create_future() if loop is not None else Future()
         self.wake()
-        self.queue.put((fn, on_integrity, flush_first, future))
+        self.queue.put(Op(fn, future, on_integrity, flush_first, report, loop))
         return future
 
     def wake(self) -> None:

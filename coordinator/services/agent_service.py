@@ -62,7 +62,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         token = auth.bearer_from(context.invocation_metadata())
         if not token:
             raise Unauthenticated("missing agent credential")
-        agent = await asyncio.to_thread(self.store.agent_by_credential, auth.token_hash(token))
+        credential_hash = auth.token_hash(token)
+        agent = self.store.cached_agent(credential_hash)  # no thread hop for an agent seen lately
+        if agent is None:
+            agent = await asyncio.to_thread(self.store.agent_by_credential, credential_hash)
         if agent is None:
             raise Unauthenticated("unknown agent credential")
         return agent.agent_id
@@ -99,7 +102,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         deadline = time.monotonic() + min(request.wait_s, MAX_LEASE_WAIT_S)
         while True:
             event = self.wakeup.current()
-            leased = await asyncio.wrap_future(self.store.submit_lease(agent_id))
+            leased = await self.store.submit_lease(agent_id, asyncio.get_running_loop())
             if leased is not None:
                 t = leased.task
                 return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(
@@ -140,7 +143,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not self.report_limit.take(agent_id):
             raise ResourceExhausted("report rate limit reached for this agent: retry later")
         report = incoming_report(request)
-        duplicate = await asyncio.wrap_future(self.store.submit_report(agent_id, report))
+        duplicate = await self.store.submit_report(agent_id, report, asyncio.get_running_loop())
         return agent_pb2.ReportResponse(accepted=True, duplicate=duplicate)
 
 

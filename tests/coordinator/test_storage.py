@@ -252,3 +252,76 @@ def test_heartbeats_are_written_together_and_a_heartbeat_without_state_keeps_it(
     rows = {row.agent_id: row for row, _ in store.list_agents()}  # reading the fleet writes what is buffered
     assert rows[a.agent_id].state == "waiting: battery 12 %" and rows[b.agent_id].state == "enrolled"
     assert rows[a.agent_id].last_seen_ms >= a.last_seen_ms and rows[b.agent_id].last_seen_ms >= b.last_seen_ms
+
+
+def test_a_lease_and_a_report_of_one_batch_see_each_other(store):
+    """Reports run before leases in a batch: the task just reported is done, so the lease queued with it
+    gives the next task instead of offering the reported one again."""
+    a = enroll(store, "a")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 2, Setting(threads=1), RunParams())
+    first = store.lease(a.agent_id).task
+    with store._write:  # both queue behind the lock and run in one batch, the lease queued first
+        lease = store.submit_lease(a.agent_id)
+        done = store.submit_report(a.agent_id, report(first, "r-first-0001"))
+    assert done.result(timeout=30) is False
+    assert lease.result(timeout=30).task.id != first.id
+    assert store.task_counts(first.campaign_id) == {"done": 1, "leased": 1}
+
+
+def test_a_device_counts_once_per_cell_within_and_across_batches(store):
+    a, b = enroll(store, "a"), enroll(store, "b")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 3, Setting(threads=1), RunParams())
+    t1 = store.lease(a.agent_id).task
+    store.record_report(a.agent_id, report(t1, "r-a-000001"))
+    t2, t3 = store.lease(a.agent_id).task, store.lease(b.agent_id).task
+    with store._write:  # a's second report and b's first share a batch
+        futures = [store.submit_report(a.agent_id, report(t2, "r-a-000002")),
+                   store.submit_report(b.agent_id, report(t3, "r-b-000001"))]
+    assert [f.result(timeout=30) for f in futures] == [False, False]
+    store._contributors.clear()  # as after a restart: what is stored is looked up, not remembered
+    store.record_report(a.agent_id, report(store.lease(a.agent_id).task, "r-a-000003"))
+    view, = store.heatmap()
+    assert (view.cell.n_reports, view.cell.n_devices) == (4, 2)
+    assert view.estimates["latency_p50_ms"].n == 4
+
+
+def test_a_revocation_through_another_replica_is_seen_within_the_cache_interval(db_url, monkeypatch):
+    from edgeatlas.coordinator import storage
+
+    here, there = Store(db_url), Store(db_url)
+    try:
+        a = enroll(here, "a")
+        assert here.agent_by_credential("hash-a").agent_id == a.agent_id
+        assert here.cached_agent("hash-a").agent_id == a.agent_id  # remembered: no database
+        there.revoke_agent(a.agent_id)
+        monkeypatch.setattr(storage, "CREDENTIAL_CACHE_S", 0.0)  # the interval has passed
+        assert here.cached_agent("hash-a") is None  # not trusted from memory any more
+        assert here.agent_by_credential("hash-a") is None  # counted the revocations, forgot, asked again
+        assert there.agent_by_credential("hash-a") is None
+    finally:
+        here.close()
+        there.close()
+
+
+def test_releases_under_two_contracts_mark_their_cell_mixed_once_committed(store, monkeypatch):
+    a = enroll(store, "a")
+    weaker = PrivacyParams(**{**LDP.__dict__, "epsilon": 8.0})
+    store.create_campaign("c1", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    first = store.lease(a.agent_id).task
+    store.record_report(a.agent_id, ldp_report(first, "r-ldp-a-001", {"log_p50_ms": 0.0, "log_mean_ms": 0.0}))
+    b = enroll(store, "b")  # only b is asked in the second campaign's first lease
+    store.create_campaign("c2", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), weaker)
+    second = store.lease(b.agent_id).task
+    mixed = ldp_report(second, "r-ldp-b-001", {"log_p50_ms": 1.0, "log_mean_ms": 1.0}, weaker)
+
+    def fail(*_):
+        raise RuntimeError("disk full")
+    with monkeypatch.context() as m:  # the batch fails after it folded: nothing of it is kept, in memory either
+        m.setattr(Store, "_write_reports", fail)
+        with pytest.raises(RuntimeError):
+            store.record_report(b.agent_id, mixed)
+    view, = store.heatmap()
+    assert (view.cell.privacy, view.cell.n_reports) == ("ldp laplace ε=2", 1)
+    store.record_report(b.agent_id, mixed)
+    view, = store.heatmap()
+    assert (view.cell.privacy, view.cell.n_reports, view.cell.n_devices) == ("fleet (mixed contracts)", 2, 2)
