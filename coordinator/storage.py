@@ -38,7 +38,7 @@ OPEN_TASK = ("pending", "leased")
 OFFLINE_AFTER_MS = 90_000  # an agent unheard of this long is offline: its pending tasks are up for adoption
 SWEEP_EVERY_MS = 5_000  # how often leasing looks for overdue campaigns and orphaned tasks
 TOUCH_FLUSH_S = 1.0  # heartbeats are written together at most this long after they arrive
-MAX_BATCH = 256  # operations that share one transaction (and one fsync)
+MAX_BATCH = 1024  # operations that share one transaction (and one fsync)
 CREDENTIAL_CACHE_S = 10.0
 
 log = logging.getLogger("edgeatlas.coordinator")
@@ -821,9 +821,9 @@ class Store:
             s.info["finish"].add(campaign.id)
             return
         s.flush()
-        open_tasks = s.exec(select(func.count()).select_from(TaskRow).where(
-            TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK))).one()
-        if campaign.status == "running" and open_tasks == 0:
+        open_task = s.exec(select(TaskRow.id).where(
+            TaskRow.campaign_id == campaign.id, TaskRow.status.in_(OPEN_TASK)).limit(1)).first()
+        if campaign.status == "running" and open_task is None:
             campaign.status, campaign.finished_ms = "done", now_ms()
             s.add(campaign)
 
@@ -1218,7 +1218,8 @@ def within_quota(agents: list[AgentRow], quota: int, t: int) -> list[AgentRow]:
 
 
 def _add_missing_columns(engine) -> None:
-    """Columns this version's tables have and an older database lacks are added, with their defaults."""
+    """Columns and indexes this version's tables have and an older database lacks are added (columns with
+    their defaults)."""
     inspector = inspect(engine)
     with engine.begin() as conn:
         for table in SQLModel.metadata.sorted_tables:
@@ -1230,6 +1231,5 @@ def _add_missing_columns(engine) -> None:
                     literal(default).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
                 conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" '
                                      f'{column.type.compile(engine.dialect)}{clause}')
-            if missing:
-                for index in table.indexes:
-                    index.create(conn, checkfirst=True)
+            for index in table.indexes:  # an index added since the database was made, too
+                index.create(conn, checkfirst=True)

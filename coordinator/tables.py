@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from edgeatlas.protos.records import ModelRef
@@ -106,6 +106,7 @@ class CampaignRow(SQLModel, table=True):
 
 class TaskRow(SQLModel, table=True):
     __tablename__ = "task"
+    __table_args__ = (Index("ix_task_campaign_status", "campaign_id", "status"),)  # "any open task left?"
     id: Optional[int] = Field(default=None, primary_key=True)
     campaign_id: int = Field(index=True)
     agent_id: str = Field(index=True)
