@@ -6,7 +6,8 @@ messages and does nothing else (the ceiling of the stack), the coordinator on SQ
    and the ratio coordinator / bare.
 2. 10,000 simulated agents heartbeating once a minute while 1,000 of them lease and report: p50/p99 of
    each call and the coordinator's RSS (SQLite).
-3. The heat-map read (GetHeatmap over gRPC) with 1,000,000 stored reports (SQLite).
+3. The heat-map read (GetHeatmap over gRPC) with 1,000,000 stored reports (SQLite): the first read after
+   a start, reads of unchanged cells, and reads each right after a round of reports folded into cells.
 
 Every process is started here, on 127.0.0.1, and stopped by its PID.
 
@@ -238,8 +239,9 @@ def fill_million(db: Path, reports: int, models: int, classes: int) -> int:
     for m in range(models):
         for h in range(classes):
             cell_id += 1
+            folded = now - int(rng.integers(60_000, 30 * 86_400_000))  # last folded into within 30 days
             cell_rows.append((cell_id, f"{m:064x}", f"net-{m:03d}", f"cpu:bench-{h:04d}", "b1 t1", setting,
-                              "simulated", "", "simulated (synthetic)", reports // (models * classes), 5, now))
+                              "simulated", "", "simulated (synthetic)", reports // (models * classes), 5, folded))
             for metric in ("latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms",
                            "throughput_ips"):
                 n = reports // (models * classes)
@@ -255,9 +257,13 @@ def fill_million(db: Path, reports: int, models: int, classes: int) -> int:
     return cell_id
 
 
-def heatmap_reads(c: CoordinatorProcess, n: int) -> tuple[float, list[float]]:
-    """(the first read, built from the database, in ms; then `n` reads of the unchanged cells)."""
-    out = []
+def heatmap_reads(c: CoordinatorProcess, n: int, tmp: Path, agents: int) -> tuple[float, list[float], list[float]]:
+    """(the first read, built from the database, in ms; `n` reads of the unchanged cells; `n` reads each
+    right after `agents` agents reported through the protocol, folding into their cells)."""
+    unchanged, after_fold = [], []
+    register_tiny(c, tmp)
+    credentials = asyncio.run(enroll_fleet_sync(c.address, c.enroll_token, agents))
+    campaign(c, n)
     with c.admin() as admin:
         t0 = time.perf_counter()
         cells = len(admin.heatmap(metric="latency_p50_ms").cells)
@@ -265,9 +271,15 @@ def heatmap_reads(c: CoordinatorProcess, n: int) -> tuple[float, list[float]]:
         for _ in range(n):
             t0 = time.perf_counter()
             got = admin.heatmap(metric="latency_p50_ms")
-            out.append((time.perf_counter() - t0) * 1000)
+            unchanged.append((time.perf_counter() - t0) * 1000)
             assert len(got.cells) == cells
-    return cold, out
+        for i in range(n):
+            asyncio.run(report_rounds(c.address, credentials, agents, 1, seed=i))
+            t0 = time.perf_counter()
+            got = admin.heatmap(metric="latency_p50_ms")
+            after_fold.append((time.perf_counter() - t0) * 1000)
+            assert len(got.cells) > cells  # the agents' own cells are there
+    return cold, unchanged, after_fold
 
 
 # ---- main -------------------------------------------------------------------------------------------
@@ -283,15 +295,24 @@ def main() -> None:
     ap.add_argument("--fleet", type=int, default=10_000)
     ap.add_argument("--fleet-seconds", type=float, default=60.0)
     ap.add_argument("--reports", type=int, default=1_000_000)
+    ap.add_argument("--only", choices=("1", "2", "3"), help="run one part only")
     ap.add_argument("--bare", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.bare:
         asyncio.run(serve_bare(args.bare))
         return
-    from tests import postgres
-
     tmp = Path(tempfile.mkdtemp(prefix="ea-load-"))
     print(f"machine: {os.cpu_count()} cores; load generator: one process, {CHANNELS} connections")
+    parts = {"1": reports_vs_bare, "2": fleet_minute_part, "3": heatmap_part}
+    for name, part in parts.items():
+        if args.only in (None, name):
+            part(args, tmp)
+    print(f"\nscratch: {tmp}")
+
+
+def reports_vs_bare(args, tmp: Path) -> None:
+    from tests import postgres
+
     print(f"\n1. {args.agents} concurrent agents, {args.rounds} rounds of one report each (leases untimed)")
     bare, bare_address = start_bare(tmp)
     try:
@@ -328,6 +349,9 @@ def main() -> None:
             shutil.rmtree(pg_root, ignore_errors=True)
     print("\n".join(rows))
 
+
+
+def fleet_minute_part(args, tmp: Path) -> None:
     print(f"\n2. {args.fleet} agents heartbeating once per {args.fleet_seconds:.0f} s, "
           f"{min(1000, args.fleet)} of them leasing and reporting (SQLite)")
     work = tmp / "fleet"
@@ -350,23 +374,27 @@ def main() -> None:
         print(f"{name:10} {len(lat):7} calls  p50 {pct(lat, 50):7.1f} ms  p99 {pct(lat, 99):7.1f} ms")
     print(f"coordinator RSS: {rss_before:.0f} MB after enrolment, {rss_after:.0f} MB after the minute")
 
+
+
+def heatmap_part(args, tmp: Path) -> None:
     print(f"\n3. heat-map read with {args.reports:,} stored reports (SQLite)")
     work = tmp / "million"
     work.mkdir()
     t0 = time.perf_counter()
     cells = fill_million(work / "coordinator.db", args.reports, 40, 100)
     fill_s = time.perf_counter() - t0
-    c = CoordinatorProcess(work, work / "coordinator.db").start()
+    c = CoordinatorProcess(work, work / "coordinator.db", extra_args=("--report-rate", "100000")).start()
     try:
-        cold, reads = heatmap_reads(c, 20)
+        cold, unchanged, after_fold = heatmap_reads(c, 20, work, 100)
         rss = rss_mb(c.proc.pid)
     finally:
         c.stop()
-    print(f"{args.reports:,} reports, {cells:,} cells (written in {fill_s:.0f} s)")
-    print(f"GetHeatmap over gRPC: first read (built from the database) {cold:.0f} ms; then 20 reads of the "
-          f"unchanged cells: p50 {pct(reads, 50):.1f} ms, max {max(reads):.1f} ms (target < 100 ms); "
-          f"coordinator RSS {rss:.0f} MB")
-    print(f"\nscratch: {tmp}")
+    print(f"{args.reports:,} reports, {cells:,} cells (written in {fill_s:.0f} s), GetHeatmap over gRPC "
+          f"(target < 100 ms):")
+    print(f"  first read, built from the database     {cold:7.1f} ms")
+    print(f"  20 reads of unchanged cells              p50 {pct(unchanged, 50):6.1f} ms, max {max(unchanged):6.1f} ms")
+    print(f"  20 reads, each after 100 agents reported p50 {pct(after_fold, 50):6.1f} ms, max {max(after_fold):6.1f} ms")
+    print(f"  coordinator RSS {rss:.0f} MB")
 
 
 async def enroll_fleet_sync(address: str, token: str, n: int) -> list[str]:

@@ -904,23 +904,33 @@ class Store:
             return list(s.exec(select(CampaignRow).order_by(CampaignRow.id)).all())
 
     # ---- heat-map -----------------------------------------------------------------------------
-    def heatmap(self, min_devices: int = 1, target_precision: float = 0.0) -> list[CellView]:
-        """Every cell; fleet cells under `min_devices` distinct devices are suppressed (no values).
+    def heatmap(self, min_devices: int = 1, target_precision: float = 0.0, metric: str = "",
+                since_ms: int | None = None) -> list[CellView]:
+        """Every cell, or those folded into since `since_ms`; fleet cells under `min_devices` distinct devices
+        are suppressed (no values). With `metric`, only that metric is estimated (devices needed for a
+        target precision still look at all of them).
 
         Reads only the folded sums, never raw reports."""
+        cell_query = select(*HEAT_COLUMNS).order_by(CellRow.model_name, CellRow.hardware_class, CellRow.setting_key)
+        metric_query = select(CellMetricRow.cell_id, CellMetricRow.metric, CellMetricRow.n, CellMetricRow.sum_log,
+                              CellMetricRow.sumsq_log, CellMetricRow.noise_var_sum)
+        if since_ms is not None:
+            cell_query = cell_query.where(CellRow.updated_ms >= since_ms)
+            metric_query = metric_query.where(CellMetricRow.cell_id.in_(
+                select(CellRow.id).where(CellRow.updated_ms >= since_ms)))
+        if metric and target_precision <= 0:
+            metric_query = metric_query.where(CellMetricRow.metric == metric)
         with self.session() as s:
-            cells = [HeatCell(*row) for row in s.exec(select(*HEAT_COLUMNS).order_by(
-                CellRow.model_name, CellRow.hardware_class, CellRow.setting_key)).all()]
+            cells = [HeatCell(*row) for row in s.exec(cell_query).all()]
             metrics: dict[int, list[tuple]] = {}
-            for row in s.exec(select(CellMetricRow.cell_id, CellMetricRow.metric, CellMetricRow.n,
-                                     CellMetricRow.sum_log, CellMetricRow.sumsq_log,
-                                     CellMetricRow.noise_var_sum)).all():
+            for row in s.exec(metric_query).all():
                 metrics.setdefault(row[0], []).append(row[1:])
         views = []
         for c in cells:
             rows = metrics.get(c.id, [])
             suppressed = c.source == "fleet" and c.n_devices < min_devices
-            estimates = {} if suppressed else {metric: aggregate.estimate(*sums) for metric, *sums in rows}
+            estimates = {} if suppressed else {name: aggregate.estimate(*sums) for name, *sums in rows
+                                               if not metric or name == metric}
             needed = 0
             if target_precision > 0 and c.source in ("fleet", "trusted"):
                 needed = max([aggregate.devices_needed(*sums, c.n_devices, target_precision)

@@ -160,7 +160,7 @@ class CellRow(SQLModel, table=True):
     privacy: str = ""  # the contract of its reports, e.g. "ldp gaussian ε=1 δ=1e-06"
     n_reports: int = 0
     n_devices: int = 0
-    updated_ms: int = Field(sa_type=BigInteger)
+    updated_ms: int = Field(sa_type=BigInteger, index=True)  # what a heat-map read after a fold re-reads
 
 
 class CellMetricRow(SQLModel, table=True):

@@ -11,6 +11,7 @@ import time
 
 from edgeatlas.coordinator import aggregate, auth
 from edgeatlas.coordinator.adaptive import AdaptivePlan
+from edgeatlas.coordinator.heatmaps import Heatmaps
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, rpc
@@ -65,7 +66,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.wakeup = wakeup
         self.min_devices = min_devices  # k: fleet cells show values only from k distinct devices
         self.predictors = predictors or Predictors(store, min_devices)
-        self._heatmaps: dict[tuple, tuple] = {}  # (metric, target precision) → (cells' version, response)
+        self.heatmaps = Heatmaps(store, min_devices)
 
     async def _admin(self, context) -> None:
         token = auth.bearer_from(context.invocation_metadata())
@@ -291,33 +292,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def GetHeatmap(self, request, context):
         await self._admin(context)
         check_target_precision(request.target_precision)
-        # Built once per state of the cells: a read between two folds is a dictionary lookup.
-        version = await asyncio.to_thread(self.store.heatmap_version)
-        key = (request.metric, request.target_precision)
-        cached = self._heatmaps.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        views = await asyncio.to_thread(self.store.heatmap, self.min_devices, request.target_precision)
-        settings: dict[str, object] = {}
-        cells = []
-        for view in views:
-            cell, estimates = view.cell, view.estimates
-            if request.metric and request.metric not in estimates and not view.suppressed:
-                continue
-            metrics = {name: admin_pb2.MetricValue(value=e.value, low=e.low, high=e.high, n=e.n)
-                       for name, e in estimates.items() if not request.metric or name == request.metric}
-            if cell.setting_json not in settings:
-                settings[cell.setting_json] = convert.setting_to_pb(Setting(**json.loads(cell.setting_json)))
-            cells.append(admin_pb2.HeatmapCell(
-                model_name=cell.model_name, model_sha256=cell.model_sha256, hardware_class=cell.hardware_class,
-                setting_key=cell.setting_key, setting=settings[cell.setting_json], n_devices=cell.n_devices,
-                n_reports=cell.n_reports, source=cell.source, metrics=metrics, updated_ms=cell.updated_ms,
-                citation=cell.citation, suppressed=view.suppressed, min_devices=self.min_devices,
-                devices_needed=view.devices_needed, privacy=cell.privacy))
-        response = admin_pb2.Heatmap(cells=cells)
-        fresh = {k: v for k, v in self._heatmaps.items() if v[0] == version}
-        self._heatmaps = dict(list(fresh.items())[-15:]) | {key: (version, response)}
-        return response
+        return await asyncio.to_thread(self.heatmaps.read, request.metric, request.target_precision)
 
     @rpc
     async def ImportCells(self, request, context):
