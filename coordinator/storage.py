@@ -40,6 +40,7 @@ SWEEP_EVERY_MS = 5_000  # how often leasing looks for overdue campaigns and orph
 TOUCH_FLUSH_S = 1.0  # heartbeats are written together at most this long after they arrive
 MAX_BATCH = 1024  # operations that share one transaction (and one fsync)
 CREDENTIAL_CACHE_S = 10.0
+MAX_ROW_ID = 2**31 - 1  # ids are PostgreSQL INTEGERs: a larger one is no row (and must not reach a query)
 
 log = logging.getLogger("edgeatlas.coordinator")
 
@@ -529,7 +530,7 @@ class Store:
         allowed = {"pause": ("running",), "resume": ("paused",), "cancel": ("running", "paused")}[action]
         t = now_ms()
         with self._write, self.session() as s:
-            row = s.get(CampaignRow, campaign_id)
+            row = s.get(CampaignRow, campaign_id) if 0 < campaign_id <= MAX_ROW_ID else None
             if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
             if row.status not in allowed:
@@ -673,7 +674,7 @@ class Store:
         s.info["reports"].update({report_id: agent_id for report_id, agent_id in stored})
         rows = s.connection().execute(
             sa_select(task.id, task.agent_id, task.status, task.lease_id, task.campaign_id, task.model_sha256)
-            .where(task.id.in_({task_id for _, task_id in reports})))
+            .where(task.id.in_({task_id for _, task_id in reports if 0 < task_id <= MAX_ROW_ID})))
         s.info["tasks"] = {row.id: TaskSnapshot(*row) for row in rows}
 
     def _write_reports(self, s: Session) -> None:
@@ -853,7 +854,7 @@ class Store:
 
     def campaign(self, campaign_id: int) -> CampaignRow:
         with self.session() as s:
-            row = s.get(CampaignRow, campaign_id)
+            row = s.get(CampaignRow, campaign_id) if 0 < campaign_id <= MAX_ROW_ID else None
             if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
             return row
@@ -971,7 +972,7 @@ class Store:
     def predictor(self, version: int = 0) -> PredictorRow:
         """A version, or the newest for 0."""
         with self.session() as s:
-            row = (s.get(PredictorRow, version) if version else
+            row = ((s.get(PredictorRow, version) if 0 < version <= MAX_ROW_ID else None) if version else
                    s.exec(select(PredictorRow).order_by(PredictorRow.version.desc())).first())
         if row is None:
             raise NotFound(f"no predictor version {version}" if version else

@@ -173,3 +173,19 @@ def db_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'coordinator.db'}"
     server = request.getfixturevalue("postgres")
     return server.create_database(f"t{abs(hash(str(tmp_path))) % 10**12}")
+
+
+def coordinator_db(request, kind: str, tmp_path: Path) -> str:
+    """CoordinatorProcess's db_url for a fresh database of this kind ("": SQLite in its directory)."""
+    if kind == "sqlite":
+        return ""
+    return request.getfixturevalue("postgres").create_database(f"c{abs(hash(str(tmp_path))) % 10**12}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_coordinator(request, tmp_path):
+    """A coordinator on each kind of database it supports."""
+    c = CoordinatorProcess(tmp_path, tmp_path / "coordinator.db",
+                           db_url=coordinator_db(request, request.param, tmp_path)).start()
+    yield c
+    c.stop()

@@ -21,7 +21,7 @@ from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import bearer
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc, common_pb2
 
-from tests.conftest import CoordinatorProcess, register
+from tests.conftest import CoordinatorProcess, coordinator_db, register
 
 pytestmark = pytest.mark.slow
 
@@ -34,10 +34,10 @@ text = st.text(max_size=80)
 small_ints = st.integers(min_value=0, max_value=2**32 - 1)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, prepared_zoo):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory, prepared_zoo):
     tmp = tmp_path_factory.mktemp("props")
-    c = CoordinatorProcess(tmp, tmp / "coordinator.db").start()
+    c = CoordinatorProcess(tmp, tmp / "coordinator.db", db_url=coordinator_db(request, request.param, tmp)).start()
     channel = grpc.insecure_channel(c.address)
     agent = agent_pb2_grpc.AgentServiceStub(channel)
     admin = admin_pb2_grpc.AdminServiceStub(channel)
@@ -176,7 +176,7 @@ def test_bytes_that_are_no_message_are_refused(server, method):
 def test_every_stored_report_is_valid(server):
     """Runs last in this module: whatever the random calls got through, it is a valid row."""
     c = server[0]
-    store = Store(f"sqlite:///{c.db_path}")
+    store = Store(c.db_url or f"sqlite:///{c.db_path}")
     try:
         with store.session() as s:
             rows = s.exec(__import__("sqlmodel").select(ReportRow)).all()

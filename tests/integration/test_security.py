@@ -9,7 +9,7 @@ from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import bearer
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
-from tests.conftest import CoordinatorProcess, register, run_cli
+from tests.conftest import CoordinatorProcess, coordinator_db, register, run_cli
 from tests.integration.test_wire_errors import trusted_report
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,8 @@ def enroll(c, token=None):
     return stub, resp
 
 
-def test_revoked_tokens_and_agents_stop_working(coordinator, prepared_zoo):
+def test_revoked_tokens_and_agents_stop_working(any_coordinator, prepared_zoo):
+    coordinator = any_coordinator
     env = coordinator.env()
     extra = run_cli("token", "create", "--kind", "enroll", env=env).stdout.strip()
     stub, agent = enroll(coordinator, extra)
@@ -50,8 +51,10 @@ def test_revoked_tokens_and_agents_stop_working(coordinator, prepared_zoo):
         admin.list_models()
 
 
-def test_report_rate_is_limited_per_agent(tmp_path, prepared_zoo):
-    c = CoordinatorProcess(tmp_path, tmp_path / "c.db", extra_args=("--report-rate", "4")).start()
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_report_rate_is_limited_per_agent(db, request, tmp_path, prepared_zoo):
+    c = CoordinatorProcess(tmp_path, tmp_path / "c.db", db_url=coordinator_db(request, db, tmp_path),
+                           extra_args=("--report-rate", "4")).start()
     try:
         stub, agent = enroll(c)
         with c.admin() as admin:
