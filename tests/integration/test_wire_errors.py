@@ -9,10 +9,11 @@ from edgeatlas.agent.privacy.release import release
 from edgeatlas.agent.probe import probe
 from edgeatlas.protos import convert
 from edgeatlas.protos.records import LatencyStats
+from edgeatlas.coordinator.services.admin_service import MAX_MODEL_BYTES
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import Unauthenticated
 from edgeatlas.protos.records import RunParams, Setting
-from edgeatlas.protos.wire import bearer
+from edgeatlas.protos.wire import MAX_MESSAGE_BYTES, bearer
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc
 
 from tests.conftest import register
@@ -211,6 +212,30 @@ def test_upload_with_wrong_sha256_is_refused(coordinator):
         admin.UploadBlob(chunks, metadata=bearer(coordinator.admin_token), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     channel.close()
+
+
+def test_over_limit_messages_and_uploads_are_resource_exhausted_and_store_nothing(wire):
+    stub, creds, task, coordinator = wire
+    huge = trusted_report(task, "report-huge")
+    huge.failure_reason = "x" * (MAX_MESSAGE_BYTES + 1)  # over gRPC's message limit before any check of ours
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Report(huge, metadata=bearer(creds[0]), timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    channel = grpc.insecure_channel(coordinator.address)
+    chunks = iter([admin_pb2.BlobChunk(sha256="1" * 64, size_bytes=MAX_MODEL_BYTES + 1),
+                   admin_pb2.BlobChunk(data=b"abc")])
+    with pytest.raises(grpc.RpcError) as info:
+        admin_pb2_grpc.AdminServiceStub(channel).UploadBlob(chunks, metadata=bearer(coordinator.admin_token),
+                                                            timeout=10)
+    channel.close()
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "byte limit" in info.value.details()
+    store = Store(f"sqlite:///{coordinator.db_path}")
+    try:
+        assert store.count_reports() == 0 and store.blob("1" * 64) is None
+    finally:
+        store.close()
+    stub.Report(trusted_report(task), metadata=bearer(creds[0]), timeout=10)  # still serving
+    assert coordinator.proc.poll() is None
 
 
 @pytest.mark.parametrize("federated, code, words", [
