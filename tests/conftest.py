@@ -7,11 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+EXIT_STATUS = pytest.StashKey[int]()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -189,3 +192,20 @@ def any_coordinator(request, tmp_path):
                            db_url=coordinator_db(request, request.param, tmp_path)).start()
     yield c
     c.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """After the summary: a library that left a thread the interpreter waits for (Ray, after a crash of its
+    own) would keep pytest from exiting, and CI would wait out its time limit instead of failing. The run
+    ends here with pytest's own status instead, saying what was left."""
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if left and EXIT_STATUS in config.stash:
+        print(f"\nconftest: threads still running after the session ({', '.join(left)}): exiting now",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(config.stash[EXIT_STATUS])
