@@ -76,7 +76,9 @@ class CoordinatorProcess:
             [sys.executable, "-m", "edgeatlas", "coordinator", "serve", "--db",
              self.db_url or f"sqlite:///{self.db_path}",
              "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
-             "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity), *self.extra_args], stdout=log, stderr=subprocess.STDOUT, env=cli_env())
+             "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT,
+            env=cli_env(TMPDIR=str(self.workdir)))  # what it makes there (a SuperLink's folder) is the test's
         log.close()
         deadline = time.monotonic() + 30
         while not ready.exists():

@@ -82,5 +82,6 @@ def test_a_federated_campaign_trains_a_predictor_version(tmp_path, prepared_zoo)
     assert versions.returncode == 0
     line = [v for v in versions.stdout.splitlines() if v.startswith(f"v{done.predictor_version} ")][0]
     assert f"federated campaign {cid}" in line and "per measurement" in line and "gnn MAPE" in line
-    # Every SuperNode and the SuperLink, with their superexec children, stopped with their agent / coordinator
-    assert flower_processes(str(tmp_path)) == []
+    # Every SuperNode and the SuperLink (its folder is under tmp_path: TMPDIR), with their superexec children,
+    # stopped with their agent / coordinator
+    assert list(tmp_path.glob("edgeatlas-superlink-*")) and flower_processes(str(tmp_path)) == []
