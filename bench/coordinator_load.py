@@ -392,8 +392,9 @@ def heatmap_part(args, tmp: Path) -> None:
     print(f"{args.reports:,} reports, {cells:,} cells (written in {fill_s:.0f} s), GetHeatmap over gRPC "
           f"(target < 100 ms):")
     print(f"  first read, built from the database     {cold:7.1f} ms")
-    print(f"  20 reads of unchanged cells              p50 {pct(unchanged, 50):6.1f} ms, max {max(unchanged):6.1f} ms")
-    print(f"  20 reads, each after 100 agents reported p50 {pct(after_fold, 50):6.1f} ms, max {max(after_fold):6.1f} ms")
+    for name, reads in (("20 reads of unchanged cells", unchanged),
+                        ("20 reads, each after 100 agents reported", after_fold)):
+        print(f"  {name:40} p50 {pct(reads, 50):6.1f} ms, max {max(reads):6.1f} ms")
     print(f"  coordinator RSS {rss:.0f} MB")
 
 

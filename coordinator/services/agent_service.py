@@ -63,7 +63,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not token:
             raise Unauthenticated("missing agent credential")
         credential_hash = auth.token_hash(token)
-        agent = self.store.cached_agent(credential_hash)  # no thread hop for an agent seen lately
+        agent = self.store.cached_agent(credential_hash)  # a known agent: no thread hop, no query
         if agent is None:
             agent = await asyncio.to_thread(self.store.agent_by_credential, credential_hash)
         if agent is None:
