@@ -530,7 +530,7 @@ class Store:
         allowed = {"pause": ("running",), "resume": ("paused",), "cancel": ("running", "paused")}[action]
         t = now_ms()
         with self._write, self.session() as s:
-            row = s.get(CampaignRow, campaign_id) if 0 < campaign_id <= MAX_ROW_ID else None
+            row = _by_id(s, CampaignRow, campaign_id)
             if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
             if row.status not in allowed:
@@ -854,7 +854,7 @@ class Store:
 
     def campaign(self, campaign_id: int) -> CampaignRow:
         with self.session() as s:
-            row = s.get(CampaignRow, campaign_id) if 0 < campaign_id <= MAX_ROW_ID else None
+            row = _by_id(s, CampaignRow, campaign_id)
             if row is None:
                 raise NotFound(f"campaign {campaign_id} does not exist")
             return row
@@ -972,7 +972,7 @@ class Store:
     def predictor(self, version: int = 0) -> PredictorRow:
         """A version, or the newest for 0."""
         with self.session() as s:
-            row = ((s.get(PredictorRow, version) if 0 < version <= MAX_ROW_ID else None) if version else
+            row = (_by_id(s, PredictorRow, version) if version else
                    s.exec(select(PredictorRow).order_by(PredictorRow.version.desc())).first())
         if row is None:
             raise NotFound(f"no predictor version {version}" if version else
@@ -1113,6 +1113,11 @@ def _cancel_open_tasks(s: Session, campaign_id: int, t: int, reason: str | None 
         values["failure_reason"] = reason
     s.exec(update(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.status.in_(OPEN_TASK))
            .values(**values))
+
+
+def _by_id(s: Session, model, row_id: int):
+    """s.get by an id a caller named: one outside the ids' range (MAX_ROW_ID) is no row, not a database error."""
+    return s.get(model, row_id) if 0 < row_id <= MAX_ROW_ID else None
 
 
 def _kept(s: Session, model, key):
