@@ -171,20 +171,17 @@ def postgres():
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh, empty database of each kind the coordinator supports."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'coordinator.db'}"
-    server = request.getfixturevalue("postgres")
-    return server.create_database(f"t{abs(hash(str(tmp_path))) % 10**12}")
-
-
 def coordinator_db(request, kind: str, tmp_path: Path) -> str:
     """CoordinatorProcess's db_url for a fresh database of this kind ("": SQLite in its directory)."""
     if kind == "sqlite":
         return ""
-    return request.getfixturevalue("postgres").create_database(f"c{abs(hash(str(tmp_path))) % 10**12}")
+    return request.getfixturevalue("postgres").create_database(f"t{abs(hash(str(tmp_path))) % 10**12}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each kind the coordinator supports."""
+    return coordinator_db(request, request.param, tmp_path) or f"sqlite:///{tmp_path / 'coordinator.db'}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

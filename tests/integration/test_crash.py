@@ -23,7 +23,7 @@ from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, bearer
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
-from tests.conftest import CoordinatorProcess, register
+from tests.conftest import CoordinatorProcess, coordinator_db, register
 
 pytestmark = pytest.mark.slow
 
@@ -94,7 +94,7 @@ async def fleet_through_a_crash(c: CoordinatorProcess, tmp_path, kill_after: int
 
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 def test_every_acknowledged_report_survives_a_coordinator_kill(db, request, prepared_zoo, tmp_path):
-    db_url = "" if db == "sqlite" else request.getfixturevalue("postgres").create_database("crash_pg")
+    db_url = coordinator_db(request, db, tmp_path)
     c = CoordinatorProcess(tmp_path, tmp_path / "coordinator.db", db_url=db_url,
                            extra_args=("--report-rate", "6000")).start()
     try:
