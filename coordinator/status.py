@@ -7,6 +7,8 @@ import inspect
 import logging
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from edgeatlas.protos import errors
 from edgeatlas.protos.wire import CODES
@@ -45,8 +47,32 @@ def tolerant(deserialize, type_name: str):
 
 
 def check_parsed(request) -> None:
+    """A request that did not parse, or text in it with a NUL character (no database stores one: PostgreSQL
+    refuses it), is invalid input."""
     if isinstance(request, Malformed):
         raise errors.InvalidInput(f"malformed {request.type_name} message")
+    if isinstance(request, Message) and (field := nul_field(request)):
+        raise errors.InvalidInput(f"{field} contains a NUL character")
+
+
+def nul_field(message: Message) -> str | None:
+    """The path of the first text field (map keys and values too) that holds a NUL character, if any."""
+    for fd, value in message.ListFields():
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            if any("\x00" in v for v in (value if fd.is_repeated else (value,))):
+                return fd.name
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            if fd.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    inner = nul_field(item) if isinstance(item, Message) else (
+                        "" if isinstance(item, str) and "\x00" in item else None)
+                    if (isinstance(key, str) and "\x00" in key) or inner is not None:
+                        return f"{fd.name}[{key!r}]" + (f".{inner}" if inner else "")
+            else:
+                for item in (value if fd.is_repeated else (value,)):
+                    if (inner := nul_field(item)):
+                        return f"{fd.name}.{inner}"
+    return None
 
 
 def rpc(method):

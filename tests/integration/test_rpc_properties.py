@@ -156,6 +156,27 @@ def test_admin_calls(server, sha, size, chunks, kind, ttl, uses, metric, precisi
     alive(server)
 
 
+def test_text_with_a_nul_character_is_invalid_argument(server):
+    """No database stores a NUL character in text (PostgreSQL refuses it: this was INTERNAL there)."""
+    c, agent, admin, agent_md, admin_md, task = server
+    attempts = [
+        (agent.Enroll, agent_pb2.EnrollRequest(enrollment_token=c.enroll_token, spec_json="{}", name="a\x00"), None,
+         "name"),
+        (agent.Enroll, agent_pb2.EnrollRequest(enrollment_token=c.enroll_token, spec_json="{}",
+                                               labels={"k": "v\x00"}), None, "labels['k']"),
+        (agent.FetchModel, agent_pb2.FetchModelRequest(sha256="\x00"), agent_md, "sha256"),
+        (agent.Heartbeat, agent_pb2.HeartbeatRequest(state="idle\x00"), agent_md, "state"),
+        (admin.CreateCampaign, admin_pb2.CreateCampaignRequest(models=["mlp-s\x00"], repeats=1), admin_md, "models"),
+    ]
+    for method, request, metadata, field in attempts:
+        with pytest.raises(grpc.RpcError) as info:
+            result = method(request, metadata=metadata, timeout=10)
+            list(result) if method is agent.FetchModel else None
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert info.value.details() == f"{field} contains a NUL character"
+    alive(server)
+
+
 @pytest.mark.parametrize("method", ["/edgeatlas.v1.AgentService/Report", "/edgeatlas.v1.AgentService/Enroll",
                                     "/edgeatlas.v1.AgentService/FetchModel",
                                     "/edgeatlas.v1.AdminService/CreateCampaign"])
