@@ -64,10 +64,10 @@ def nul_field(message: Message) -> str | None:
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
             if fd.message_type.GetOptions().map_entry:
                 for key, item in value.items():
-                    inner = nul_field(item) if isinstance(item, Message) else (
-                        "" if isinstance(item, str) and "\x00" in item else None)
-                    if (isinstance(key, str) and "\x00" in key) or inner is not None:
-                        return f"{fd.name}[{key!r}]" + (f".{inner}" if inner else "")
+                    if any(isinstance(text, str) and "\x00" in text for text in (key, item)):
+                        return f"{fd.name}[{key!r}]"
+                    if isinstance(item, Message) and (inner := nul_field(item)):
+                        return f"{fd.name}[{key!r}].{inner}"
             else:
                 for item in (value if fd.is_repeated else (value,)):
                     if (inner := nul_field(item)):
