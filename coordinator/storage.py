@@ -212,15 +212,17 @@ class Store:
     def cached_agent(self, credential_hash: str) -> AgentRow | None:
         """The agent holding this credential, from memory (no database), while the cache is known to be
         current: revocations were counted within CREDENTIAL_CACHE_S. Otherwise None: ask agent_by_credential."""
-        if time.monotonic() - self._revocations[1] >= CREDENTIAL_CACHE_S:
-            return None
-        return self._credentials.get(credential_hash)
+        return self._credentials.get(credential_hash) if self._cache_current() else None
+
+    def _cache_current(self) -> bool:
+        """Revoked agents were counted within CREDENTIAL_CACHE_S."""
+        return time.monotonic() - self._revocations[1] < CREDENTIAL_CACHE_S
 
     def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
         """The agent holding this credential, unless it was revoked. Known ones are remembered until a
         revocation: one made here is seen at once, one made through another replica within
         CREDENTIAL_CACHE_S, when this replica next counts the revoked agents (one query for all of them)."""
-        if time.monotonic() - self._revocations[1] >= CREDENTIAL_CACHE_S:
+        if not self._cache_current():
             with self.session() as s:
                 revoked = s.exec(select(func.count()).select_from(AgentRow)
                                  .where(AgentRow.revoked == True)).one()  # noqa: E712
