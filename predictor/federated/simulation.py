@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -34,14 +35,17 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
         cpus = max(1, os.cpu_count() or 1)
         before = children()
         try:
+            start_ray(cpus)
             run_simulation(server_app=server_app(plan, out), client_app=client_app,
                            num_supernodes=len(partitions),
                            backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
                                            "init_args": {"num_cpus": cpus, "include_dashboard": False}})
         finally:
-            # Ray's processes end after its shutdown, some a moment later; a next run's Ray would race them.
             import psutil
+            import ray
 
+            ray.shutdown()  # Flower shuts Ray down itself, unless the run failed before its backend started
+            # Ray's processes end after its shutdown, some a moment later; a next run's Ray would race them.
             psutil.wait_procs(list(children() - before), timeout=60)
         if not out.exists():
             raise RuntimeError("federated simulation ended without an outcome (see Flower's log above)")
@@ -49,6 +53,44 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
 
         saved = torch.load(str(out), weights_only=False)
     return outcome_from(saved)
+
+
+def start_ray(cpus: int, attempts: int = 3) -> None:
+    """Starts Ray for Flower's backend, which then uses it (and shuts it down): a start is retried, because Ray
+    gives its GCS server a fixed 30 s to come up, and on a loaded machine it once did not."""
+    import ray
+
+    # what Flower's backend passes when it starts Ray itself: its workers import what this process can
+    pythonpath = os.pathsep.join(filter(None, [*sys.path, os.environ.get("PYTHONPATH")]))
+    for attempt in range(1, attempts + 1):
+        before = children()
+        try:
+            ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            return
+        except RuntimeError as e:
+            ray.shutdown()
+            stop(children() - before)  # a half-started node's processes, which Ray's shutdown does not know
+            if attempt == attempts:
+                raise RuntimeError(f"Ray did not start in {attempts} attempts: {e}") from e
+            print(f"Ray did not start ({e}); trying again", file=sys.stderr)
+
+
+def stop(processes: set, grace_s: float = 10.0) -> None:
+    """Ends the given processes, by PID: SIGTERM, then SIGKILL for those still there after grace_s."""
+    import psutil
+
+    for p in processes:
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(processes), timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=grace_s)
 
 
 def children() -> set:

@@ -125,6 +125,40 @@ def test_two_rounds_two_clients_on_the_simulation_engine(sample, tmp_path):
     assert math.isfinite(r2.update_norm) and r2.update_norm > 0
 
 
+def test_a_ray_start_that_stalls_is_retried_and_its_processes_stopped(monkeypatch):
+    import subprocess
+    import sys
+
+    import ray
+
+    from edgeatlas.predictor.federated import simulation
+
+    calls, left = [], []
+
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 1:  # as when Ray's GCS server is not up in time: its process is left running
+            left.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+            raise RuntimeError("Timed out waiting for file /tmp/ray/session_x/gcs_server_port_y")
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    simulation.start_ray(2)
+    assert len(calls) == 2 and calls[1]["num_cpus"] == 2
+    assert left[0].poll() is not None  # stopped, by its PID
+    assert set(sys.path) <= set(calls[1]["runtime_env"]["env_vars"]["PYTHONPATH"].split(":"))
+
+    def stalls(**kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("stalled")
+
+    calls.clear()
+    monkeypatch.setattr(ray, "init", stalls)
+    with pytest.raises(RuntimeError, match="Ray did not start in 3 attempts: stalled"):
+        simulation.start_ray(2)
+    assert len(calls) == 3
+
+
 @pytest.mark.slow
 def test_more_devices_connected_than_a_round_asks_for(sample, tmp_path):
     from edgeatlas.predictor.federated import simulation
