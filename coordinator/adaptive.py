@@ -117,7 +117,7 @@ class AdaptiveCampaigns:
             reason = None
 
         surrogate = self._surrogate(simulated, campaign.id)
-        mape = surrogate.oob_mape if surrogate is not None else math.nan
+        mape = surrogate.validation_mape if surrogate is not None else math.nan
         record = AdaptiveRoundRow(round=len(rounds) + 1, measurements=measured,
                                   validation_mape=mape if math.isfinite(mape) else None, picked=0)
         reason = rule.reason(measured, mape) or reason
@@ -126,13 +126,13 @@ class AdaptiveCampaigns:
             return reason
 
         k = acq.round_size(measured, rule.budget)
-        if surrogate is None:
-            score = self.rng.random(len(candidates))  # the seed round: nothing to be unsure with yet
-        else:
-            score = self._score(surrogate, candidates, setting, plan)
         classes = sorted(by_class)
-        picks = acq.pick(score, k, np.array([classes.index(hw) for _, hw in candidates]),
-                         np.array([models.index(sha) for sha, _ in candidates]))
+        groups = np.array([classes.index(hw) for _, hw in candidates])
+        networks = np.array([models.index(sha) for sha, _ in candidates])
+        if surrogate is None:  # the seed round: nothing to be unsure with yet
+            picks = acq.pick(self.rng.random(len(candidates)), k, groups, networks)
+        else:
+            picks = self._choose(surrogate, candidates, k, groups, networks, setting, plan)
         # Each device takes at most what is left of its ε budget; the least loaded of its class first.
         room = {a.agent_id: math.inf if cap is None else cap - done_by.get(a.agent_id, 0) for a in online}
         load = {a.agent_id: 0 for a in online}
@@ -173,37 +173,45 @@ class AdaptiveCampaigns:
         privacy = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
         return privacy.epsilon if privacy.mechanism in ("gaussian", "laplace") else 0.0
 
-    def _score(self, surrogate, candidates: list[tuple[str, str]], setting: Setting, plan: AdaptivePlan) -> np.ndarray:
-        """The members' spread per candidate, weighted toward a queried spec sheet's Pareto front if one is given."""
+    def _choose(self, surrogate, candidates: list[tuple[str, str]], k: int, groups: np.ndarray,
+                networks: np.ndarray, setting: Setting, plan: AdaptivePlan) -> np.ndarray:
+        """Indices of the round's cells: classes whose sheet the predictor cannot read first (nothing to be sure
+        with there), then by integrated variance reduction, weighted toward a queried sheet's Pareto front."""
+        from edgeatlas.predictor import acquisition as acq
+
+        readable = np.array([self._readable(hw, setting) for _, hw in candidates])
+        blind = np.flatnonzero(~readable)
+        first = blind[acq.pick(np.ones(len(blind)), k, groups[blind], networks[blind])]
+        known = np.flatnonzero(readable)
+        if len(first) >= k or not len(known):
+            return first
+        cells = [candidates[i] for i in known]
+        samples = samples_from_cells(self.store, [(sha, hw, setting, 1.0) for sha, hw in cells], self.graphs)
+        weight = self._front_weight(surrogate, samples, cells, setting, plan) if plan.for_spec_json else None
+        chosen = acq.choose(surrogate, samples, k - len(first), groups[known], networks[known], weight,
+                            seed=int(self.rng.integers(1 << 31)))
+        return np.concatenate([first, known[chosen]])
+
+    def _front_weight(self, surrogate, samples, cells: list[tuple[str, str]], setting: Setting,
+                      plan: AdaptivePlan) -> np.ndarray:
+        """[C] how much each cell's certainty matters to the queried spec sheet: its network could be on that
+        device's latency–accuracy front, and its class is near that device."""
         from edgeatlas.predictor import acquisition as acq
         from edgeatlas.predictor.data import GraphSet, Samples
         from edgeatlas.predictor.models import Z80
 
-        readable = np.array([self._readable(hw, setting) for _, hw in candidates])
-        score = np.full(len(candidates), np.inf)  # a class whose sheet the predictor cannot read: measure it first
-        if not readable.any():
-            return score
-        known = [c for c, ok in zip(candidates, readable) if ok]
-        samples = samples_from_cells(self.store, [(sha, hw, setting, 1.0) for sha, hw in known], self.graphs)
-        score[readable] = acq.spread(surrogate.predict(samples))
-        candidates = known
-        if not plan.for_spec_json:
-            return score
         spec = SpecSheet.from_json(plan.for_spec_json, "for_spec")
-        models = sorted({sha for sha, _ in candidates})
+        models = sorted({sha for sha, _ in cells})
         info = setting_info("query", spec, setting)
         query = Samples(GraphSet.from_graphs([self.graphs.get(sha) for sha in models]), [info],
                         np.arange(len(models)), np.zeros(len(models), np.int64), np.ones(len(models)))
-        members = surrogate.predict(query)
-        mean, sd = members.mean(0), members.std(0)
+        mean, sd = surrogate.predict(query)
         accuracy = [self.graphs.accuracy(sha) for sha in models]
         front = acq.pareto_weight(np.exp(mean - Z80 * sd), np.exp(mean + Z80 * sd), np.array(accuracy))
         features = np.stack([samples.settings[i].features for i in samples.setting])
         scale = np.abs(features).mean(0) + 1e-6
         near = acq.similarity(features, info.features, scale)
-        weight = np.array([front[models.index(sha)] for sha, _ in candidates])
-        score[readable] *= weight * (0.5 + 0.5 * near)
-        return score
+        return np.array([front[models.index(sha)] for sha, _ in cells]) * (0.5 + 0.5 * near)
 
     def _readable(self, hw: str, setting: Setting) -> bool:
         """Whether the class's spec sheet gives the predictor a peak or a bandwidth to work from."""

@@ -295,7 +295,7 @@ def adaptive_detail(c: admin_pb2.Campaign) -> None:
                                text=[f"round {r}" for r in known["round"]], name="validation MAPE"))
     if c.adaptive.target_mape:
         fig.add_hline(y=c.adaptive.target_mape, line_dash="dot", annotation_text="target")
-    fig.update_layout(xaxis_title="measurements", yaxis_title="validation MAPE (%, out-of-bag)", height=320,
+    fig.update_layout(xaxis_title="measurements", yaxis_title="validation MAPE (%, leave-one-out)", height=320,
                       margin=dict(l=10, r=10, t=30, b=10), title="Learning curve")
     st.plotly_chart(fig, key=f"cp_curve_{c.campaign_id}", width="stretch")
 

@@ -1,65 +1,187 @@
 """Adaptive measurement: which cells to measure next, from the predictor's uncertainty, and when to stop.
 
-A cell is one network on one hardware class in one setting. The surrogate is the predictor's tree model
-trained several times on bootstrap resamples of the cells measured so far: where its members disagree,
-a measurement teaches the most. Cheap enough to retrain after every round (well under a second per
-member on hundreds of cells), and its out-of-bag error is a validation error that spends no measurement.
+A cell is one network on one hardware class in one setting. The surrogate is a Gaussian process on log
+latency over the roofline estimate, with one length scale for network features and one for spec features:
+it learns a measured device's cells from a few measurements, and its posterior covariance says which cells
+are unsure together. Far from every measured cell (a device never measured) it falls back to the
+predictor's tree model, which carries spec features → speed to new devices better. A round takes, one by
+one, the cell whose measurement most lowers the summed posterior variance over all cells still open
+(integrated variance reduction), each choice conditioning the next, so a round does not learn one thing k
+times. Cheap enough to refit after every round (seconds on a thousand cells); its leave-one-out error is a
+validation error that spends no measurement.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeatlas.predictor.data import Samples
-from edgeatlas.predictor.models import Tabular
+from edgeatlas.predictor.data import SUMMARY, Samples
+from edgeatlas.predictor.models import Tabular, roofline_log, tabular_features
 from edgeatlas.protos.errors import InvalidInput
 
-MEMBERS = 5
 ROUND_GROWTH = 0.5  # each round measures half as many cells again as are measured so far
 MIN_ROUND = 8
 OFF_FRONT_WEIGHT = 0.25  # a network that cannot be on the queried Pareto front still counts a quarter
+MAX_CANDIDATES = 2000  # cells a round weighs against each other ([C, C] covariance); more are subsampled
+MAX_GP_CELLS = 3000  # measured cells the GP conditions on (O(n³)); beyond, a random subset of them
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0.0)
 
 
 @dataclass
 class Surrogate:
-    """Bagged trees on tabular features → log latency (ms); members: [M] fitted Tabular models."""
+    """GP on log latency (ms) minus the roofline's, k = s2·exp(-|Δnet|²/2ln² - |Δhw|²/2lh²) + noise, and trees.
 
-    members: list[Tabular] = field(default_factory=list)
-    oob_mape: float = math.nan  # %, each measured cell predicted by the members that never saw it
+    Its prediction is the GP's where measured cells inform it and the trees' where the GP is back at its
+    prior, in proportion to how much of the prior variance is explained.
+    """
 
-    def fit(self, train: Samples, members: int = MEMBERS, seed: int = 0, max_iter: int = 100) -> "Surrogate":
-        rng = np.random.default_rng(seed)
+    trees: Tabular | None = None
+    params: np.ndarray = field(default_factory=lambda: np.zeros(4))  # ln, lh, s2, noise
+    validation_mape: float = math.nan  # %, each measured cell predicted by the GP given all the others
+    _shift: np.ndarray | None = None  # feature standardization: mean, scale, kept columns
+    _scale: np.ndarray | None = None
+    _net: np.ndarray | None = None  # [F] bool, network-summary columns kept
+    _hw: np.ndarray | None = None  # [F] bool, setting columns kept
+    _train: np.ndarray | None = None  # [n, F] standardized features of the cells the GP conditions on
+    _chol: tuple | None = None
+    _alpha: np.ndarray | None = None
+    _mean: float = 0.0
+
+    def fit(self, train: Samples, seed: int = 0, max_iter: int = 100) -> "Surrogate":
+        from scipy.linalg import cho_factor, cho_solve
+        from scipy.optimize import minimize
+
         n = len(train)
         if n < 2:
             raise InvalidInput(f"the surrogate needs at least 2 measured cells, not {n}")
-        oob_sum, oob_count = np.zeros(n), np.zeros(n)
-        self.members = []
-        for m in range(members):
-            pick = rng.integers(0, n, n)
-            member = Tabular().fit(train.where(pick), None, seed=seed * 100 + m, max_iter=max_iter)
-            self.members.append(member)
-            out = np.setdiff1d(np.arange(n), pick)
-            if len(out):
-                oob_sum[out] += member.predict_log(train.where(out))
-                oob_count[out] += 1
-        seen = oob_count > 0
-        if seen.any():
-            pred = oob_sum[seen] / oob_count[seen]
-            truth = train.latency_ms[seen]
-            self.oob_mape = 100 * float(np.mean(np.abs(np.exp(pred) - truth) / truth))
+        rng = np.random.default_rng(seed)
+        self.trees = Tabular().fit(train, None, seed=seed, max_iter=max_iter)
+        residual = np.log(train.latency_ms) - roofline_log(train)
+        keep = np.arange(n) if n <= MAX_GP_CELLS else np.sort(rng.choice(n, MAX_GP_CELLS, replace=False))
+        x = tabular_features(train.where(keep)).astype(np.float64)[:, :-1]  # the roofline is the GP's mean
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: NaN, dropped below
+            self._shift, spread = np.nanmean(x, 0), np.nanstd(x, 0)
+        self._shift, spread = np.nan_to_num(self._shift), np.nan_to_num(spread)
+        self._scale = spread + 1e-6
+        columns = np.arange(x.shape[1])
+        self._net = (columns < len(SUMMARY)) & (spread > 1e-6)
+        self._hw = (columns >= len(SUMMARY)) & (spread > 1e-6)
+        self._train = self._standardized(x)
+        r = residual[keep]
+        self._mean = float(r.mean())
+        r = r - self._mean
+        d_net = _squared_distances(self._train[:, self._net], self._train[:, self._net])
+        d_hw = _squared_distances(self._train[:, self._hw], self._train[:, self._hw])
+        eye = np.eye(len(r))
+
+        def neg_log_likelihood(log_params: np.ndarray) -> float:
+            ln, lh, s2, noise = np.exp(log_params)
+            k = s2 * np.exp(-d_net / (2 * ln * ln) - d_hw / (2 * lh * lh)) + (noise + 1e-6) * eye
+            try:
+                chol = cho_factor(k)
+            except np.linalg.LinAlgError:
+                return 1e10
+            return float(0.5 * r @ cho_solve(chol, r) + np.log(np.diag(chol[0])).sum())
+
+        wide_net, wide_hw = math.sqrt(max(1, self._net.sum())), math.sqrt(max(1, self._hw.sum()))
+        variance = float(r.var()) + 1e-3
+        best = None
+        for start in ((wide_net, wide_hw, variance, 0.01), (3 * wide_net, wide_hw / 3, variance, 0.05)):
+            found = minimize(neg_log_likelihood, np.log(start), method="L-BFGS-B",
+                             bounds=[(-3, 6), (-3, 6), (-7, 4), (-9, 0)])
+            if best is None or found.fun < best.fun:
+                best = found
+        self.params = np.exp(best.x)
+        k = self._kernel(self._train, self._train) + (self.params[3] + 1e-6) * eye
+        self._chol = cho_factor(k)
+        self._alpha = cho_solve(self._chol, r)
+        # leave-one-out: y_i - μ_{-i} = α_i / [K⁻¹]_ii (Rasmussen & Williams, eq. 5.12)
+        inverse_diag = np.diag(cho_solve(self._chol, eye))
+        error = -self._alpha / inverse_diag  # predicted minus measured, log
+        self.validation_mape = 100 * float(np.mean(np.abs(np.exp(error) - 1)))
         return self
 
-    def predict(self, samples: Samples) -> np.ndarray:
-        """[M, S] log-latency (ms), one row per member."""
-        return np.stack([m.predict_log(samples) for m in self.members])
+    def _features(self, samples: Samples) -> np.ndarray:
+        return self._standardized(tabular_features(samples).astype(np.float64)[:, :-1])
+
+    def _standardized(self, x: np.ndarray) -> np.ndarray:
+        """A missing feature (a spec sheet without it) sits at the measured cells' mean: it tells nothing."""
+        return np.nan_to_num((x - self._shift) / self._scale)
+
+    def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        ln, lh, s2, _ = self.params
+        return s2 * np.exp(-_squared_distances(a[:, self._net], b[:, self._net]) / (2 * ln * ln)
+                           - _squared_distances(a[:, self._hw], b[:, self._hw]) / (2 * lh * lh))
+
+    def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+        """([S] log latency (ms), [S] its posterior standard deviation)."""
+        from scipy.linalg import cho_solve
+
+        x = self._features(samples)
+        cross = self._kernel(x, self._train)
+        near = roofline_log(samples) + self._mean + cross @ self._alpha
+        var = np.maximum(self.params[2] - np.einsum("ij,ji->i", cross, cho_solve(self._chol, cross.T)), 0.0)
+        # the GP where measured cells inform it, the trees where it falls back to its prior (unseen devices)
+        known = np.clip(1 - var / self.params[2], 0.0, 1.0)
+        return known * near + (1 - known) * self.trees.predict_log(samples), np.sqrt(var)
+
+    def covariance(self, samples: Samples) -> np.ndarray:
+        """[S, S] posterior covariance of log latency among the given cells."""
+        from scipy.linalg import cho_solve
+
+        x = self._features(samples)
+        cross = self._kernel(x, self._train)
+        return self._kernel(x, x) - cross @ cho_solve(self._chol, cross.T)
 
 
-def spread(members_log: np.ndarray) -> np.ndarray:
-    """[S] the members' standard deviation of log latency: the acquisition score before weights."""
-    return members_log.std(axis=0)
+def choose(surrogate: Surrogate, candidates: Samples, k: int, groups: np.ndarray | None = None,
+           networks: np.ndarray | None = None, weight: np.ndarray | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of k candidates, by integrated variance reduction, spread over groups and networks like pick.
+
+    Greedily, the cell j that most lowers Σ_i w_i·Var_i after measuring it, Σ_i w_i·Cov_ij² / (Var_j + noise),
+    then the covariance conditioned on j. weight: [C] how much each cell's certainty matters (a queried
+    Pareto front); None: all alike. Past MAX_CANDIDATES, a random subset is weighed.
+    """
+    c = len(candidates)
+    k = min(k, c)
+    pool = np.arange(c) if c <= MAX_CANDIDATES else np.sort(np.random.default_rng(seed).choice(c, MAX_CANDIDATES,
+                                                                                                 replace=False))
+    cov = surrogate.covariance(candidates.where(pool))
+    w = np.ones(len(pool)) if weight is None else np.asarray(weight, dtype=float)[pool]
+    groups = np.zeros(c, dtype=np.int64) if groups is None else np.asarray(groups)
+    networks = np.arange(c) if networks is None else np.asarray(networks)
+    cap = math.ceil(k / max(1, len(np.unique(groups[pool]))))
+    noise = surrogate.params[3] + 1e-6
+    chosen: list[int] = []
+    per_group: dict = {}
+    taken_networks: set = set()
+    open_ = np.ones(len(pool), dtype=bool)
+    for capped in (True, False):  # too few groups or networks to fill the round evenly: then without the caps
+        while len(chosen) < k:
+            allowed = open_.copy()
+            if capped:
+                allowed &= np.array([per_group.get(groups[i], 0) < cap and networks[i] not in taken_networks
+                                     for i in pool])
+            if not allowed.any():
+                break
+            gain = (w[:, None] * cov ** 2).sum(0) / (np.diag(cov) + noise)
+            gain[~allowed] = -np.inf
+            j = int(np.argmax(gain))
+            chosen.append(int(pool[j]))
+            open_[j] = False
+            per_group[groups[pool[j]]] = per_group.get(groups[pool[j]], 0) + 1
+            taken_networks.add(networks[pool[j]])
+            column = cov[:, j].copy()
+            cov -= np.outer(column, column) / (column[j] + noise)
+    return np.array(chosen, dtype=np.int64)
 
 
 def pick(score: np.ndarray, k: int, groups: np.ndarray | None = None, networks: np.ndarray | None = None) -> np.ndarray:

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns, AdaptivePlan
+from edgeatlas.coordinator.predictions import samples_from_cells
 from edgeatlas.coordinator.storage import Store
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.privacy import PrivacyParams
@@ -136,9 +137,10 @@ def test_a_queried_spec_weights_the_choice_toward_its_front(store):
     measure_all(store, agents)
     surrogate = controller._surrogate(False, cid)
     candidates = [(m.sha256, a.hardware_class) for m in store.resolve_models(MODELS) for a in agents.values()]
-    plain = controller._score(surrogate, candidates, Setting(threads=1), AdaptivePlan(budget=30))
-    queried = controller._score(surrogate, candidates, Setting(threads=1), AdaptivePlan(budget=30, for_spec_json=spec))
-    weight = queried / plain
+    samples = samples_from_cells(store, [(sha, hw, Setting(threads=1), 1.0) for sha, hw in candidates],
+                                 controller.graphs)
+    weight = controller._front_weight(surrogate, samples, candidates, Setting(threads=1),
+                                      AdaptivePlan(budget=30, for_spec_json=spec))
     by_class = {hw: max(w for (_, h), w in zip(candidates, weight) if h == hw) for _, hw in candidates}
     # the queried sheet is the pi's own: its class weighs fully, every other class less
     assert by_class[agents["pi"].hardware_class] == pytest.approx(1.0)

@@ -9,19 +9,51 @@ from edgeatlas.predictor import acquisition as acq
 from edgeatlas.protos.errors import InvalidInput
 
 
-def test_spread_is_the_members_disagreement():
-    members = np.array([[1.0, 2.0, 3.0], [1.0, 2.5, 1.0], [1.0, 1.5, 5.0]])
-    assert acq.spread(members) == pytest.approx([0.0, np.std([2.0, 2.5, 1.5]), np.std([3.0, 1.0, 5.0])])
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    from edgeatlas.predictor.data import load_nb201_dir
+    from edgeatlas.predictor.datasets import nasbench201 as nb
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EDGEATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        return load_nb201_dir(nb.SAMPLE_DIR, limit=60)
 
 
-def test_pick_takes_the_most_uncertain_cells():
-    # Constructed: members agree on every cell but three, which they disagree on by different amounts.
+def test_choose_takes_the_cell_that_teaches_the_most_then_conditions_on_it(sample):
+    # Constructed: a GPU, a CPU server and a phone measured on many networks; a second CPU server never.
+    # Its cells are the unsure ones.
     rng = np.random.default_rng(0)
-    members = np.tile(rng.normal(size=40), (5, 1))
-    members[:, 7] += [0, 1, -1, 2, -2]
-    members[:, 21] += [0, 3, -3, 1, -1]
-    members[:, 30] += [0, 0.1, -0.1, 0, 0]
-    assert list(acq.pick(acq.spread(members), 3)) == [21, 7, 30]
+    settings = np.array([0, 14, 17, 16])
+    measured = np.flatnonzero(np.isin(sample.setting, settings[:3]) & (sample.graph < 40))
+    surrogate = acq.Surrogate().fit(sample.where(rng.permutation(measured)[:90]), seed=0)
+    open_ = np.flatnonzero(np.isin(sample.setting, settings) & (sample.graph >= 40))
+    cells = sample.where(open_)
+    _, sd = surrogate.predict(cells)
+    unseen = cells.setting == settings[3]
+    assert sd[unseen].mean() > 2 * sd[~unseen].mean()
+    first = acq.choose(surrogate, cells, 1)
+    assert unseen[first[0]]
+    # the greedy rule, written out: the cell whose measurement most lowers the summed variance
+    cov = surrogate.covariance(cells)
+    gain = (cov ** 2).sum(0) / (np.diag(cov) + surrogate.params[3] + 1e-6)
+    assert first[0] == int(np.argmax(gain))
+    # without caps, k picks; each later pick is conditioned on the earlier (no cell twice)
+    picks = acq.choose(surrogate, cells, 6)
+    assert len(set(picks)) == 6 and picks[0] == first[0]
+    # a weight of zero on the unseen setting's cells: their variance no longer matters, none is taken first
+    weight = np.where(unseen, 0.0, 1.0)
+    assert not unseen[acq.choose(surrogate, cells, 1, weight=weight)[0]]
+
+
+def test_choose_spreads_a_round_over_classes_and_networks(sample):
+    settings = np.array([0, 14, 17, 16])
+    train = sample.where(np.flatnonzero(np.isin(sample.setting, settings[:2]) & (sample.graph < 30)))
+    surrogate = acq.Surrogate().fit(train, seed=0)
+    cells = sample.where(np.flatnonzero(np.isin(sample.setting, settings) & (sample.graph >= 30)))
+    picks = acq.choose(surrogate, cells, 8, cells.setting, cells.graph)
+    _, per_class = np.unique(cells.setting[picks], return_counts=True)
+    assert list(per_class) == [2, 2, 2, 2]  # its even share each, though the unmeasured classes are less sure
+    assert len(set(cells.graph[picks])) == 8
 
 
 def test_pick_spreads_a_round_over_classes_and_networks():
@@ -85,24 +117,22 @@ def test_bad_stop_rules_are_refused(kwargs, message):
         acq.StopRule(**kwargs).check()
 
 
-def test_the_surrogate_learns_and_validates_out_of_bag(tmp_path, monkeypatch):
-    from edgeatlas.predictor.data import load_nb201_dir
-    from edgeatlas.predictor.datasets import nasbench201 as nb
-
-    monkeypatch.setenv("EDGEATLAS_CACHE", str(tmp_path))
-    samples = load_nb201_dir(nb.SAMPLE_DIR, limit=60)
+def test_the_surrogate_learns_and_validates_leave_one_out(sample):
     rng = np.random.default_rng(0)
-    train_idx = rng.choice(len(samples), 300, replace=False)
-    rest = np.setdiff1d(np.arange(len(samples)), train_idx)
-    surrogate = acq.Surrogate().fit(samples.where(train_idx), seed=1)
-    members = surrogate.predict(samples.where(rest))
-    assert members.shape == (acq.MEMBERS, len(rest))
-    truth = samples.latency_ms[rest]
-    mape = 100 * np.mean(np.abs(np.exp(members.mean(0)) - truth) / truth)
-    constant = 100 * np.mean(np.abs(np.exp(np.log(samples.latency_ms[train_idx]).mean()) - truth) / truth)
-    assert mape < constant / 3  # it learned devices and networks, not just the average
-    # the out-of-bag error estimates the error on unseen cells
-    assert 0 < surrogate.oob_mape < constant / 3 and 0.3 < surrogate.oob_mape / mape < 3
-    assert acq.spread(members).min() >= 0 and acq.spread(members).max() > 0
+    train_idx = rng.choice(len(sample), 300, replace=False)
+    rest = np.setdiff1d(np.arange(len(sample)), train_idx)
+    surrogate = acq.Surrogate().fit(sample.where(train_idx), seed=1)
+    mean, sd = surrogate.predict(sample.where(rest))
+    assert mean.shape == sd.shape == (len(rest),)
+    truth = sample.latency_ms[rest]
+    mape = 100 * np.mean(np.abs(np.exp(mean) - truth) / truth)
+    trees = 100 * np.mean(np.abs(np.exp(surrogate.trees.predict_log(sample.where(rest))) - truth) / truth)
+    constant = 100 * np.mean(np.abs(np.exp(np.log(sample.latency_ms[train_idx]).mean()) - truth) / truth)
+    assert mape < constant / 3 and mape < trees  # it learned devices and networks, better than its trees alone
+    # the leave-one-out error estimates the error on unseen cells
+    assert 0 < surrogate.validation_mape < constant / 3 and 0.3 < surrogate.validation_mape / mape < 3
+    # sure where measured, unsure far from it
+    _, sd_seen = surrogate.predict(sample.where(train_idx[:50]))
+    assert sd_seen.mean() < sd.mean() and sd.max() > 0
     with pytest.raises(InvalidInput, match="at least 2"):
-        acq.Surrogate().fit(samples.where(train_idx[:1]))
+        acq.Surrogate().fit(sample.where(train_idx[:1]))
