@@ -27,7 +27,7 @@ ROUND_GROWTH = 0.5  # each round measures half as many cells again as are measur
 MIN_ROUND = 8
 OFF_FRONT_WEIGHT = 0.25  # a network that cannot be on the queried Pareto front still counts a quarter
 MAX_CANDIDATES = 2000  # cells a round weighs against each other ([C, C] covariance); more are subsampled
-MAX_GP_CELLS = 3000  # measured cells the GP conditions on (O(n³)); beyond, a random subset of them
+MAX_GP_CELLS = 3000  # measured cells the GP conditions on (O(n³): ~10 s a fit on 2 cores); beyond, a random subset
 
 
 def _squared_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
