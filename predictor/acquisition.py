@@ -14,7 +14,6 @@ validation error that spends no measurement.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,10 +65,7 @@ class Surrogate:
         residual = np.log(train.latency_ms) - roofline_log(train)
         keep = np.arange(n) if n <= MAX_GP_CELLS else np.sort(rng.choice(n, MAX_GP_CELLS, replace=False))
         x = tabular_features(train.where(keep)).astype(np.float64)[:, :-1]  # the roofline is the GP's mean
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column: NaN, dropped below
-            self._shift, spread = np.nanmean(x, 0), np.nanstd(x, 0)
-        self._shift, spread = np.nan_to_num(self._shift), np.nan_to_num(spread)
+        self._shift, spread = x.mean(0), x.std(0)  # features are finite: a missing spec value is 0 and a flag
         self._scale = spread + 1e-6
         columns = np.arange(x.shape[1])
         self._net = (columns < len(SUMMARY)) & (spread > 1e-6)
@@ -113,8 +109,7 @@ class Surrogate:
         return self._standardized(tabular_features(samples).astype(np.float64)[:, :-1])
 
     def _standardized(self, x: np.ndarray) -> np.ndarray:
-        """A missing feature (a spec sheet without it) sits at the measured cells' mean: it tells nothing."""
-        return np.nan_to_num((x - self._shift) / self._scale)
+        return (x - self._shift) / self._scale
 
     def _kernel(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         ln, lh, s2, _ = self.params
