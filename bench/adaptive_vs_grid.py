@@ -180,7 +180,8 @@ def main() -> None:
     args = ap.parse_args()
     data = load_nb201_dir(args.data)
     print(f"{args.data}: {len(data)} published cells, {len(data.graphs)} networks, {len(data.settings)} settings "
-          f"on {len(data.devices())} devices; surrogate: boosted trees plus a GP on their residuals")
+          f"on {len(data.devices())} devices; surrogate: a GP over the roofline, blended with boosted trees "
+          "where it knows little")
     runs = [run_seed(data, seed, print) for seed in range(args.seeds)]
 
     def mean(field: str) -> dict[str, np.ndarray]:
