@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 
+import numpy as np
 import pytest
 
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns, AdaptivePlan
@@ -146,6 +147,28 @@ def test_a_queried_spec_weights_the_choice_toward_its_front(store):
     assert by_class[agents["pi"].hardware_class] == pytest.approx(1.0)
     assert by_class[agents["server"].hardware_class] < 1.0 and by_class[agents["laptop"].hardware_class] < 1.0
     assert controller.advance(store.campaign(cid)).startswith("round 2:")
+
+
+def test_a_class_whose_sheet_the_predictor_cannot_read_is_measured_first(store):
+    agents = fleet(store)
+    blind = SpecSheet.from_dict({"name": "mystery", "cpu": {"vendor": "x", "model": "unknown", "cores": 2}})
+    mystery = store.enroll("mystery", blind, "hash-mystery", {}, "t")  # no clock, no bandwidth: no roofline
+    cid = adaptive(store, AdaptivePlan(budget=30))
+    controller = AdaptiveCampaigns(store)
+    controller.advance(store.campaign(cid))
+    measure_all(store, agents)
+    surrogate = controller._surrogate(False, cid)
+    models = [m.sha256 for m in store.resolve_models(MODELS)]
+    classes = sorted({a.hardware_class for a in [*agents.values(), mystery]})
+    candidates = [(sha, hw) for sha in models for hw in classes]
+    groups = np.array([classes.index(hw) for _, hw in candidates])
+    networks = np.array([models.index(sha) for sha, _ in candidates])
+    unread = {i for i, (_, hw) in enumerate(candidates) if hw == mystery.hardware_class}
+    picks = controller._choose(surrogate, candidates, 6, groups, networks, Setting(threads=1), AdaptivePlan(budget=30))
+    assert set(picks[:4]) == unread  # nothing to be sure with there: all of them first
+    assert len(set(picks)) == 6 and not set(picks[4:]) & unread  # then the GP's choice among the others
+    assert set(controller._choose(surrogate, candidates, 3, groups, networks, Setting(threads=1),
+                                  AdaptivePlan(budget=30))) < unread
 
 
 def test_it_stops_when_every_cell_is_measured(store):
