@@ -40,6 +40,11 @@ def test_choose_takes_the_cell_that_teaches_the_most_then_conditions_on_it(sampl
     # without caps, k picks; each later pick is conditioned on the earlier (no cell twice)
     picks = acq.choose(surrogate, cells, 6)
     assert len(set(picks)) == 6 and picks[0] == first[0]
+    noise = surrogate.params[3] + 1e-6
+    after = cov - np.outer(cov[:, first[0]], cov[:, first[0]]) / (cov[first[0], first[0]] + noise)
+    gain_after = (after ** 2).sum(0) / (np.diag(after) + noise)
+    gain_after[first[0]] = -np.inf
+    assert picks[1] == int(np.argmax(gain_after))
     # a weight of zero on the unseen setting's cells: their variance no longer matters, none is taken first
     weight = np.where(unseen, 0.0, 1.0)
     assert not unseen[acq.choose(surrogate, cells, 1, weight=weight)[0]]
