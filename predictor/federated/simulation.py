@@ -38,8 +38,7 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
             start_ray(cpus)
             run_simulation(server_app=server_app(plan, out), client_app=client_app,
                            num_supernodes=len(partitions),
-                           backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                                           "init_args": {"num_cpus": cpus, "include_dashboard": False}})
+                           backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0}})
         finally:
             import psutil
             import ray
