@@ -56,7 +56,7 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
 
 def start_ray(cpus: int, attempts: int = 3) -> None:
     """Starts Ray for Flower's backend, which then uses it (and shuts it down): a start is retried, because Ray
-    gives its GCS server a fixed 30 s to come up, and on a loaded machine it once did not."""
+    gives its GCS server and its raylet a fixed 30 s each to come up, and on a loaded CI machine they did not."""
     import ray
 
     # what Flower's backend passes when it starts Ray itself: its workers import what this process can
@@ -66,7 +66,7 @@ def start_ray(cpus: int, attempts: int = 3) -> None:
         try:
             ray.init(num_cpus=cpus, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
             return
-        except RuntimeError as e:
+        except Exception as e:  # Ray raises a bare Exception when its raylet is not up in its fixed 30 s
             ray.shutdown()
             stop(children() - before)  # a half-started node's processes, which Ray's shutdown does not know
             if attempt == attempts:
