@@ -169,7 +169,7 @@ class FederatedCampaigns:
             self.link.run(plan.to_json(), out)
             import torch
 
-            outcome = outcome_from(torch.load(str(out), weights_only=False))  # written by our own ServerApp
+            outcome = outcome_from(torch.load(str(out), weights_only=True))  # JSON text and tensors only
             out.unlink()
             if len(outcome.rounds) < plan.rounds:  # a device's error makes Flower skip the round's aggregate
                 raise Unavailable(f"{len(outcome.rounds)} of {plan.rounds} rounds completed; a device failed "

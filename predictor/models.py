@@ -6,8 +6,9 @@ with a split-conformal quantile of the absolute log-error on networks held out o
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -64,12 +65,29 @@ class Tabular:
         return mean, mean - self.half_width, mean + self.half_width
 
     def to_bytes(self) -> bytes:
-        return pickle.dumps({"model": self.model, "half_width": self.half_width})
+        """The fitted trees in skops's format: data, loaded back without pickle (see from_bytes)."""
+        import skops.io
+
+        return skops.io.dumps(self.model)
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> "Tabular":
-        data = pickle.loads(blob)
-        return cls(model=data["model"], half_width=data["half_width"])
+    def from_bytes(cls, blob: bytes, half_width: float) -> "Tabular":
+        """Only the types a fitted HistGradientBoostingRegressor is made of are built; anything else is
+        refused before it is constructed (skops never unpickles)."""
+        import skops.io
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        untrusted = set(skops.io.get_untrusted_types(data=blob)) - TREE_TYPES
+        if untrusted:
+            raise ValueError(f"tabular model holds types outside the allow-list: {sorted(untrusted)[:3]}")
+        model = skops.io.loads(blob, trusted=sorted(TREE_TYPES))
+        if not isinstance(model, HistGradientBoostingRegressor):
+            raise ValueError(f"tabular model is a {type(model).__name__}, not a HistGradientBoostingRegressor")
+        return cls(model=model, half_width=half_width)
+
+
+# What skops does not trust by default, of a fitted HistGradientBoostingRegressor: its trees.
+TREE_TYPES = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
 
 
 @dataclass
@@ -272,27 +290,128 @@ class Predictor:
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
 
     def save(self, path) -> None:
-        import torch
+        """One safetensors file: every array as a tensor, the trees as skops bytes (a uint8 tensor), and
+        the rest as JSON in its metadata. Nothing in it is code: see load."""
+        from safetensors.numpy import save_file
 
-        torch.save({"format": "edgeatlas.predictor/v1", "tabular": self.tabular.to_bytes(),
-                    "gnn": self.gnn.to_dict(), "anchors": self.anchors.__dict__, "info": self.info}, str(path))
+        arrays = {f"anchors.{k}": np.ascontiguousarray(getattr(self.anchors, k)) for k in ANCHOR_ARRAYS}
+        arrays["gnn.hw_mean"], arrays["gnn.hw_std"] = self.gnn.hw_mean, self.gnn.hw_std
+        for m, state in enumerate(self.gnn.states):
+            arrays.update({f"gnn.{m}.{k}": v.detach().cpu().numpy() for k, v in state.items()})
+        arrays["tabular.skops"] = np.frombuffer(self.tabular.to_bytes(), dtype=np.uint8)
+        meta = {"members": len(self.gnn.states), "gnn_half_width": self.gnn.half_width,
+                "tabular_half_width": self.tabular.half_width, "config": self.gnn.config,
+                "anchor_names": list(self.anchors.names), "info": self.info}
+        save_file(arrays, str(path), metadata={"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta, default=float)})
 
     @classmethod
     def load(cls, path, origin: str = "") -> "Predictor":
-        """origin: how errors name it (default: the path)."""
+        """A checkpoint, checked against its format and schema before anything is built from it.
+
+        Safe for bytes from anyone: safetensors holds only arrays, skops builds only allow-listed types,
+        the rest is JSON; nothing is unpickled. origin: how errors name it (default: the path)."""
         import torch
+        from safetensors import SafetensorError, safe_open
 
         from edgeatlas.protos.errors import InvalidInput
 
         what = origin or f"checkpoint {path}"
         try:
-            # The checkpoint holds a pickled scikit-learn model: load only checkpoints you made or trust.
-            data = torch.load(str(path), weights_only=False)
+            with safe_open(str(path), framework="numpy") as f:
+                header = f.metadata() or {}
+                if header.get("format") != CHECKPOINT_FORMAT:
+                    raise InvalidInput(f"{what}: not an {CHECKPOINT_FORMAT} checkpoint "
+                                       f"(format {str(header.get('format'))[:40]!r})")
+                arrays = {k: f.get_tensor(k) for k in f.keys()}
         except FileNotFoundError:
             raise InvalidInput(f"{what}: no such file") from None
-        except Exception as exc:
-            raise InvalidInput(f"{what}: not a predictor checkpoint ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != "edgeatlas.predictor/v1":
-            raise InvalidInput(f"{what}: not an edgeatlas.predictor/v1 checkpoint")
-        return cls(tabular=Tabular.from_bytes(data["tabular"]), gnn=GNNEnsemble.from_dict(data["gnn"]),
-                   anchors=GraphSet(**data["anchors"]), info=data.get("info", {}))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise InvalidInput(f"{what}: not a safetensors predictor checkpoint "
+                               f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})") from None
+        try:
+            meta = _checked_meta(header.get("meta", ""))
+            members = meta["members"]
+            states = [{} for _ in range(members)]
+            for key, value in arrays.items():
+                if (m := MEMBER_KEY.fullmatch(key)) is not None:
+                    if int(m[1]) >= members:
+                        raise ValueError(f"tensor {key} names member {m[1]} of {members}")
+                    states[int(m[1])][m[2]] = torch.from_numpy(np.array(value))
+                elif key not in FIXED_KEYS:
+                    raise ValueError(f"unexpected tensor {key[:80]!r}")
+            missing = sorted(FIXED_KEYS - set(arrays))
+            if missing:
+                raise ValueError(f"tensor {missing[0]} is missing")
+            anchors = GraphSet(names=meta["anchor_names"], **{k: arrays[f"anchors.{k}"] for k in ANCHOR_ARRAYS})
+            _check_anchors(anchors)
+            gnn = GNNEnsemble(states=states, hw_mean=arrays["gnn.hw_mean"], hw_std=arrays["gnn.hw_std"],
+                              half_width=meta["gnn_half_width"], config=meta["config"])
+            if gnn.hw_mean.shape != (len(FEATURES),) or gnn.hw_std.shape != (len(FEATURES),):
+                raise ValueError(f"hardware standardisation is not {len(FEATURES)} features")
+            for model in gnn._models():  # every member's state must fit the network exactly (names and shapes)
+                if model.embed.in_features != anchors.x.shape[1]:
+                    raise ValueError("a GNN member does not take the anchors' node features")
+            tabular = Tabular.from_bytes(arrays["tabular.skops"].tobytes(), meta["tabular_half_width"])
+        except InvalidInput:
+            raise
+        except Exception as exc:  # a schema mismatch, anything the builders refuse
+            raise InvalidInput(f"{what}: does not fit the {CHECKPOINT_FORMAT} schema: "
+                               f"{(str(exc).splitlines() or [type(exc).__name__])[0][:200]}") from None
+        return cls(tabular=tabular, gnn=gnn, anchors=anchors, info=meta["info"])
+
+
+CHECKPOINT_FORMAT = "edgeatlas.predictor/v2"
+ANCHOR_ARRAYS = ("x", "flops", "act_bytes", "weight_bytes", "edges", "node_ptr", "edge_ptr", "summary")
+FIXED_KEYS = {f"anchors.{k}" for k in ANCHOR_ARRAYS} | {"gnn.hw_mean", "gnn.hw_std", "tabular.skops"}
+MEMBER_KEY = re.compile(r"gnn\.(\d{1,2})\.([A-Za-z0-9_.]{1,100})")
+MAX_MEMBERS = 32
+MAX_WIDTH = 1024  # any GNN size in config.gnn: bounds what building a member allocates
+
+
+def _checked_meta(text: str) -> dict:
+    """The checkpoint's JSON metadata, with every field's type checked."""
+    meta = json.loads(text)
+    kinds = {"members": int, "gnn_half_width": (int, float), "tabular_half_width": (int, float),
+             "config": dict, "anchor_names": list, "info": dict}
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not an object")
+    for key, kind in kinds.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise ValueError(f"metadata field {key} is missing or not a {getattr(kind, '__name__', 'number')}")
+    if not 1 <= meta["members"] <= MAX_MEMBERS:
+        raise ValueError(f"members = {meta['members']} is not in 1..{MAX_MEMBERS}")
+    for key in ("gnn_half_width", "tabular_half_width"):
+        if not (math.isfinite(meta[key]) and meta[key] >= 0):
+            raise ValueError(f"{key} = {meta[key]!r} is not a finite width")
+    if not isinstance(meta["config"].get("gnn"), dict) or any(
+            type(v) is not int or not 1 <= v <= MAX_WIDTH for v in meta["config"]["gnn"].values()):
+        raise ValueError(f"config.gnn is not an object of sizes in 1..{MAX_WIDTH}")
+    if not all(isinstance(n, str) for n in meta["anchor_names"]):
+        raise ValueError("anchor_names are not all strings")
+    return meta
+
+
+def _check_anchors(anchors: GraphSet) -> None:
+    """The anchor graphs' arrays agree with one another: one row per node, pointers in range."""
+    from edgeatlas.predictor.data import SUMMARY
+    from edgeatlas.predictor.graph import NODE_FEATURES
+
+    g, nodes = len(anchors.names), len(anchors.x)
+    if anchors.x.ndim != 2 or anchors.x.shape[1] != NODE_FEATURES or anchors.summary.ndim != 2 or \
+            anchors.summary.shape[1] != len(SUMMARY):
+        raise ValueError(f"anchor features are not {NODE_FEATURES} per node and {len(SUMMARY)} per network")
+    if anchors.node_ptr.shape != (g + 1,) or anchors.edge_ptr.shape != (g + 1,):
+        raise ValueError("anchor pointers do not have one entry per network plus one")
+    if anchors.node_ptr[0] != 0 or anchors.node_ptr[-1] != nodes or np.any(np.diff(anchors.node_ptr) < 0):
+        raise ValueError("anchor node pointers are not a partition of the nodes")
+    if anchors.edges.ndim != 2 or anchors.edges.shape[0] != 2 or anchors.edge_ptr[0] != 0 or \
+            anchors.edge_ptr[-1] != anchors.edges.shape[1] or np.any(np.diff(anchors.edge_ptr) < 0):
+        raise ValueError("anchor edges and edge pointers do not agree")
+    for name in ("flops", "act_bytes", "weight_bytes"):
+        if getattr(anchors, name).shape != (nodes,):
+            raise ValueError(f"anchors.{name} does not have one value per node")
+    if anchors.summary.shape[0] != g:
+        raise ValueError("anchors.summary does not have one row per network")
+    sizes = np.repeat(np.diff(anchors.node_ptr), np.diff(anchors.edge_ptr))
+    if anchors.edges.size and (anchors.edges.min() < 0 or np.any(anchors.edges >= sizes[None, :])):
+        raise ValueError("an anchor edge points outside its network")

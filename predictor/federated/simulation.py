@@ -50,7 +50,7 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
             raise RuntimeError("federated simulation ended without an outcome (see Flower's log above)")
         import torch
 
-        saved = torch.load(str(out), weights_only=False)
+        saved = torch.load(str(out), weights_only=True)  # JSON text and tensors only
     return outcome_from(saved)
 
 

@@ -63,3 +63,68 @@ def test_checkpoint_round_trips_and_never_undercuts_the_roofline(sample, tmp_pat
     mean, lo, hi = again.predict(sample)
     assert np.all(mean >= roofline_log(sample) - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
     assert predictor.gnn.half_width > 0 and len(again.gnn.states) == 2
+
+
+class Shell:
+    """A pickle payload that runs a command when unpickled (what a crafted torch checkpoint carries)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    import pickle
+
+    import torch
+
+    from edgeatlas.protos.errors import InvalidInput
+
+    marker = tmp_path / "ran"
+    for path, write in ((tmp_path / "torch.pt", lambda p: torch.save({"format": "edgeatlas.predictor/v1",
+                                                                       "x": Shell(marker)}, str(p))),
+                        (tmp_path / "plain.pkl", lambda p: p.write_bytes(pickle.dumps(Shell(marker))))):
+        write(path)
+        with pytest.raises(InvalidInput, match="not a safetensors predictor checkpoint"):
+            Predictor.load(path)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_whose_trees_hold_other_types_is_refused(sample, tmp_path):
+    """skops bytes of anything but a HistGradientBoostingRegressor's own types are not built."""
+    import skops.io
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from edgeatlas.protos.errors import InvalidInput
+
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
+    path = tmp_path / "p.pt"
+    predictor.save(path)
+    with safe_open(str(path), framework="numpy") as f:
+        metadata = f.metadata()
+    arrays = load_file(str(path))
+    hostile = skops.io.dumps(Pipeline([("f", FunctionTransformer(print))]))
+    arrays["tabular.skops"] = np.frombuffer(hostile, dtype=np.uint8)
+    save_file(arrays, str(tmp_path / "trees.pt"), metadata=metadata)
+    with pytest.raises(InvalidInput, match="allow-list|not a HistGradientBoostingRegressor"):
+        Predictor.load(tmp_path / "trees.pt")
+
+    arrays = load_file(str(path))
+    arrays["anchors.node_ptr"] = arrays["anchors.node_ptr"][:-1]  # one network fewer than names
+    save_file(arrays, str(tmp_path / "ptr.pt"), metadata=metadata)
+    with pytest.raises(InvalidInput, match="schema: anchor pointers"):
+        Predictor.load(tmp_path / "ptr.pt")
+
+    import json
+    meta = json.loads(metadata["meta"])
+    meta["config"]["gnn"]["hidden"] = 10 ** 9  # would allocate a network of 10^18 weights
+    save_file(load_file(str(path)), str(tmp_path / "wide.pt"),
+              metadata={**metadata, "meta": json.dumps(meta)})
+    with pytest.raises(InvalidInput, match="config.gnn"):
+        Predictor.load(tmp_path / "wide.pt")
