@@ -85,17 +85,27 @@ def estimate(n: int, sum_log: float, sumsq_log: float, noise_var_sum: float = 0.
     return Estimate(_exp(mean), _exp(mean - half), _exp(mean + half), n)
 
 
+MAX_DEVICES_NEEDED = 1_000_000_000  # "more than a billion" reads the same as any larger count, and fits the wire
+MIN_TARGET_PRECISION = 1e-3
+
+
 def devices_needed(n: int, sum_log: float, sumsq_log: float, noise_var_sum: float, n_devices: int,
-                   target_precision: float) -> int:
-    """More devices for the 95 % interval of the geometric mean to reach ±target_precision."""
+                   target_precision: float, public_only: bool = False) -> int:
+    """More devices for the 95 % interval of the geometric mean to reach ±target_precision, at most
+    MAX_DEVICES_NEEDED. With public_only (a suppressed cell) only the contracts' noise is used, never the
+    reports' values, so the answer tells nothing of what the cell's devices released."""
     if n == 0 or target_precision <= 0:
         return 0
-    mean = sum_log / n
     noise_var = noise_var_sum / n
-    spread = max(0.0, (sumsq_log - n * mean * mean) / (n - 1)) if n > 1 else noise_var
-    between = max(0.0, spread - noise_var)  # what devices differ by, once the noise is taken out
-    needed = math.ceil(Z95 ** 2 * (noise_var + between) / math.log1p(target_precision) ** 2)
-    return max(0, needed - n_devices)
+    between = 0.0
+    if not public_only:
+        mean = sum_log / n
+        spread = max(0.0, (sumsq_log - n * mean * mean) / (n - 1)) if n > 1 else noise_var
+        between = max(0.0, spread - noise_var)  # what devices differ by, once the noise is taken out
+    needed = Z95 ** 2 * (noise_var + between) / math.log1p(max(target_precision, MIN_TARGET_PRECISION)) ** 2
+    if not math.isfinite(needed) or needed >= MAX_DEVICES_NEEDED:
+        return MAX_DEVICES_NEEDED
+    return max(0, math.ceil(needed) - n_devices)
 
 
 def _exp(x: float) -> float:

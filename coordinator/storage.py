@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from edgeatlas.coordinator import aggregate
+from edgeatlas.coordinator.validation import check_setting_matches
 from edgeatlas.coordinator.tables import (
     AdaptiveRoundRow, AgentRow, BlobChunkRow, BlobRow, CampaignRow, CellContributorRow, CellMetricRow, CellRow,
     HardwareRow, ModelRow, PredictorRow, ReportRow, TaskRow, TokenRow)
@@ -341,6 +342,15 @@ class Store:
             with self.session() as s:
                 yield s.get(BlobChunkRow, (sha256, idx)).data
 
+    def fetchable(self, agent_id: str, sha256: str) -> bool:
+        """Whether an open task of this agent needs these bytes (its model or the model's reference data):
+        an agent may fetch nothing else, not a checkpoint, not another campaign's model."""
+        with self.session() as s:
+            needs = (select(TaskRow.id).join(ModelRow, ModelRow.sha256 == TaskRow.model_sha256)
+                     .where(TaskRow.agent_id == agent_id, TaskRow.status.in_(OPEN_TASK),
+                            or_(ModelRow.sha256 == sha256, ModelRow.reference_sha256 == sha256)).limit(1))
+            return s.exec(needs).first() is not None
+
     def add_model(self, name: str, fmt: str, sha256: str, reference_sha256: str, summary_json: str) -> ModelRow:
         model_blob = self.blob(sha256)
         if model_blob is None:
@@ -584,6 +594,10 @@ class Store:
         if task.lease_id != report.lease_id:
             raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
         campaign = _kept(s, CampaignRow, task.campaign_id)
+        if report.ok:
+            asked = setting_for(Setting(**json.loads(campaign.setting_json)),
+                                _kept(s, ModelRow, task.model_sha256).format)
+            check_setting_matches(asked, report.setting)
         if report.ok and report.privacy_mode == "ldp":
             contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
             if report.privacy != contract:
@@ -936,7 +950,7 @@ class Store:
                                                if not metric or name == metric}
             needed = 0
             if target_precision > 0 and c.source in ("fleet", "trusted"):
-                needed = max([aggregate.devices_needed(*sums, c.n_devices, target_precision)
+                needed = max([aggregate.devices_needed(*sums, c.n_devices, target_precision, public_only=suppressed)
                               for _, *sums in rows] or [0])
                 needed = max(needed, min_devices - c.n_devices) if suppressed else needed
             views.append(CellView(c, estimates, suppressed, needed))
@@ -1153,18 +1167,19 @@ def setting_for(setting: Setting, model_format: str) -> Setting:
 
 
 def check_released(released: dict[str, float], contract: PrivacyParams) -> None:
-    """The noised vector names the contract's statistics (those a run may lack aside), each a finite,
-    possible value."""
+    """The noised vector names the contract's statistics (those a run may lack aside), each a finite value
+    inside the contract's window: an honest device falls outside it with probability ≤ FALSE_REFUSAL, so
+    one report's pull on a cell is bounded by the window (PrivacyParams.influence_log)."""
     wanted = set(contract.statistics)
     required = {name for name in wanted if STATISTICS[name].always}
     if not required <= set(released) <= wanted:
         raise InvalidInput(f"released statistics {sorted(released)} are not the contract's "
                            f"{sorted(contract.statistics)}")
     for name, value in released.items():
-        lo, hi = contract.log_bounds(name)
-        reach = 40 * math.sqrt(contract.noise_variance_log(name)) + (hi - lo)
-        if not math.isfinite(value) or not lo - reach <= value <= hi + reach:
-            raise InvalidInput(f"released {name} = {value!r} is impossible under the contract")
+        low, high = contract.window(name)
+        if not math.isfinite(value) or not low <= value <= high:
+            raise InvalidInput(f"released {name} = {value!r} is impossible under the contract "
+                               f"(outside [{low:.4g}, {high:.4g}])")
 
 
 SELECTOR_OPS = (">=", "<=", "!=", ">", "<")

@@ -52,6 +52,39 @@ def check_setting(setting: Setting) -> None:
             raise InvalidInput(f"setting.{name} is missing or longer than 64 characters")
 
 
+def check_setting_matches(asked: Setting, ran: Setting) -> None:
+    """A report's setting is its task's: the same runtime, target, batch, threads, scenario and scenario
+    parameters, and the execution provider those imply. The agent fills in only what the task leaves to the
+    device (runtime version, precision, a thread count or scenario parameter the task left at its default),
+    so a report cannot place its numbers in a cell, or on a hardware class, its task never asked for."""
+    from edgeatlas.protos import scenarios
+
+    def refuse(field: str, got, want) -> None:
+        raise InvalidInput(f"setting.{field} = {str(got)[:64]!r} is not the task's ({str(want)[:64]!r})")
+
+    for name in ("runtime", "batch", "scenario"):
+        if getattr(ran, name) != getattr(asked, name):
+            refuse(name, getattr(ran, name), getattr(asked, name))
+    if asked.threads and ran.threads != asked.threads:
+        refuse("threads", ran.threads, asked.threads)
+    for key, value in asked.scenario_params.items():
+        if ran.scenario_params.get(key) != value:
+            refuse(f"scenario_params[{key}]", ran.scenario_params.get(key), value)
+    scenarios.check(ran.scenario, ran.scenario_params)  # what the agent added: known names, in range
+    if asked.runtime == "llama.cpp":
+        # llama.cpp offloads to a GPU only where the task asks for layers on it and the device has one
+        layers = int(float(asked.scenario_params.get("gpu_layers", "0")))
+        allowed = {("cpu", "cpu")} | ({("gpu", f"gpu:{layers}-layers")} if layers > 0 else set())
+        if (ran.target, ran.execution_provider) not in allowed:
+            refuse("target", f"{ran.target} ({ran.execution_provider})", asked.target if layers == 0 else
+                   f"cpu, or gpu with {layers} layers")
+        return
+    if ran.target != asked.target:
+        refuse("target", ran.target, asked.target)
+    if ran.execution_provider != asked.execution_provider:
+        refuse("execution_provider", ran.execution_provider, asked.execution_provider)
+
+
 def check_privacy_mode(mode: str) -> None:
     if mode not in PRIVACY_MODES:
         raise InvalidInput(f"privacy_mode {mode!r} is not one of {', '.join(PRIVACY_MODES)}")

@@ -43,6 +43,8 @@ MECHANISMS = ("gaussian", "laplace")
 DEFAULT_STATISTICS = ("log_p50_ms", "log_p99_ms", "log_mean_ms")
 DEFAULT_LATENCY_BOUNDS_MS = (0.01, 10_000.0)
 MAX_EPSILON_PER_REPORT = 16.0
+# An honest release falls outside its contract's window (see PrivacyParams.window) this rarely, or less.
+FALSE_REFUSAL = 1e-9
 ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 20.0, 24.0, 32.0, 48.0,
           64.0, 128.0, 256.0, 512.0)
 
@@ -111,6 +113,29 @@ class PrivacyParams:
             q = math.exp(-1.0 / scale)
             var_grid = 2 * q / (1 - q) ** 2
         return var_grid * self.step_log(statistic) ** 2
+
+    def noise_tail(self, rate: float = FALSE_REFUSAL) -> int:
+        """Grid steps t with P(|noise| > t) ≤ rate, per statistic. The discrete Gaussian is σ²-subgaussian
+        (CKS 2020, Prop. 25): P(|X| ≥ t) ≤ 2·exp(−t²/2σ²). The discrete Laplace of scale b has
+        P(|X| ≥ t) = 2qᵗ/(1+q) ≤ 2qᵗ with q = e^(−1/b)."""
+        scale = self.noise_scale()
+        if self.mechanism == "gaussian":
+            return math.ceil(scale * math.sqrt(2 * math.log(2 / rate)))
+        return math.ceil(scale * math.log(2 / rate))
+
+    def window(self, statistic: str, rate: float = FALSE_REFUSAL) -> tuple[float, float]:
+        """The log-space values an honest release of this statistic takes but with probability ≤ rate:
+        the clipped value lies on the grid 0..steps, the noise within ±noise_tail."""
+        lo, hi = self.log_bounds(statistic)
+        reach = self.noise_tail(rate) * self.step_log(statistic)
+        return lo - reach, hi + reach
+
+    def influence_log(self, statistic: str) -> float:
+        """How far one released value can move the sum of a cell's logs, at most: the window's width. One
+        device with r of a cell's n reports moves its log-mean by at most r/n of this; a fraction f of the
+        reports by at most f of it, whatever values they send."""
+        low, high = self.window(statistic)
+        return high - low
 
     def describe(self) -> str:
         delta = f" δ={self.delta:g}" if self.mechanism == "gaussian" else ""

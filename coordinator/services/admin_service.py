@@ -439,5 +439,6 @@ def check_params(params: RunParams) -> None:
 
 
 def check_target_precision(value: float) -> None:
-    if not (math.isfinite(value) and 0 <= value <= 10):
-        raise InvalidInput(f"target_precision = {value} is not in [0, 10]")
+    if not (math.isfinite(value) and (value == 0 or aggregate.MIN_TARGET_PRECISION <= value <= 10)):
+        raise InvalidInput(f"target_precision = {value} is not 0 (none) or in "
+                           f"[{aggregate.MIN_TARGET_PRECISION:g}, 10]")

@@ -120,10 +120,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @rpc
     async def FetchModel(self, request, context):
-        await self._agent(context)
+        agent_id = await self._agent(context)
+        # One answer for "no such bytes" and "not for you": an agent learns nothing of what else is stored.
+        if not await asyncio.to_thread(self.store.fetchable, agent_id, request.sha256):
+            raise NotFound(f"no model or reference with sha256 {request.sha256[:16]} for a task of this agent")
         blob = await asyncio.to_thread(self.store.blob, request.sha256)
-        if blob is None:
-            raise NotFound(f"no model or reference with sha256 {request.sha256[:16]}")
         if request.offset > blob.size_bytes:
             raise InvalidInput(f"offset {request.offset} is past the end ({blob.size_bytes} bytes)")
         idx, skip = divmod(request.offset, CHUNK_BYTES)

@@ -160,7 +160,7 @@ def ldp_report(task, report_id, logs, privacy=LDP) -> IncomingReport:
 
 def test_ldp_reports_fold_with_their_noise_and_stay_suppressed_below_k(store):
     agents = [enroll(store, n) for n in "abc"]
-    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(batch=2), RunParams(), LDP)
     for agent, log in zip(agents, (0.0, 1.0, 2.0)):
         task = store.lease(agent.agent_id).task
         store.record_report(agent.agent_id, ldp_report(task, f"r-ldp-{agent.name}-01",
@@ -179,7 +179,7 @@ def test_ldp_reports_fold_with_their_noise_and_stay_suppressed_below_k(store):
 
 def test_a_release_under_another_contract_is_refused(store):
     a = enroll(store, "a")
-    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(batch=2), RunParams(), LDP)
     task = store.lease(a.agent_id).task
     weaker = PrivacyParams(**{**LDP.__dict__, "epsilon": 8.0})
     with pytest.raises(InvalidInput, match="does not match"):
@@ -193,7 +193,7 @@ def test_a_release_under_another_contract_is_refused(store):
 
 def test_declined_task_is_terminal_with_its_reason(store):
     a = enroll(store, "a")
-    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    cid = store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(batch=2), RunParams(), LDP)
     task = store.lease(a.agent_id).task
     declined = IncomingReport(report_id="r-declined1", task_id=task.id, lease_id=task.lease_id, status="declined",
                               failure_reason="declined: privacy budget", setting=None, stats=None,
@@ -306,11 +306,11 @@ def test_a_revocation_through_another_replica_is_seen_within_the_cache_interval(
 def test_releases_under_two_contracts_mark_their_cell_mixed_once_committed(store, monkeypatch):
     a = enroll(store, "a")
     weaker = PrivacyParams(**{**LDP.__dict__, "epsilon": 8.0})
-    store.create_campaign("c1", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), LDP)
+    store.create_campaign("c1", store.resolve_models(["m1"]), {}, 1, Setting(batch=2), RunParams(), LDP)
     first = store.lease(a.agent_id).task
     store.record_report(a.agent_id, ldp_report(first, "r-ldp-a-001", {"log_p50_ms": 0.0, "log_mean_ms": 0.0}))
     b = enroll(store, "b")  # only b is asked in the second campaign's first lease
-    store.create_campaign("c2", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), weaker)
+    store.create_campaign("c2", store.resolve_models(["m1"]), {}, 1, Setting(batch=2), RunParams(), weaker)
     second = store.lease(b.agent_id).task
     mixed = ldp_report(second, "r-ldp-b-001", {"log_p50_ms": 1.0, "log_mean_ms": 1.0}, weaker)
 

@@ -1,0 +1,120 @@
+"""An adversary's reports on the Store (SQLite and PostgreSQL): bounded pull on a cell, nothing derived from a
+suppressed cell, settings that are the task's, and bytes only for the agent's own tasks."""
+
+import dataclasses
+import math
+
+import pytest
+
+from edgeatlas.agent.privacy.release import release
+from edgeatlas.coordinator import aggregate
+from edgeatlas.coordinator.storage import check_released
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.protos.records import RunParams, Setting
+
+from tests.coordinator.test_storage import enroll, ldp_report, report, stats, store  # noqa: F401 (fixture)
+
+TIGHT = PrivacyParams(mechanism="gaussian", epsilon=8.0, delta=1e-6, bounds_ms=(1.0, 25.0))
+
+
+@pytest.mark.parametrize("contract", [PrivacyParams(), TIGHT,
+                                      PrivacyParams(mechanism="laplace", epsilon=1.0, delta=0.0)])
+def test_honest_releases_at_the_bounds_are_accepted_and_beyond_the_window_refused(contract):
+    for p50 in (0.0001, contract.bounds_ms[0], contract.bounds_ms[1], 1e7):  # clipped at both ends
+        for _ in range(300):
+            check_released(release(stats(p50), contract).values, contract)
+    low, high = contract.window("log_p50_ms")
+    lo, hi = contract.log_bounds("log_p50_ms")
+    assert low < lo and high > hi
+    edge = {"log_p50_ms": high, "log_p99_ms": low, "log_mean_ms": high}
+    check_released(edge, contract)
+    for bad in (high + 1e-6 * (high - low), low - 1e-6 * (high - low), math.inf, math.nan):
+        with pytest.raises(InvalidInput, match="impossible under the contract"):
+            check_released({**edge, "log_p50_ms": bad}, contract)
+
+
+def test_the_window_is_far_tighter_than_the_old_forty_sigma_reach():
+    """The issue's numbers: the default contract accepted logs in about [-4355, 4360]."""
+    low, high = PrivacyParams().window("log_p50_ms")
+    assert -800 < low < -600 and 600 < high < 800
+
+
+def test_one_hostile_device_moves_a_cell_by_no_more_than_the_stated_bound(store):
+    honest = [enroll(store, f"h{i}") for i in range(20)]
+    attacker = enroll(store, "attacker")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(), RunParams(), TIGHT)
+    for i, agent in enumerate(honest):
+        task = store.lease(agent.agent_id).task
+        values = release(stats(2.0), TIGHT).values
+        store.record_report(agent.agent_id, dataclasses.replace(ldp_report(task, f"r-honest-{i:04d}", values, TIGHT),
+                                                                setting=Setting(runtime_version="1")))
+    before = store.heatmap()[0].estimates["latency_p50_ms"].value
+    task = store.lease(attacker.agent_id).task
+    _, high = TIGHT.window("log_p50_ms")
+    beyond = {"log_p50_ms": high + 1.0, "log_p99_ms": high, "log_mean_ms": high}
+    with pytest.raises(InvalidInput, match="impossible"):
+        store.record_report(attacker.agent_id, dataclasses.replace(
+            ldp_report(task, "r-attack-0001", beyond, TIGHT), setting=Setting(runtime_version="1")))
+    at_edge = {**beyond, "log_p50_ms": high}
+    store.record_report(attacker.agent_id, dataclasses.replace(
+        ldp_report(task, "r-attack-0002", at_edge, TIGHT), setting=Setting(runtime_version="1")))
+    after = store.heatmap()[0].estimates["latency_p50_ms"].value
+    moved = math.log(after) - math.log(before)
+    bound = TIGHT.influence_log("log_p50_ms") / 21  # one of 21 reports
+    assert 0 < moved <= bound
+    assert math.exp(bound) < 13  # with this contract: at most ×13 from one of 21 reports, where the issue saw ×2,000
+
+
+def test_a_suppressed_cells_devices_needed_is_the_same_whatever_its_devices_released(store):
+    """k = 5, one device per cell: devices_needed must not depend on its values (the issue inverted it)."""
+    victim = enroll(store, "victim")
+    for batch, value in ((2, -3.0), (3, 8.0)):
+        store.create_campaign(f"b{batch}", store.resolve_models(["m1"]), {}, 1, Setting(batch=batch), RunParams(),
+                              TIGHT)
+        task = store.lease(victim.agent_id).task
+        released = {"log_p50_ms": value, "log_p99_ms": value, "log_mean_ms": value}
+        store.record_report(victim.agent_id, dataclasses.replace(
+            ldp_report(task, f"r-victim-{batch:04d}", released, TIGHT),
+            setting=Setting(runtime_version="1", batch=batch)))
+    views = store.heatmap(min_devices=5, target_precision=1e-3)
+    assert len(views) == 2 and all(v.suppressed and v.estimates == {} for v in views)
+    assert views[0].devices_needed == views[1].devices_needed > 4
+
+
+def test_devices_needed_is_capped_for_extreme_reports_and_tiny_precision():
+    """Two releases at the old reach's ends (±4355 in log) made a ±10 % campaign's status overflow uint32."""
+    n, s, ss = 0, 0.0, 0.0
+    for log in (-4355.0, 4360.0):
+        n, s, ss = aggregate.fold_log(n, s, ss, log)
+    assert aggregate.devices_needed(n, s, ss, 0.0, 2, 0.1) == aggregate.MAX_DEVICES_NEEDED
+    assert aggregate.devices_needed(n, s, ss, 0.0, 2, 1e-300) == aggregate.MAX_DEVICES_NEEDED
+    assert aggregate.MAX_DEVICES_NEEDED < 2 ** 32  # fits the wire's uint32
+
+
+@pytest.mark.parametrize("claim", [dict(target="gpu", execution_provider="CUDAExecutionProvider"),
+                                   dict(batch=64), dict(threads=4), dict(scenario="offline"),
+                                   dict(runtime="llama.cpp"), dict(scenario_params={"bogus": "1"})])
+def test_a_report_claiming_another_setting_is_refused_and_stores_nothing(store, claim):
+    a = enroll(store, "a")
+    store.create_campaign("c", store.resolve_models(["m1"]), {}, 1, Setting(threads=1), RunParams())
+    task = store.lease(a.agent_id).task
+    honest = report(task, "r-claim-0001")
+    with pytest.raises(InvalidInput, match="setting|scenario"):
+        store.record_report(a.agent_id, dataclasses.replace(honest, setting=dataclasses.replace(honest.setting,
+                                                                                                 **claim)))
+    assert store.count_reports() == 0 and store.heatmap() == []
+    assert store.record_report(a.agent_id, honest) is False  # the task is still open for the true report
+
+
+def test_an_agent_may_fetch_only_its_open_tasks_bytes(store):
+    a, b = enroll(store, "a"), enroll(store, "b")
+    store.put_blob("c" * 64, 3, [b"ckp"])  # a predictor checkpoint, say
+    assert not store.fetchable(a.agent_id, "a" * 64)  # no task yet
+    store.create_campaign("c", store.resolve_models(["m1"]), {"cpu.cores": "2"}, 1, Setting(), RunParams())
+    assert store.fetchable(a.agent_id, "a" * 64) and store.fetchable(b.agent_id, "a" * 64)
+    assert not store.fetchable(a.agent_id, "c" * 64) and not store.fetchable(a.agent_id, "0" * 64)
+    task = store.lease(a.agent_id).task
+    store.record_report(a.agent_id, report(task, "r-fetch-0001"))
+    assert not store.fetchable(a.agent_id, "a" * 64)  # done: nothing more to fetch
+    assert store.fetchable(b.agent_id, "a" * 64)
