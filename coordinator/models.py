@@ -124,6 +124,96 @@ def reference_outputs(path: str | Path) -> bytes:
     return buf.getvalue()
 
 
+GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+GGUF_STRING, GGUF_ARRAY = 8, 9
+GGUF_MAX_DIMS = 4  # GGML_MAX_DIMS
+GGUF_MAX_ITEMS = 1 << 24  # an array's items: vocabularies and merges are ~10^5-10^6
+
+
+def check_gguf_bounds(path: Path) -> None:
+    """Walks a GGUF header (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md) checking every count
+    and length against the bytes the file has left before anything is allocated, and every tensor's extent
+    against its data section. The gguf package's reader trusts them: a 94-byte file declaring a 2^40-item
+    array grew a coordinator to 20 GB. One InvalidInput line naming the first lie."""
+    import struct
+
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        def take(n: int, what: str) -> bytes:
+            if n > size - f.tell():
+                raise InvalidInput(f"{path.name}: GGUF {what} runs past the end of the file ({size} bytes)")
+            return f.read(n)
+
+        def number(fmt: str, what: str) -> int:
+            return struct.unpack(fmt, take(struct.calcsize(fmt), what))[0]
+
+        def string(what: str) -> bytes:
+            return take(number("<Q", f"{what}'s length"), what)
+
+        def skip(kind: int, what: str, depth: int = 0) -> None:
+            if kind in GGUF_SCALAR_BYTES:
+                take(GGUF_SCALAR_BYTES[kind], what)
+            elif kind == GGUF_STRING:
+                string(what)
+            elif kind == GGUF_ARRAY and depth == 0:
+                item, count = number("<I", what), number("<Q", f"{what}'s count")
+                least = GGUF_SCALAR_BYTES.get(item, 8)  # a string or an array takes at least its 8-byte length
+                if count > GGUF_MAX_ITEMS or count * least > size - f.tell():
+                    raise InvalidInput(f"{path.name}: GGUF {what} declares {count} items, more than the file holds")
+                if item in GGUF_SCALAR_BYTES:
+                    take(count * least, what)
+                else:
+                    for _ in range(count):
+                        skip(item, what, depth + 1)
+            else:
+                raise InvalidInput(f"{path.name}: GGUF {what} has value type {kind}, not one GGUF defines")
+
+        if take(4, "magic") != b"GGUF":
+            raise InvalidInput(f"{path.name} is not a valid GGUF model: no GGUF magic")
+        version = number("<I", "version")
+        if version not in (2, 3):
+            raise InvalidInput(f"{path.name}: GGUF version {version} is not 2 or 3")
+        n_tensors, n_kv = number("<Q", "tensor count"), number("<Q", "key count")
+        if n_kv * 12 > size - f.tell() or n_tensors * 24 > size - f.tell():  # the smallest key and tensor entry
+            raise InvalidInput(f"{path.name}: GGUF header declares {n_kv} keys and {n_tensors} tensors, "
+                               f"more than {size} bytes hold")
+        alignment = 32
+        for _ in range(n_kv):
+            key = string("key").decode("utf-8", "replace")
+            kind = number("<I", f"value type of {key[:60]}")
+            if key == "general.alignment" and kind == 4:
+                alignment = number("<I", key)
+                if alignment == 0 or alignment & (alignment - 1):
+                    raise InvalidInput(f"{path.name}: GGUF general.alignment {alignment} is not a power of two")
+            else:
+                skip(kind, f"value of {key[:60]}")
+        extents = []
+        for _ in range(n_tensors):
+            name = string("tensor name").decode("utf-8", "replace")[:60]
+            n_dims = number("<I", f"tensor {name}'s dimensions")
+            if not 1 <= n_dims <= GGUF_MAX_DIMS:
+                raise InvalidInput(f"{path.name}: GGUF tensor {name} has {n_dims} dimensions (1..{GGUF_MAX_DIMS})")
+            dims = [number("<Q", f"tensor {name}'s shape") for _ in range(n_dims)]
+            kind, offset = number("<I", f"tensor {name}'s type"), number("<Q", f"tensor {name}'s offset")
+            try:
+                block, type_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+            except (ValueError, KeyError):
+                raise InvalidInput(f"{path.name}: GGUF tensor {name} has type {kind}, not one ggml defines") from None
+            elements = 1
+            for d in dims:
+                elements *= d
+            if dims[0] % block:
+                raise InvalidInput(f"{path.name}: GGUF tensor {name}'s rows of {dims[0]} are not whole blocks")
+            extents.append((name, offset, elements // block * type_bytes))
+        data_start = -(-f.tell() // alignment) * alignment
+        for name, offset, nbytes in extents:
+            if data_start + offset + nbytes > size:
+                raise InvalidInput(f"{path.name}: GGUF tensor {name} ({nbytes} bytes at {offset}) runs past the "
+                                   f"end of the file")
+
+
 def read_gguf(path: str | Path) -> dict:
     """The GGUF's architecture config and quantisation, or one readable InvalidInput line."""
     from gguf import GGUFReader, GGUFValueType
@@ -131,6 +221,7 @@ def read_gguf(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"model file {path} does not exist")
+    check_gguf_bounds(path)
     try:
         reader = GGUFReader(str(path))
     except Exception as exc:  # bad magic, truncated file, unknown version

@@ -969,7 +969,14 @@ class Store:
     def hardware_specs(self) -> dict[str, SpecSheet]:
         """hardware class → the first spec sheet that named it."""
         with self.session() as s:
-            return {h.hardware_class: SpecSheet.from_json(h.spec_json) for h in s.exec(select(HardwareRow)).all()}
+            rows = s.exec(select(HardwareRow)).all()
+        specs = {}
+        for h in rows:
+            try:
+                specs[h.hardware_class] = SpecSheet.from_json(h.spec_json)
+            except InvalidInput as exc:  # stored before sheets were checked at the wire
+                log.warning("hardware class %s: its stored spec sheet is left out: %s", h.hardware_class[:80], exc)
+        return specs
 
     # ---- predictor versions -------------------------------------------------------------------
     def add_predictor(self, row: PredictorRow) -> PredictorRow:

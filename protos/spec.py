@@ -40,6 +40,15 @@ _NUMBERS: dict[str, tuple[type, float, float | None]] = {
     "accelerator.l2_kb": (float, 0, 1e7),
     "tdp_w": (float, 0.01, 1e5),
 }
+# Text fields: a string (or null) of at most MAX_TEXT characters. Names, classes and slugs are built from them.
+_TEXTS = ("name", "soc", "device_class", "emulated", "cpu.vendor", "cpu.model", "cpu.arch", "cpu.simd",
+          "memory.type", "accelerator.kind", "accelerator.vendor", "accelerator.name", "accelerator.architecture",
+          "os.system", "os.release", "os.machine")
+MAX_TEXT = 200
+MAX_DEPTH = 8  # mappings and lists within one another, the sheet itself at depth 1
+MAX_NODES = 4096  # values in the whole sheet, however nested
+MAX_KEY = 100
+MAX_CLUSTERS = 64
 
 
 @dataclass
@@ -52,6 +61,7 @@ class SpecSheet:
     def from_dict(cls, data: Any, origin: str = "spec sheet") -> "SpecSheet":
         if not isinstance(data, dict):
             raise InvalidInput(f"{origin}: expected a mapping of fields, got {type(data).__name__}")
+        _check_shape(data, origin)  # before anything recurses into it
         data = copy.deepcopy(data)
         schema = data.setdefault("schema", SCHEMA)
         if schema != SCHEMA:
@@ -62,9 +72,12 @@ class SpecSheet:
     @classmethod
     def from_json(cls, text: str, origin: str = "spec sheet") -> "SpecSheet":
         try:
-            return cls.from_dict(json.loads(text), origin)
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidInput(f"{origin}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise InvalidInput(f"{origin}: nested deeper than {MAX_DEPTH} levels") from None
+        return cls.from_dict(data, origin)
 
     @classmethod
     def load(cls, path: str | Path) -> "SpecSheet":
@@ -82,6 +95,8 @@ class SpecSheet:
             data = yaml.safe_load(text)  # JSON is YAML too
         except yaml.YAMLError as exc:
             raise InvalidInput(f"{origin}: not valid YAML/JSON ({str(exc).splitlines()[0]})") from None
+        except RecursionError:
+            raise InvalidInput(f"{origin}: nested deeper than {MAX_DEPTH} levels") from None
         return cls.from_dict(data, origin)
 
     def get(self, dotted: str) -> Any:
@@ -110,7 +125,44 @@ class SpecSheet:
         return hardware_class(self, target)
 
 
+def _check_shape(data: dict[str, Any], origin: str) -> None:
+    """Plain JSON values only, at most MAX_DEPTH deep and MAX_NODES in all, keys short strings; walked
+    without recursion, so a hostile sheet cannot exhaust the stack."""
+    todo, nodes = [(data, 1, "")], 0
+    while todo:
+        value, depth, path = todo.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise InvalidInput(f"{origin}: more than {MAX_NODES} values")
+        if isinstance(value, (dict, list)) and depth > MAX_DEPTH:
+            raise InvalidInput(f"{origin}: field {path} is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY:
+                    raise InvalidInput(f"{origin}: field name {str(key)[:40]!r} under {path or 'the sheet'} "
+                                       f"is not text of 1..{MAX_KEY} characters")
+                todo.append((item, depth + 1, f"{path}.{key}" if path else key))
+        elif isinstance(value, list):
+            todo.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            if len(value) > 4 * MAX_TEXT:
+                raise InvalidInput(f"{origin}: field {path} is longer than {4 * MAX_TEXT} characters")
+        elif value is not None and not isinstance(value, (bool, int, float)):
+            raise InvalidInput(f"{origin}: field {path} is a {type(value).__name__}, not a JSON value")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"{origin}: field {path} = {value!r} is not a finite number")
+
+
 def _check(data: dict[str, Any], origin: str) -> None:
+    for dotted in _TEXTS:
+        value = SpecSheet(data).get(dotted)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+            raise InvalidInput(f"{origin}: field {dotted} must be text of at most {MAX_TEXT} characters, "
+                               f"got {str(value)[:40]!r}" + ("" if isinstance(value, str) else
+                                                              f" ({type(value).__name__})"))
+    for section in ("os", "runtimes"):
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise InvalidInput(f"{origin}: field {section} must be a mapping, got {type(data[section]).__name__}")
     device_class = data.get("device_class")
     if device_class is not None and device_class not in DEVICE_CLASSES:
         raise InvalidInput(f"{origin}: field device_class is {device_class!r}; "
@@ -126,11 +178,15 @@ def _check(data: dict[str, Any], origin: str) -> None:
         _check_number(origin, dotted, value, kind, low, high)
     clusters = SpecSheet(data).get("cpu.clusters")
     if clusters is not None:
-        if not isinstance(clusters, list):
-            raise InvalidInput(f"{origin}: field cpu.clusters must be a list")
+        if not isinstance(clusters, list) or len(clusters) > MAX_CLUSTERS:
+            raise InvalidInput(f"{origin}: field cpu.clusters must be a list of at most {MAX_CLUSTERS}")
         for i, cluster in enumerate(clusters):
             if not isinstance(cluster, dict):
                 raise InvalidInput(f"{origin}: field cpu.clusters[{i}] must be a mapping")
+            core = cluster.get("core")
+            if core is not None and (not isinstance(core, str) or len(core) > MAX_TEXT):
+                raise InvalidInput(f"{origin}: field cpu.clusters[{i}].core must be text of at most "
+                                   f"{MAX_TEXT} characters, got {str(core)[:40]!r}")
             if cluster.get("cores") is not None:
                 _check_number(origin, f"cpu.clusters[{i}].cores", cluster["cores"], int, 1, 4096)
             if cluster.get("max_ghz") is not None:

@@ -14,7 +14,7 @@ from edgeatlas.coordinator.adaptive import AdaptivePlan
 from edgeatlas.coordinator.heatmaps import Heatmaps
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
-from edgeatlas.coordinator.status import check_parsed, rpc
+from edgeatlas.coordinator.status import check_parsed, log, rpc
 from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, Store
 from edgeatlas.protos import convert, scenarios
 from edgeatlas.protos.errors import Conflict, InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
@@ -208,7 +208,11 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         rows = await asyncio.to_thread(self.store.hardware)
         out = []
         for row in rows:
-            spec = SpecSheet.from_json(row.spec_json)
+            try:
+                spec = SpecSheet.from_json(row.spec_json)
+            except InvalidInput as exc:  # stored by an older coordinator that took any sheet: one row, not the list
+                log.warning("hardware class %s left out of ListHardware: %s", row.hardware_class[:80], exc)
+                continue
             out.append(admin_pb2.HardwareInfo(hardware_class=row.hardware_class, device_class=spec.device_class or "",
                                               name=spec.name or "", spec_json=row.spec_json,
                                               first_seen_ms=row.first_seen_ms))

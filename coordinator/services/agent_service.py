@@ -74,15 +74,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def Enroll(self, request, context):
         if not request.enrollment_token:
             raise Unauthenticated("missing enrollment token")
-        ok = await asyncio.to_thread(self.store.check_token, "enroll",
-                                     auth.token_hash(request.enrollment_token), True)
-        if not ok:
+        token_hash = auth.token_hash(request.enrollment_token)
+        if not await asyncio.to_thread(self.store.check_token, "enroll", token_hash):
             raise Unauthenticated("enrollment token is wrong, expired, used up or revoked")
         if len(request.spec_json) > MAX_SPEC_BYTES:
             raise InvalidInput(f"spec_json is larger than {MAX_SPEC_BYTES} bytes")
         spec = SpecSheet.from_json(request.spec_json, "spec_json")
         if len(request.labels) > MAX_LABELS or len(request.name) > 128:
             raise InvalidInput(f"at most {MAX_LABELS} labels and a name of at most 128 characters")
+        for key, value in request.labels.items():
+            if not 0 < len(key) <= 64 or len(value) > 200:
+                raise InvalidInput(f"label {key[:40]!r}: a key of 1..64 and a value of at most 200 characters")
+        # A use is spent only by an enrollment that will be stored: a malformed one costs the token nothing.
+        if not await asyncio.to_thread(self.store.check_token, "enroll", token_hash, True):
+            raise Unauthenticated("enrollment token is wrong, expired, used up or revoked")
         credential = auth.new_token("agent")
         row = await asyncio.to_thread(self.store.enroll, request.name, spec, auth.token_hash(credential),
                                       dict(request.labels), request.agent_version[:64], request.simulated)

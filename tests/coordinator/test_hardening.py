@@ -118,3 +118,42 @@ def test_an_agent_may_fetch_only_its_open_tasks_bytes(store):
     store.record_report(a.agent_id, report(task, "r-fetch-0001"))
     assert not store.fetchable(a.agent_id, "a" * 64)  # done: nothing more to fetch
     assert store.fetchable(b.agent_id, "a" * 64)
+
+
+def gguf_header(*kvs: bytes, tensors: bytes = b"", n_tensors: int = 0) -> bytes:
+    import struct
+    return b"GGUF" + struct.pack("<IQQ", 3, n_tensors, len(kvs)) + b"".join(kvs) + tensors
+
+
+def gguf_key(key: str) -> bytes:
+    import struct
+    return struct.pack("<Q", len(key)) + key.encode()
+
+
+def test_a_gguf_header_that_lies_about_its_sizes_is_refused_before_any_allocation(tmp_path, gguf_zoo):
+    import resource
+    import struct
+
+    from edgeatlas.coordinator.models import read_gguf
+
+    for prepared in gguf_zoo.values():  # real files pass
+        assert read_gguf(prepared.path)["architecture"] == "llama"
+    arch = gguf_key("general.architecture") + struct.pack("<I", 8) + gguf_key("llama")
+    lies = {
+        "huge-array": gguf_header(arch, gguf_key("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 0, 2 ** 40)),
+        "huge-string": gguf_header(arch, gguf_key("x") + struct.pack("<IQ", 8, 2 ** 62)),
+        "many-keys": b"GGUF" + struct.pack("<IQQ", 3, 0, 2 ** 60),
+        "bad-type": gguf_header(arch, gguf_key("x") + struct.pack("<I", 77)),
+        "tensor-past-end": gguf_header(arch, tensors=gguf_key("w") + struct.pack("<IQQIQ", 2, 4096, 4096, 0, 0),
+                                       n_tensors=1),
+        "tensor-dims": gguf_header(arch, tensors=gguf_key("w") + struct.pack("<I", 9), n_tensors=1),
+    }
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, data in lies.items():
+        path = tmp_path / f"{name}.gguf"
+        path.write_bytes(data)
+        with pytest.raises(InvalidInput, match=f"{name}.gguf") as info:
+            read_gguf(path)
+        assert "\n" not in str(info.value)
+    assert len(lies["huge-array"]) < 120
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated
