@@ -332,7 +332,7 @@ def reports_vs_bare(args, tmp: Path) -> None:
             work = tmp / name.split()[-1].lower()
             work.mkdir()
             c = CoordinatorProcess(work, work / "coordinator.db", db_url=url,
-                                   extra_args=("--report-rate", "100000")).start()
+                                   extra_args=("--report-rate", "100000", "--enroll-rate", "1000000")).start()
             try:
                 register_tiny(c, work)
                 credentials = asyncio.run(enroll_fleet_sync(c.address, c.enroll_token, args.agents))
@@ -356,7 +356,7 @@ def fleet_minute_part(args, tmp: Path) -> None:
           f"{min(1000, args.fleet)} of them leasing and reporting (SQLite)")
     work = tmp / "fleet"
     work.mkdir()
-    c = CoordinatorProcess(work, work / "coordinator.db", extra_args=("--report-rate", "100000")).start()
+    c = CoordinatorProcess(work, work / "coordinator.db", extra_args=("--report-rate", "100000", "--enroll-rate", "1000000")).start()
     try:
         register_tiny(c, work)
         t0 = time.perf_counter()
@@ -383,7 +383,7 @@ def heatmap_part(args, tmp: Path) -> None:
     t0 = time.perf_counter()
     cells = fill_million(work / "coordinator.db", args.reports, 40, 100)
     fill_s = time.perf_counter() - t0
-    c = CoordinatorProcess(work, work / "coordinator.db", extra_args=("--report-rate", "100000")).start()
+    c = CoordinatorProcess(work, work / "coordinator.db", extra_args=("--report-rate", "100000", "--enroll-rate", "1000000")).start()
     try:
         cold, unchanged, after_fold = heatmap_reads(c, 20, work, 100)
         rss = rss_mb(c.proc.pid)

@@ -33,30 +33,38 @@ class Tokens:
     admin: str | None
 
 
+MIN_TOKEN_CHARS = 16
+
+
 def bootstrap_tokens(store: Store, tokens_file: Path | None, env: dict[str, str]) -> tuple[Tokens, bool]:
-    """Takes tokens from env or tokens_file, else makes them on first start; (tokens, made_now)."""
+    """Takes tokens from env or tokens_file, else makes them on first start; (tokens, made_now). The tokens
+    taken become the start-up tokens: those an earlier start took and these replace are revoked."""
     given = Tokens(env.get("EDGEATLAS_ENROLL_TOKEN"), env.get("EDGEATLAS_ADMIN_TOKEN"))
+    for name, token in (("EDGEATLAS_ENROLL_TOKEN", given.enroll), ("EDGEATLAS_ADMIN_TOKEN", given.admin)):
+        if token is not None and (len(token) < MIN_TOKEN_CHARS or not token.isprintable() or " " in token):
+            raise InvalidInput(f"{name} must be at least {MIN_TOKEN_CHARS} printable characters without spaces")
     if (given.enroll is None or given.admin is None) and tokens_file and tokens_file.exists():
         try:
             saved = json.loads(tokens_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise InvalidInput(f"tokens file {tokens_file} is unreadable: {exc}") from None
         given = Tokens(given.enroll or saved.get("enroll_token"), given.admin or saved.get("admin_token"))
-    for kind, token in (("enroll", given.enroll), ("admin", given.admin)):
-        if token:
-            store.add_token(kind, auth.token_hash(token))
     made = False
     tokens = given
-    if not store.has_token("admin") or not store.has_token("enroll"):
+    if not (given.admin or store.has_token("admin")) or not (given.enroll or store.has_token("enroll")):
         tokens = Tokens(given.enroll or auth.new_token("enroll"), given.admin or auth.new_token("admin"))
-        store.add_token("enroll", auth.token_hash(tokens.enroll))
-        store.add_token("admin", auth.token_hash(tokens.admin))
         made = True
         if tokens_file:
             tokens_file.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
                 json.dump({"enroll_token": tokens.enroll, "admin_token": tokens.admin}, f)
+    for kind, token in (("enroll", tokens.enroll), ("admin", tokens.admin)):
+        if token:
+            revoked = store.bootstrap_token(kind, auth.token_hash(token))
+            if revoked:
+                log.warning("revoked %d earlier start-up %s token(s): the token given now replaces them",
+                            revoked, kind)
     return tokens, made
 
 
@@ -148,7 +156,7 @@ async def drive_federated_campaigns(controller, check_s: float) -> None:
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
                 retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
-                superlink: str = "") -> None:
+                superlink: str = "", enrollments_per_hour: float = 120.0) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period.
 
     retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
@@ -166,7 +174,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
         link = await asyncio.to_thread(SuperLink(superlink, Path(tempfile.mkdtemp(prefix="edgeatlas-superlink-"))).start)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
-                   AgentServicer(store, wakeup, reports_per_minute), server)
+                   AgentServicer(store, wakeup, reports_per_minute, enrollments_per_hour), server)
     add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server,
                    AdminServicer(store, wakeup, min_devices, predictors, link.address if link else ""), server)
     try:

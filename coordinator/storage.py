@@ -174,6 +174,26 @@ class Store:
                                expires_ms=expires_ms, uses_left=uses))
                 s.commit()
 
+    def bootstrap_token(self, kind: str, token_hash: str) -> int:
+        """Makes this the start-up token of its kind: stored if new, and every other start-up token of the
+        kind revoked (a restart with new tokens retires the old). The number revoked."""
+        with self._write, self.session() as s:
+            row = s.exec(select(TokenRow).where(TokenRow.token_hash == token_hash)).first()
+            if row is None:
+                row = TokenRow(kind=kind, token_hash=token_hash, created_ms=now_ms())
+            if row.kind != kind:
+                raise InvalidInput(f"the {kind} token given is already a token of another kind")
+            row.bootstrap, row.revoked = True, False
+            s.add(row)
+            old = s.exec(select(TokenRow).where(TokenRow.kind == kind, TokenRow.bootstrap,
+                                                TokenRow.token_hash != token_hash, TokenRow.revoked == False)  # noqa: E712
+                         ).all()
+            for stale in old:
+                stale.revoked = True
+                s.add(stale)
+            s.commit()
+            return len(old)
+
     def has_token(self, kind: str) -> bool:
         with self.session() as s:
             return s.exec(select(TokenRow).where(TokenRow.kind == kind)).first() is not None

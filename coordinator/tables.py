@@ -19,6 +19,7 @@ class TokenRow(SQLModel, table=True):
     expires_ms: Optional[int] = Field(default=None, sa_type=BigInteger)
     uses_left: Optional[int] = None
     revoked: bool = False
+    bootstrap: bool = False  # given at start-up (environment or tokens file): the next start's replaces it
 
 
 class AgentRow(SQLModel, table=True):

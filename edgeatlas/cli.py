@@ -100,7 +100,10 @@ def cmd_coordinator_serve(args) -> int:
         elif made:
             _print(f"new enrollment and admin tokens saved to {tokens_file or 'nowhere: pass --tokens-file'} "
                    "(not printed: this output is not a terminal)")
-        elif tokens_file:
+        elif os.environ.get("EDGEATLAS_ENROLL_TOKEN") or os.environ.get("EDGEATLAS_ADMIN_TOKEN"):
+            _print("tokens: from the environment (EDGEATLAS_ENROLL_TOKEN, EDGEATLAS_ADMIN_TOKEN)"
+                   + (f", the rest in {tokens_file}" if tokens_file and tokens_file.exists() else ""))
+        elif tokens_file and tokens_file.exists():
             _print(f"tokens: as before, in {tokens_file}")
 
     if args.k_anonymity < 1:
@@ -112,6 +115,8 @@ def cmd_coordinator_serve(args) -> int:
     tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
     if args.report_rate <= 0:
         raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
+    if args.enroll_rate <= 0:
+        raise errors.InvalidInput(f"--enroll-rate must be positive, got {args.enroll_rate}")
     if args.superlink:
         from edgeatlas.protos.wire import check_address
 
@@ -121,7 +126,7 @@ def cmd_coordinator_serve(args) -> int:
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
                       min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
                       retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s,
-                      superlink=args.superlink or ""))
+                      superlink=args.superlink or "", enrollments_per_hour=args.enroll_rate))
     return 0
 
 
@@ -887,6 +892,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="server key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--report-rate", type=float, default=120.0, help="reports per minute per agent, at most")
+    p.add_argument("--enroll-rate", type=float, default=120.0,
+                   help="enrollments an hour per source address and per token, at most (bursts of as many)")
     p.add_argument("--retrain-cells", type=int, default=0,
                    help="train a new predictor version whenever this many new cells can be learned from (0: off)")
     p.add_argument("--retrain-check-s", type=float, default=60.0, help="how often to look for new cells")
@@ -904,7 +911,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("create", help="make an enrollment or admin token")
     p.add_argument("--kind", choices=["enroll", "admin"], default="enroll")
     p.add_argument("--ttl", type=int, default=0, help="seconds until it expires (0: never)")
-    p.add_argument("--uses", type=int, default=0, help="enrollments it allows (0: unlimited)")
+    p.add_argument("--uses", type=int, default=1,
+                   help="enrollments it allows (default 1: one device; 0: unlimited, for a fleet image)")
     _admin_options(p)
     p.set_defaults(func=cmd_token_create)
     p = token.add_parser("revoke", help="an enrollment or admin token stops working")

@@ -55,6 +55,7 @@ class CoordinatorProcess:
     k_anonymity: int = 1  # tests look at cells of one or two devices; the product default is 5
     db_url: str = ""  # default: SQLite at db_path
     extra_args: tuple[str, ...] = ()
+    extra_env: tuple[tuple[str, str], ...] = ()  # EDGEATLAS_* variables to start it with (cli_env drops the rest)
 
     @property
     def tokens(self) -> dict[str, str]:
@@ -78,7 +79,7 @@ class CoordinatorProcess:
              "--listen", f"127.0.0.1:{self.port}", "--tokens-file", str(self.workdir / "tokens.json"),
              "--ready-file", str(ready), "--k-anonymity", str(self.k_anonymity), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT,
-            env=cli_env(TMPDIR=str(self.workdir)))  # what it makes there (a SuperLink's folder) is the test's
+            env=cli_env(TMPDIR=str(self.workdir), **dict(self.extra_env)))  # what it makes there (a SuperLink's folder) is the test's
         log.close()
         deadline = time.monotonic() + 30
         while not ready.exists():

@@ -52,11 +52,23 @@ class RateLimit:
         return True
 
 
+def peer_host(peer: str) -> str:
+    """The address part of a gRPC peer ("ipv4:1.2.3.4:5", "ipv6:[::1]:5", "unix:..."), the port left off."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1:rest.find("]")]
+    return rest.rpartition(":")[0] if kind == "ipv4" else peer
+
+
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, store: Store, wakeup: Wakeup, reports_per_minute: float = 120.0):
+    def __init__(self, store: Store, wakeup: Wakeup, reports_per_minute: float = 120.0,
+                 enrollments_per_hour: float = 120.0):
         self.store = store
         self.wakeup = wakeup
         self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
+        # Per source address and per token, whether the token is right or not: guessing tokens and minting
+        # Sybils both cost time. In this process only: replicas each allow as much (see README, security).
+        self.enroll_limit = RateLimit(enrollments_per_hour / 60, burst=max(1, int(enrollments_per_hour)))
 
     async def _agent(self, context) -> str:
         token = auth.bearer_from(context.invocation_metadata())
@@ -75,6 +87,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not request.enrollment_token:
             raise Unauthenticated("missing enrollment token")
         token_hash = auth.token_hash(request.enrollment_token)
+        if len(self.enroll_limit.buckets) > 100_000:  # an address flood must not grow memory without end
+            self.enroll_limit.buckets.clear()
+        for key in (f"address:{peer_host(context.peer())}", f"token:{token_hash}"):
+            if not self.enroll_limit.take(key):
+                raise ResourceExhausted(f"enrollment rate limit reached for this {key.partition(':')[0]} "
+                                        f"({self.enroll_limit.burst} an hour): retry later")
         if not await asyncio.to_thread(self.store.check_token, "enroll", token_hash):
             raise Unauthenticated("enrollment token is wrong, expired, used up or revoked")
         if len(request.spec_json) > MAX_SPEC_BYTES:

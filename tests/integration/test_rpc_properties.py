@@ -37,7 +37,8 @@ small_ints = st.integers(min_value=0, max_value=2**32 - 1)
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def server(request, tmp_path_factory, prepared_zoo):
     tmp = tmp_path_factory.mktemp("props")
-    c = CoordinatorProcess(tmp, tmp / "coordinator.db", db_url=coordinator_db(request, request.param, tmp)).start()
+    c = CoordinatorProcess(tmp, tmp / "coordinator.db", db_url=coordinator_db(request, request.param, tmp),
+                           extra_args=("--enroll-rate", "1000000")).start()  # explore inputs, not the limit
     channel = grpc.insecure_channel(c.address)
     agent = agent_pb2_grpc.AgentServiceStub(channel)
     admin = admin_pb2_grpc.AdminServiceStub(channel)
