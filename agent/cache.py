@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Iterable
 
-from edgeatlas.protos.errors import IntegrityError
+from edgeatlas.protos.errors import IntegrityError, InvalidInput
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SUFFIXES = ("", ".onnx", ".gguf", ".npz")  # what the agent fetches: a model of a known format, reference data
 
 
 class ModelCache:
@@ -16,6 +20,12 @@ class ModelCache:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, sha256: str, suffix: str = "") -> Path:
+        """The cache file of these bytes. The coordinator's words are data: a name is built only from a
+        sha256 of 64 hex digits and a known suffix, so no task can point the agent outside its cache."""
+        if not SHA256.fullmatch(sha256 or ""):
+            raise InvalidInput(f"sha256 {sha256[:70]!r} from the coordinator is not 64 hex digits")
+        if suffix not in SUFFIXES:
+            raise InvalidInput(f"model format {suffix.lstrip('.')[:20]!r} from the coordinator is not onnx or gguf")
         return self.root / f"{sha256}{suffix}"
 
     def has(self, sha256: str, suffix: str = "") -> bool:

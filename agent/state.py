@@ -30,7 +30,7 @@ def write_private(path: Path, text: str) -> None:
 class StateDir:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private(self.root)
         self.models = self.root / "models"
         self.outbox = self.root / "outbox"
 
@@ -46,6 +46,22 @@ class StateDir:
 
     def save_identity(self, identity: Identity) -> None:
         write_private(self.identity_path, json.dumps(asdict(identity)))
+
+
+def make_private(root: Path) -> None:
+    """The state directory is its owner's alone: the folder 0700, every file in it 0600 (results, raw
+    samples, the ledger, the outbox, the credential), including those an older agent left readable. The
+    process's umask is set to 077 so that every file made from now on is born private too."""
+    os.umask(0o077)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(os.path.join(folder, name), 0o700)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o600)
 
 
 def default_state_dir() -> Path:

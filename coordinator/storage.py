@@ -36,6 +36,7 @@ from edgeatlas.protos.spec import SpecSheet
 MAX_LEASE_ATTEMPTS = 3
 LEASE_GRACE_S = 300  # model download and session load, on top of the run's own limit
 OPEN_TASK = ("pending", "leased")
+BLOB_CHUNKS_PER_COMMIT = 8  # 8 MiB a transaction: short enough that other writers barely wait
 OFFLINE_AFTER_MS = 90_000  # an agent unheard of this long is offline: its pending tasks are up for adoption
 SWEEP_EVERY_MS = 5_000  # how often leasing looks for overdue campaigns and orphaned tasks
 TOUCH_FLUSH_S = 1.0  # heartbeats are written together at most this long after they arrive
@@ -340,15 +341,36 @@ class Store:
 
     # ---- blobs and models ---------------------------------------------------------------------
     def put_blob(self, sha256: str, size_bytes: int, chunks: Iterable[bytes]) -> None:
-        """Stores a verified blob; chunks are the caller's, already checked against sha256."""
-        with self._write, self.session() as s:
-            if s.get(BlobRow, sha256) is not None:
-                return
-            n = 0
-            for n, data in enumerate(chunks, start=1):
-                s.add(BlobChunkRow(sha256=sha256, idx=n - 1, data=data))
-            s.add(BlobRow(sha256=sha256, size_bytes=size_bytes, n_chunks=n, created_ms=now_ms()))
+        """Stores a verified blob; chunks are the caller's, already checked against sha256.
+
+        The chunks are written a few at a time in transactions of their own, without the store's write
+        lock, so a 500 MiB upload does not hold up enrollments and reports; the blob exists (BlobRow, under
+        the lock) only once all of them are in. Chunks left by an upload that died are replaced."""
+        if self.blob(sha256) is not None:
+            return
+        with self.session() as s:
+            s.connection().execute(BlobChunkRow.__table__.delete().where(BlobChunkRow.sha256 == sha256))
             s.commit()
+        n, pending = 0, []
+        for n, data in enumerate(chunks, start=1):
+            pending.append({"sha256": sha256, "idx": n - 1, "data": data})
+            if len(pending) >= BLOB_CHUNKS_PER_COMMIT:
+                self._put_chunks(pending)
+                pending = []
+        if pending:
+            self._put_chunks(pending)
+        with self._write, self.session() as s:
+            if s.get(BlobRow, sha256) is None:
+                s.add(BlobRow(sha256=sha256, size_bytes=size_bytes, n_chunks=n, created_ms=now_ms()))
+                s.commit()
+
+    def _put_chunks(self, rows: list[dict]) -> None:
+        with self.session() as s:
+            try:
+                s.connection().execute(BlobChunkRow.__table__.insert(), rows)
+                s.commit()
+            except SAIntegrityError:
+                raise Conflict(f"blob {rows[0]['sha256'][:12]} is being uploaded by another call: retry") from None
 
     def blob(self, sha256: str) -> BlobRow | None:
         with self.session() as s:
@@ -614,17 +636,17 @@ class Store:
         if task.lease_id != report.lease_id:
             raise Conflict(f"lease {report.lease_id[:8] or '(none)'} of task {report.task_id} is stale")
         campaign = _kept(s, CampaignRow, task.campaign_id)
+        agent = self._enrolled(s, agent_id)
         if report.ok:
             asked = setting_for(Setting(**json.loads(campaign.setting_json)),
                                 _kept(s, ModelRow, task.model_sha256).format)
-            check_setting_matches(asked, report.setting)
+            check_setting_matches(asked, report.setting, simulated=agent.simulated)
         if report.ok and report.privacy_mode == "ldp":
             contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
             if report.privacy != contract:
                 raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
                                    f"campaign {campaign.id}'s contract ({contract.describe()})")
             check_released(report.released, contract)
-        agent = self._enrolled(s, agent_id)
         folds = report.ok and report.valid
         hw = _hardware_class(agent, report.setting) if folds else ""
         s.info["new_reports"].append(dict(

@@ -52,17 +52,18 @@ def check_setting(setting: Setting) -> None:
             raise InvalidInput(f"setting.{name} is missing or longer than 64 characters")
 
 
-def check_setting_matches(asked: Setting, ran: Setting) -> None:
+def check_setting_matches(asked: Setting, ran: Setting, simulated: bool = False) -> None:
     """A report's setting is its task's: the same runtime, target, batch, threads, scenario and scenario
     parameters, and the execution provider those imply. The agent fills in only what the task leaves to the
     device (runtime version, precision, a thread count or scenario parameter the task left at its default),
-    so a report cannot place its numbers in a cell, or on a hardware class, its task never asked for."""
+    so a report cannot place its numbers in a cell, or on a hardware class, its task never asked for.
+    A simulated device (its cells are marked simulated, never fleet) names its own runtime and target."""
     from edgeatlas.protos import scenarios
 
     def refuse(field: str, got, want) -> None:
         raise InvalidInput(f"setting.{field} = {str(got)[:64]!r} is not the task's ({str(want)[:64]!r})")
 
-    for name in ("runtime", "batch", "scenario"):
+    for name in ("batch", "scenario") if simulated else ("runtime", "batch", "scenario"):
         if getattr(ran, name) != getattr(asked, name):
             refuse(name, getattr(ran, name), getattr(asked, name))
     if asked.threads and ran.threads != asked.threads:
@@ -71,6 +72,8 @@ def check_setting_matches(asked: Setting, ran: Setting) -> None:
         if ran.scenario_params.get(key) != value:
             refuse(f"scenario_params[{key}]", ran.scenario_params.get(key), value)
     scenarios.check(ran.scenario, ran.scenario_params)  # what the agent added: known names, in range
+    if simulated:
+        return
     if asked.runtime == "llama.cpp":
         # llama.cpp offloads to a GPU only where the task asks for layers on it and the device has one
         layers = int(float(asked.scenario_params.get("gpu_layers", "0")))

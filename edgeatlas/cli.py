@@ -87,6 +87,7 @@ def cmd_coordinator_serve(args) -> int:
     from edgeatlas.coordinator.server import bootstrap_tokens, serve
     from edgeatlas.coordinator.storage import Store
 
+    os.umask(0o077)  # the database, its WAL and the tokens file: the coordinator's user's alone
     store = Store(args.db)
     tokens_file = Path(args.tokens_file) if args.tokens_file else _default_tokens_file(args.db)
     tokens, made = bootstrap_tokens(store, tokens_file, dict(os.environ))

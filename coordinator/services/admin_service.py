@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import io
 import json
 import math
+import tempfile
 import time
 
 from edgeatlas.coordinator import aggregate, auth
@@ -221,13 +223,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def UploadBlob(self, request_iterator, context):
         await self._admin(context)
-        sha, data = await self._receive_blob(request_iterator)
-        await asyncio.to_thread(self.store.put_blob, sha, len(data), split(data))
-        return admin_pb2.BlobInfo(sha256=sha, size_bytes=len(data))
+        with tempfile.TemporaryFile() as spool:  # streamed to disk, not held in memory
+            sha, size = await self._receive_blob(request_iterator, spool)
+            spool.seek(0)
+            await asyncio.to_thread(self.store.put_blob, sha, size, iter(lambda: spool.read(CHUNK_BYTES), b""))
+        return admin_pb2.BlobInfo(sha256=sha, size_bytes=size)
 
-    async def _receive_blob(self, request_iterator) -> tuple[str, bytes]:
-        """A streamed blob's sha256 and bytes, once they match the sha256 and size its first chunk names."""
-        digest, buffer, sha, size = hashlib.sha256(), bytearray(), None, None
+    async def _receive_blob(self, request_iterator, sink) -> tuple[str, int]:
+        """A streamed blob's sha256 and size, written to sink, once they match the sha256 and size its first
+        chunk names."""
+        digest, received, sha, size = hashlib.sha256(), 0, None, None
         async for chunk in request_iterator:
             check_parsed(chunk)
             if sha is None:
@@ -236,15 +241,16 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
                     raise InvalidInput("the first chunk must name the blob's sha256 (64 hex digits)")
                 if size > MAX_MODEL_BYTES:
                     raise ResourceExhausted(f"blob of {size} bytes is over the {MAX_MODEL_BYTES} byte limit")
-            buffer += chunk.data
-            digest.update(chunk.data)
-            if len(buffer) > size:
+            received += len(chunk.data)
+            if received > size:
                 raise InvalidInput(f"more bytes than the declared size_bytes = {size}")
+            digest.update(chunk.data)
+            sink.write(chunk.data)
         if sha is None:
             raise InvalidInput("empty upload")
-        if len(buffer) != size or digest.hexdigest() != sha:
+        if received != size or digest.hexdigest() != sha:
             raise InvalidInput(f"uploaded bytes do not match sha256 {sha[:16]} and size {size}")
-        return sha, bytes(buffer)
+        return sha, size
 
     @rpc
     async def RegisterModel(self, request, context):
@@ -263,8 +269,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return convert.model_to_pb(row.to_ref())
 
     def _check_gguf(self, sha256: str) -> None:
-        import tempfile
-
         from edgeatlas.coordinator.models import read_gguf
 
         if self.store.blob(sha256) is None:
@@ -281,7 +285,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         if self.store.blob(sha256) is None:
             raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
         try:
-            onnx.checker.check_model(onnx.load_from_string(b"".join(self.store.blob_chunks(sha256))))
+            model = onnx.load_from_string(b"".join(self.store.blob_chunks(sha256)))
+        except Exception as exc:
+            raise InvalidInput(f"not a valid ONNX model: {type(exc).__name__}") from None
+        external = [t.name for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+        if external:  # it would name files on the coordinator's disk: their existence would leak, or worse
+            raise InvalidInput(f"tensor {external[0][:60]!r} keeps its data in an external file: upload one "
+                               f"self-contained ONNX file (onnx.save with save_as_external_data=False)")
+        try:
+            onnx.checker.check_model(model)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidInput(f"not a valid ONNX model: {first[:300]}") from None
@@ -380,8 +392,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def PublishPredictor(self, request_iterator, context):
         await self._admin(context)
-        _, data = await self._receive_blob(request_iterator)
-        row = await asyncio.to_thread(_predictor_call, self.predictors.publish, data)
+        data = io.BytesIO()
+        await self._receive_blob(request_iterator, data)
+        row = await asyncio.to_thread(_predictor_call, self.predictors.publish, data.getvalue())
         return predictor_to_pb(row)
 
     @rpc
@@ -404,6 +417,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             yield admin_pb2.BlobChunk(sha256=row.checkpoint_sha256 if first else "",
                                       size_bytes=row.size_bytes if first else 0, data=data)
             first = False
+
+
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers, Constant values and those of subgraphs (If, Loop, Scan)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
 
 
 def _predictor_call(fn, *args):

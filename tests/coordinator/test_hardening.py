@@ -157,3 +157,28 @@ def test_a_gguf_header_that_lies_about_its_sizes_is_refused_before_any_allocatio
         assert "\n" not in str(info.value)
     assert len(lies["huge-array"]) < 120
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated
+
+
+def test_a_blob_is_stored_without_holding_the_stores_write_lock_and_only_once_whole(store):
+    """A 500 MiB upload held the lock every enrollment and report waits for; now only its last step does."""
+    seen = []
+
+    def chunks():
+        for i in range(20):
+            seen.append(store._write.locked())
+            assert store.blob("b" * 64) is None  # not visible before every chunk is in
+            yield bytes([i]) * 1000
+
+    store.put_blob("b" * 64, 20_000, chunks())
+    assert seen == [False] * 20
+    assert b"".join(store.blob_chunks("b" * 64)) == b"".join(bytes([i]) * 1000 for i in range(20))
+
+    def dies():
+        yield b"x" * 10
+        raise OSError("connection lost")
+
+    with pytest.raises(OSError):
+        store.put_blob("d" * 64, 20, dies())
+    assert store.blob("d" * 64) is None
+    store.put_blob("d" * 64, 20, [b"y" * 10, b"z" * 10])  # the retry replaces the dead upload's chunks
+    assert b"".join(store.blob_chunks("d" * 64)) == b"y" * 10 + b"z" * 10

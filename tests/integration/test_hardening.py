@@ -167,3 +167,27 @@ def test_start_up_tokens_from_the_environment_replace_the_earlier_ones(tmp_path)
         assert "revoked 1 earlier start-up admin token" in (tmp_path / "coordinator.log").read_text()
     finally:
         c.stop()
+
+
+def test_an_onnx_upload_naming_external_data_files_is_refused(coordinator, tmp_path):
+    """Its relative paths were resolved on the coordinator's disk: an upload told whether a file exists."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])], [weight])
+    model = helper.make_model(graph)
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="weights.bin", size_threshold=0)
+    hostile = onnx.load(str(tmp_path / "m.onnx"), load_external_data=False)
+    for entry in hostile.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = "../../../../etc/hostname"  # onnx.save itself refuses to write such a path
+    (tmp_path / "m.onnx").write_bytes(hostile.SerializeToString())
+    with coordinator.admin() as admin, pytest.raises(InvalidInput, match="external file"):
+        admin.add_model(tmp_path / "m.onnx", "external", b"", "{}")
+    with coordinator.admin() as admin:
+        assert admin.list_models() == []
