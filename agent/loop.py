@@ -86,6 +86,8 @@ class Agent:
         self.ledger = Ledger(config.state_dir.root / "privacy-ledger.db", config.budget)
         self.results = LocalResults(config.state_dir.root / "results.jsonl")
         self.channel = open_channel(config.coordinator, config.tls)
+        self._connectivity = None
+        self.channel.subscribe(self._connectivity_changed)
         self.stub = agent_pb2_grpc.AgentServiceStub(self.channel)
         self.identity: Identity | None = config.state_dir.identity()
         if self.identity and self.identity.coordinator != config.coordinator:
@@ -254,6 +256,28 @@ class Agent:
             self.stop.wait(ETIQUETTE_WAIT_S)
         return reason is not None
 
+    def _connectivity_changed(self, state: grpc.ChannelConnectivity) -> None:
+        self._connectivity = state
+
+    def _await_coordinator(self, delay_s: float) -> None:
+        """Waits up to delay_s, but, where the connection is down, no longer than until it is up again (the
+        channel's own health probe): the backoff spares a coordinator that is away and costs nothing once it
+        is back. A connected coordinator that answered UNAVAILABLE (overloaded) gets the whole delay."""
+        if self._connectivity == grpc.ChannelConnectivity.READY:
+            self.stop.wait(delay_s)
+            return
+        ready = grpc.channel_ready_future(self.channel)
+        deadline = time.monotonic() + delay_s
+        try:
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                try:
+                    ready.result(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+                    return
+                except grpc.FutureTimeoutError:
+                    continue
+        finally:
+            ready.cancel()
+
     def run(self) -> int:
         """Loops until stopped; returns an exit code."""
         backoff = Backoff()
@@ -278,8 +302,8 @@ class Agent:
                     if code not in TRANSIENT:
                         log.error("coordinator answered %s: %s", code.name, exc.details())
                     delay = backoff.next_s()
-                    log.info("coordinator unavailable (%s); retrying in %.1f s", code.name, delay)
-                    self.stop.wait(delay)
+                    log.info("coordinator unavailable (%s); retrying within %.1f s", code.name, delay)
+                    self._await_coordinator(delay)
             return 0
         finally:
             if supernode is not None:

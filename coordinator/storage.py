@@ -144,6 +144,7 @@ class Store:
         self.engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            _check_sqlite(self.engine, url[len("sqlite:///"):])
         SQLModel.metadata.create_all(self.engine)
         _add_missing_columns(self.engine)
         self._write = threading.Lock()
@@ -1183,6 +1184,22 @@ def _cancel_open_tasks(s: Session, campaign_id: int, t: int, reason: str | None 
 def _by_id(s: Session, model, row_id: int):
     """s.get by an id a caller named: one outside the ids' range (MAX_ROW_ID) is no row, not a database error."""
     return s.get(model, row_id) if 0 < row_id <= MAX_ROW_ID else None
+
+
+def _check_sqlite(engine, path: str) -> None:
+    """A corrupt database file is one line at start-up, naming it and SQLite's own verdict, before any
+    request can meet the damage (a file corrupt only in its report pages started, then answered INTERNAL)."""
+    from sqlalchemy.exc import DatabaseError
+
+    try:
+        with engine.connect() as conn:
+            verdict = [line.strip() for row in conn.exec_driver_sql("PRAGMA quick_check(3)")
+                       for line in str(row[0]).splitlines() if line.strip()]
+    except DatabaseError as exc:
+        raise InvalidInput(f"database {path} cannot be opened: {str(exc.orig)[:200]}") from None
+    if verdict != ["ok"]:
+        raise InvalidInput(f"database {path} is corrupt (integrity check: {'; '.join(verdict)[:300]}); "
+                           f"restore it from a backup or move it away") from None
 
 
 def _kept(s: Session, model, key):

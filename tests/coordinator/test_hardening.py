@@ -182,3 +182,20 @@ def test_a_blob_is_stored_without_holding_the_stores_write_lock_and_only_once_wh
     assert store.blob("d" * 64) is None
     store.put_blob("d" * 64, 20, [b"y" * 10, b"z" * 10])  # the retry replaces the dead upload's chunks
     assert b"".join(store.blob_chunks("d" * 64)) == b"y" * 10 + b"z" * 10
+
+
+def test_a_corrupt_sqlite_file_is_one_line_and_exit_2_at_start_up(tmp_path):
+    from edgeatlas.coordinator.storage import Store
+    from tests.conftest import run_cli
+
+    good = tmp_path / "c.db"
+    Store(f"sqlite:///{good}").close()
+    data = bytearray(good.read_bytes())
+    data[3 * 4096:6 * 4096] = b"\xab" * (3 * 4096)  # pages past the header: it opens, its tables do not read
+    (tmp_path / "pages.db").write_bytes(bytes(data))
+    (tmp_path / "junk.db").write_bytes(b"not a database" * 500)
+    for name, says in (("pages.db", "is corrupt (integrity check: "), ("junk.db", "cannot be opened")):
+        proc = run_cli("coordinator", "serve", "--db", f"sqlite:///{tmp_path / name}", "--listen", "127.0.0.1:0",
+                       timeout=60)
+        assert proc.returncode == 2 and says in proc.stderr and name in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
