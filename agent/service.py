@@ -142,7 +142,8 @@ def install(spec: ServiceSpec, token: str | None, platform: str = sys.platform, 
     if token:
         write_private(spec.token_file, token)
     elif not spec.token_file.exists() and not (spec.state_dir / "identity.json").exists():
-        raise InvalidInput("the agent is not enrolled yet: give --token (it is kept in a file only you can read)")
+        raise InvalidInput("the agent is not enrolled yet: give --token-file or set EDGEATLAS_ENROLL_TOKEN "
+                           "(the token is kept in a file only you can read)")
     path = service_path(platform, home, env)
     path.parent.mkdir(parents=True, exist_ok=True)
     if platform.startswith("linux"):

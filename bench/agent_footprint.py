@@ -52,8 +52,8 @@ def main() -> None:
             wait_for(ready, coordinator, "the coordinator")
             address = json.loads(ready.read_text())["address"]
             token = json.loads((tmp_path / "tokens.json").read_text())["enroll_token"]
-            agent = start(["agent", "run", "--coordinator", address, "--token", token,
-                           "--state-dir", str(tmp_path / "agent")], tmp_path / "agent.log", env)
+            agent = start(["agent", "run", "--coordinator", address, "--state-dir", str(tmp_path / "agent")],
+                          tmp_path / "agent.log", dict(env, EDGEATLAS_ENROLL_TOKEN=token))
             procs.append(agent)
             wait_for(tmp_path / "agent" / "identity.json", agent, "the agent")
             time.sleep(5)  # enrolled: let start-up work finish before measuring idle

@@ -187,12 +187,7 @@ def cmd_agent_run(args) -> int:
     from edgeatlas.protos.wire import check_address
 
     check_address(args.coordinator)
-    token = args.token
-    if not token and args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip() or None
-        except OSError as exc:
-            raise errors.InvalidInput(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+    token = _enroll_token(args)
     superlink = ""
     if args.federated:
         from edgeatlas.agent.federated import check_installed
@@ -253,7 +248,7 @@ def cmd_agent_install_service(args) -> int:
     if args.print:
         _print(service.systemd_unit(spec) if sys.platform.startswith("linux") else " ".join(spec.argv()))
         return 0
-    done = service.install(spec, args.token, start=not args.no_start)
+    done = service.install(spec, _enroll_token(args), start=not args.no_start)
     _print(f"{done.path}: {done.note}")
     return 0
 
@@ -613,9 +608,10 @@ def cmd_fleet_simulate(args) -> int:
     from edgeatlas.protos.wire import check_address
 
     check_address(args.coordinator)
-    if not args.token:
-        raise errors.Unauthenticated("simulated agents enroll too: pass --token or set EDGEATLAS_ENROLL_TOKEN")
-    run(args.coordinator, args.token, args.agents, args.catalog, args.once, args.duration, args.seed)
+    token = _enroll_token(args)
+    if not token:
+        raise errors.Unauthenticated("simulated agents enroll too: give --token-file or set EDGEATLAS_ENROLL_TOKEN")
+    run(args.coordinator, token, args.agents, args.catalog, args.once, args.duration, args.seed)
     return 0
 
 
@@ -676,8 +672,22 @@ def _tls_options(p: argparse.ArgumentParser) -> None:
 def _enroll_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR),
                    help="HOST:PORT (env EDGEATLAS_COORDINATOR)")
-    p.add_argument("--token", default=os.environ.get("EDGEATLAS_ENROLL_TOKEN"),
-                   help="enrollment token (env EDGEATLAS_ENROLL_TOKEN)")
+    p.add_argument("--token-file", help="read the enrollment token from this file (or set EDGEATLAS_ENROLL_TOKEN)")
+    p.add_argument("--token", help=argparse.SUPPRESS)  # refused by _enroll_token: argv is public (ps)
+
+
+def _enroll_token(args) -> str | None:
+    """The enrollment token from --token-file or EDGEATLAS_ENROLL_TOKEN; never from the command line, which
+    every user of the machine can read in ps."""
+    if args.token:
+        raise errors.InvalidInput("--token would show the token to every user of this machine (ps): "
+                                  "give --token-file FILE or set EDGEATLAS_ENROLL_TOKEN")
+    if args.token_file:
+        try:
+            return Path(args.token_file).read_text().strip() or None
+        except OSError as exc:
+            raise errors.InvalidInput(f"cannot read --token-file {args.token_file}: {exc.strerror}") from None
+    return os.environ.get("EDGEATLAS_ENROLL_TOKEN") or None
 
 
 def _budget_options(p: argparse.ArgumentParser) -> None:
@@ -929,7 +939,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_agent_spec)
     p = agent.add_parser("run", help="enroll, then pull and run tasks until stopped")
     _enroll_options(p)
-    p.add_argument("--token-file", help="read the enrollment token from this file")
     p.add_argument("--state-dir", help="credential, model cache and outbox (default ~/.local/state/...)")
     p.add_argument("--name", help="this device's name in the fleet")
     p.add_argument("--label", action="append", help="KEY=VALUE, repeatable")

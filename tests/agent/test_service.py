@@ -71,9 +71,8 @@ def test_install_without_enrollment_is_refused(spec, tmp_path):
 
 
 def test_cli_install_service_on_this_machine(tmp_path):
-    env = cli_env(XDG_CONFIG_HOME=str(tmp_path / "config"))
-    proc = run_cli("agent", "install-service", "--token", "ea_enroll_x", "--state-dir", str(tmp_path / "s"),
-                   env=env)
+    env = cli_env(XDG_CONFIG_HOME=str(tmp_path / "config"), EDGEATLAS_ENROLL_TOKEN="ea_enroll_x")
+    proc = run_cli("agent", "install-service", "--state-dir", str(tmp_path / "s"), env=env)
     assert proc.returncode == 0, proc.stderr
     unit = tmp_path / "config" / "systemd" / "user" / f"{service.NAME}.service"
     assert str(unit) in proc.stdout and unit.exists()  # started, or says exactly why not (no user bus here)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import register, run_cli
+from tests.conftest import cli_env, register, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +37,13 @@ def test_enrollment_token_use_count_is_enforced(coordinator, tmp_path):
     first = run_cli("agent", "run", "--coordinator", coordinator.address, "--token-file", str(tmp_path / "token"),
                     "--once", "--state-dir", str(tmp_path / "a"), timeout=120)
     assert first.returncode == 0, first.stderr
-    second = run_cli("agent", "run", "--coordinator", coordinator.address, "--token", token, "--once",
-                     "--state-dir", str(tmp_path / "b"), timeout=120)
+    second = run_cli("agent", "run", "--coordinator", coordinator.address, "--once",
+                     "--state-dir", str(tmp_path / "b"), timeout=120, env=cli_env(EDGEATLAS_ENROLL_TOKEN=token))
     assert second.returncode == 2 and "used up" in second.stderr
+    on_argv = run_cli("agent", "run", "--coordinator", coordinator.address, "--token", token, "--once",
+                      "--state-dir", str(tmp_path / "c"), timeout=120)
+    assert on_argv.returncode == 2 and "--token-file" in on_argv.stderr and "ps" in on_argv.stderr
+    assert not (tmp_path / "c" / "identity.json").exists()
 
 
 def test_campaign_schedule_pause_resume_and_bad_options_from_the_cli(coordinator, prepared_zoo):

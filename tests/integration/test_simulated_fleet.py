@@ -10,7 +10,7 @@ import pytest
 from edgeatlas.agent.simulate import load_catalog, synthetic_latency_ms
 from edgeatlas.protos.records import RunParams, Setting
 
-from tests.conftest import register, run_cli, stop_pid
+from tests.conftest import cli_env, register, run_cli, stop_pid
 from tests.integration.test_campaign import campaign_state, wait_for
 
 pytestmark = pytest.mark.slow
@@ -55,8 +55,9 @@ def test_simulated_fleet_populates_the_heatmap_marked_simulated(coordinator, pre
 
 def test_fleet_simulate_needs_a_token_and_a_sane_count():
     proc = run_cli("fleet", "simulate", "--agents", "3", "--coordinator", "127.0.0.1:9")
-    assert proc.returncode == 2 and "--token" in proc.stderr
-    proc = run_cli("fleet", "simulate", "--agents", "0", "--coordinator", "127.0.0.1:9", "--token", "x")
+    assert proc.returncode == 2 and "--token-file" in proc.stderr
+    proc = run_cli("fleet", "simulate", "--agents", "0", "--coordinator", "127.0.0.1:9",
+                   env=cli_env(EDGEATLAS_ENROLL_TOKEN="x"))
     assert proc.returncode == 2 and "--agents" in proc.stderr
 
 

@@ -6,7 +6,7 @@ from edgeatlas.protos.admin_client import AdminClient
 from edgeatlas.protos.errors import InvalidInput, Unavailable
 from edgeatlas.protos.wire import ClientTls, open_channel
 
-from tests.conftest import CoordinatorProcess, run_cli
+from tests.conftest import CoordinatorProcess, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,10 @@ def test_mutual_tls_admits_only_certified_clients(mtls, tmp_path):
         with AdminClient(c.address, c.admin_token, tls) as admin, pytest.raises(Unavailable):
             admin.list_models()
     # an agent over mutual TLS enrolls and polls
-    proc = run_cli("agent", "run", "--coordinator", c.address, "--token", c.enroll_token, "--once",
+    proc = run_cli("agent", "run", "--coordinator", c.address, "--once",
                    "--state-dir", str(tmp_path / "a"), "--tls-ca", str(certs / "ca.pem"),
-                   "--tls-cert", str(certs / "client.pem"), "--tls-key", str(certs / "client.key"), timeout=120)
+                   "--tls-cert", str(certs / "client.pem"), "--tls-key", str(certs / "client.key"), timeout=120,
+                   env=cli_env(EDGEATLAS_ENROLL_TOKEN=c.enroll_token))
     assert proc.returncode == 0, proc.stderr
     with AdminClient(c.address, c.admin_token, full) as admin:
         assert len(admin.list_agents()) == 1

@@ -40,17 +40,17 @@ def wire(coordinator, prepared_zoo):
     channel.close()
 
 
-def _setting(r: agent_pb2.ReportRequest) -> None:
-    r.setting.runtime, r.setting.runtime_version, r.setting.target = "onnxruntime", "1.32.0", "cpu"
-    r.setting.execution_provider, r.setting.batch, r.setting.precision = "CPUExecutionProvider", 1, "fp32"
-    r.setting.scenario = "single-stream"
+def _setting(r: agent_pb2.ReportRequest, task) -> None:
+    """The task's setting, as an agent fills it in: the runtime's version (a report must carry its task's)."""
+    r.setting.CopyFrom(task.setting)
+    r.setting.runtime_version = "1.32.0"
 
 
 def good_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
     """What an agent sends by default: a release noised under the task's privacy contract."""
     r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
                                 status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="ldp")
-    _setting(r)
+    _setting(r, task)
     privacy = convert.privacy_from_pb(task.privacy)
     r.privacy.CopyFrom(task.privacy)
     stats = LatencyStats(1.0, 1.1, 1.2, 1.05, 0.05, 0.9, 1.3, 950.0, 100, 0.1)
@@ -62,7 +62,7 @@ def trusted_report(task, report_id="report-0001") -> agent_pb2.ReportRequest:
     """What an owner in trusted mode sends: exact stats."""
     r = agent_pb2.ReportRequest(report_id=report_id, task_id=task.task_id, lease_id=task.lease_id,
                                 status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted")
-    _setting(r)
+    _setting(r, task)
     s = r.stats
     s.p50_ms, s.p90_ms, s.p99_ms, s.mean_ms, s.stdev_ms = 1.0, 1.1, 1.2, 1.05, 0.05
     s.min_ms, s.max_ms, s.throughput_ips, s.iterations, s.duration_s = 0.9, 1.3, 950.0, 100, 0.1
