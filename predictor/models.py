@@ -317,6 +317,11 @@ class Predictor:
 
         what = origin or f"checkpoint {path}"
         try:
+            with open(path, "rb") as f:
+                head = f.read(9)  # safetensors: an 8-byte header length, then its JSON
+                if head[8:9] != b"{" and (head[:2] == b"PK" or head[:1] == b"\x80"):  # torch.save's zip, a pickle
+                    raise InvalidInput(f"{what}: a pickled (edgeatlas.predictor/v1) checkpoint, which is never "
+                                       f"loaded: it could run code. Train it again (edgeatlas predictor train)")
             with safe_open(str(path), framework="numpy") as f:
                 header = f.metadata() or {}
                 if header.get("format") != CHECKPOINT_FORMAT:
