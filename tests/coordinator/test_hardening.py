@@ -199,3 +199,15 @@ def test_a_corrupt_sqlite_file_is_one_line_and_exit_2_at_start_up(tmp_path):
                        timeout=60)
         assert proc.returncode == 2 and says in proc.stderr and name in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_new_start_up_token_revokes_the_earlier_one_and_no_other(store):
+    store.add_token("admin", "made-by-token-create")
+    assert store.bootstrap_token("admin", "first") == 0
+    assert store.bootstrap_token("admin", "first") == 0  # the same token again: a restart, nothing revoked
+    assert store.bootstrap_token("admin", "second") == 1
+    assert not store.check_token("admin", "first") and store.check_token("admin", "second")
+    assert store.check_token("admin", "made-by-token-create")  # tokens made by `token create` are kept
+    assert store.bootstrap_token("enroll", "e1") == 0 and store.check_token("admin", "second")
+    with pytest.raises(InvalidInput, match="another kind"):
+        store.bootstrap_token("enroll", "second")
