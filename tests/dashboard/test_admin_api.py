@@ -59,9 +59,11 @@ def test_predict_wants_exactly_one_model(world):
 def test_publishing_garbage_stores_no_version(world, tmp_path):
     with world.coordinator.admin() as admin:
         before = [v.version for v in admin.predictor_versions()]
-        garbage = b"\x80\x04 definitely not a checkpoint"
-        with pytest.raises(InvalidInput, match="the published checkpoint: not a predictor checkpoint"):
+        garbage = b"\x80\x04 definitely not a checkpoint"  # a pickle's first bytes
+        with pytest.raises(InvalidInput, match="the published checkpoint: a pickled .* never loaded"):
             admin.publish_predictor(garbage)
+        with pytest.raises(InvalidInput, match="the published checkpoint: not a safetensors predictor checkpoint"):
+            admin.publish_predictor(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json either}")
         assert [v.version for v in admin.predictor_versions()] == before
     store = Store(f"sqlite:///{world.coordinator.db_path}")
     assert store.blob(hashlib.sha256(garbage).hexdigest()) is None  # not even its bytes were kept
