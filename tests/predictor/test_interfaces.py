@@ -135,7 +135,7 @@ def test_bad_inputs_one_line_exit_2(checkpoint, zoo, env, tmp_path, small_data):
     one_line_error(run_cli("predict", "--checkpoint", str(tmp_path / "none.pt"), "--spec", str(spec), "--model",
                            str(zoo / "mlp-s.onnx"), env=env), "none.pt")
     one_line_error(run_cli("predict", "--checkpoint", str(bad_onnx), "--spec", str(spec), "--model",
-                           str(zoo / "mlp-s.onnx"), env=env), "not a predictor checkpoint")
+                           str(zoo / "mlp-s.onnx"), env=env), "not a safetensors predictor checkpoint")
     one_line_error(run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-one-out", env=env),
                    "--split")
     one_line_error(run_cli("predictor", "train", "--data", str(tmp_path / "nowhere"), "--out",
