@@ -135,15 +135,20 @@ def check_gguf_bounds(path: Path) -> None:
     and length against the bytes the file has left before anything is allocated, and every tensor's extent
     against its data section. The gguf package's reader trusts them: a 94-byte file declaring a 2^40-item
     array grew a coordinator to 20 GB. One InvalidInput line naming the first lie."""
+    import math
     import struct
 
     from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
     size = path.stat().st_size
+
+    def bad(what: str) -> InvalidInput:
+        return InvalidInput(f"{path.name} is not a valid GGUF model: {what}")
+
     with open(path, "rb") as f:
         def take(n: int, what: str) -> bytes:
             if n > size - f.tell():
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: {what} runs past the end of the file ({size} bytes)")
+                raise bad(f"{what} runs past the end of the file ({size} bytes)")
             return f.read(n)
 
         def number(fmt: str, what: str) -> int:
@@ -161,23 +166,23 @@ def check_gguf_bounds(path: Path) -> None:
                 item, count = number("<I", what), number("<Q", f"{what}'s count")
                 least = GGUF_SCALAR_BYTES.get(item, 8)  # a string or an array takes at least its 8-byte length
                 if count > GGUF_MAX_ITEMS or count * least > size - f.tell():
-                    raise InvalidInput(f"{path.name} is not a valid GGUF model: {what} declares {count} items, more than the file holds")
+                    raise bad(f"{what} declares {count} items, more than the file holds")
                 if item in GGUF_SCALAR_BYTES:
                     take(count * least, what)
                 else:
                     for _ in range(count):
                         skip(item, what, depth + 1)
             else:
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: {what} has value type {kind}, not one GGUF defines")
+                raise bad(f"{what} has value type {kind}, not one GGUF defines")
 
         if take(4, "magic") != b"GGUF":
-            raise InvalidInput(f"{path.name} is not a valid GGUF model: no GGUF magic")
+            raise bad("no GGUF magic")
         version = number("<I", "version")
         if version not in (2, 3):
-            raise InvalidInput(f"{path.name} is not a valid GGUF model: version {version} is not 2 or 3")
+            raise bad(f"version {version} is not 2 or 3")
         n_tensors, n_kv = number("<Q", "tensor count"), number("<Q", "key count")
         if n_kv * 12 > size - f.tell() or n_tensors * 24 > size - f.tell():  # the smallest key and tensor entry
-            raise InvalidInput(f"{path.name} is not a valid GGUF model: header declares {n_kv} keys and {n_tensors} tensors, "
+            raise bad(f"header declares {n_kv} keys and {n_tensors} tensors, "
                                f"more than {size} bytes hold")
         alignment = 32
         for _ in range(n_kv):
@@ -186,7 +191,7 @@ def check_gguf_bounds(path: Path) -> None:
             if key == "general.alignment" and kind == 4:
                 alignment = number("<I", key)
                 if alignment == 0 or alignment & (alignment - 1):
-                    raise InvalidInput(f"{path.name} is not a valid GGUF model: general.alignment {alignment} is not a power of two")
+                    raise bad(f"general.alignment {alignment} is not a power of two")
             else:
                 skip(kind, f"value of {key[:60]}")
         extents = []
@@ -194,23 +199,20 @@ def check_gguf_bounds(path: Path) -> None:
             name = string("tensor name").decode("utf-8", "replace")[:60]
             n_dims = number("<I", f"tensor {name}'s dimensions")
             if not 1 <= n_dims <= GGUF_MAX_DIMS:
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: tensor {name} has {n_dims} dimensions (1..{GGUF_MAX_DIMS})")
+                raise bad(f"tensor {name} has {n_dims} dimensions (1..{GGUF_MAX_DIMS})")
             dims = [number("<Q", f"tensor {name}'s shape") for _ in range(n_dims)]
             kind, offset = number("<I", f"tensor {name}'s type"), number("<Q", f"tensor {name}'s offset")
             try:
                 block, type_bytes = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
             except (ValueError, KeyError):
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: tensor {name} has type {kind}, not one ggml defines") from None
-            elements = 1
-            for d in dims:
-                elements *= d
+                raise bad(f"tensor {name} has type {kind}, not one ggml defines") from None
             if dims[0] % block:
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: tensor {name}'s rows of {dims[0]} are not whole blocks")
-            extents.append((name, offset, elements // block * type_bytes))
+                raise bad(f"tensor {name}'s rows of {dims[0]} are not whole blocks")
+            extents.append((name, offset, math.prod(dims) // block * type_bytes))
         data_start = -(-f.tell() // alignment) * alignment
         for name, offset, nbytes in extents:
             if data_start + offset + nbytes > size:
-                raise InvalidInput(f"{path.name} is not a valid GGUF model: tensor {name} ({nbytes} bytes at {offset}) runs past the "
+                raise bad(f"tensor {name} ({nbytes} bytes at {offset}) runs past the "
                                    f"end of the file")
 
 

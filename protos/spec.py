@@ -155,11 +155,7 @@ def _check_shape(data: dict[str, Any], origin: str) -> None:
 
 def _check(data: dict[str, Any], origin: str) -> None:
     for dotted in _TEXTS:
-        value = SpecSheet(data).get(dotted)
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
-            raise InvalidInput(f"{origin}: field {dotted} must be text of at most {MAX_TEXT} characters, "
-                               f"got {str(value)[:40]!r}" + ("" if isinstance(value, str) else
-                                                              f" ({type(value).__name__})"))
+        _check_text(origin, dotted, SpecSheet(data).get(dotted))
     for section in ("os", "runtimes"):
         if data.get(section) is not None and not isinstance(data[section], dict):
             raise InvalidInput(f"{origin}: field {section} must be a mapping, got {type(data[section]).__name__}")
@@ -183,14 +179,18 @@ def _check(data: dict[str, Any], origin: str) -> None:
         for i, cluster in enumerate(clusters):
             if not isinstance(cluster, dict):
                 raise InvalidInput(f"{origin}: field cpu.clusters[{i}] must be a mapping")
-            core = cluster.get("core")
-            if core is not None and (not isinstance(core, str) or len(core) > MAX_TEXT):
-                raise InvalidInput(f"{origin}: field cpu.clusters[{i}].core must be text of at most "
-                                   f"{MAX_TEXT} characters, got {str(core)[:40]!r}")
+            _check_text(origin, f"cpu.clusters[{i}].core", cluster.get("core"))
             if cluster.get("cores") is not None:
                 _check_number(origin, f"cpu.clusters[{i}].cores", cluster["cores"], int, 1, 4096)
             if cluster.get("max_ghz") is not None:
                 _check_number(origin, f"cpu.clusters[{i}].max_ghz", cluster["max_ghz"], float, 0.01, 10)
+
+
+def _check_text(origin: str, dotted: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_TEXT):
+        raise InvalidInput(f"{origin}: field {dotted} must be text of at most {MAX_TEXT} characters, "
+                           f"got {str(value)[:40]!r}" + ("" if isinstance(value, str) else
+                                                          f" ({type(value).__name__})"))
 
 
 def _check_number(origin: str, dotted: str, value: Any, kind: type, low: float, high: float | None) -> None:

@@ -438,10 +438,6 @@ def _predictor_call(fn, *args):
         raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
 
 
-def split(data: bytes) -> list[bytes]:
-    return [data[i:i + CHUNK_BYTES] for i in range(0, len(data), CHUNK_BYTES)] or [b""]
-
-
 def task_counts_pb(counts) -> admin_pb2.TaskCounts:
     return admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
                                    ("pending", "leased", "done", "failed", "cancelled", "declined")})
