@@ -193,7 +193,7 @@ def tiny_model(tmp: Path) -> Path:
 
 
 def register_tiny(c: CoordinatorProcess, tmp: Path) -> None:
-    from edgeatlas.coordinator.models import prepare, summary_json
+    from edgeatlas.console.models import prepare, summary_json
 
     p = prepare(tiny_model(tmp))
     with c.admin() as admin:

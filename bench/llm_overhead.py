@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from edgeatlas.agent.runners import make_runner
-from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
+from edgeatlas.console.gguf_zoo import build_gguf_zoo
 from edgeatlas.protos.records import RunParams, Setting
 
 PROMPT, OUTPUT = 64, 64

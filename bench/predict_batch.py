@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 import yaml
 
-from edgeatlas.coordinator.zoo import build_zoo
+from edgeatlas.console.zoo import build_zoo
 from edgeatlas.predictor.datasets import nasbench201 as nb
 
 SHARED_SPECS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nasbench201"

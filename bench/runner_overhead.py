@@ -19,8 +19,8 @@ import numpy as np
 
 from edgeatlas.agent.runners import make_runner
 from edgeatlas.agent.scenarios import loadgen, native
-from edgeatlas.coordinator.models import prepare
-from edgeatlas.coordinator.zoo import build_zoo
+from edgeatlas.console.models import prepare
+from edgeatlas.console.zoo import build_zoo
 from edgeatlas.protos.records import RunParams, Setting
 
 MODELS = {"mlp-s": 400, "resnet-m": 40}  # model → timed calls per arm per round

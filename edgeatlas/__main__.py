@@ -1,3 +1,3 @@
-from edgeatlas.cli import main
+from edgeatlas.console.cli import main
 
 raise SystemExit(main())

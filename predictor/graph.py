@@ -8,6 +8,7 @@ with the batch, weight bytes do not (`at_batch`).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class OpGraph:
     edges: np.ndarray  # int64 [2, E]: producer → consumer
     params: int
     shapes_known: float  # share of nodes whose output shape was inferred
+    macs: float = 0.0  # multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm (biases not counted)
 
     @property
     def nodes(self) -> int:
@@ -104,14 +106,28 @@ def _depth(n: int, edges: np.ndarray) -> int:
     return int(depth.max()) if n else 0
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
+def load_onnx(path: str | Path, check: bool = False) -> onnx.ModelProto:
+    """The parsed ModelProto (checked by onnx.checker when `check`), or one InvalidInput line naming the file."""
     path = Path(path)
+    if not path.is_file():
+        raise InvalidInput(f"model {path}: no such file")
     try:
-        return onnx.load(str(path))
-    except FileNotFoundError:
-        raise InvalidInput(f"model {path}: no such file") from None
-    except Exception as exc:  # onnx raises DecodeError and others for bytes that are not a model
-        raise InvalidInput(f"model {path}: not a valid ONNX model ({type(exc).__name__})") from None
+        model = onnx.load(str(path))
+        if check:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # protobuf DecodeError, onnx ValidationError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInput(f"{path.name} is not a valid ONNX model: {first[:300]}") from None
+    return model
+
+
+def onnx_summary(model: onnx.ModelProto) -> dict:
+    """A model reference's summary: parameters, multiply-accumulates of Conv/MatMul/Gemm and FLOPs (2 per
+    MAC) at batch 1, the op histogram and the opset."""
+    graph = from_onnx(model)
+    return {"parameters": graph.params, "macs": int(graph.macs), "flops": int(2 * graph.macs),
+            "ops": dict(Counter(graph.ops).most_common()),
+            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
 
 def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
@@ -134,7 +150,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
-    arrays = {k: np.zeros(n) for k in ("flops", "act", "weight", "kernel", "stride", "channels")}
+    arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels")}
     edges: list[tuple[int, int]] = []
     known = 0
     ops = []
@@ -151,9 +167,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
         if outs and outs[0] is not None:
             known += 1
         w_bytes = sum(weights.get(t, 0) for t in node.input)
-        flops, kernel, stride, channels = _flops(node, ins, outs)
-        arrays["flops"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
-            flops, kernel, stride, channels)
+        flops, macs, kernel, stride, channels = _flops(node, ins, outs)
+        arrays["flops"][i], arrays["macs"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
+            flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
         if CATEGORIES[category[i]] != "view":
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
@@ -164,7 +180,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
-                   shapes_known=known / n)
+                   shapes_known=known / n, macs=float(arrays["macs"].sum()))
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -223,8 +239,8 @@ def _category(node: onnx.NodeProto, shapes) -> str:
     return _CATEGORY.get(node.op_type, "other")
 
 
-def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float, float, float, float]:
-    """(FLOPs, kernel size, stride, output channels) of one node; unknown shapes count as 0 FLOPs."""
+def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float, float, float, float, float]:
+    """(FLOPs, MACs, kernel size, stride, output channels) of one node; unknown shapes count as 0 FLOPs."""
     op = node.op_type
     out = outs[0] if outs else None
     out_elems = float(math.prod(out)) if out is not None else 0.0
@@ -234,26 +250,25 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float, float, f
         kernel_elems = float(math.prod(w[2:]))
         stride = float(max(_attr(node, "strides", [1]) or [1]))
         if op == "Conv":
-            flops = 2 * out_elems * w[1] * kernel_elems
+            macs = out_elems * w[1] * kernel_elems
         else:
             in_elems = float(math.prod(ins[0])) if ins[0] is not None else 0.0
-            flops = 2 * in_elems * w[1] * kernel_elems
-        if len(ins) > 2 and ins[2] is not None:
-            flops += out_elems
-        return flops, float(max(w[2:]) if len(w) > 2 else 1), stride, float(w[0])
+            macs = in_elems * w[1] * kernel_elems
+        flops = 2 * macs + (out_elems if len(ins) > 2 and ins[2] is not None else 0)
+        return flops, macs, float(max(w[2:]) if len(w) > 2 else 1), stride, float(w[0])
     if op in ("MatMul", "Gemm") and len(ins) > 1 and ins[0] is not None and out is not None:
         a = ins[0]
         k = a[0] if op == "Gemm" and _attr(node, "transA", 0) else a[-1]
-        flops = 2 * out_elems * k + (out_elems if op == "Gemm" and len(ins) > 2 else 0)
-        return flops, 0.0, 0.0, float(out[-1])
+        macs = out_elems * k
+        return 2 * macs + (out_elems if op == "Gemm" and len(ins) > 2 else 0), macs, 0.0, 0.0, float(out[-1])
     if op in ("AveragePool", "MaxPool"):
         kernel = _attr(node, "kernel_shape", [1])
-        return out_elems * float(math.prod(kernel)), float(max(kernel)), float(max(_attr(node, "strides", [1]))), \
-            channels
+        return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
+            float(max(_attr(node, "strides", [1]))), channels
     if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"):
         in_elems = float(math.prod(ins[0])) if ins and ins[0] is not None else 0.0
-        return in_elems, 0.0, 0.0, channels
+        return in_elems, 0.0, 0.0, 0.0, channels
     category = _CATEGORY.get(op, "other")
     if category in ("view", "copy", "gather", "other"):
-        return 0.0, 0.0, 0.0, channels
-    return out_elems * _FLOPS_PER_ELEMENT.get(op, 1), 0.0, 0.0, channels
+        return 0.0, 0.0, 0.0, 0.0, channels
+    return out_elems * _FLOPS_PER_ELEMENT.get(op, 1), 0.0, 0.0, 0.0, channels

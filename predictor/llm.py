@@ -9,7 +9,6 @@ quantisation (GGUF file type, or the config's torch_dtype); activations are FP32
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +16,9 @@ import numpy as np
 
 from edgeatlas.predictor.graph import CATEGORIES, OpGraph
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.gguf import FILE_TYPES, read_header
 
 PROMPT_TOKENS = 128
-# GGUF general.file_type → bits per weight (llama.cpp's LLAMA_FTYPE_*; block scales included).
-GGUF_BITS = {0: 32, 1: 16, 2: 4.5, 3: 5.0, 7: 8.5, 8: 5.5, 9: 6.0, 10: 2.6, 11: 3.4, 12: 3.9, 13: 4.6,
-             14: 4.5, 15: 4.8, 16: 5.5, 17: 5.7, 18: 6.6, 24: 4.5, 25: 4.5, 30: 16, 32: 16}
 DTYPE_BITS = {"float32": 32, "float16": 16, "bfloat16": 16, "int8": 8, "int4": 4}
 
 
@@ -72,71 +69,24 @@ def from_hf_config(path: str | Path) -> TransformerConfig:
 
 def from_gguf(path: str | Path) -> TransformerConfig:
     """The architecture and quantisation in a GGUF file's header (its tensors are not read)."""
-    path = Path(path)
-    try:
-        meta = read_gguf_metadata(path)
-    except OSError as exc:
-        raise InvalidInput(f"model {path}: {exc.strerror or exc}") from None
-    arch = meta.get("general.architecture")
-    if not isinstance(arch, str):
+    header = read_header(path)
+    arch = header.architecture
+    if not arch:
         raise InvalidInput(f"model {path}: GGUF header has no general.architecture")
 
     def key(suffix: str, default=None):
-        value = meta.get(f"{arch}.{suffix}", default)
+        value = header.value(f"{arch}.{suffix}", default)
         if value is None:
             raise InvalidInput(f"model {path}: GGUF header has no {arch}.{suffix}")
         return int(value)
 
     hidden, heads = key("embedding_length"), key("attention.head_count")
-    tokens = meta.get("tokenizer.ggml.tokens")
-    vocab = len(tokens) if isinstance(tokens, list) else int(meta.get(f"{arch}.vocab_size", 32000))
+    vocab = header.value("tokenizer.ggml.tokens") or int(header.value(f"{arch}.vocab_size", 32000))
+    file_type = FILE_TYPES.get(int(header.value("general.file_type", 1)))
     return TransformerConfig(
-        name=str(meta.get("general.name") or path.stem), hidden=hidden, layers=key("block_count"), heads=heads,
-        kv_heads=key("attention.head_count_kv", heads), ffn=key("feed_forward_length", 4 * hidden), vocab=vocab,
-        gated=arch not in ("gpt2", "bert"), weight_bits=GGUF_BITS.get(int(meta.get("general.file_type", 1)), 16))
-
-
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
-                 12: "<d"}
-
-
-def read_gguf_metadata(path: Path) -> dict:
-    """GGUF v2/v3 key-value metadata (https://github.com/ggml-org/ggml/blob/master/docs/gguf.md)."""
-    with open(path, "rb") as f:
-        if f.read(4) != b"GGUF":
-            raise InvalidInput(f"model {path}: not a GGUF file (no GGUF magic)")
-        version, _tensors, n_kv = struct.unpack("<IQQ", f.read(20))
-        if version not in (2, 3):
-            raise InvalidInput(f"model {path}: GGUF version {version} is not 2 or 3")
-
-        def read(fmt: str):
-            size = struct.calcsize(fmt)
-            data = f.read(size)
-            if len(data) != size:
-                raise InvalidInput(f"model {path}: GGUF header is truncated")
-            return struct.unpack(fmt, data)[0]
-
-        def string() -> str:
-            n = read("<Q")
-            if n > 1 << 24:
-                raise InvalidInput(f"model {path}: GGUF string of {n} bytes")
-            return f.read(n).decode("utf-8", "replace")
-
-        def value(kind: int):
-            if kind in _GGUF_SCALARS:
-                return read(_GGUF_SCALARS[kind])
-            if kind == 8:
-                return string()
-            if kind == 9:
-                inner, n = read("<I"), read("<Q")
-                if n > 1 << 24:
-                    raise InvalidInput(f"model {path}: GGUF array of {n} items")
-                return [value(inner) for _ in range(n)]
-            raise InvalidInput(f"model {path}: unknown GGUF value type {kind}")
-
-        if n_kv > 1 << 16:
-            raise InvalidInput(f"model {path}: GGUF header claims {n_kv} keys")
-        return {string(): value(read("<I")) for _ in range(n_kv)}
+        name=str(header.value("general.name") or Path(path).stem), hidden=hidden, layers=key("block_count"),
+        heads=heads, kv_heads=key("attention.head_count_kv", heads), ffn=key("feed_forward_length", 4 * hidden),
+        vocab=vocab, gated=arch not in ("gpt2", "bert"), weight_bits=file_type.bits if file_type else 16)
 
 
 def to_graph(cfg: TransformerConfig, tokens: int = PROMPT_TOKENS) -> OpGraph:

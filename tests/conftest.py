@@ -118,7 +118,7 @@ def coordinator(tmp_path):
 
 @pytest.fixture(scope="session")
 def zoo_dir(tmp_path_factory) -> Path:
-    from edgeatlas.coordinator.zoo import build_zoo
+    from edgeatlas.console.zoo import build_zoo
     out = tmp_path_factory.mktemp("zoo")
     build_zoo(out)
     return out
@@ -127,7 +127,7 @@ def zoo_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_zoo(zoo_dir):
     """name → PreparedModel (validated, summarised, with reference data), written beside the model."""
-    from edgeatlas.coordinator.models import prepare
+    from edgeatlas.console.models import prepare
     prepared = {}
     for path in sorted(zoo_dir.glob("*.onnx")):
         p = prepare(path)
@@ -139,8 +139,8 @@ def prepared_zoo(zoo_dir):
 @pytest.fixture(scope="session")
 def gguf_zoo(tmp_path_factory) -> dict:
     """name → PreparedModel of the zoo's llama GGUFs, reference logits written beside each."""
-    from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
-    from edgeatlas.coordinator.models import prepare
+    from edgeatlas.console.gguf_zoo import build_gguf_zoo
+    from edgeatlas.console.models import prepare
     out = tmp_path_factory.mktemp("gguf")
     prepared = {}
     for path in build_gguf_zoo(out):
@@ -151,7 +151,7 @@ def gguf_zoo(tmp_path_factory) -> dict:
 
 
 def register(admin, prepared, names):
-    from edgeatlas.coordinator.models import summary_json
+    from edgeatlas.console.models import summary_json
     for name in names:
         p = prepared[name]
         admin.add_model(p.path, p.name, p.reference_npz, summary_json(p), p.format)

@@ -18,6 +18,7 @@ from edgeatlas.agent.runners.results import judge
 from edgeatlas.agent.scenarios import ScenarioRun
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.gguf import file_type_name
 from edgeatlas.protos.records import EnergyStats, Fidelity, LatencyStats, LlmStats, RunParams, RunResult, Setting, \
     ScenarioOutcome
 
@@ -26,10 +27,6 @@ PROMPT_TEXT = ("The benchmark runs the model on the phone, the laptop and the se
                "reports its latency and energy, and the world learns how fast inference can be. ")
 LOGITS_ATOL_FRACTION = 1e-2  # of the reference logits' largest magnitude: kernels differ across CPUs
 LOGITS_RTOL = 1e-2
-FILE_TYPES = {0: "fp32", 1: "fp16", 2: "q4_0", 3: "q4_1", 7: "q8_0", 8: "q5_0", 9: "q5_1", 10: "q2_k",
-              11: "q3_k_s", 12: "q3_k_m", 13: "q3_k_l", 14: "q4_k_s", 15: "q4_k_m", 16: "q5_k_s",
-              17: "q5_k_m", 18: "q6_k", 32: "bf16"}
-
 
 def prompt_tokens(llm, n: int) -> list[int]:
     """Exactly n tokens: BOS, then the prompt text tokenized and repeated."""
@@ -81,7 +78,7 @@ class LlamaCppRunner:
         self.setting = Setting(
             target="gpu" if offload else "cpu", runtime="llama.cpp", runtime_version=llama_cpp.__version__,
             execution_provider=f"gpu:{gpu_layers}-layers" if offload else "cpu", batch=1, threads=threads,
-            precision=FILE_TYPES.get(file_type, f"type{file_type}" if file_type >= 0 else "unknown"),
+            precision=file_type_name(file_type),
             scenario=setting.scenario,
             scenario_params={"prompt_tokens": str(self.n_prompt), "output_tokens": str(self.n_out),
                              **({"gpu_layers": str(gpu_layers)} if offload else {})})

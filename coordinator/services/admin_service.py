@@ -269,7 +269,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return convert.model_to_pb(row.to_ref())
 
     def _check_gguf(self, sha256: str) -> None:
-        from edgeatlas.coordinator.models import read_gguf
+        from edgeatlas.protos.gguf import read_header
 
         if self.store.blob(sha256) is None:
             raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
@@ -277,7 +277,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             for chunk in self.store.blob_chunks(sha256):
                 f.write(chunk)
             f.flush()
-            read_gguf(f.name)
+            read_header(f.name).check_model()
 
     def _check_onnx(self, sha256: str) -> None:
         import onnx

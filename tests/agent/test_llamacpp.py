@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgeatlas.agent.runners import make_runner
-from edgeatlas.coordinator.gguf_zoo import vocabulary
+from edgeatlas.console.gguf_zoo import vocabulary
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import LlmStats, RunParams, Setting
 
@@ -93,7 +93,7 @@ def test_a_file_that_is_not_gguf_fails_with_its_name(tmp_path):
     bad.write_bytes(b"GGUF" + b"\x00" * 64)
     with pytest.raises(InvalidInput, match="cannot load GGUF model broken.gguf"):
         make_runner(str(bad), llm_setting())
-    from edgeatlas.coordinator.models import prepare
+    from edgeatlas.console.models import prepare
     with pytest.raises(InvalidInput, match="broken.gguf is not a valid GGUF model"):
         prepare(bad)
 

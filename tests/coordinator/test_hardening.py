@@ -134,10 +134,10 @@ def test_a_gguf_header_that_lies_about_its_sizes_is_refused_before_any_allocatio
     import resource
     import struct
 
-    from edgeatlas.coordinator.models import read_gguf
+    from edgeatlas.protos.gguf import read_header
 
     for prepared in gguf_zoo.values():  # real files pass
-        assert read_gguf(prepared.path)["architecture"] == "llama"
+        assert read_header(prepared.path).check_model().architecture == "llama"
     arch = gguf_key("general.architecture") + struct.pack("<I", 8) + gguf_key("llama")
     lies = {
         "huge-array": gguf_header(arch, gguf_key("tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 0, 2 ** 40)),
@@ -153,7 +153,7 @@ def test_a_gguf_header_that_lies_about_its_sizes_is_refused_before_any_allocatio
         path = tmp_path / f"{name}.gguf"
         path.write_bytes(data)
         with pytest.raises(InvalidInput, match=f"{name}.gguf") as info:
-            read_gguf(path)
+            read_header(path).check_model()
         assert "\n" not in str(info.value)
     assert len(lies["huge-array"]) < 120
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # KiB: nothing was allocated

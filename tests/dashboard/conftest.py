@@ -44,7 +44,7 @@ def agents(c: CoordinatorProcess) -> int:
 
 @pytest.fixture(scope="session")
 def world(tmp_path_factory, prepared_zoo, gguf_zoo):
-    from edgeatlas.coordinator.imports import import_nasbench201
+    from edgeatlas.console.imports import import_nasbench201
     from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
 
     workdir = tmp_path_factory.mktemp("dashboard-world")

@@ -23,7 +23,7 @@ def flower_processes(under: str) -> list[psutil.Process]:
 
 
 def test_a_federated_campaign_trains_a_predictor_version(tmp_path, prepared_zoo):
-    from edgeatlas.coordinator.imports import import_nasbench201
+    from edgeatlas.console.imports import import_nasbench201
 
     coordinator = CoordinatorProcess(tmp_path, tmp_path / "coordinator.db",
                                      extra_args=("--superlink", "127.0.0.1:0")).start()

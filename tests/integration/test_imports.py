@@ -2,7 +2,7 @@
 
 import pytest
 
-from edgeatlas.coordinator.imports import import_nasbench201
+from edgeatlas.console.imports import import_nasbench201
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import Setting
 

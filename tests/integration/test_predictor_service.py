@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from edgeatlas.coordinator.imports import import_nasbench201
+from edgeatlas.console.imports import import_nasbench201
 from edgeatlas.protos.errors import InvalidInput, NotFound
 from edgeatlas.protos.spec import SpecSheet
 

@@ -60,7 +60,7 @@ def test_batch_scales_flops_and_activations_not_weights():
 
 
 def test_transformer_matmuls_and_softmax():
-    from edgeatlas.coordinator.zoo import transformer
+    from edgeatlas.console.zoo import transformer
 
     graph = from_onnx(transformer("t", d=64, heads=4, layers=1, seq=32, vocab=100, seed=0))
     scores = [i for i, op in enumerate(graph.ops) if op == "MatMul"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from edgeatlas.coordinator import views
+from edgeatlas.console import views
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.v1 import admin_pb2
 

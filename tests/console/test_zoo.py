@@ -4,8 +4,9 @@ from collections import Counter
 import onnx
 import pytest
 
-from edgeatlas.coordinator.models import prepare, summarise
-from edgeatlas.coordinator.zoo import ZOO, build_zoo, mlp, resnet
+from edgeatlas.console.models import prepare
+from edgeatlas.predictor.graph import onnx_summary as summarise
+from edgeatlas.console.zoo import ZOO, build_zoo, mlp, resnet
 from edgeatlas.protos.errors import InvalidInput
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from edgeatlas.coordinator.models import prepare, summary_json
+from edgeatlas.console.models import prepare, summary_json
 from edgeatlas.predictor.datasets.nasbench201 import nasbench201
 from edgeatlas.predictor.datasets import nasbench201 as nb201
 

@@ -120,7 +120,7 @@ class Demo:
             say("all demo processes stopped")
 
     def _run(self) -> int:
-        from edgeatlas.coordinator import views
+        from edgeatlas.console import views
         from edgeatlas.protos.admin_client import AdminClient
         from edgeatlas.v1 import admin_pb2
 
@@ -153,7 +153,7 @@ class Demo:
             names, llms = self._zoo(admin)
 
             say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
-            from edgeatlas.coordinator.imports import import_nasbench201
+            from edgeatlas.console.imports import import_nasbench201
             nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
             names += nb201
 
@@ -408,9 +408,9 @@ class Demo:
 
     def _zoo(self, admin) -> tuple[list[str], list[str]]:
         """(ONNX model names, GGUF model names) registered; no GGUF where llama-cpp-python is missing."""
-        from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
-        from edgeatlas.coordinator.models import prepare, summary_json
-        from edgeatlas.coordinator.zoo import build_zoo
+        from edgeatlas.console.gguf_zoo import build_gguf_zoo
+        from edgeatlas.console.models import prepare, summary_json
+        from edgeatlas.console.zoo import build_zoo
 
         import importlib.util
 

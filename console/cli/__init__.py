@@ -138,7 +138,7 @@ def _default_tokens_file(db: str) -> Path | None:
 
 
 def cmd_tls_make(args) -> int:
-    from edgeatlas.coordinator.tls import make_certificates
+    from edgeatlas.console.tls import make_certificates
 
     files = make_certificates(args.out, args.host or ["127.0.0.1", "localhost"])
     _print(f"wrote {', '.join(str(p) for p in files.values())} and their .key files (owner-only) to {args.out}")
@@ -349,8 +349,8 @@ def _check_positive(**values) -> None:
 
 # ---- models -------------------------------------------------------------------------------------
 def cmd_models_build(args) -> int:
-    from edgeatlas.coordinator.gguf_zoo import build_gguf_zoo
-    from edgeatlas.coordinator.zoo import build_zoo
+    from edgeatlas.console.gguf_zoo import build_gguf_zoo
+    from edgeatlas.console.zoo import build_zoo
 
     paths = build_zoo(args.out) + build_gguf_zoo(args.out)
     _print(f"built {len(paths)} models in {args.out} (ONNX and GGUF)")
@@ -362,7 +362,7 @@ def cmd_models_build(args) -> int:
 
 
 def _register(admin, path: Path, name: str):
-    from edgeatlas.coordinator.models import prepare, summary_json
+    from edgeatlas.console.models import prepare, summary_json
 
     prepared = prepare(path, name)
     ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format)
@@ -376,7 +376,7 @@ def _register(admin, path: Path, name: str):
 
 
 def cmd_models_add(args) -> int:
-    from edgeatlas.coordinator.models import prepare
+    from edgeatlas.console.models import prepare
 
     prepare(args.file, args.name)  # validate before connecting: a bad file never reaches the coordinator
     with _admin(args) as admin:
@@ -398,7 +398,7 @@ def cmd_models_nasbench201(args) -> int:
 
 
 def cmd_import_nasbench201(args) -> int:
-    from edgeatlas.coordinator.imports import import_nasbench201
+    from edgeatlas.console.imports import import_nasbench201
 
     with _admin(args) as admin:
         names = import_nasbench201(admin, args.data, args.count, args.out, _print)
@@ -531,7 +531,7 @@ def cmd_campaign_list(args) -> int:
 
 
 def cmd_campaign_status(args) -> int:
-    from edgeatlas.coordinator import views
+    from edgeatlas.console import views
     from edgeatlas.protos import convert
     from edgeatlas.v1 import admin_pb2
 
@@ -586,7 +586,7 @@ def cmd_agents_list(args) -> int:
 
 
 def cmd_heatmap(args) -> int:
-    from edgeatlas.coordinator import views
+    from edgeatlas.console import views
 
     with _admin(args) as admin:
         heatmap = admin.heatmap(target_precision=args.target_precision)
@@ -616,7 +616,7 @@ def cmd_fleet_simulate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from edgeatlas.demo import Demo, DemoOptions
+    from edgeatlas.console.demo import Demo, DemoOptions
 
     return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
                             duration_s=args.duration, keep=args.keep, simulated=args.simulated,
