@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-import edgeatlas
+from edgeatlas import __version__
 from edgeatlas.agent.cache import ModelCache
 from edgeatlas.agent.outbox import Outbox
 from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
@@ -110,7 +110,7 @@ class Agent:
             raise Unauthenticated("not enrolled yet and no enrollment token given (--token)")
         resp = self.stub.Enroll(agent_pb2.EnrollRequest(
             protocol_version=PROTOCOL_VERSION, enrollment_token=self.config.enroll_token,
-            spec_json=self.spec.to_json(), agent_version=edgeatlas.__version__, name=self.config.name,
+            spec_json=self.spec.to_json(), agent_version=__version__, name=self.config.name,
             labels=self.config.labels), timeout=DEFAULT_DEADLINE_S)
         self.identity = Identity(resp.agent_id, resp.credential, self.config.coordinator, resp.hardware_class)
         self.config.state_dir.save_identity(self.identity)
@@ -158,7 +158,7 @@ class Agent:
         report = agent_pb2.ReportRequest(
             protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
             lease_id=task.lease_id, privacy_mode="trusted" if self.config.trusted else "ldp",
-            agent_version=edgeatlas.__version__, started_ms=int(time.time() * 1000))
+            agent_version=__version__, started_ms=int(time.time() * 1000))
         privacy = None
         try:
             if not self.config.trusted:

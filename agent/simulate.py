@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 import yaml
 
-import edgeatlas
+from edgeatlas import __version__
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import LatencyStats, Setting
@@ -98,7 +98,7 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
     data = dict(spec.data, name=f"sim-{index:05d} ({spec.name})", simulated=True)
     resp = await stub.Enroll(agent_pb2.EnrollRequest(
         protocol_version=PROTOCOL_VERSION, enrollment_token=token, spec_json=json.dumps(data),
-        agent_version=edgeatlas.__version__, name=f"sim-{index:05d}", labels={"simulated": "true"},
+        agent_version=__version__, name=f"sim-{index:05d}", labels={"simulated": "true"},
         simulated=True), timeout=60)
     stats.enrolled += 1
     md = bearer(resp.credential)
@@ -122,14 +122,14 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
             target, p50, figures = synthetic_llm(spec, task.model, dict(setting.scenario_params), rng)
         else:
             target, p50 = synthetic_latency_ms(spec, json.loads(task.model.summary_json or "{}"), setting.batch, rng)
-        ran = Setting(target=target, runtime="simulated", runtime_version=edgeatlas.__version__,
+        ran = Setting(target=target, runtime="simulated", runtime_version=__version__,
                       execution_provider="simulated", batch=setting.batch, threads=setting.threads,
                       precision="fp32", scenario=setting.scenario, scenario_params=dict(setting.scenario_params))
         report = agent_pb2.ReportRequest(
             protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
             lease_id=task.lease_id, status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted",
             setting=convert.setting_to_pb(ran), stats=convert.stats_to_pb(synthetic_stats(p50, setting.batch, rng)),
-            started_ms=int(time.time() * 1000), agent_version=edgeatlas.__version__, figures=figures,
+            started_ms=int(time.time() * 1000), agent_version=__version__, figures=figures,
             outcome=agent_pb2.ScenarioOutcome(driver="native", verdict="VALID"),
             energy_absent="simulated device: no meter")
         for attempt in range(5):  # a report is retried with the same id, so it never counts twice
