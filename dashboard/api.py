@@ -7,9 +7,7 @@ from dataclasses import dataclass
 
 from edgeatlas.protos import errors
 from edgeatlas.protos.admin_client import AdminClient
-from edgeatlas.protos.wire import ClientTls, check_address
-
-DEFAULT_COORDINATOR = "127.0.0.1:50051"
+from edgeatlas.protos.wire import DEFAULT_COORDINATOR, ClientTls, check_address
 
 
 @dataclass(frozen=True)

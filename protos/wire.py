@@ -32,6 +32,7 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 
 # Where opted-in agents look for the coordinator's Flower SuperLink unless told (`serve --superlink`).
+DEFAULT_COORDINATOR = "127.0.0.1:50051"  # the CLI's, the dashboard's and `coordinator serve`'s default
 DEFAULT_SUPERLINK_PORT = 9092
 
 
