@@ -213,7 +213,7 @@ def rss_mb(pid: int) -> float:
 def fill_million(db: Path, reports: int, models: int, classes: int) -> int:
     """Writes `reports` report rows and the cells they folded into (models × classes), as the coordinator
     would have; returns the number of cells."""
-    from edgeatlas.coordinator.storage import Store
+    from edgeatlas.coordinator.store import Store
 
     Store(f"sqlite:///{db}").close()  # the schema
     rng = np.random.default_rng(0)

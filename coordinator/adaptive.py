@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from edgeatlas.coordinator.predictions import Graphs, samples_from_cells, setting_info, training_cells
-from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, OPEN_TASK, Store, matches, now_ms, within_quota
+from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS, matches, within_quota
+from edgeatlas.coordinator.store import OPEN_TASK, Store, now_ms
 from edgeatlas.coordinator.tables import AdaptiveRoundRow, CampaignRow
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.privacy import PrivacyParams

@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.errors import InvalidInput, Unavailable
 from edgeatlas.protos.wire import check_address, free_port
 

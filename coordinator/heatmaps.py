@@ -7,7 +7,7 @@ import json
 import threading
 from dataclasses import dataclass
 
-from edgeatlas.coordinator.storage import CellView, Store
+from edgeatlas.coordinator.store import CellView, Store
 from edgeatlas.protos import convert
 from edgeatlas.protos.records import Setting
 from edgeatlas.v1 import admin_pb2, common_pb2

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.coordinator.storage import Store, now_ms
+from edgeatlas.coordinator.store import Store, now_ms
 from edgeatlas.coordinator.tables import PredictorRow
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.records import Setting

@@ -19,7 +19,7 @@ from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.errors import EdgeAtlasError, InvalidInput, Unavailable
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address, read_pem
 from edgeatlas.v1 import admin_pb2_grpc, agent_pb2_grpc

@@ -62,6 +62,9 @@ class RunParams:
 SELECTOR_FORMS = "KEY=VALUE, KEY>=N, KEY<=N, KEY>N, KEY<N or KEY!=VALUE"
 
 
+SELECTOR_OPS = (">=", "<=", "!=", ">", "<")  # longest first: a value's operator is its longest match
+
+
 def parse_selector(text: str) -> tuple[str, str]:
     """`cpu.arch=arm64`, `memory.size_gb>=8`, `device_class!=phone` → (key, value) as the wire carries it:
     an equality keeps the bare value, a comparison keeps its operator in front (`>=8`)."""
@@ -70,6 +73,14 @@ def parse_selector(text: str) -> tuple[str, str]:
         raise InvalidInput(f"selector {text.strip()!r} is not {SELECTOR_FORMS}")
     key, op, value = match.groups()
     return key, value if op == "=" else op + value
+
+
+def split_selector(value: str) -> tuple[str, str]:
+    """A selector's value as the wire carries it → (operator, operand); a bare value means equality."""
+    for op in SELECTOR_OPS:
+        if value.startswith(op):
+            return op, value[len(op):].strip()
+    return "=", value
 
 
 @dataclass(frozen=True)

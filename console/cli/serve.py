@@ -17,7 +17,7 @@ def cmd_coordinator_serve(args) -> int:
     import asyncio
 
     from edgeatlas.coordinator.server import bootstrap_tokens, serve
-    from edgeatlas.coordinator.storage import Store
+    from edgeatlas.coordinator.store import Store
 
     os.umask(0o077)  # the database, its WAL and the tokens file: the coordinator's user's alone
     store = Store(args.db)

@@ -17,7 +17,8 @@ from edgeatlas.coordinator.heatmaps import Heatmaps
 from edgeatlas.coordinator.predictions import Predictors
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, log, rpc
-from edgeatlas.coordinator.storage import OFFLINE_AFTER_MS, Store
+from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos import convert, scenarios
 from edgeatlas.protos.errors import Conflict, InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.privacy import PrivacyParams

@@ -7,7 +7,7 @@ import time
 
 from edgeatlas.coordinator import auth
 from edgeatlas.coordinator.status import rpc
-from edgeatlas.coordinator.storage import IncomingReport, Store
+from edgeatlas.coordinator.store import IncomingReport, Store
 from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput, NotFound, ResourceExhausted, Unauthenticated

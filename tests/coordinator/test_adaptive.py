@@ -9,7 +9,7 @@ import pytest
 
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns, AdaptivePlan
 from edgeatlas.coordinator.predictions import samples_from_cells
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting

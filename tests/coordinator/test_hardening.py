@@ -8,7 +8,7 @@ import pytest
 
 from edgeatlas.agent.privacy.release import release
 from edgeatlas.coordinator import aggregate
-from edgeatlas.coordinator.storage import check_released
+from edgeatlas.coordinator.store import check_released
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
@@ -185,7 +185,7 @@ def test_a_blob_is_stored_without_holding_the_stores_write_lock_and_only_once_wh
 
 
 def test_a_corrupt_sqlite_file_is_one_line_and_exit_2_at_start_up(tmp_path):
-    from edgeatlas.coordinator.storage import Store
+    from edgeatlas.coordinator.store import Store
     from tests.conftest import run_cli
 
     good = tmp_path / "c.db"

@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from edgeatlas.coordinator.heatmaps import Heatmaps
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.records import RunParams, Setting
 
 from tests.coordinator.test_storage import enroll, report

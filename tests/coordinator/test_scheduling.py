@@ -7,8 +7,8 @@ import sqlite3
 import pytest
 from sqlmodel import select
 
-from edgeatlas.coordinator import storage
-from edgeatlas.coordinator.storage import Store, now_ms
+from edgeatlas.coordinator import scheduling
+from edgeatlas.coordinator.store import Store, now_ms
 from edgeatlas.coordinator.tables import AgentRow, TaskRow
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.records import RunParams, Schedule, Setting
@@ -41,7 +41,7 @@ def campaign(store, models=("m1",), selectors=None, repeats=1, **schedule):
                                  RunParams(), schedule=Schedule(**schedule))
 
 
-def vanish(store, agent_id, ago_ms=storage.OFFLINE_AFTER_MS + 1000):
+def vanish(store, agent_id, ago_ms=scheduling.OFFLINE_AFTER_MS + 1000):
     with store.session() as s:
         row = s.get(AgentRow, agent_id)
         row.last_seen_ms = now_ms() - ago_ms

@@ -6,7 +6,7 @@ import math
 import pytest
 
 from edgeatlas.coordinator import aggregate
-from edgeatlas.coordinator.storage import IncomingReport, Store
+from edgeatlas.coordinator.store import IncomingReport, Store
 from edgeatlas.protos.errors import Conflict, InvalidInput, PermissionDenied
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunParams, Setting
@@ -286,7 +286,7 @@ def test_a_device_counts_once_per_cell_within_and_across_batches(store):
 
 
 def test_a_revocation_through_another_replica_is_seen_within_the_cache_interval(db_url, monkeypatch):
-    from edgeatlas.coordinator import storage
+    from edgeatlas.coordinator.store import agents as storage
 
     here, there = Store(db_url), Store(db_url)
     try:

@@ -8,7 +8,7 @@ import json
 import grpc
 import pytest
 
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc

@@ -16,7 +16,7 @@ from sqlmodel import select
 
 from edgeatlas.agent.outbox import Outbox
 from edgeatlas.agent.simulate import load_catalog, synthetic_stats
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.coordinator.tables import ReportRow
 from edgeatlas.protos import convert
 from edgeatlas.protos.records import RunParams, Setting

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgeatlas.agent.probe import probe
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.coordinator.tables import ReportRow
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import bearer

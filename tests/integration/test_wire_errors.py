@@ -10,7 +10,7 @@ from edgeatlas.agent.probe import probe
 from edgeatlas.protos import convert
 from edgeatlas.protos.records import LatencyStats
 from edgeatlas.coordinator.services.admin_service import MAX_MODEL_BYTES
-from edgeatlas.coordinator.storage import Store
+from edgeatlas.coordinator.store import Store
 from edgeatlas.protos.errors import Unauthenticated
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import MAX_MESSAGE_BYTES, bearer

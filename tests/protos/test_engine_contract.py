@@ -7,7 +7,7 @@ import pytest
 
 from edgeatlas.agent.privacy.release import release
 from edgeatlas.agent.results import MAX_RAW_VALUES, LocalResults
-from edgeatlas.coordinator.storage import check_released
+from edgeatlas.coordinator.store import check_released
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.metrics import check_figures
