@@ -9,16 +9,12 @@ import math
 from dataclasses import asdict, dataclass
 
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.metrics import FIGURES
+from edgeatlas.protos.metrics import METRICS
 from edgeatlas.v1 import admin_pb2
 
-METRIC_UNITS = {
-    "latency_p50_ms": "ms", "latency_p90_ms": "ms", "latency_p99_ms": "ms", "latency_mean_ms": "ms",
-    "throughput_ips": "inf/s", **{name: metric.unit for name, metric in FIGURES.items()},
-}
+METRIC_UNITS = {name: metric.unit for name, metric in METRICS.items()}
 # Beside latency and throughput, the summary names what else a cell knows, briefly.
-EXTRA_METRICS = (("ttft_ms", "TTFT", "ms"), ("decode_tps", "decode", "tok/s"), ("energy_mj", "", "mJ"),
-                 ("server_qps", "server", "q/s"))
+EXTRA_METRICS = (("ttft_ms", "TTFT"), ("decode_tps", "decode"), ("energy_mj", ""), ("server_qps", "server"))
 SUMMARY_METRICS = ("latency_p50_ms", "latency_p99_ms", "throughput_ips")
 
 
@@ -127,12 +123,13 @@ def summary(heatmap: admin_pb2.Heatmap) -> str:
             values = [f"suppressed: {cell.n_devices} of k={cell.min_devices} devices", "", ""]
         else:
             values = [_with_interval(m[k]) if k in m else "-" for k in SUMMARY_METRICS]
-        extra = ", ".join(f"{label + ' ' if label else ''}{_num(m[k].value)} {unit}"
-                          for k, label, unit in EXTRA_METRICS if k in m and not cell.suppressed)
+        extra = ", ".join(f"{label + ' ' if label else ''}{_num(m[k].value)} {METRIC_UNITS[k]}"
+                          for k, label in EXTRA_METRICS if k in m and not cell.suppressed)
         needed = f"+{_count(cell.devices_needed)}" if cell.devices_needed else ""
         rows.append([cell.model_name, cell.hardware_class, cell.setting_key.split("/", 2)[-1]] + values
                     + [extra or "-", str(cell.n_devices), needed, cell.privacy or cell.source])
-    return _table(["model", "hardware class", "setting", "p50 ms", "p99 ms", "inf/s", "LLM, energy, server",
+    return _table(["model", "hardware class", "setting", "p50 ms", "p99 ms",
+                   f"throughput {METRIC_UNITS['throughput_ips']}", "LLM, energy, server",
                    "devices", "needed", "source"], rows, text_columns=3)
 
 

@@ -5,32 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from edgeatlas.protos.metrics import METRICS as CATALOGUE
+from edgeatlas.protos.metrics import RELEASED, derived_log
 from edgeatlas.protos.records import LatencyStats
 
-# The metrics a cell keeps from a run's latency stats, each defined once: name → LatencyStats attribute.
-# Beside them a cell keeps every figure of protos/metrics.py a report carries (LLM, energy, LoadGen).
-METRICS: dict[str, str] = {
-    "latency_p50_ms": "p50_ms",
-    "latency_p90_ms": "p90_ms",
-    "latency_p99_ms": "p99_ms",
-    "latency_mean_ms": "mean_ms",
-    "throughput_ips": "throughput_ips",
-}
+DERIVED = {name: m.derived_from for name, m in CATALOGUE.items() if m.derived_from}  # rate ← its latency
+
+# The metrics a cell keeps from a run's latency stats (name → LatencyStats attribute); beside them a cell
+# keeps every figure a report carries. Both from the catalogue, protos/metrics.py.
+METRICS: dict[str, str] = {name: m.stats for name, m in CATALOGUE.items() if m.stats}
 Z95 = 1.959964
-
-
-# A private release's statistic → the heat-map metric it estimates (values arrive as logs).
-RELEASED: dict[str, str] = {
-    "log_p50_ms": "latency_p50_ms",
-    "log_p90_ms": "latency_p90_ms",
-    "log_p99_ms": "latency_p99_ms",
-    "log_mean_ms": "latency_mean_ms",
-    "log_ttft_ms": "ttft_ms",
-    "log_tpot_ms": "tpot_ms",
-    "log_itl_p99_ms": "itl_p99_ms",
-    "log_energy_mj": "energy_mj",
-    "log_server_qps": "server_qps",
-}
 
 
 def metric_values(stats: LatencyStats, figures: dict[str, float] | None = None) -> dict[str, float]:
@@ -43,12 +27,10 @@ def released_logs(released: dict[str, float], batch: int) -> dict[str, tuple[flo
     """Heat-map metric → (natural log, the statistic whose noise it carries) from a noised release.
     Throughput follows from the mean latency and decode tokens/s from TPOT: post-processing, no budget."""
     logs = {RELEASED[name]: (value, name) for name, value in released.items()}
-    if "latency_mean_ms" in logs:
-        mean, stat = logs["latency_mean_ms"]
-        logs["throughput_ips"] = (math.log(batch * 1000.0) - mean, stat)
-    if "tpot_ms" in logs:
-        tpot, stat = logs["tpot_ms"]
-        logs["decode_tps"] = (math.log(1000.0) - tpot, stat)
+    for name, source in DERIVED.items():
+        if source in logs:
+            value, stat = logs[source]
+            logs[name] = (derived_log(name, value, batch), stat)
     return logs
 
 

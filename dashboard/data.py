@@ -12,31 +12,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.metrics import METRICS as CATALOGUE
 from edgeatlas.protos.records import parse_selector
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.v1 import admin_pb2
 
-# Metric → (label, unit, lower is better). Metrics not named here are shown by their key.
-METRICS = {
-    "latency_p50_ms": ("latency p50", "ms", True),
-    "latency_p90_ms": ("latency p90", "ms", True),
-    "latency_p99_ms": ("latency p99", "ms", True),
-    "latency_mean_ms": ("latency mean", "ms", True),
-    "throughput_ips": ("throughput", "inferences/s", False),
-    "ttft_ms": ("time to first token", "ms", True),
-    "decode_tps": ("decode tokens/s", "tokens/s", False),
-    "tpot_ms": ("time per output token", "ms", True),
-    "prefill_tps": ("prefill tokens/s", "tokens/s", False),
-    "itl_p50_ms": ("inter-token latency p50", "ms", True),
-    "itl_p99_ms": ("inter-token latency p99", "ms", True),
-    "e2e_ms": ("LLM request end-to-end", "ms", True),
-    "energy_mj": ("energy per inference", "mJ", True),
-    "energy_mj_per_token": ("energy per token", "mJ", True),
-    "power_w": ("average power", "W", True),
-    "server_qps": ("server QPS under the p99 bound", "queries/s", False),
-    "offline_ips": ("offline throughput", "samples/s", False),
-    "early_stopping_p90_ms": ("LoadGen early-stopping p90", "ms", True),
-}
+# Metric → (label, unit, lower is better), from the catalogue; metrics not in it are shown by their key.
+METRICS = {name: (m.label or name, m.unit, m.lower_is_better) for name, m in CATALOGUE.items()}
 SOURCES = ("fleet", "trusted", "imported", "simulated")
 SOURCE_MARKS = {"fleet": "", "trusted": " ·trusted", "imported": " ·imported", "simulated": " ·simulated"}
 CELL_COLUMNS = ["model", "hardware_class", "device_class", "source", "setting", "target", "runtime", "batch",

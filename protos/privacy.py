@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.metrics import METRICS
 
 @dataclass(frozen=True)
 class Statistic:
@@ -26,19 +27,11 @@ class Statistic:
     always: bool = True  # False: released only where the run has it (an LLM figure, a meter's energy)
 
 
-# statistic → what it releases. Throughput is derived from the released mean latency and decode
-# tokens/s from TPOT (post-processing), so they cost no budget.
+# statistic → what it releases, from the metric catalogue. Throughput is derived from the released mean
+# latency and decode tokens/s from TPOT (post-processing), so they cost no budget.
 STATISTICS: dict[str, Statistic] = {
-    "log_p50_ms": Statistic("p50_ms"),
-    "log_p90_ms": Statistic("p90_ms"),
-    "log_p99_ms": Statistic("p99_ms"),
-    "log_mean_ms": Statistic("mean_ms"),
-    "log_ttft_ms": Statistic("ttft_ms", always=False),
-    "log_tpot_ms": Statistic("tpot_ms", always=False),
-    "log_itl_p99_ms": Statistic("itl_p99_ms", always=False),
-    "log_energy_mj": Statistic("energy_mj", "mJ", (1e-3, 1e7), always=False),
-    "log_server_qps": Statistic("server_qps", "queries/s", (1e-2, 1e6), always=False),
-}
+    m.released_as: Statistic(m.stats or name, m.unit, m.release_bounds, m.always)
+    for name, m in METRICS.items() if m.released_as}
 MECHANISMS = ("gaussian", "laplace")
 DEFAULT_STATISTICS = ("log_p50_ms", "log_p99_ms", "log_mean_ms")
 DEFAULT_LATENCY_BOUNDS_MS = (0.01, 10_000.0)
