@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.processes import stop_tree
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import free_port
 
@@ -73,26 +74,3 @@ class SuperNode:
             return
         stop_tree(self.proc.pid)
         self.proc = None
-
-
-def stop_tree(pid: int, grace_s: float = 10.0) -> None:
-    """Terminates a process and every process under it, by PID; kills what outlives the grace period."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    procs = root.children(recursive=True) + [root]
-    for p in procs:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)

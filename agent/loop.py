@@ -7,7 +7,6 @@ import logging
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 
 import grpc
@@ -16,7 +15,7 @@ from edgeatlas import __version__
 from edgeatlas.agent.cache import ModelCache
 from edgeatlas.agent.outbox import Outbox
 from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
-from edgeatlas.agent.privacy.release import release
+from edgeatlas.agent.report import completed, new_report, refused
 from edgeatlas.agent.results import LocalResults
 from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
 from edgeatlas.agent.meters import find_meter
@@ -155,10 +154,7 @@ class Agent:
     # ---- the work -------------------------------------------------------------------------------
     def execute(self, task: agent_pb2.Task) -> agent_pb2.ReportRequest:
         """Runs one task; every failure becomes a FAILED report with its reason, an over-budget task DECLINED."""
-        report = agent_pb2.ReportRequest(
-            protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
-            lease_id=task.lease_id, privacy_mode="trusted" if self.config.trusted else "ldp",
-            agent_version=__version__, started_ms=int(time.time() * 1000))
+        report = new_report(task, self.config.trusted)
         privacy = None
         try:
             if not self.config.trusted:
@@ -179,37 +175,16 @@ class Agent:
             if meter is None:
                 result = dataclasses.replace(result, energy_absent=absent)
         except BudgetExceeded as exc:
-            report.status, report.failure_reason = agent_pb2.ReportRequest.DECLINED, str(exc)
-            return report
+            return refused(report, declined=True, reason=str(exc))
         except EdgeAtlasError as exc:
-            report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, str(exc)
-            return report
+            return refused(report, declined=False, reason=str(exc))
         except MemoryError:
-            report.status, report.failure_reason = agent_pb2.ReportRequest.FAILED, "out of memory"
-            return report
+            return refused(report, declined=False, reason="out of memory")
         # exact values stay here, for the owner, with the device's conditions when it ran
         conditions = dict(self.conditions.to_dict(), clock_percent=self.clock_percent)
         self.results.add(task.model.name, task.task_id, result, conditions, task.model.sha256,
                          task.model.format or "onnx")
-        report.status = agent_pb2.ReportRequest.OK
-        report.setting.CopyFrom(convert.setting_to_pb(result.setting))
-        report.valid = result.valid
-        report.started_ms = result.started_ms
-        report.outcome.CopyFrom(convert.outcome_to_pb(result.outcome, exact=privacy is None))
-        report.energy_meter = result.energy.meter if result.energy else ""
-        report.energy_absent = result.energy_absent
-        if privacy is None:
-            report.stats.CopyFrom(convert.stats_to_pb(result.stats))
-            report.fidelity.CopyFrom(convert.fidelity_to_pb(result.fidelity))
-            report.invalid_reason = result.invalid_reason
-            report.figures.update(result.figures())
-            report.conditions.CopyFrom(convert.conditions_to_pb(conditions))
-        else:
-            report.privacy.CopyFrom(convert.privacy_to_pb(privacy))
-            report.released.update(release(result.stats, privacy, result.figures()).values)
-            # Only whether outputs matched; the error size and iteration counts would say more than ε allows.
-            report.fidelity.checked, report.fidelity.passed = result.fidelity.checked, result.fidelity.passed
-            report.invalid_reason = "" if result.valid else result.invalid_kind
+        completed(report, result, privacy, conditions)
         self.ledger.record(report.report_id, task.task_id, privacy)  # in the ledger before it can leave
         return report
 

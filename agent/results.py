@@ -6,13 +6,13 @@ in milliseconds (the last MAX_RAW_FILES tasks, at most MAX_RAW_VALUES values eac
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgeatlas.agent.report import exact_record
 from edgeatlas.protos.records import RunResult
 
 MAX_LINES = 2000
@@ -28,13 +28,7 @@ class LocalResults:
     def add(self, model: str, task_id: int, result: RunResult, conditions: dict | None = None,
             model_sha256: str = "", model_format: str = "") -> None:
         line = json.dumps({"at_s": time.time(), "model": model, "task_id": task_id, "model_sha256": model_sha256,
-                           "model_format": model_format,
-                           "setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
-                           "figures": result.figures(), "outcome": dataclasses.asdict(result.outcome),
-                           "energy_meter": result.energy.meter if result.energy else None,
-                           "energy_absent": result.energy_absent or None,
-                           "valid": result.valid, "invalid_reason": result.invalid_reason,
-                           "conditions": conditions or {}})
+                           "model_format": model_format, **exact_record(result), "conditions": conditions or {}})
         lines = self.path.read_text().splitlines() if self.path.exists() else []
         lines = (lines + [line])[-MAX_LINES:]
         tmp = self.path.with_suffix(".tmp")

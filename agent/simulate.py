@@ -12,7 +12,6 @@ import asyncio
 import json
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +19,10 @@ import grpc
 import yaml
 
 from edgeatlas import __version__
+from edgeatlas.agent.report import completed, new_report
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.records import LatencyStats, Setting
+from edgeatlas.protos.records import Fidelity, LatencyStats, RunResult, ScenarioOutcome, Setting
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, bearer
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
@@ -125,13 +125,11 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
         ran = Setting(target=target, runtime="simulated", runtime_version=__version__,
                       execution_provider="simulated", batch=setting.batch, threads=setting.threads,
                       precision="fp32", scenario=setting.scenario, scenario_params=dict(setting.scenario_params))
-        report = agent_pb2.ReportRequest(
-            protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
-            lease_id=task.lease_id, status=agent_pb2.ReportRequest.OK, valid=True, privacy_mode="trusted",
-            setting=convert.setting_to_pb(ran), stats=convert.stats_to_pb(synthetic_stats(p50, setting.batch, rng)),
-            started_ms=int(time.time() * 1000), agent_version=__version__, figures=figures,
-            outcome=agent_pb2.ScenarioOutcome(driver="native", verdict="VALID"),
-            energy_absent="simulated device: no meter")
+        result = RunResult(setting=ran, stats=synthetic_stats(p50, setting.batch, rng), fidelity=Fidelity(), valid=True,
+                           started_ms=int(time.time() * 1000),
+                           outcome=ScenarioOutcome(driver="native", verdict="VALID", figures=figures),
+                           energy_absent="simulated device: no meter")
+        report = completed(new_report(task, trusted=True), result, privacy=None)
         for attempt in range(5):  # a report is retried with the same id, so it never counts twice
             try:
                 await stub.Report(report, metadata=md, timeout=60)

@@ -18,6 +18,7 @@ from pathlib import Path
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
 from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
 
 START_TIMEOUT_S = 60.0
@@ -83,17 +84,9 @@ class Children:
         return proc
 
     def stop_all(self, grace_s: float = 10.0) -> None:
-        for _, proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for name, proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                say(f"  {name} (pid {proc.pid}) did not stop in {grace_s:.0f} s; killing it")
-                proc.kill()
-                proc.wait()
+        names = {proc.pid: name for name, proc in self.procs}
+        stop([proc for _, proc in self.procs], grace_s, on_kill=lambda proc: say(
+            f"  {names[proc.pid]} (pid {proc.pid}) did not stop in {grace_s:.0f} s; killing it"))
         self.procs.clear()
 
 

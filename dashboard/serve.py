@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from edgeatlas.protos.errors import InvalidInput, Unavailable
+from edgeatlas.protos.processes import stop as stop_processes
 from edgeatlas.protos.wire import free_port
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -68,10 +69,4 @@ def wait_ready(proc: subprocess.Popen, url: str, wait_s: float, log: Path | None
 
 
 def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes([proc], grace_s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from edgeatlas.protos.processes import stop
 
 EXIT_STATUS = pytest.StashKey[int]()
 
@@ -34,13 +35,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
 
 
 def stop_pid(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop([proc], grace_s)
 
 
 @dataclass

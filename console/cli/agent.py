@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -131,13 +132,12 @@ def cmd_agent_bench(args) -> int:
     runner = make_runner(args.model, setting, args.reference)
     meter, absent = find_meter(runner.setting.target)
     result = runner.run(params, meter)
+    if meter is None:
+        result = dataclasses.replace(result, energy_absent=absent)
     if args.format == "json":
-        say(json.dumps({"setting": result.setting.to_dict(), "stats": result.stats.to_dict(),
-                           "figures": result.figures(), "outcome": result.outcome.__dict__,
-                           "energy_meter": result.energy.meter if result.energy else None,
-                           "energy_absent": absent or None,
-                           "valid": result.valid, "invalid_reason": result.invalid_reason,
-                           "fidelity": result.fidelity.__dict__}, indent=1))
+        from edgeatlas.agent.report import exact_record
+
+        say(json.dumps(exact_record(result), indent=1))
         return 0
     s, st, figures = result.stats, result.setting, result.figures()
     say(f"{Path(args.model).name}: {st.runtime} {st.runtime_version} {st.execution_provider}, "

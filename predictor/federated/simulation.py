@@ -12,6 +12,7 @@ from pathlib import Path
 from edgeatlas.predictor.data import Samples
 from edgeatlas.predictor.federated.plan import FederatedPlan
 from edgeatlas.predictor.federated.serverapp import Outcome
+from edgeatlas.protos.processes import stop_found
 
 
 def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = None) -> Outcome:
@@ -68,28 +69,10 @@ def start_ray(cpus: int, attempts: int = 3) -> None:
             return
         except Exception as e:  # Ray raises a bare Exception when its raylet is not up in its fixed 30 s
             ray.shutdown()
-            stop(children() - before)  # a half-started node's processes, which Ray's shutdown does not know
+            stop_found(children() - before)  # a half-started node's processes, which Ray's shutdown does not know
             if attempt == attempts:
                 raise RuntimeError(f"Ray did not start in {attempts} attempts: {e}") from e
             print(f"Ray did not start ({e}); trying again", file=sys.stderr)
-
-
-def stop(processes: set, grace_s: float = 10.0) -> None:
-    """Ends the given processes, by PID: SIGTERM, then SIGKILL for those still there after grace_s."""
-    import psutil
-
-    for p in processes:
-        try:
-            p.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(processes), timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=grace_s)
 
 
 def children() -> set:
