@@ -9,6 +9,7 @@ COPY agent agent
 COPY coordinator coordinator
 COPY predictor predictor
 COPY dashboard dashboard
+COPY console console
 RUN pip install --no-cache-dir ".[agent]" && useradd --create-home edgeatlas
 USER edgeatlas
 ENV EDGEATLAS_COORDINATOR=coordinator:50051

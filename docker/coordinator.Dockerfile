@@ -9,6 +9,7 @@ COPY coordinator coordinator
 COPY predictor predictor
 # setuptools needs every mapped package folder to exist; the dashboard's dependencies are not installed.
 COPY dashboard dashboard
+COPY console console
 RUN pip install --no-cache-dir ".[coordinator]" && useradd --create-home edgeatlas && mkdir /data && chown edgeatlas /data
 USER edgeatlas
 ENV EDGEATLAS_DB=sqlite:////data/coordinator.db

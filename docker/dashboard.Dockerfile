@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY edgeatlas edgeatlas
 COPY protos protos
 COPY dashboard dashboard
+COPY console console
 # setuptools needs every mapped package folder to exist; their extras' dependencies are not installed.
 COPY agent agent
 COPY coordinator coordinator

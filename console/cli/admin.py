@@ -253,21 +253,11 @@ def cmd_campaign_status(args) -> int:
     return 0
 
 
-def cmd_campaign_cancel(args) -> int:
+def cmd_campaign_state(args) -> int:
+    """cancel, pause or resume: the campaign's new state, in one line."""
     with admin_client(args) as admin:
-        say(_campaign_line(admin.cancel_campaign(args.id)))
-    return 0
-
-
-def cmd_campaign_pause(args) -> int:
-    with admin_client(args) as admin:
-        say(_campaign_line(admin.pause_campaign(args.id)))
-    return 0
-
-
-def cmd_campaign_resume(args) -> int:
-    with admin_client(args) as admin:
-        say(_campaign_line(admin.resume_campaign(args.id)))
+        change = {"cancel": admin.cancel_campaign, "pause": admin.pause_campaign, "resume": admin.resume_campaign}
+        say(_campaign_line(change[args.sub](args.id)))
     return 0
 
 
@@ -375,8 +365,8 @@ def register(sub) -> None:
                    help="e.g. 0.1: report how many more devices each cell needs for ±10 %%")
     admin_options(p)
     p.set_defaults(func=cmd_campaign_create)
-    for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_cancel),
-                       ("pause", cmd_campaign_pause), ("resume", cmd_campaign_resume)):
+    for name, func in (("status", cmd_campaign_status), ("cancel", cmd_campaign_state),
+                       ("pause", cmd_campaign_state), ("resume", cmd_campaign_state)):
         p = campaign.add_parser(name)
         p.add_argument("id", type=int)
         admin_options(p)
