@@ -74,9 +74,13 @@ def read_header(path: str | Path) -> GGUFHeader:
     path = Path(path)
     if not path.is_file():
         raise InvalidInput(f"model file {path} does not exist")
-    check_bounds(path)
     try:
+        check_bounds(path)
         reader = GGUFReader(str(path))
+    except InvalidInput:
+        raise
+    except OSError as exc:
+        raise InvalidInput(f"model {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # what the walk does not check: the reader's own refusals
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise _bad(path, first[:300]) from None
