@@ -1,64 +1,33 @@
-"""AdminService: campaigns, fleet, models, heat-map and tokens, behind an admin token."""
+"""AdminService: campaigns, fleet, models, heat-map and tokens, behind an admin token.
+
+It translates only: messages ↔ records in admin_convert.py, the checks in the domain modules
+(campaigns.py, uploads.py), errors → status codes in status.py."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib
 import io
 import json
-import math
 import tempfile
 import time
 
-from edgeatlas.coordinator import aggregate, auth
-from edgeatlas.coordinator.adaptive import AdaptivePlan
+from edgeatlas.coordinator import auth, campaigns, uploads
 from edgeatlas.coordinator.heatmaps import Heatmaps
 from edgeatlas.coordinator.predictions import Predictors
+from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS
+from edgeatlas.coordinator.services import admin_convert
 from edgeatlas.coordinator.services.agent_service import Wakeup
 from edgeatlas.coordinator.status import check_parsed, log, rpc
-from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS
 from edgeatlas.coordinator.store import Store
-from edgeatlas.protos import convert, scenarios
-from edgeatlas.protos.errors import Conflict, InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
-from edgeatlas.protos.privacy import PrivacyParams
-from edgeatlas.protos.records import RunParams, Schedule, Setting
+from edgeatlas.protos import convert
+from edgeatlas.protos.errors import InvalidInput, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES
 from edgeatlas.v1 import admin_pb2, admin_pb2_grpc
 
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 DAY_MS = 86_400_000
-
-
-def adaptive_plan(msg: admin_pb2.Adaptive) -> AdaptivePlan:
-    """The checked plan of an adaptive campaign; InvalidInput naming what is wrong."""
-    try:
-        importlib.import_module("edgeatlas.predictor.acquisition")
-    except ImportError as exc:
-        raise InvalidInput(f"adaptive campaigns need the predictor extra on the coordinator ({exc.name} is "
-                           "missing)") from None
-    return AdaptivePlan(budget=msg.budget, target_mape=msg.target_mape, for_spec_json=msg.for_spec_json,
-                        epsilon_budget=msg.epsilon_budget).check()
-
-
-def federated_plan(msg: admin_pb2.Federated):
-    """The checked FederatedPlan of a federated-train campaign (zero fields: defaults)."""
-    try:
-        from edgeatlas.predictor.federated.plan import FederatedPlan
-    except ImportError as exc:
-        raise InvalidInput(f"federated training needs the federated extra on the coordinator ({exc.name} is "
-                           "missing)") from None
-    given = {k: getattr(msg, k) for k in ("rounds", "local_epochs", "epsilon", "update_clip", "update_noise")
-             if getattr(msg, k)}
-    for key, value in given.items():
-        if not math.isfinite(value) or value < 0:
-            raise InvalidInput(f"federated {key} = {value} is not a positive number")
-    plan = FederatedPlan(clients=msg.devices or 2, **given)
-    if plan.clients > 10_000 or plan.rounds > 1000 or plan.local_epochs > 100:
-        raise InvalidInput("federated training: at most 10000 devices, 1000 rounds and 100 local epochs")
-    plan.check()
-    return plan
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
@@ -81,41 +50,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def CreateCampaign(self, request, context):
         await self._admin(context)
-        if request.HasField("federated"):
-            plan = federated_plan(request.federated)
-            if request.models or request.HasField("adaptive"):
-                raise InvalidInput("a federated-train campaign has no models and is not adaptive")
-            if not self.superlink:
-                raise Conflict("this coordinator runs no Flower SuperLink: serve it with --superlink HOST:PORT")
-            campaign_id = await asyncio.to_thread(self.store.create_federated_campaign, request.name[:128],
+        campaign = admin_convert.campaign_request(request)
+        campaigns.check_campaign(campaign, int(time.time() * 1000), superlink=bool(self.superlink))
+        if campaign.federated is not None:
+            plan = campaign.federated
+            campaign_id = await asyncio.to_thread(self.store.create_federated_campaign, campaign.name,
                                                   json.dumps({"plan": json.loads(plan.to_json())}), plan.clients)
             return await self._campaign(campaign_id)
-        if not request.models:
-            raise InvalidInput("a campaign needs at least one model")
-        repeats = request.repeats or 1
-        if not 1 <= repeats <= 1000:
-            raise InvalidInput(f"repeats = {repeats} is not in 1..1000")
-        setting = convert.setting_from_pb(request.setting, defaults=True)
-        if not 1 <= setting.batch <= 4096 or not 0 <= setting.threads <= 1024:
-            raise InvalidInput("batch must be in 1..4096 and threads in 0..1024")
-        params = convert.params_from_pb(request.params)
-        check_params(params)
-        scenarios.check(setting.scenario, setting.scenario_params)
-        privacy = convert.privacy_from_pb(request.privacy, defaults=True).check()
-        check_target_precision(request.target_precision)
-        schedule = Schedule(priority=request.priority, deadline_ms=request.deadline_ms,
-                            quota=request.quota).check(int(time.time() * 1000))
-        plan = adaptive_plan(request.adaptive) if request.HasField("adaptive") else None
-        models = await asyncio.to_thread(self.store.resolve_models, list(request.models))
-        for model in models:
-            scenarios.check_for_format(setting.scenario, model.format, model.name)
-            if plan is not None and model.format != "onnx":
-                raise InvalidInput(f"model {model.name} is {model.format}: an adaptive campaign's predictor reads "
-                                   "ONNX graphs")
-        campaign_id = await asyncio.to_thread(self.store.create_campaign, request.name[:128], models,
-                                              dict(request.selectors), repeats, setting, params, privacy,
-                                              request.target_precision, schedule,
-                                              plan.to_json() if plan is not None else "")
+        models = await asyncio.to_thread(self.store.resolve_models, campaign.models)
+        campaigns.check_models(campaign, models)
+        campaign_id = await asyncio.to_thread(
+            self.store.create_campaign, campaign.name, models, campaign.selectors, campaign.repeats,
+            campaign.setting, campaign.params, campaign.privacy, campaign.target_precision, campaign.schedule,
+            campaign.adaptive.to_json() if campaign.adaptive is not None else "")
         self.wakeup.notify()
         return await self._campaign(campaign_id)
 
@@ -125,39 +72,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         by_hardware = await asyncio.to_thread(self.store.task_counts_by_hardware, campaign_id)
         failures = await asyncio.to_thread(self.store.failures, campaign_id)
         names = {m.sha256: m.name for m in await asyncio.to_thread(self.store.list_models)}
-        adaptive, rounds = None, []
-        if row.adaptive_json:
-            plan = AdaptivePlan.from_json(row.adaptive_json)
-            adaptive = admin_pb2.Adaptive(budget=plan.budget, target_mape=plan.target_mape,
-                                          for_spec_json=plan.for_spec_json, epsilon_budget=plan.epsilon_budget)
-            rounds = [admin_pb2.AdaptiveRound(
-                round=r.round, measurements=r.measurements, picked=r.picked, created_ms=r.created_ms,
-                validation_mape=math.nan if r.validation_mape is None else r.validation_mape)
-                for r in await asyncio.to_thread(self.store.rounds, campaign_id)]
-        federated, federated_rounds, version = None, [], 0
-        if row.federated_json:
-            record = json.loads(row.federated_json)
-            plan = record["plan"]
-            federated = admin_pb2.Federated(devices=plan["clients"], rounds=plan["rounds"],
-                                            local_epochs=plan["local_epochs"], epsilon=plan["epsilon"],
-                                            update_clip=plan["update_clip"], update_noise=plan["update_noise"])
-            federated_rounds = [admin_pb2.FederatedRound(
-                round=r["round"], loss_before=r["loss_before"], loss_after=r["loss_after"],
-                epsilon_measurement=r["epsilon_measurement"], epsilon_device=r["epsilon_device"])
-                for r in record.get("rounds", [])]
-            version = record.get("predictor_version", 0)
-        return admin_pb2.Campaign(
-            federated=federated, federated_rounds=federated_rounds, predictor_version=version,
-            campaign_id=row.id, name=row.name, status=row.status, created_ms=row.created_ms,
-            finished_ms=row.finished_ms or 0, models=[names.get(s, s) for s in json.loads(row.models_json)],
-            selectors=json.loads(row.selectors_json), repeats=row.repeats, agents=row.n_agents,
-            counts=task_counts_pb(counts), by_hardware={hw: task_counts_pb(c) for hw, c in by_hardware.items()},
-            setting=convert.setting_to_pb(Setting(**json.loads(row.setting_json))),
-            failures=failures, target_precision=row.target_precision,
-            privacy=(None if row.federated_json else   # its privacy is per round, in federated_rounds
-                     convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json)))),
-            priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota,
-            adaptive=adaptive, rounds=rounds, stop_reason=row.stop_reason)
+        rounds = await asyncio.to_thread(self.store.rounds, campaign_id) if row.adaptive_json else []
+        return admin_convert.campaign_to_pb(row, counts, by_hardware, failures, names, rounds)
 
     @rpc
     async def ListCampaigns(self, request, context):
@@ -197,13 +113,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         now = int(time.time() * 1000)
         rows = await asyncio.to_thread(self.store.list_agents)
         spent = await asyncio.to_thread(self.store.privacy_spent, now - DAY_MS)
-        return admin_pb2.ListAgentsResponse(agents=[admin_pb2.AgentInfo(
-            agent_id=a.agent_id, name=a.name, hardware_class=a.hardware_class, device_class=a.device_class,
-            enrolled_ms=a.enrolled_ms, last_seen_ms=a.last_seen_ms,
-            online=now - a.last_seen_ms < OFFLINE_AFTER_MS, spec_json=a.spec_json, tasks_done=done,
-            simulated=a.simulated, epsilon_24h=spent.get(a.agent_id, (0.0, 0))[0],
-            releases_24h=spent.get(a.agent_id, (0.0, 0))[1], state=a.state or "")
-            for a, done in rows])
+        return admin_pb2.ListAgentsResponse(agents=[
+            admin_convert.agent_info_pb(a, done, now - a.last_seen_ms < OFFLINE_AFTER_MS,
+                                        spent.get(a.agent_id, (0.0, 0))) for a, done in rows])
 
     @rpc
     async def ListHardware(self, request, context):
@@ -264,40 +176,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             summary = json.loads(request.summary_json or "{}")
         except json.JSONDecodeError:
             raise InvalidInput("summary_json is not JSON") from None
-        await asyncio.to_thread(self._check_gguf if request.format == "gguf" else self._check_onnx, request.sha256)
+        await asyncio.to_thread(uploads.check_model, self.store, request.format, request.sha256)
         row = await asyncio.to_thread(self.store.add_model, request.name, request.format, request.sha256,
                                       request.reference_sha256, json.dumps(summary))
         return convert.model_to_pb(row.to_ref())
-
-    def _check_gguf(self, sha256: str) -> None:
-        from edgeatlas.protos.gguf import read_header
-
-        if self.store.blob(sha256) is None:
-            raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
-        with tempfile.NamedTemporaryFile(suffix=".gguf") as f:  # the reader maps a file
-            for chunk in self.store.blob_chunks(sha256):
-                f.write(chunk)
-            f.flush()
-            read_header(f.name).check_model()
-
-    def _check_onnx(self, sha256: str) -> None:
-        import onnx
-
-        if self.store.blob(sha256) is None:
-            raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
-        try:
-            model = onnx.load_from_string(b"".join(self.store.blob_chunks(sha256)))
-        except Exception as exc:
-            raise InvalidInput(f"not a valid ONNX model: {type(exc).__name__}") from None
-        external = [t.name for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
-        if external:  # it would name files on the coordinator's disk: their existence would leak, or worse
-            raise InvalidInput(f"tensor {external[0][:60]!r} keeps its data in an external file: upload one "
-                               f"self-contained ONNX file (onnx.save with save_as_external_data=False)")
-        try:
-            onnx.checker.check_model(model)
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise InvalidInput(f"not a valid ONNX model: {first[:300]}") from None
 
     @rpc
     async def ListModels(self, request, context):
@@ -308,33 +190,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     @rpc
     async def GetHeatmap(self, request, context):
         await self._admin(context)
-        check_target_precision(request.target_precision)
+        campaigns.check_target_precision(request.target_precision)
         return await asyncio.to_thread(self.heatmaps.read, request.metric, request.target_precision)
 
     @rpc
     async def ImportCells(self, request, context):
         await self._admin(context)
-        if request.source != "imported":
-            raise InvalidInput(f"source {request.source!r}: only 'imported' cells can be imported")
-        if not request.citation:
-            raise InvalidInput("imported values need a citation")
-        if not request.cells or len(request.cells) > 10_000:
-            raise InvalidInput("an import carries 1..10000 cells")
+        campaigns.check_import(request.source, request.citation, len(request.cells))
         cells = []
-        for i, cell in enumerate(request.cells):
-            spec = SpecSheet.from_json(cell.spec_json, f"cells[{i}].spec_json")
-            setting = convert.setting_from_pb(cell.setting)
-            if not setting.target:
-                raise InvalidInput(f"cells[{i}].setting.target is missing")
-            spec.hardware_class(setting.target)  # a target the sheet lacks is refused here
-            if not cell.metrics:
-                raise InvalidInput(f"cells[{i}] has no metrics")
-            for name, value in cell.metrics.items():
-                if name not in aggregate.METRICS:
-                    raise InvalidInput(f"cells[{i}]: metric {name!r} is not one of {', '.join(aggregate.METRICS)}")
-                if not math.isfinite(value) or value <= 0:
-                    raise InvalidInput(f"cells[{i}]: metric {name} = {value!r} must be positive and finite")
-            cells.append((spec, setting, dict(cell.metrics)))
+        for i, msg in enumerate(request.cells):
+            cell = admin_convert.imported_cell(i, msg)
+            campaigns.check_imported_cell(i, cell)
+            cells.append((cell.spec, cell.setting, cell.metrics))
         n = await asyncio.to_thread(self.store.import_cells, request.model_sha256, request.source,
                                     request.citation[:500], cells)
         return admin_pb2.ImportCellsResponse(cells=n)
@@ -388,7 +255,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("members must be in 0..10 and epochs in 0..50")
         row = await asyncio.to_thread(_predictor_call, self.predictors.train, "manual", request.members,
                                       request.epochs)
-        return predictor_to_pb(row)
+        return admin_convert.predictor_to_pb(row)
 
     @rpc
     async def PublishPredictor(self, request_iterator, context):
@@ -396,13 +263,13 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         data = io.BytesIO()
         await self._receive_blob(request_iterator, data)
         row = await asyncio.to_thread(_predictor_call, self.predictors.publish, data.getvalue())
-        return predictor_to_pb(row)
+        return admin_convert.predictor_to_pb(row)
 
     @rpc
     async def ListPredictorVersions(self, request, context):
         await self._admin(context)
         rows = await asyncio.to_thread(self.store.predictors)
-        return admin_pb2.ListPredictorVersionsResponse(versions=[predictor_to_pb(r) for r in rows])
+        return admin_pb2.ListPredictorVersionsResponse(versions=[admin_convert.predictor_to_pb(r) for r in rows])
 
 
     @rpc
@@ -420,18 +287,6 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             first = False
 
 
-def _tensors(graph):
-    """Every TensorProto of a graph: initializers, Constant values and those of subgraphs (If, Loop, Scan)."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
-                yield from _tensors(sub)
-
-
 def _predictor_call(fn, *args):
     try:
         return fn(*args)
@@ -439,32 +294,3 @@ def _predictor_call(fn, *args):
         raise Unavailable(f"this coordinator was installed without the predictor extra ({exc.name} missing)")
 
 
-def task_counts_pb(counts) -> admin_pb2.TaskCounts:
-    return admin_pb2.TaskCounts(**{k: counts.get(k, 0) for k in
-                                   ("pending", "leased", "done", "failed", "cancelled", "declined")})
-
-
-def predictor_to_pb(row) -> admin_pb2.PredictorVersion:
-    return admin_pb2.PredictorVersion(
-        version=row.version, created_ms=row.created_ms, trigger=row.trigger, cells=row.cells,
-        networks=row.networks, devices=row.devices, evaluation_json=row.evaluation_json,
-        size_bytes=row.size_bytes, train_seconds=row.train_seconds, privacy_json=row.privacy_json)
-
-
-def check_params(params: RunParams) -> None:
-    if not 0 <= params.warmup_iterations <= 100_000:
-        raise InvalidInput(f"warmup_iterations = {params.warmup_iterations} is not in 0..100000")
-    if not 1 <= params.min_iterations <= 1_000_000:
-        raise InvalidInput(f"min_iterations = {params.min_iterations} is not in 1..1000000")
-    for name in ("min_duration_s", "max_duration_s"):
-        value = getattr(params, name)
-        if not math.isfinite(value) or not 0 < value <= 3600:
-            raise InvalidInput(f"{name} = {value} is not in (0, 3600]")
-    if params.max_duration_s < params.min_duration_s:
-        raise InvalidInput("max_duration_s must be at least min_duration_s")
-
-
-def check_target_precision(value: float) -> None:
-    if not (math.isfinite(value) and (value == 0 or aggregate.MIN_TARGET_PRECISION <= value <= 10)):
-        raise InvalidInput(f"target_precision = {value} is not 0 (none) or in "
-                           f"[{aggregate.MIN_TARGET_PRECISION:g}, 10]")

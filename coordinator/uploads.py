@@ -1,0 +1,55 @@
+"""Checks of uploaded model bytes before they are registered: a model the fleet's runtimes can load, and
+nothing that reaches outside its own bytes."""
+
+from __future__ import annotations
+
+import tempfile
+
+from edgeatlas.protos.errors import InvalidInput
+
+
+def check_model(store, fmt: str, sha256: str) -> None:
+    """The uploaded blob `sha256` is a valid model of `fmt` (onnx | gguf); one InvalidInput line otherwise."""
+    if store.blob(sha256) is None:
+        raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
+    (_check_gguf if fmt == "gguf" else _check_onnx)(store, sha256)
+
+
+def _check_gguf(store, sha256: str) -> None:
+    from edgeatlas.protos.gguf import read_header
+
+    with tempfile.NamedTemporaryFile(suffix=".gguf") as f:  # the reader maps a file
+        for chunk in store.blob_chunks(sha256):
+            f.write(chunk)
+        f.flush()
+        read_header(f.name).check_model()
+
+
+def _check_onnx(store, sha256: str) -> None:
+    import onnx
+
+    try:
+        model = onnx.load_from_string(b"".join(store.blob_chunks(sha256)))
+    except Exception as exc:
+        raise InvalidInput(f"not a valid ONNX model: {type(exc).__name__}") from None
+    external = [t.name for t in _tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    if external:  # it would name files on the coordinator's disk: their existence would leak, or worse
+        raise InvalidInput(f"tensor {external[0][:60]!r} keeps its data in an external file: upload one "
+                           f"self-contained ONNX file (onnx.save with save_as_external_data=False)")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise InvalidInput(f"not a valid ONNX model: {first[:300]}") from None
+
+
+def _tensors(graph):
+    """Every TensorProto of a graph: initializers, Constant values and those of subgraphs (If, Loop, Scan)."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
