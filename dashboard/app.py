@@ -16,7 +16,7 @@ import streamlit as st
 from edgeatlas.dashboard import data
 from edgeatlas.dashboard.api import Connection, explain
 from edgeatlas.protos import convert, errors
-from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.protos.privacy import PrivacyParams, delta_for
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.scenarios import SCENARIOS
 from edgeatlas.v1 import admin_pb2
@@ -220,7 +220,7 @@ def create_campaign(conn, name, models, selectors_text, scenario, batch, threads
         selectors = data.parse_selectors(selectors_text)
         scenario_params = data.parse_scenario(scenario, scenario_text)
         privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon,
-                                delta=1e-6 if mechanism == "gaussian" else 0.0).check()
+                                delta=delta_for(mechanism)).check()
     except errors.InvalidInput as exc:
         st.error(f"Invalid input: {exc}")
         return

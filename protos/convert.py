@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.protos.privacy import PURE_MECHANISMS, PrivacyParams, delta_for
 from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, ScenarioOutcome, Setting
 from edgeatlas.v1 import agent_pb2, common_pb2
 
@@ -88,7 +88,8 @@ def privacy_from_pb(m: common_pb2.Privacy, defaults: bool = False) -> PrivacyPar
     mechanism = m.mechanism or base.mechanism
     return PrivacyParams(
         mechanism=mechanism, epsilon=m.epsilon or base.epsilon,
-        delta=m.delta if (m.delta or mechanism == "laplace") else base.delta,
+        # a δ given to a pure mechanism is kept, so that its check refuses it rather than it vanishing here
+        delta=m.delta if mechanism in PURE_MECHANISMS else delta_for(mechanism, m.delta),
         statistics=tuple(m.statistics) or base.statistics,
         bounds_ms=(m.bound_lo_ms or base.bounds_ms[0], m.bound_hi_ms or base.bounds_ms[1]), bits=m.bits or base.bits)
 

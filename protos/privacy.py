@@ -42,13 +42,22 @@ ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 
           64.0, 128.0, 256.0, 512.0)
 
 
+PURE_MECHANISMS = ("laplace",)  # pure ε-DP: their contracts carry δ = 0
+DEFAULT_DELTA = 1e-6
+
+
+def delta_for(mechanism: str, asked: float = 0.0) -> float:
+    """The δ a contract of this mechanism carries: 0 for a pure one, else what was asked (0: the default)."""
+    return 0.0 if mechanism in PURE_MECHANISMS else (asked or DEFAULT_DELTA)
+
+
 @dataclass(frozen=True)
 class PrivacyParams:
     """A campaign's privacy contract: one mechanism, one ε (and δ) per report, public log-space bounds."""
 
     mechanism: str = "gaussian"
     epsilon: float = 1.0
-    delta: float = 1e-6  # 0 for laplace
+    delta: float = DEFAULT_DELTA  # 0 for a pure mechanism (laplace)
     statistics: tuple[str, ...] = DEFAULT_STATISTICS
     bounds_ms: tuple[float, float] = DEFAULT_LATENCY_BOUNDS_MS
     bits: int = 10  # grid of 2^bits steps across each statistic's range
@@ -60,7 +69,7 @@ class PrivacyParams:
             raise InvalidInput(f"privacy epsilon {self.epsilon!r} per report is not in (0, {MAX_EPSILON_PER_REPORT}]")
         if self.mechanism == "gaussian" and not 0 < self.delta < 1e-3:
             raise InvalidInput(f"privacy delta {self.delta!r} must be in (0, 1e-3) for the gaussian mechanism")
-        if self.mechanism == "laplace" and self.delta != 0:
+        if self.mechanism in PURE_MECHANISMS and self.delta != 0:
             raise InvalidInput("the laplace mechanism is pure ε-DP: delta must be 0")
         if not self.statistics or len(set(self.statistics)) != len(self.statistics) or \
                 any(s not in STATISTICS for s in self.statistics):

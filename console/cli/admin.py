@@ -180,7 +180,7 @@ def _federated(args):
 
 
 def cmd_campaign_create(args) -> int:
-    from edgeatlas.protos.privacy import PrivacyParams
+    from edgeatlas.protos.privacy import PrivacyParams, delta_for
 
     from edgeatlas.protos.records import Schedule
 
@@ -207,7 +207,7 @@ def cmd_campaign_create(args) -> int:
     except ValueError:
         raise errors.InvalidInput(f"--bounds-ms {args.bounds_ms!r} is not LO:HI in milliseconds") from None
     privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
-                            delta=0.0 if args.mechanism == "laplace" else args.delta,
+                            delta=delta_for(args.mechanism, args.delta),
                             statistics=tuple(args.statistics), bounds_ms=bounds).check()
     adaptive = _adaptive(args)
     with admin_client(args) as admin:
