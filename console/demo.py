@@ -15,35 +15,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
-from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, START_TIMEOUT_S,
+                                         TARGET_PRECISION, DemoCampaign, campaign_plan)
+from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
-
-START_TIMEOUT_S = 60.0
-CAMPAIGN_TIMEOUT_S = 900.0
-NB201_MODELS = 4
-PRIVACY = PrivacyParams()  # the default contract: gaussian, ε = 1, δ = 1e-6 per report
-# LLM reports release the request's end-to-end p50, time to first token and time per output token
-LLM_PRIVACY = PrivacyParams(statistics=("log_p50_ms", "log_ttft_ms", "log_tpot_ms"))
-LLM_PARAMS = {"prompt_tokens": "64", "output_tokens": "16"}
-SERVER_MODELS = ["mlp-s", "mobilenet-s"]
-SERVER_PARAMS = {"latency_bound_ms": "25", "search_steps": "3"}
-TARGET_PRECISION = 0.1
-
-
-# The spec sheet of DESIGN.md, as a person would type it for a board they are thinking of buying.
-EXAMPLE_SPEC = """schema: edgeatlas.spec/v1
-name: Raspberry Pi 5
-device_class: board
-soc: Broadcom BCM2712
-cpu: {vendor: broadcom, model: BCM2712, arch: arm64, cores: 4, threads: 4,
-      clusters: [{cores: 4, core: cortex-a76, max_ghz: 2.4}], max_ghz: 2.4, simd: neon, l2_kb: 2048, l3_kb: 2048}
-memory: {type: LPDDR4X-4267, size_gb: 8, bandwidth_gbs: 17.1}
-tdp_w: 12
-"""
-
 
 @dataclass
 class DemoOptions:
@@ -113,18 +90,37 @@ class Demo:
             say("all demo processes stopped")
 
     def _run(self) -> int:
-        from edgeatlas.console import views
         from edgeatlas.protos.admin_client import AdminClient
-        from edgeatlas.v1 import admin_pb2
 
         if self.dir.exists() and not self.o.keep:
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        logs = self.dir / "logs"
-        db = self.dir / "coordinator.db"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
-        env["PYTHONUNBUFFERED"] = "1"
+        self.logs = self.dir / "logs"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EDGEATLAS_")}
+        self.env["PYTHONUNBUFFERED"] = "1"
+        address, admin_token, superlink = self._start_coordinator()
+        with AdminClient(address, admin_token) as admin:
+            names, llms, nb201 = self._register_models(admin)
+            agents = self._start_agents(admin, address, superlink)
+            plan = campaign_plan(names, llms, self.o.iterations, self.o.duration_s, bool(self.o.simulated))
+            say(f"[4/7] campaign over {len(names)} models × {len(agents)} agents "
+                f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
+            finished = self._run_campaigns(admin, plan)
+            judged = [c for step, c in zip(plan, finished) if step.in_verdict]
+            local = self._results(admin, llms, nb201, judged)
+            if superlink:
+                self._federated(admin, len(agents))
+        self._predictor(local, names, address, admin_token)
+        self._where()
+        ok = all(c.status == "done" and c.counts.done > 0 for c in judged)
+        if self.dashboard_url and self.o.stay:
+            self._stay(address)
+        return 0 if ok else 1
 
+    def _start_coordinator(self) -> tuple[str, str, str]:
+        """Step 1: the coordinator (and its SuperLink where federated training can run) and the dashboard;
+        (address, admin token, SuperLink address or '')."""
+        db = self.dir / "coordinator.db"
         say(f"[1/7] starting the coordinator (SQLite at {db})")
         ready = self.dir / "coordinator.json"
         ready.unlink(missing_ok=True)
@@ -132,131 +128,118 @@ class Demo:
         coordinator = self.children.start("coordinator", [
             "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
             "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready),
-            *(["--superlink", "127.0.0.1:0"] if federated else [])], logs / "coordinator.log", env)
-        address = self._wait_ready(coordinator, ready, logs / "coordinator.log")
+            *(["--superlink", "127.0.0.1:0"] if federated else [])], self.logs / "coordinator.log", self.env)
+        address = self._wait_ready(coordinator, ready, self.logs / "coordinator.log")
         superlink = json.loads(ready.read_text()).get("superlink", "")
         if superlink:
             say(f"      and a Flower SuperLink on {superlink} for federated training")
-        tokens = json.loads((self.dir / "tokens.json").read_text())
+        self.tokens = json.loads((self.dir / "tokens.json").read_text())
         say(f"      listening on {address} (pid {coordinator.pid})")
-        self.dashboard_url = self._dashboard(address, tokens["admin_token"], env, logs)
+        self.dashboard_url = self._dashboard(address, self.tokens["admin_token"], self.env, self.logs)
+        return address, self.tokens["admin_token"], superlink
 
-        with AdminClient(address, tokens["admin_token"]) as admin:
-            say(f"[2/7] building the model zoo in {self.dir / 'zoo'} and registering it")
-            names, llms = self._zoo(admin)
+    def _register_models(self, admin) -> tuple[list[str], list[str], list[str]]:
+        """Step 2: the zoo and NAS-Bench-201 networks with their published latencies; (ONNX, LLM, NB201) names."""
+        from edgeatlas.console.imports import import_nasbench201
 
-            say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
-            from edgeatlas.console.imports import import_nasbench201
-            nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
-            names += nb201
+        say(f"[2/7] building the model zoo in {self.dir / 'zoo'} and registering it")
+        names, llms = self._zoo(admin)
+        say("      and NAS-Bench-201 networks with latencies published for 12 real devices")
+        nb201 = import_nasbench201(admin, None, NB201_MODELS, self.dir / "zoo", say)
+        return names + nb201, llms, nb201
 
-            say(f"[3/7] starting {self.o.agents} agents as separate processes")
-            agent_env = dict(env, EDGEATLAS_ENROLL_TOKEN=tokens["enroll_token"])
-            for i in range(1, self.o.agents + 1):
-                name = f"agent-{i}"
-                proc = self.children.start(name, [
-                    "agent", "run", "--coordinator", address, "--state-dir", str(self.dir / "agents" / name),
-                    "--name", name, "--label", "demo=true",
-                    *(["--federated", "--superlink", superlink] if superlink else [])], logs / f"{name}.log", agent_env)
-                say(f"      {name} (pid {proc.pid})")
-            agents = self._wait_enrolled(admin)
-            say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
-            self.hardware_class = agents[0].hardware_class
-            if self.o.simulated:
-                proc = self.children.start("simulated fleet", [
-                    "fleet", "simulate", "--agents", str(self.o.simulated), "--coordinator", address,
-                    "--duration", str(int(CAMPAIGN_TIMEOUT_S))], logs / "simulated-fleet.log", agent_env)
-                say(f"      and a simulated fleet of {self.o.simulated} virtual devices from a catalog of real "
-                    f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
-                self._wait_simulated(admin)
+    def _start_agents(self, admin, address: str, superlink: str) -> list:
+        """Step 3: real agents as processes of their own, and the simulated fleet; the real agents, enrolled."""
+        say(f"[3/7] starting {self.o.agents} agents as separate processes")
+        agent_env = dict(self.env, EDGEATLAS_ENROLL_TOKEN=self.tokens["enroll_token"])
+        for i in range(1, self.o.agents + 1):
+            name = f"agent-{i}"
+            proc = self.children.start(name, [
+                "agent", "run", "--coordinator", address, "--state-dir", str(self.dir / "agents" / name),
+                "--name", name, "--label", "demo=true",
+                *(["--federated", "--superlink", superlink] if superlink else [])], self.logs / f"{name}.log",
+                agent_env)
+            say(f"      {name} (pid {proc.pid})")
+        agents = self._wait_enrolled(admin)
+        say(f"      enrolled: {', '.join(f'{a.name} → {a.hardware_class}' for a in agents)}")
+        self.hardware_class = agents[0].hardware_class
+        if self.o.simulated:
+            proc = self.children.start("simulated fleet", [
+                "fleet", "simulate", "--agents", str(self.o.simulated), "--coordinator", address,
+                "--duration", str(int(CAMPAIGN_TIMEOUT_S))], self.logs / "simulated-fleet.log", agent_env)
+            say(f"      and a simulated fleet of {self.o.simulated} virtual devices from a catalog of real "
+                f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
+            self._wait_simulated(admin)
+        return agents
 
-            say(f"[4/7] campaign over {len(names)} models × {len(agents)} agents "
-                f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
-            campaign = admin.create_campaign(
-                names, {"label.demo": "true"}, 1, Setting(threads=1),
-                RunParams(warmup_iterations=10, min_iterations=self.o.iterations,
-                          min_duration_s=self.o.duration_s, max_duration_s=max(60.0, 10 * self.o.duration_s)),
-                name="demo", privacy=PRIVACY, target_precision=TARGET_PRECISION)
-            simulated_campaign = admin.create_campaign(
-                names[:8], {"label.simulated": "true"}, 1, Setting(), RunParams(), name="demo-simulated"
-            ) if self.o.simulated else None
-            extra = []
-            if llms:
-                say(f"      LLM campaign: {', '.join(llms)} through llama.cpp, {LLM_PARAMS['prompt_tokens']} prompt "
-                    f"tokens in, {LLM_PARAMS['output_tokens']} out, ≥ 5 requests each")
-                extra.append(admin.create_campaign(
-                    llms, {"label.demo": "true"}, 1, Setting(threads=1, scenario_params=LLM_PARAMS),
-                    RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.3), name="demo-llm",
-                    privacy=LLM_PRIVACY))
-                if self.o.simulated:
-                    extra.append(admin.create_campaign(
-                        llms, {"label.simulated": "true"}, 1, Setting(scenario_params=LLM_PARAMS), RunParams(),
-                        name="demo-llm-simulated", privacy=LLM_PRIVACY))
-            say(f"      LoadGen server campaign: {', '.join(SERVER_MODELS)}, Poisson arrivals, the highest rate "
-                f"whose p99 stays under {SERVER_PARAMS['latency_bound_ms']} ms")
-            extra.append(admin.create_campaign(
-                SERVER_MODELS, {"label.demo": "true"}, 1,
-                Setting(threads=1, scenario="server", scenario_params=SERVER_PARAMS),
-                RunParams(warmup_iterations=10, min_iterations=662, min_duration_s=0.3), name="demo-server",
-                privacy=PrivacyParams(statistics=("log_p99_ms", "log_server_qps"))))
-            campaign = self._follow(admin, campaign.campaign_id)
-            if simulated_campaign is not None:
-                self._follow(admin, simulated_campaign.campaign_id)
-            extra = [self._follow(admin, c.campaign_id) for c in extra]
+    def _run_campaigns(self, admin, plan: list["DemoCampaign"]) -> list:
+        """Step 4: every campaign of the plan created at once, then followed to its end; their final states."""
+        created = []
+        for step in plan:
+            if step.note:
+                say(step.note)
+            created.append(admin.create_campaign(step.models, step.selectors, 1, step.setting, step.params,
+                                                 name=step.name, privacy=step.privacy,
+                                                 target_precision=step.target_precision))
+        return [self._follow(admin, c.campaign_id) for c in created]
 
-            say("[5/7] results")
-            local = self._on_device()
-            say("on this machine: exact values, kept on each agent's device (never sent to the coordinator):")
-            say(views.summary(local))
+    def _results(self, admin, llms: list[str], nb201: list[str], judged: list):
+        """Step 5: this machine's exact results, the coordinator's private cells, the published and simulated
+        ones beside them, the privacy each agent spent, and the judged campaigns' failures; this machine's
+        heat-map."""
+        from edgeatlas.console import views
+        from edgeatlas.v1 import admin_pb2
+
+        say("[5/7] results")
+        local = self._on_device()
+        say("on this machine: exact values, kept on each agent's device (never sent to the coordinator):")
+        say(views.summary(local))
+        say("")
+        heatmap = admin.heatmap(target_precision=TARGET_PRECISION)
+        fleet = [c for c in heatmap.cells if c.source not in ("imported", "simulated")]
+        say(f"what the coordinator holds: each report noised on the device ({PRIVACY.describe()}); a cell")
+        say(f"shows values once k = {fleet[0].min_devices if fleet else '?'} distinct devices contributed; "
+            f"'needed' = more devices for ±{TARGET_PRECISION:.0%}:")
+        say(views.summary(admin_pb2.Heatmap(cells=fleet)))
+        say("")
+        say("this machine beside published measurements of the same networks (mean latency):")
+        say(views.by_hardware(admin_pb2.Heatmap(cells=list(local.cells) + [
+            c for c in heatmap.cells if c.source == "imported"]), "latency_mean_ms", nb201))
+        cited = next((c.citation for c in heatmap.cells if c.citation), "")
+        if cited:
+            say(f"  imported: {cited}")
+        llm_cells = [c for c in list(local.cells) + [c for c in heatmap.cells if c.source == "simulated"]
+                     if "ttft_ms" in c.metrics]
+        if llm_cells:
+            say("LLMs (llama.cpp): time to first token (ms) here and on the simulated fleet:")
+            say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "ttft_ms", llms))
+            say("and decode tokens/s:")
+            say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "decode_tps", llms))
+        simulated = [c for c in heatmap.cells if c.source == "simulated" and "ttft_ms" not in c.metrics]
+        if simulated:
+            say("the simulated fleet (synthetic numbers from spec sheets, marked simulated, never mixed in):")
+            say(views.by_hardware(admin_pb2.Heatmap(cells=simulated), "latency_p50_ms",
+                                  ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]))
+        say("privacy spent (each device's own ledger, against its owner's budget):")
+        for i in range(1, self.o.agents + 1):
+            ledger = Ledger(self.dir / "agents" / f"agent-{i}" / "privacy-ledger.db", Budget())
+            say(f"  agent-{i}: {len(ledger.entries())} releases, ε = {ledger.spent():.2f} "
+                f"of {ledger.budget.epsilon:g} per {ledger.budget.window_s / 3600:g} h (δ = {ledger.budget.delta:g})")
+            ledger.close()
+        for failure in [f for c in judged for f in c.failures]:
+            say(f"  note: {failure}")
+        return local
+
+    def _stay(self, address: str) -> None:
+        """--stay: the coordinator and the dashboard serve until Ctrl-C (or until one of them ends)."""
+        say(f"\nthe dashboard stays up at {self.dashboard_url} with the coordinator at {address}; "
+            f"Ctrl-C stops both")
+        serving = [proc for name, proc in self.children.procs if name in ("coordinator", "dashboard")]
+        try:
+            while all(proc.poll() is None for proc in serving):
+                time.sleep(1)
+        except KeyboardInterrupt:  # the way out of --stay, not a failure
             say("")
-            heatmap = admin.heatmap(target_precision=TARGET_PRECISION)
-            fleet = [c for c in heatmap.cells if c.source not in ("imported", "simulated")]
-            say(f"what the coordinator holds: each report noised on the device ({PRIVACY.describe()}); a cell")
-            say(f"shows values once k = {fleet[0].min_devices if fleet else '?'} distinct devices contributed; "
-                f"'needed' = more devices for ±{TARGET_PRECISION:.0%}:")
-            say(views.summary(admin_pb2.Heatmap(cells=fleet)))
-            say("")
-            say("this machine beside published measurements of the same networks (mean latency):")
-            say(views.by_hardware(admin_pb2.Heatmap(cells=list(local.cells) + [
-                c for c in heatmap.cells if c.source == "imported"]), "latency_mean_ms", nb201))
-            cited = next((c.citation for c in heatmap.cells if c.citation), "")
-            if cited:
-                say(f"  imported: {cited}")
-            llm_cells = [c for c in list(local.cells) + [c for c in heatmap.cells if c.source == "simulated"]
-                         if "ttft_ms" in c.metrics]
-            if llm_cells:
-                say("LLMs (llama.cpp): time to first token (ms) here and on the simulated fleet:")
-                say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "ttft_ms", llms))
-                say("and decode tokens/s:")
-                say(views.by_hardware(admin_pb2.Heatmap(cells=llm_cells), "decode_tps", llms))
-            simulated = [c for c in heatmap.cells if c.source == "simulated" and "ttft_ms" not in c.metrics]
-            if simulated:
-                say("the simulated fleet (synthetic numbers from spec sheets, marked simulated, never mixed in):")
-                say(views.by_hardware(admin_pb2.Heatmap(cells=simulated), "latency_p50_ms",
-                                      ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]))
-            say("privacy spent (each device's own ledger, against its owner's budget):")
-            for i in range(1, self.o.agents + 1):
-                ledger = Ledger(self.dir / "agents" / f"agent-{i}" / "privacy-ledger.db", Budget())
-                say(f"  agent-{i}: {len(ledger.entries())} releases, ε = {ledger.spent():.2f} "
-                    f"of {ledger.budget.epsilon:g} per {ledger.budget.window_s / 3600:g} h (δ = {ledger.budget.delta:g})")
-                ledger.close()
-            for failure in list(campaign.failures) + [f for c in extra for f in c.failures]:
-                say(f"  note: {failure}")
-            if superlink:
-                self._federated(admin, len(agents))
-        self._predictor(local, names, address, tokens["admin_token"])
-        self._where()
-        ok = all(c.status == "done" and c.counts.done > 0 for c in [campaign] + extra)
-        if self.dashboard_url and self.o.stay:
-            say(f"\nthe dashboard stays up at {self.dashboard_url} with the coordinator at {address}; "
-                f"Ctrl-C stops both")
-            serving = [proc for name, proc in self.children.procs if name in ("coordinator", "dashboard")]
-            try:
-                while all(proc.poll() is None for proc in serving):
-                    time.sleep(1)
-            except KeyboardInterrupt:  # the way out of --stay, not a failure
-                say("")
-        return 0 if ok else 1
 
     def _dashboard(self, address: str, admin_token: str, env: dict[str, str], logs: Path) -> str:
         """Starts `edgeatlas dashboard` beside the coordinator; its URL, or '' where it cannot run."""
