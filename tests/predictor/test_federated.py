@@ -206,3 +206,40 @@ def test_a_device_trains_on_the_valid_onnx_results_it_keeps(zoo_dir, tmp_path):
     (tmp_path / "results.jsonl").write_text(json.dumps(lines[0]) + "\n")
     with pytest.raises(InvalidInput, match="1 valid ONNX measurement"):
         load_store(tmp_path)
+
+
+def test_the_client_app_trains_in_process_and_its_update_is_clipped(sample, tmp_path, monkeypatch):
+    """The ClientApp's logic without Ray: Flower's own app object, called with a train message as a SuperNode
+    would, twice on one device (its accountant's history carried in the context's state)."""
+    import pickle
+    from dataclasses import replace
+
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from edgeatlas.predictor.federated.clientapp import app
+
+    for key in ("_run_id", "_node_id", "_task_id"):  # what a SuperNode's process sets before it calls the app
+        monkeypatch.setattr(TaskIdentity, key, 1)
+    part = two_devices(sample, 30)[0]
+    (tmp_path / "0.pkl").write_bytes(pickle.dumps(part))
+    mean, std = standardization(sample)
+    plan = replace(FederatedPlan(clients=1, rounds=2, epsilon=6.0, update_clip=0.05, hw_mean=mean.tolist(),
+                                 hw_std=std.tolist()), partitions=str(tmp_path))
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    model = dpsgd.new_model(plan.seed)
+    epsilons = []
+    for _ in range(plan.rounds):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        msg = Message(content=RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(
+            {"plan": plan.to_json(), "clipping_norm": plan.update_clip})}), dst_node_id=1, message_type="train")
+        reply = app(msg, context)
+        assert not reply.has_error(), reply.error
+        metrics = reply.content["metrics"]
+        assert metrics["loss-after"] < metrics["loss-before"] and metrics["num-examples"] == 1
+        model.load_state_dict(reply.content["arrays"].to_torch_state_dict())
+        update = sum(((v - start[k]) ** 2).sum() for k, v in model.state_dict().items()) ** 0.5
+        assert float(update) <= plan.update_clip * 1.001  # Flower's fixedclipping_mod bounded what leaves
+        epsilons.append(metrics["epsilon"])
+    assert 0 < epsilons[0] < epsilons[1] <= plan.epsilon * 1.01  # the second round composes with the first
