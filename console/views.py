@@ -160,3 +160,44 @@ def to_json(heatmap: admin_pb2.Heatmap) -> str:
     def clean(x):
         return None if isinstance(x, float) and math.isnan(x) else x
     return json.dumps([{k: clean(v) for k, v in asdict(r).items()} for r in flatten(heatmap)], indent=1)
+
+
+def run_json(result) -> str:
+    """A run's exact result (agent/report.exact_record) as JSON."""
+    from edgeatlas.agent.report import exact_record
+
+    return json.dumps(exact_record(result), indent=1)
+
+
+def run_text(model: str, result) -> str:
+    """A run's result for a person: the setting that ran, latency, throughput, LLM figures, energy, validity."""
+    lines: list[str] = []
+    s, st, figures = result.stats, result.setting, result.figures()
+    lines.append(f"{model}: {st.runtime} {st.runtime_version} {st.execution_provider}, "
+                 f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}"
+                 + (f" {st.scenario_params}" if st.scenario_params else "")
+                 + f", driven by {result.outcome.driver}")
+    unit = "requests" if result.llm else "queries"
+    lines.append(f"  {unit:10}  {s.iterations} in {s.duration_s:.2f} s")
+    lines.append(f"  latency ms  p50 {s.p50_ms:.4g}  p90 {s.p90_ms:.4g}  p99 {s.p99_ms:.4g}  "
+                 f"mean {s.mean_ms:.4g}  stdev {s.stdev_ms:.3g}")
+    lines.append(f"  throughput  {s.throughput_ips:,.1f} {'requests' if result.llm else 'inferences'}/s")
+    if result.llm:
+        lines.append(f"  LLM         TTFT {figures['ttft_ms']:.4g} ms  prefill {figures['prefill_tps']:,.0f} tokens/s"
+                     + (f"  TPOT {figures['tpot_ms']:.4g} ms  decode {figures['decode_tps']:,.1f} tokens/s  "
+                  f"ITL p50/p90/p99 {figures['itl_p50_ms']:.3g}/{figures['itl_p90_ms']:.3g}/"
+                  f"{figures['itl_p99_ms']:.3g} ms" if "tpot_ms" in figures else ""))
+    for name in ("early_stopping_p90_ms", "early_stopping_p99_ms", "server_qps", "offline_ips"):
+        if name in figures:
+            lines.append(f"  {name:11} {figures[name]:.4g}")
+    if result.energy:
+        lines.append(f"  energy      {figures['energy_mj']:.4g} mJ per {'request' if result.llm else 'inference'}, "
+                     f"{figures['power_w']:.3g} W average ({result.energy.meter})")
+    else:
+        lines.append(f"  energy      not measured ({result.energy_absent})")
+    fid = result.fidelity
+    lines.append(f"  fidelity    {'passed' if fid.passed else 'FAILED' if fid.checked else 'not checked'}"
+                 + (f" (max abs error {fid.max_abs_error:.2g})" if fid.checked else f" ({fid.detail})"))
+    lines.append(f"  verdict     {result.outcome.driver} {result.outcome.verdict}")
+    lines.append(f"  valid       {'yes' if result.valid else 'no: ' + result.invalid_reason}")
+    return "\n".join(lines)

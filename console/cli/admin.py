@@ -66,8 +66,8 @@ def _register(admin, path: Path, name: str):
         say(f"  (the same bytes are already registered as {ref.name!r}; models are content-addressed)")
     unit = "MFLOP/token" if prepared.format == "gguf" else "MFLOP"
     say(f"  {ref.name:16} {ref.sha256[:12]}  {prepared.size_bytes / 1024:8.0f} KiB  "
-           f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} {unit}"
-           + ("" if prepared.reference_npz else "  (no reference: install edgeatlas[llm] to check fidelity)"))
+        f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} {unit}"
+        + ("" if prepared.reference_npz else "  (no reference: install edgeatlas[llm] to check fidelity)"))
     return ref
 
 
@@ -237,16 +237,16 @@ def cmd_campaign_status(args) -> int:
     if c.HasField("federated"):
         for r in c.federated_rounds:
             say(f"  round {r.round:3d}: device loss {r.loss_before:.4f} → {r.loss_after:.4f}, "
-                   f"ε {r.epsilon_measurement:.2f} per measurement, {r.epsilon_device:.1f} per device")
+                f"ε {r.epsilon_measurement:.2f} per measurement, {r.epsilon_device:.1f} per device")
         return 0
     say(f"  privacy: {convert.privacy_from_pb(c.privacy).describe()} per report"
-           + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
+        + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
     for failure in c.failures:
         say(f"  {failure}")
     for r in c.rounds:
         error = f"{r.validation_mape:5.1f} %" if math.isfinite(r.validation_mape) else "  n/a  "
         say(f"  round {r.round:3d}: after {r.measurements:5d} measurements, validation MAPE {error}, "
-               f"picked {r.picked} cells")
+            f"picked {r.picked} cells")
     mine = [cell for cell in heatmap.cells if cell.model_name in set(c.models) and cell.source != "imported"]
     if mine:
         say(views.summary(admin_pb2.Heatmap(cells=mine)))

@@ -119,7 +119,7 @@ def cmd_agent_privacy(args) -> int:
     b = ledger.budget
     say(f"privacy budget: ε ≤ {b.epsilon:g} per {b.window_s / 3600:g} h at δ = {b.delta:g} (set by you)")
     say(f"spent in the window: ε = {spent:.3g}; {len(entries)} releases recorded in all "
-           f"({sum(e['mode'] == 'trusted' for e in entries)} trusted, exact values)")
+        f"({sum(e['mode'] == 'trusted' for e in entries)} trusted, exact values)")
     return 0
 
 
@@ -134,39 +134,9 @@ def cmd_agent_bench(args) -> int:
     result = runner.run(params, meter)
     if meter is None:
         result = dataclasses.replace(result, energy_absent=absent)
-    if args.format == "json":
-        from edgeatlas.agent.report import exact_record
+    from edgeatlas.console import views
 
-        say(json.dumps(exact_record(result), indent=1))
-        return 0
-    s, st, figures = result.stats, result.setting, result.figures()
-    say(f"{Path(args.model).name}: {st.runtime} {st.runtime_version} {st.execution_provider}, "
-           f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}"
-           + (f" {st.scenario_params}" if st.scenario_params else "")
-           + f", driven by {result.outcome.driver}")
-    unit = "requests" if result.llm else "queries"
-    say(f"  {unit:10}  {s.iterations} in {s.duration_s:.2f} s")
-    say(f"  latency ms  p50 {s.p50_ms:.4g}  p90 {s.p90_ms:.4g}  p99 {s.p99_ms:.4g}  "
-           f"mean {s.mean_ms:.4g}  stdev {s.stdev_ms:.3g}")
-    say(f"  throughput  {s.throughput_ips:,.1f} {'requests' if result.llm else 'inferences'}/s")
-    if result.llm:
-        say(f"  LLM         TTFT {figures['ttft_ms']:.4g} ms  prefill {figures['prefill_tps']:,.0f} tokens/s"
-               + (f"  TPOT {figures['tpot_ms']:.4g} ms  decode {figures['decode_tps']:,.1f} tokens/s  "
-                  f"ITL p50/p90/p99 {figures['itl_p50_ms']:.3g}/{figures['itl_p90_ms']:.3g}/"
-                  f"{figures['itl_p99_ms']:.3g} ms" if "tpot_ms" in figures else ""))
-    for name in ("early_stopping_p90_ms", "early_stopping_p99_ms", "server_qps", "offline_ips"):
-        if name in figures:
-            say(f"  {name:11} {figures[name]:.4g}")
-    if result.energy:
-        say(f"  energy      {figures['energy_mj']:.4g} mJ per {'request' if result.llm else 'inference'}, "
-               f"{figures['power_w']:.3g} W average ({result.energy.meter})")
-    else:
-        say(f"  energy      not measured ({absent})")
-    fid = result.fidelity
-    say(f"  fidelity    {'passed' if fid.passed else 'FAILED' if fid.checked else 'not checked'}"
-           + (f" (max abs error {fid.max_abs_error:.2g})" if fid.checked else f" ({fid.detail})"))
-    say(f"  verdict     {result.outcome.driver} {result.outcome.verdict}")
-    say(f"  valid       {'yes' if result.valid else 'no: ' + result.invalid_reason}")
+    say(views.run_json(result) if args.format == "json" else views.run_text(Path(args.model).name, result))
     return 0
 
 

@@ -47,7 +47,7 @@ def cmd_predictor_train(args) -> int:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_bytes(blob)
     say(f"wrote {args.out}: predictor v{version.version} ({version.cells} cells, {version.networks} networks, "
-           f"{version.devices} devices, {version.train_seconds:.0f} s); held-out evaluation {version.evaluation_json}")
+        f"{version.devices} devices, {version.train_seconds:.0f} s); held-out evaluation {version.evaluation_json}")
     return 0
 
 
@@ -81,8 +81,8 @@ def cmd_predictor_versions(args) -> int:
         spent = (f"  federated, δ {privacy['delta']:g}: ε {privacy['epsilon_measurement']:.2f} per measurement, "
                  f"{privacy['epsilon_device']:.1f} per device over {len(privacy['rounds'])} rounds") if privacy else ""
         say(f"v{v.version}  {time.strftime('%Y-%m-%d %H:%M', time.gmtime(v.created_ms / 1000))}  {v.trigger:9} "
-               f"{v.cells} cells, {v.networks} networks, {v.devices} devices, {v.train_seconds:.0f} s"
-               f"{'  held-out networks: ' + shown if shown else ''}{spent}")
+            f"{v.cells} cells, {v.networks} networks, {v.devices} devices, {v.train_seconds:.0f} s"
+            f"{'  held-out networks: ' + shown if shown else ''}{spent}")
     return 0
 
 
@@ -92,7 +92,7 @@ def cmd_predictor_retrain(args) -> int:
     with admin_client(args) as admin:
         v = admin.train_predictor(args.members, args.epochs)
     say(f"predictor v{v.version}: {v.cells} cells, {v.networks} networks, {v.devices} devices, "
-           f"{v.train_seconds:.0f} s; evaluation {v.evaluation_json}")
+        f"{v.train_seconds:.0f} s; evaluation {v.evaluation_json}")
     return 0
 
 
@@ -103,7 +103,7 @@ def cmd_predictor_publish(args) -> int:
     with admin_client(args) as admin:
         v = admin.publish_predictor(path.read_bytes())
     say(f"predictor v{v.version} published from {path}: {v.cells} measurements, {v.networks} networks, "
-           f"{v.devices} devices")
+        f"{v.devices} devices")
     return 0
 
 
@@ -140,8 +140,8 @@ def cmd_predict(args) -> int:
     else:
         for a in answers:
             say(f"{Path(a['model']).stem}: {a['latency_ms']:.4g} ms (80 % interval {a['latency_ms_low']:.4g}–"
-                   f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
-                   f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms")
+                f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
+                f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms")
     return 0
 
 

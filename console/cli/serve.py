@@ -32,10 +32,10 @@ def cmd_coordinator_serve(args) -> int:
                 say(f"(saved to {tokens_file}, readable by you only)")
         elif made:
             say(f"new enrollment and admin tokens saved to {tokens_file or 'nowhere: pass --tokens-file'} "
-                   "(not printed: this output is not a terminal)")
+                "(not printed: this output is not a terminal)")
         elif os.environ.get("EDGEATLAS_ENROLL_TOKEN") or os.environ.get("EDGEATLAS_ADMIN_TOKEN"):
             say("tokens: from the environment (EDGEATLAS_ENROLL_TOKEN, EDGEATLAS_ADMIN_TOKEN)"
-                   + (f", the rest in {tokens_file}" if tokens_file and tokens_file.exists() else ""))
+                + (f", the rest in {tokens_file}" if tokens_file and tokens_file.exists() else ""))
         elif tokens_file and tokens_file.exists():
             say(f"tokens: as before, in {tokens_file}")
 
@@ -75,7 +75,7 @@ def cmd_tls_make(args) -> int:
     files = make_certificates(args.out, args.host or ["127.0.0.1", "localhost"])
     say(f"wrote {', '.join(str(p) for p in files.values())} and their .key files (owner-only) to {args.out}")
     say("coordinator: --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem]; "
-           "agents and admins: --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]")
+        "agents and admins: --tls-ca ca.pem [--tls-cert client.pem --tls-key client.key]")
     return 0
 
 
