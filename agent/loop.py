@@ -19,7 +19,7 @@ from edgeatlas.agent.report import completed, new_report, refused
 from edgeatlas.agent.results import LocalResults
 from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
 from edgeatlas.agent.meters import find_meter
-from edgeatlas.agent.runners import make_runner
+from edgeatlas.agent.runners import ModelFacts, make_runner
 from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import EdgeAtlasError, Unauthenticated
@@ -168,7 +168,8 @@ class Agent:
                 if exc.code() in TRANSIENT:
                     raise  # the coordinator is away: keep the task and try again after a backoff
                 raise FetchFailed(f"model {task.model.name} could not be fetched: {exc.details()}") from None
-            runner = make_runner(model_path, convert.setting_from_pb(task.setting, defaults=True), ref_path)
+            runner = make_runner(model_path, convert.setting_from_pb(task.setting, defaults=True), ref_path,
+                                 ModelFacts.of(convert.model_from_pb(task.model)))
             meter, absent = find_meter(runner.setting.target, self.config.sysfs_root)
             result = runner.run(convert.params_from_pb(task.params), meter)
             self.clock_percent = self.sensors.clock_percent()  # the clock as the load ends: throttled?

@@ -398,7 +398,8 @@ class Demo:
         names, llms = [], []
         for path in build_zoo(self.dir / "zoo") + paths:
             prepared = prepare(path)
-            admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format)
+            admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format,
+                            prepared.inputs_json)
             s = prepared.summary
             unit = "MFLOP/token" if prepared.format == "gguf" else "MFLOP"
             say(f"      {prepared.name:14} {s['parameters']:>10,} params {s['flops'] / 1e6:8.1f} {unit:11} "

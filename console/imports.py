@@ -24,7 +24,7 @@ def import_nasbench201(admin, data_dir: str | Path | None, count: int, out_dir: 
         path = out / f"{name}.onnx"
         onnx.save(nasbench201(name, row.arch), str(path))
         prepared = prepare(path)
-        ref = admin.add_model(path, name, prepared.reference_npz, summary_json(prepared))
+        ref = admin.add_model(path, name, prepared.reference_npz, summary_json(prepared), inputs_json=prepared.inputs_json)
         cells = [(dataset.columns[col].spec.to_json(), dataset.columns[col].setting(), {"latency_mean_ms": ms})
                  for col, ms in row.latency_ms.items()]
         admin.import_cells(ref.sha256, nb201.CITATION, cells)

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import load_onnx, onnx_summary
+from edgeatlas.predictor.graph import load_onnx, observed_shapes, onnx_summary, unknown_tensors
+from edgeatlas.protos import inputs
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.gguf import FILE_TYPES, read_header
+from edgeatlas.protos.gguf import FILE_TYPES, GGUFHeader, read_header
+from edgeatlas.protos.inputs import to_json
+from edgeatlas.protos.onnx_model import declared_inputs
 
 REFERENCE_SEED = 20261128
 
@@ -26,10 +29,15 @@ class PreparedModel:
     summary: dict
     reference_npz: bytes  # "input:<name>" fixed inputs, "output:<name>" reference outputs, batch 1
     format: str = "onnx"  # onnx | gguf
+    inputs: tuple = ()  # the input spec (protos/inputs.py)
 
     @property
     def reference_sha256(self) -> str:
         return hashlib.sha256(self.reference_npz).hexdigest() if self.reference_npz else ""
+
+    @property
+    def inputs_json(self) -> str:
+        return to_json(self.inputs) if self.inputs else ""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -40,11 +48,10 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def reference_outputs(path: str | Path) -> bytes:
-    """Fixed seeded inputs and the outputs of an unoptimised single-threaded CPU run, as npz bytes."""
+def reference_outputs(path: str | Path, specs: tuple, feeds: dict) -> bytes:
+    """The spec's inputs at batch 1 (`feeds`) and the outputs of an unoptimised single-threaded CPU run,
+    as npz bytes."""
     import onnxruntime as ort
-
-    from edgeatlas.agent.runners.onnxruntime import synthetic_inputs
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -52,14 +59,12 @@ def reference_outputs(path: str | Path) -> bytes:
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        feeds = synthetic_inputs(session, batch=1, seed=REFERENCE_SEED)
         names = [o.name for o in session.get_outputs()]
         outputs = session.run(names, feeds)
-    except InvalidInput:
-        raise
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InvalidInput(f"{Path(path).name} does not run in ONNX Runtime: {first[:300]}") from None
+        raise InvalidInput(f"{Path(path).name} does not run in ONNX Runtime at inputs "
+                           f"{inputs.describe(specs)}: {first[:300]}") from None
     buf = io.BytesIO()
     arrays = {f"input:{k}": v for k, v in feeds.items()}
     arrays.update({f"output:{k}": v for k, v in zip(names, outputs)})
@@ -67,9 +72,9 @@ def reference_outputs(path: str | Path) -> bytes:
     return buf.getvalue()
 
 
-def gguf_summary(path: Path) -> dict:
-    """Parameters, FLOPs per decoded token, the architecture config and quantisation of a GGUF model."""
-    header = read_header(path).check_model()
+def gguf_summary(header: GGUFHeader) -> dict:
+    """Parameters (every tensor's elements, as llama.cpp counts them), FLOPs per decoded token, the
+    architecture config and quantisation of a GGUF model, from its header (read once)."""
     arch = header.architecture
     config = {key: header.value(f"{arch}.{key}") for key in
               ("context_length", "embedding_length", "block_count", "feed_forward_length",
@@ -92,19 +97,32 @@ def gguf_reference(path: Path) -> bytes:
     return reference_npz(path)
 
 
-def prepare(path: str | Path, name: str | None = None) -> PreparedModel:
+def prepare(path: str | Path, name: str | None = None, request: inputs.InputRequest | None = None) -> PreparedModel:
+    """A model checked and summarised at the inputs `request` asks for (a dynamic dimension it leaves open
+    is refused), with its reference data made at those inputs."""
     path = Path(path)
     if path.suffix.lower() == ".gguf":
-        summary = gguf_summary(path)
+        if request is not None and not request.empty:
+            raise InvalidInput("--input, --dim and --values are for ONNX models; a GGUF model's prompt and "
+                               "output lengths are campaign settings (--param prompt_tokens=N)")
+        header = read_header(path).check_model()
         return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),
-                             size_bytes=path.stat().st_size, summary=summary, reference_npz=gguf_reference(path),
-                             format="gguf")
+                             size_bytes=path.stat().st_size, summary=gguf_summary(header),
+                             reference_npz=gguf_reference(path), format="gguf")
     if path.suffix.lower() != ".onnx":
         raise InvalidInput(f"{path.name}: models are .onnx (ONNX Runtime) or .gguf (llama.cpp)")
-    summary = onnx_summary(load_onnx(path, check=True))
+    model = load_onnx(path, check=True)
+    declared, outputs = declared_inputs(model)
+    specs = inputs.resolve(declared, request, outputs)
+    feeds = inputs.feeds(specs, batch=1, seed=REFERENCE_SEED, samples=request.samples if request else {})
+    reference = reference_outputs(path, specs, feeds)  # first: a model that does not run is refused here
+    missing = unknown_tensors(model, specs)
+    shapes = observed_shapes(model, feeds, missing) if missing else {}
+    summary = onnx_summary(model, specs, shapes)
+    if shapes:
+        summary["shapes"] = shapes  # for the coordinator's featurizer, which does not run models
     return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),
-                         size_bytes=path.stat().st_size, summary=summary,
-                         reference_npz=reference_outputs(path))
+                         size_bytes=path.stat().st_size, summary=summary, reference_npz=reference, inputs=specs)
 
 
 def summary_json(prepared: PreparedModel) -> str:

@@ -67,6 +67,25 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
                        batch=setting.batch, threads=setting.threads, runtime=setting.runtime)
 
 
+def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}"):
+    """The operator graph of a model at its input spec's shapes, with the tensor shapes its summary
+    observed (console/models.prepare) where static inference could not tell."""
+    import json
+
+    from edgeatlas.predictor.graph import from_onnx
+    from edgeatlas.protos import inputs, onnx_model
+
+    specs = inputs.from_json(inputs_json)
+    if specs:
+        inputs.check_against(*onnx_model.declared_inputs(proto)[:1], specs)
+    try:
+        summary = json.loads(summary_json or "{}")
+    except json.JSONDecodeError:
+        summary = {}
+    shapes = summary.get("shapes") if isinstance(summary, dict) else None
+    return from_onnx(proto, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None)
+
+
 class Graphs:
     """ONNX models of the store as operator graphs (and their stated accuracy), each read once."""
 
@@ -78,14 +97,17 @@ class Graphs:
     def get(self, sha256: str):
         import onnx
 
-        from edgeatlas.predictor.graph import from_onnx
+        from edgeatlas.coordinator.tables import ModelRow
 
         if sha256 not in self._graphs:
             try:
                 proto = onnx.load_from_string(_model_bytes(self.store, sha256))
             except Exception as exc:
                 raise InvalidInput(f"model {sha256[:12]} is not an ONNX graph ({type(exc).__name__})") from None
-            self._graphs[sha256] = from_onnx(proto, name=sha256[:12])
+            with self.store.session() as s:
+                row = s.get(ModelRow, sha256)
+            self._graphs[sha256] = graph_of(proto, sha256[:12], row.inputs_json if row else "",
+                                            row.summary_json if row else "{}")
             self._accuracy[sha256] = accuracy_of(proto)
         return self._graphs[sha256]
 
@@ -266,29 +288,32 @@ class Predictors:
         return row, self._loaded[row.version]
 
     def predict(self, spec_json: str, model: str | bytes, target: str, batch: int, threads: int, runtime: str,
-                version: int) -> dict:
-        """model: a registered model's name or sha256 prefix, or the bytes of an ONNX graph (not stored)."""
+                version: int, inputs_json: str = "") -> dict:
+        """model: a registered model's name or sha256 prefix, or the bytes of an ONNX graph (not stored) with
+        its input spec (`inputs_json`)."""
         import onnx
 
         from edgeatlas.predictor.data import GraphSet, Samples
-        from edgeatlas.predictor.graph import from_onnx
 
         row, predictor = self._get(version)
         spec = SpecSheet.from_json(spec_json, "spec_json")
         if isinstance(model, bytes):
-            name, data = "uploaded", model
+            name, data, summary_json = "uploaded", model, "{}"
         else:
             found = self.store.resolve_models([model])[0]
             if found.format != "onnx":
                 raise InvalidInput(f"model {found.name} is {found.format}; the predictor reads ONNX graphs")
             name, data = found.name, _model_bytes(self.store, found.sha256)
+            inputs_json, summary_json = found.inputs_json, found.summary_json
         setting = setting_info("query", spec, Setting(target=target or "cpu", batch=batch, threads=threads,
                                                       runtime=runtime))
         try:
             proto = onnx.load_from_string(data)
             if isinstance(model, bytes):
                 name = proto.graph.name or name
-            graph = from_onnx(proto, name=name)
+            graph = graph_of(proto, name, inputs_json, summary_json)
+        except InvalidInput:
+            raise
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidInput(f"the model is not an ONNX graph the predictor can read: {first[:300]}") from None

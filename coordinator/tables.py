@@ -72,12 +72,13 @@ class ModelRow(SQLModel, table=True):
     reference_sha256: str = ""
     reference_size_bytes: int = Field(default=0, sa_type=BigInteger)
     summary_json: str = "{}"
+    inputs_json: str = ""  # the input spec (protos/inputs.py)
     created_ms: int = Field(sa_type=BigInteger)
 
     def to_ref(self) -> ModelRef:
         return ModelRef(sha256=self.sha256, name=self.name, format=self.format, size_bytes=self.size_bytes,
                         reference_sha256=self.reference_sha256, reference_size_bytes=self.reference_size_bytes,
-                        summary_json=self.summary_json)
+                        summary_json=self.summary_json, inputs_json=self.inputs_json)
 
 
 class CampaignRow(SQLModel, table=True):

@@ -8,11 +8,18 @@ import tempfile
 from edgeatlas.protos.errors import InvalidInput
 
 
-def check_model(store, fmt: str, sha256: str) -> None:
-    """The uploaded blob `sha256` is a valid model of `fmt` (onnx | gguf); one InvalidInput line otherwise."""
+def check_model(store, fmt: str, sha256: str, inputs_json: str = "") -> str:
+    """The uploaded blob `sha256` is a valid model of `fmt` (onnx | gguf) and the input spec fits it; one
+    InvalidInput line otherwise. Returns the spec to store: the one given, or for an ONNX model sent without
+    one, the spec its own declared shapes give (refused when a dimension is dynamic)."""
     if store.blob(sha256) is None:
         raise InvalidInput(f"model bytes {sha256[:16]} were not uploaded")
-    (_check_gguf if fmt == "gguf" else _check_onnx)(store, sha256)
+    if fmt == "gguf":
+        if inputs_json:
+            raise InvalidInput("a GGUF model takes no input spec: its prompt is set by the campaign")
+        _check_gguf(store, sha256)
+        return ""
+    return _check_onnx(store, sha256, inputs_json)
 
 
 def _check_gguf(store, sha256: str) -> None:
@@ -25,8 +32,12 @@ def _check_gguf(store, sha256: str) -> None:
         read_header(f.name).check_model()
 
 
-def _check_onnx(store, sha256: str) -> None:
+def _check_onnx(store, sha256: str, inputs_json: str) -> str:
     import onnx
+
+    from edgeatlas.protos import inputs, onnx_model
+
+    specs = inputs.from_json(inputs_json)  # bounds first: before the model is parsed
 
     try:
         model = onnx.load_from_string(b"".join(store.blob_chunks(sha256)))
@@ -41,6 +52,11 @@ def _check_onnx(store, sha256: str) -> None:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise InvalidInput(f"not a valid ONNX model: {first[:300]}") from None
+    declared, outputs = onnx_model.declared_inputs(model)
+    if not specs:
+        return inputs.to_json(inputs.resolve(declared, None, outputs))
+    inputs.check_against(declared, specs, outputs)
+    return inputs.to_json(specs)
 
 
 def _tensors(graph):

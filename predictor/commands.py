@@ -13,8 +13,9 @@ import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_nb201_dir, merge
 from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
-from edgeatlas.predictor.graph import from_onnx, load_onnx
+from edgeatlas.predictor.graph import from_onnx, load_onnx, observed_shapes, unknown_tensors
 from edgeatlas.predictor.models import Predictor, TrainConfig
+from edgeatlas.protos import inputs, onnx_model
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import TARGETS, SpecSheet
 
@@ -55,17 +56,23 @@ def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] |
     return table(evaluate(samples, split, cfg, devices=devices, say=say))
 
 
-def load_graph(path: str, name: str = ""):
-    """(OpGraph, ONNX model or None) of an ONNX file, a GGUF file or a transformer config.json."""
+def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = None):
+    """(OpGraph, ONNX model or None) of an ONNX file at the inputs `request` asks for (a dynamic dimension
+    it leaves open is refused), a GGUF file or a transformer config.json."""
     from edgeatlas.predictor import llm
 
     suffix = Path(path).suffix.lower()
-    if suffix == ".gguf":
-        return llm.to_graph(llm.from_gguf(path)), None
-    if suffix == ".json":
-        return llm.to_graph(llm.from_hf_config(path)), None
+    if suffix in (".gguf", ".json"):
+        if request is not None and not request.empty:
+            raise InvalidInput("--input, --dim and --values are for ONNX models")
+        return llm.to_graph(llm.from_gguf(path) if suffix == ".gguf" else llm.from_hf_config(path)), None
     proto = load_onnx(path)
-    return from_onnx(proto, name=name or Path(path).stem), proto
+    declared, outputs = onnx_model.declared_inputs(proto)
+    specs = inputs.resolve(declared, request, outputs)
+    missing = unknown_tensors(proto, specs)
+    shapes = (observed_shapes(proto, inputs.feeds(specs, samples=request.samples if request else {}), missing)
+              if missing else {})
+    return from_onnx(proto, name=name or Path(path).stem, specs=specs, shapes=shapes), proto
 
 
 def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:
@@ -78,12 +85,12 @@ def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: st
 
 
 def predict(checkpoint: str, spec_path: str, models: list[str], target: str, batch: int, threads: int,
-            runtime: str) -> list[dict]:
+            runtime: str, request: inputs.InputRequest | None = None) -> list[dict]:
     """One answer per model: latency_ms with its 80 % interval, and the baselines beside it."""
     predictor = Predictor.load(checkpoint)
     spec = SpecSheet.load(spec_path)
     setting = _setting(spec, target, batch, threads, runtime)
-    loaded = [load_graph(m) for m in models]
+    loaded = [load_graph(m, request=request) for m in models]
     graphs, protos = [g for g, _ in loaded], [p for _, p in loaded]
     samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
                       np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))

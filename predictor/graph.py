@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import shape_inference
 
+from edgeatlas.protos import onnx_model
 from edgeatlas.protos.errors import InvalidInput
 
 # Op categories: the GNN's one-hot, and the tabular model's op histogram.
@@ -64,7 +65,8 @@ class OpGraph:
     edges: np.ndarray  # int64 [2, E]: producer → consumer
     params: int
     shapes_known: float  # share of nodes whose output shape was inferred
-    macs: float = 0.0  # multiply-accumulates of Conv, ConvTranspose, MatMul and Gemm (biases not counted)
+    macs: float = 0.0  # multiply-accumulates of the linear ops (biases not counted)
+    uncounted: dict = field(default_factory=dict)  # op → nodes whose FLOPs are not known (counted as 0)
 
     @property
     def nodes(self) -> int:
@@ -121,32 +123,84 @@ def load_onnx(path: str | Path, check: bool = False) -> onnx.ModelProto:
     return model
 
 
-def onnx_summary(model: onnx.ModelProto) -> dict:
-    """A model reference's summary: parameters, multiply-accumulates of Conv/MatMul/Gemm and FLOPs (2 per
-    MAC) at batch 1, the op histogram and the opset."""
-    graph = from_onnx(model)
-    return {"parameters": graph.params, "macs": int(graph.macs), "flops": int(2 * graph.macs),
+def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
+    """The shapes of `missing` tensors in one unoptimised CPU run at `feeds`: where static inference stops
+    (contrib operators, shapes computed from data), the runtime knows. Empty when onnxruntime is absent or
+    the run fails (those tensors then stay unknown and their ops are named as not counted)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for name in missing:
+        if name not in have:
+            probe.graph.output.append(onnx.ValueInfoProto(name=name))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 4
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(missing, feeds)
+    except Exception:
+        return {}
+    return {name: list(np.shape(v)) for name, v in zip(missing, values)}
+
+
+def unknown_tensors(model: onnx.ModelProto, specs: tuple = ()) -> list[str]:
+    """Node outputs of the top-level graph whose shapes static inference leaves unknown at the spec."""
+    inferred = _infer(model, specs, "")
+    known = {vi.name for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
+             + list(inferred.graph.output) if _shape(vi.type)[0] is not None}
+    return [o for node in model.graph.node for o in node.output if o and o not in known]
+
+
+def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None) -> dict:
+    """A model reference's summary at the spec's shapes, batch 1: parameters (initializers and Constant
+    nodes), multiply-accumulates of the linear ops (Conv, MatMul, Gemm, their integer and quantised forms,
+    recurrent cells, Einsum, Attention), FLOPs of every op counted (2 per MAC), the ops not counted, the
+    precision of the weights, the op histogram and the opset."""
+    graph = from_onnx(model, specs=specs, shapes=shapes)
+    return {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
+            "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
             "ops": dict(Counter(graph.ops).most_common()),
             "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
 
 
-def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
-    """The operator graph of an ONNX model, its symbolic dimensions set to 1."""
+def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
+    try:
+        return shape_inference.infer_shapes(_fix_symbolic_dims(model, specs), strict_mode=False, data_prop=True)
+    except Exception as exc:
+        raise InvalidInput(f"model {name}: ONNX shape inference failed ({str(exc).splitlines()[0]})") from None
+
+
+def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None) -> OpGraph:
+    """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
+    are set to 1. `shapes` are tensors' shapes observed in a run (`observed_shapes`), where inference
+    could not tell."""
     if not model.graph.node:
         raise InvalidInput(f"model {name or model.graph.name}: the ONNX graph has no operators")
     initializers = list(model.graph.initializer)
-    try:
-        inferred = shape_inference.infer_shapes(_fix_symbolic_dims(model), strict_mode=False)
-    except Exception as exc:
-        raise InvalidInput(f"model {name}: ONNX shape inference failed ({str(exc).splitlines()[0]})") from None
-    graph = inferred.graph
+    observed = shapes or {}
+    graph = _infer(model, specs, name).graph
     shapes: dict[str, tuple[list[int] | None, int]] = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         shapes[vi.name] = _shape(vi.type)
+    for tensor, dims in observed.items():
+        if shapes.get(tensor, (None, 0))[0] is None and isinstance(dims, list) and \
+                all(isinstance(d, int) and d >= 0 for d in dims):
+            shapes[tensor] = (dims, shapes.get(tensor, (None, onnx.TensorProto.FLOAT))[1] or onnx.TensorProto.FLOAT)
     weights = {}
     for init in initializers:
         weights[init.name] = math.prod(init.dims) * _DTYPE_BYTES.get(init.data_type, 4)
         shapes[init.name] = (list(init.dims), init.data_type)
+    for node in graph.node:  # weights held by Constant nodes weigh as initializers do
+        if node.op_type == "Constant" and node.output:
+            t = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
+            if t is not None and math.prod(t.dims) > 64:
+                weights[node.output[0]] = math.prod(t.dims) * _DTYPE_BYTES.get(t.data_type, 4)
+                shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
@@ -154,6 +208,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
     edges: list[tuple[int, int]] = []
     known = 0
     ops = []
+    uncounted: Counter = Counter()
     for i, node in enumerate(graph.node):
         ops.append(node.op_type)
         category[i] = CATEGORIES.index(_category(node, shapes))
@@ -168,6 +223,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
             known += 1
         w_bytes = sum(weights.get(t, 0) for t in node.input)
         flops, macs, kernel, stride, channels = _flops(node, ins, outs)
+        if flops is None:  # an op that computes, whose cost is not known here: named, not hidden as 0
+            uncounted[node.op_type] += 1
+            flops = 0.0
         arrays["flops"][i], arrays["macs"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
@@ -175,16 +233,18 @@ def from_onnx(model: onnx.ModelProto, name: str = "") -> OpGraph:
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
             arrays["act"][i] = act_in + act_out
-    params = int(sum(math.prod(t.dims) for t in initializers if len(t.dims) > 0))
+    params = onnx_model.parameters(model.graph)
     return OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
-                   shapes_known=known / n, macs=float(arrays["macs"].sum()))
+                   shapes_known=known / n, macs=float(arrays["macs"].sum()),
+                   uncounted=dict(uncounted.most_common()))
 
 
-def _fix_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A light copy for shape inference: symbolic dimensions set to 1, large weights as typed inputs.
+def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
+    """A light copy for shape inference: inputs at the spec's shapes (batch 1), other symbolic dimensions
+    set to 1, large weights as typed inputs.
 
     Small initializers keep their values: Reshape's target shape and the like are read by inference.
     """
@@ -196,11 +256,20 @@ def _fix_symbolic_dims(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = onnx.helper.make_graph(list(g.node), g.name, list(g.input) + as_inputs, list(g.output), small)
     light = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     light.ir_version = model.ir_version
-    for vi in list(light.graph.input) + list(light.graph.output):
-        if vi.type.HasField("tensor_type"):
-            for dim in vi.type.tensor_type.shape.dim:
-                if not dim.HasField("dim_value"):
-                    dim.dim_value = 1
+    given = {s.name: s.shape_at(1) for s in specs}
+    for is_input, vi in [(True, v) for v in light.graph.input] + [(False, v) for v in light.graph.output]:
+        if not vi.type.HasField("tensor_type"):
+            continue
+        shape = vi.type.tensor_type.shape
+        if is_input and vi.name in given:
+            shape.ClearField("dim")
+            for d in given[vi.name]:
+                shape.dim.add().dim_value = d
+            continue
+        for dim in shape.dim:
+            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+                dim.ClearField("dim_param")
+                dim.dim_value = 1
     return light
 
 
@@ -210,7 +279,7 @@ def _shape(type_proto: onnx.TypeProto) -> tuple[list[int] | None, int]:
     tt = type_proto.tensor_type
     if not tt.HasField("shape"):
         return None, tt.elem_type
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
     return (None if any(d is None for d in dims) else dims), tt.elem_type
 
 
@@ -227,9 +296,41 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+_CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+_MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1),
+                  "DynamicQuantizeMatMul": (0, 1), "QLinearMatMul": (0, 3), "QGemm": (0, 3),
+                  "FusedMatMul": (0, 1)}
+_RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
+_ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+# Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
+_NO_ARITHMETIC = frozenset({
+    "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "GatherND", "ScatterND", "ScatterElements",
+    "Scatter", "OneHot", "Compress", "SpaceToDepth", "DepthToSpace", "ReverseSequence", "EyeLike",
+    "SequenceConstruct", "SplitToSequence", "ConcatFromSequence", "SequenceAt", "Trilu", "Upsample"})
+# Per-element cost of ops outside the catalogue above (comparisons, logic, rounding, quantisation, fusions).
+_ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessOrEqual": 1, "Not": 1, "And": 1,
+                "Or": 1, "Xor": 1, "Abs": 1, "Reciprocal": 1, "Floor": 1, "Ceil": 1, "Round": 1, "Sign": 1,
+                "Mod": 1, "IsNaN": 1, "IsInf": 1, "Sin": 4, "Cos": 4, "Celu": 4, "Selu": 4, "Mish": 8,
+                "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2, "DynamicQuantizeLinear": 4,
+                "FastGelu": 8, "BiasGelu": 9, "QuickGelu": 5, "SkipLayerNormalization": 9,
+                "SimplifiedLayerNormalization": 6, "SkipSimplifiedLayerNormalization": 7, "RMSNormalization": 6,
+                "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
+                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "ReduceProd": 1,
+                "ReduceL1": 2, "ReduceSumSquare": 2, "ReduceLogSumExp": 6, "QLinearGlobalAveragePool": 1}
+_REDUCE_INPUT = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
+                           "ReduceL2", "ArgMax", "ArgMin", "TopK", "ReduceMin", "ReduceProd", "ReduceL1",
+                           "ReduceSumSquare", "ReduceLogSumExp", "QLinearGlobalAveragePool", "CumSum"})
+_RESIZE_TAPS = {"nearest": 1, "linear": 4, "cubic": 16}  # reads per output element (2-D)
+_CATEGORY.update({op: "matmul" for op in list(_MATMUL_INPUTS) + list(_RECURRENT) + list(_ATTENTION) + ["Einsum"]})
+_CATEGORY.update({op: "elementwise" for op in _ELEMENTWISE if op not in _REDUCE_INPUT})
+_CATEGORY.update({op: "reduce" for op in _REDUCE_INPUT if op not in _CATEGORY})
+_CATEGORY.update({op: "copy" for op in _NO_ARITHMETIC})
+
+
 def _category(node: onnx.NodeProto, shapes) -> str:
-    if node.op_type in ("Conv", "ConvTranspose"):
-        w = shapes.get(node.input[1], (None, 0))[0] if len(node.input) > 1 else None
+    if node.op_type in _CONV_WEIGHT:
+        at = _CONV_WEIGHT[node.op_type]
+        w = shapes.get(node.input[at], (None, 0))[0] if len(node.input) > at else None
         group = _attr(node, "group", 1)
         if group > 1 and w is not None and w[1] == 1:
             return "conv_dw"
@@ -239,36 +340,92 @@ def _category(node: onnx.NodeProto, shapes) -> str:
     return _CATEGORY.get(node.op_type, "other")
 
 
-def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float, float, float, float, float]:
-    """(FLOPs, MACs, kernel size, stride, output channels) of one node; unknown shapes count as 0 FLOPs."""
+def _elems(shape) -> float:
+    return float(math.prod(shape)) if shape is not None else 0.0
+
+
+def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, float, float, float, float]:
+    """(FLOPs, MACs, kernel size, stride, output channels) of one node. FLOPs are None where the op
+    computes but its cost is not known here (an op this counter does not know, or shapes not inferred)."""
     op = node.op_type
     out = outs[0] if outs else None
-    out_elems = float(math.prod(out)) if out is not None else 0.0
+    out_elems = _elems(out)
     channels = float(out[1]) if out is not None and len(out) > 1 else (float(out[-1]) if out else 0.0)
-    if op in ("Conv", "ConvTranspose") and len(ins) > 1 and ins[1] is not None and out is not None:
-        w = ins[1]
+
+    def arg(i):
+        return ins[i] if i < len(ins) else None
+
+    if op in _CONV_WEIGHT:
+        w, x = arg(_CONV_WEIGHT[op]), arg(0)
+        if w is None or out is None or (op == "ConvTranspose" and x is None):
+            return None, 0.0, 0.0, 0.0, channels
         kernel_elems = float(math.prod(w[2:]))
         stride = float(max(_attr(node, "strides", [1]) or [1]))
-        if op == "Conv":
-            macs = out_elems * w[1] * kernel_elems
-        else:
-            in_elems = float(math.prod(ins[0])) if ins[0] is not None else 0.0
-            macs = in_elems * w[1] * kernel_elems
-        flops = 2 * macs + (out_elems if len(ins) > 2 and ins[2] is not None else 0)
+        macs = (_elems(x) if op == "ConvTranspose" else out_elems) * w[1] * kernel_elems
+        bias = arg(8 if op == "QLinearConv" else 2) if op != "ConvInteger" else None
+        flops = 2 * macs + (out_elems if bias is not None else 0)
         return flops, macs, float(max(w[2:]) if len(w) > 2 else 1), stride, float(w[0])
-    if op in ("MatMul", "Gemm") and len(ins) > 1 and ins[0] is not None and out is not None:
-        a = ins[0]
-        k = a[0] if op == "Gemm" and _attr(node, "transA", 0) else a[-1]
+    if op in _MATMUL_INPUTS:
+        a, _ = (arg(i) for i in _MATMUL_INPUTS[op])
+        if a is None or out is None:
+            return None, 0.0, 0.0, 0.0, channels
+        k = a[0] if op in ("Gemm", "QGemm") and _attr(node, "transA", 0) else a[-1]
         macs = out_elems * k
         return 2 * macs + (out_elems if op == "Gemm" and len(ins) > 2 else 0), macs, 0.0, 0.0, float(out[-1])
+    if op in _RECURRENT:  # every step multiplies the input by W and the state by R, per direction
+        x, w, r = arg(0), arg(1), arg(2)
+        if x is None or w is None or r is None:
+            return None, 0.0, 0.0, 0.0, channels
+        steps = _elems(x) / x[-1]  # sequence × batch
+        macs = steps * (_elems(w) + _elems(r))
+        hidden = float(_attr(node, "hidden_size", 0) or (r[-2] if op == "DynamicQuantizeLSTM" else r[-1]))
+        return 2 * macs + 10 * steps * hidden, macs, 0.0, 0.0, hidden
+    if op == "Einsum":
+        macs = _einsum_macs(_attr(node, "equation", b""), ins)
+        return (None if macs is None else 2 * macs), macs or 0.0, 0.0, 0.0, channels
+    if op in _ATTENTION:
+        q = arg(0)
+        k = arg(1) if op != "Attention" else None
+        if q is None or out is None:
+            return None, 0.0, 0.0, 0.0, channels
+        macs = 0.0
+        if op == "Attention" and arg(1) is not None and len(arg(1)) == 2:  # contrib: packed QKV projection
+            macs += _elems(q) * arg(1)[-1]
+            keys = q[-2]
+        else:
+            keys = k[-2] if k is not None and len(k) >= 3 else q[-2]
+        macs += 2 * out_elems * keys  # scores, then their weighted sum of values
+        return 2 * macs + 5 * out_elems / max(out[-1], 1) * keys, macs, 0.0, 0.0, float(out[-1])
+    if op == "Resize":
+        mode = _attr(node, "mode", b"nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        return out_elems * _RESIZE_TAPS.get(mode, 4), 0.0, 0.0, 0.0, channels
     if op in ("AveragePool", "MaxPool"):
         kernel = _attr(node, "kernel_shape", [1])
         return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
             float(max(_attr(node, "strides", [1]))), channels
-    if op in ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2"):
-        in_elems = float(math.prod(ins[0])) if ins and ins[0] is not None else 0.0
-        return in_elems, 0.0, 0.0, 0.0, channels
+    if op in _REDUCE_INPUT:
+        x = arg(0)
+        return (None if x is None else _elems(x) * _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
     category = _CATEGORY.get(op, "other")
-    if category in ("view", "copy", "gather", "other"):
+    if category in ("view", "copy", "gather"):
         return 0.0, 0.0, 0.0, 0.0, channels
-    return out_elems * _FLOPS_PER_ELEMENT.get(op, 1), 0.0, 0.0, 0.0, channels
+    if category == "other" or out is None:
+        return None, 0.0, 0.0, 0.0, channels
+    return out_elems * _FLOPS_PER_ELEMENT.get(op, _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
+
+
+def _einsum_macs(equation, ins: list) -> float | None:
+    """Multiply-adds of a one- or two-operand Einsum: the product of every index's size."""
+    eq = (equation.decode() if isinstance(equation, bytes) else str(equation)).replace(" ", "")
+    lhs = eq.split("->")[0]
+    operands = lhs.split(",")
+    if "..." in eq or len(operands) != len([i for i in ins if i is not None]) or len(operands) > 2:
+        return None
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(operands, ins):
+        if shape is None or len(letters) != len(shape):
+            return None
+        for letter, size in zip(letters, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)
+    return float(math.prod(sizes.values()))

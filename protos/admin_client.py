@@ -43,12 +43,15 @@ class AdminClient:
         self._call(self.stub.UploadBlob, _chunks(data), timeout=600)
         return hashlib.sha256(data).hexdigest()
 
-    def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str, fmt: str = "onnx"):
-        """Uploads a model and its reference data (none: its fidelity is not checked) and registers it."""
+    def add_model(self, path: Path, name: str, reference_npz: bytes, summary_json: str, fmt: str = "onnx",
+                  inputs_json: str = ""):
+        """Uploads a model and its reference data (none: its fidelity is not checked) and registers it with
+        its input spec (protos/inputs.py; none: the coordinator derives it from the model's static shapes)."""
         sha = self.upload_blob(Path(path).read_bytes())
         ref_sha = self.upload_blob(reference_npz) if reference_npz else ""
         return self._call(self.stub.RegisterModel, admin_pb2.RegisterModelRequest(
-            name=name, format=fmt, sha256=sha, reference_sha256=ref_sha, summary_json=summary_json))
+            name=name, format=fmt, sha256=sha, reference_sha256=ref_sha, summary_json=summary_json,
+            inputs_json=inputs_json))
 
     def list_models(self):
         return list(self._call(self.stub.ListModels, admin_pb2.ListModelsRequest()).models)
@@ -115,12 +118,14 @@ class AdminClient:
 
     # ---- the cost predictor --------------------------------------------------------------------
     def predict(self, spec_json: str, model: str | bytes, target: str = "cpu", batch: int = 1, threads: int = 0,
-                runtime: str = "", version: int = 0) -> admin_pb2.PredictResponse:
-        """model: a registered model's name or sha256 prefix, or an ONNX graph's bytes (read, not stored)."""
+                runtime: str = "", version: int = 0, inputs_json: str = "") -> admin_pb2.PredictResponse:
+        """model: a registered model's name or sha256 prefix, or an ONNX graph's bytes (read, not stored) with
+        its input spec (protos/inputs.py)."""
         request = admin_pb2.PredictRequest(spec_json=spec_json, target=target, batch=batch, threads=threads,
                                            runtime=runtime, version=version)
         if isinstance(model, bytes):
             request.model_onnx = model
+            request.inputs_json = inputs_json
         else:
             request.model = model
         return self._call(self.stub.Predict, request, timeout=120)

@@ -64,13 +64,13 @@ def model_to_pb(r: ModelRef) -> common_pb2.ModelRef:
     return common_pb2.ModelRef(
         sha256=r.sha256, name=r.name, format=r.format, size_bytes=r.size_bytes,
         reference_sha256=r.reference_sha256, reference_size_bytes=r.reference_size_bytes,
-        summary_json=r.summary_json)
+        summary_json=r.summary_json, inputs_json=r.inputs_json)
 
 
 def model_from_pb(m: common_pb2.ModelRef) -> ModelRef:
     return ModelRef(sha256=m.sha256, name=m.name, format=m.format, size_bytes=m.size_bytes,
                     reference_sha256=m.reference_sha256, reference_size_bytes=m.reference_size_bytes,
-                    summary_json=m.summary_json)
+                    summary_json=m.summary_json, inputs_json=m.inputs_json)
 
 
 def privacy_to_pb(p: PrivacyParams) -> common_pb2.Privacy:

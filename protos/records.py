@@ -159,6 +159,7 @@ class ModelRef:
     reference_sha256: str = ""
     reference_size_bytes: int = 0
     summary_json: str = "{}"
+    inputs_json: str = ""  # the input spec (protos/inputs.py): shapes and value sources; empty: static model
 
 
 @dataclass(frozen=True)

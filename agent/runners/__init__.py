@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
+from edgeatlas.protos.inputs import InputRequest
 from edgeatlas.protos.records import RunParams, RunResult, Setting
 
 # Loading a model takes about its file's size in memory, plus the runtime's working set.
@@ -20,17 +22,39 @@ class Runner(Protocol):
     def run(self, params: RunParams, meter=None) -> RunResult: ...
 
 
-def _onnxruntime(model_path: str, setting: Setting, reference_path: str | None) -> Runner:
+def _onnxruntime(model_path: str, setting: Setting, reference_path: str | None, model: ModelFacts) -> Runner:
     from edgeatlas.agent.runners.onnxruntime import OnnxRuntimeRunner
-    return OnnxRuntimeRunner(model_path, setting, reference_path)
+    return OnnxRuntimeRunner(model_path, setting, reference_path, model.inputs, model.precision)
 
 
-def _llamacpp(model_path: str, setting: Setting, reference_path: str | None) -> Runner:
+def _llamacpp(model_path: str, setting: Setting, reference_path: str | None, model: ModelFacts) -> Runner:
     from edgeatlas.agent.runners.llamacpp import LlamaCppRunner
     return LlamaCppRunner(model_path, setting, reference_path)
 
 
-RUNNERS: dict[str, Callable[[str, Setting, str | None], Runner]] = {
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the model reference says beyond its bytes: the input spec (or, from the command line, a request
+    to resolve against the model) and the precision its graph computes in."""
+
+    inputs: tuple | InputRequest | None = None
+    precision: str | None = None
+
+    @classmethod
+    def of(cls, ref) -> "ModelFacts":
+        """From a ModelRef (protos/records.py); a malformed spec is one InvalidInput line."""
+        import json
+
+        from edgeatlas.protos.inputs import from_json
+        try:
+            summary = json.loads(ref.summary_json or "{}")
+        except json.JSONDecodeError:
+            summary = {}
+        precision = summary.get("precision") if isinstance(summary, dict) else None
+        return cls(from_json(ref.inputs_json) or None, precision if isinstance(precision, str) else None)
+
+
+RUNNERS: dict[str, Callable[[str, Setting, str | None, ModelFacts], Runner]] = {
     "onnxruntime": _onnxruntime,
     "llama.cpp": _llamacpp,
 }
@@ -56,11 +80,12 @@ def check_memory(model_path: str, available_bytes: int | None = None) -> None:
                            f"this device has {available_bytes / 2**30:.1f} GiB available")
 
 
-def make_runner(model_path: str, setting: Setting, reference_path: str | None = None) -> Runner:
+def make_runner(model_path: str, setting: Setting, reference_path: str | None = None,
+                model: ModelFacts = ModelFacts()) -> Runner:
     from edgeatlas.protos.errors import InvalidInput
     factory = RUNNERS.get(setting.runtime)
     if factory is None:
         raise InvalidInput(f"runtime {setting.runtime!r} is not available here "
                            f"(known: {', '.join(sorted(RUNNERS))})")
     check_memory(model_path)
-    return factory(model_path, setting, reference_path)
+    return factory(model_path, setting, reference_path, model)

@@ -10,18 +10,18 @@ import numpy as np
 from edgeatlas.agent.runners.fidelity import compare, load_reference
 from edgeatlas.agent.runners.results import judge, stats_of
 from edgeatlas.agent.scenarios import Workload, run_scenario
-from edgeatlas.protos import scenarios
+from edgeatlas.protos import inputs, scenarios
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import EnergyStats, Fidelity, RunParams, RunResult, Setting
 
 
-_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+_ORT_DTYPES = {  # onnxruntime's NodeArg.type → numpy's name (protos/inputs.DTYPES)
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(bfloat16)": "bfloat16", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
 }
-_PRECISION = {"tensor(float)": "fp32", "tensor(float16)": "fp16", "tensor(bfloat16)": "bf16",
-              "tensor(double)": "fp64", "tensor(int8)": "int8", "tensor(uint8)": "int8"}
+_IO_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 
 
 def open_session(model_path: str | Path, setting: Setting):
@@ -47,42 +47,60 @@ def open_session(model_path: str | Path, setting: Setting):
         raise InvalidInput(f"cannot load model {path.name}: {first[:300]}") from None
 
 
-def synthetic_inputs(session, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Fixed pseudo-random inputs for a model that came without reference data."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for i, arg in enumerate(session.get_inputs()):
-        dtype = _DTYPES.get(arg.type)
-        if dtype is None:
-            raise InvalidInput(f"input {arg.name} has type {arg.type}, which the runner cannot feed")
-        shape = [batch if j == 0 and not isinstance(d, int) else (d if isinstance(d, int) and d > 0 else 1)
-                 for j, d in enumerate(arg.shape)]
-        if np.issubdtype(dtype, np.floating):
-            feeds[arg.name] = rng.standard_normal(shape).astype(dtype)
-        else:
-            feeds[arg.name] = rng.integers(0, 2, size=shape).astype(dtype)
-    return feeds
+def declared(session, model_path: str | Path) -> tuple[list[inputs.ModelInput], list[str], str]:
+    """(inputs, output names, precision) of a loaded model. From the graph where the onnx package is
+    installed (token vocabularies, the weights' precision); otherwise from the session's own signature,
+    with the precision of its floating-point inputs and outputs."""
+    try:
+        import onnx
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        from edgeatlas.protos import onnx_model
+        try:
+            model = onnx.load(str(model_path), load_external_data=False)
+        except Exception:  # the session loaded it: whatever onnx cannot parse, the signature still says
+            model = None
+        if model is not None:
+            found, outputs = onnx_model.declared_inputs(model)
+            return found, outputs, onnx_model.precision(model)
+    found = []
+    for arg in session.get_inputs():
+        dims = tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and inputs._NAME.fullmatch(d)
+                                                              else None) for d in arg.shape)
+        found.append(inputs.ModelInput(arg.name, _ORT_DTYPES.get(arg.type, arg.type), dims))
+    io = [_ORT_DTYPES.get(a.type) for a in list(session.get_inputs()) + list(session.get_outputs())]
+    precision = next((_IO_PRECISION[t] for t in io if t in _IO_PRECISION), "unknown")
+    return found, [o.name for o in session.get_outputs()], precision
 
 
-def tile_batch(feeds: dict[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
-    """Repeats batch-1 inputs along axis 0 to the task's batch."""
-    if batch == 1:
-        return feeds
-    return {k: np.repeat(v, batch, axis=0) for k, v in feeds.items()}
+def specs_for(found: list[inputs.ModelInput], outputs: list[str], given, reference: dict) -> tuple:
+    """The specs a run feeds: given ones (a model reference's), resolved from a request (the CLI's), or
+    — for a model registered before specs existed — the shapes of its reference inputs."""
+    if isinstance(given, tuple) and given:
+        return given
+    request = given if isinstance(given, inputs.InputRequest) else inputs.InputRequest()
+    if request.empty and reference:
+        by_name = {m.name: m for m in found}
 
+        def batched(name: str, shape: tuple) -> tuple:
+            m = by_name.get(name)
+            dynamic0 = m is not None and bool(m.dims) and not isinstance(m.dims[0], int)
+            return (inputs.BATCH,) + tuple(shape[1:]) if shape and dynamic0 else tuple(shape)
 
-def model_precision(session) -> str:
-    """The first precision among inputs then outputs (token ids are int64, the math is not)."""
-    for arg in list(session.get_inputs()) + list(session.get_outputs()):
-        if arg.type in _PRECISION:
-            return _PRECISION[arg.type]
-    return "unknown"
+        request = inputs.InputRequest(shapes={k: batched(k, v.shape) for k, v in reference.items()},
+                                      values={k: "sample" for k in reference}, samples=dict(reference))
+    return inputs.resolve(found, request, outputs)
 
 
 class OnnxRuntimeRunner:
-    """One model, one setting; `run` follows RunParams and checks outputs against the reference."""
+    """One model, one setting; `run` feeds the inputs its spec names and checks outputs against the reference.
 
-    def __init__(self, model_path: str | Path, setting: Setting, reference_path: str | Path | None = None):
+    `inputs` is the model reference's spec, or a request from the command line resolved against the model;
+    none: the model's own static shapes (a dynamic one is refused, never run at 1)."""
+
+    def __init__(self, model_path: str | Path, setting: Setting, reference_path: str | Path | None = None,
+                 inputs_given: tuple | inputs.InputRequest | None = None, precision: str | None = None):
         import onnxruntime as ort
 
         self.values = scenarios.check(setting.scenario, setting.scenario_params)  # bad parameters: before loading
@@ -91,27 +109,59 @@ class OnnxRuntimeRunner:
         self.reference_outputs: dict[str, np.ndarray] = {}
         if reference_path:
             self.reference_inputs, self.reference_outputs = load_reference(reference_path)
+        found, outputs, graph_precision = declared(self.session, model_path)
+        self.specs = specs_for(found, outputs, inputs_given, self.reference_inputs)
         batch = setting.batch
-        feeds = (tile_batch(self.reference_inputs, batch) if self.reference_inputs
-                 else synthetic_inputs(self.session, batch))
-        self.feeds = feeds
-        precision = model_precision(self.session)
+        inputs.check_batch(self.specs, batch, f"model {Path(model_path).name}")
+        samples = {**getattr(inputs_given, "samples", {}), **self.reference_inputs}
+        if self.reference_inputs:
+            missing = [s.name for s in self.specs if s.name not in self.reference_inputs]
+            if missing:
+                raise InvalidInput(f"the reference data has no input {missing[0]!r}")
+            self.feeds = inputs.tile(self.specs, self.reference_inputs, batch)
+            self.check_feeds = dict(self.reference_inputs)
+        else:
+            self.feeds = inputs.feeds(self.specs, batch, samples=samples)
+            self.check_feeds = {}
+        self.feedback = [(name, outputs.index(out)) for name, out in inputs.feedback_pairs(self.specs)]
         self.setting = Setting(
             target=setting.target, runtime="onnxruntime", runtime_version=ort.__version__,
             execution_provider=self.session.get_providers()[0], batch=batch,
-            threads=setting.threads, precision=precision, scenario=setting.scenario,
+            threads=setting.threads, precision=precision or graph_precision, scenario=setting.scenario,
             scenario_params=dict(setting.scenario_params))
+        self._first_run()
+
+    def _first_run(self) -> None:
+        """One untimed run at the task's shapes: a model that fails at them fails here, in one line."""
+        try:
+            outs = self.session.run(None, self.feeds)
+        except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise InvalidInput(f"the model does not run at inputs {inputs.describe(self.specs)}: "
+                               f"{first[:300]}") from None
+        for name, idx in self.feedback:
+            if outs[idx].shape != self.feeds[name].shape:
+                raise InvalidInput(f"feedback: output {self.session.get_outputs()[idx].name} has shape "
+                                   f"{outs[idx].shape}, input {name} {self.feeds[name].shape}")
 
     def check_fidelity(self) -> Fidelity:
         if not self.reference_outputs:
             return Fidelity(checked=False, passed=False, detail="no reference outputs for this model")
         names = list(self.reference_outputs)
-        got = self.session.run(names, self.reference_inputs)
+        got = self.session.run(names, self.check_feeds)
         return compare(dict(zip(names, got)), self.reference_outputs)
 
     def workload(self) -> Workload:
-        run, feeds = self.session.run, self.feeds
-        return Workload(lambda: run(None, feeds), self.setting.batch)
+        run, feeds = self.session.run, dict(self.feeds)
+        if not self.feedback:
+            return Workload(lambda: run(None, feeds), self.setting.batch)
+        pairs = self.feedback
+
+        def step():  # recurrent state: this run's output is the next run's input
+            outs = run(None, feeds)
+            for name, idx in pairs:
+                feeds[name] = outs[idx]
+        return Workload(step, self.setting.batch)
 
     def run(self, params: RunParams, meter=None) -> RunResult:
         started_ms = int(time.time() * 1000)

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from edgeatlas.console.cli.common import (admin_client, admin_options, check_positive, enroll_options,
-    enroll_token, run_options, say, scenario_setting)
+    enroll_token, input_options, input_request, run_options, say, scenario_setting)
 from edgeatlas.protos import errors
+from edgeatlas.protos.inputs import describe
 
 
 def _selectors(pairs: list[str] | None) -> dict[str, str]:
@@ -46,6 +47,7 @@ def cmd_agents_revoke(args) -> int:
 
 def cmd_models_build(args) -> int:
     from edgeatlas.console.gguf_zoo import build_gguf_zoo
+    from edgeatlas.console.models import prepare
     from edgeatlas.console.zoo import build_zoo
 
     paths = build_zoo(args.out) + build_gguf_zoo(args.out)
@@ -53,30 +55,37 @@ def cmd_models_build(args) -> int:
     if args.upload:
         with admin_client(args) as admin:
             for path in paths:
-                _register(admin, path, path.stem)
+                _register(admin, prepare(path, path.stem))
     return 0
 
 
-def _register(admin, path: Path, name: str):
-    from edgeatlas.console.models import prepare, summary_json
+def _register(admin, prepared):
+    """Uploads and registers a model prepared (checked, summarised, its reference made) once, here."""
+    from edgeatlas.console.models import summary_json
 
-    prepared = prepare(path, name)
-    ref = admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format)
-    if ref.name != name:
+    ref = admin.add_model(prepared.path, prepared.name, prepared.reference_npz, summary_json(prepared),
+                          prepared.format, prepared.inputs_json)
+    if ref.name != prepared.name:
         say(f"  (the same bytes are already registered as {ref.name!r}; models are content-addressed)")
     unit = "MFLOP/token" if prepared.format == "gguf" else "MFLOP"
     say(f"  {ref.name:16} {ref.sha256[:12]}  {prepared.size_bytes / 1024:8.0f} KiB  "
         f"{prepared.summary['parameters']:>10,} params  {prepared.summary['flops'] / 1e6:9.1f} {unit}"
         + ("" if prepared.reference_npz else "  (no reference: install edgeatlas[llm] to check fidelity)"))
+    if prepared.inputs:
+        say(f"  inputs: {describe(prepared.inputs)}")
+    uncounted = prepared.summary.get("uncounted") or {}
+    if uncounted:
+        say(f"  FLOPs not counted for: {', '.join(f'{op} ×{n}' for op, n in uncounted.items())}")
     return ref
 
 
 def cmd_models_add(args) -> int:
     from edgeatlas.console.models import prepare
 
-    prepare(args.file, args.name)  # validate before connecting: a bad file never reaches the coordinator
+    # checked before connecting: a bad file or spec never reaches the coordinator
+    prepared = prepare(args.file, args.name or Path(args.file).stem, input_request(args))
     with admin_client(args) as admin:
-        _register(admin, Path(args.file), args.name or Path(args.file).stem)
+        _register(admin, prepared)
     return 0
 
 
@@ -307,9 +316,10 @@ def register(sub) -> None:
     p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
     admin_options(p)
     p.set_defaults(func=cmd_models_build)
-    p = models.add_parser("add", help="register your own ONNX or GGUF model")
+    p = models.add_parser("add", help="register your own ONNX or GGUF model, with its input shapes")
     p.add_argument("file")
     p.add_argument("--name")
+    input_options(p)
     admin_options(p)
     p.set_defaults(func=cmd_models_add)
     p = models.add_parser("list")

@@ -10,8 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from edgeatlas.console.cli.common import (check_positive, client_tls, enroll_options, enroll_token, key_values,
-    run_options, say, scenario_setting, tls_options)
+from edgeatlas.console.cli.common import (check_positive, client_tls, enroll_options, enroll_token,
+    input_options, input_request, key_values, run_options, say, scenario_setting, tls_options)
 from edgeatlas.protos import errors
 from edgeatlas.protos.wire import DEFAULT_SUPERLINK_PORT
 
@@ -125,11 +125,15 @@ def cmd_agent_privacy(args) -> int:
 
 def cmd_agent_bench(args) -> int:
     from edgeatlas.agent.meters import find_meter
-    from edgeatlas.agent.runners import make_runner
+    from edgeatlas.agent.runners import ModelFacts, make_runner
 
     runtime = "llama.cpp" if args.model.lower().endswith(".gguf") else "onnxruntime"
     setting, params = scenario_setting(args, execution_provider=args.provider, runtime=runtime)
-    runner = make_runner(args.model, setting, args.reference)
+    request = input_request(args)
+    if runtime == "llama.cpp" and not request.empty:
+        raise errors.InvalidInput("--input, --dim and --values are for ONNX models; a GGUF model's prompt "
+                                  "and output lengths are --param prompt_tokens=N and output_tokens=N")
+    runner = make_runner(args.model, setting, args.reference, ModelFacts(inputs=request))
     meter, absent = find_meter(runner.setting.target)
     result = runner.run(params, meter)
     if meter is None:
@@ -208,7 +212,9 @@ def register(sub) -> None:
     p.add_argument("model")
     run_options(p, iterations=100, duration=2.0)
     p.add_argument("--provider", default="CPUExecutionProvider")
-    p.add_argument("--reference", help="reference npz (fixed inputs and outputs) for the fidelity check")
+    input_options(p)
+    p.add_argument("--reference", help="reference data for the fidelity check: an .npz whose arrays are named "
+                                       "input:NAME (the inputs at batch 1) and output:NAME (the outputs they give)")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_agent_bench)
 

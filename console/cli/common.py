@@ -96,6 +96,22 @@ def run_options(p: argparse.ArgumentParser, iterations: int, duration: float) ->
     p.add_argument("--warmup", type=int, default=10, help="untimed calls first")
 
 
+def input_options(p: argparse.ArgumentParser) -> None:
+    """The input spec (protos/inputs.py), the same flags wherever a model is given."""
+    p.add_argument("--input", action="append", metavar="NAME=SHAPE",
+                   help="an input's shape, e.g. images=1x3x640x640 or x=batchx3x224x224 (repeatable)")
+    p.add_argument("--dim", action="append", metavar="NAME=N",
+                   help="the size of a named dynamic dimension, e.g. seq=128 (repeatable)")
+    p.add_argument("--values", action="append", metavar="NAME=SOURCE",
+                   help="an input's values: normal, uniform:LO:HI, int:LO:HI, tokens:V, fixed:V, zeros, "
+                        "feedback:OUTPUT or file:PATH.npy (repeatable)")
+
+
+def input_request(args):
+    from edgeatlas.protos.inputs import request_from_flags
+    return request_from_flags(args.input, args.dim, args.values)
+
+
 def enroll_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coordinator", default=os.environ.get("EDGEATLAS_COORDINATOR", DEFAULT_COORDINATOR),
                    help="HOST:PORT (env EDGEATLAS_COORDINATOR)")

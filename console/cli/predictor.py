@@ -6,7 +6,7 @@ import json
 import time
 from pathlib import Path
 
-from edgeatlas.console.cli.common import admin_client, admin_options, client_tls, say
+from edgeatlas.console.cli.common import admin_client, admin_options, client_tls, input_options, input_request, say
 from edgeatlas.protos import errors
 
 
@@ -130,7 +130,8 @@ def cmd_predict(args) -> int:
     if not Path(checkpoint).is_file():
         raise errors.InvalidInput(f"checkpoint {checkpoint}: no such file (train one with `edgeatlas predictor "
                                   f"train --data DIR --out CKPT`, or run `edgeatlas demo`)")
-    answers = predict(str(checkpoint), args.spec, args.model, args.target, args.batch, args.threads, args.runtime)
+    answers = predict(str(checkpoint), args.spec, args.model, args.target, args.batch, args.threads, args.runtime,
+                      input_request(args))
     if args.plot:
         front = pareto_plot(answers, args.plot)
         if not args.json:
@@ -205,6 +206,7 @@ def register(sub) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="ONNX model, GGUF file or transformer config.json (repeatable)")
     query_setting(p)
+    input_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object (a list for several models)")
     p.add_argument("--plot", help="write a Pareto plot of the models (PNG)")
     p.set_defaults(func=cmd_predict)

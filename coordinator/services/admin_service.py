@@ -176,9 +176,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             summary = json.loads(request.summary_json or "{}")
         except json.JSONDecodeError:
             raise InvalidInput("summary_json is not JSON") from None
-        await asyncio.to_thread(uploads.check_model, self.store, request.format, request.sha256)
+        inputs_json = await asyncio.to_thread(uploads.check_model, self.store, request.format, request.sha256,
+                                              request.inputs_json)
         row = await asyncio.to_thread(self.store.add_model, request.name, request.format, request.sha256,
-                                      request.reference_sha256, json.dumps(summary))
+                                      request.reference_sha256, json.dumps(summary), inputs_json)
         return convert.model_to_pb(row.to_ref())
 
     @rpc
@@ -240,12 +241,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             raise InvalidInput("Predict needs spec_json and a model (a registered name or ONNX bytes)")
         if request.model and request.model_onnx:
             raise InvalidInput("Predict takes either model or model_onnx, not both")
+        if request.inputs_json and not request.model_onnx:
+            raise InvalidInput("inputs_json goes with model_onnx; a registered model has its own input spec")
         if request.batch > 4096 or request.threads > 1024:
             raise InvalidInput("batch must be in 0..4096 and threads in 0..1024")
         model = request.model or bytes(request.model_onnx)
         answer = await asyncio.to_thread(_predictor_call, self.predictors.predict, request.spec_json, model,
                                          request.target or "cpu", request.batch, request.threads, request.runtime,
-                                         request.version)
+                                         request.version, request.inputs_json)
         return admin_pb2.PredictResponse(**answer)
 
     @rpc

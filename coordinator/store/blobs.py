@@ -72,7 +72,8 @@ class Blobs:
                             or_(ModelRow.sha256 == sha256, ModelRow.reference_sha256 == sha256)).limit(1))
             return s.exec(needs).first() is not None
 
-    def add_model(self, name: str, fmt: str, sha256: str, reference_sha256: str, summary_json: str) -> ModelRow:
+    def add_model(self, name: str, fmt: str, sha256: str, reference_sha256: str, summary_json: str,
+                  inputs_json: str = "") -> ModelRow:
         model_blob = self.blob(sha256)
         if model_blob is None:
             raise NotFound(f"model bytes {sha256[:12]} were not uploaded")
@@ -82,13 +83,16 @@ class Blobs:
         with self._write, self.session() as s:
             existing = s.get(ModelRow, sha256)
             if existing is not None:
+                if existing.inputs_json != inputs_json:  # one registration per file: its shapes are its identity
+                    raise Conflict(f"these model bytes are already registered as {existing.name!r} with other "
+                                   f"inputs; one file is registered once")
                 return existing
             if s.exec(select(ModelRow).where(ModelRow.name == name)).first() is not None:
                 raise Conflict(f"a different model is already named {name!r}")
             row = ModelRow(sha256=sha256, name=name, format=fmt, size_bytes=model_blob.size_bytes,
                            reference_sha256=reference_sha256,
                            reference_size_bytes=ref_blob.size_bytes if ref_blob else 0,
-                           summary_json=summary_json, created_ms=now_ms())
+                           summary_json=summary_json, inputs_json=inputs_json, created_ms=now_ms())
             s.add(row)
             s.commit()
             return row
