@@ -162,21 +162,30 @@ def to_json(heatmap: admin_pb2.Heatmap) -> str:
     return json.dumps([{k: clean(v) for k, v in asdict(r).items()} for r in flatten(heatmap)], indent=1)
 
 
-def run_json(result) -> str:
-    """A run's exact result (agent/report.exact_record) as JSON."""
+def run_json(result, specs: tuple = ()) -> str:
+    """A run's exact result (agent/report.exact_record) as JSON, with the inputs it was fed."""
     from edgeatlas.agent.report import exact_record
+    from edgeatlas.protos.inputs import to_json
 
-    return json.dumps(exact_record(result), indent=1)
+    record = exact_record(result)
+    if specs:
+        record["inputs"] = json.loads(to_json(specs))
+    return json.dumps(record, indent=1)
 
 
-def run_text(model: str, result) -> str:
-    """A run's result for a person: the setting that ran, latency, throughput, LLM figures, energy, validity."""
+def run_text(model: str, result, specs: tuple = ()) -> str:
+    """A run's result for a person: the setting and inputs that ran, latency, throughput, LLM figures,
+    energy, validity."""
+    from edgeatlas.protos.inputs import describe
+
     lines: list[str] = []
     s, st, figures = result.stats, result.setting, result.figures()
     lines.append(f"{model}: {st.runtime} {st.runtime_version} {st.execution_provider}, "
                  f"batch {st.batch}, threads {st.threads or 'default'}, {st.precision}, {st.scenario}"
                  + (f" {st.scenario_params}" if st.scenario_params else "")
                  + f", driven by {result.outcome.driver}")
+    if specs:
+        lines.append(f"  inputs      {describe(specs)}")
     unit = "requests" if result.llm else "queries"
     lines.append(f"  {unit:10}  {s.iterations} in {s.duration_s:.2f} s")
     lines.append(f"  latency ms  p50 {s.p50_ms:.4g}  p90 {s.p90_ms:.4g}  p99 {s.p99_ms:.4g}  "

@@ -266,6 +266,10 @@ def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelP
             for d in given[vi.name]:
                 shape.dim.add().dim_value = d
             continue
+        if not is_input:  # an output's declared shape would pin what inference finds: let it find
+            if any(not d.HasField("dim_value") or d.dim_value <= 0 for d in shape.dim):
+                vi.type.tensor_type.ClearField("shape")
+            continue
         for dim in shape.dim:
             if not dim.HasField("dim_value") or dim.dim_value <= 0:
                 dim.ClearField("dim_param")

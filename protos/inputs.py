@@ -226,7 +226,8 @@ def resolve(declared: list[ModelInput], request: InputRequest | None = None,
             if name not in names:
                 raise InvalidInput(f"{flag} {name}: the model has no input {name!r} "
                                    f"(it has {', '.join(names) or 'none'})")
-    symbolic = {d for m in declared for d in m.dims if isinstance(d, str)}
+    symbolic = {d for m in declared for d in (m.dims or ()) if isinstance(d, str)}
+    symbolic |= {d for shape in request.shapes.values() for d in shape if isinstance(d, str)}
     for name in request.dims:
         if name not in symbolic and name != BATCH:
             raise InvalidInput(f"--dim {name}: the model has no dimension named {name!r} "
@@ -418,7 +419,7 @@ def from_json(text: str) -> tuple[InputSpec, ...]:
         raise InvalidInput("an input spec is at most 1 MiB of JSON")
     try:
         raw = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # deep nesting is refused, not a crash
         raise InvalidInput("the input spec is not JSON") from None
     if not isinstance(raw, list) or len(raw) > MAX_INPUTS:
         raise InvalidInput(f"the input spec is a list of at most {MAX_INPUTS} inputs")

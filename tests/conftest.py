@@ -149,7 +149,7 @@ def register(admin, prepared, names):
     from edgeatlas.console.models import summary_json
     for name in names:
         p = prepared[name]
-        admin.add_model(p.path, p.name, p.reference_npz, summary_json(p), p.format)
+        admin.add_model(p.path, p.name, p.reference_npz, summary_json(p), p.format, p.inputs_json)
 
 
 @pytest.fixture(scope="session")

@@ -152,7 +152,9 @@ class OnnxRuntimeRunner:
         return compare(dict(zip(names, got)), self.reference_outputs)
 
     def workload(self) -> Workload:
+        """One inference per call; the feeds it uses are `self.live` (recurrent state changes there)."""
         run, feeds = self.session.run, dict(self.feeds)
+        self.live = feeds
         if not self.feedback:
             return Workload(lambda: run(None, feeds), self.setting.batch)
         pairs = self.feedback

@@ -140,7 +140,9 @@ def cmd_agent_bench(args) -> int:
         result = dataclasses.replace(result, energy_absent=absent)
     from edgeatlas.console import views
 
-    say(views.run_json(result) if args.format == "json" else views.run_text(Path(args.model).name, result))
+    specs = getattr(runner, "specs", ())
+    say(views.run_json(result, specs) if args.format == "json"
+        else views.run_text(Path(args.model).name, result, specs))
     return 0
 
 

