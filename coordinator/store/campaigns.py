@@ -147,10 +147,15 @@ class Campaigns:
         return out
 
     def failures(self, campaign_id: int, limit: int = 20) -> list[str]:
+        """Why tasks failed, were declined or ran but gave no valid result, one line each, with the model and
+        the hardware class: what the device said, visible to the one who runs the campaign."""
         with self.session() as s:
-            rows = s.exec(select(TaskRow).where(TaskRow.campaign_id == campaign_id, TaskRow.failure_reason != "")
+            rows = s.exec(select(TaskRow, ModelRow.name).join(ModelRow, ModelRow.sha256 == TaskRow.model_sha256)
+                          .where(TaskRow.campaign_id == campaign_id, TaskRow.failure_reason != "")
                           .order_by(TaskRow.id).limit(limit)).all()
-            return [f"task {r.id}: {r.failure_reason}" for r in rows]
+            kind = {"done": "invalid", "failed": "failed", "declined": "declined"}
+            return [f"task {r.id} {kind.get(r.status, r.status)} ({name} on {r.hardware_class or 'unassigned'}): "
+                    f"{r.failure_reason}" for r, name in rows]
 
     def campaign(self, campaign_id: int) -> CampaignRow:
         with self.session() as s:

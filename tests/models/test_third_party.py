@@ -129,6 +129,14 @@ def test_registered_with_its_spec_a_campaign_measures_it_at_that_shape(coordinat
             cells = admin.heatmap("latency_p50_ms").cells
         precisions = {c.model_name: c.setting.precision for c in cells}
         assert precisions.get("rawi-int8") == "int8" and precisions.get("silero-vad") == "fp32"
+        # a run too short for LoadGen's early stopping is done but not valid, and the campaign says why
+        with coordinator.admin() as admin:
+            short = admin.create_campaign(["rawi-int8"], {}, 1, Setting(threads=1),
+                                          RunParams(warmup_iterations=1, min_iterations=1, min_duration_s=0.01)
+                                          ).campaign_id
+        done = wait_for(lambda: (c := coordinator_campaign(coordinator, short)).status == "done" and c, 120, "it")
+        assert len(done.failures) == 1 and done.failures[0].startswith("task ")
+        assert " invalid (rawi-int8 on " in done.failures[0] and "early stopping" in done.failures[0]
     finally:
         for proc in procs:
             stop_pid(proc)

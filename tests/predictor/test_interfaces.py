@@ -183,3 +183,20 @@ def test_eval_refuses_an_unknown_device_before_training(small_data, env):
                    "--device", "NVIDIA TITAN RTX", "--device", "Nokia 3310", env=env, timeout=300)
     one_line_error(proc, "Nokia 3310", "Google Pixel 3")
     assert "held out" not in proc.stdout  # nothing was trained first
+
+
+def test_predict_a_real_model_at_the_shape_given_and_never_at_an_invented_one(checkpoint, env):
+    from tests.models.third_party import fetch
+
+    cls = str(fetch("ch-ppocr-mobile-v2-0-cls-infer"))  # dims [-1, 3, ?, ?]: it died in a log of negative FLOPs
+    args = ["predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "pixel_3.yaml"),
+            "--model", cls, "--json"]
+    one_line_error(run_cli(*args, env=env), "dimension 2")
+
+    def answer(shape):
+        proc = run_cli(*args, "--input", f"x={shape}", env=env)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+    small, large = answer("batchx3x48x192"), answer("batchx3x192x768")
+    assert large["gflops"] > 10 * small["gflops"] > 0  # 16× the pixels; the head does not grow
+    assert large["latency_ms"] > small["latency_ms"]
