@@ -81,9 +81,14 @@ def gguf_summary(header: GGUFHeader) -> dict:
                "attention.head_count", "attention.head_count_kv")}
     file_type = header.value("general.file_type")
     known = FILE_TYPES.get(file_type)
-    return {"parameters": header.parameters, "macs": header.parameters, "flops": 2 * header.parameters,
+    # a decoded token multiplies through every weight once, but looks its embedding up (no arithmetic) unless
+    # the output projection is that same table (tied)
+    tied = "output.weight" not in header.tensors
+    macs = header.parameters - (0 if tied else header.tensors.get("token_embd.weight", 0))
+    return {"parameters": header.parameters, "macs": macs, "flops": 2 * macs, "tied_embedding": tied,
             "architecture": arch, "config": config, "vocab_size": header.value("tokenizer.ggml.tokens"),
-            "quantisation": known.name if known else str(file_type), "tensor_types": header.tensor_types,
+            "quantisation": known.name if known else str(file_type),
+            "precision": known.name if known else "unknown", "tensor_types": header.tensor_types,
             "ops": {}}
 
 

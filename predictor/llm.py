@@ -33,6 +33,8 @@ class TransformerConfig:
     vocab: int
     gated: bool = True  # SwiGLU-style gate + up projections (llama, qwen, mistral, ...)
     weight_bits: float = 16.0
+    tied: bool = False  # the output projection is the token embedding (no separate output.weight)
+    parameters: int = 0  # as the file counts them (GGUF: every tensor's elements); 0: from the layout
 
 
 def from_hf_config(path: str | Path) -> TransformerConfig:
@@ -64,7 +66,8 @@ def from_hf_config(path: str | Path) -> TransformerConfig:
         kv_heads=field("num_key_value_heads", default=heads), ffn=field("intermediate_size", "n_inner",
                                                                           default=4 * hidden),
         vocab=field("vocab_size"), gated="gpt2" not in arch and "bert" not in arch,
-        weight_bits=DTYPE_BITS.get(str(data.get("torch_dtype", "float16")), 16))
+        weight_bits=DTYPE_BITS.get(str(data.get("torch_dtype", "float16")), 16),
+        tied=bool(data.get("tie_word_embeddings", "gpt2" in arch)))
 
 
 def from_gguf(path: str | Path) -> TransformerConfig:
@@ -86,7 +89,8 @@ def from_gguf(path: str | Path) -> TransformerConfig:
     return TransformerConfig(
         name=str(header.value("general.name") or Path(path).stem), hidden=hidden, layers=key("block_count"),
         heads=heads, kv_heads=key("attention.head_count_kv", heads), ffn=key("feed_forward_length", 4 * hidden),
-        vocab=vocab, gated=arch not in ("gpt2", "bert"), weight_bits=file_type.bits if file_type else 16)
+        vocab=vocab, gated=arch not in ("gpt2", "bert"), weight_bits=file_type.bits if file_type else 16,
+        tied="output.weight" not in header.tensors, parameters=header.parameters)
 
 
 def to_graph(cfg: TransformerConfig, tokens: int = PROMPT_TOKENS) -> OpGraph:
@@ -132,4 +136,5 @@ def to_graph(cfg: TransformerConfig, tokens: int = PROMPT_TOKENS) -> OpGraph:
                    act_bytes=np.array([node[3] for node in nodes], dtype=np.float64) * 4,
                    weight_bytes=weights * wb, kernel=np.zeros(len(nodes)), stride=np.zeros(len(nodes)),
                    channels=np.array([node[5] for node in nodes], dtype=np.float64),
-                   edges=np.array(edges, dtype=np.int64).T.copy(), params=int(weights.sum()), shapes_known=1.0)
+                   edges=np.array(edges, dtype=np.int64).T.copy(), shapes_known=1.0,
+                   params=cfg.parameters or int(weights.sum()) - (cfg.vocab * d if cfg.tied else 0))

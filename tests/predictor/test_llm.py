@@ -54,7 +54,32 @@ def test_gguf_header_gives_architecture_and_quantisation(tmp_path):
     cfg = llm.from_gguf(path)
     assert (cfg.name, cfg.hidden, cfg.layers, cfg.vocab, cfg.weight_bits) == ("tiny", 64, 2, 100, 4.8)
     graph = llm.to_graph(cfg)
-    assert graph.weight_bytes.sum() == pytest.approx(graph.params * 4.8 / 8)
+    assert cfg.tied  # no output.weight: the logits reuse the embedding, read twice and counted once
+    assert graph.weight_bytes.sum() == pytest.approx((graph.params + 100 * 64) * 4.8 / 8)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_gguf_parameters_are_its_tensors_as_llama_cpp_counts_them(tmp_path, tied):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    for key, value in [("add_block_count", 1), ("add_embedding_length", 32), ("add_head_count", 2),
+                       ("add_head_count_kv", 2), ("add_feed_forward_length", 64), ("add_context_length", 128)]:
+        getattr(w, key)(value)
+    w.add_token_list([f"t{i}" for i in range(50)])
+    w.add_tensor("token_embd.weight", np.zeros((50, 32), np.float32))
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((32, 32), np.float32))
+    if not tied:
+        w.add_tensor("output.weight", np.zeros((50, 32), np.float32))
+    w.write_header_to_file(), w.write_kv_data_to_file(), w.write_tensors_to_file(), w.close()
+    cfg = llm.from_gguf(path)
+    expected = 50 * 32 + 32 * 32 + (0 if tied else 50 * 32)
+    assert cfg.tied is tied and llm.to_graph(cfg).params == expected
+    from edgeatlas.console.models import gguf_summary
+    from edgeatlas.protos.gguf import read_header
+    assert gguf_summary(read_header(path))["parameters"] == expected  # what `models add` shows
 
 
 def test_bad_gguf_and_config_are_refused_naming_what(tmp_path):
