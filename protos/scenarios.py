@@ -50,6 +50,9 @@ PARAMS: dict[str, dict[str, Param]] = {
 # Minimum queries per scenario when the campaign does not say: LoadGen's early-stopping estimate
 # at p90 needs 64 queries and at p99 662; a fleet task must stay short on a phone.
 MIN_QUERIES = {"single-stream": 64, "multi-stream": 662, "server": 662, "offline": 1}
+# An LLM request takes 0.1 s on a server and 10 s on a phone: llama-bench repeats 5 times; ten requests
+# give a median and a p90 and fit a phone's time (agent/runners/llamacpp.py stretches the cap to fit them).
+LLM_REQUESTS = 10
 
 
 def check(scenario: str, params: dict[str, str]) -> dict[str, float]:

@@ -27,6 +27,8 @@ PROMPT_TEXT = ("The benchmark runs the model on the phone, the laptop and the se
                "reports its latency and energy, and the world learns how fast inference can be. ")
 LOGITS_ATOL_FRACTION = 1e-2  # of the reference logits' largest magnitude: kernels differ across CPUs
 LOGITS_RTOL = 1e-2
+LLM_MAX_S = 600.0  # an LLM task's timed requests never run longer than this, on any device
+LLM_CAP_MARGIN = 1.5  # over the time the asked requests take at the warm-up's speed
 
 def prompt_tokens(llm, n: int) -> list[int]:
     """Exactly n tokens: BOS, then the prompt text tokenized and repeated."""
@@ -112,15 +114,31 @@ class LlamaCppRunner:
         return compare({"logits": self.logits().copy()}, self.reference_outputs,
                        rtol=LOGITS_RTOL, atol_fraction=LOGITS_ATOL_FRACTION)
 
+    def time_cap_s(self, params: RunParams, request_s: float) -> float:
+        """How long the timed requests may take. A request's time is the model's on this device (a phone's
+        request can take 50× a server's), so the cap is the task's, or — where the asked requests need
+        longer at the speed the warm-up just measured — that time with a margin, up to LLM_MAX_S. A run that
+        cannot fit even that is refused at once, not after the cap has burnt the device's time."""
+        need = params.min_iterations * request_s * LLM_CAP_MARGIN
+        if need > LLM_MAX_S:
+            raise InvalidInput(
+                f"{params.min_iterations} requests of {self.n_prompt} prompt and {self.n_out} output tokens take "
+                f"about {params.min_iterations * request_s:.0f} s here ({request_s:.1f} s each), over the "
+                f"{LLM_MAX_S:.0f} s an LLM task may run: ask fewer requests (--iterations) or tokens")
+        return max(params.max_duration_s, need)
+
     def run(self, params: RunParams, meter=None) -> RunResult:
         started_ms = int(time.time() * 1000)
-        for _ in range(min(params.warmup_iterations, 2)):  # a request warms every kernel
-            self.request()
+        request_s = 0.0
+        for _ in range(max(1, min(params.warmup_iterations, 2))):  # a request warms every kernel
+            t0, _, stamps = self.request()
+            request_s = (stamps[-1] - t0) / 1e9  # the last, warm one: this device's speed
+        cap_s = self.time_cap_s(params, request_s)
         ttft, e2e, gaps = [], [], []
         if meter is not None:
             meter.start()
         wall0 = time.perf_counter()
-        min_end, max_end = wall0 + params.min_duration_s, wall0 + params.max_duration_s
+        min_end, max_end = wall0 + params.min_duration_s, wall0 + cap_s
         while True:
             t0, first, stamps = self.request()
             ttft.append((first - t0) / 1e6)

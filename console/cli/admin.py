@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import math
 import re
@@ -13,6 +14,7 @@ from edgeatlas.console.cli.common import (admin_client, admin_options, check_pos
     enroll_token, input_options, input_request, run_options, say, scenario_setting)
 from edgeatlas.protos import errors
 from edgeatlas.protos.inputs import describe
+from edgeatlas.protos.scenarios import LLM_REQUESTS
 
 
 def _selectors(pairs: list[str] | None) -> dict[str, str]:
@@ -220,11 +222,20 @@ def cmd_campaign_create(args) -> int:
                             statistics=tuple(args.statistics), bounds_ms=bounds).check()
     adaptive = _adaptive(args)
     with admin_client(args) as admin:
+        if args.iterations is None and _all_llms(admin, args.models):
+            params = dataclasses.replace(params, min_iterations=LLM_REQUESTS)
         c = admin.create_campaign(args.models, _selectors(args.selector), args.repeats,
                                   setting, params, args.name or "", privacy, args.target_precision, schedule,
                                   adaptive)
     say(_campaign_line(c))
     return 0
+
+
+def _all_llms(admin, wanted: list[str]) -> bool:
+    """Every model named (by name or sha256 prefix) is a GGUF: the campaign's default requests are an LLM's."""
+    models = admin.list_models()
+    formats = [next((m.format for m in models if m.name == w or m.sha256.startswith(w)), "") for w in wanted]
+    return bool(formats) and all(f == "gguf" for f in formats)
 
 
 def cmd_campaign_list(args) -> int:

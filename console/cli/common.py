@@ -51,6 +51,7 @@ def scenario_setting(args, **fields):
     params_kv = key_values(args.param, "--param")
     scenarios.check(args.scenario, params_kv)
     iterations = args.iterations if args.iterations is not None else (
+        scenarios.LLM_REQUESTS if fields.get("runtime") == "llama.cpp" else
         100 if args.scenario == "single-stream" else scenarios.MIN_QUERIES[args.scenario])
     check_positive(batch=args.batch, iterations=iterations, duration=args.duration)
     setting = Setting(batch=args.batch, threads=args.threads, scenario=args.scenario,
@@ -86,7 +87,7 @@ def run_options(p: argparse.ArgumentParser, iterations: int, duration: float) ->
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--iterations", type=int, default=None,
                    help=f"at least this many timed queries (default {iterations} single-stream, "
-                        "LoadGen's early-stopping minimum otherwise)")
+                        "LoadGen's early-stopping minimum otherwise, 10 requests for LLMs)")
     p.add_argument("--scenario", default="single-stream", choices=list(SCENARIOS),
                    help="MLPerf LoadGen scenario; LLM (GGUF) tasks run single-stream")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",

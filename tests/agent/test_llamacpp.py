@@ -114,3 +114,19 @@ def test_llm_tasks_run_single_stream_batch_one(gguf_zoo):
         make_runner(model, Setting(runtime="llama.cpp", scenario="offline"), ref)
     with pytest.raises(InvalidInput, match="batch 1"):
         make_runner(model, Setting(runtime="llama.cpp", batch=4), ref)
+
+
+def test_the_time_cap_follows_the_speed_measured_on_this_device(gguf_zoo):
+    """A single-stream LLM campaign's 100 requests at ~1 s each used to end too-slow at the 60 s cap."""
+    from edgeatlas.agent.runners.llamacpp import LLM_CAP_MARGIN, LLM_MAX_S
+
+    model, ref = path_of(gguf_zoo, "llama-s")
+    runner = make_runner(model, llm_setting(), ref)
+    asked = RunParams(warmup_iterations=1, min_iterations=100, min_duration_s=1, max_duration_s=60)
+    assert runner.time_cap_s(asked, request_s=0.1) == 60  # fits: the task's own cap
+    assert runner.time_cap_s(asked, request_s=1.0) == pytest.approx(100 * LLM_CAP_MARGIN)  # a phone's speed
+    with pytest.raises(InvalidInput, match=r"take about 1000 s here .* over the 600 s .* \(--iterations\)"):
+        runner.time_cap_s(asked, request_s=LLM_MAX_S / 60)
+    # a cap far below what the requests take is stretched to fit them, and the run is valid
+    result = runner.run(RunParams(warmup_iterations=1, min_iterations=4, min_duration_s=0, max_duration_s=1e-3))
+    assert result.valid and result.stats.iterations == 4, result.invalid_reason
