@@ -207,6 +207,18 @@ def request_from_flags(inputs: list[str] | None = None, dims: list[str] | None =
     return InputRequest(shapes=shapes, dims=sizes, values=sources, samples=samples)
 
 
+def request_from_argv(argv: list[str]) -> InputRequest:
+    """The same, from a flat list such as ["--input", "x=1x3x8x8", "--dim", "seq=16"] (a zoo entry's flags)."""
+    pairs: dict[str, list[str]] = {"--input": [], "--dim": [], "--values": []}
+    if len(argv) % 2:
+        raise InvalidInput(f"input flags come in pairs, got {argv!r}")
+    for flag, value in zip(argv[::2], argv[1::2]):
+        if flag not in pairs:
+            raise InvalidInput(f"{flag} is not one of --input, --dim, --values")
+        pairs[flag].append(value)
+    return request_from_flags(pairs["--input"], pairs["--dim"], pairs["--values"])
+
+
 # ---- a spec from what the model declares and what the user asked ------------------------------------
 def _dynamic(d) -> bool:
     return not (isinstance(d, int) and d > 0)

@@ -48,16 +48,26 @@ def cmd_agents_revoke(args) -> int:
 
 
 def cmd_models_build(args) -> int:
-    from edgeatlas.console.gguf_zoo import build_gguf_zoo
     from edgeatlas.console.models import prepare
-    from edgeatlas.console.zoo import build_zoo
 
-    paths = build_zoo(args.out) + build_gguf_zoo(args.out)
-    say(f"built {len(paths)} models in {args.out} (ONNX and GGUF)")
+    if args.real:
+        from edgeatlas.console.real_zoo import build_real_zoo, flags_of
+        from edgeatlas.protos.inputs import request_from_argv
+
+        paths = build_real_zoo(args.out, args.real if args.real != ["all"] else None, say=say)
+        requests = {path: request_from_argv(flags_of(path.stem)) for path in paths}
+        say(f"built {len(paths)} real architectures in {args.out} (ONNX, random weights, published configurations)")
+    else:
+        from edgeatlas.console.gguf_zoo import build_gguf_zoo
+        from edgeatlas.console.zoo import build_zoo
+
+        paths = build_zoo(args.out) + build_gguf_zoo(args.out)
+        requests = {}
+        say(f"built {len(paths)} models in {args.out} (ONNX and GGUF)")
     if args.upload:
         with admin_client(args) as admin:
             for path in paths:
-                _register(admin, prepare(path, path.stem))
+                _register(admin, prepare(path, path.stem, requests.get(path)))
     return 0
 
 
@@ -324,6 +334,9 @@ def register(sub) -> None:
     models = sub.add_parser("models").add_subparsers(dest="sub", required=True)
     p = models.add_parser("build", help="generate the model zoo (ONNX and llama GGUF, no download)")
     p.add_argument("--out", default="zoo")
+    p.add_argument("--real", nargs="+", metavar="NAME",
+                   help="the real architectures instead (console/real_zoo.py; `all`, or names such as resnet-18 "
+                        "bert-mini resnet-18-int8); needs edgeatlas[zoo]")
     p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
     admin_options(p)
     p.set_defaults(func=cmd_models_build)

@@ -7,7 +7,7 @@ import pytest
 from edgeatlas.agent.runners import ModelFacts, make_runner
 from edgeatlas.console.models import prepare, summary_json
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.inputs import request_from_flags
+from edgeatlas.protos.inputs import request_from_argv, request_from_flags
 from edgeatlas.protos.records import RunParams, Setting
 
 from tests.conftest import run_cli
@@ -22,11 +22,7 @@ EXPECTED = {"ch-pp-ocrv4-det-infer": ("fp32", {}), "ch-pp-ocrv4-rec-infer": ("fp
 
 
 def request(name):
-    flags = MODELS[name].flags
-    pairs = {"--input": [], "--dim": [], "--values": []}
-    for flag, value in zip(flags[::2], flags[1::2]):
-        pairs[flag].append(value)
-    return request_from_flags(pairs["--input"], pairs["--dim"], pairs["--values"])
+    return request_from_argv(MODELS[name].flags)
 
 
 @pytest.fixture(scope="module")
