@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
 from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, START_TIMEOUT_S,
-                                         TARGET_PRECISION, DemoCampaign, campaign_plan)
+                                         TARGET_PRECISION, DEMO_REAL_ZOO, DemoCampaign, campaign_plan)
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
@@ -72,6 +72,7 @@ class Demo:
         self.o = options
         self.dir = options.workdir.resolve()
         self.children = Children()
+        self.requests: dict = {}  # model name → its input request (protos/inputs.py), for models and predict
 
     def run(self) -> int:
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -104,7 +105,7 @@ class Demo:
             agents = self._start_agents(admin, address, superlink)
             plan = campaign_plan(names, llms, self.o.iterations, self.o.duration_s, bool(self.o.simulated))
             say(f"[4/7] campaign over {len(names)} models × {len(agents)} agents "
-                f"(≥ {self.o.iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
+                f"(≥ {plan[0].params.min_iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
             finished = self._run_campaigns(admin, plan)
             judged = [c for step, c in zip(plan, finished) if step.in_verdict]
             local = self._results(admin, llms, nb201, judged)
@@ -219,7 +220,7 @@ class Demo:
         if simulated:
             say("the simulated fleet (synthetic numbers from spec sheets, marked simulated, never mixed in):")
             say(views.by_hardware(admin_pb2.Heatmap(cells=simulated), "latency_p50_ms",
-                                  ["mlp-s", "resnet-s", "mobilenet-s", "transformer-s"]))
+                                  sorted({c.model_name for c in simulated})))
         say("privacy spent (each device's own ledger, against its owner's budget):")
         for i in range(1, self.o.agents + 1):
             ledger = Ledger(self.dir / "agents" / f"agent-{i}" / "privacy-ledger.db", Budget())
@@ -290,7 +291,8 @@ class Demo:
         answers = {}
         for (label, sheet), threads in zip(sheets.items(), (1, 0)):  # here: as the campaign ran, 1 thread
             try:
-                answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, threads, "onnxruntime")
+                answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, threads, "onnxruntime",
+                                         {m: self.requests.get(Path(m).stem) for m in models})
             except EdgeAtlasError as exc:
                 say(f"      {label}: no prediction ({exc})")
 
@@ -386,7 +388,6 @@ class Demo:
         """(ONNX model names, GGUF model names) registered; no GGUF where llama-cpp-python is missing."""
         from edgeatlas.console.gguf_zoo import build_gguf_zoo
         from edgeatlas.console.models import prepare, summary_json
-        from edgeatlas.console.zoo import build_zoo
 
         import importlib.util
 
@@ -396,8 +397,8 @@ class Demo:
         else:
             paths = build_gguf_zoo(self.dir / "zoo")
         names, llms = [], []
-        for path in build_zoo(self.dir / "zoo") + paths:
-            prepared = prepare(path)
+        for path in self._onnx_zoo() + paths:
+            prepared = prepare(path, path.stem, self.requests.get(path.stem))
             admin.add_model(path, prepared.name, prepared.reference_npz, summary_json(prepared), prepared.format,
                             prepared.inputs_json)
             s = prepared.summary
@@ -406,6 +407,32 @@ class Demo:
                 f"{prepared.sha256[:12]}")
             (llms if prepared.format == "gguf" else names).append(prepared.name)
         return names, llms
+
+    def _onnx_zoo(self) -> list:
+        """The real architectures (cached between runs: a cold build takes about ten seconds) where
+        edgeatlas[zoo] is installed; the hand-made toys otherwise. Their input flags go to `self.requests`."""
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:
+            from edgeatlas.console.zoo import build_zoo
+
+            say('      (the hand-made toy zoo: pip install "edgeatlas[zoo]" for ResNet, MobileNet, EfficientNet, '
+                'ViT and BERT)')
+            return build_zoo(self.dir / "zoo")
+        from edgeatlas.console.real_zoo import build_real_zoo, flags_of
+        from edgeatlas.predictor.data import cache_dir
+        from edgeatlas.protos.inputs import request_from_argv
+
+        cached = cache_dir() / "real-zoo"
+        built = build_real_zoo(cached, DEMO_REAL_ZOO, say=say)
+        paths = []
+        for path in built:  # beside the demo's other files, where `predict` and the README look for them
+            (self.dir / "zoo").mkdir(parents=True, exist_ok=True)
+            target = self.dir / "zoo" / path.name
+            shutil.copy(path, target)
+            self.requests[path.stem] = request_from_argv(flags_of(path.stem))
+            paths.append(target)
+        return paths
 
     def _wait_simulated(self, admin) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

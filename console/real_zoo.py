@@ -104,13 +104,16 @@ def flags_of(name: str) -> list[str]:
 
 def export(entry: RealModel, path: Path) -> Path:
     """The module exported with the batch (and a text model's sequence) dimension left dynamic."""
+    import warnings
+
     import torch
 
     model, example = entry.build()
     names = list(example)
     dynamic = {n: ({0: "batch", 1: "seq"} if n != IMAGE[0] else {0: "batch"}) for n in names}
     tmp = path.with_suffix(".part")
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python control flow: the shapes are stated
         torch.onnx.export(model, tuple(example.values()), str(tmp), input_names=names, dynamic_axes=dynamic,
                           opset_version=17, dynamo=False)
     tmp.replace(path)
@@ -119,10 +122,16 @@ def export(entry: RealModel, path: Path) -> Path:
 
 def quantize(source: Path, path: Path) -> Path:
     """int8 weights through onnxruntime's dynamic quantizer (MatMulInteger / ConvInteger at run time)."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = path.with_name(path.stem + ".part.onnx")
-    quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    logging.disable(logging.WARNING)  # its advice to pre-process for static quantisation: this one is dynamic
+    try:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
     tmp.replace(path)
     return path
 

@@ -85,12 +85,13 @@ def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: st
 
 
 def predict(checkpoint: str, spec_path: str, models: list[str], target: str, batch: int, threads: int,
-            runtime: str, request: inputs.InputRequest | None = None) -> list[dict]:
+            runtime: str, request: inputs.InputRequest | dict | None = None) -> list[dict]:
     """One answer per model: latency_ms with its 80 % interval, and the baselines beside it."""
     predictor = Predictor.load(checkpoint)
     spec = SpecSheet.load(spec_path)
     setting = _setting(spec, target, batch, threads, runtime)
-    loaded = [load_graph(m, request=request) for m in models]
+    requests = request if isinstance(request, dict) else {m: request for m in models}  # per model, or one for all
+    loaded = [load_graph(m, request=requests.get(m)) for m in models]
     graphs, protos = [g for g, _ in loaded], [p for _, p in loaded]
     samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
                       np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))
