@@ -64,6 +64,11 @@ def declared(session, model_path: str | Path) -> tuple[list[inputs.ModelInput], 
         if model is not None:
             found, outputs = onnx_model.declared_inputs(model)
             return found, outputs, onnx_model.precision(model)
+    return signature(session)
+
+
+def signature(session) -> tuple[list[inputs.ModelInput], list[str], str]:
+    """(inputs, output names, precision of the floating-point inputs and outputs) from the session alone."""
     found = []
     for arg in session.get_inputs():
         dims = tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and inputs._NAME.fullmatch(d)
@@ -109,7 +114,11 @@ class OnnxRuntimeRunner:
         self.reference_outputs: dict[str, np.ndarray] = {}
         if reference_path:
             self.reference_inputs, self.reference_outputs = load_reference(reference_path)
-        found, outputs, graph_precision = declared(self.session, model_path)
+        # a task's spec and precision come with its model reference: the graph need not be parsed again
+        # (onnx.load would hold a second copy of the weights)
+        known = isinstance(inputs_given, tuple) and bool(inputs_given) and bool(precision)
+        found, outputs, graph_precision = (signature(self.session) if known
+                                           else declared(self.session, model_path))
         self.specs = specs_for(found, outputs, inputs_given, self.reference_inputs)
         batch = setting.batch
         inputs.check_batch(self.specs, batch, f"model {Path(model_path).name}")
