@@ -76,8 +76,11 @@ def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}"):
     from edgeatlas.protos import inputs, onnx_model
 
     specs = inputs.from_json(inputs_json)
+    declared, outputs = onnx_model.declared_inputs(proto)
     if specs:
-        inputs.check_against(*onnx_model.declared_inputs(proto)[:1], specs)
+        inputs.check_against(declared, specs, outputs)
+    else:  # an unregistered graph sent alone: its own shapes, and a dynamic one is refused in one line
+        specs = inputs.resolve(declared, None, outputs, values_needed=False)
     try:
         summary = json.loads(summary_json or "{}")
     except json.JSONDecodeError:

@@ -68,7 +68,7 @@ def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = 
         return llm.to_graph(llm.from_gguf(path) if suffix == ".gguf" else llm.from_hf_config(path)), None
     proto = load_onnx(path)
     declared, outputs = onnx_model.declared_inputs(proto)
-    specs = inputs.resolve(declared, request, outputs)
+    specs = inputs.resolve(declared, request, outputs, values_needed=False)
     missing = unknown_tensors(proto, specs)
     shapes = (observed_shapes(proto, inputs.feeds(specs, samples=request.samples if request else {}), missing)
               if missing else {})

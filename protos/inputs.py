@@ -229,8 +229,10 @@ def _label(d) -> str:
 
 
 def resolve(declared: list[ModelInput], request: InputRequest | None = None,
-            outputs: list[str] | None = None) -> tuple[InputSpec, ...]:
-    """Every declared input's spec, or one InvalidInput line naming the input or dimension to give."""
+            outputs: list[str] | None = None, values_needed: bool = True) -> tuple[InputSpec, ...]:
+    """Every declared input's spec, or one InvalidInput line naming the input or dimension to give.
+    `values_needed=False` (shapes alone matter: the predictor's featurizer) gives an integer input that
+    says nothing of its values zeros instead of refusing it; its shape is still never invented."""
     request = request or InputRequest()
     names = [m.name for m in declared]
     for flag, given in (("--input", request.shapes), ("--values", request.values)):
@@ -251,7 +253,8 @@ def resolve(declared: list[ModelInput], request: InputRequest | None = None,
         shape = (_given_shape(m, request.shapes[m.name], request.dims) if m.name in request.shapes
                  else _declared_shape(m, request, batch_names))
         sample = request.samples.get(m.name)
-        source = request.values.get(m.name) or _default_source(m)
+        source = request.values.get(m.name) or (_default_source(m) if values_needed or m.dtype in FLOAT_TYPES
+                                                or m.vocab else "zeros")
         if sample is not None:
             shape = _sample_shape(m, shape, sample)
         if source.startswith("feedback:") and outputs is not None and source[len("feedback:"):] not in outputs:

@@ -325,3 +325,13 @@ def test_releases_under_two_contracts_mark_their_cell_mixed_once_committed(store
     store.record_report(b.agent_id, mixed)
     view, = store.heatmap()
     assert (view.cell.privacy, view.cell.n_reports, view.cell.n_devices) == ("fleet (mixed contracts)", 2, 2)
+
+
+def test_the_same_bytes_with_other_inputs_are_a_conflict_not_a_silent_reuse(store):
+    spec = '[{"name":"x","dtype":"float32","shape":["batch",3,8,8],"source":"normal"}]'
+    store.put_blob("c" * 64, 3, [b"xyz"])
+    row = store.add_model("m3", "onnx", "c" * 64, "", "{}", spec)
+    assert row.inputs_json == spec and row.to_ref().inputs_json == spec
+    assert store.add_model("m3", "onnx", "c" * 64, "", "{}", spec).name == "m3"  # the same again: idempotent
+    with pytest.raises(Conflict, match="already registered as 'm3' with other inputs"):
+        store.add_model("m3-large", "onnx", "c" * 64, "", "{}", spec.replace("8,8", "64,64"))
