@@ -374,6 +374,9 @@ def page_predictor(conn: Connection) -> None:
     picked = c[0].multiselect("Registered models", names, default=names[:4], key="pr_models")
     uploads = c[1].file_uploader("…or upload ONNX models", type=["onnx"], accept_multiple_files=True,
                                  key="pr_uploads")
+    flags = c[1].text_input("Their input shapes, as on the command line",
+                            placeholder="--input x=batchx3x224x224 --dim seq=128", key="pr_inputs",
+                            help="every dynamic dimension but the batch needs a size: it is never guessed")
     c = st.columns(3)
     target = c[0].selectbox("Target", ["cpu", "gpu"], key="pr_target")
     batch = int(c[1].number_input("Batch", 1, 4096, 1, key="pr_batch"))
@@ -394,7 +397,13 @@ def page_predictor(conn: Connection) -> None:
         answers = []
         with st.spinner(f"predicting {len(models)} models on {spec.name or 'the sheet'}…"):
             for label, model in models:
-                a = call(conn, lambda adm: adm.predict(spec.to_json(), model, target, batch, threads))
+                try:
+                    spec_json = data.uploaded_spec(model, flags) if isinstance(model, bytes) else ""
+                except errors.EdgeAtlasError as exc:
+                    st.error(f"{label}: {exc}")
+                    return
+                a = call(conn, lambda adm: adm.predict(spec.to_json(), model, target, batch, threads,
+                                                       inputs_json=spec_json))
                 if a is None:
                     return
                 answers.append((label, a))

@@ -273,6 +273,26 @@ def parse_spec(text: str, origin: str = "spec sheet") -> SpecSheet:
     return SpecSheet.from_text(text, origin)
 
 
+def uploaded_spec(model: bytes, flags: str) -> str:
+    """The input spec of an uploaded ONNX graph (protos/inputs.py, as JSON) from flags typed as on the
+    command line ("--input x=batchx3x224x224 --dim seq=128"); InvalidInput names what is missing."""
+    import shlex
+
+    import onnx
+
+    from edgeatlas.protos import inputs, onnx_model
+
+    try:
+        argv = shlex.split(flags or "")
+        proto = onnx.load_from_string(model)
+    except ValueError as exc:
+        raise InvalidInput(f"input flags: {exc}") from None
+    except Exception as exc:  # protobuf's DecodeError
+        raise InvalidInput(f"the uploaded file is not an ONNX model ({type(exc).__name__})") from None
+    declared, outputs = onnx_model.declared_inputs(proto)
+    return inputs.to_json(inputs.resolve(declared, inputs.request_from_argv(argv), outputs, values_needed=False))
+
+
 def predictions_frame(answers: list[tuple[str, admin_pb2.PredictResponse]]) -> pd.DataFrame:
     rows = [{"model": label, "latency_ms": a.latency_ms, "low_ms": a.latency_ms_low, "high_ms": a.latency_ms_high,
              "roofline_ms": a.roofline_latency_ms, "tabular_ms": a.tabular_latency_ms, "gflops": a.gflops,

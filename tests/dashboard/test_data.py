@@ -146,3 +146,28 @@ def test_compare_hardware_and_models_give_ratios():
     models = data.compare_models(f, "latency_mean_ms", "a", "b").set_index("hardware")
     assert models.loc["h1 ·imported", "ratio b/a"] == pytest.approx(0.5)
     assert data.classes_by_coverage(f, "latency_mean_ms") == ["h1", "h2"]
+
+
+def test_an_uploaded_graph_gets_its_spec_from_flags_or_a_one_line_refusal():
+    import json
+
+    import pytest
+    from onnx import TensorProto, helper
+
+    from edgeatlas.dashboard.data import uploaded_spec
+    from edgeatlas.protos.errors import InvalidInput
+
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "H", "W"])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with pytest.raises(InvalidInput, match=r"dimension 2 \('H'\) is dynamic"):
+        uploaded_spec(model, "")
+    spec = json.loads(uploaded_spec(model, "--dim H=32 --dim W=48"))
+    assert spec == [{"name": "x", "dtype": "float32", "shape": ["batch", 3, 32, 48], "source": "normal"}]
+    with pytest.raises(InvalidInput, match="not one of --input"):
+        uploaded_spec(model, "--shape x=1")
+    with pytest.raises(InvalidInput, match="not an ONNX model"):
+        uploaded_spec(b"\x00garbage", "")
+    with pytest.raises(InvalidInput, match="input flags"):
+        uploaded_spec(model, "--dim 'H=3")
