@@ -19,7 +19,9 @@ LLM_PARAMS = {"prompt_tokens": "64", "output_tokens": "16"}
 # leaves LoadGen room on two cores the agents share), or the toys where the published ones are absent.
 SERVER_CANDIDATES = ["mlp-s", "mobilenet-s"]
 # The real architectures the demo measures (console/real_zoo.py); the rest of that zoo is `models build --real`.
-DEMO_REAL_ZOO = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini", "resnet-18-int8"]
+# EfficientNet-B0 is left out: transformers' export of it runs 284 ms here single-threaded (ResNet-18: 32 ms),
+# which is a question for the profiler, and 64 queries of it would double the demo's campaign.
+DEMO_REAL_ZOO = ["resnet-18", "mobilenet-v2", "vit-tiny", "bert-mini", "resnet-18-int8"]
 SERVER_PARAMS = {"latency_bound_ms": "25", "search_steps": "3"}
 TARGET_PRECISION = 0.1
 

@@ -54,6 +54,7 @@ def dashboard_pages_work(url: str) -> None:
 
 
 @pytest.mark.browser
+@pytest.mark.timeout(900)  # a cold build of the real zoo, five real networks × 64 queries on two agents, a browser
 def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     env = cli_env(EDGEATLAS_CACHE=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "edgeatlas", "demo", "--dir", str(tmp_path / "demo"),
