@@ -69,17 +69,17 @@ def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
             # an unregistered graph with a dynamic dimension: refused naming it, answered with its spec
             from edgeatlas.protos import inputs
             from tests.models.third_party import fetch
-            det = fetch("ch-pp-ocrv4-det-infer").read_bytes()
-            with pytest.raises(InvalidInput, match=r"dimension 2 .* is dynamic"):
-                admin.predict(spec, det)
-            specs = (inputs.InputSpec("x", "float32", (inputs.BATCH, 3, 320, 320)),)
-            small = admin.predict(spec, det, inputs_json=inputs.to_json(specs))
-            specs = (inputs.InputSpec("x", "float32", (inputs.BATCH, 3, 960, 960)),)
-            large = admin.predict(spec, det, inputs_json=inputs.to_json(specs))
-            assert 0 < small.latency_ms < large.latency_ms
+            cls = fetch("ch-ppocr-mobile-v2-0-cls-infer").read_bytes()  # [-1, 3, ?, ?], 0.6 MB
+            with pytest.raises(InvalidInput, match=r"dimension 2 is dynamic"):
+                admin.predict(spec, cls)
+            specs = (inputs.InputSpec("x", "float32", (inputs.BATCH, 3, 48, 192)),)
+            small = admin.predict(spec, cls, inputs_json=inputs.to_json(specs))
+            specs = (inputs.InputSpec("x", "float32", (inputs.BATCH, 3, 192, 768)),)
+            large = admin.predict(spec, cls, inputs_json=inputs.to_json(specs))
+            assert 0 < small.latency_ms < large.latency_ms and small.gflops < large.gflops
             with pytest.raises(InvalidInput, match="dimension 1 is 3 in the model"):
-                admin.predict(spec, det, inputs_json=inputs.to_json(
-                    (inputs.InputSpec("x", "float32", (inputs.BATCH, 4, 320, 320)),)))
+                admin.predict(spec, cls, inputs_json=inputs.to_json(
+                    (inputs.InputSpec("x", "float32", (inputs.BATCH, 4, 48, 192)),)))
             assert len(admin.predictor_versions()) == len(auto) + 1  # refused queries store nothing
         env_args = ("--coordinator", c.address, "--admin-token", c.admin_token)
         listed = run_cli("predictor", "versions", *env_args)
