@@ -340,7 +340,6 @@ def check_specs(specs: list[InputSpec] | tuple[InputSpec, ...]) -> None:
     """Bounds that hold whoever wrote the spec: a hostile one cannot make a device allocate without end."""
     if len(specs) > MAX_INPUTS:
         raise InvalidInput(f"a model spec has at most {MAX_INPUTS} inputs, got {len(specs)}")
-    total = 0
     for s in specs:
         if not isinstance(s.name, str) or not s.name or len(s.name) > MAX_NAME:
             raise InvalidInput("an input needs a name of at most 256 characters")
@@ -357,7 +356,7 @@ def check_specs(specs: list[InputSpec] | tuple[InputSpec, ...]) -> None:
         if kind in ("uniform", "normal") and s.dtype not in FLOAT_TYPES:
             raise InvalidInput(f"input {s.name}: {kind} values are for floating-point inputs; "
                                f"{s.dtype} takes int:LO:HI, tokens:V or fixed:V")
-        total += math.prod(s.shape_at(1)) * np.dtype(_numpy_dtype(s.dtype)).itemsize
+    total = nbytes(specs)
     if total > MAX_INPUT_BYTES:
         raise InvalidInput(f"the inputs take {total / 2**20:.0f} MiB at batch 1; the limit is "
                            f"{MAX_INPUT_BYTES >> 20} MiB")
@@ -365,6 +364,11 @@ def check_specs(specs: list[InputSpec] | tuple[InputSpec, ...]) -> None:
 
 def _numpy_dtype(dtype: str):
     return np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+
+
+def nbytes(specs, batch: int = 1) -> int:
+    """What the inputs take at a batch size."""
+    return int(sum(math.prod(s.shape_at(batch)) * np.dtype(_numpy_dtype(s.dtype)).itemsize for s in specs))
 
 
 def has_batch_axis(specs) -> bool:

@@ -79,6 +79,21 @@ def signature(session) -> tuple[list[inputs.ModelInput], list[str], str]:
     return found, [o.name for o in session.get_outputs()], precision
 
 
+def check_input_memory(specs, batch: int, available: int | None = None) -> None:
+    """Inputs at the task's batch that would take more than half the free memory are refused before they
+    are made: a spec comes from elsewhere, and the device's memory is its owner's."""
+    need = inputs.nbytes(specs, batch)
+    if available is None:
+        try:
+            import psutil
+            available = psutil.virtual_memory().available
+        except ImportError:
+            return
+    if need > available // 2:
+        raise InvalidInput(f"the inputs take {need / 2**20:.0f} MiB at batch {batch}; this device has "
+                           f"{available / 2**20:.0f} MiB free: run a smaller batch or shape")
+
+
 def specs_for(found: list[inputs.ModelInput], outputs: list[str], given, reference: dict) -> tuple:
     """The specs a run feeds: given ones (a model reference's), resolved from a request (the CLI's), or
     — for a model registered before specs existed — the shapes of its reference inputs."""
@@ -122,6 +137,7 @@ class OnnxRuntimeRunner:
         self.specs = specs_for(found, outputs, inputs_given, self.reference_inputs)
         batch = setting.batch
         inputs.check_batch(self.specs, batch, f"model {Path(model_path).name}")
+        check_input_memory(self.specs, batch)
         samples = {**getattr(inputs_given, "samples", {}), **self.reference_inputs}
         if self.reference_inputs:
             missing = [s.name for s in self.specs if s.name not in self.reference_inputs]

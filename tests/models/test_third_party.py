@@ -141,3 +141,13 @@ def test_registered_with_its_spec_a_campaign_measures_it_at_that_shape(coordinat
 def coordinator_campaign(coordinator, cid):
     with coordinator.admin() as admin:
         return admin.campaign(cid)
+
+
+def test_inputs_larger_than_half_the_free_memory_are_refused_before_they_are_made():
+    from edgeatlas.agent.runners.onnxruntime import check_input_memory
+    from edgeatlas.protos.inputs import BATCH, InputSpec
+
+    specs = (InputSpec("x", "float32", (BATCH, 3, 1024, 1024)),)  # 12 MiB a sample
+    check_input_memory(specs, 4, available=1 << 30)
+    with pytest.raises(InvalidInput, match=r"the inputs take 1536 MiB at batch 128; this device has 1024 MiB free"):
+        check_input_memory(specs, 128, available=1 << 30)
