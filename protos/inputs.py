@@ -99,6 +99,14 @@ class InputRequest:
         return not (self.shapes or self.dims or self.values)
 
 
+def declared_dim(d):
+    """A dimension as a model declares it: a whole number > 0 (static), a symbolic name, or None (unknown;
+    exporters also write '?', -1 or 0 for it)."""
+    if isinstance(d, int) and not isinstance(d, bool):
+        return d if d > 0 else None
+    return d if isinstance(d, str) and _NAME.fullmatch(d) else None
+
+
 # ---- parsing what a user typed ---------------------------------------------------------------------
 def _pair(text: str, flag: str) -> tuple[str, str]:
     name, sep, rest = text.partition("=")

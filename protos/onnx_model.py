@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeatlas.protos.inputs import _NAME, ModelInput
+from edgeatlas.protos.inputs import ModelInput, declared_dim
 
 # Inputs of quantised operators that are scales or zero points, not weights (ONNX operator specs).
 _QUANT_ARGS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "DynamicQuantizeLinear": (),
@@ -142,8 +142,7 @@ def declared_inputs(model) -> tuple[list[ModelInput], list[str]]:
         if vi.name in consts or not vi.type.HasField("tensor_type"):
             continue
         tt = vi.type.tensor_type
-        dims = tuple((d.dim_value if d.dim_value > 0 else None) if d.HasField("dim_value")
-                     else (d.dim_param if _NAME.fullmatch(d.dim_param) else None)
+        dims = tuple(declared_dim(d.dim_value if d.HasField("dim_value") else d.dim_param)
                      for d in tt.shape.dim) if tt.HasField("shape") else None
         inputs.append(ModelInput(vi.name, _dtype(tt.elem_type), dims, vocab.get(vi.name)))
     return inputs, [o.name for o in g.output]

@@ -71,8 +71,7 @@ def signature(session) -> tuple[list[inputs.ModelInput], list[str], str]:
     """(inputs, output names, precision of the floating-point inputs and outputs) from the session alone."""
     found = []
     for arg in session.get_inputs():
-        dims = tuple(d if isinstance(d, int) and d > 0 else (d if isinstance(d, str) and inputs._NAME.fullmatch(d)
-                                                              else None) for d in arg.shape)
+        dims = tuple(inputs.declared_dim(d) for d in arg.shape)
         found.append(inputs.ModelInput(arg.name, _ORT_DTYPES.get(arg.type, arg.type), dims))
     io = [_ORT_DTYPES.get(a.type) for a in list(session.get_inputs()) + list(session.get_outputs())]
     precision = next((_IO_PRECISION[t] for t in io if t in _IO_PRECISION), "unknown")
