@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import load_onnx, observed_shapes, onnx_summary, unknown_tensors
+from edgeatlas.predictor.graph import load_onnx, onnx_summary
 from edgeatlas.protos import inputs
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.gguf import FILE_TYPES, GGUFHeader, read_header
@@ -121,11 +121,7 @@ def prepare(path: str | Path, name: str | None = None, request: inputs.InputRequ
     specs = inputs.resolve(declared, request, outputs)
     feeds = inputs.feeds(specs, batch=1, seed=REFERENCE_SEED, samples=request.samples if request else {})
     reference = reference_outputs(path, specs, feeds)  # first: a model that does not run is refused here
-    missing = unknown_tensors(model, specs)
-    shapes = observed_shapes(model, feeds, missing) if missing else {}
-    summary = onnx_summary(model, specs, shapes)
-    if shapes:
-        summary["shapes"] = shapes  # for the coordinator's featurizer, which does not run models
+    summary = onnx_summary(model, specs, feeds=feeds)  # its "shapes": for the coordinator's featurizer
     return PreparedModel(name=name or path.stem, path=path, sha256=sha256_file(path),
                          size_bytes=path.stat().st_size, summary=summary, reference_npz=reference, inputs=specs)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_nb201_dir, merge
 from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
-from edgeatlas.predictor.graph import from_onnx, load_onnx, observed_shapes, unknown_tensors
+from edgeatlas.predictor.graph import from_onnx, load_onnx
 from edgeatlas.predictor.models import Predictor, TrainConfig
 from edgeatlas.protos import inputs, onnx_model
 from edgeatlas.protos.errors import InvalidInput
@@ -69,10 +69,8 @@ def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = 
     proto = load_onnx(path)
     declared, outputs = onnx_model.declared_inputs(proto)
     specs = inputs.resolve(declared, request, outputs, values_needed=False)
-    missing = unknown_tensors(proto, specs)
-    shapes = (observed_shapes(proto, inputs.feeds(specs, samples=request.samples if request else {}), missing)
-              if missing else {})
-    return from_onnx(proto, name=name or Path(path).stem, specs=specs, shapes=shapes), proto
+    feeds = inputs.feeds(specs, samples=request.samples if request else {})
+    return from_onnx(proto, name=name or Path(path).stem, specs=specs, feeds=feeds), proto
 
 
 def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:

@@ -67,6 +67,7 @@ class OpGraph:
     shapes_known: float  # share of nodes whose output shape was inferred
     macs: float = 0.0  # multiply-accumulates of the linear ops (biases not counted)
     uncounted: dict = field(default_factory=dict)  # op → nodes whose FLOPs are not known (counted as 0)
+    observed: dict = field(default_factory=dict)  # tensor → shape seen in a run where inference could not tell
 
     @property
     def nodes(self) -> int:
@@ -148,24 +149,21 @@ def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> 
     return {name: list(np.shape(v)) for name, v in zip(missing, values)}
 
 
-def unknown_tensors(model: onnx.ModelProto, specs: tuple = ()) -> list[str]:
-    """Node outputs of the top-level graph whose shapes static inference leaves unknown at the spec."""
-    inferred = _infer(model, specs, "")
-    known = {vi.name for vi in list(inferred.graph.input) + list(inferred.graph.value_info)
-             + list(inferred.graph.output) if _shape(vi.type)[0] is not None}
-    return [o for node in model.graph.node for o in node.output if o and o not in known]
-
-
-def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None) -> dict:
+def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None,
+                 feeds: dict | None = None) -> dict:
     """A model reference's summary at the spec's shapes, batch 1: parameters (initializers and Constant
     nodes), multiply-accumulates of the linear ops (Conv, MatMul, Gemm, their integer and quantised forms,
     recurrent cells, Einsum, Attention), FLOPs of every op counted (2 per MAC), the ops not counted, the
-    precision of the weights, the op histogram and the opset."""
-    graph = from_onnx(model, specs=specs, shapes=shapes)
-    return {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
-            "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
-            "ops": dict(Counter(graph.ops).most_common()),
-            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+    precision of the weights, the op histogram and the opset; with `feeds`, the shapes a run observed where
+    inference could not tell (`shapes`, for a featurizer that does not run models: the coordinator's)."""
+    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds)
+    summary = {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
+               "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
+               "ops": dict(Counter(graph.ops).most_common()),
+               "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+    if graph.observed:
+        summary["shapes"] = graph.observed
+    return summary
 
 
 def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
@@ -175,18 +173,22 @@ def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
         raise InvalidInput(f"model {name}: ONNX shape inference failed ({str(exc).splitlines()[0]})") from None
 
 
-def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None) -> OpGraph:
+def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
+              feeds: dict | None = None) -> OpGraph:
     """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
-    are set to 1. `shapes` are tensors' shapes observed in a run (`observed_shapes`), where inference
-    could not tell."""
+    are set to 1. Where inference cannot tell a tensor's shape, `shapes` (observed before) says, or else
+    one run at `feeds` observes it (`observed_shapes`; kept in `OpGraph.observed`)."""
     if not model.graph.node:
         raise InvalidInput(f"model {name or model.graph.name}: the ONNX graph has no operators")
     initializers = list(model.graph.initializer)
-    observed = shapes or {}
     graph = _infer(model, specs, name).graph
+    shapes_given = shapes or {}
     shapes: dict[str, tuple[list[int] | None, int]] = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         shapes[vi.name] = _shape(vi.type)
+    missing = [o for node in model.graph.node for o in node.output if o and shapes.get(o, (None, 0))[0] is None]
+    ran = observed_shapes(model, feeds, missing) if feeds is not None and missing and not shapes_given else {}
+    observed = shapes_given or ran
     for tensor, dims in observed.items():
         if shapes.get(tensor, (None, 0))[0] is None and isinstance(dims, list) and \
                 all(isinstance(d, int) and d >= 0 for d in dims):
@@ -239,7 +241,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    stride=arrays["stride"], channels=arrays["channels"],
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
-                   uncounted=dict(uncounted.most_common()))
+                   uncounted=dict(uncounted.most_common()), observed=ran)
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
