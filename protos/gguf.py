@@ -86,9 +86,9 @@ def read_header(path: str | Path) -> GGUFHeader:
                       tensors={name: math.prod(dims) for name, (_, dims) in tensors.items()})
 
 
-SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
 SCALAR_FORMATS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                   12: "<d"}
+SCALAR_BYTES = {kind: struct.calcsize(fmt) for kind, fmt in SCALAR_FORMATS.items()}
 STRING, ARRAY = 8, 9
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_ITEMS = 1 << 24  # an array's items: vocabularies and merges are ~10^5-10^6
