@@ -52,7 +52,10 @@ ARM_PARTS: dict[tuple[int, int], str] = {
     (0x61, 0x022): "firestorm", (0x61, 0x023): "icestorm", (0x61, 0x024): "firestorm", (0x61, 0x025): "icestorm",
     (0x61, 0x028): "firestorm", (0x61, 0x029): "icestorm", (0x61, 0x032): "avalanche", (0x61, 0x033): "blizzard",
     (0xC0, 0xAC3): "ampere-1", (0xC0, 0xAC4): "ampere-1a",
+    (0x56, 0x581): "pj4", (0x56, 0x584): "pj4",
 }
+# ARM's own older families, by the part number's top digit (cpuinfo decodes them so).
+ARM_FAMILIES = {0x7: "arm7", 0x9: "arm9", 0xB: "arm11"}
 
 # Core design → size, for ordering clusters: big cores first. Unknown designs sit in the middle.
 _SCORES = {
@@ -75,9 +78,16 @@ def score(core: str | None) -> float:
     return SCORE.get(core or "", 2.5)
 
 
-def arm_core(midr: Midr) -> str | None:
-    """The core design of an ARM MIDR, or None for a part nobody has named here."""
+def arm_core(midr: Midr, features: set[str] | frozenset[str] = frozenset()) -> str | None:
+    """The core design of an ARM MIDR, or None for a part nobody has named here. `features` (the
+    /proc/cpuinfo Features) settles the one part two designs report."""
     key = (midr.implementer, midr.part)
+    if key == (0x51, 0x00F) and "vfpv4" in features:  # Cortex-A5s report Scorpion's part; only they have VFPv4
+        return "cortex-a5"
+    if midr.implementer == 0x69 and (midr.part >> 8) in (2, 4, 6):  # Intel PXA 2xx/27x/3xx
+        return "xscale"
+    if midr.implementer == 0x41 and key not in ARM_PARTS and (midr.part >> 8) in ARM_FAMILIES:
+        return ARM_FAMILIES[midr.part >> 8]
     if key == (0x41, 0xD05):  # Cortex-A55 r0 lacks the half-precision arithmetic of later revisions
         return "cortex-a55r0" if midr.variant == 0 else "cortex-a55"
     if key == (0x53, 0x001):  # Exynos M1 (variant 1) and M2 (variant 4) share a part number

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeatlas.agent import platforms, socs
-from edgeatlas.agent.cpus import ARM_VENDORS, Midr, arm_core, score, x86_core
+from edgeatlas.agent import arm_linux, platforms, socs
+from edgeatlas.agent.cpus import ARM_VENDORS, x86_core
 from edgeatlas.protos.spec import SCHEMA, SpecSheet
 
 X86_VENDORS = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon"}
@@ -96,69 +96,151 @@ def parse_cpu_list(text: str) -> list[int]:
     return cpus
 
 
-def _midr(fields: dict[str, str]) -> Midr | None:
-    try:
-        return Midr(int(fields["CPU implementer"], 16), int(fields.get("CPU variant", "0"), 16),
-                    int(fields["CPU part"], 16), int(fields.get("CPU revision", "0"), 0))
-    except (KeyError, ValueError):
-        return None
-
-
-def probe_cpu(p: Probe, properties: dict[str, str] | None = None) -> tuple[dict[str, Any], str | None]:
-    """(the spec sheet's cpu section, the SoC's name or None)."""
+def probe_cpu(p: Probe, properties: dict[str, str] | None = None,
+              sources: dict[str, str] | None = None) -> tuple[dict[str, Any], str | None]:
+    """(the spec sheet's cpu section, the SoC's name or None); `sources` collects which file decided what."""
+    sources = {} if sources is None else sources
+    properties = properties or {}
     per, common = p.cpuinfo()
     merged = {k: v for fields in [common, *per.values()] for k, v in fields.items()}
-    ids = p.cpu_ids()
-    cpu: dict[str, Any] = {"vendor": None, "model": None, "arch": None, "cores": None, "threads": len(ids) or None,
+    cpu: dict[str, Any] = {"vendor": None, "model": None, "arch": None, "cores": None, "threads": None,
                            "clusters": None, "base_ghz": None, "max_ghz": None, "simd": None,
                            "fma_units": None, "l1d_kb": None, "l2_kb": None, "l3_kb": None}
-    x86 = "vendor_id" in merged or "flags" in merged
+    # x86 by /proc/cpuinfo's own fields, or (without it) by Android's ABI property
+    x86 = "vendor_id" in merged or "flags" in merged or properties.get("ro.product.cpu.abi", "").startswith("x86")
     model_name = _clean_model(merged.get("model name"))
-    soc = socs.soc_name(merged.get("Hardware"), properties or {},
-                        [p.read("sys/devices/soc0/machine"), p.read("proc/device-tree/model"),
-                         (p.read("proc/device-tree/compatible") or "").replace("\0", " "),
-                         model_name if x86 else None], len(ids) or None)
     if x86:
-        cpu["arch"] = "x86_64"
-        cpu["vendor"] = X86_VENDORS.get(merged.get("vendor_id", ""), merged.get("vendor_id"))
-        cpu["model"] = model_name
-        flags = set(merged.get("flags", "").split())
-        cpu["simd"] = next((name for flag, name in X86_SIMD if flag in flags), None)
-        pairs = {(f.get("physical id"), f.get("core id")) for f in per.values() if "core id" in f}
-        cpu["cores"] = len(pairs) if pairs else _sys_cores(p)
-        cpu["clusters"] = _x86_clusters(p, per, ids, cpu["vendor"])
-    elif per or common or soc:
-        midrs = {cpu_id: _midr(fields) for cpu_id, fields in per.items()}
-        shared = _midr(common)
-        midrs = {i: m or shared for i, m in midrs.items()}
-        known = [m for m in midrs.values() if m] or ([shared] if shared else [])
-        cpu["arch"] = "arm64" if merged.get("CPU architecture", "8").strip() in ("8", "AArch64") else "arm"
-        features = set(merged.get("Features", "").split())
-        cpu["simd"] = "sve2" if "sve2" in features else "sve" if "sve" in features else (
-            "neon" if {"asimd", "neon"} & features else None)
-        if known:
-            cpu["vendor"] = ARM_VENDORS.get(known[0].implementer)
-        cpu["clusters"] = _arm_clusters(p, ids, midrs, socs.layout(soc))
-        if cpu["clusters"]:
-            cpu["threads"] = cpu["threads"] or sum(c["cores"] for c in cpu["clusters"])
-            names = {c["core"] for c in cpu["clusters"]}
-            if len(names) == 1:  # one core design: its name is the model; big.LITTLE has none
-                cpu["model"] = names.pop()
-        cpu["cores"] = cpu["threads"]
-    freqs = [f for f in (p.max_khz(c) for c in ids) if f]
+        ids = p.cpu_ids()
+        soc = _soc(p, merged, properties, len(ids) or None, model_name, sources)
+        _x86_cpu(p, cpu, per, merged, ids, model_name, sources)
+    else:
+        def layout(count: int):
+            return socs.layout(_soc(p, merged, properties, count or None, None, {}))
+
+        decoded = arm_linux.decode(p.read, p.read_int, p.cpu_list, layout)
+        if "clusters" in decoded.sources:
+            sources["cpu.clusters"] = decoded.sources["clusters"]
+        if "cores" in decoded.sources:  # which design each cluster has
+            sources["cpu.clusters[].core"] = decoded.sources["cores"]
+        # Android takes idle cores offline and /proc/cpuinfo lists only the online ones: without /sys to
+        # count the others, the processors seen are a lower bound, and only the SoC's layout can say more.
+        partial = bool(properties) and p.cpu_list("sys/devices/system/cpu/present") is None and p.cpu_list(
+            "sys/devices/system/cpu/possible") is None
+        soc = _soc(p, merged, properties, len(decoded.processors) or None, None, sources, exact=not partial)
+        if decoded.processors:
+            _arm_cpu(cpu, decoded, merged, sources)
+        if (partial or not decoded.processors) and socs.layout(soc):
+            known = socs.layout(soc)
+            cpu["arch"] = cpu["arch"] or "arm64"
+            cpu["clusters"] = [{"core": core, "cores": n, "max_ghz": None} for core, n in known]
+            cpu["threads"] = cpu["cores"] = sum(n for _, n in known)
+            cpu["model"] = known[0][0] if len({core for core, _ in known}) == 1 else None
+            for key in ("cpu.threads", "cpu.cores", "cpu.clusters"):
+                sources[key] = f"the known core layout of the {soc} (no /sys to count offline cores)"
+        elif partial:
+            cpu["threads"] = cpu["cores"] = cpu["clusters"] = cpu["model"] = None
+            for key in ("cpu.threads", "cpu.cores", "cpu.clusters"):
+                sources.pop(key, None)
+    freqs = [f for f in (p.max_khz(c) for c in p.cpu_ids()) if f]
     if freqs:
         cpu["max_ghz"] = round(max(freqs) / 1e6, 3)
+        sources["cpu.max_ghz"] = "cpufreq/cpuinfo_max_freq"
     base = p.read_int("sys/devices/system/cpu/cpu0/cpufreq/base_frequency")
     if base:
         cpu["base_ghz"] = round(base / 1e6, 3)
+        sources["cpu.base_ghz"] = "cpufreq/base_frequency"
+    if x86:
+        _x86_clock(cpu, per, model_name, sources)
     cpu.update(_caches(p))
     return cpu, soc
+
+
+def _soc(p: Probe, merged: dict[str, str], properties: dict[str, str], cores: int | None,
+         model_name: str | None, sources: dict[str, str], exact: bool = True) -> str | None:
+    name, source = socs.soc_name(merged.get("Hardware"), properties,
+                                 [("sys/devices/soc0/machine", p.read("sys/devices/soc0/machine")),
+                                  ("device-tree model", p.read("proc/device-tree/model")),
+                                  ("device-tree compatible",
+                                   (p.read("proc/device-tree/compatible") or "").replace("\0", " ")),
+                                  ("/proc/cpuinfo model name", model_name)], cores, exact)
+    if name:
+        sources["soc"] = source
+    return name
+
+
+def _arm_cpu(cpu: dict[str, Any], decoded: arm_linux.Decoded, merged: dict[str, str],
+             sources: dict[str, str]) -> None:
+    versions = {p.midr["architecture"] for p in decoded.processors if "architecture" in p.midr}
+    cpu["arch"] = "arm" if versions and max(versions) < 8 else "arm64"
+    features = decoded.features
+    cpu["simd"] = "sve2" if "sve2" in features else "sve" if "sve" in features else (
+        "neon" if {"asimd", "neon"} & features else None)
+    vendors = {_arm_vendor(p) for p in decoded.processors} - {None}
+    if len(vendors) == 1:
+        cpu["vendor"] = vendors.pop()
+    if decoded.processors:
+        cpu["threads"] = cpu["cores"] = len(decoded.processors)
+        sources["cpu.threads"] = sources["cpu.cores"] = decoded.sources.get("processors", "")
+    cpu["clusters"] = decoded.clusters
+    names = {c["core"] for c in cpu["clusters"] or []}
+    if len(names) == 1 and None not in names:  # one core design: its name is the model; big.LITTLE has none
+        cpu["model"] = names.pop()
+
+
+def _arm_vendor(p: arm_linux.Processor) -> str | None:
+    return ARM_VENDORS.get(p.midr["implementer"]) if "implementer" in p.midr else None
 
 
 def _clean_model(name: str | None) -> str | None:
     if not name:
         return None
     return re.sub(r"\s+", " ", name).strip()
+
+
+def _x86_cpu(p: Probe, cpu: dict[str, Any], per: dict[int, dict[str, str]], merged: dict[str, str],
+             ids: list[int], model_name: str | None, sources: dict[str, str]) -> None:
+    cpu["arch"] = "x86_64"
+    cpu["vendor"] = X86_VENDORS.get(merged.get("vendor_id", ""), merged.get("vendor_id"))
+    cpu["model"] = model_name
+    flags = set(merged.get("flags", "").split())
+    cpu["simd"] = next((name for flag, name in X86_SIMD if flag in flags), None)
+    cpu["threads"] = len(ids) or None
+    sys_lists = p.cpu_list("sys/devices/system/cpu/present") or p.cpu_list("sys/devices/system/cpu/possible")
+    sources["cpu.threads"] = "cpu/present ∩ cpu/possible" if sys_lists else "/proc/cpuinfo processor lines"
+    pairs = {(f.get("physical id"), f.get("core id")) for f in per.values() if "core id" in f}
+    if pairs and set(ids) <= set(per):  # processors /proc/cpuinfo does not list (offline) hide their cores
+        cpu["cores"], sources["cpu.cores"] = len(pairs), "/proc/cpuinfo (physical id, core id) pairs"
+    else:
+        cpu["cores"] = _sys_cores(p)
+        if cpu["cores"]:
+            sources["cpu.cores"] = "topology/core_id and physical_package_id"
+    cpu["clusters"] = _x86_clusters(p, per, ids, cpu["vendor"], sources)
+
+
+def _x86_clock(cpu: dict[str, Any], per: dict[int, dict[str, str]], model_name: str | None,
+               sources: dict[str, str]) -> None:
+    """Where cpufreq is absent: the nominal clock from the brand string ("@ 3.20GHz") is the base clock;
+    in a virtual machine (the `hypervisor` flag) the clock /proc/cpuinfo reports is the host's, which the
+    guest cannot raise, so it is the most this machine runs at. On bare metal it is only the clock of the
+    moment, and the maximum stays unknown."""
+    nominal = re.search(r"@\s*(\d+(?:\.\d+)?)\s*GHz", model_name or "")
+    if nominal and cpu["base_ghz"] is None:
+        cpu["base_ghz"] = round(float(nominal.group(1)), 3)
+        sources["cpu.base_ghz"] = "/proc/cpuinfo model name (nominal clock)"
+    virtual = any("hypervisor" in f.get("flags", "").split() for f in per.values())
+    mhz = [float(f["cpu MHz"]) for f in per.values() if _is_number(f.get("cpu MHz"))]
+    if cpu["max_ghz"] is None and virtual and mhz:
+        cpu["max_ghz"] = round(max(mhz) / 1000, 3)
+        for cluster in cpu["clusters"] or []:
+            cluster["max_ghz"] = cluster["max_ghz"] or cpu["max_ghz"]
+        sources["cpu.max_ghz"] = "/proc/cpuinfo cpu MHz (a virtual machine without cpufreq: the host's clock)"
+
+
+def _is_number(text: str | None) -> bool:
+    try:
+        return text is not None and float(text) > 0
+    except ValueError:
+        return False
 
 
 def _sys_cores(p: Probe) -> int | None:
@@ -172,9 +254,9 @@ def _sys_cores(p: Probe) -> int | None:
     return len(pairs) or None
 
 
-def _groups(p: Probe, ids: list[int], sources: tuple[str, ...]) -> list[list[int]]:
-    """Processors joined whenever one of them lists another in the first of `sources` it has (union-find);
-    a processor nobody lists stands alone."""
+def _groups(p: Probe, ids: list[int], rel: str) -> list[list[int]] | None:
+    """Processors joined whenever one of them lists another in `rel` (union-find); None unless every
+    processor has the file."""
     parent = {i: i for i in ids}
 
     def find(i: int) -> int:
@@ -184,77 +266,83 @@ def _groups(p: Probe, ids: list[int], sources: tuple[str, ...]) -> list[list[int
         return i
 
     for i in ids:
-        listed = next((found for rel in sources
-                       if (found := p.cpu_list(f"sys/devices/system/cpu/cpu{i}/{rel}"))), None)
-        for j in listed or []:
+        listed = p.cpu_list(f"sys/devices/system/cpu/cpu{i}/{rel}")
+        if not listed:  # a processor the kernel does not describe (offline): the grouping is unknown
+            return None
+        for j in listed:
             if j in parent:
                 parent[find(j)] = find(i)
     groups: dict[int, list[int]] = {}
     for i in ids:
         groups.setdefault(find(i), []).append(i)
-    return list(groups.values())
+    return sorted(groups.values(), key=min)
 
 
-def _arm_clusters(p: Probe, ids: list[int], midrs: dict[int, Midr | None],
-                  layout: list[tuple[str, int]] | None) -> list[dict[str, Any]] | None:
-    """big.LITTLE clusters, big cores first: processors that share a clock (cpufreq related_cpus, else the
-    topology's core siblings), each named by its core design. Where the system shows only part of its
-    processors (offline cores are missing from /proc/cpuinfo, often from /sys too), the SoC's known layout
-    wins when it accounts for every processor."""
-    groups = _groups(p, ids, ("cpufreq/related_cpus", "topology/core_siblings_list")) if ids else []
-    # Processors no file groups: one group per (core design, max frequency) among them.
-    alone = [g[0] for g in groups if len(g) == 1]
-    groups = [g for g in groups if len(g) > 1]
-    by_kind: dict[tuple[Any, Any], list[int]] = {}
-    for i in alone:
-        by_kind.setdefault((arm_core(midrs[i]) if midrs.get(i) else None, p.max_khz(i)), []).append(i)
-    groups += list(by_kind.values())
+def _last_level_cache(p: Probe, cpu: int) -> str | None:
+    """The cache index of the highest level that holds data (unified or data), e.g. 'cache/index3'."""
+    best = None
+    for index in range(8):
+        rel = f"sys/devices/system/cpu/cpu{cpu}/cache/index{index}"
+        level = p.read_int(f"{rel}/level")
+        kind = (p.read(f"{rel}/type") or "").strip()
+        if level is not None and kind in ("Unified", "Data") and (best is None or level > best[0]):
+            best = (level, f"cache/index{index}")
+    return best[1] if best else None
+
+
+def _core_key(p: Probe, per: dict[int, dict[str, str]], cpu: int) -> tuple | None:
+    """The physical core a logical processor runs on: /proc/cpuinfo's (physical id, core id), else the
+    topology's (package, core)."""
+    fields = per.get(cpu, {})
+    if "core id" in fields:
+        return fields.get("physical id"), fields["core id"]
+    core = p.read_int(f"sys/devices/system/cpu/cpu{cpu}/topology/core_id")
+    if core is None:
+        return None
+    return str(p.read_int(f"sys/devices/system/cpu/cpu{cpu}/topology/physical_package_id")), str(core)
+
+
+# Cores of these small x86 designs come in modules sharing one L2 (no L3), a property of the design itself.
+# (Airmont and Goldmont are left out: their SoCs pair cores differently.)
+X86_MODULE_CORES = {"silvermont": 2, "tremont": 4, "gracemont": 4, "saltwell": 1, "bonnell": 1}
+
+
+def _x86_clusters(p: Probe, per: dict[int, dict[str, str]], ids: list[int], vendor: str | None,
+                  sources: dict[str, str]) -> list[dict[str, Any]] | None:
+    """Processors sharing the last-level cache (else a clock domain wider than one processor, else the
+    core design's module), counted in cores, named by their core design."""
+    fields0 = per.get(ids[0], {}) if ids else {}
+    try:
+        core = x86_core(vendor, int(fields0["cpu family"]), int(fields0["model"]))
+    except (KeyError, ValueError):
+        core = None
+    llc = _last_level_cache(p, ids[0]) if ids else None
+    groups = _groups(p, ids, f"{llc}/shared_cpu_list") if llc else None
+    if groups:
+        sources["cpu.clusters"] = f"processors sharing the last-level cache ({llc}/shared_cpu_list)"
+    else:
+        groups = _groups(p, ids, "cpufreq/related_cpus")
+        if groups and max(map(len, groups)) > 1:
+            sources["cpu.clusters"] = "cpufreq/related_cpus (no cache topology in /sys)"
+        elif core in X86_MODULE_CORES and ids:
+            threads = {i: (per.get(i, {}).get("physical id"), per.get(i, {}).get("core id")) for i in ids}
+            if any(v[1] is None for v in threads.values()):
+                return None
+            cores = sorted(set(threads.values()), key=lambda v: (str(v[0]), int(v[1])))
+            n = X86_MODULE_CORES[core]
+            modules = [cores[k:k + n] for k in range(0, len(cores), n)]
+            groups = [[i for i in ids if threads[i] in set(m)] for m in modules]
+            sources["cpu.clusters"] = f"{core} cores come in modules of {n} sharing an L2 (no cache topology in /sys)"
+        else:
+            return None
+    core_of = {i: _core_key(p, per, i) for i in ids}
+    if any(key is None for key in core_of.values()):
+        return None  # which threads share a core is unknown
     clusters = []
     for g in groups:
-        names = {arm_core(midrs[i]) for i in g if midrs.get(i)}
+        cores = len({core_of[i] for i in g})
         khz = max((p.max_khz(i) or 0 for i in g), default=0)
-        clusters.append({"core": names.pop() if len(names) == 1 else None, "cores": len(g),
-                         "max_ghz": round(khz / 1e6, 3) if khz else None})
-    known = {c["core"] for c in clusters if c["core"]}
-    complete = clusters and all(c["core"] for c in clusters)
-    if layout and (not ids or sum(n for _, n in layout) == len(ids)) and not (
-            complete and sorted(c["cores"] for c in clusters) == sorted(n for _, n in layout)):
-        # The layout lists big cores first, and big cores run the faster clock: match clocks by speed.
-        ordered = sorted(clusters, key=lambda c: -(c["max_ghz"] or 0))
-        same_shape = [c["cores"] for c in ordered] == [n for _, n in layout]
-        return [{"core": core, "cores": n, "max_ghz": ordered[k]["max_ghz"] if same_shape else None}
-                for k, (core, n) in enumerate(layout)]
-    if not clusters:
-        return None
-    if len(known) == 1:  # one core design seen: processors whose design the system hid share it
-        for c in clusters:
-            c["core"] = c["core"] or next(iter(known))
-    return _ordered(clusters)
-
-
-def _ordered(clusters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Big cores first, then the faster clock."""
-    return sorted(clusters, key=lambda c: (-score(c["core"]), -(c["max_ghz"] or 0)))
-
-
-def _x86_clusters(p: Probe, per: dict[int, dict[str, str]], ids: list[int],
-                  vendor: str | None) -> list[dict[str, Any]] | None:
-    """Processors sharing an L2 cache (else a clock), counted in cores, named by their core design."""
-    sources = ("cache/index2/shared_cpu_list", "cpufreq/related_cpus")
-    if not any(p.cpu_list(f"sys/devices/system/cpu/cpu{i}/{rel}") for i in ids for rel in sources):
-        return None  # no file says which processors belong together
-    groups = _groups(p, ids, sources)
-    clusters = []
-    for g in sorted(groups, key=min):
-        fields = [per.get(i, {}) for i in g]
-        try:
-            family, model = int(fields[0]["cpu family"]), int(fields[0]["model"])
-        except (KeyError, ValueError):
-            family = model = None
-        cores = len({(f.get("physical id"), f.get("core id")) for f in fields if "core id" in f}) or len(g)
-        khz = max((p.max_khz(i) or 0 for i in g), default=0)
-        clusters.append({"core": x86_core(vendor, family, model), "cores": cores,
-                         "max_ghz": round(khz / 1e6, 3) if khz else None})
+        clusters.append({"core": core, "cores": cores, "max_ghz": round(khz / 1e6, 3) if khz else None})
     if len(clusters) > MAX_LISTED_CLUSTERS:  # a many-core part: one entry per kind of cluster
         folded: dict[tuple[Any, Any], dict[str, Any]] = {}
         for c in clusters:
@@ -402,8 +490,10 @@ def probe_runtimes() -> dict[str, Any]:
         return {}
 
 
-def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | None = None) -> SpecSheet:
-    """This device's spec sheet (or the recorded device's under `root`)."""
+def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | None = None,
+          sources: dict[str, str] | None = None) -> SpecSheet:
+    """This device's spec sheet (or the recorded device's under `root`); `sources`, when given, is filled
+    with the file or rule that decided each CPU field (`agent spec --explain`)."""
     p = Probe(Path(root))
     live = Path(root) == Path("/")
     system = platform.system() if live else ""
@@ -415,7 +505,8 @@ def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | No
     elif system == "Windows":
         cpu, soc = platforms.windows_cpu(), None
     else:
-        cpu, soc = probe_cpu(p, socs.parse_getprop((_live_getprop() if live else p.read("getprop.txt")) or ""))
+        cpu, soc = probe_cpu(p, socs.parse_getprop((_live_getprop() if live else p.read("getprop.txt")) or ""),
+                             sources)
     if live and memory["size_gb"] is None:
         memory["size_gb"] = _psutil_memory_gb()
     data: dict[str, Any] = {

@@ -18,7 +18,11 @@ KIRIN = {"hi3620": "K3V2", "hi6620oem": "Kirin 910T", "hi6620": "Kirin 910", "hi
          "hi6250": "Kirin 650", "hi6260": "Kirin 710"}
 # Names that are not part numbers but that one SoC reports.
 ALIASES = {"gs702a": "Actions ATM7029", "gs702c": "Actions ATM7029B", "gs705a": "Actions ATM7059A",
-           "manta": "Samsung Exynos 5250", "tegra3": "Nvidia Tegra T30", "tegra4": "Nvidia Tegra T114"}
+           "manta": "Samsung Exynos 5250", "tegra3": "Nvidia Tegra T30", "tegra4": "Nvidia Tegra T114",
+           # Samsung's S5PC110 was renamed Exynos 3110 (Galaxy S, Nexus S report the old name)
+           "s5pc110": "Samsung Exynos 3110", "s5pv210": "Samsung Exynos 3110",
+           # Xiaomi's in-house Surge S1 reports its board's code name
+           "song": "Pinecone Surge S1"}
 # Allwinner family code → name, by the number of cores where one code covers two chips.
 ALLWINNER = {"sun4i": {0: "A10"}, "sun5i": {0: "A13"}, "sun6i": {0: "A31"}, "sun7i": {0: "A20"},
              "sun8i": {2: "A23", 4: "A33", 8: "A83T", 0: "A33"}, "sun9i": {0: "A80"}, "sun50iw1p1": {0: "A64"}}
@@ -29,12 +33,18 @@ PART_NUMBERS = [
     (r"\bmt\s*(\d{4}[a-z]?)\b", "MediaTek", "MT"), (r"\bkirin\s*(\d{3}[a-z]?)\b", "HiSilicon", "Kirin "),
     (r"\blc(\d{4})\b", "Leadcore", "LC"), (r"\brk\s*(\d{4})\b", "Rockchip", "RK"),
     (r"\bbcm\s*(2835|2836|2837|2711|2712)\b", "Broadcom", "BCM"), (r"\batm\s*(\d{4}[a-z]?)\b", "Actions", "ATM"),
-    (r"atom\(tm\).*?\b([zcx]\d{4}[a-z]?)\b", "Intel", "Atom "),
+    (r"\bpxa\s*(\d{3,4}[a-z]?)\b", "Marvell", "PXA"), (r"\bsurge\s*s(\d+)\b", "Pinecone", "Surge S"),
+    (r"\bomap\s*(\d{4})\b", "Texas Instruments", "OMAP"),
 ]
+# An Atom's part number as Intel writes it: "x5-Z8350", "Z3745", "C3230".
+ATOM = re.compile(r"\batom\(tm\)\s*(?:cpu\s+|processor\s+)?(?:([a-z]\d)[ -])?([zcx]\d{4}[a-z]?)\b")
 
 
-def decode(text: str | None, cores: int | None = None) -> str | None:
-    """One string (a property, the Hardware line, a device-tree model) → an SoC name, or None."""
+def decode(text: str | None, cores: int | None = None, exact: bool = True) -> str | None:
+    """One string (a property, the Hardware line, a device-tree model) → an SoC name, or None.
+
+    Where one name covers chips told apart by their number of cores, `cores` decides; with `exact` False
+    it is only a lower bound (processors seen online), and a name it cannot settle is not given."""
     if not text:
         return None
     low = text.strip().lower()
@@ -51,8 +61,10 @@ def decode(text: str | None, cores: int | None = None) -> str | None:
     m = re.search(r"(?:exynos|universal|smdk)\s*(\d{4})", low)
     if m:
         number = m.group(1)
-        if number == "7580" and cores == 4:
-            number = "7578"  # the quad-core sibling reports itself as a 7580
+        if number == "7580" and (cores or 0) <= 4:  # the quad-core sibling reports itself as a 7580
+            if cores is None or not exact:
+                return None
+            number = "7578"
         return f"Samsung Exynos {number}"
     if low in KIRIN:
         return f"HiSilicon {KIRIN[low]}"
@@ -63,10 +75,15 @@ def decode(text: str | None, cores: int | None = None) -> str | None:
     m = re.search(r"\b(sun\d+i(?:w\d+p\d+)?)\b", low)
     if m and m.group(1) in ALLWINNER:
         names = ALLWINNER[m.group(1)]
+        if len(names) > 1 and (cores not in names or not exact):
+            return None  # one code, several chips: only an exact count of cores tells which
         return f"Allwinner {names.get(cores or 0, names.get(0))}"
     m = re.search(r"\b(tegra\d{3})", low)
     if m and m.group(1) in TEGRA:
         return f"Nvidia Tegra {TEGRA[m.group(1)]}"
+    m = ATOM.search(low)
+    if m:
+        return "Intel Atom " + (f"{m.group(1)}-" if m.group(1) else "") + m.group(2).upper()
     for pattern, vendor, prefix in PART_NUMBERS:
         m = re.search(pattern, low)
         if m:
@@ -74,25 +91,43 @@ def decode(text: str | None, cores: int | None = None) -> str | None:
     return None
 
 
+# Hardware lines that name the kernel's platform rather than the chip: a Raspberry Pi's kernel says BCM2835
+# whatever its SoC (answered last, as the Pi 1 and Zero do have one); Spreadtrum's "sc8830" kernel runs the
+# SC7730 and SC9830 families too (never answered from that line alone).
+VAGUE = {"Broadcom BCM2835": True, "Spreadtrum SC8830": False}
 ANDROID_PROPERTIES = ("ro.chipname", "ro.hardware.chipname", None, "ro.board.platform", "ro.mediatek.platform",
                       "ro.product.board", "ro.arch", "ro.hardware")  # None: the Hardware line's turn
 
 
-def soc_name(hardware: str | None, properties: dict[str, str], other: list[str | None],
-             cores: int | None) -> str | None:
-    """The first source that decodes, in the order above; `other`: soc0, device tree, x86 model name.
+def soc_name(hardware: str | None, properties: dict[str, str], other: list[tuple[str, str | None]],
+             cores: int | None, exact: bool = True) -> tuple[str | None, str | None]:
+    """(the SoC's name, which source said it): the first source that decodes, in the order above, then
+    `other` ((label, text) pairs: soc0, device tree, x86 model name) — except that a later source naming
+    the same part with a bin suffix the first one lacks (MSM8974 → MSM8974PRO-AC) refines it, as
+    pytorch/cpuinfo's disambiguation does.
 
-    A Raspberry Pi's kernel says "BCM2835" in the Hardware line whatever its SoC: that answer comes last."""
-    vague = decode(hardware, cores) == "Broadcom BCM2835"
+    A Hardware line in VAGUE comes last, if at all."""
+    vague = decode(hardware, cores, exact) in VAGUE
+    candidates: list[tuple[str, str]] = []
     for key in ANDROID_PROPERTIES:
-        found = decode(hardware if key is None and not vague else properties.get(key or ""), cores)
+        text = (hardware if not vague else None) if key is None else properties.get(key)
+        label = "/proc/cpuinfo Hardware" if key is None else f"getprop {key}"
+        found = decode(text, cores, exact)
         if found:
-            return found
-    for text in other:
-        found = decode(text, cores)
+            candidates.append((found, f"{label} = {text.strip()!r}"))
+    for label, text in other:
+        found = decode(text, cores, exact)
         if found:
-            return found
-    return decode(hardware, cores)
+            candidates.append((found, f"{label} = {text.strip()!r}"))
+    if vague and VAGUE[decode(hardware, cores, exact)]:
+        candidates.append((decode(hardware, cores, exact), f"/proc/cpuinfo Hardware = {hardware.strip()!r}"))
+    if not candidates:
+        return None, None
+    name, source = candidates[0]
+    for other_name, other_source in candidates[1:]:
+        if other_name.startswith(name) and len(other_name) > len(name) and not other_name[len(name)].isdigit():
+            name, source = other_name, other_source
+    return name, source
 
 
 def parse_getprop(text: str) -> dict[str, str]:

@@ -55,6 +55,19 @@ def test_agent_spec_prints_a_spec_sheet():
     assert spec["memory"]["bandwidth_gbs"] is None  # not measured when asked not to: null, not guessed
 
 
+def test_agent_spec_explain_says_where_each_field_came_from():
+    from tests.conftest import SHARED
+
+    proc = run_cli("agent", "spec", "--root", str(SHARED / "fixtures" / "devices" / "nexus5x"), "--explain")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["soc"] == "Qualcomm MSM8992"  # stdout stays one YAML document
+    explained = dict(line[4:].split(": ", 1) for line in proc.stderr.splitlines() if line.startswith("#   "))
+    assert explained["soc"] == "/proc/cpuinfo Hardware = 'Qualcomm Technologies, Inc MSM8992'"
+    assert explained["cpu.threads"] == "cpu/present ∩ cpu/possible"
+    assert "cpu.clusters" in explained and "cpu.clusters[].core" in explained
+    one_line_error(run_cli("agent", "spec", "--root", "/nonexistent-tree", "--explain"), "--root")
+
+
 def test_admin_commands_without_a_coordinator_say_so():
     proc = run_cli("heatmap", "--coordinator", "127.0.0.1:9", "--admin-token", "x", timeout=60)
     assert proc.returncode == 3 and "unreachable" in proc.stderr and "Traceback" not in proc.stderr

@@ -22,8 +22,13 @@ def cmd_agent_spec(args) -> int:
     root = args.root or "/"
     if not Path(root).is_dir():
         raise errors.InvalidInput(f"--root {root} is not a directory")
-    spec = probe(root, measure_bandwidth=not args.no_bandwidth)
+    sources: dict[str, str] = {}
+    spec = probe(root, measure_bandwidth=not args.no_bandwidth, sources=sources)
     say(spec.to_yaml().rstrip() if args.format == "yaml" else json.dumps(spec.data, indent=1))
+    if args.explain:  # on stderr, so that the sheet on stdout stays one document
+        print("# where each field came from (fields not listed: unknown, or read directly):", file=sys.stderr)
+        for field in sorted(sources):
+            print(f"#   {field}: {sources[field]}", file=sys.stderr)
     return 0
 
 
@@ -175,6 +180,7 @@ def register(sub) -> None:
     p.add_argument("--root", help="read /proc and /sys under this directory instead")
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
     p.add_argument("--no-bandwidth", action="store_true", help="skip the memory copy test")
+    p.add_argument("--explain", action="store_true", help="say which file or rule gave each CPU field (stderr)")
     p.set_defaults(func=cmd_agent_spec)
     p = agent.add_parser("run", help="enroll, then pull and run tasks until stopped")
     enroll_options(p)

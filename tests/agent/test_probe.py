@@ -35,6 +35,7 @@ def test_unknown_fields_are_null_not_guessed(tmp_path):
     cpu = spec.data["cpu"]
     assert (cpu["vendor"], cpu["simd"], cpu["threads"], cpu["cores"]) == ("intel", "avx2", 2, 1)
     assert cpu["max_ghz"] is None and cpu["l2_kb"] is None  # no /sys: unknown, not guessed
+    assert cpu["base_ghz"] == 3.2  # the brand string's nominal clock is the base, not the turbo
     assert cpu["clusters"] is None  # nothing says which threads belong together
     assert spec.get("memory.bandwidth_gbs") is None  # never measured on a recorded tree
     assert spec.hardware_class() == "cpu:intel-core-i7-8700"
