@@ -58,6 +58,9 @@ def decode(text: str | None, cores: int | None = None, exact: bool = True) -> st
         if suffix == "PRO" and number == "8996":
             suffix = "PRO-AB"  # the MSM8996 Pro that reports itself as "MSM8996pro" is the AB bin
         return f"Qualcomm {family}{number}{suffix if suffix.replace('-', '').isalnum() else ''}"
+    m = re.search(r"\bsmdk4x12\b", low)  # one board name for the dual- and quad-core Exynos 4
+    if m:
+        return {2: "Samsung Exynos 4212", 4: "Samsung Exynos 4412"}.get(cores or 0) if exact else None
     m = re.search(r"(?:exynos|universal|smdk)\s*(\d{4})", low)
     if m:
         number = m.group(1)

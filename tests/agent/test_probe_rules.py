@@ -164,6 +164,7 @@ def test_core_designs_cpuinfo_names(implementer, part, features, core):
     ("PXA986", {}, "Marvell PXA986"),
     ("aries", {"ro.board.platform": "s5pc110"}, "Samsung Exynos 3110"),
     (None, {"ro.product.board": "song"}, "Pinecone Surge S1"),
+    ("SMDK4x12", {}, "Samsung Exynos 4412"),  # four cores here; two would be the 4212
     ("sc8830", {}, None),  # Spreadtrum's kernel platform, not a chip: not named from that line alone
     ("sc8830", {"ro.chipname": "SC7730SE"}, "Spreadtrum SC7730SE"),
 ])
