@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
 from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, START_TIMEOUT_S,
-                                         TARGET_PRECISION, DEMO_REAL_ZOO, DemoCampaign, campaign_plan)
+                                         TARGET_PRECISION, DEMO_REAL_LLMS, DEMO_REAL_ZOO, DemoCampaign,
+                                         campaign_plan)
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
@@ -394,8 +395,8 @@ class Demo:
         paths = []
         if importlib.util.find_spec("llama_cpp") is None:
             say('      (no LLMs: llama-cpp-python is not installed, pip install "edgeatlas[llm]")')
-        else:
-            paths = build_gguf_zoo(self.dir / "zoo")
+        else:  # a toy that answers in milliseconds, and a real-size LLM as it is shipped (Q4_K_M)
+            paths = build_gguf_zoo(self.dir / "zoo", ["llama-s"]) + self._cached_real(DEMO_REAL_LLMS)
         names, llms = [], []
         for path in self._onnx_zoo() + paths:
             prepared = prepare(path, path.stem, self.requests.get(path.stem))
@@ -419,18 +420,25 @@ class Demo:
             say('      (the hand-made toy zoo: pip install "edgeatlas[zoo]" for ResNet, MobileNet, EfficientNet, '
                 'ViT and BERT)')
             return build_zoo(self.dir / "zoo")
-        from edgeatlas.console.real_zoo import build_real_zoo, flags_of
-        from edgeatlas.predictor.data import cache_dir
+        from edgeatlas.console.real_zoo import flags_of
         from edgeatlas.protos.inputs import request_from_argv
 
-        cached = cache_dir() / "real-zoo"
-        built = build_real_zoo(cached, DEMO_REAL_ZOO, say=say)
+        paths = self._cached_real(DEMO_REAL_ZOO)
+        for path in paths:
+            self.requests[path.stem] = request_from_argv(flags_of(path.stem))
+        return paths
+
+    def _cached_real(self, names: list[str]) -> list:
+        """Real-zoo models built once into the user's cache, copied beside the demo's other files (where
+        `predict` and the README look for them)."""
+        from edgeatlas.console.real_zoo import build_real_zoo
+        from edgeatlas.predictor.data import cache_dir
+
         paths = []
-        for path in built:  # beside the demo's other files, where `predict` and the README look for them
+        for path in build_real_zoo(cache_dir() / "real-zoo", names, say=say):
             (self.dir / "zoo").mkdir(parents=True, exist_ok=True)
             target = self.dir / "zoo" / path.name
             shutil.copy(path, target)
-            self.requests[path.stem] = request_from_argv(flags_of(path.stem))
             paths.append(target)
         return paths
 

@@ -5,7 +5,8 @@ The networks are transformers' own implementations (its ResNet, MobileNetV2, Eff
 GPT-2 classes), so their layers, and their parameter counts, are the published ones: ResNet-18 has
 11,689,512 parameters as in torchvision. torchvision itself has no build here that matches the CPU torch
 (its C++ operators fail to register), which is why transformers' vision models are used. An int8 variant
-is made with onnxruntime's dynamic quantizer, as people ship int8 models.
+is made with onnxruntime's dynamic quantizer, as people ship int8 models; and a real-size LLM, SmolLM2-135M's
+architecture written as GGUF and quantised to Q4_K_M by llama.cpp's own quantizer (console/gguf_zoo.py).
 
 Each entry says the input flags it is registered with (protos/inputs.py). Built once and cached by name;
 `build_real_zoo` says how long a cold build took.
@@ -17,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from edgeatlas.console.gguf_zoo import REAL_GGUF, write_llama
 
 IMAGE = ("pixel_values", (1, 3, 224, 224))
 
@@ -96,10 +99,12 @@ REAL_ZOO: list[RealModel] = [
 ]
 INT8_OF = {"resnet-18-int8": "resnet-18", "bert-mini-int8": "bert-mini"}  # onnxruntime's dynamic quantizer
 BY_NAME = {m.name: m for m in REAL_ZOO}
+GGUF_BY_NAME = {m.name: m for m in REAL_GGUF}  # LLMs at published configurations, quantised by llama.cpp
 
 
 def flags_of(name: str) -> list[str]:
-    return BY_NAME[INT8_OF.get(name, name)].flags
+    """The input flags a model of the zoo is registered with (a GGUF LLM needs none)."""
+    return [] if name in GGUF_BY_NAME else BY_NAME[INT8_OF.get(name, name)].flags
 
 
 def export(entry: RealModel, path: Path) -> Path:
@@ -140,17 +145,20 @@ def build_real_zoo(out_dir: str | Path, names: list[str] | None = None, say=None
     """<name>.onnx for each wanted entry (all by default), kept between calls: a cached file is not rebuilt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    wanted = names or [m.name for m in REAL_ZOO] + list(INT8_OF)
-    unknown = [n for n in wanted if n not in BY_NAME and n not in INT8_OF]
+    known = list(BY_NAME) + list(INT8_OF) + list(GGUF_BY_NAME)
+    wanted = names or known
+    unknown = [n for n in wanted if n not in known]
     if unknown:
         from edgeatlas.protos.errors import InvalidInput
-        raise InvalidInput(f"no real-zoo model {unknown[0]!r} (known: {', '.join(list(BY_NAME) + list(INT8_OF))})")
+        raise InvalidInput(f"no real-zoo model {unknown[0]!r} (known: {', '.join(known)})")
     paths = []
     for name in wanted:
-        path = out / f"{name}.onnx"
+        path = out / f"{name}.{'gguf' if name in GGUF_BY_NAME else 'onnx'}"
         if not path.is_file():
             started = time.perf_counter()
-            if name in INT8_OF:
+            if name in GGUF_BY_NAME:
+                write_llama(path, GGUF_BY_NAME[name])
+            elif name in INT8_OF:
                 source = out / f"{INT8_OF[name]}.onnx"
                 if not source.is_file():
                     export(BY_NAME[INT8_OF[name]], source)

@@ -336,7 +336,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="zoo")
     p.add_argument("--real", nargs="+", metavar="NAME",
                    help="the real architectures instead (console/real_zoo.py; `all`, or names such as resnet-18 "
-                        "bert-mini resnet-18-int8); needs edgeatlas[zoo]")
+                        "bert-mini resnet-18-int8 smollm2-135m); needs edgeatlas[zoo], and [llm] for the GGUF LLM")
     p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
     admin_options(p)
     p.set_defaults(func=cmd_models_build)

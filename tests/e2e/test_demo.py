@@ -89,7 +89,7 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     assert all((total, total, "0") in progress for total in totals)  # each finished, nothing failed
     llm = out[out.index("LLMs (llama.cpp): time to first token"):out.index("the simulated fleet (synthetic")]
     here = next(line.split() for line in llm.splitlines() if "on-device" in line)
-    assert here[1] == "llama.cpp" and 0 < float(here[-2]) < float(here[-1])  # llama-s answers before llama-m
+    assert here[1] == "llama.cpp" and 0 < float(here[-2]) < float(here[-1])  # llama-s answers before SmolLM2-135M
     assert "decode tokens/s" in llm and len([line for line in llm.splitlines() if "simulated" in line]) >= 12
     held = out[out.index("what the coordinator holds"):out.index("this machine beside published")]
     assert len(re.findall(r"suppressed: [12] of k=5 devices", held)) == len(rows)  # two devices are below k
