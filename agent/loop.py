@@ -184,7 +184,7 @@ class Agent:
         # exact values stay here, for the owner, with the device's conditions when it ran
         conditions = dict(self.conditions.to_dict(), clock_percent=self.clock_percent)
         self.results.add(task.model.name, task.task_id, result, conditions, task.model.sha256,
-                         task.model.format or "onnx")
+                         task.model.format or "onnx", task.model.inputs_json)
         completed(report, result, privacy, conditions)
         self.ledger.record(report.report_id, task.task_id, privacy)  # in the ledger before it can leave
         return report

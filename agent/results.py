@@ -26,9 +26,12 @@ class LocalResults:
         self.raw_dir = self.path.parent / "raw"
 
     def add(self, model: str, task_id: int, result: RunResult, conditions: dict | None = None,
-            model_sha256: str = "", model_format: str = "") -> None:
+            model_sha256: str = "", model_format: str = "", inputs_json: str = "") -> None:
+        """One line per task; `inputs_json`: the input spec it ran at (protos/inputs.py), so that what the
+        device learns from later (federated training) sees the shapes it measured, not symbolic ones."""
         line = json.dumps({"at_s": time.time(), "model": model, "task_id": task_id, "model_sha256": model_sha256,
-                           "model_format": model_format, **exact_record(result), "conditions": conditions or {}})
+                           "model_format": model_format, "inputs_json": inputs_json, **exact_record(result),
+                           "conditions": conditions or {}})
         lines = self.path.read_text().splitlines() if self.path.exists() else []
         lines = (lines + [line])[-MAX_LINES:]
         tmp = self.path.with_suffix(".tmp")

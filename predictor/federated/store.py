@@ -1,6 +1,7 @@
 """A device's own measurements as training samples: what an opted-in agent keeps in its state directory.
 
-results.jsonl (agent/results.py: one line per task, exact values, never sent), the models in models/
+results.jsonl (agent/results.py: one line per task, exact values and the input spec it ran at, never
+sent), the models in models/
 (by sha256, as fetched), and spec.json (the sheet the device enrolled with). Only valid single-stream
 ONNX results count; latency is each task's mean in milliseconds.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+from edgeatlas.protos import inputs
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
@@ -39,9 +41,10 @@ def load_store(root: Path) -> Samples:
         if row.get("model_format", "onnx") != "onnx" or not row.get("valid") or not sha or not mean_ms \
                 or not model.exists() or setting.get("scenario", "single-stream") != "single-stream":
             continue
-        if sha not in graph_of:
+        if sha not in graph_of:  # at the input shapes it ran at (older lines without a spec: the graph's own)
+            specs = inputs.from_json(row["inputs_json"]) if row.get("inputs_json") else ()
             graph_of[sha] = len(graphs)
-            graphs.append(from_onnx(onnx.load(str(model)), row.get("model") or sha[:12]))
+            graphs.append(from_onnx(onnx.load(str(model)), row.get("model") or sha[:12], specs))
         s = setting
         key = "/".join(str(s.get(k)) for k in ("target", "runtime", "execution_provider", "batch", "threads"))
         if key not in setting_of:

@@ -208,6 +208,40 @@ def test_a_device_trains_on_the_valid_onnx_results_it_keeps(zoo_dir, tmp_path):
         load_store(tmp_path)
 
 
+def test_a_device_learns_from_its_models_at_the_shapes_it_ran_them(tmp_path):
+    """A model with a dynamic sequence length is featurized at the length in the task's spec (recorded beside
+    the result), not at 1: the graph the device trains on is the one it timed."""
+    import hashlib
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeatlas.predictor.federated.store import load_store
+    from edgeatlas.protos import inputs
+    from edgeatlas.protos.spec import SpecSheet
+
+    weight = numpy_helper.from_array(np.ones((16, 16), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "seq",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "seq", 16])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    (tmp_path / "models").mkdir()
+    data = model.SerializeToString()
+    sha = hashlib.sha256(data).hexdigest()
+    (tmp_path / "models" / f"{sha}.onnx").write_bytes(data)
+    onnx.checker.check_model(model)
+    spec = SpecSheet.from_dict({"schema": "edgeatlas.spec/v1", "name": "box", "cpu": {"arch": "x86_64", "cores": 2}})
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    at_128 = inputs.to_json([inputs.InputSpec("x", "float32", (inputs.BATCH, 128, 16))])
+    setting = {"target": "cpu", "runtime": "onnxruntime", "batch": 1, "threads": 1}
+    line = {"model": "seq", "model_sha256": sha, "model_format": "onnx", "setting": setting, "valid": True,
+            "stats": {"mean_ms": 2.0}, "inputs_json": at_128}
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(line) for _ in range(2)) + "\n")
+    assert load_store(tmp_path).graphs.flops.sum() == 2 * 128 * 16 * 16
+    (tmp_path / "results.jsonl").write_text("\n".join(json.dumps(dict(line, inputs_json="")) for _ in range(2)) + "\n")
+    assert load_store(tmp_path).graphs.flops.sum() == 2 * 1 * 16 * 16  # an old line: the graph's own
+
+
 def test_the_client_app_trains_in_process_and_its_update_is_clipped(sample, tmp_path, monkeypatch):
     """The ClientApp's logic without Ray: Flower's own app object, called with a train message as a SuperNode
     would, twice on one device (its accountant's history carried in the context's state)."""
