@@ -52,7 +52,8 @@ def main() -> None:
     args = ap.parse_args()
     from gguf import GGUFReader
 
-    from edgeatlas.console.gguf_zoo import build_gguf_zoo
+    from edgeatlas.console.gguf_zoo import REAL_GGUF, build_gguf_zoo
+    from edgeatlas.console.real_zoo import build_real_zoo
     from edgeatlas.console.models import prepare
     from edgeatlas.predictor.commands import predict, train
     from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
@@ -75,7 +76,8 @@ def main() -> None:
         det = fetch("ch-pp-ocrv4-det-infer")
         seconds, _ = timed(lambda: prepare(det, "det", request_from_flags(["x=batchx3x640x640"])), args.reps)
         print(f"   OCR detector at 640×640 ({det.stat().st_size / 2**20:.1f} MiB ONNX)     {seconds:7.2f} s")
-        for gguf_path in build_gguf_zoo(tmp / "zoo"):
+        real = build_real_zoo(tmp / "zoo", [m.name for m in REAL_GGUF])  # SmolLM2-135M in Q4_K_M, 49,152 tokens
+        for gguf_path in build_gguf_zoo(tmp / "zoo") + real:
             seconds, _ = timed(lambda: prepare(gguf_path), args.reps)
             print(f"   {gguf_path.name} ({gguf_path.stat().st_size / 2**20:.1f} MiB, reference logits)   "
                   f"{seconds:7.2f} s")
