@@ -8,14 +8,19 @@ Sources, in cpuinfo's order and with its fallbacks:
 2. /proc/cpuinfo gives each listed processor's MIDR fields (implementer, variant, part, revision,
    architecture). Fields belong to the processor whose `processor` line came last, blank lines or not: an
    old kernel prints every `processor` line first and one set of fields after them.
-3. cpufreq gives each processor's minimum and maximum clock; `topology/physical_package_id` and
-   `topology/core_siblings_list` the clusters the kernel knows.
+3. cpufreq gives each processor's minimum and maximum clock; `topology/physical_package_id` (not -1) and
+   `topology/core_siblings_list` the clusters the kernel knows. Beyond cpuinfo: one siblings list whose
+   members report different designs or clocks is split (DynamIQ kernels list every core as one package).
 4. Processors no siblings list places are clustered by the usual layouts (4+4+2 of ten, 4+4 of eight,
-   4+2 of six) when what is known of them agrees, else by a sequential scan that starts a new cluster
-   wherever a known clock or MIDR field changes.
+   4+2 of six) when what is known of them agrees and something shows there is more than one cluster,
+   else by a sequential scan that starts a new cluster wherever a known clock or MIDR field changes.
 5. A cluster whose MIDR nobody reported takes it from the SoC's known layout (socs.LAYOUTS, what only a
    table can know), else, on a two-cluster system with one MIDR known, the LITTLE core that design is
    paired with, else the MIDR of the cluster before it.
+6. Beyond cpuinfo, which always answers: clusters that rest on a guess (the usual layout; processors
+   nothing describes joined to the cluster before them; a kernel with no siblings lists at all) stand only
+   if the SoC's known layout agrees, give way to it where it does not, and are null where there is none
+   and undescribed processors were placed: less specific, never wrong.
 Clusters are ordered as cpuinfo orders processors: bigger core design first, then faster clock, then the
 later cluster.
 

@@ -86,14 +86,18 @@ class Probe:
 
 
 def parse_cpu_list(text: str) -> list[int]:
-    """'0-3,6' → [0, 1, 2, 3, 6]."""
+    """'0-3,6' → [0, 1, 2, 3, 6]; ValueError for anything else, or for processors past the most any
+    kernel numbers (a recorded tree is someone's input: '0-99999999' must not fill the memory)."""
     cpus: list[int] = []
     for part in text.strip().replace("\n", ",").split(","):
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
+        first, last = int(lo), int(hi or lo)
+        if not 0 <= first <= last < arm_linux.MAX_PROCESSORS:
+            raise ValueError(f"processor list {part[:40]!r} out of range")
+        cpus.extend(range(first, last + 1))
+    return sorted(set(cpus))
 
 
 def probe_cpu(p: Probe, properties: dict[str, str] | None = None,

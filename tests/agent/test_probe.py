@@ -150,6 +150,19 @@ def test_windows_from_what_the_registry_says():
 
 def test_cpu_list_parsing():
     assert parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6]
+    for hostile in ("0-99999999", "5-2", "-1", "0-3,x"):  # a recorded tree is input: refused, not obeyed
+        with pytest.raises(ValueError):
+            parse_cpu_list(hostile)
+
+
+def test_a_hostile_tree_is_read_as_unknown(tmp_path):
+    (tmp_path / "sys/devices/system/cpu").mkdir(parents=True)
+    (tmp_path / "sys/devices/system/cpu/possible").write_text("0-99999999\n")
+    (tmp_path / "sys/devices/system/cpu/kernel_max").write_text("99999999\n")
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc/cpuinfo").write_text("processor : 999999999\nCPU part : 0xzz\nCPU implementer : 0x41\n" * 3)
+    spec = probe(tmp_path, measure_bandwidth=False)
+    assert spec.get("cpu.threads") is None and spec.get("cpu.clusters") is None
 
 
 def test_gpu_through_nvml(monkeypatch):
