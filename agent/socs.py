@@ -22,7 +22,16 @@ ALIASES = {"gs702a": "Actions ATM7029", "gs702c": "Actions ATM7029B", "gs705a": 
            # Samsung's S5PC110 was renamed Exynos 3110 (Galaxy S, Nexus S report the old name)
            "s5pc110": "Samsung Exynos 3110", "s5pv210": "Samsung Exynos 3110",
            # Xiaomi's in-house Surge S1 reports its board's code name
-           "song": "Pinecone Surge S1"}
+           "song": "Pinecone Surge S1",
+           # platform and board code names that name one chip (pytorch/cpuinfo's special tables)
+           "k3v2oem1": "HiSilicon K3V2", "k3v200": "HiSilicon K3V2", "beethoven": "HiSilicon Kirin 950",
+           "montblanc": "NovaThor U8500", "mp523x": "Renesas MP5232", "rk322x": "Rockchip RK3229",
+           "hws7701u": "Rockchip RK3168", "k00f": "Rockchip RK3188", "t7h": "Rockchip RK3066",
+           "tuna": "Texas Instruments OMAP4460", "grouper": "Nvidia Tegra T30L", "flounder": "Nvidia Tegra T132",
+           "dragon": "Nvidia Tegra T210", "g2mv": "Nvidia Tegra SL460N",
+           "sailfish": "Qualcomm MSM8996PRO", "marlin": "Qualcomm MSM8996PRO",
+           "meson3": "Amlogic AML8726-M", "meson6": "Amlogic AML8726-MX", "meson8": "Amlogic S805",
+           "gxbaby": "Amlogic S905", "gxl": "Amlogic S905X", "gxm": "Amlogic S912"}
 # Allwinner family code → name, by the number of cores where one code covers two chips.
 ALLWINNER = {"sun4i": {0: "A10"}, "sun5i": {0: "A13"}, "sun6i": {0: "A31"}, "sun7i": {0: "A20"},
              "sun8i": {2: "A23", 4: "A33", 8: "A83T", 0: "A33"}, "sun9i": {0: "A80"}, "sun50iw1p1": {0: "A64"}}
@@ -30,7 +39,7 @@ TEGRA = {"tegra210": "T210", "tegra132": "T132", "tegra124": "T124", "tegra114":
          "tegra194": "T194", "tegra234": "T234"}
 # (pattern over the lower-cased text, vendor, prefix of the part number it captures)
 PART_NUMBERS = [
-    (r"\bmt\s*(\d{4}[a-z]?)\b", "MediaTek", "MT"), (r"\bkirin\s*(\d{3}[a-z]?)\b", "HiSilicon", "Kirin "),
+    (r"\bmt\s*(\d{4}[a-z]*)", "MediaTek", "MT"), (r"\bkirin\s*(\d{3}[a-z]?)\b", "HiSilicon", "Kirin "),
     (r"\blc(\d{4})\b", "Leadcore", "LC"), (r"\brk\s*(\d{4})\b", "Rockchip", "RK"),
     (r"\bbcm\s*(2835|2836|2837|2711|2712)\b", "Broadcom", "BCM"), (r"\batm\s*(\d{4}[a-z]?)\b", "Actions", "ATM"),
     (r"\bpxa\s*(\d{3,4}[a-z]?)\b", "Marvell", "PXA"), (r"\bsurge\s*s(\d+)\b", "Pinecone", "Surge S"),
@@ -55,20 +64,14 @@ def decode(text: str | None, cores: int | None = None, exact: bool = True) -> st
         family, number, suffix = m.group(1).upper(), m.group(2), m.group(3).upper()
         if family == "SDM":
             return f"Qualcomm Snapdragon {number}"
-        if suffix == "PRO" and number == "8996":
-            suffix = "PRO-AB"  # the MSM8996 Pro that reports itself as "MSM8996pro" is the AB bin
+        suffix = re.sub(r"(MSM|APQ)\d{4}$", "", suffix)  # the part number written twice ("MSM8916MSM8916")
         return f"Qualcomm {family}{number}{suffix if suffix.replace('-', '').isalnum() else ''}"
     m = re.search(r"\bsmdk4x12\b", low)  # one board name for the dual- and quad-core Exynos 4
     if m:
         return {2: "Samsung Exynos 4212", 4: "Samsung Exynos 4412"}.get(cores or 0) if exact else None
     m = re.search(r"(?:exynos|universal|smdk)\s*(\d{4})", low)
     if m:
-        number = m.group(1)
-        if number == "7580" and (cores or 0) <= 4:  # the quad-core sibling reports itself as a 7580
-            if cores is None or not exact:
-                return None
-            number = "7578"
-        return f"Samsung Exynos {number}"
+        return f"Samsung Exynos {m.group(1)}"
     if low in KIRIN:
         return f"HiSilicon {KIRIN[low]}"
     if "spreadtrum" in low or low.startswith(("sc", "sp")):
@@ -98,39 +101,103 @@ def decode(text: str | None, cores: int | None = None, exact: bool = True) -> st
 # whatever its SoC (answered last, as the Pi 1 and Zero do have one); Spreadtrum's "sc8830" kernel runs the
 # SC7730 and SC9830 families too (never answered from that line alone).
 VAGUE = {"Broadcom BCM2835": True, "Spreadtrum SC8830": False}
-ANDROID_PROPERTIES = ("ro.chipname", "ro.hardware.chipname", None, "ro.board.platform", "ro.mediatek.platform",
-                      "ro.product.board", "ro.arch", "ro.hardware")  # None: the Hardware line's turn
+HARDWARE = "/proc/cpuinfo Hardware"
+ANDROID_PROPERTIES = ("ro.chipname", "ro.hardware.chipname", HARDWARE, "ro.product.board", "ro.board.platform",
+                      "ro.mediatek.platform", "ro.arch", "ro.hardware")
+# Where sources name different chips of one vendor, which to believe, first to last (pytorch/cpuinfo's
+# vendor-specific disambiguation); a vendor not listed gives no answer then.
+PRIORITY = {
+    "Qualcomm": ("ro.hardware.chipname", "ro.chipname", HARDWARE, "ro.product.board", "ro.board.platform"),
+    "MediaTek": ("ro.chipname", HARDWARE, "ro.product.board", "ro.board.platform", "ro.mediatek.platform"),
+    "HiSilicon": (HARDWARE, "ro.product.board", "ro.board.platform"),
+    "Amlogic": (HARDWARE, "ro.board.platform"),
+    "Marvell": ("ro.chipname", "ro.product.board", HARDWARE),
+    "Rockchip": ("ro.product.board", HARDWARE, "ro.board.platform"),
+    "Spreadtrum": ("ro.chipname", "ro.product.board", HARDWARE, "ro.board.platform"),
+}
+# Chips that report themselves as a sibling with another number of cores: (reported, cores it has, the
+# chip with `cores` instead) — kernels' common bugs, as pytorch/cpuinfo fixes them.
+MISREPORTED = [
+    ("Qualcomm MSM8960", 2, 4, "Qualcomm APQ8064"), ("Qualcomm MSM8996", 4, 8, "Qualcomm MSM8994"),
+    ("Qualcomm MSM8610", 2, 4, "Qualcomm MSM8612"), ("Samsung Exynos 5420", 4, 6, "Samsung Exynos 5260"),
+    ("Samsung Exynos 7580", 8, 4, "Samsung Exynos 7578"), ("MediaTek MT6752", 8, 4, "MediaTek MT6732"),
+    ("Rockchip RK3288", 4, 6, "Rockchip RK3399"),
+]
+RENAMED = {"Samsung Exynos 4410": "Samsung Exynos 4412", "Qualcomm MSM8976SG": "Qualcomm MSM8976PRO",
+           # the MSM8996 Pro that says only "PRO" is taken for the AB bin, as cpuinfo takes it
+           "Qualcomm MSM8996PRO": "Qualcomm MSM8996PRO-AB"}
+_NAME = re.compile(r"^(Texas Instruments|\S+) (\D*?)(\d+)(.*)$")
+
+
+def fixup(name: str | None, cores: int | None, exact: bool = True) -> str | None:
+    """A decoded name corrected for the chips that misreport themselves; None where the count of cores
+    that would tell is not known (or, with `exact` False, only a lower bound)."""
+    if name is None:
+        return None
+    name = RENAMED.get(name, name)
+    turbo = re.fullmatch(r"(MediaTek MT\d{4})T(?:URBO|RUBO)", name)
+    if turbo:
+        return turbo.group(1) + "T"
+    for reported, own, other, alternative in MISREPORTED:
+        if name == reported:
+            # an exact count names one of the two; a lower bound only where one of them has too few cores
+            fits = [(n, chip) for n, chip in ((own, name), (other, alternative))
+                    if cores is not None and (n == cores if exact else n >= cores)]
+            return fits[0][1] if len(fits) == 1 else None
+    return name
+
+
+def _label(key: str) -> str:
+    return key if key == HARDWARE else f"getprop {key}"
+
+
+def _parts(name: str) -> tuple[str, str, str, str] | None:
+    m = _NAME.match(name)
+    return m.groups() if m else None  # (vendor, series, model, suffix)
 
 
 def soc_name(hardware: str | None, properties: dict[str, str], other: list[tuple[str, str | None]],
              cores: int | None, exact: bool = True) -> tuple[str | None, str | None]:
-    """(the SoC's name, which source said it): the first source that decodes, in the order above, then
-    `other` ((label, text) pairs: soc0, device tree, x86 model name) — except that a later source naming
-    the same part with a bin suffix the first one lacks (MSM8974 → MSM8974PRO-AC) refines it, as
-    pytorch/cpuinfo's disambiguation does.
-
-    A Hardware line in VAGUE comes last, if at all."""
-    vague = decode(hardware, cores, exact) in VAGUE
-    candidates: list[tuple[str, str]] = []
+    """(the SoC's name, which source said it), as pytorch/cpuinfo decides it on Android: every property and
+    the Hardware line decoded and corrected (MISREPORTED); sources of different vendors: no answer; a bin
+    suffix one source gives (MSM8974PRO-AC) completes the same series' shorter one in another; sources that
+    still differ: the vendor's order of belief (PRIORITY). Without any of these (Linux boards), `other`
+    ((label, text) pairs: soc0, the device tree, an x86 model name) in order. A Hardware line in VAGUE comes
+    last, if at all."""
+    decoded: dict[str, tuple[str, str]] = {}
+    vague = None
     for key in ANDROID_PROPERTIES:
-        text = (hardware if not vague else None) if key is None else properties.get(key)
-        label = "/proc/cpuinfo Hardware" if key is None else f"getprop {key}"
-        found = decode(text, cores, exact)
-        if found:
-            candidates.append((found, f"{label} = {text.strip()!r}"))
+        text = hardware if key == HARDWARE else properties.get(key)
+        raw = decode(text, cores, exact)
+        if raw in VAGUE:
+            vague = (raw, f"{_label(key)} = {text.strip()!r}") if VAGUE[raw] else None
+            continue
+        name = fixup(raw, cores, exact)
+        if name:
+            decoded[key] = (name, f"{_label(key)} = {text.strip()!r}")
+    if decoded:
+        if len({name.split(" ")[0] for name, _ in decoded.values()}) > 1:
+            return None, None  # sources of different vendors: nothing to believe
+        parts = {key: _parts(name) for key, (name, _) in decoded.items()}
+        for a in decoded:  # the longer of two suffixes where one extends the other, within a series
+            for b in decoded:
+                pa, pb = parts[a], parts[b]
+                if pa and pb and pa[:2] == pb[:2] and len(pb[3]) > len(pa[3]) and pb[3].startswith(pa[3]):
+                    parts[a] = (*pa[:3], pb[3])
+                    decoded[a] = (f"{pa[0]} {pa[1]}{pa[2]}{pb[3]}", decoded[a][1] + f" (bin from {b})")
+        names = {name for name, _ in decoded.values()}
+        if len(names) == 1:
+            return next(iter(decoded.values()))
+        order = PRIORITY.get(next(iter(names)).split(" ")[0])
+        if not order:
+            return None, None
+        key = next((k for k in order if k in decoded), None)
+        return decoded[key] if key else (None, None)
     for label, text in other:
-        found = decode(text, cores, exact)
+        found = fixup(decode(text, cores, exact), cores, exact)
         if found:
-            candidates.append((found, f"{label} = {text.strip()!r}"))
-    if vague and VAGUE[decode(hardware, cores, exact)]:
-        candidates.append((decode(hardware, cores, exact), f"/proc/cpuinfo Hardware = {hardware.strip()!r}"))
-    if not candidates:
-        return None, None
-    name, source = candidates[0]
-    for other_name, other_source in candidates[1:]:
-        if other_name.startswith(name) and len(other_name) > len(name) and not other_name[len(name)].isdigit():
-            name, source = other_name, other_source
-    return name, source
+            return found, f"{label} = {text.strip()!r}"
+    return vague or (None, None)
 
 
 def parse_getprop(text: str) -> dict[str, str]:

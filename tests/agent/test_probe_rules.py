@@ -172,6 +172,30 @@ def test_soc_names_cpuinfo_gives(hardware, props, soc):
     assert socs.soc_name(hardware, props, [], 4)[0] == soc
 
 
+@pytest.mark.parametrize("hardware, props, cores, soc", [
+    # kernels' common misreports, corrected by the count of cores (cpuinfo's fix-ups)
+    (None, {"ro.board.platform": "msm8960"}, 4, "Qualcomm APQ8064"),
+    (None, {"ro.board.platform": "msm8960"}, 2, "Qualcomm MSM8960"),
+    ("Rockchip RK3288", {}, 6, "Rockchip RK3399"),
+    ("MT6752", {}, 4, "MediaTek MT6732"),
+    ("Qualcomm Technologies, Inc MSM8916MSM8916", {}, 4, "Qualcomm MSM8916"),  # the part written twice
+    ("MT6795TURBO", {}, 8, "MediaTek MT6795T"),
+    # sources of two vendors: nothing to believe
+    ("Qualcomm MSM8974", {"ro.board.platform": "mt6589"}, 4, None),
+    # one vendor, two chips: that vendor's order of belief (MediaTek: ro.chipname, then the Hardware line)
+    ("MT6735", {"ro.chipname": "MT6737T", "ro.board.platform": "mt6735"}, 4, "MediaTek MT6737T"),
+    ("MT6735", {"ro.board.platform": "mt6737"}, 4, "MediaTek MT6735"),
+])
+def test_soc_names_across_sources(hardware, props, cores, soc):
+    assert socs.soc_name(hardware, props, [], cores)[0] == soc
+
+
+def test_a_count_that_is_only_a_lower_bound_settles_only_what_it_can():
+    assert socs.soc_name(None, {"ro.chipname": "exynos7580"}, [], 8, exact=False)[0] == "Samsung Exynos 7580"
+    assert socs.soc_name(None, {"ro.chipname": "exynos7580"}, [], 4, exact=False)[0] is None  # 7578 or 7580
+    assert socs.soc_name(None, {"ro.board.platform": "msm8960"}, [], 3, exact=False)[0] == "Qualcomm APQ8064"
+
+
 def test_an_atom_is_named_with_its_full_part_number():
     assert socs.decode("Intel(R) Atom(TM) x5-Z8350  CPU @ 1.44GHz") == "Intel Atom x5-Z8350"
     assert socs.decode("Intel(R) Atom(TM) CPU  Z3745  @ 1.33GHz") == "Intel Atom Z3745"
@@ -308,7 +332,6 @@ MUTATIONS = {
 # Where a mutation removes the only file that names the chip rather than its kernel platform, and why.
 PLATFORM_ONLY = {
     ("no-cpuinfo", "alcatel-revvl"): "only the Hardware line says MT6738; ro.board.platform names the MT6750 platform",
-    ("no-cpuinfo", "lg-optimus-g-pro"): "only the Hardware line says APQ8064; ro.board.platform names the MSM8960 one",
 }
 
 
