@@ -47,6 +47,8 @@ CORES: dict[str, tuple[float, float]] = {
     "cortex-a55r0": (8, 1.15), "saltwell": (4, 0.9), "goldmont-plus": (8, 2.2), "sky-lake": (32, 4.5),
     "sandy-bridge": (16, 3.2), "ivy-bridge": (16, 3.3), "sunny-cove": (32, 5.2), "willow-cove": (32, 5.4),
     "golden-cove": (32, 6.0), "denver": (8, 2.3),
+    "meerkat-m3": (16, 3.2), "meerkat-m4": (16, 3.5), "exynos-m5": (16, 4.0), "pj4": (4, 0.9),
+    "cortex-a5": (2, 0.5), "cortex-a8": (4, 0.7), "cortex-a12": (8, 1.4), "arm11": (1, 0.4),
 }
 # FP32 lanes of one vector register.
 SIMD_LANES = {"sse": 4, "sse2": 4, "sse4": 4, "avx": 8, "avx2": 8, "avx512": 16, "neon": 4, "asimd": 4,
