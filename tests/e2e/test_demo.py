@@ -15,6 +15,11 @@ from tests.conftest import cli_env
 pytestmark = pytest.mark.slow
 
 
+def num(text: str) -> float:
+    """A figure as the views print it ("1,034" past a thousand)."""
+    return float(text.replace(",", ""))
+
+
 def pids_in(output: str) -> list[int]:
     return [int(p) for p in re.findall(r"pid (\d+)", output)]
 
@@ -80,7 +85,7 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     assert len(rows) >= 4  # at least four models measured here
     for row in rows:  # "value [low, high]" per metric, or a value alone where one device ran it
         values = [t for t in row[3:] if not t.startswith("[") and not t.endswith("]")]
-        p50, p99 = float(values[0]), float(values[1])
+        p50, p99 = num(values[0]), num(values[1])
         assert 0 < p50 <= p99
     progress = re.findall(r"(\d+)/(\d+) tasks, \d+ running, (\d+) failed", out)
     totals = {total for _, total, _ in progress}
@@ -89,7 +94,7 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     assert all((total, total, "0") in progress for total in totals)  # each finished, nothing failed
     llm = out[out.index("LLMs (llama.cpp): time to first token"):out.index("the simulated fleet (synthetic")]
     here = next(line.split() for line in llm.splitlines() if "on-device" in line)
-    assert here[1] == "llama.cpp" and 0 < float(here[-2]) < float(here[-1])  # llama-s answers before SmolLM2-135M
+    assert here[1] == "llama.cpp" and 0 < num(here[-2]) < num(here[-1])  # llama-s answers before SmolLM2-135M
     assert "decode tokens/s" in llm and len([line for line in llm.splitlines() if "simulated" in line]) >= 12
     held = out[out.index("what the coordinator holds"):out.index("this machine beside published")]
     assert len(re.findall(r"suppressed: [12] of k=5 devices", held)) == len(rows)  # two devices are below k
