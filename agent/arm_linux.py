@@ -76,19 +76,17 @@ class Processor:
 @dataclass
 class Decoded:
     processors: list[Processor]  # the usable ones, by index
-    hardware: str | None
     clusters: list[dict] | None  # {"core", "cores", "max_ghz"}, big first
     features: set[str]
     sources: dict[str, str]
 
 
-def parse_proc_cpuinfo(text: str, count: int) -> tuple[dict[int, dict], str | None, bool]:
-    """(processor index → {"listed", midr fields, "features"}, the Hardware line, whether any field was seen).
+def parse_proc_cpuinfo(text: str, count: int) -> tuple[dict[int, dict], bool]:
+    """(processor index → {"listed", midr fields, "features"}, whether any field was seen).
 
     As cpuinfo's parser: a key is the text before ':' without trailing blanks; `processor` moves the
     current index (fields before any such line belong to processor 0); blank lines change nothing."""
     per: dict[int, dict] = {}
-    hardware = None
     current = 0
     seen = False
     for line in text.splitlines():
@@ -103,9 +101,6 @@ def parse_proc_cpuinfo(text: str, count: int) -> tuple[dict[int, dict], str | No
                 if current < count:
                     per.setdefault(current, {})["listed"] = True
             continue
-        if key == "Hardware":
-            hardware = value
-            continue
         target = per.setdefault(current, {}) if current < count else {}
         parsed = _midr_field(key, value)
         if parsed:
@@ -116,7 +111,7 @@ def parse_proc_cpuinfo(text: str, count: int) -> tuple[dict[int, dict], str | No
             continue
         target["listed"] = True
         seen = True
-    return per, hardware, seen
+    return per, seen
 
 
 def _midr_field(key: str, value: str) -> tuple[str, int] | None:
@@ -156,7 +151,7 @@ def decode(read: Callable[[str], str | None], read_int: Callable[[str], int | No
     if possible:
         count = min(count, max(possible) + 1)
     text = read("proc/cpuinfo") or ""
-    per, hardware, seen = parse_proc_cpuinfo(text, count)
+    per, seen = parse_proc_cpuinfo(text, count)
     if not present and not possible:
         count = min(limit, max(per) + 1) if per else (1 if seen else 0)
     procs = [Processor(i) for i in range(count)]
@@ -223,13 +218,13 @@ def decode(read: Callable[[str], str | None], read_int: Callable[[str], int | No
     if not any(_described(p) for p in usable):
         # Nothing describes any processor (all offline, or a kernel that says nothing): how many clusters
         # there are is unknown.
-        return Decoded(usable, hardware, None, features, {**sources, "clusters": "unknown: no processor described"})
+        return Decoded(usable, None, features, {**sources, "clusters": "unknown: no processor described"})
     if "split" in sources:
         sources["clusters"] += "; " + sources.pop("split")
     clusters = _cluster_cores(usable, by_index, layout, sources)
     if guess:
         clusters = _check_guess(clusters, guess, layout(len(usable)), len(usable), sources)
-    return Decoded(usable, hardware, clusters, features, sources)
+    return Decoded(usable, clusters, features, sources)
 
 
 def _check_guess(clusters: list[dict] | None, guess: str, known: list[tuple[str, int]] | None, count: int,
@@ -377,9 +372,8 @@ def _cluster_cores(usable: list[Processor], by_index: dict[int, Processor],
             for p in leaders:
                 p.core = p.core_source = None
         if not _cores_from_layout(leaders, size, layout(len(usable)), verify=not only_one_unattributable):
-            anchor = by_index[with_midr[-1].leader] if with_midr else None
             big = arm_core(with_midr[-1].as_midr(), with_midr[-1].features) if with_midr else None
-            if anchor is not None and not _cores_big_little(leaders, anchor, big, not only_one_unattributable):
+            if with_midr and not _cores_big_little(leaders, big, not only_one_unattributable):
                 for p in leaders:  # sequential: a cluster takes the MIDR of the one before it
                     if p.core_source is None:
                         p.core, p.core_source = big, "the MIDR of the cluster before it (sequential)"
@@ -407,7 +401,7 @@ def _cores_from_layout(leaders: list[Processor], size: dict[int, int], layout: l
     return True
 
 
-def _cores_big_little(leaders: list[Processor], anchor: Processor, big: str | None, verify: bool) -> bool:
+def _cores_big_little(leaders: list[Processor], big: str | None, verify: bool) -> bool:
     """Two clusters, one design known: it is the big one, and the other the LITTLE core it pairs with."""
     if len(leaders) != 2 or sum(1 for p in leaders if p.core_source) > 1 or big is None:
         return False

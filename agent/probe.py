@@ -5,6 +5,7 @@ Fields the probe cannot know are None, never guessed. `root` points the file rea
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import re
@@ -118,6 +119,7 @@ def probe_cpu(p: Probe, properties: dict[str, str] | None = None,
         soc = _soc(p, merged, properties, len(ids) or None, model_name, sources)
         _x86_cpu(p, cpu, per, merged, ids, model_name, sources)
     else:
+        @functools.cache  # decode asks for it at most twice, with one count: the SoC is decoded once
         def layout(count: int):
             return socs.layout(_soc(p, merged, properties, count or None, None, {}))
 

@@ -98,7 +98,6 @@ REAL_GGUF: list[LlamaSize] = [
                         "tied embeddings), quantised to Q4_K_M as it is shipped",
               parameters=134_515_008),
 ]
-FTYPES = {"Q4_K_M": 15, "Q8_0": 7, "Q4_0": 2}  # llama.h's LLAMA_FTYPE_MOSTLY_*
 
 
 def write_llama(path: str | Path, size: LlamaSize) -> Path:
@@ -173,8 +172,10 @@ def quantize(source: Path, path: Path, quant: str) -> Path:
     """`source` (f16) → `path` through llama.cpp's own quantizer (llama_model_quantize); `source` is removed."""
     import llama_cpp
 
+    from edgeatlas.protos.gguf import FILE_TYPES  # llama.h's file types, the one table of them
+
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = FTYPES[quant]
+    params.ftype = next(code for code, kind in FILE_TYPES.items() if kind.name == quant.lower())
     params.nthread = 0  # all cores
     tmp = path.with_suffix(".part")
     try:
