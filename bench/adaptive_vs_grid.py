@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeatlas.predictor import acquisition as acq
-from edgeatlas.predictor.data import SUMMARY, Samples, load_nb201_dir
+from edgeatlas.predictor.data import SUMMARY, Samples, load_dir
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.predictor.evaluate import score
 
@@ -178,7 +178,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(SHARED if (SHARED / "specs").is_dir() else nb.SAMPLE_DIR))
     ap.add_argument("--out", default="adaptive_vs_grid.png")
     args = ap.parse_args()
-    data = load_nb201_dir(args.data)
+    data = load_dir(args.data)
     print(f"{args.data}: {len(data)} published cells, {len(data.graphs)} networks, {len(data.settings)} settings "
           f"on {len(data.devices())} devices; surrogate: a GP over the roofline, blended with boosted trees "
           "where it knows little")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.data import Samples, load_nb201_dir
+from edgeatlas.predictor.data import Samples, load_dir
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.predictor.evaluate import score
 from edgeatlas.predictor.federated import dpsgd, simulation
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
-    data = load_nb201_dir(args.data)
+    data = load_dir(args.data)
     parts, test = per_device(data, args.networks, np.random.default_rng(args.seed))
     union = pooled(parts)
     used = np.unique(union.setting)

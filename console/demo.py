@@ -270,14 +270,16 @@ class Demo:
     def _predictor(self, local, names: list[str], address: str, admin_token: str) -> None:
         """Trains a small predictor on the bundled sample and asks it about this machine and a typed sheet."""
         from edgeatlas.agent.probe import probe
+        from edgeatlas.console.fingerprints import measure as measure_fingerprint
         from edgeatlas.predictor.commands import predict, train
         from edgeatlas.predictor.data import cache_dir
+        from edgeatlas.predictor.datasets import fbnet
         from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
         from edgeatlas.predictor.models import TrainConfig
 
         say("[7/7] the cost predictor: latency from a spec sheet alone, trained on published measurements")
         checkpoint = self.dir / "predictor.pt"
-        train([str(SAMPLE_DIR)], str(checkpoint), TrainConfig(members=2, epochs=3),
+        train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR)], str(checkpoint), TrainConfig(members=2, epochs=3),
               lambda text: say(f"      {text.strip()}"))
         default = cache_dir() / "default.pt"
         default.parent.mkdir(parents=True, exist_ok=True)
@@ -289,28 +291,45 @@ class Demo:
                     if "latency_mean_ms" in c.metrics}
         zoo = [n for n in names if (self.dir / "zoo" / f"{n}.onnx").is_file()][:8]
         models = [str(self.dir / "zoo" / f"{n}.onnx") for n in zoo]
+        requests = {m: self.requests.get(Path(m).stem) for m in models}
+        say("      this machine's fingerprint: the predictor's reference networks, measured here as the campaign "
+            "ran (1 thread)")
+        fingerprint = measure_fingerprint(self.dir / "fingerprint", 1, "CPUExecutionProvider")
+        fingerprint.save(self.dir / "fingerprint.json")
         answers = {}
-        for (label, sheet), threads in zip(sheets.items(), (1, 0)):  # here: as the campaign ran, 1 thread
+        for label, sheet, threads, fp in (("fingerprint", sheets["this machine"], 1, fingerprint),
+                                          ("this machine", sheets["this machine"], 1, None),
+                                          ("Raspberry Pi 5", sheets["Raspberry Pi 5"], 0, None)):
             try:
                 answers[label] = predict(str(checkpoint), str(sheet), models, "cpu", 1, threads, "onnxruntime",
-                                         {m: self.requests.get(Path(m).stem) for m in models})
+                                         requests, fp)
             except EdgeAtlasError as exc:
                 say(f"      {label}: no prediction ({exc})")
 
         def cell(a) -> str:
             return f"{a['latency_ms']:.3g} ms ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})" if a else "—"
 
-        say(f"      {'model':14} {'measured here':>14} {'predicted here (80 % interval)':>32} "
-            f"{'Raspberry Pi 5 (typed sheet)':>30}")
+        say(f"      {'model':14} {'measured here':>14} {'predicted, fingerprint (80 %)':>31} "
+            f"{'zero-shot (80 %)':>28} {'Raspberry Pi 5 (typed sheet)':>30}")
         for i, name in enumerate(zoo):
-            here = answers.get("this machine", [None] * len(zoo))[i]
-            pi = answers.get("Raspberry Pi 5", [None] * len(zoo))[i]
+            row = {label: answers.get(label, [None] * len(zoo))[i] for label in answers}
             got = f"{measured[name]:.3g} ms" if name in measured else "—"
-            say(f"      {name:14} {got:>14} {cell(here):>32} {cell(pi):>30}")
-        say("      (trained on PyTorch and TFLite timings of NAS-Bench-201 networks; this machine ran ONNX Runtime,")
-        say("      a runtime and networks outside that data: the gap between the first two columns is the honest error)")
+            say(f"      {name:14} {got:>14} {cell(row.get('fingerprint')):>31} {cell(row.get('this machine')):>28} "
+                f"{cell(row.get('Raspberry Pi 5')):>30}")
+        for label, text in (("fingerprint", "with this machine's fingerprint"), ("this machine", "zero-shot")):
+            pairs = [(a, measured[n]) for n, a in zip(zoo, answers.get(label, [])) if n in measured]
+            if pairs:
+                mape = 100 * sum(abs(a["latency_ms"] - m) / m for a, m in pairs) / len(pairs)
+                inside = sum(a["latency_ms_low"] <= m <= a["latency_ms_high"] for a, m in pairs)
+                say(f"      {text}: error {mape:.0f} % on average over the {len(pairs)} models measured here; "
+                    f"the 80 % interval holds {inside} of them")
+        if answers.get("fingerprint"):
+            say(f"      (calibrated: {answers['fingerprint'][0]['fingerprint']})")
+        say("      (trained on PyTorch and TFLite timings of NAS-Bench-201 and FBNet networks; this machine ran ONNX "
+            "Runtime: zero-shot, that gap is the honest error; the fingerprint closes it)")
         say(f"      ask it yourself: edgeatlas predict --spec {sheets['Raspberry Pi 5']} "
-            f"--model {models[0] if models else 'MODEL.onnx'}  (checkpoint: {default})")
+            f"--model {models[0] if models else 'MODEL.onnx'}  (checkpoint: {default}); here, with the "
+            f"fingerprint: --spec {sheets['this machine']} --threads 1 --fingerprint {self.dir / 'fingerprint.json'}")
         from edgeatlas.protos.admin_client import AdminClient
 
         with AdminClient(address, admin_token) as admin:

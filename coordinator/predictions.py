@@ -200,7 +200,8 @@ class Predictors:
                 for which in ("roofline", "tabular", "gnn"):
                     evaluation[which] = asdict(score(probe.predict(test, which)[0], test.latency_ms))
             predictor = fit_all(samples, cfg)
-            predictor.info = {"trained_on": "coordinator", "cells": len(samples), "devices": samples.devices()}
+            predictor.info = {**predictor.info, "trained_on": "coordinator", "cells": len(samples),
+                              "devices": samples.devices()}
             with tempfile.NamedTemporaryFile(suffix=".pt") as f:
                 predictor.save(f.name)
                 blob = Path(f.name).read_bytes()
@@ -211,7 +212,7 @@ class Predictors:
                 created_ms=now_ms(), trigger=trigger, checkpoint_sha256=sha, size_bytes=len(blob),
                 cells=len(samples), networks=len(samples.graphs), devices=len(samples.devices()),
                 evaluation_json=json.dumps(evaluation, allow_nan=True),
-                train_seconds=round(time.monotonic() - start, 1)))
+                train_seconds=round(time.monotonic() - start, 1), runtimes=runtimes_text(predictor)))
             self._loaded[row.version] = predictor
             return row
         finally:
@@ -227,7 +228,7 @@ class Predictors:
     def from_federated(self, outcome, plan, trigger: str) -> PredictorRow:
         """A version from a federated run's GNN weights: scored, anchored and calibrated on the coordinator's
         own cells (a fifth of their networks held out), its privacy spent recorded beside it."""
-        from edgeatlas.predictor.evaluate import score
+        from edgeatlas.predictor.evaluate import runtimes, score
         from edgeatlas.predictor.gnn import GNNConfig
         from edgeatlas.predictor.models import COVERAGE, GNNEnsemble, Predictor, Tabular
 
@@ -245,7 +246,8 @@ class Predictors:
         privacy = {"delta": plan.delta, "devices": plan.clients, "rounds": rounds,
                    "epsilon_measurement": rounds[-1]["epsilon_measurement"] if rounds else 0.0,
                    "epsilon_device": rounds[-1]["epsilon_device"] if rounds else 0.0}
-        predictor.info = {"trained_on": "federated", "devices": plan.clients, "privacy": privacy}
+        predictor.info = {"trained_on": "federated", "devices": plan.clients, "privacy": privacy,
+                          "runtimes": runtimes(fit)}
         with tempfile.NamedTemporaryFile(suffix=".pt") as f:
             predictor.save(f.name)
             blob = Path(f.name).read_bytes()
@@ -254,7 +256,8 @@ class Predictors:
         row = self.store.add_predictor(PredictorRow(
             created_ms=now_ms(), trigger=trigger, checkpoint_sha256=sha, size_bytes=len(blob), cells=0,
             networks=0, devices=plan.clients, evaluation_json=json.dumps(evaluation, allow_nan=True),
-            train_seconds=round(time.monotonic() - start, 1), privacy_json=json.dumps(privacy)))
+            train_seconds=round(time.monotonic() - start, 1), privacy_json=json.dumps(privacy),
+            runtimes=runtimes_text(predictor)))
         self._loaded[row.version] = predictor
         return row
 
@@ -274,7 +277,7 @@ class Predictors:
             created_ms=now_ms(), trigger="published", checkpoint_sha256=sha, size_bytes=len(blob),
             cells=int(info.get("measurements") or info.get("cells") or 0), networks=int(info.get("networks") or 0),
             devices=len(devices) if isinstance(devices, list) else 0, evaluation_json="{}",
-            train_seconds=float(info.get("seconds") or 0)))
+            train_seconds=float(info.get("seconds") or 0), runtimes=runtimes_text(predictor)))
         self._loaded[row.version] = predictor
         return row
 
@@ -291,15 +294,27 @@ class Predictors:
         return row, self._loaded[row.version]
 
     def predict(self, spec_json: str, model: str | bytes, target: str, batch: int, threads: int, runtime: str,
-                version: int, inputs_json: str = "") -> dict:
+                version: int, inputs_json: str = "", fingerprint_json: str = "") -> dict:
         """model: a registered model's name or sha256 prefix, or the bytes of an ONNX graph (not stored) with
-        its input spec (`inputs_json`)."""
+        its input spec (`inputs_json`); fingerprint_json: a device's fingerprint to calibrate the answer on."""
         import onnx
 
+        from edgeatlas.predictor.commands import answer
         from edgeatlas.predictor.data import GraphSet, Samples
+        from edgeatlas.predictor.fingerprint import MAX_FILE_BYTES, Fingerprint
 
         row, predictor = self._get(version)
         spec = SpecSheet.from_json(spec_json, "spec_json")
+        fingerprint = None
+        if fingerprint_json:
+            if len(fingerprint_json) > MAX_FILE_BYTES:
+                raise InvalidInput(f"fingerprint_json: more than a fingerprint's {MAX_FILE_BYTES:,} bytes")
+            try:
+                parsed = json.loads(fingerprint_json)
+            except ValueError:
+                raise InvalidInput("fingerprint_json: not JSON (edgeatlas agent fingerprint writes one)") from None
+            fingerprint = Fingerprint.from_dict(parsed, "fingerprint_json")
+            fingerprint.check_setting(target or "cpu", batch, threads, runtime)
         if isinstance(model, bytes):
             name, data, summary_json = "uploaded", model, "{}"
         else:
@@ -322,13 +337,20 @@ class Predictors:
             raise InvalidInput(f"the model is not an ONNX graph the predictor can read: {first[:300]}") from None
         samples = Samples(GraphSet.from_graphs([graph]), [setting], np.zeros(1, np.int64), np.zeros(1, np.int64),
                           np.ones(1))
-        mean, lo, hi = predictor.predict(samples, "gnn")
+        mean, lo, hi, zero_shot, note = answer(predictor, samples, setting, fingerprint)
         return {"latency_ms": math.exp(mean[0]), "latency_ms_low": math.exp(lo[0]),
-                "latency_ms_high": math.exp(hi[0]),
+                "latency_ms_high": math.exp(hi[0]), "note": note,
+                "zero_shot_latency_ms": math.exp(zero_shot[0]) if fingerprint is not None else 0.0,
                 "roofline_latency_ms": math.exp(predictor.predict(samples, "roofline")[0][0]),
                 "tabular_latency_ms": math.exp(predictor.predict(samples, "tabular")[0][0]),
                 "version": row.version, "model_name": name, "gflops": float(graph.flops.sum()) * max(batch, 1) / 1e9,
                 "weight_mb": float(graph.weight_bytes.sum()) / 1e6, **accuracy_of(proto)}
+
+
+def runtimes_text(predictor) -> str:
+    """The checkpoint's runtimes as the version row keeps them ("" where the checkpoint does not say)."""
+    known = (predictor.info or {}).get("runtimes")
+    return ",".join(str(r)[:40] for r in known[:20]) if isinstance(known, list) else ""
 
 
 def accuracy_of(proto) -> dict:

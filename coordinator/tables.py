@@ -198,6 +198,7 @@ class PredictorRow(SQLModel, table=True):
     evaluation_json: str
     train_seconds: float
     privacy_json: str = ""  # a federated version's privacy spent, per round and in total
+    runtimes: str = ""  # the runtimes its training data was measured in, comma-separated ("": not recorded)
 
 
 class AdaptiveRoundRow(SQLModel, table=True):

@@ -360,6 +360,7 @@ def page_predictor(conn: Connection) -> None:
     newest = versions[-1]
     st.caption(f"Predictor v{newest.version} ({newest.trigger}): {newest.cells} measurements, {newest.networks} "
                f"networks, {newest.devices} devices. {data.evaluation_summary(newest)}")
+    st.caption(data.runtime_coverage(newest))
     hardware = fetch(conn, "hardware")
     compare = st.toggle("Compare two spec sheets side by side", key="pr_compare")
     cols = st.columns(2 if compare else 1)
@@ -377,10 +378,22 @@ def page_predictor(conn: Connection) -> None:
     flags = c[1].text_input("Their input shapes, as on the command line",
                             placeholder="--input x=batchx3x224x224 --dim seq=128", key="pr_inputs",
                             help="every dynamic dimension but the batch needs a size: it is never guessed")
-    c = st.columns(3)
-    target = c[0].selectbox("Target", ["cpu", "gpu"], key="pr_target")
+    c = st.columns(4)
+    target = c[0].selectbox("Target", ["cpu", "gpu", "npu", "dsp", "tpu", "fpga", "asic"], key="pr_target")
     batch = int(c[1].number_input("Batch", 1, 4096, 1, key="pr_batch"))
     threads = int(c[2].number_input("Threads (0: all cores)", 0, 1024, 0, key="pr_threads"))
+    runtime = c[3].selectbox("Runtime", data.RUNTIMES, key="pr_runtime")
+    upload = st.file_uploader("A device's fingerprint (optional): `edgeatlas agent fingerprint --out FILE` on the "
+                              "device; the answers for sheet A are calibrated on it", type=["json"],
+                              key="pr_fingerprint")
+    fingerprint_json = ""
+    if upload is not None:
+        fingerprint_json, setting = data.fingerprint_upload(upload.getvalue())
+        if setting is None:
+            st.error("The fingerprint is not JSON: upload the file `edgeatlas agent fingerprint --out` wrote.")
+            return
+        st.caption(f"Fingerprint measured at threads {setting['threads'] or 'default'}, batch {setting['batch']}, "
+                   f"{setting['runtime']}: ask in that setting (the coordinator refuses another).")
     if not st.button("Predict", type="primary", key="pr_go"):
         return
     if spec_a is None or (compare and spec_b is None):
@@ -402,16 +415,21 @@ def page_predictor(conn: Connection) -> None:
                 except errors.EdgeAtlasError as exc:
                     st.error(f"{label}: {exc}")
                     return
-                a = call(conn, lambda adm: adm.predict(spec.to_json(), model, target, batch, threads,
-                                                       inputs_json=spec_json))
+                a = call(conn, lambda adm: adm.predict(spec.to_json(), model, target, batch, threads, runtime,
+                                                       inputs_json=spec_json,
+                                                       fingerprint_json=fingerprint_json if key == "A" else ""))
                 if a is None:
                     return
                 answers.append((label, a))
         frames[key] = (spec, data.predictions_frame(answers))
     for key, (spec, frame) in frames.items():
         st.subheader(f"{spec.name or 'Spec sheet ' + key}: predicted latency (80 % interval)")
-        shown = frame if frame["accuracy"].notna().any() else frame.drop(columns=["accuracy"])
+        empty = [c for c in ("accuracy", "zero_shot_ms") if not frame[c].notna().any()]
+        shown = frame.drop(columns=empty + ["note"])
         st.dataframe(shown, hide_index=True, width="stretch", key=f"pr_table_{key}")
+        for note in dict.fromkeys(frame["note"].tolist()):
+            if note:
+                st.caption(("Calibrated on the fingerprint: " if key == "A" and fingerprint_json else "") + note)
     st.caption("Energy is not predicted yet: the training data holds no energy measurements.")
     st.plotly_chart(pareto_figure(frames), key="pr_pareto", width="stretch")
     st.caption("On the front: no other model is both faster and more accurate (where every model carries an "

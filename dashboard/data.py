@@ -293,13 +293,40 @@ def uploaded_spec(model: bytes, flags: str) -> str:
     return inputs.to_json(inputs.resolve(declared, inputs.request_from_argv(argv), outputs, values_needed=False))
 
 
+RUNTIMES = ("onnxruntime", "pytorch", "tflite", "llama.cpp")
+
+
+def runtime_coverage(version: admin_pb2.PredictorVersion) -> str:
+    """Which runtimes the version's training data covers, and what an answer for another one means."""
+    if not version.runtimes:
+        return "Its training data does not record the runtimes it was measured in."
+    missing = [r for r in RUNTIMES if r not in version.runtimes]
+    return (f"Its training data covers {', '.join(version.runtimes)}"
+            + (f"; for {', '.join(missing)} the answer says so and its interval reaches down to the roofline, "
+               f"unless a device's fingerprint calibrates it." if missing else "."))
+
+
+def fingerprint_upload(raw: bytes) -> tuple[str, dict | None]:
+    """(the JSON text to send, its setting) of an uploaded fingerprint; the setting is None when it is not
+    JSON. The coordinator checks everything else."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return "", None
+    if not isinstance(data, dict):
+        return "", None
+    return raw.decode(), {"threads": data.get("threads", 0), "batch": data.get("batch", 1),
+                          "runtime": str(data.get("runtime", "onnxruntime"))[:40]}
+
+
 def predictions_frame(answers: list[tuple[str, admin_pb2.PredictResponse]]) -> pd.DataFrame:
     rows = [{"model": label, "latency_ms": a.latency_ms, "low_ms": a.latency_ms_low, "high_ms": a.latency_ms_high,
              "roofline_ms": a.roofline_latency_ms, "tabular_ms": a.tabular_latency_ms, "gflops": a.gflops,
              "weight_mb": a.weight_mb, "accuracy": a.accuracy if a.HasField("accuracy") else math.nan,
-             "version": a.version} for label, a in answers]
-    return pd.DataFrame(rows, columns=["model", "latency_ms", "low_ms", "high_ms", "roofline_ms", "tabular_ms",
-                                       "gflops", "weight_mb", "accuracy", "version"])
+             "zero_shot_ms": a.zero_shot_latency_ms or math.nan, "version": a.version, "note": a.note}
+            for label, a in answers]
+    return pd.DataFrame(rows, columns=["model", "latency_ms", "low_ms", "high_ms", "zero_shot_ms", "roofline_ms",
+                                       "tabular_ms", "gflops", "weight_mb", "accuracy", "version", "note"])
 
 
 def pareto(frame: pd.DataFrame) -> tuple[str, list[bool]]:

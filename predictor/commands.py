@@ -11,15 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_nb201_dir, merge
+from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge
+from edgeatlas.predictor.fingerprint import Fingerprint
 from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
-from edgeatlas.predictor.graph import from_onnx, load_onnx
+from edgeatlas.predictor.graph import as_runtime_runs, from_onnx, load_onnx
 from edgeatlas.predictor.models import Predictor, TrainConfig
+from edgeatlas.predictor.roofline import node_seconds
 from edgeatlas.protos import inputs, onnx_model
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import TARGETS, SpecSheet
 
 QUERY_COLUMNS = ("model_path", "spec_path", "target", "batch", "runtime")
+RESULT_COLUMNS = ("latency_ms", "latency_ms_low", "latency_ms_high", "error")
 
 
 def load_data(dirs: list[str], say) -> Samples:
@@ -30,7 +33,7 @@ def load_data(dirs: list[str], say) -> Samples:
                                f"(each version keeps its own evaluation: `predictor versions`)")
         if not Path(d).is_dir():
             raise InvalidInput(f"--data {d} is not a directory")
-        parts.append(load_nb201_dir(d, say))
+        parts.append(load_dir(d, say))
     return merge(parts)
 
 
@@ -40,7 +43,7 @@ def train(dirs: list[str], out: str, cfg: TrainConfig, say) -> Predictor:
     say(f"training on {len(samples):,} measurements: {len(samples.graphs):,} networks × "
         f"{len(samples.settings)} settings on {len(samples.devices())} devices")
     predictor = fit_all(samples, cfg, say=say)
-    predictor.info = {"trained_on": dirs, "devices": samples.devices(), "measurements": len(samples),
+    predictor.info = {**predictor.info, "trained_on": dirs, "devices": samples.devices(), "measurements": len(samples),
                       "networks": len(samples.graphs), "config": asdict(cfg),
                       "seconds": round(time.monotonic() - start, 1)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -49,16 +52,24 @@ def train(dirs: list[str], out: str, cfg: TrainConfig, say) -> Predictor:
     return predictor
 
 
-def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] | None, say) -> str:
+def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] | None, say, shots: int = 0,
+             families: list[str] | None = None) -> str:
     if split not in SPLITS:
         raise InvalidInput(f"--split {split!r} is not one of {', '.join(SPLITS)}")
+    if shots < 0 or shots > 1000:
+        raise InvalidInput(f"--shots must be in 0..1000, got {shots}")
+    if families and split != "leave-family-out":
+        raise InvalidInput("--family applies to --split leave-family-out")
+    if devices and split != "leave-hardware-out":
+        raise InvalidInput("--device applies to --split leave-hardware-out")
     samples = load_data(dirs, say)
-    return table(evaluate(samples, split, cfg, devices=devices, say=say))
+    return table(evaluate(samples, split, cfg, devices=devices, say=say, shots=shots, families=families))
 
 
-def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = None):
+def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = None, runtime: str = ""):
     """(OpGraph, ONNX model or None) of an ONNX file at the inputs `request` asks for (a dynamic dimension
-    it leaves open is refused), a GGUF file or a transformer config.json."""
+    it leaves open is refused), a GGUF file or a transformer config.json. An ONNX graph is featurized as
+    the runtime will run it (`graph.as_runtime_runs`)."""
     from edgeatlas.predictor import llm
 
     suffix = Path(path).suffix.lower()
@@ -70,7 +81,7 @@ def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = 
     declared, outputs = onnx_model.declared_inputs(proto)
     specs = inputs.resolve(declared, request, outputs, values_needed=False)
     feeds = inputs.feeds(specs, samples=request.samples if request else {})
-    return from_onnx(proto, name=name or Path(path).stem, specs=specs, feeds=feeds), proto
+    return from_onnx(as_runtime_runs(proto, runtime), name=name or Path(path).stem, specs=specs, feeds=feeds), proto
 
 
 def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:
@@ -78,8 +89,11 @@ def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: st
         raise InvalidInput(f"--target {target!r} is not one of {', '.join(TARGETS)}")
     if batch < 0 or threads < 0:
         raise InvalidInput("--batch and --threads must not be negative")
-    return SettingInfo(key=f"{target}/b{batch}", device=spec.name or "query", spec=spec, target=target,
+    info = SettingInfo(key=f"{target}/b{batch}", device=spec.name or "query", spec=spec, target=target,
                        batch=batch, threads=threads, runtime=runtime)
+    if not (info.proc.peak_flops > 0 or info.proc.bandwidth > 0):  # NaN compares False
+        node_seconds(np.zeros(1), np.zeros(1), info.proc)  # raises: the sheet gives neither, in one line
+    return info
 
 
 _LOADED: dict[tuple[str, int, int], Predictor] = {}
@@ -96,19 +110,24 @@ def loaded_predictor(checkpoint: str) -> Predictor:
 
 
 def predict(checkpoint: str, spec_path: str, models: list[str], target: str, batch: int, threads: int,
-            runtime: str, request: inputs.InputRequest | dict | None = None) -> list[dict]:
-    """One answer per model: latency_ms with its 80 % interval, and the baselines beside it."""
+            runtime: str, request: inputs.InputRequest | dict | None = None,
+            fingerprint: Fingerprint | None = None) -> list[dict]:
+    """One answer per model: latency_ms with its 80 % interval, and the baselines beside it; with a
+    fingerprint (the device's latencies on the reference set, in this setting) calibrated on it (`answer`)."""
     predictor = loaded_predictor(checkpoint)
     spec = SpecSheet.load(spec_path)
+    if fingerprint is not None:
+        fingerprint.check_setting(target, batch, threads, runtime)
     setting = _setting(spec, target, batch, threads, runtime)
     requests = request if isinstance(request, dict) else {m: request for m in models}  # per model, or one for all
-    loaded = [load_graph(m, request=requests.get(m)) for m in models]
+    loaded = [load_graph(m, request=requests.get(m), runtime=runtime) for m in models]
     graphs, protos = [g for g, _ in loaded], [p for _, p in loaded]
     samples = Samples(GraphSet.from_graphs(graphs), [setting], np.arange(len(graphs)),
                       np.zeros(len(graphs), dtype=np.int64), np.ones(len(graphs)))
-    mean, lo, hi = predictor.predict(samples, "gnn")
+    mean, lo, hi, zero_shot, note = answer(predictor, samples, setting, fingerprint)
     tab = predictor.predict(samples, "tabular")[0]
     roof = predictor.predict(samples, "roofline")[0]
+    extra = {"fingerprint" if fingerprint is not None else "runtime_note": note} if note else {}
     out = []
     for i, m in enumerate(models):
         g = graphs[i]
@@ -116,11 +135,50 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
                     "runtime": runtime, "latency_ms": _r(mean[i]), "latency_ms_low": _r(lo[i]),
                     "latency_ms_high": _r(hi[i]), "interval": 0.8, "tabular_latency_ms": _r(tab[i]),
                     "roofline_latency_ms": _r(roof[i]), "gflops": round(float(g.flops.sum()) * max(batch, 1) / 1e9, 4),
-                    "parameters": g.params, "predictor": "gnn"})
+                    "parameters": g.params, "predictor": "gnn", **extra})
+        if fingerprint is not None:
+            out[-1]["zero_shot_latency_ms"] = _r(zero_shot[i])
         accuracy = _accuracy_tag(protos[i], m) if protos[i] is not None else None
         if accuracy is not None:
             out[-1]["accuracy"] = accuracy
     return out
+
+
+def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
+           fingerprint: Fingerprint | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
+
+    With a fingerprint: calibrated on it, the note says how. Without, where the checkpoint's training
+    data has no sample of the setting's runtime: the interval reaches down to the roofline (no runtime
+    beats the hardware's bound) and up by its own half-width again (an unknown runtime's overheads can
+    be larger too), and the note says so."""
+    mean, lo, hi = predictor.predict(samples, "gnn")
+    zero_shot = mean
+    known = predictor.info.get("runtimes")
+    runtime = (setting.runtime or "").lower()
+    if fingerprint is not None:
+        fingerprint.check_setting(setting.target, setting.batch, setting.threads, setting.runtime)
+        cal = predictor.calibration(fingerprint_shots(fingerprint, setting))
+        mean, lo, hi = predictor.predict_calibrated(samples, cal)
+        return mean, lo, hi, zero_shot, cal.describe()
+    if known is not None and runtime and runtime not in known:
+        roof = predictor.predict(samples, "roofline")[0]
+        lo, hi = np.minimum(lo, roof), hi + (hi - mean)
+        return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
+                                         f"{', '.join(known) or 'none'}): the interval reaches down to the "
+                                         f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates it")
+    return mean, lo, hi, zero_shot, ""
+
+
+def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
+    """The fingerprint's measurements as samples of the reference networks in the query's setting."""
+    from edgeatlas.predictor.fingerprint import NAMES, reference_graphs
+
+    names = [n for n in NAMES if n in fingerprint.latency_ms]
+    index = np.array([NAMES.index(n) for n in names])
+    return Samples(reference_graphs(setting.runtime or fingerprint.runtime), [setting], index,
+                   np.zeros(len(index), dtype=np.int64),
+                   np.array([fingerprint.latency_ms[n] for n in names], dtype=np.float64))
 
 
 def _accuracy_tag(model, path: str) -> float | None:
@@ -139,7 +197,10 @@ def _r(log_ms: float) -> float:
 
 
 def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
-    """Q.csv → P.csv: the queries with latency_ms, latency_ms_low, latency_ms_high appended."""
+    """Q.csv → P.csv: the queries with latency_ms, latency_ms_low, latency_ms_high and error appended.
+
+    A row that cannot be answered (its model, sheet, target or batch) keeps its reason in `error` and
+    the others are answered; only a file that is not a query table, or one with no answerable row, fails."""
     qpath = Path(queries)
     try:
         with open(qpath, newline="") as f:
@@ -148,57 +209,83 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
             rows = list(reader)
     except OSError as exc:
         raise InvalidInput(f"--queries {queries}: {exc.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"--queries {queries}: not a CSV table ({exc})") from None
     missing = [c for c in QUERY_COLUMNS if c not in fields]
     if missing:
         raise InvalidInput(f"--queries {queries}: missing columns {', '.join(missing)}")
-    predictor = Predictor.load(checkpoint)
-    base = qpath.parent
-    graph_index: dict[str, int] = {}
-    graphs, settings, setting_index = [], [], {}
-    specs: dict[str, SpecSheet] = {}
-    g_idx, s_idx = [], []
-    for line, row in enumerate(rows, start=2):
-        where = f"{queries} line {line}"
-        model = str(base / row["model_path"])
-        if model not in graph_index:
-            try:
-                graphs.append(load_graph(model, row["model_path"])[0])
-            except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
-            graph_index[model] = len(graphs) - 1
-        spec_path = str(base / row["spec_path"])
-        if spec_path not in specs:
-            try:
-                specs[spec_path] = SpecSheet.load(spec_path)
-            except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
-        batch_text = (row.get("batch") or "").strip()
-        if batch_text and not batch_text.isdigit():
-            raise InvalidInput(f"{where}: batch {batch_text!r} is not a whole number")
-        target = (row.get("target") or "cpu").strip() or "cpu"
-        runtime = (row.get("runtime") or "").strip()
-        key = (spec_path, target, batch_text, runtime)
-        if key not in setting_index:
-            try:
-                settings.append(_setting(specs[spec_path], target, int(batch_text or 0), 0, runtime))
-            except InvalidInput as exc:
-                raise InvalidInput(f"{where}: {exc}") from None
-            setting_index[key] = len(settings) - 1
-        g_idx.append(graph_index[model])
-        s_idx.append(setting_index[key])
     if not rows:
         raise InvalidInput(f"--queries {queries}: no query rows")
-    samples = Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx), np.ones(len(rows)))
+    predictor = Predictor.load(checkpoint)
+    base = qpath.parent
+    graph_index: dict[str, int | InvalidInput] = {}
+    spec_index: dict[str, SpecSheet | InvalidInput] = {}
+    setting_index: dict[tuple, int | InvalidInput] = {}
+    graphs, settings = [], []
+    g_idx, s_idx, errors = [], [], {}
+
+    def cached(table: dict, key, make):
+        if key not in table:
+            try:
+                table[key] = make()
+            except InvalidInput as exc:
+                table[key] = exc
+        if isinstance(table[key], InvalidInput):
+            raise table[key]
+        return table[key]
+
+    def add_graph(model_path: str) -> int:
+        graphs.append(load_graph(str(base / model_path), model_path)[0])
+        return len(graphs) - 1
+
+    def add_setting(spec: SpecSheet, target: str, batch: int, runtime: str) -> int:
+        settings.append(_setting(spec, target, batch, 0, runtime))
+        return len(settings) - 1
+
+    for i, row in enumerate(rows):
+        try:
+            model_path = (row.get("model_path") or "").strip()
+            spec_path = (row.get("spec_path") or "").strip()
+            if not model_path or not spec_path:
+                raise InvalidInput("model_path and spec_path must not be empty")
+            batch_text = (row.get("batch") or "").strip()
+            if batch_text and not batch_text.isdigit():
+                raise InvalidInput(f"batch {batch_text[:20]!r} is not a whole number")
+            target = (row.get("target") or "cpu").strip() or "cpu"
+            runtime = (row.get("runtime") or "").strip()
+            spec = cached(spec_index, spec_path, lambda: SpecSheet.load(str(base / spec_path)))
+            s = cached(setting_index, (spec_path, target, batch_text, runtime),
+                       lambda: add_setting(spec, target, int(batch_text or 0), runtime))
+            g = cached(graph_index, model_path, lambda: add_graph(model_path))
+        except InvalidInput as exc:
+            errors[i] = f"line {i + 2}: {str(exc).splitlines()[0][:300]}"
+            continue
+        g_idx.append(g)
+        s_idx.append(s)
+    answered = [i for i in range(len(rows)) if i not in errors]
+    if not answered:
+        raise InvalidInput(f"--queries {queries}: no row could be answered ({errors[0]})")
+    samples = Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx),
+                      np.ones(len(answered)))
     mean, lo, hi = predictor.predict(samples, "gnn")
+    position = {row: k for k, row in enumerate(answered)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields) + ["latency_ms", "latency_ms_low", "latency_ms_high"])
+        columns = [c for c in fields if c not in RESULT_COLUMNS] + list(RESULT_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for i, row in enumerate(rows):
-            writer.writerow({**row, "latency_ms": _r(mean[i]), "latency_ms_low": _r(lo[i]),
-                             "latency_ms_high": _r(hi[i])})
-    say(f"wrote {out}: {len(rows)} predictions ({len(graphs)} models × {len(settings)} settings)")
-    return len(rows)
+            if i in errors:
+                writer.writerow({**row, "latency_ms": "", "latency_ms_low": "", "latency_ms_high": "",
+                                 "error": errors[i]})
+            else:
+                k = position[i]
+                writer.writerow({**row, "latency_ms": _r(mean[k]), "latency_ms_low": _r(lo[k]),
+                                 "latency_ms_high": _r(hi[k]), "error": ""})
+    say(f"wrote {out}: {len(answered)} predictions ({len(graphs)} models × {len(settings)} settings)"
+        + (f"; {len(errors)} rows not answered, each with its reason in the error column (first: {errors[min(errors)]})"
+           if errors else ""))
+    return len(answered)
 
 
 def pareto_plot(answers: list[dict], out: str) -> list[str]:

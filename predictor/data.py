@@ -117,18 +117,28 @@ class Samples:
     setting: np.ndarray  # [S] setting index per sample
     latency_ms: np.ndarray  # [S]
     source: str = ""
+    families: np.ndarray | None = None  # [G] the architecture family of each graph ("" where unknown)
+
+    def __post_init__(self):
+        if self.families is None:
+            self.families = np.full(len(self.graphs), "", dtype=object)
 
     def __len__(self) -> int:
         return len(self.latency_ms)
 
     def where(self, mask: np.ndarray) -> "Samples":
         return Samples(self.graphs, self.settings, self.graph[mask], self.setting[mask], self.latency_ms[mask],
-                       self.source)
+                       self.source, self.families)
 
     def compact(self) -> "Samples":
         """The same samples with only the graphs they use (a partition to ship without all the others)."""
         used, graph = np.unique(self.graph, return_inverse=True)
-        return Samples(self.graphs.subset(used), self.settings, graph, self.setting, self.latency_ms, self.source)
+        return Samples(self.graphs.subset(used), self.settings, graph, self.setting, self.latency_ms, self.source,
+                       self.families[used])
+
+    def family_of(self) -> np.ndarray:
+        """[S] the architecture family of each sample's network."""
+        return self.families[self.graph]
 
     def devices(self) -> list[str]:
         """The devices that have samples here (settings are shared with the set this one was cut from)."""
@@ -143,36 +153,46 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEATLAS_CACHE") or Path.home() / ".cache" / "edgeatlas") / "predictor"
 
 
-def _nb201_graph(arch: str) -> OpGraph:
+def _family_graph(job: tuple[str, str]) -> OpGraph:
+    family, arch = job
+    if family == "fbnet":
+        from edgeatlas.predictor.datasets.fbnet import fbnet
+        return from_onnx(fbnet(arch, arch, seed=None, check=False), name=arch)
     from edgeatlas.predictor.datasets.nasbench201 import nasbench201
     return from_onnx(nasbench201(arch, arch, seed=None, check=False), name=arch)
 
 
-def nb201_graphs(archs: list[str], say=lambda _: None) -> GraphSet:
-    """The GraphSet of NAS-Bench-201 architectures, from the cache when it holds exactly these."""
+FAMILY_NAMES = {"nasbench201": "NAS-Bench-201", "fbnet": "FBNet"}
+
+
+def family_graphs(family: str, archs: list[str], say=lambda _: None) -> GraphSet:
+    """The GraphSet of a family's architectures, from the cache when it holds exactly these."""
     digest = hashlib.sha256(("\n".join(archs) + FEATURIZER_VERSION).encode()).hexdigest()[:20]
-    path = cache_dir() / f"nb201-{digest}.npz"
+    prefix = "nb201" if family == "nasbench201" else family
+    path = cache_dir() / f"{prefix}-{digest}.npz"
     if path.is_file():
         try:
             return GraphSet.load(path)
         except Exception:  # a torn or stale cache is rebuilt, not trusted
             path.unlink(missing_ok=True)
-    say(f"featurizing {len(archs)} NAS-Bench-201 networks as ONNX operator graphs (cached in {path.parent})")
+    say(f"featurizing {len(archs)} {FAMILY_NAMES[family]} networks as ONNX operator graphs (cached in {path.parent})")
+    jobs = [(family, a) for a in archs]
     workers = min(os.cpu_count() or 1, 8)
     if workers > 1 and len(archs) > 50:
         with ProcessPoolExecutor(workers) as pool:
-            graphs = list(pool.map(_nb201_graph, archs, chunksize=64))
+            graphs = list(pool.map(_family_graph, jobs, chunksize=64))
     else:
-        graphs = [_nb201_graph(a) for a in archs]
+        graphs = [_family_graph(j) for j in jobs]
     graph_set = GraphSet.from_graphs(graphs)
     graph_set.save(path)
     return graph_set
 
 
-def load_nb201_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
-    """A directory in the nasbench201 layout as samples: every published cell of every connected row.
+def load_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
+    """A directory in the nasbench201 layout (NAS-Bench-201 or FBNet) as samples: every published cell.
 
-    Architectures whose cells do not connect input to output are left out (see nasbench201.connected).
+    NAS-Bench-201 architectures whose cells do not connect input to output are left out (see
+    nasbench201.connected).
     """
     from edgeatlas.predictor.datasets import nasbench201 as nb
 
@@ -180,8 +200,12 @@ def load_nb201_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samp
     rows = data.rows[:limit] if limit else data.rows
     if not rows:
         raise InvalidInput(f"{root}: latency_ms.csv has no rows")
-    graphs = nb201_graphs([r.arch for r in rows], say)  # all rows: one cache for every subset
-    kept = [i for i, r in enumerate(rows) if nb.connected(r.arch)]
+    if data.family == "fbnet":
+        from edgeatlas.predictor.datasets.fbnet import parse_fbnet
+        for row in rows:  # a malformed row is named before minutes of featurizing
+            parse_fbnet(row.arch)
+    graphs = family_graphs(data.family, [r.arch for r in rows], say)  # all rows: one cache for every subset
+    kept = [i for i, r in enumerate(rows) if data.family != "nasbench201" or nb.connected(r.arch)]
     if len(kept) < len(rows):
         say(f"{root}: left out {len(rows) - len(kept)} architectures whose cells do not connect input to output")
         graphs, rows = graphs.subset(kept), [rows[i] for i in kept]
@@ -199,7 +223,7 @@ def load_nb201_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samp
                 s_idx.append(si)
                 lat.append(value)
     return Samples(graphs, settings, np.array(g_idx), np.array(s_idx), np.array(lat, dtype=np.float64),
-                   source=str(root))
+                   source=str(root), families=np.full(len(graphs), data.family, dtype=object))
 
 
 def merge(parts: list[Samples]) -> Samples:
@@ -207,6 +231,7 @@ def merge(parts: list[Samples]) -> Samples:
     if len(parts) == 1:
         return parts[0]
     g_off, s_off, gsets, settings, g, s, lat = 0, 0, [], [], [], [], []
+    families = np.concatenate([p.families for p in parts])
     for p in parts:
         gsets.append(p.graphs)
         settings += p.settings
@@ -216,7 +241,7 @@ def merge(parts: list[Samples]) -> Samples:
         g_off += len(p.graphs)
         s_off += len(p.settings)
     return Samples(concat(gsets), settings, np.concatenate(g), np.concatenate(s), np.concatenate(lat),
-                   source=", ".join(p.source for p in parts))
+                   source=", ".join(p.source for p in parts), families=families)
 
 
 def concat(sets: list[GraphSet]) -> GraphSet:

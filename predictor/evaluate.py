@@ -14,7 +14,7 @@ from edgeatlas.protos.errors import InvalidInput
 
 # gnn-raw: the GNN alone; gnn: the GNN with its per-setting level anchored by the trees (models.Predictor).
 PREDICTORS = ("roofline", "tabular", "gnn-raw", "gnn")
-SPLITS = ("leave-hardware-out", "leave-model-out")
+SPLITS = ("leave-hardware-out", "leave-model-out", "leave-family-out")
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,26 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     say(f"  GNN ({cfg.members} members) trained in {time.monotonic() - start:.0f} s")
     pool = np.unique(fit.graph)
     picks = np.sort(np.random.default_rng(seed).choice(pool, min(anchors, len(pool)), replace=False))
-    return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks))
+    return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info={"runtimes": runtimes(train)})
+
+
+def runtimes(samples: Samples) -> list[str]:
+    """The runtimes the samples were measured in ("" and "unknown" not counted)."""
+    used = {samples.settings[i].runtime.lower() for i in np.unique(samples.setting)}
+    return sorted(used - {"", "unknown"})
 
 
 def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devices: list[str] | None = None,
-             say=lambda _: None) -> list[dict]:
-    """Rows of {held_out, predictor, scores, coverage}, per held-out device."""
+             say=lambda _: None, shots: int = 0, families: list[str] | None = None) -> list[dict]:
+    """Rows of {held_out, predictor, scores, coverage}, per held-out device (or family).
+
+    shots K > 0: in every held-out setting, K of its networks are measured (drawn at random) and the
+    rest predicted; each predictor is scored zero-shot and calibrated on the K (`fewshot.py`), on the
+    same networks (the K excluded from both)."""
     if split not in SPLITS:
         raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if shots < 0:
+        raise InvalidInput(f"--shots must not be negative, got {shots}")
     rows: list[dict] = []
     device = samples.device_of()
     if split == "leave-hardware-out":
@@ -72,18 +84,35 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
         for name in folds:
             say(f"held out: {name}")
             train, test = samples.where(device != name), samples.where(device == name)
-            rows += _score_all(name, test, fit_all(train, cfg, seed, say))
+            rows += _score_all(name, test, fit_all(train, cfg, seed, say), shots, seed)
+    elif split == "leave-family-out":
+        family = samples.family_of()
+        present = sorted(set(family))
+        folds = families or present
+        unknown = [f for f in folds if f not in present]
+        if unknown or len(present) < 2:
+            raise InvalidInput(f"leave-family-out needs data of two families or more and held-out ones among them "
+                               f"(families in the data: {', '.join(present)})")
+        for name in folds:
+            say(f"held out: the {name} family (trained on {', '.join(f for f in present if f != name)})")
+            train, test = samples.where(family != name), samples.where(family == name)
+            predictor = fit_all(train, cfg, seed, say)
+            test_device = test.device_of()
+            for dev in sorted(set(test_device)):
+                rows += _score_all(f"{name}: {dev}", test.where(test_device == dev), predictor, shots, seed)
     else:
         train, test = calibration_split(samples, share=0.2, seed=seed + 1)
         say(f"held out: {len(np.unique(test.graph))} networks (one in five), on every device")
         predictor = fit_all(train, cfg, seed, say)
         test_device = test.device_of()
         for name in sorted(set(test_device)):
-            rows += _score_all(name, test.where(test_device == name), predictor)
+            rows += _score_all(name, test.where(test_device == name), predictor, shots, seed)
     return rows
 
 
-def _score_all(name: str, test: Samples, predictor: Predictor) -> list[dict]:
+def _score_all(name: str, test: Samples, predictor: Predictor, shots: int = 0, seed: int = 0) -> list[dict]:
+    if shots:
+        return _score_shots(name, test, predictor, shots, seed)
     y = np.log(test.latency_ms)
     rows = []
     for p in PREDICTORS:
@@ -94,20 +123,50 @@ def _score_all(name: str, test: Samples, predictor: Predictor) -> list[dict]:
     return rows
 
 
+def _score_shots(name: str, test: Samples, predictor: Predictor, shots: int, seed: int) -> list[dict]:
+    """Per setting: K networks drawn as shots, the rest predicted zero-shot and calibrated."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list] = {}
+    for s in np.unique(test.setting):
+        rows = np.flatnonzero(test.setting == s)
+        if len(rows) <= shots:
+            continue
+        pick = np.zeros(len(test), bool)
+        pick[rng.choice(rows, shots, replace=False)] = True
+        rest = test.where((test.setting == s) & ~pick)
+        shot_samples = test.where(pick)
+        for p in PREDICTORS:
+            zero = predictor.predict(rest, p)
+            cal = predictor.calibration(shot_samples, p)
+            tuned = predictor.predict_calibrated(rest, cal, p)
+            for label, (mean, lo, hi) in ((p, zero), (f"{p}+{shots}", tuned)):
+                parts.setdefault(label, []).append((mean, lo, hi, rest.latency_ms))
+    out = []
+    for label, got in parts.items():
+        mean, lo, hi, lat = (np.concatenate([g[i] for g in got]) for i in range(4))
+        y = np.log(lat)
+        coverage = math.nan if label == "roofline" else 100 * float(np.mean((y >= lo) & (y <= hi)))
+        out.append({"held_out": name, "predictor": label, "scores": score(mean, lat), "coverage": coverage})
+    return out
+
+
 def table(rows: list[dict]) -> str:
     """The per-device table, then the mean over held-out devices per predictor."""
-    lines = [f"{'held out':28s} {'predictor':9s} {'MAPE %':>8s} {'±10 %':>7s} {'Spearman':>9s} {'R² log':>7s} "
+    lines = [f"{'held out':28s} {'predictor':12s} {'MAPE %':>8s} {'±10 %':>7s} {'Spearman':>9s} {'R² log':>7s} "
              f"{'n':>6s} {'80% int.':>8s}"]
     for r in rows:
         s = r["scores"]
         cov = "" if math.isnan(r["coverage"]) else f"{r['coverage']:.0f} %"
-        lines.append(f"{r['held_out'][:28]:28s} {r['predictor']:9s} {s.mape:8.1f} {s.within10:7.1f} "
+        lines.append(f"{r['held_out'][:28]:28s} {r['predictor']:12s} {s.mape:8.1f} {s.within10:7.1f} "
                      f"{s.spearman:9.3f} {s.r2_log:7.3f} {s.n:6d} {cov:>8s}")
     lines.append("")
     lines.append("mean over held-out devices:")
-    for p in PREDICTORS:
-        mine = [r["scores"] for r in rows if r["predictor"] == p]
-        lines.append(f"{'':28s} {p:9s} {np.mean([s.mape for s in mine]):8.1f} "
-                     f"{np.mean([s.within10 for s in mine]):7.1f} {np.nanmean([s.spearman for s in mine]):9.3f} "
-                     f"{np.nanmean([s.r2_log for s in mine]):7.3f}")
+    for p in dict.fromkeys(r["predictor"] for r in rows):
+        mine = [r for r in rows if r["predictor"] == p]
+        sc = [r["scores"] for r in mine]
+        cov = np.array([r["coverage"] for r in mine], dtype=float)
+        cov_text = f"{np.nanmean(cov):.0f} %" if np.any(~np.isnan(cov)) else ""
+        lines.append(f"{'':28s} {p:12s} {np.mean([s.mape for s in sc]):8.1f} "
+                     f"{np.mean([s.within10 for s in sc]):7.1f} {np.nanmean([s.spearman for s in sc]):9.3f} "
+                     f"{np.nanmean([s.r2_log for s in sc]):7.3f} {'':6s} {cov_text:>8s}")
     return "\n".join(lines)

@@ -13,9 +13,11 @@ with the peaks the sheet gives, so the model extrapolates to faster or slower ha
 does and learns only the efficiency. One more term, the per-call overhead of the framework, comes
 from the hardware encoder alone.
 
-Graphs are dense: each padded to [Nmax] nodes with a mask and a row-normalised adjacency [Nmax, Nmax],
-and every weight lives in an nn.Linear. That is what lets Opacus compute per-sample gradients (it
-cannot for PyG's sparse layers), so the central and the federated DP-SGD predictor are one architecture.
+Graphs are dense: each padded to [Nmax] nodes with a mask and a binary adjacency [Nmax, Nmax], built by
+torch-geometric's `to_dense_batch` / `to_dense_adj`, and message passing is its `DenseSAGEConv` (mean
+over neighbours, every weight in an nn.Linear). That is what lets Opacus compute per-sample gradients
+(it cannot for PyG's sparse layers), so the central and the federated DP-SGD predictor are one
+architecture.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from torch_geometric.nn import DenseSAGEConv
+from torch_geometric.utils import to_dense_adj, to_dense_batch
 
 from edgeatlas.predictor.data import GraphSet, SettingInfo
 
@@ -40,20 +44,20 @@ class GNNConfig:
     hw_hidden: int = 64
 
 
-class DenseSAGE(nn.Module):
-    """GraphSAGE with mean aggregation on dense graphs: lin_l(mean of neighbours) + lin_r(self).
+# Checkpoints written before the layers were torch-geometric's named them as SAGEConv does; the same
+# function with the bias on the other linear map (it is added either way).
+OLD_NAMES = {"lin_l.weight": "lin_rel.weight", "lin_l.bias": "lin_root.bias", "lin_r.weight": "lin_root.weight"}
 
-    h: [B, N, hidden]; adj: [B, N, N], each row of a node with neighbours sums to 1. The same function
-    (and the same parameter names) as torch-geometric's SAGEConv, so older checkpoints load unchanged.
-    """
 
-    def __init__(self, dim: int):
-        super().__init__()
-        self.lin_l = nn.Linear(dim, dim)
-        self.lin_r = nn.Linear(dim, dim, bias=False)
-
-    def forward(self, h: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        return self.lin_l(torch.bmm(adj, h)) + self.lin_r(h)
+def upgrade_state(state: dict) -> dict:
+    """A member's state dict with the old message-passing parameter names renamed to DenseSAGEConv's."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("convs.") and ".".join(key.split(".")[2:]) in OLD_NAMES:
+            parts = key.split(".")
+            key = ".".join(parts[:2] + [OLD_NAMES[".".join(parts[2:])]])
+        out[key] = value
+    return out
 
 
 class CostGNN(nn.Module):
@@ -61,7 +65,7 @@ class CostGNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Linear(node_in, cfg.hidden)
-        self.convs = nn.ModuleList([DenseSAGE(cfg.hidden) for _ in range(cfg.layers)])
+        self.convs = nn.ModuleList([DenseSAGEConv(cfg.hidden, cfg.hidden) for _ in range(cfg.layers)])
         self.norms = nn.ModuleList([nn.LayerNorm(cfg.hidden) for _ in range(cfg.layers)])
         self.out = nn.Linear(cfg.hidden, cfg.rank)
         self.hw = nn.Sequential(nn.Linear(hw_in, cfg.hw_hidden), nn.SiLU(), nn.Linear(cfg.hw_hidden, cfg.hw_hidden),
@@ -72,7 +76,8 @@ class CostGNN(nn.Module):
         return self.hw(hw)
 
     def node_embeddings(self, x: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        """[B, N, rank] from node features x [B, N, F] and adjacency [B, N, N]; padded rows are ignored later."""
+        """[B, N, rank] from node features x [B, N, F] and a binary adjacency [B, N, N]; padded rows are
+        ignored later."""
         h = torch.relu(self.embed(x))
         for conv, norm in zip(self.convs, self.norms):
             h = norm(h + torch.relu(conv(h, adj)))
@@ -84,16 +89,22 @@ class CostGNN(nn.Module):
         emb: [P, N, rank] its graph's node embeddings; h: [P, 2·rank + 3] its setting's hardware();
         logr: [P, N] each operator's roofline log-time on that setting; mask: [P, N] true for real nodes.
         """
+        fixed, work = self.parts(emb, h, logr, mask)
+        return torch.logaddexp(fixed, work)
+
+    def parts(self, emb: torch.Tensor, h: torch.Tensor, logr: torch.Tensor,
+              mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log of the fixed costs: every operator's plus the framework's per call, log of the work terms)
+        [P] each; the latency is their sum. A fingerprint re-weighs the two for its device and runtime."""
         r = self.cfg.rank
         u, v, b, c, overhead = h[:, :r], h[:, r:2 * r], h[:, -3] - 4.0, h[:, -2] + 1.0, h[:, -1]
         # Bounds keep an operator physical on networks unlike any in training: a fixed cost of at most
         # e^3 ≈ 20 ms, and an efficiency between 1.6× better than the roofline and e^8 ≈ 3000× worse.
-        fixed = torch.clamp((emb * u[:, None]).sum(-1) + b[:, None], LOG_FLOOR_MS, 3.0)
-        work = logr + torch.clamp((emb * v[:, None]).sum(-1) + c[:, None], -0.5, 8.0)
-        score = torch.logaddexp(fixed, work).masked_fill(~mask, -math.inf)
-        # the per-call overhead of the framework is one more term of the sum
+        fixed = torch.clamp((emb * u[:, None]).sum(-1) + b[:, None], LOG_FLOOR_MS, 3.0).masked_fill(~mask, -math.inf)
+        work = (logr + torch.clamp((emb * v[:, None]).sum(-1) + c[:, None], -0.5, 8.0)).masked_fill(~mask, -math.inf)
+        # the per-call overhead of the framework is one more fixed term of the sum
         over = torch.clamp(overhead - 1.0, LOG_FLOOR_MS, 6.0)
-        return torch.logsumexp(torch.cat([score, over[:, None]], dim=1), dim=1)
+        return torch.logsumexp(torch.cat([fixed, over[:, None]], dim=1), dim=1), torch.logsumexp(work, dim=1)
 
 
 class PairCost(nn.Module):
@@ -122,26 +133,24 @@ class Batcher:
 
     def graph_batch(self, gids: np.ndarray, width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                       np.ndarray]:
-        """x [G, N, F], adjacency [G, N, N] (undirected, row-normalised), mask [G, N] and the global node
-        index [G, N] (-1 where padded) of graphs gids; N = the largest of them, or width if larger."""
+        """x [G, N, F], adjacency [G, N, N] (undirected, binary), mask [G, N] and the global node index
+        [G, N] (-1 where padded) of graphs gids; N = the largest of them, or width if larger."""
         gs = self.graphs
         starts, ends = gs.node_ptr[gids], gs.node_ptr[gids + 1]
         sizes = ends - starts
         n = max(int(sizes.max()), width)
         local = np.arange(n)
-        mask = local[None, :] < sizes[:, None]
-        node = np.where(mask, starts[:, None] + local[None, :], -1)
-        x = np.zeros((len(gids), n, gs.x.shape[1]), dtype=np.float32)
-        x[mask] = gs.x[node[mask]]
-        adj = np.zeros((len(gids), n, n), dtype=np.float32)
+        node = np.where(local[None, :] < sizes[:, None], starts[:, None] + local[None, :], -1)
+        batch = torch.from_numpy(np.repeat(np.arange(len(gids)), sizes))
+        x, mask = to_dense_batch(torch.from_numpy(gs.x[node[node >= 0]]), batch, max_num_nodes=n,
+                                 batch_size=len(gids))
         counts = gs.edge_ptr[gids + 1] - gs.edge_ptr[gids]
-        which = np.repeat(np.arange(len(gids)), counts)
         edges = gs.edges[:, np.concatenate([np.arange(a, b) for a, b in zip(gs.edge_ptr[gids],
                                                                             gs.edge_ptr[gids + 1])])]
-        adj[which, edges[0], edges[1]] = 1.0
-        adj[which, edges[1], edges[0]] = 1.0
-        adj /= np.maximum(adj.sum(-1, keepdims=True), 1.0)
-        return torch.from_numpy(x), torch.from_numpy(adj), torch.from_numpy(mask), node
+        edges = edges + np.repeat(np.cumsum(sizes) - sizes, counts)[None, :]  # local → position in the batch
+        both = torch.from_numpy(np.concatenate([edges, edges[::-1]], axis=1).astype(np.int64))
+        adj = to_dense_adj(both, batch, max_num_nodes=n, batch_size=len(gids))
+        return x, (adj > 0).float(), mask, node
 
     def log_roofline(self, node: np.ndarray, setting: np.ndarray) -> torch.Tensor:
         """[P, N] roofline log-time (ms) of each pair's operators; node: [P, N] global indices (-1 padded)."""

@@ -124,6 +124,36 @@ def load_onnx(path: str | Path, check: bool = False) -> onnx.ModelProto:
     return model
 
 
+RUNTIME_VIEW_MAX_BYTES = 1 << 30  # past this the original graph is featurized (the optimizer holds a copy)
+
+
+def as_runtime_runs(model: onnx.ModelProto, runtime: str) -> onnx.ModelProto:
+    """The graph a runtime executes, where the predictor can see it. ONNX Runtime: its basic graph
+    optimizations, which keep to standard ONNX operators (constant folding, BatchNormalization folded into
+    the convolution before it, Identity and Dropout removed): a folded operator moves no activations.
+    Other runtimes, an ONNX Runtime that is not installed or fails on the graph: the graph as given."""
+    if runtime.lower() != "onnxruntime" or model.ByteSize() > RUNTIME_VIEW_MAX_BYTES:
+        return model
+    try:
+        import tempfile
+
+        import onnxruntime as ort
+    except ImportError:
+        return model
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        options.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
+        try:
+            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            optimized = onnx.load(options.optimized_model_filepath)
+        except Exception:  # a graph ORT cannot load is featurized as given; its own errors come later
+            return model
+    optimized.graph.name = model.graph.name
+    return optimized
+
+
 def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
     """The shapes of `missing` tensors in one unoptimised CPU run at `feeds`: where static inference stops
     (contrib operators, shapes computed from data), the runtime knows. Empty when onnxruntime is absent or
@@ -407,7 +437,12 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         return out_elems * _RESIZE_TAPS.get(mode, 4), 0.0, 0.0, 0.0, channels
     if op in ("AveragePool", "MaxPool"):
-        kernel = _attr(node, "kernel_shape", [1])
+        kernel = list(_attr(node, "kernel_shape", [1]))
+        x = arg(0)
+        if x is not None and len(x) == len(kernel) + 2:
+            # a window reads no more than the input it lies on: a kernel larger than the input (a global
+            # pool written as AveragePool with ceil_mode, padding) costs what the input has, per output
+            kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, x[2:])]
         return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
             float(max(_attr(node, "strides", [1]))), channels
     if op in _REDUCE_INPUT:

@@ -171,7 +171,10 @@ def _accelerator(spec: SpecSheet, target: str, values: dict) -> tuple[float, flo
     accel = spec.get("accelerator")
     if not isinstance(accel, dict) or accel.get("kind") not in (None, target):
         raise InvalidInput(f"target {target!r}: the spec sheet has no {target} in field accelerator")
-    tflops = _num(accel.get("fp32_tflops"))
+    # The fastest arithmetic the sheet names, in the order a model is usually run: FP32, else FP16, else
+    # INT8 (an ASIC or NPU that publishes only TOPS runs models quantised).
+    tflops = next((v for v in (_num(accel.get(k)) for k in ("fp32_tflops", "fp16_tflops", "int8_tops"))
+                   if not math.isnan(v)), math.nan)
     values["log_units"] = _log(_num(accel.get("compute_units")))
     values["log_clock_ghz"] = _log(_num(accel.get("clock_ghz")))
     values["log_cache_kb"] = _log(_num(accel.get("l2_kb")))

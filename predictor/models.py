@@ -32,6 +32,30 @@ def roofline_log(samples: Samples) -> np.ndarray:
     return out
 
 
+def physical_terms(samples: Samples) -> np.ndarray:
+    """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
+    operators (0 where the sheet lacks that peak), and its operator count."""
+    gs = samples.graphs
+    out = np.zeros((len(samples), 3))
+    for i, (g, s) in enumerate(zip(samples.graph, samples.setting)):
+        setting = samples.settings[s]
+        lo, hi = gs.node_ptr[g], gs.node_ptr[g + 1]
+        b = setting.effective_batch
+        peak, bandwidth = setting.proc.peak_flops, setting.proc.bandwidth
+        if peak > 0:
+            out[i, 0] = gs.flops[lo:hi].sum() * b / peak * 1e3
+        if bandwidth > 0:
+            out[i, 1] = (gs.act_bytes[lo:hi].sum() * b + gs.weight_bytes[lo:hi].sum()) / bandwidth * 1e3
+        out[i, 2] = hi - lo
+    return out
+
+
+def _compute_floor(terms: np.ndarray) -> np.ndarray:
+    """log ms of the compute time at peak (-inf where the sheet gives no peak: no floor)."""
+    with np.errstate(divide="ignore"):
+        return np.log(terms[:, 0])
+
+
 def tabular_features(samples: Samples) -> np.ndarray:
     """Whole-graph summary, setting features and the roofline estimate, one row per sample."""
     hw = np.stack([s.features for s in samples.settings])
@@ -187,18 +211,23 @@ class GNNEnsemble:
         return torch.nn.functional.smooth_l1_loss(pred, target, beta=0.5)
 
     def _models(self):
-        from edgeatlas.predictor.gnn import CostGNN, GNNConfig
+        from edgeatlas.predictor.gnn import CostGNN, GNNConfig, upgrade_state
 
         out = []
         for state in self.states:
             model = CostGNN(state["embed.weight"].shape[1], len(FEATURES), GNNConfig(**self.config["gnn"]))
-            model.load_state_dict(state)
+            model.load_state_dict(upgrade_state(state))
             model.eval()
             out.append(model)
         return out
 
+    def fixed_share(self, samples: Samples) -> np.ndarray:
+        """[S] the share of each prediction that is fixed cost (per operator and per call), members averaged."""
+        return self._predict(samples, share=True)[1]
+
     def _predict(self, samples: Samples, graphs_per_batch: int = 64,
-                 pairs_per_call: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+                 pairs_per_call: int = 2048, share: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, spread) over members of the log-latency; share: (mean, fixed share) instead."""
         import torch
 
         from edgeatlas.predictor.gnn import Batcher
@@ -208,6 +237,7 @@ class GNNEnsemble:
         models = self._models()
         hs = [model.hardware(hw_t).detach() for model in models]
         preds = np.zeros((len(models), len(samples)))
+        shares = np.zeros((len(models), len(samples)))
         order = np.argsort(samples.graph, kind="stable")
         gids_all = np.unique(samples.graph)
         with torch.no_grad():
@@ -226,8 +256,10 @@ class GNNEnsemble:
                     logr = batcher.log_roofline(node[pg], ps)
                     pg_t, ps_t = torch.from_numpy(pg), torch.from_numpy(ps)
                     for k, model in enumerate(models):
-                        preds[k, rows[part]] = model(embs[k][pg_t], hs[k][ps_t], logr, mask[pg_t]).numpy()
-        return preds.mean(0), preds.std(0)
+                        fixed, work = model.parts(embs[k][pg_t], hs[k][ps_t], logr, mask[pg_t])
+                        preds[k, rows[part]] = torch.logaddexp(fixed, work).numpy()
+                        shares[k, rows[part]] = torch.sigmoid(fixed - work).numpy()
+        return (preds.mean(0), shares.mean(0)) if share else (preds.mean(0), preds.std(0))
 
     def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mean, spread = self._predict(samples)
@@ -288,6 +320,31 @@ class Predictor:
         floor = roofline_log(samples)
         lift = np.maximum(floor - mean, 0)
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
+
+    def calibration(self, shots: Samples, which: str = "gnn"):
+        """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting."""
+        from edgeatlas.predictor.fewshot import calibrate
+
+        if len(np.unique(shots.setting)) != 1:
+            raise ValueError("shots of one setting calibrate that setting only")
+        mean, lo, hi = self.predict(shots, which)
+        terms = physical_terms(shots)
+        return calibrate(mean, shots.latency_ms, float(np.median(hi - lo) / 2), self._share(shots, which),
+                         _compute_floor(terms), terms)
+
+    def predict_calibrated(self, samples: Samples, cal, which: str = "gnn") -> tuple[np.ndarray, np.ndarray,
+                                                                                     np.ndarray]:
+        """(log mean, log low, log high) in the calibration's setting; never faster than the sheet's peak
+        FLOP/s allow (lowered by as much as a shot ran faster). The memory side is no floor here: the shots
+        show what the caches make of it."""
+        terms = physical_terms(samples)
+        mean = cal.apply(self.predict(samples, which)[0], self._share(samples, which), terms)
+        floor = _compute_floor(terms) + cal.floor_shift
+        mean = np.maximum(mean, floor)
+        return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width
+
+    def _share(self, samples: Samples, which: str) -> np.ndarray | None:
+        return self.gnn.fixed_share(samples) if which in ("gnn", "gnn-raw") else None
 
     def save(self, path) -> None:
         """One safetensors file: every array as a tensor, the trees as skops bytes (a uint8 tensor), and

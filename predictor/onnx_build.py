@@ -103,6 +103,8 @@ class GraphBuilder:
 
 
 def trainable_parameters(model: onnx.ModelProto) -> int:
-    """Parameters as PyTorch counts them: BatchNorm running statistics are not parameters."""
+    """Parameters as PyTorch counts them: BatchNorm running statistics are not parameters, nor are integer
+    constants (a Reshape's target shape)."""
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE)
     return int(sum(np.prod(t.dims) for t in model.graph.initializer
-                   if not t.name.startswith(BN_STAT) and len(t.dims) > 0))
+                   if not t.name.startswith(BN_STAT) and len(t.dims) > 0 and t.data_type in floats))

@@ -118,11 +118,12 @@ class AdminClient:
 
     # ---- the cost predictor --------------------------------------------------------------------
     def predict(self, spec_json: str, model: str | bytes, target: str = "cpu", batch: int = 1, threads: int = 0,
-                runtime: str = "", version: int = 0, inputs_json: str = "") -> admin_pb2.PredictResponse:
+                runtime: str = "", version: int = 0, inputs_json: str = "",
+                fingerprint_json: str = "") -> admin_pb2.PredictResponse:
         """model: a registered model's name or sha256 prefix, or an ONNX graph's bytes (read, not stored) with
-        its input spec (protos/inputs.py)."""
+        its input spec (protos/inputs.py). fingerprint_json: a device's fingerprint to calibrate on."""
         request = admin_pb2.PredictRequest(spec_json=spec_json, target=target, batch=batch, threads=threads,
-                                           runtime=runtime, version=version)
+                                           runtime=runtime, version=version, fingerprint_json=fingerprint_json)
         if isinstance(model, bytes):
             request.model_onnx = model
             request.inputs_json = inputs_json

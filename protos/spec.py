@@ -16,7 +16,8 @@ from edgeatlas.protos.errors import InvalidInput
 
 SCHEMA = "edgeatlas.spec/v1"
 DEVICE_CLASSES = ("phone", "laptop", "desktop", "server", "board", "accelerator", "tablet")
-TARGETS = ("cpu", "gpu", "npu", "dsp", "tpu")
+# Processors a sheet can describe: an accelerator of any of these kinds is predicted from its own fields.
+TARGETS = ("cpu", "gpu", "npu", "dsp", "tpu", "fpga", "asic")
 
 # Numeric fields with the range a real device can have; None means unbounded above.
 _NUMBERS: dict[str, tuple[type, float, float | None]] = {
@@ -31,12 +32,12 @@ _NUMBERS: dict[str, tuple[type, float, float | None]] = {
     "memory.size_gb": (float, 0.01, 1e5),
     "memory.bandwidth_gbs": (float, 0.01, 1e5),
     "accelerator.compute_units": (int, 1, 1e6),
-    "accelerator.clock_ghz": (float, 0.01, 10),
-    "accelerator.fp32_tflops": (float, 0.0001, 1e5),
-    "accelerator.fp16_tflops": (float, 0.0001, 1e5),
-    "accelerator.int8_tops": (float, 0.0001, 1e6),
-    "accelerator.memory_gb": (float, 0.01, 1e5),
-    "accelerator.bandwidth_gbs": (float, 0.01, 1e6),
+    "accelerator.clock_ghz": (float, 0.001, 10),
+    "accelerator.fp32_tflops": (float, 1e-6, 1e5),
+    "accelerator.fp16_tflops": (float, 1e-6, 1e5),
+    "accelerator.int8_tops": (float, 1e-6, 1e6),
+    "accelerator.memory_gb": (float, 1e-6, 1e5),  # from an on-chip memory of a kilobyte to a server's HBM
+    "accelerator.bandwidth_gbs": (float, 1e-4, 1e6),
     "accelerator.l2_kb": (float, 0, 1e7),
     "tdp_w": (float, 0.01, 1e5),
 }

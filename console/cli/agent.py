@@ -151,6 +151,43 @@ def cmd_agent_bench(args) -> int:
     return 0
 
 
+def cmd_agent_fingerprint(args) -> int:
+    from edgeatlas.agent.state import StateDir, default_state_dir
+    from edgeatlas.console.fingerprints import measure, state_fingerprint
+
+    state = StateDir(args.state_dir or default_state_dir())
+    say(f"measuring the reference networks here (ONNX Runtime, {args.provider}, threads {args.threads or 'default'})")
+    fingerprint = measure(state.root, args.threads, args.provider, say)
+    fingerprint.device = args.name or ""
+    fingerprint.save(state_fingerprint(state.root))
+    say(f"kept on this device: {state_fingerprint(state.root)}")
+    if args.out:
+        fingerprint.save(args.out)
+        say(f"wrote {args.out} (yours to share: `edgeatlas predict --fingerprint {args.out}` uses it)")
+    return 0
+
+
+def cmd_agent_predict(args) -> int:
+    from edgeatlas.agent.probe import probe
+    from edgeatlas.agent.state import StateDir, default_state_dir
+    from edgeatlas.console.cli.predictor import answer_lines, checkpoint_path
+    from edgeatlas.console.fingerprints import state_fingerprint
+    from edgeatlas.predictor.commands import predict
+    from edgeatlas.predictor.fingerprint import Fingerprint
+
+    state = StateDir(args.state_dir or default_state_dir())
+    path = state_fingerprint(state.root)
+    if not path.is_file():
+        raise errors.InvalidInput(f"no fingerprint in {state.root}: measure one first (edgeatlas agent fingerprint)")
+    fingerprint = Fingerprint.load(path)
+    sheet = state.root / "spec.yaml"
+    sheet.write_text(probe("/", measure_bandwidth=True).to_yaml())
+    answers = predict(checkpoint_path(args.checkpoint), str(sheet), args.model, fingerprint.target,
+                      fingerprint.batch, fingerprint.threads, fingerprint.runtime, input_request(args), fingerprint)
+    say(json.dumps(answers[0] if len(answers) == 1 else answers) if args.json else "\n".join(answer_lines(answers)))
+    return 0
+
+
 def _budget_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--privacy-budget", type=float, default=8.0, help="ε allowed per window (yours to set)")
     p.add_argument("--privacy-window-hours", type=float, default=24.0)
@@ -216,6 +253,20 @@ def register(sub) -> None:
     p.add_argument("--state-dir")
     _budget_options(p)
     p.set_defaults(func=cmd_agent_privacy)
+    p = agent.add_parser("fingerprint", help="measure this device's latencies on the predictor's reference networks")
+    p.add_argument("--state-dir")
+    p.add_argument("--threads", type=int, default=0, help="as the predictions you will ask for (0 = all cores)")
+    p.add_argument("--provider", default="CPUExecutionProvider")
+    p.add_argument("--name", help="a name for this device in the file")
+    p.add_argument("--out", help="also write it here (it is kept in the state directory in any case)")
+    p.set_defaults(func=cmd_agent_fingerprint)
+    p = agent.add_parser("predict", help="predict a model's latency here, calibrated on this device's fingerprint")
+    p.add_argument("--model", action="append", required=True, help="ONNX model, GGUF file or config.json")
+    p.add_argument("--checkpoint", help="from `predictor train` (default: the one `edgeatlas demo` trains)")
+    p.add_argument("--state-dir")
+    input_options(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_agent_predict)
     p = agent.add_parser("bench", help="run one model here, without a coordinator")
     p.add_argument("model")
     run_options(p, iterations=100, duration=2.0)

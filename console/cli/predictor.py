@@ -54,7 +54,8 @@ def cmd_predictor_train(args) -> int:
 def cmd_predictor_eval(args) -> int:
     from edgeatlas.predictor.commands import run_eval
 
-    say(run_eval(args.data, args.split, _train_config(args), args.device or None, say))
+    say(run_eval(args.data, args.split, _train_config(args), args.device or None, say, shots=args.shots,
+                 families=args.family or None))
     return 0
 
 
@@ -123,15 +124,35 @@ def cmd_predictor_ask(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from edgeatlas.predictor.commands import pareto_plot, predict, print_json
-
-    checkpoint = args.checkpoint or _default_checkpoint()
+def checkpoint_path(given: str | None) -> str:
+    checkpoint = given or _default_checkpoint()
     if not Path(checkpoint).is_file():
         raise errors.InvalidInput(f"checkpoint {checkpoint}: no such file (train one with `edgeatlas predictor "
                                   f"train --data DIR --out CKPT`, or run `edgeatlas demo`)")
-    answers = predict(str(checkpoint), args.spec, args.model, args.target, args.batch, args.threads, args.runtime,
-                      input_request(args))
+    return str(checkpoint)
+
+
+def answer_lines(answers: list[dict]) -> list[str]:
+    lines = []
+    for a in answers:
+        lines.append(f"{Path(a['model']).stem}: {a['latency_ms']:.4g} ms (80 % interval {a['latency_ms_low']:.4g}–"
+                     f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
+                     f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms"
+                     + (f"; zero-shot {a['zero_shot_latency_ms']:.4g} ms" if "zero_shot_latency_ms" in a else ""))
+    for key in ("fingerprint", "runtime_note"):
+        if answers and key in answers[0]:
+            lines.append(f"  ({'calibrated: ' if key == 'fingerprint' else ''}{answers[0][key]})")
+    return lines
+
+
+def cmd_predict(args) -> int:
+    from edgeatlas.predictor.commands import pareto_plot, predict, print_json
+    from edgeatlas.predictor.fingerprint import Fingerprint
+
+    checkpoint = checkpoint_path(args.checkpoint)
+    fingerprint = Fingerprint.load(args.fingerprint) if args.fingerprint else None
+    answers = predict(checkpoint, args.spec, args.model, args.target, args.batch, args.threads, args.runtime,
+                      input_request(args), fingerprint)
     if args.plot:
         front = pareto_plot(answers, args.plot)
         if not args.json:
@@ -139,10 +160,7 @@ def cmd_predict(args) -> int:
     if args.json:
         say(print_json(answers))
     else:
-        for a in answers:
-            say(f"{Path(a['model']).stem}: {a['latency_ms']:.4g} ms (80 % interval {a['latency_ms_low']:.4g}–"
-                f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
-                f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms")
+        say("\n".join(answer_lines(answers)))
     return 0
 
 
@@ -172,8 +190,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_predictor_train)
     p = predictor.add_parser("eval", help="roofline vs tabular vs GNN on held-out hardware or networks")
     training_options(p, members=2, epochs=4, max_networks=4000)
-    p.add_argument("--split", required=True, help="leave-hardware-out | leave-model-out")
+    p.add_argument("--split", required=True, help="leave-hardware-out | leave-model-out | leave-family-out")
     p.add_argument("--device", action="append", help="hold out only these devices (spec-sheet names)")
+    p.add_argument("--family", action="append", help="leave-family-out: hold out only these families "
+                                                     "(nasbench201, fbnet)")
+    p.add_argument("--shots", type=int, default=0,
+                   help="K networks measured in each held-out setting (a fingerprint's worth), the rest predicted")
     p.set_defaults(func=cmd_predictor_eval)
     p = predictor.add_parser("predict-batch", help="a CSV of queries → the same CSV with predictions")
     p.add_argument("--checkpoint", required=True)
@@ -209,5 +231,7 @@ def register(sub) -> None:
     input_options(p)
     p.add_argument("--json", action="store_true", help="one JSON object (a list for several models)")
     p.add_argument("--plot", help="write a Pareto plot of the models (PNG)")
+    p.add_argument("--fingerprint", help="the device's fingerprint (edgeatlas agent fingerprint --out FILE): the "
+                                         "answer is calibrated on it; ask in its setting (threads, batch, runtime)")
     p.set_defaults(func=cmd_predict)
 

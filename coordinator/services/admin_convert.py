@@ -90,4 +90,5 @@ def predictor_to_pb(row) -> admin_pb2.PredictorVersion:
     return admin_pb2.PredictorVersion(
         version=row.version, created_ms=row.created_ms, trigger=row.trigger, cells=row.cells,
         networks=row.networks, devices=row.devices, evaluation_json=row.evaluation_json,
-        size_bytes=row.size_bytes, train_seconds=row.train_seconds, privacy_json=row.privacy_json)
+        size_bytes=row.size_bytes, train_seconds=row.train_seconds, privacy_json=row.privacy_json,
+        runtimes=[r for r in (row.runtimes or "").split(",") if r])

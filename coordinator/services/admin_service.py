@@ -248,7 +248,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         model = request.model or bytes(request.model_onnx)
         answer = await asyncio.to_thread(_predictor_call, self.predictors.predict, request.spec_json, model,
                                          request.target or "cpu", request.batch, request.threads, request.runtime,
-                                         request.version, request.inputs_json)
+                                         request.version, request.inputs_json, request.fingerprint_json)
         return admin_pb2.PredictResponse(**answer)
 
     @rpc

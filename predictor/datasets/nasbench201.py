@@ -1,7 +1,8 @@
 """NAS-Bench-201 latencies on real devices (as published with HELP, Lee et al., NeurIPS 2021).
 
 Layout of a data directory: `latency_ms.csv` (nb201_index, arch_str, one column per setting),
-`settings.yaml` (column → spec sheet, target, batch, runtime), `specs/*.yaml`.
+`settings.yaml` (column → spec sheet, target, batch, runtime), `specs/*.yaml`. The FBNet data has the
+same layout with an `fbnet_index` column (`INDEX_COLUMNS`: the index column names the family).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from edgeatlas.protos.spec import SpecSheet
 CITATION = ("NAS-Bench-201 latency as published with HELP (Lee et al., NeurIPS 2021, MIT licence); "
             "Pixel 3 values from HW-NAS-Bench (Li et al., ICLR 2021)")
 SAMPLE_DIR = Path(__file__).parent / "nasbench201_sample"
+# The first column of latency_ms.csv names the architecture family its arch_str belongs to.
+INDEX_COLUMNS = {"nb201_index": "nasbench201", "fbnet_index": "fbnet"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Dataset:
     root: Path
     columns: dict[str, Column]
     rows: list[Row]
+    family: str = "nasbench201"
 
     def row(self, index: int) -> Row:
         for r in self.rows:
@@ -69,7 +73,7 @@ def load(root: str | Path) -> Dataset:
     root = Path(root)
     settings_path, csv_path = root / "settings.yaml", root / "latency_ms.csv"
     if not settings_path.is_file() or not csv_path.is_file():
-        raise InvalidInput(f"{root} is not a NAS-Bench-201 data directory (settings.yaml, latency_ms.csv)")
+        raise InvalidInput(f"{root} is not a data directory of published latencies (settings.yaml, latency_ms.csv)")
     settings = yaml.safe_load(settings_path.read_text()) or {}
     columns = {}
     for name, entry in settings.items():
@@ -79,9 +83,13 @@ def load(root: str | Path) -> Dataset:
     rows = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(columns) - set(reader.fieldnames or [])
+        header = reader.fieldnames or []
+        missing = set(columns) - set(header)
         if missing:
             raise InvalidInput(f"{csv_path}: columns {sorted(missing)} named in settings.yaml are missing")
+        index = next((c for c in INDEX_COLUMNS if c in header), None)
+        if index is None or "arch_str" not in header:
+            raise InvalidInput(f"{csv_path}: needs arch_str and an index column ({', '.join(INDEX_COLUMNS)})")
         for record in reader:
             values = {}
             for name in columns:
@@ -90,8 +98,8 @@ def load(root: str | Path) -> Dataset:
                     value = float(text)
                     if math.isfinite(value) and value > 0:
                         values[name] = value
-            rows.append(Row(index=int(record["nb201_index"]), arch=record["arch_str"], latency_ms=values))
-    return Dataset(root=root, columns=columns, rows=rows)
+            rows.append(Row(index=int(record[index]), arch=record["arch_str"], latency_ms=values))
+    return Dataset(root=root, columns=columns, rows=rows, family=INDEX_COLUMNS[index])
 
 
 def spread_sample(dataset: Dataset, n: int, column: str = "pixel3") -> list[Row]:
@@ -153,7 +161,7 @@ def nasbench201(name: str, arch: str, seed: int | None = 0, check: bool = True) 
     """
     cell = parse_nb201(arch)
     g = GraphBuilder(seed)
-    zero = g.const("zero", np.array(0, np.float32))
+    zero = g.const("zero", np.array(0, np.float32)) if "none" in arch else ""
 
     def cell_forward(x: str, c: int) -> str:
         states = [x]

@@ -171,3 +171,12 @@ def test_an_uploaded_graph_gets_its_spec_from_flags_or_a_one_line_refusal():
         uploaded_spec(b"\x00garbage", "")
     with pytest.raises(InvalidInput, match="input flags"):
         uploaded_spec(model, "--dim 'H=3")
+
+
+def test_fingerprint_uploads_and_runtime_coverage_are_read_for_the_page():
+    text, setting = data.fingerprint_upload(b'{"threads": 2, "batch": 1, "runtime": "onnxruntime"}')
+    assert setting == {"threads": 2, "batch": 1, "runtime": "onnxruntime"} and '"threads": 2' in text
+    assert data.fingerprint_upload(b"\xff\xfe")[1] is None and data.fingerprint_upload(b"[1]")[1] is None
+    covered = data.runtime_coverage(admin_pb2.PredictorVersion(runtimes=["pytorch", "tflite"]))
+    assert "covers pytorch, tflite" in covered and "onnxruntime, llama.cpp" in covered
+    assert "does not record" in data.runtime_coverage(admin_pb2.PredictorVersion())

@@ -185,7 +185,9 @@ def test_campaign_progress_per_hardware_class_pause_resume_and_cancel(app, world
 
 def test_predictor_answers_a_pasted_sheet_and_names_a_bad_field(app):
     at = app("predictor")
-    assert "Predictor v1 (published)" in " ".join(c.value for c in at.caption)
+    captions = " ".join(c.value for c in at.caption)
+    assert "Predictor v1 (published)" in captions
+    assert "training data covers pytorch, tflite; for onnxruntime" in captions
     at.radio(key="pa_how").set_value("Paste").run()
     at.text_area(key="pa_paste").set_value(RASPBERRY_PI_5.replace("board", "toaster")).run()
     assert any("device_class" in e and "toaster" in e for e in errors_of(at))
@@ -197,6 +199,8 @@ def test_predictor_answers_a_pasted_sheet_and_names_a_bad_field(app):
     assert list(table["model"]) == ["mlp-s", "resnet-s"]
     assert ((table["low_ms"] <= table["latency_ms"]) & (table["latency_ms"] <= table["high_ms"])).all()
     assert (table["latency_ms"] > 0).all() and (table["gflops"] > 0).all()
+    assert "note" not in table and "zero_shot_ms" not in table  # shown below it once, and only with a fingerprint
+    assert any("no sample of onnxruntime" in c.value for c in at.caption)  # the runtime it was asked for
     pareto = figure(at, "pr_pareto")["data"][0]
     assert sorted(pareto["text"]) == ["mlp-s", "resnet-s"]
 

@@ -112,12 +112,19 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     assert 0 < float(spent[0][3]) < float(spent[1][3]) <= 8.08
     assert "→ predictor v1, scored on networks it never saw: GNN MAPE" in federated
     predictor = out[out.index("[7/7] the cost predictor"):out.index("where the data lives")]
-    answers = re.findall(r"^\s+(\S+)\s+([\d.]+) ms\s+([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)\s+"
-                         r"([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)$", predictor, re.M)
-    assert len(answers) >= 4, predictor  # measured here, predicted here, predicted for the typed sheet
+    interval = r"([\d.e+-]+) ms \(([\d.e+-]+)–([\d.e+-]+)\)"
+    answers = re.findall(rf"^\s+(\S+)\s+([\d.]+) ms\s+{interval}\s+{interval}\s+{interval}$", predictor, re.M)
+    assert len(answers) >= 4, predictor  # measured here; predicted here with its fingerprint, zero-shot; typed sheet
     for _, measured, *predicted in answers:
-        here, here_lo, here_hi, pi, pi_lo, pi_hi = map(float, predicted)
-        assert float(measured) > 0 and here_lo <= here <= here_hi and pi_lo <= pi <= pi_hi
+        values = list(map(float, predicted))
+        assert float(measured) > 0
+        for mean, lo, hi in (values[0:3], values[3:6], values[6:9]):
+            assert 0 < lo <= mean <= hi
+    errors = dict(re.findall(r"(with this machine's fingerprint|zero-shot): error (\d+) % on average", predictor))
+    assert set(errors) == {"with this machine's fingerprint", "zero-shot"}, predictor
+    # the fingerprint's whole point: closer to what was just measured than the spec sheet alone
+    assert int(errors["with this machine's fingerprint"]) < int(errors["zero-shot"])
+    assert re.search(r"calibrated: \w+ from 9 shots", predictor)
     ask = re.search(r"ask it yourself: (edgeatlas predict .*?)  \(checkpoint", predictor).group(1).split()
     again = subprocess.run([sys.executable, "-m", "edgeatlas", *ask[1:], "--json"], capture_output=True, text=True,
                            timeout=120, env=env)  # the default checkpoint the demo left

@@ -80,6 +80,23 @@ def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
             with pytest.raises(InvalidInput, match="dimension 1 is 3 in the model"):
                 admin.predict(spec, cls, inputs_json=inputs.to_json(
                     (inputs.InputSpec("x", "float32", (inputs.BATCH, 4, 48, 192)),)))
+            # the training data is tflite and pytorch: an onnxruntime answer says so; a fingerprint calibrates it
+            assert admin.predictor_versions()[-1].runtimes == ["pytorch", "tflite"]
+            ort_answer = admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime")
+            assert "no sample of onnxruntime" in ort_answer.note
+            assert ort_answer.latency_ms_low <= ort_answer.roofline_latency_ms * 1.001
+            from edgeatlas.predictor import fingerprint as fp
+            twice = {n: 2.0 * (i + 1) for i, n in enumerate(fp.NAMES)}
+            fingerprint = fp.Fingerprint(latency_ms=twice, threads=1).to_json()
+            tuned = admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime", fingerprint_json=fingerprint)
+            assert "shots" in tuned.note and tuned.zero_shot_latency_ms == pytest.approx(ort_answer.latency_ms)
+            with pytest.raises(InvalidInput, match="threads"):
+                admin.predict(spec, names[0], "cpu", 1, 4, "onnxruntime", fingerprint_json=fingerprint)
+            with pytest.raises(InvalidInput, match="fingerprint_json: not JSON"):
+                admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime", fingerprint_json="{")
+            with pytest.raises(InvalidInput, match="not a network of"):
+                admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime",
+                              fingerprint_json=fingerprint.replace('"gemm"', '"resnet"'))
             assert len(admin.predictor_versions()) == len(auto) + 1  # refused queries store nothing
         env_args = ("--coordinator", c.address, "--admin-token", c.admin_token)
         listed = run_cli("predictor", "versions", *env_args)

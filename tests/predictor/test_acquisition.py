@@ -11,12 +11,12 @@ from edgeatlas.protos.errors import InvalidInput
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    from edgeatlas.predictor.data import load_nb201_dir
+    from edgeatlas.predictor.data import load_dir
     from edgeatlas.predictor.datasets import nasbench201 as nb
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("EDGEATLAS_CACHE", str(tmp_path_factory.mktemp("cache")))
-        return load_nb201_dir(nb.SAMPLE_DIR, limit=60)
+        return load_dir(nb.SAMPLE_DIR, limit=60)
 
 
 def test_choose_takes_the_cell_that_teaches_the_most_then_conditions_on_it(sample):

@@ -137,3 +137,33 @@ def test_int8_data_without_integer_ops_is_not_an_int8_model():
     assert onnx_model.precision(m) == "fp32"
     declared, _ = onnx_model.declared_inputs(m)
     assert declared[0].vocab == 100  # the ids index a table of 100 rows
+
+
+def test_a_pooling_window_larger_than_its_input_costs_only_the_input():
+    # transformers' EfficientNet ends in AvgPool2d(1280, ceil_mode=True) on a 7×7 map: a global pool whose
+    # kernel is 1280×1280. Each output sums 49 values, not 1,638,400.
+    pool = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[1280, 1280], ceil_mode=1)
+    g = from_onnx(model([pool], [info("x", [1, 320, 7, 7])], [info("y", [1, 320, 1, 1])]))
+    assert g.flops.sum() == 320 * 49
+    small = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    g = from_onnx(model([small], [info("x", [1, 8, 7, 7])], [info("y", [1, 8, 7, 7])]))
+    assert g.flops.sum() == 8 * 49 * 9  # a window inside its input is counted whole, as before
+
+
+def test_onnx_runtime_is_featurized_as_it_runs_the_graph():
+    """BatchNormalization after a convolution is folded into it by ONNX Runtime's basic optimizations: for
+    that runtime it moves no activations; for others the graph is featurized as given."""
+    from edgeatlas.predictor.graph import as_runtime_runs
+
+    c = 8
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"])]
+    inits = [tensor("w", (c, 3, 3, 3)), tensor("s", (c,)), tensor("b", (c,)), tensor("m", (c,)),
+             numpy_helper.from_array(np.ones(c, np.float32), "v")]
+    m = model(nodes, [info("x", [1, 3, 16, 16])], [info("y", [1, c, 16, 16])], inits)
+    as_given = from_onnx(as_runtime_runs(m, "tflite"))
+    in_ort = from_onnx(as_runtime_runs(m, "onnxruntime"))
+    assert as_given.nodes == 2 and in_ort.nodes == 1 and in_ort.ops == ["Conv"]
+    assert in_ort.act_bytes.sum() < as_given.act_bytes.sum()
+    # the folded graph's conv carries the bias the normalisation became: one add per output, not its two
+    assert in_ort.flops.sum() == as_given.flops.sum() - c * 256

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeatlas.predictor.data import load_nb201_dir
+from edgeatlas.predictor.data import load_dir
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.predictor.federated import dpsgd
 from edgeatlas.predictor.federated.plan import FederatedPlan
@@ -17,7 +17,7 @@ from edgeatlas.protos.errors import InvalidInput
 
 @pytest.fixture(scope="module")
 def sample():
-    return load_nb201_dir(nb.SAMPLE_DIR)
+    return load_dir(nb.SAMPLE_DIR)
 
 
 def two_devices(sample, networks: int):
@@ -277,3 +277,52 @@ def test_the_client_app_trains_in_process_and_its_update_is_clipped(sample, tmp_
         assert float(update) <= plan.update_clip * 1.001  # Flower's fixedclipping_mod bounded what leaves
         epsilons.append(metrics["epsilon"])
     assert 0 < epsilons[0] < epsilons[1] <= plan.epsilon * 1.01  # the second round composes with the first
+
+
+def test_torch_geometric_layers_compute_what_the_hand_written_ones_did():
+    """Checkpoints from before DenseSAGEConv load renamed and give the same answers: mean over neighbours
+    through one linear map, plus the node itself through another, the bias on either."""
+    from torch import nn
+    from torch_geometric.nn import DenseSAGEConv
+
+    from edgeatlas.predictor.gnn import upgrade_state
+
+    torch.manual_seed(0)
+    lin_l, lin_r = nn.Linear(8, 8), nn.Linear(8, 8, bias=False)
+    h = torch.randn(2, 5, 8)
+    adj = (torch.rand(2, 5, 5) > 0.5).float()
+    adj = ((adj + adj.transpose(1, 2)) > 0).float()
+    old = lin_l(torch.bmm(adj / adj.sum(-1, keepdim=True).clamp(min=1), h)) + lin_r(h)
+    state = upgrade_state({"convs.0.lin_l.weight": lin_l.weight, "convs.0.lin_l.bias": lin_l.bias,
+                           "convs.0.lin_r.weight": lin_r.weight})
+    conv = DenseSAGEConv(8, 8)
+    conv.load_state_dict({k.removeprefix("convs.0."): v for k, v in state.items()})
+    assert torch.allclose(conv(h, adj), old, atol=1e-5)
+
+
+def test_opacus_per_sample_gradients_through_torch_geometric_layers_are_exact(sample):
+    """DP-SGD clips each measurement's own gradient: Opacus's per-sample gradients through DenseSAGEConv
+    equal the gradients of each sample's loss computed alone."""
+    from opacus import GradSampleModule
+
+    part = two_devices(sample, 6)[0]
+    mean, std = standardization(sample)
+    data = dpsgd.PairDataset(part, mean, std)
+    batch = torch.utils.data.default_collate([data[i] for i in range(4)])
+    import copy
+
+    model = dpsgd.new_model(5)
+    plain = copy.deepcopy(model)  # Opacus's hooks stay on the modules it wraps: the reference is a copy
+    wrapped = GradSampleModule(PairCost(model), loss_reduction="sum")
+    ((wrapped(*batch[:5]) - batch[5]) ** 2).sum().backward()
+    per_sample = {n.removeprefix("_module."): p.grad_sample for n, p in wrapped.named_parameters()
+                  if "convs." in n or "norms." in n}
+    assert {"cost.convs.0.lin_rel.weight", "cost.convs.2.lin_root.bias"} <= set(per_sample)
+    for i in range(4):
+        plain.zero_grad()
+        one = [t[i:i + 1] for t in batch]
+        ((PairCost(plain)(*one[:5]) - one[5]) ** 2).sum().backward()
+        own = {f"cost.{n}": p.grad for n, p in plain.named_parameters()}
+        for name, grads in per_sample.items():
+            assert torch.allclose(grads[i], own[name], atol=1e-5), name
+        assert own["cost.convs.0.lin_rel.weight"].abs().sum() > 0  # a gradient that flows, not zeros

@@ -77,18 +77,23 @@ def test_predict_several_models_with_a_pareto_plot(checkpoint, zoo, env, tmp_pat
     assert proc.stdout.count(" ms (80 % interval") == 4
 
 
+def predict_batch(checkpoint, env, where, rows, name="q.csv", out="p.csv"):
+    """`predictor predict-batch` on a query table of these rows, written beside the files it names."""
+    with open(where / name, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["model_path", "spec_path", "target", "batch", "runtime"])
+        w.writerows(rows)
+    return run_cli("predictor", "predict-batch", "--checkpoint", str(checkpoint), "--queries", str(where / name),
+                   "--out", str(where / out), env=env)
+
+
 def test_predict_batch_reads_relative_paths_and_empty_cells(checkpoint, zoo, env, tmp_path):
     shutil.copy(zoo / "mlp-s.onnx", tmp_path / "a.onnx")
     shutil.copy(zoo / "resnet-s.onnx", tmp_path / "b.onnx")
     shutil.copytree(NB201 / "specs", tmp_path / "specs")
     rows = [("a.onnx", "specs/pixel_3.yaml", "cpu", "", ""), ("b.onnx", "specs/pixel_3.yaml", "cpu", "1", "tflite"),
             ("b.onnx", "specs/titan_rtx.yaml", "gpu", "32", "pytorch")]
-    with open(tmp_path / "q.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["model_path", "spec_path", "target", "batch", "runtime"])
-        w.writerows(rows)
-    proc = run_cli("predictor", "predict-batch", "--checkpoint", str(checkpoint), "--queries",
-                   str(tmp_path / "q.csv"), "--out", str(tmp_path / "p.csv"), env=env)
+    proc = predict_batch(checkpoint, env, tmp_path, rows)
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "p.csv", newline="") as f:
         out = list(csv.DictReader(f))
@@ -200,3 +205,113 @@ def test_predict_a_real_model_at_the_shape_given_and_never_at_an_invented_one(ch
     small, large = answer("batchx3x48x192"), answer("batchx3x192x768")
     assert large["gflops"] > 10 * small["gflops"] > 0  # 16× the pixels; the head does not grow
     assert large["latency_ms"] > small["latency_ms"]
+
+
+def test_predict_batch_answers_every_row_it_can_and_names_what_is_wrong_with_the_rest(checkpoint, zoo, env,
+                                                                                       tmp_path):
+    shutil.copy(zoo / "mlp-s.onnx", tmp_path / "a.onnx")
+    shutil.copytree(NB201 / "specs", tmp_path / "specs")
+    (tmp_path / "broken.onnx").write_bytes(b"\x00garbage")
+    (tmp_path / "tpu.yaml").write_text("name: bare\ncpu: {cores: 4}\n")  # no accelerator at all
+    rows = [("a.onnx", "specs/pixel_3.yaml", "cpu", "1", "tflite"),
+            ("broken.onnx", "specs/pixel_3.yaml", "cpu", "1", ""),
+            ("a.onnx", "specs/pixel_3.yaml", "cpu", "many", ""),
+            ("a.onnx", "tpu.yaml", "tpu", "1", ""),
+            ("a.onnx", "nowhere.yaml", "cpu", "1", ""),
+            ("a.onnx", "specs/pixel_3.yaml", "cpu", "2", "tflite")]
+    proc = predict_batch(checkpoint, env, tmp_path, rows)
+    assert proc.returncode == 0, proc.stderr
+    assert "4 rows not answered" in proc.stdout
+    with open(tmp_path / "p.csv", newline="") as f:
+        out = list(csv.DictReader(f))
+    assert len(out) == len(rows)
+    errors = [r["error"] for r in out]
+    assert errors[0] == errors[5] == "" and float(out[5]["latency_ms"]) > 0 and float(out[0]["latency_ms"]) > 0
+    assert "line 3" in errors[1] and "ONNX" in errors[1]
+    assert "line 4" in errors[2] and "batch" in errors[2]
+    assert "line 5" in errors[3] and "accelerator" in errors[3]
+    assert "line 6" in errors[4] and "nowhere.yaml" in errors[4]
+    assert all(out[i]["latency_ms"] == "" for i in (1, 2, 3, 4))
+    # a table with nothing answerable is bad input, and nothing is written
+    one_line_error(predict_batch(checkpoint, env, tmp_path, rows[1:5], "bad.csv", "none.csv"),
+                   "no row could be answered")
+    assert not (tmp_path / "none.csv").exists()
+
+
+FPGA = """name: Tiny FPGA board
+device_class: board
+accelerator: {kind: fpga, vendor: AMD, name: Artix-7 100T soft NPU, fp32_tflops: 0.0005, int8_tops: 0.002,
+              memory_gb: 0.0001, bandwidth_gbs: 0.2, clock_ghz: 0.15}
+"""
+ASIC = """name: Keyword-spotting ASIC
+accelerator: {kind: asic, name: KWS-1, int8_tops: 0.00005, memory_gb: 0.000064, bandwidth_gbs: 0.05}
+"""
+
+
+def test_fpga_and_asic_sheets_with_kilobytes_of_memory_are_predicted(checkpoint, zoo, env, tmp_path):
+    for text, target in ((FPGA, "fpga"), (ASIC, "asic")):
+        sheet = tmp_path / f"{target}.yaml"
+        sheet.write_text(text)
+        proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(sheet), "--model",
+                       str(zoo / "mlp-s.onnx"), "--target", target, "--json", env=env)
+        assert proc.returncode == 0, proc.stderr
+        answer = json.loads(proc.stdout)
+        # at a few hundred MFLOP/s the roofline alone is tens of microseconds: the answer is no faster
+        assert answer["latency_ms"] >= answer["roofline_latency_ms"] > 0.05
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(tmp_path / "fpga.yaml"),
+                           "--model", str(zoo / "mlp-s.onnx"), "--target", "asic", env=env), "no asic")
+
+
+def test_predict_with_a_fingerprint_is_calibrated_to_it_and_says_so(checkpoint, zoo, env, tmp_path):
+    """A fingerprint three times slower than the zero-shot answers on every reference network moves the
+    answer by three; a runtime the data never saw is flagged when no fingerprint is given."""
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import fingerprint_shots, predict
+    from edgeatlas.predictor.models import Predictor
+
+    spec = NB201 / "specs" / "pixel_3.yaml"
+    model = str(zoo / "resnet-s.onnx")
+    zero = predict(str(checkpoint), str(spec), [model], "cpu", 1, 1, "onnxruntime")[0]
+    assert "no sample of onnxruntime" in zero["runtime_note"]
+    assert zero["latency_ms_low"] <= zero["roofline_latency_ms"] * 1.001  # the interval reaches the roofline
+    predictor = Predictor.load(checkpoint)
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
+    from edgeatlas.predictor.commands import _setting
+    from edgeatlas.protos.spec import SpecSheet
+
+    shots = fingerprint_shots(probe, _setting(SpecSheet.load(spec), "cpu", 1, 1, "onnxruntime"))
+    ref = __import__("numpy").exp(predictor.predict(shots, "gnn")[0])
+    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(fp.NAMES, ref)}, threads=1)
+    slow.save(tmp_path / "f.json")
+    proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model", model,
+                   "--threads", "1", "--fingerprint", str(tmp_path / "f.json"), "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    tuned = json.loads(proc.stdout)
+    assert tuned["latency_ms"] == pytest.approx(3 * tuned["zero_shot_latency_ms"], rel=0.05)
+    assert "shots" in tuned["fingerprint"] and "runtime_note" not in tuned
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model", model,
+                           "--threads", "4", "--fingerprint", str(tmp_path / "f.json"), env=env), "threads")
+    (tmp_path / "bad.json").write_text("[]")
+    one_line_error(run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model", model,
+                           "--fingerprint", str(tmp_path / "bad.json"), env=env), "bad.json")
+
+
+def test_eval_with_shots_and_leave_family_out(small_data, env, tmp_path):
+    fb = tmp_path / "fbnet"
+    fb.mkdir()
+    source = SHARED / "datasets" / "fbnet"
+    shutil.copy(source / "settings.yaml", fb / "settings.yaml")
+    shutil.copytree(source / "specs", fb / "specs")
+    lines = (source / "latency_ms.csv").read_text().splitlines()
+    (fb / "latency_ms.csv").write_text("\n".join(lines[:81]) + "\n")
+    proc = run_cli("predictor", "eval", "--data", str(small_data), "--data", str(fb), "--split", "leave-family-out",
+                   "--family", "fbnet", "--shots", "5", "--members", "1", "--epochs", "1", env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout[proc.stdout.index("mean over held-out"):]
+    for row in ("gnn ", "gnn+5", "tabular+5", "roofline+5"):
+        assert row in table
+    assert "fbnet: Google Pixel 3" in proc.stdout and "nasbench201:" not in proc.stdout
+    one_line_error(run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-family-out", env=env),
+                   "two families")
+    one_line_error(run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-model-out",
+                           "--family", "fbnet", env=env), "--family")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from edgeatlas.predictor.data import Samples, load_nb201_dir
+from edgeatlas.predictor.data import Samples, load_dir
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.predictor.evaluate import fit_all, score
 from edgeatlas.predictor.models import GNNEnsemble, Predictor, TrainConfig, roofline_log
@@ -14,7 +14,7 @@ def sample(tmp_path_factory):
     import os
     os.environ["EDGEATLAS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        return load_nb201_dir(nb.SAMPLE_DIR, limit=120)
+        return load_dir(nb.SAMPLE_DIR, limit=120)
     finally:
         del os.environ["EDGEATLAS_CACHE"]
 

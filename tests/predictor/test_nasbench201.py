@@ -53,3 +53,52 @@ def test_bundled_sample_spreads_over_the_latency_range():
     latencies = [r.latency_ms["pixel3"] for r in picks]
     assert len(picks) == 4 and latencies == sorted(latencies) and latencies[-1] > 3 * latencies[0]
     assert all("none" not in r.arch for r in picks)
+
+
+def test_fbnet_networks_have_the_published_parameter_counts_and_run():
+    from edgeatlas.predictor.datasets.fbnet import fbnet
+
+    data = nb.load(SHARED / "datasets" / "fbnet")
+    assert data.family == "fbnet" and len(data.columns) == 19
+    first = next(r for r in data.rows if r.index == 1)
+    # the data set's README: the all-skip network has 780,660 parameters, architecture 1 has 1,695,572
+    assert trainable_parameters(fbnet("x", "|".join(["skip"] * 22))) == 780_660
+    assert trainable_parameters(fbnet("x", first.arch)) == 1_695_572
+    session = ort.InferenceSession(fbnet("x", first.arch).SerializeToString())
+    out = session.run(None, {"input": np.ones((3, 3, 32, 32), np.float32)})[0]
+    assert out.shape == (3, 100) and np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize("arch", ["", "skip", "|".join(["k7_e6"] * 22), "|".join(["skip"] * 21 + ["k3_e2"]),
+                                  "|".join(["skip"] * 23)])
+def test_malformed_fbnet_arch_strings_are_refused(arch):
+    from edgeatlas.predictor.datasets.fbnet import parse_fbnet
+
+    with pytest.raises(InvalidInput, match="FBNet arch"):
+        parse_fbnet(arch)
+
+
+def test_both_families_load_as_samples_that_know_their_family(tmp_path, monkeypatch):
+    from edgeatlas.predictor.data import load_dir, merge
+    from edgeatlas.predictor.datasets import fbnet
+
+    monkeypatch.setenv("EDGEATLAS_CACHE", str(tmp_path))
+    both = merge([load_dir(nb.SAMPLE_DIR, limit=30), load_dir(fbnet.SAMPLE_DIR, limit=20)])
+    family = both.family_of()
+    assert set(family) == {"nasbench201", "fbnet"}
+    fb = both.where(family == "fbnet")
+    assert len(np.unique(fb.graph)) == 20 and "Google Pixel 3" in fb.devices()
+    assert set(fb.compact().families) == {"fbnet"} and len(fb.compact().graphs) == 20
+    # the same device is one device in both families: leave-hardware-out holds it out of both
+    assert set(both.where(both.device_of() == "Google Pixel 3").family_of()) == {"nasbench201", "fbnet"}
+
+
+def test_a_data_directory_without_an_index_column_is_refused(tmp_path):
+    import shutil
+
+    shutil.copy(nb.SAMPLE_DIR / "settings.yaml", tmp_path / "settings.yaml")
+    shutil.copytree(nb.SAMPLE_DIR / "specs", tmp_path / "specs")
+    lines = (nb.SAMPLE_DIR / "latency_ms.csv").read_text().splitlines()
+    (tmp_path / "latency_ms.csv").write_text("\n".join([lines[0].replace("nb201_index", "id")] + lines[1:3]))
+    with pytest.raises(InvalidInput, match="index column"):
+        nb.load(tmp_path)

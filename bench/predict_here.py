@@ -1,0 +1,124 @@
+"""The predictor on this machine, in ONNX Runtime, on networks nobody trained it on: zero-shot beside
+calibrated on this device's fingerprint, side by side in one run.
+
+1. The fingerprint: the reference set (`predictor/fingerprint.py`), measured here by the agent's runner.
+2. The held-out networks: the demo's zoo (MLP, ResNet-style, MobileNet-style, transformer, two sizes each)
+   and the real architectures of `console/real_zoo.py` (ResNet-18, MobileNetV2, EfficientNet-B0,
+   ViT-Tiny, BERT-mini) at their published shapes, measured here the same way. None of them is in the
+   reference set or in the training data.
+3. For each network: measured, the GNN zero-shot (80 % interval), the GNN calibrated on the fingerprint
+   (80 % interval), the roofline and the trees; then MAPE, share within ±25 % and interval coverage.
+
+    python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real]
+
+The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
+../shared/datasets/nasbench201 --data ../shared/datasets/fbnet --out CKPT` trains the full one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+REAL = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini"]
+
+
+def measure(path: Path, threads: int, request) -> float:
+    from edgeatlas.agent.runners import ModelFacts, make_runner
+    from edgeatlas.console.fingerprints import PARAMS
+    from edgeatlas.protos.records import Setting
+
+    setting = Setting(target="cpu", runtime="onnxruntime", batch=1, threads=threads, scenario="single-stream")
+    result = make_runner(str(path), setting, None, ModelFacts(inputs=request)).run(PARAMS)
+    if not result.valid:
+        raise RuntimeError(f"{path.name}: {result.invalid_reason}")
+    return result.stats.mean_ms
+
+
+def summary(label: str, measured: list[float], mean: list[float], lo: list[float] | None,
+            hi: list[float] | None) -> str:
+    ape = [abs(p - m) / m for p, m in zip(mean, measured)]
+    within = sum(a <= 0.25 for a in ape) / len(ape)
+    cov = "" if lo is None else f", 80 % interval covers {sum(a <= m <= b for a, m, b in zip(lo, measured, hi)) / len(measured):.0%}"
+    worst = max(max(p / m, m / p) for p, m in zip(mean, measured))
+    return f"  {label:28s} MAPE {100 * sum(ape) / len(ape):7.1f} %, within ±25 % {within:4.0%}, worst ×{worst:.1f}{cov}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-real", action="store_true", help="the demo zoo only (no transformers export)")
+    args = parser.parse_args()
+
+    from edgeatlas.agent.probe import probe
+    from edgeatlas.console.fingerprints import measure as measure_fingerprint
+    from edgeatlas.console.zoo import build_zoo
+    from edgeatlas.predictor.commands import predict
+    from edgeatlas.predictor.data import cache_dir
+    from edgeatlas.protos.inputs import InputRequest, request_from_flags
+
+    checkpoint = args.checkpoint or str(cache_dir() / "default.pt")
+    if not Path(checkpoint).is_file():
+        print(f"no checkpoint at {checkpoint}: run `edgeatlas demo` or `edgeatlas predictor train` first")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="predict-here-"))
+    print(f"checkpoint: {checkpoint}; threads {args.threads}; ONNX Runtime, CPU")
+    print("1. fingerprint (reference set measured here):")
+    fingerprint = measure_fingerprint(work, args.threads, "CPUExecutionProvider", print)
+
+    models: dict[str, tuple[Path, InputRequest]] = {}
+    for path in build_zoo(work / "zoo"):
+        models[path.stem] = (path, InputRequest())
+    if not args.no_real:
+        from edgeatlas.console.real_zoo import build_real_zoo, flags_of
+
+        for path in build_real_zoo(cache_dir() / "real-zoo", REAL, say=print):
+            flags = flags_of(path.stem)
+            pairs = dict(inputs=[], dims=[], values=[])
+            for flag, value in zip(flags[::2], flags[1::2]):
+                pairs[{"--input": "inputs", "--dim": "dims", "--values": "values"}[flag]].append(value)
+            models[path.stem] = (path, request_from_flags(**pairs))
+    print(f"2. {len(models)} held-out networks, measured here:")
+    measured = {}
+    for name, (path, request) in models.items():
+        measured[name] = measure(path, args.threads, request)
+        print(f"  {name:16s} {measured[name]:9.3f} ms")
+
+    sheet = work / "here.yaml"
+    sheet.write_text(probe("/", measure_bandwidth=True).to_yaml())
+    paths = [str(p) for p, _ in models.values()]
+    requests = {str(p): r for p, r in models.values()}
+    zero = predict(checkpoint, str(sheet), paths, "cpu", 1, args.threads, "onnxruntime", requests)
+    tuned = predict(checkpoint, str(sheet), paths, "cpu", 1, args.threads, "onnxruntime", requests, fingerprint)
+    print(f"3. predictions ({tuned[0]['fingerprint']})")
+    if "runtime_note" in zero[0]:
+        print(f"   zero-shot: {zero[0]['runtime_note']}")
+    print(f"  {'network':16s} {'measured':>9s} {'zero-shot (80 %)':>26s} {'fingerprint (80 %)':>26s} "
+          f"{'roofline':>9s} {'trees':>9s}")
+    for name, z, t in zip(models, zero, tuned):
+        def cell(a):
+            return f"{a['latency_ms']:.3g} ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})"
+        print(f"  {name:16s} {measured[name]:9.3g} {cell(z):>26s} {cell(t):>26s} {z['roofline_latency_ms']:9.3g} "
+              f"{z['tabular_latency_ms']:9.3g}")
+    m = [measured[n] for n in models]
+    print("summary, over the held-out networks:")
+    print(summary("GNN + fingerprint", m, [a["latency_ms"] for a in tuned], [a["latency_ms_low"] for a in tuned],
+                  [a["latency_ms_high"] for a in tuned]))
+    print(summary("GNN zero-shot", m, [a["latency_ms"] for a in zero], [a["latency_ms_low"] for a in zero],
+                  [a["latency_ms_high"] for a in zero]))
+    print(summary("roofline", m, [a["roofline_latency_ms"] for a in zero], None, None))
+    print(summary("trees (zero-shot)", m, [a["tabular_latency_ms"] for a in zero], None, None))
+    ratio = [math.log(a["latency_ms"] / b) for a, b in zip(tuned, m)]
+    print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

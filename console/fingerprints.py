@@ -1,0 +1,55 @@
+"""`edgeatlas agent fingerprint` and `agent predict`: the device measures the reference set, and its own
+predictor answers for its own setting with it. The exact values stay in the agent's state directory.
+
+The reference networks are the predictor's (`predictor/fingerprint.py`); they run through the agent's
+own ONNX Runtime runner, under the same rules as any task (warm-up, then iterations and a minimum time).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.records import RunParams, Setting
+
+FILE = "fingerprint.json"
+# Per network: the iterations LoadGen's early stopping needs for a valid single-stream run (about 100),
+# at least half a second; the set stays under a minute on a phone CPU (its largest, `gemm`, is about
+# 1 GFLOP: some 50 ms at 20 GFLOP/s, 5 s for 100 iterations).
+if TYPE_CHECKING:
+    from edgeatlas.predictor.fingerprint import Fingerprint
+
+PARAMS = RunParams(warmup_iterations=5, min_iterations=100, min_duration_s=0.5, max_duration_s=10.0)
+
+
+def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) -> "Fingerprint":
+    """Runs the reference set here and returns the fingerprint (mean latency per network)."""
+    from edgeatlas.agent.runners import ModelFacts, make_runner
+    from edgeatlas.predictor.fingerprint import REFERENCE_SET, Fingerprint, write_reference_set
+
+    if threads < 0:
+        raise InvalidInput(f"--threads must not be negative, got {threads}")
+    paths = write_reference_set(state_dir / "reference")
+    latency, spread, ran = {}, {}, Setting()
+    start = time.monotonic()
+    for name, path in paths.items():
+        setting = Setting(target="gpu" if provider != "CPUExecutionProvider" else "cpu", runtime="onnxruntime",
+                          execution_provider=provider, batch=1, threads=threads, scenario="single-stream")
+        runner = make_runner(str(path), setting, None, ModelFacts())
+        result = runner.run(PARAMS)
+        if not result.valid:
+            raise InvalidInput(f"reference network {name}: {result.invalid_reason}")
+        latency[name] = float(f"{result.stats.mean_ms:.6g}")
+        spread[name] = float(f"{result.stats.p90_ms / max(result.stats.p50_ms, 1e-9):.4g}")
+        ran = result.setting
+        say(f"  {name:12s} {result.stats.mean_ms:9.3f} ms  ({result.stats.iterations} iterations)")
+    say(f"measured {REFERENCE_SET} in {time.monotonic() - start:.0f} s")
+    return Fingerprint(latency_ms=latency, runtime="onnxruntime", runtime_version=ran.runtime_version,
+                       execution_provider=ran.execution_provider, threads=threads, batch=1, target=ran.target,
+                       measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), spread=spread)
+
+
+def state_fingerprint(state_dir: Path) -> Path:
+    return state_dir / FILE

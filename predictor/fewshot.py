@@ -1,0 +1,148 @@
+"""Few-shot calibration: K measurements in one setting turn the zero-shot answer into that setting's.
+
+The shots are (zero-shot prediction, measured latency) pairs of K networks in the setting the query is
+for: the reference networks of a fingerprint (`fingerprint.py`), or K networks of a held-out device
+(`predictor eval --shots K`). Four corrections, from the least assuming to the most:
+
+- `offset`: log t = p + a. The device is uniformly faster or slower than the model thinks.
+- `affine`: log t = a + b·p, b shrunk toward 1. The model's spread across networks is off, e.g. a
+  runtime with a smaller per-operator cost than the training runtimes compresses small networks.
+- `split`: t = θ₁·F + θ₂·W, θ ≥ 0, where F and W are the GNN's own fixed costs (per operator and per
+  call) and work terms of its answer (F + W = the zero-shot answer). A runtime with a tenth of the
+  training runtimes' per-operator cost is θ₁ = 0.1; a core twice as fast at the work, θ₂ = 0.5.
+- `physical`: t = θ₁·C + θ₂·M + θ₃·n, θ ≥ 0, with C and M the network's compute and memory times at
+  the sheet's peaks (summed over operators) and n its operator count: the device's efficiency at each
+  and its cost per operator, measured. It needs no model at all, so it holds where the training data
+  never saw the runtime (nn-Meter's and NeuSight's split of a network's time, fitted on the device
+  instead of profiled per kernel).
+
+The one with the smallest leave-one-out error over the shots is used (fewer shots allow fewer: 1 for
+offset, 4 for affine and split, 5 for physical), and the 80 % interval is split-conformal over the
+leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest |residual| of K. Below 4 shots that rank does not
+exist; the zero-shot half-width is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+COVERAGE = 0.8
+MIN_SHOTS = {"offset": 1, "affine": 4, "split": 4, "physical": 5}
+SLOPE_PRIOR = 2.0  # the affine fit's pull toward slope 1, in shots' worth of evidence
+
+
+@dataclass(frozen=True)
+class Calibration:
+    kind: str  # offset | affine | split | physical
+    params: tuple[float, ...]
+    half_width: float  # of the 80 % interval in log ms
+    shots: int
+    loo_mape: float  # % leave-one-out error over the shots
+    floor_shift: float = 0.0  # log of how far below its sheet's floor the device ran a shot (≤ 0)
+
+    def apply(self, pred: np.ndarray, share: np.ndarray | None = None, terms: np.ndarray | None = None) -> np.ndarray:
+        """Calibrated log-latency for zero-shot log predictions `pred`, with the fixed-cost share of each
+        (for split) and its [C, M, n] terms (for physical)."""
+        if (self.kind == "split" and share is None) or (self.kind == "physical" and terms is None):
+            raise ValueError(f"a {self.kind} calibration needs the {'share' if self.kind == 'split' else 'terms'} "
+                             f"of each prediction")
+        return _predict(self.kind, self.params, pred, share, terms)
+
+    def describe(self) -> str:
+        p = self.params
+        what = {"offset": lambda: f"×{math.exp(p[0]):.3g} the zero-shot answer",
+                "affine": lambda: f"log t = {p[0]:+.3f} + {p[1]:.3f}·log(zero-shot)",
+                "split": lambda: f"fixed costs ×{p[0]:.3g}, work ×{p[1]:.3g}",
+                "physical": lambda: f"{_share_of_peak(p[0])} of peak compute, {_share_of_peak(p[1])} of peak "
+                                    f"bandwidth, {p[2] * 1e3:.3g} µs per operator"}[self.kind]()
+        below = f"; the device beats its sheet's peak by ×{math.exp(-self.floor_shift):.2f}" \
+            if self.floor_shift < -0.01 else ""
+        return f"{self.kind} from {self.shots} shots ({what}; leave-one-out error {self.loo_mape:.1f} %{below})"
+
+
+def _share_of_peak(theta: float) -> str:
+    """θ = time / time at peak → the efficiency it means (a zero θ: that term did not matter)."""
+    return f"{100 / theta:.3g} %" if theta > 0 else "any share"
+
+
+def _fit(kind: str, pred: np.ndarray, y: np.ndarray, share, terms) -> tuple[float, ...]:
+    if kind == "offset":
+        return (float(np.mean(y - pred)),)
+    if kind == "affine":
+        # ridge toward b = 1: minimise Σ (y - a - b·p)² + λ (b - 1)², λ = SLOPE_PRIOR · var(p)
+        pc, yc = pred - pred.mean(), y - y.mean()
+        lam = SLOPE_PRIOR * max(float(np.mean(pc ** 2)), 1e-6)
+        b = float((np.sum(pc * yc) + lam) / (np.sum(pc ** 2) + lam))
+        b = min(max(b, 0.2), 2.0)
+        return (float(y.mean() - b * pred.mean()), b)
+    from scipy.optimize import nnls
+
+    t = np.exp(y)
+    if kind == "split":
+        total = np.exp(pred)
+        design = np.stack([total * share, total * (1 - share)], axis=1)
+    else:
+        design = np.asarray(terms, dtype=np.float64)
+    theta, _ = nnls(design / t[:, None], np.ones(len(t)))  # relative error: every shot counts alike
+    return tuple(float(v) for v in theta)
+
+
+def _predict(kind: str, params: tuple[float, ...], pred, share, terms) -> np.ndarray:
+    if kind == "offset":
+        return pred + params[0]
+    if kind == "affine":
+        return params[0] + params[1] * pred
+    if kind == "split":
+        total = np.exp(pred) * (params[0] * share + params[1] * (1 - share))
+    else:
+        total = np.asarray(terms, dtype=np.float64) @ np.asarray(params)
+    return np.log(np.maximum(total, 1e-9))
+
+
+def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
+              share: np.ndarray | None = None, roofline: np.ndarray | None = None,
+              terms: np.ndarray | None = None) -> Calibration:
+    """The correction with the least leave-one-out error over K shots (see the module's docstring).
+
+    pred: zero-shot log ms of the shots; share: the fixed-cost share of each (the GNN's), or None;
+    terms: [K, 3] compute ms, memory ms at the sheet's peaks and operator count, or None; roofline: their
+    floor (log ms) on the sheet. A shot measured below its floor shows that the sheet understates the
+    hardware (a VM's nominal clock where the core boosts): the floor drops by the same factor
+    (`floor_shift`)."""
+    pred = np.asarray(pred, dtype=np.float64)
+    share = None if share is None else np.clip(np.asarray(share, dtype=np.float64), 0.0, 1.0)
+    terms = None if terms is None else np.asarray(terms, dtype=np.float64)
+    y = np.log(np.asarray(measured_ms, dtype=np.float64))
+    k = len(y)
+    if k == 0:
+        raise ValueError("no shots")
+
+    def part(a, index):
+        return None if a is None else a[index]
+
+    best = None
+    for kind, need in MIN_SHOTS.items():
+        if k < need or (kind == "split" and share is None) or (kind == "physical" and terms is None):
+            continue
+        loo = np.zeros(k)
+        for i in range(k if k > 1 else 0):
+            keep = np.arange(k) != i
+            params = _fit(kind, pred[keep], y[keep], part(share, keep), part(terms, keep))
+            one = slice(i, i + 1)
+            loo[i] = _predict(kind, params, pred[one], part(share, one), part(terms, one))[0] - y[i]
+        score = float(np.mean(np.abs(np.expm1(loo))))
+        if best is None or score < best[1] - 1e-9:
+            best = (kind, score, loo)
+    kind, score, loo = best
+    rank = math.ceil(COVERAGE * (k + 1))
+    half = float(np.sort(np.abs(loo))[rank - 1]) if k >= 4 and rank <= k else math.nan
+    if not math.isnan(half):
+        half = max(half, 0.02)
+    floor_shift = 0.0
+    if roofline is not None and np.any(np.isfinite(roofline)):
+        floor_shift = min(0.0, float(np.min((y - np.asarray(roofline, dtype=np.float64))[np.isfinite(roofline)])))
+    return Calibration(kind=kind, params=_fit(kind, pred, y, share, terms), shots=k, loo_mape=100 * score,
+                       half_width=zero_shot_half if math.isnan(half) else half, floor_shift=floor_shift)

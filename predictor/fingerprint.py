@@ -1,0 +1,267 @@
+"""Hardware fingerprints: a device's own latencies on a fixed, versioned set of small reference networks.
+
+HELP (Lee et al., NeurIPS 2021) describes a device by its latencies on a handful of reference networks;
+here they are measured by the agent, in the runtime and setting a prediction is for, and the predictor
+calibrates its zero-shot answer for that setting on them (`fewshot.py`). The set spans the regimes a
+network's time can be bound by, so that the calibration sees each of them on this device:
+
+- `overhead`: 48 tiny element-wise operators (the runtime's per-operator dispatch cost);
+- `gemv`: a batch-1 MLP with 24 MB of weights (memory bandwidth);
+- `gemm`: a transformer feed-forward block over 256 tokens (dense compute, about 1 GFLOP);
+- `conv3x3`: three 3×3 convolutions at 56×56 (direct and im2col convolution kernels);
+- `depthwise`: three inverted-residual blocks at 56×56 (depthwise convolutions: memory and latency bound);
+- `attention`: one encoder layer, 128 tokens (softmax, layer norms, batched matmuls, reshapes);
+- `activations`: element-wise operators on 112×112×32 feature maps (activation traffic);
+- `nasbench201`, `fbnet`: one network of each family the predictor is trained on.
+
+The set is versioned (`REFERENCE_SET`): a fingerprint of another version is refused, never mixed.
+Weights are seeded, so every device runs the same bytes (`reference_sha256` checks it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from edgeatlas.protos.errors import InvalidInput
+
+REFERENCE_SET = "edgeatlas.ref/v1"
+FORMAT = "edgeatlas.fingerprint/v1"
+NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"
+FBNET_ARCH = "k3_e6|k5_e3|k3_e1_g2|skip|k5_e6|k3_e3|skip|k3_e1|k5_e1_g2|k3_e6|skip|k5_e3|k3_e3|k5_e6|skip|" \
+             "k3_e1|k5_e1|k3_e6|k3_e3|skip|k5_e3|k3_e6"
+NAMES = ("overhead", "gemv", "gemm", "conv3x3", "depthwise", "attention", "activations", "nasbench201", "fbnet")
+MAX_FILE_BYTES = 64 * 1024
+
+
+def _builder():
+    from edgeatlas.predictor.onnx_build import GraphBuilder
+
+    return GraphBuilder(seed=7)
+
+
+def _input(name: str, shape: list, dtype=None):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, dtype or TensorProto.FLOAT, shape)
+
+
+def _overhead():
+    g = _builder()
+    x = "input"
+    for i in range(16):
+        x = g.op("Add", [x, g.const("c", np.full(64, 0.01 * (i + 1), np.float32))])
+        x = g.op("Mul", [x, g.const("c", np.full(64, 0.99, np.float32))])
+        x = g.op("Relu", [x])
+    return g.model("overhead", [_input("input", ["N", 64])], x, ["N", 64])
+
+
+def _gemv():
+    g = _builder()
+    x = g.op("Relu", [g.gemm("input", 1024, 3072)])
+    x = g.gemm(x, 3072, 1024)
+    return g.model("gemv", [_input("input", ["N", 1024])], x, ["N", 1024])
+
+
+def _gemm():
+    g = _builder()
+    x = g.gelu(g.linear("input", 512, 2048))
+    x = g.linear(x, 2048, 512)
+    return g.model("gemm", [_input("input", ["N", 256, 512])], x, ["N", 256, 512])
+
+
+def _conv3x3():
+    g = _builder()
+    x = "input"
+    for _ in range(3):
+        x = g.op("Relu", [g.conv(x, 64, 64, 3)])
+    return g.model("conv3x3", [_input("input", ["N", 64, 56, 56])], x, ["N", 64, 56, 56])
+
+
+def _depthwise():
+    g = _builder()
+    x = "input"
+    for _ in range(3):
+        y = g.relu6(g.conv(x, 24, 144, 1))
+        y = g.relu6(g.conv(y, 144, 144, 3, groups=144))
+        x = g.op("Add", [x, g.conv(y, 144, 24, 1)])
+    return g.model("depthwise", [_input("input", ["N", 24, 56, 56])], x, ["N", 24, 56, 56])
+
+
+def _attention():
+    g = _builder()
+    d, heads, seq = 256, 4, 128
+    dh = d // heads
+    split = g.const("shape", np.array([0, 0, heads, dh], np.int64))
+    merge = g.const("shape", np.array([0, 0, d], np.int64))
+    scale = g.const("scale", np.array(1.0 / math.sqrt(dh), np.float32))
+    h = g.layer_norm("input", d)
+    q = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split])], perm=[0, 2, 1, 3])
+    k = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split])], perm=[0, 2, 3, 1])
+    v = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split])], perm=[0, 2, 1, 3])
+    attn = g.op("Softmax", [g.op("Mul", [g.op("MatMul", [q, k]), scale])], axis=-1)
+    ctx = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [attn, v])], perm=[0, 2, 1, 3]), merge])
+    x = g.op("Add", ["input", g.linear(ctx, d, d)])
+    return g.model("attention", [_input("input", ["N", seq, d])], x, ["N", seq, d])
+
+
+def _activations():
+    g = _builder()
+    x = "input"
+    for i in range(4):
+        x = g.op("Sigmoid", [g.op("Mul", [x, g.const("c", np.array(1.0 + 0.1 * i, np.float32))])])
+        x = g.op("Add", [x, "input"])
+    return g.model("activations", [_input("input", ["N", 32, 112, 112])], x, ["N", 32, 112, 112])
+
+
+def _nasbench201():
+    from edgeatlas.predictor.datasets.nasbench201 import nasbench201
+
+    return nasbench201("nasbench201", NB201_ARCH, seed=7)
+
+
+def _fbnet():
+    from edgeatlas.predictor.datasets.fbnet import fbnet
+
+    return fbnet("fbnet", FBNET_ARCH, seed=7)
+
+
+BUILDERS = {"overhead": _overhead, "gemv": _gemv, "gemm": _gemm, "conv3x3": _conv3x3, "depthwise": _depthwise,
+            "attention": _attention, "activations": _activations, "nasbench201": _nasbench201, "fbnet": _fbnet}
+
+
+@cache
+def reference_model(name: str):
+    """The ONNX model of one reference network (the same bytes on every device)."""
+    if name not in BUILDERS:
+        raise InvalidInput(f"{name!r} is not a network of {REFERENCE_SET} ({', '.join(NAMES)})")
+    return BUILDERS[name]()
+
+
+def reference_sha256(name: str) -> str:
+    return hashlib.sha256(reference_model(name).SerializeToString()).hexdigest()
+
+
+def write_reference_set(out_dir: str | Path) -> dict[str, Path]:
+    """<name>.onnx for every reference network, written once (a file already there with the right bytes
+    is kept)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in NAMES:
+        data = reference_model(name).SerializeToString()
+        path = out / f"{name}.onnx"
+        if not path.is_file() or path.read_bytes() != data:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        paths[name] = path
+    return paths
+
+
+@cache
+def reference_graphs(runtime: str = ""):
+    """The reference networks as the predictor's GraphSet, NAMES order, as the runtime runs them."""
+    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.graph import as_runtime_runs, from_onnx
+
+    return GraphSet.from_graphs([from_onnx(as_runtime_runs(reference_model(n), runtime), name=n) for n in NAMES])
+
+
+@dataclass
+class Fingerprint:
+    """One device's mean latencies (ms) on the reference set, in one setting."""
+
+    latency_ms: dict[str, float]
+    runtime: str = "onnxruntime"
+    runtime_version: str = ""
+    execution_provider: str = "CPUExecutionProvider"
+    threads: int = 0
+    batch: int = 1
+    target: str = "cpu"
+    device: str = ""  # the spec sheet's name, for the reader; the sheet itself is given beside it
+    reference_set: str = REFERENCE_SET
+    format: str = FORMAT
+    measured_at: str = ""
+    spread: dict[str, float] = field(default_factory=dict)  # per network: p90 / p50 of its iterations
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Fingerprint":
+        """A fingerprint file, every field checked; anything else is refused with a one-line reason."""
+        where = f"fingerprint {path}"
+        try:
+            raw = Path(path).read_bytes()
+        except FileNotFoundError:
+            raise InvalidInput(f"{where}: no such file") from None
+        except OSError as exc:
+            raise InvalidInput(f"{where}: {exc.strerror}") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise InvalidInput(f"{where}: {len(raw):,} bytes, more than a fingerprint's {MAX_FILE_BYTES:,}")
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidInput(f"{where}: not JSON (edgeatlas agent fingerprint writes one)") from None
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def from_dict(cls, data, where: str = "fingerprint") -> "Fingerprint":
+        if not isinstance(data, dict):
+            raise InvalidInput(f"{where}: not a JSON object")
+        if data.get("format") != FORMAT:
+            raise InvalidInput(f"{where}: format {str(data.get('format'))[:40]!r} is not {FORMAT}")
+        if data.get("reference_set") != REFERENCE_SET:
+            raise InvalidInput(f"{where}: measured on reference set {str(data.get('reference_set'))[:40]!r}; this "
+                               f"predictor uses {REFERENCE_SET}: measure again (edgeatlas agent fingerprint)")
+        known = {f for f in cls.__dataclass_fields__}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise InvalidInput(f"{where}: unknown field {extra[0][:40]!r}")
+        lat = data.get("latency_ms")
+        if not isinstance(lat, dict) or not lat:
+            raise InvalidInput(f"{where}: latency_ms is not an object of network → ms")
+        for name, value in lat.items():
+            if name not in NAMES:
+                raise InvalidInput(f"{where}: {str(name)[:40]!r} is not a network of {REFERENCE_SET}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < 1e7):
+                raise InvalidInput(f"{where}: latency of {name} is {str(value)[:20]!r}, not a positive number of ms")
+        for key, kind in (("runtime", str), ("runtime_version", str), ("execution_provider", str), ("target", str),
+                          ("device", str), ("measured_at", str)):
+            if key in data and (not isinstance(data[key], kind) or len(data[key]) > 200):
+                raise InvalidInput(f"{where}: {key} is not a string")
+        for key in ("threads", "batch"):
+            if key in data and (type(data[key]) is not int or not 0 <= data[key] <= 4096):
+                raise InvalidInput(f"{where}: {key} is not a whole number in 0..4096")
+        if not re.fullmatch(r"[a-z0-9_.\-]+", str(data.get("runtime", "onnxruntime"))):
+            raise InvalidInput(f"{where}: runtime {str(data.get('runtime'))[:40]!r} is not a runtime name")
+        spread = data.get("spread", {})
+        if not isinstance(spread, dict) or any(
+                k not in NAMES or not isinstance(v, (int, float)) or isinstance(v, bool) for k, v in spread.items()):
+            raise InvalidInput(f"{where}: spread is not an object of network → ratio")
+        return cls(**{k: v for k, v in data.items()})
+
+    def check_setting(self, target: str, batch: int, threads: int, runtime: str) -> None:
+        """A fingerprint calibrates the setting it was measured in, no other: a query in another is refused."""
+        mine = {"target": self.target, "batch": self.batch, "threads": self.threads, "runtime": self.runtime}
+        asked = {"target": target, "batch": max(batch, 1), "threads": threads, "runtime": runtime or self.runtime}
+        for key in mine:
+            if mine[key] != asked[key]:
+                raise InvalidInput(f"the fingerprint was measured at {key} {mine[key]!r}, the query asks for "
+                                   f"{asked[key]!r}: ask in the fingerprint's setting, or measure one in this "
+                                   f"(edgeatlas agent fingerprint --{key} ...)")

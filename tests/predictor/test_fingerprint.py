@@ -1,0 +1,162 @@
+"""Fingerprints: the reference set, the file's contract, and the few-shot calibration built on them."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgeatlas.predictor import fewshot
+from edgeatlas.predictor import fingerprint as fp
+from edgeatlas.protos.errors import InvalidInput
+
+
+def test_reference_set_is_small_fixed_and_runs_at_any_batch():
+    assert len(fp.NAMES) <= 10 and set(fp.BUILDERS) == set(fp.NAMES)
+    graphs = fp.reference_graphs()
+    assert graphs.names == list(fp.NAMES)
+    flops = [graphs.flops[graphs.node_ptr[i]:graphs.node_ptr[i + 1]].sum() for i in range(len(graphs))]
+    assert max(flops) < 2e9 and min(flops) < 1e6  # from dispatch-bound to about a GFLOP: a minute on a phone
+    for name in fp.NAMES:
+        session = ort.InferenceSession(fp.reference_model(name).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        feed = {}
+        for i in session.get_inputs():
+            shape = [2 if not isinstance(d, int) else d for d in i.shape]
+            feed[i.name] = np.random.default_rng(0).random(shape, dtype=np.float32)
+        out = session.run(None, feed)[0]
+        assert out.shape[0] == 2 and np.all(np.isfinite(out)), name
+
+
+def test_every_device_runs_the_same_bytes():
+    """Seeded weights: another process builds byte-identical networks (the fingerprint compares like with like)."""
+    code = ("from edgeatlas.predictor import fingerprint as fp; "
+            "print(' '.join(fp.reference_sha256(n) for n in fp.NAMES))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert other == [fp.reference_sha256(n) for n in fp.NAMES]
+
+
+def good(**change):
+    data = {"format": fp.FORMAT, "reference_set": fp.REFERENCE_SET, "runtime": "onnxruntime", "threads": 1,
+            "batch": 1, "target": "cpu", "latency_ms": {n: 1.0 + i for i, n in enumerate(fp.NAMES)}}
+    data.update(change)
+    return data
+
+
+@pytest.mark.parametrize("data,reason", [
+    (good(format="edgeatlas.fingerprint/v0"), "format"),
+    (good(reference_set="edgeatlas.ref/v0"), "measure again"),
+    (good(latency_ms={"resnet50": 3.0}), "not a network of"),
+    (good(latency_ms={"gemm": -1.0}), "positive number"),
+    (good(latency_ms={"gemm": True}), "positive number"),
+    (good(latency_ms={"gemm": 1e12}), "positive number"),
+    (good(latency_ms={}), "latency_ms"),
+    (good(latency_ms=[1, 2]), "latency_ms"),
+    (good(threads=-1), "threads"),
+    (good(threads=1.5), "threads"),
+    (good(batch=10 ** 9), "batch"),
+    (good(runtime="onnx runtime; rm -rf"), "runtime"),
+    (good(owner="me"), "unknown field"),
+    (good(spread={"gemm": "wide"}), "spread"),
+    ([1, 2, 3], "not a JSON object"),
+])
+def test_malformed_fingerprints_are_refused_in_one_line(tmp_path, data, reason):
+    path = tmp_path / "f.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(InvalidInput, match=reason) as info:
+        fp.Fingerprint.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_not_json_huge_and_missing_files_are_refused(tmp_path):
+    path = tmp_path / "f.json"
+    path.write_text('{"format": NaN')
+    with pytest.raises(InvalidInput, match="not JSON"):
+        fp.Fingerprint.load(path)
+    path.write_text(" " * (fp.MAX_FILE_BYTES + 1))
+    with pytest.raises(InvalidInput, match="bytes"):
+        fp.Fingerprint.load(path)
+    with pytest.raises(InvalidInput, match="no such file"):
+        fp.Fingerprint.load(tmp_path / "none.json")
+    path.write_text(json.dumps(good(latency_ms={"gemm": float("nan")})))
+    with pytest.raises(InvalidInput, match="positive number"):
+        fp.Fingerprint.load(path)
+
+
+def test_a_fingerprint_round_trips_and_calibrates_only_its_own_setting(tmp_path):
+    f = fp.Fingerprint.from_dict(good())
+    f.save(tmp_path / "f.json")
+    again = fp.Fingerprint.load(tmp_path / "f.json")
+    assert again == f
+    again.check_setting("cpu", 1, 1, "onnxruntime")
+    again.check_setting("cpu", 0, 1, "")  # batch 0 means 1; no runtime given means the fingerprint's
+    with pytest.raises(InvalidInput, match="threads 1"):
+        again.check_setting("cpu", 1, 4, "onnxruntime")
+    with pytest.raises(InvalidInput, match="runtime"):
+        again.check_setting("cpu", 1, 1, "tflite")
+
+
+def _law(rng, k):
+    """k networks: zero-shot log ms and the share of it that is fixed cost (per operator and per call)."""
+    return rng.uniform(-2, 4, k), rng.uniform(0.05, 0.95, k)
+
+
+def test_calibration_recovers_a_uniform_factor():
+    rng = np.random.default_rng(1)
+    pred, share = _law(rng, 9)
+    cal = fewshot.calibrate(pred, np.exp(pred + math.log(3.0)), 1.0, share)
+    assert cal.loo_mape < 1
+    new_pred, new_share = _law(rng, 50)
+    np.testing.assert_allclose(cal.apply(new_pred, new_share), new_pred + math.log(3.0), atol=0.02)
+    assert cal.half_width <= 0.05  # the shots fit exactly: the interval is as narrow as its floor
+
+
+def test_calibration_learns_a_runtime_with_less_per_operator_cost():
+    """The device's runtime has a tenth of the training runtimes' fixed cost per operator, and its cores do
+    the work 1.5× faster: networks of many small operators are over-predicted most. The split correction
+    finds both factors, where a uniform factor cannot."""
+    rng = np.random.default_rng(2)
+    pred, share = _law(rng, 9)
+    truth = np.exp(pred) * (0.1 * share + (1 - share) / 1.5)
+    cal = fewshot.calibrate(pred, truth, 1.0, share)
+    assert cal.kind == "split" and cal.params == pytest.approx((0.1, 1 / 1.5), rel=1e-3)
+    offset_only = fewshot.calibrate(pred, truth, 1.0, None)
+    test_pred, test_share = _law(rng, 200)
+    test_truth = np.log(np.exp(test_pred) * (0.1 * test_share + (1 - test_share) / 1.5))
+    err = np.abs(np.expm1(cal.apply(test_pred, test_share) - test_truth))
+    err_other = np.abs(np.expm1(offset_only.apply(test_pred) - test_truth))
+    assert err.mean() < 0.01 < err_other.mean()
+    with pytest.raises(ValueError, match="share"):
+        cal.apply(test_pred)
+
+
+def test_interval_is_conformal_over_leave_one_out_and_falls_back_below_four_shots():
+    rng = np.random.default_rng(3)
+    pred, share = _law(rng, 10)
+    noise = rng.normal(0, 0.2, 10)
+    cal = fewshot.calibrate(pred, np.exp(pred + noise), 7.0, share)
+    assert 0.05 < cal.half_width < 1.0  # the 9th smallest of 10 leave-one-out residuals, not the prior
+    few = fewshot.calibrate(pred[:3], np.exp(pred[:3] + noise[:3]), 7.0, share[:3])
+    assert few.half_width == 7.0 and few.kind == "offset"
+    # coverage on new networks from the same law: about 80 %
+    test_pred, test_share = _law(rng, 2000)
+    y = test_pred + rng.normal(0, 0.2, 2000)
+    inside = np.abs(cal.apply(test_pred, test_share) - y) <= cal.half_width
+    assert 0.6 < inside.mean() < 0.98
+
+
+def test_physical_calibration_needs_no_model_and_measures_the_device_s_efficiencies():
+    """A runtime the model never saw: its zero-shot answers are noise, but the device's times follow
+    compute at 40 % of peak, memory at 80 % and 10 µs per operator; the shots reveal all three."""
+    rng = np.random.default_rng(4)
+    terms = np.stack([rng.uniform(0.01, 20, 9), rng.uniform(0.01, 5, 9), rng.integers(5, 400, 9)], axis=1)
+    truth = terms @ np.array([1 / 0.4, 1 / 0.8, 0.01])
+    noise_model = rng.uniform(-2, 4, 9)  # a zero-shot model that knows nothing of this runtime
+    cal = fewshot.calibrate(noise_model, truth, 1.0, terms=terms)
+    assert cal.kind == "physical" and cal.params == pytest.approx((2.5, 1.25, 0.01), rel=1e-3)
+    assert "40 % of peak compute, 80 % of peak bandwidth, 10 µs per operator" in cal.describe()
+    with pytest.raises(ValueError, match="terms"):
+        cal.apply(noise_model)
