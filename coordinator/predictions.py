@@ -54,6 +54,22 @@ def training_cells(store: Store, min_devices: int, simulated: bool = False) -> l
     return out
 
 
+def class_fingerprint(store: Store, min_devices: int, hardware_class: str, setting: Setting):
+    """A hardware class's fingerprint from its cells: its published or imported cells of the reference
+    networks (`edgeatlas models build --reference --upload`, then a campaign) in the query's setting; None
+    below four of them. Private cells count once they are published (k devices and more), like any cell."""
+    from edgeatlas.predictor.fingerprint import NAMES, Fingerprint, reference_sha256
+
+    names = {reference_sha256(n): n for n in NAMES}
+    want = (setting.target, max(setting.batch, 1), setting.threads, setting.runtime)
+    found = {names[sha]: ms for sha, hw, s, ms in training_cells(store, min_devices)
+             if sha in names and hw == hardware_class and (s.target, max(s.batch, 1), s.threads, s.runtime) == want}
+    if len(found) < 4:
+        return None
+    return Fingerprint(latency_ms=found, runtime=setting.runtime, threads=setting.threads, batch=want[1],
+                       target=setting.target, device=hardware_class)
+
+
 def _model_bytes(store: Store, sha256: str) -> bytes:
     return b"".join(store.blob_chunks(sha256))
 
@@ -67,12 +83,13 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
                        batch=setting.batch, threads=setting.threads, runtime=setting.runtime)
 
 
-def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}"):
+def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", runtime: str = ""):
     """The operator graph of a model at its input spec's shapes, with the tensor shapes its summary
-    observed (console/models.prepare) where static inference could not tell."""
+    observed (console/models.prepare) where static inference could not tell; for a query in a runtime, as
+    that runtime runs the graph (predictor.graph.as_runtime_runs)."""
     import json
 
-    from edgeatlas.predictor.graph import from_onnx
+    from edgeatlas.predictor.graph import as_runtime_runs, from_onnx
     from edgeatlas.protos import inputs, onnx_model
 
     specs = inputs.from_json(inputs_json)
@@ -86,7 +103,8 @@ def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}"):
     except json.JSONDecodeError:
         summary = {}
     shapes = summary.get("shapes") if isinstance(summary, dict) else None
-    return from_onnx(proto, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None)
+    return from_onnx(as_runtime_runs(proto, runtime), name=name, specs=specs,
+                     shapes=shapes if isinstance(shapes, dict) else None)
 
 
 class Graphs:
@@ -305,7 +323,7 @@ class Predictors:
 
         row, predictor = self._get(version)
         spec = SpecSheet.from_json(spec_json, "spec_json")
-        fingerprint = None
+        fingerprint, fingerprint_from = None, ""
         if fingerprint_json:
             if len(fingerprint_json) > MAX_FILE_BYTES:
                 raise InvalidInput(f"fingerprint_json: more than a fingerprint's {MAX_FILE_BYTES:,} bytes")
@@ -329,7 +347,7 @@ class Predictors:
             proto = onnx.load_from_string(data)
             if isinstance(model, bytes):
                 name = proto.graph.name or name
-            graph = graph_of(proto, name, inputs_json, summary_json)
+            graph = graph_of(proto, name, inputs_json, summary_json, runtime)
         except InvalidInput:
             raise
         except Exception as exc:
@@ -337,7 +355,14 @@ class Predictors:
             raise InvalidInput(f"the model is not an ONNX graph the predictor can read: {first[:300]}") from None
         samples = Samples(GraphSet.from_graphs([graph]), [setting], np.zeros(1, np.int64), np.zeros(1, np.int64),
                           np.ones(1))
+        if fingerprint is None and runtime:  # the class's own, where its cells hold the reference set
+            fingerprint = class_fingerprint(self.store, self.min_devices, spec.hardware_class(target or "cpu"),
+                                            Setting(target=target or "cpu", batch=batch, threads=threads,
+                                                    runtime=runtime))
+            if fingerprint is not None:
+                fingerprint_from = f"the fingerprint of {fingerprint.device} from its cells: "
         mean, lo, hi, zero_shot, note = answer(predictor, samples, setting, fingerprint)
+        note = (fingerprint_from + note) if fingerprint_from else note
         return {"latency_ms": math.exp(mean[0]), "latency_ms_low": math.exp(lo[0]),
                 "latency_ms_high": math.exp(hi[0]), "note": note,
                 "zero_shot_latency_ms": math.exp(zero_shot[0]) if fingerprint is not None else 0.0,

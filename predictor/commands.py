@@ -22,7 +22,7 @@ from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import TARGETS, SpecSheet
 
 QUERY_COLUMNS = ("model_path", "spec_path", "target", "batch", "runtime")
-RESULT_COLUMNS = ("latency_ms", "latency_ms_low", "latency_ms_high", "error")
+RESULT_COLUMNS = ("latency_ms", "latency_ms_low", "latency_ms_high", "note", "error")
 
 
 def load_data(dirs: list[str], say) -> Samples:
@@ -218,7 +218,7 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
         raise InvalidInput(f"--queries {queries}: no query rows")
     predictor = Predictor.load(checkpoint)
     base = qpath.parent
-    graph_index: dict[str, int | InvalidInput] = {}
+    graph_index: dict[tuple, int | InvalidInput] = {}
     spec_index: dict[str, SpecSheet | InvalidInput] = {}
     setting_index: dict[tuple, int | InvalidInput] = {}
     graphs, settings = [], []
@@ -234,8 +234,8 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
             raise table[key]
         return table[key]
 
-    def add_graph(model_path: str) -> int:
-        graphs.append(load_graph(str(base / model_path), model_path)[0])
+    def add_graph(model_path: str, runtime: str) -> int:
+        graphs.append(load_graph(str(base / model_path), model_path, runtime=runtime)[0])
         return len(graphs) - 1
 
     def add_setting(spec: SpecSheet, target: str, batch: int, runtime: str) -> int:
@@ -256,7 +256,8 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
             spec = cached(spec_index, spec_path, lambda: SpecSheet.load(str(base / spec_path)))
             s = cached(setting_index, (spec_path, target, batch_text, runtime),
                        lambda: add_setting(spec, target, int(batch_text or 0), runtime))
-            g = cached(graph_index, model_path, lambda: add_graph(model_path))
+            view = runtime if runtime.lower() == "onnxruntime" else ""  # the one runtime whose view differs
+            g = cached(graph_index, (model_path, view), lambda: add_graph(model_path, view))
         except InvalidInput as exc:
             errors[i] = f"line {i + 2}: {str(exc).splitlines()[0][:300]}"
             continue
@@ -268,6 +269,15 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
     samples = Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx),
                       np.ones(len(answered)))
     mean, lo, hi = predictor.predict(samples, "gnn")
+    notes = [""] * len(answered)
+    known = predictor.info.get("runtimes")
+    unknown = np.array([known is not None and bool(s.runtime) and s.runtime.lower() not in known
+                        for s in settings])[samples.setting]
+    if unknown.any():  # as `answer` does for one query: said, and the interval down to the roofline
+        roof = predictor.predict(samples, "roofline")[0]
+        lo, hi = np.where(unknown, np.minimum(lo, roof), lo), np.where(unknown, hi + (hi - mean), hi)
+        notes = ["no training sample of this runtime: the interval reaches down to the roofline" if u else ""
+                 for u in unknown]
     position = {row: k for k, row in enumerate(answered)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
@@ -276,12 +286,12 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
         writer.writeheader()
         for i, row in enumerate(rows):
             if i in errors:
-                writer.writerow({**row, "latency_ms": "", "latency_ms_low": "", "latency_ms_high": "",
+                writer.writerow({**row, "latency_ms": "", "latency_ms_low": "", "latency_ms_high": "", "note": "",
                                  "error": errors[i]})
             else:
                 k = position[i]
                 writer.writerow({**row, "latency_ms": _r(mean[k]), "latency_ms_low": _r(lo[k]),
-                                 "latency_ms_high": _r(hi[k]), "error": ""})
+                                 "latency_ms_high": _r(hi[k]), "note": notes[k], "error": ""})
     say(f"wrote {out}: {len(answered)} predictions ({len(graphs)} models × {len(settings)} settings)"
         + (f"; {len(errors)} rows not answered, each with its reason in the error column (first: {errors[min(errors)]})"
            if errors else ""))

@@ -150,14 +150,15 @@ def reference_sha256(name: str) -> str:
 
 
 def write_reference_set(out_dir: str | Path) -> dict[str, Path]:
-    """<name>.onnx for every reference network, written once (a file already there with the right bytes
-    is kept)."""
+    """ref-<name>.onnx for every reference network, written once (a file already there with the right
+    bytes is kept). Registered with a coordinator and measured by a campaign, their cells are a hardware
+    class's fingerprint there (coordinator/predictions.class_fingerprint)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in NAMES:
         data = reference_model(name).SerializeToString()
-        path = out / f"{name}.onnx"
+        path = out / f"ref-{name}.onnx"
         if not path.is_file() or path.read_bytes() != data:
             tmp = path.with_suffix(".tmp")
             tmp.write_bytes(data)

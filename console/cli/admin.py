@@ -50,7 +50,14 @@ def cmd_agents_revoke(args) -> int:
 def cmd_models_build(args) -> int:
     from edgeatlas.console.models import prepare
 
-    if args.real:
+    if args.reference:
+        from edgeatlas.predictor.fingerprint import REFERENCE_SET, write_reference_set
+
+        paths = list(write_reference_set(args.out).values())
+        requests = {}
+        say(f"wrote the {len(paths)} reference networks of {REFERENCE_SET} in {args.out}: measured by a campaign, "
+            f"their cells are each hardware class's fingerprint for the coordinator's predictor")
+    elif args.real:
         from edgeatlas.console.real_zoo import build_real_zoo, flags_of
         from edgeatlas.protos.inputs import request_from_argv
 
@@ -337,6 +344,8 @@ def register(sub) -> None:
     p.add_argument("--real", nargs="+", metavar="NAME",
                    help="the real architectures instead (console/real_zoo.py; `all`, or names such as resnet-18 "
                         "bert-mini resnet-18-int8 smollm2-135m); needs edgeatlas[zoo], and [llm] for the GGUF LLM")
+    p.add_argument("--reference", action="store_true",
+                   help="the predictor's reference networks instead (fingerprints; predictor/fingerprint.py)")
     p.add_argument("--upload", action="store_true", help="register the models with the coordinator")
     admin_options(p)
     p.set_defaults(func=cmd_models_build)

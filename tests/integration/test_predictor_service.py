@@ -98,6 +98,20 @@ def test_retrains_on_new_cells_keeps_versions_and_serves_them(tmp_path):
                 admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime",
                               fingerprint_json=fingerprint.replace('"gemm"', '"resnet"'))
             assert len(admin.predictor_versions()) == len(auto) + 1  # refused queries store nothing
+            # the reference networks registered and measured on this class: its cells are its fingerprint
+            built = run_cli("models", "build", "--reference", "--upload", "--out", str(tmp_path / "ref"),
+                            "--coordinator", c.address, "--admin-token", c.admin_token)
+            assert built.returncode == 0 and "9 reference networks" in built.stdout, built.stderr
+            refs = {m.name: m.sha256 for m in admin.list_models() if m.name.startswith("ref-")}
+            assert sorted(refs) == sorted(f"ref-{n}" for n in fp.NAMES)
+            from edgeatlas.protos.records import Setting
+            ort1 = Setting(runtime="onnxruntime", threads=1)
+            for i, name in enumerate(fp.NAMES):
+                admin.import_cells(refs[f"ref-{name}"], "measured for this test", [(spec, ort1, {"latency_mean_ms": 2.0 * (i + 1)})])
+            by_class = admin.predict(spec, names[0], "cpu", 1, 1, "onnxruntime")
+            assert by_class.note.startswith("the fingerprint of cpu:") and "from its cells" in by_class.note
+            assert by_class.zero_shot_latency_ms > 0 and by_class.latency_ms != ort_answer.latency_ms
+            assert "no sample of onnxruntime" in admin.predict(spec, names[0], "cpu", 1, 4, "onnxruntime").note
         env_args = ("--coordinator", c.address, "--admin-token", c.admin_token)
         listed = run_cli("predictor", "versions", *env_args)
         assert listed.returncode == 0 and "v1" in listed.stdout and "new-cells" in listed.stdout

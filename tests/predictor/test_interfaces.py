@@ -218,7 +218,8 @@ def test_predict_batch_answers_every_row_it_can_and_names_what_is_wrong_with_the
             ("a.onnx", "specs/pixel_3.yaml", "cpu", "many", ""),
             ("a.onnx", "tpu.yaml", "tpu", "1", ""),
             ("a.onnx", "nowhere.yaml", "cpu", "1", ""),
-            ("a.onnx", "specs/pixel_3.yaml", "cpu", "2", "tflite")]
+            ("a.onnx", "specs/pixel_3.yaml", "cpu", "2", "tflite"),
+            ("a.onnx", "specs/pixel_3.yaml", "cpu", "1", "onnxruntime")]
     proc = predict_batch(checkpoint, env, tmp_path, rows)
     assert proc.returncode == 0, proc.stderr
     assert "4 rows not answered" in proc.stdout
@@ -232,6 +233,9 @@ def test_predict_batch_answers_every_row_it_can_and_names_what_is_wrong_with_the
     assert "line 5" in errors[3] and "accelerator" in errors[3]
     assert "line 6" in errors[4] and "nowhere.yaml" in errors[4]
     assert all(out[i]["latency_ms"] == "" for i in (1, 2, 3, 4))
+    # a runtime the training data never saw (it is PyTorch and TFLite): answered, said, the interval widened
+    assert out[0]["note"] == "" and "no training sample" in out[6]["note"] and out[6]["error"] == ""
+    assert float(out[6]["latency_ms_low"]) <= float(out[0]["latency_ms_low"])
     # a table with nothing answerable is bad input, and nothing is written
     one_line_error(predict_batch(checkpoint, env, tmp_path, rows[1:5], "bad.csv", "none.csv"),
                    "no row could be answered")
@@ -315,3 +319,26 @@ def test_eval_with_shots_and_leave_family_out(small_data, env, tmp_path):
                    "two families")
     one_line_error(run_cli("predictor", "eval", "--data", str(small_data), "--split", "leave-model-out",
                            "--family", "fbnet", env=env), "--family")
+
+
+def test_the_agent_measures_its_fingerprint_and_predicts_with_it(checkpoint, zoo, env, tmp_path):
+    from edgeatlas.predictor import fingerprint as fp
+
+    state = tmp_path / "state"
+    one_line_error(run_cli("agent", "predict", "--model", str(zoo / "mlp-s.onnx"), "--state-dir", str(state),
+                           "--checkpoint", str(checkpoint), env=env), "no fingerprint", "agent fingerprint")
+    proc = run_cli("agent", "fingerprint", "--state-dir", str(state), "--threads", "1", "--out",
+                   str(tmp_path / "fp.json"), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    kept = fp.Fingerprint.load(state / "fingerprint.json")
+    assert kept == fp.Fingerprint.load(tmp_path / "fp.json") and set(kept.latency_ms) == set(fp.NAMES)
+    assert kept.threads == 1 and kept.runtime == "onnxruntime" and kept.runtime_version
+    # the reference networks ran as written: the biggest (a GFLOP) is slower than the dispatch-bound chain
+    assert kept.latency_ms["gemm"] > 10 * kept.latency_ms["overhead"] > 0
+    proc = run_cli("agent", "predict", "--model", str(zoo / "resnet-s.onnx"), "--state-dir", str(state),
+                   "--checkpoint", str(checkpoint), "--json", env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert "shots" in answer["fingerprint"] and answer["threads"] == 1 and answer["runtime"] == "onnxruntime"
+    assert answer["latency_ms_low"] <= answer["latency_ms"] <= answer["latency_ms_high"]
+    one_line_error(run_cli("agent", "fingerprint", "--state-dir", str(state), "--threads", "-2", env=env), "threads")
