@@ -84,7 +84,7 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
         for name in folds:
             say(f"held out: {name}")
             train, test = samples.where(device != name), samples.where(device == name)
-            rows += _score_all(name, test, fit_all(train, cfg, seed, say), shots, seed)
+            rows += _said(_score_all(name, test, fit_all(train, cfg, seed, say), shots, seed), say)
     elif split == "leave-family-out":
         family = samples.family_of()
         present = sorted(set(family))
@@ -99,7 +99,8 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
             predictor = fit_all(train, cfg, seed, say)
             test_device = test.device_of()
             for dev in sorted(set(test_device)):
-                rows += _score_all(f"{name}: {dev}", test.where(test_device == dev), predictor, shots, seed)
+                rows += _said(_score_all(f"{name}: {dev}", test.where(test_device == dev), predictor, shots, seed),
+                              say)
     else:
         train, test = calibration_split(samples, share=0.2, seed=seed + 1)
         say(f"held out: {len(np.unique(test.graph))} networks (one in five), on every device")
@@ -107,6 +108,13 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
         test_device = test.device_of()
         for name in sorted(set(test_device)):
             rows += _score_all(name, test.where(test_device == name), predictor, shots, seed)
+    return rows
+
+
+def _said(rows: list[dict], say) -> list[dict]:
+    """A fold's rows, said as they come (a long evaluation shows its folds before its table)."""
+    for r in rows:
+        say("  " + row_line(r))
     return rows
 
 
@@ -138,7 +146,7 @@ def _score_shots(name: str, test: Samples, predictor: Predictor, shots: int, see
         for p in PREDICTORS:
             zero = predictor.predict(rest, p)
             cal = predictor.calibration(shot_samples, p)
-            tuned = predictor.predict_calibrated(rest, cal, p)
+            tuned = predictor.predict_calibrated(rest, cal, p, zero_shot=zero[0])
             for label, (mean, lo, hi) in ((p, zero), (f"{p}+{shots}", tuned)):
                 parts.setdefault(label, []).append((mean, lo, hi, rest.latency_ms))
     out = []
@@ -150,15 +158,20 @@ def _score_shots(name: str, test: Samples, predictor: Predictor, shots: int, see
     return out
 
 
+HEADER = (f"{'held out':28s} {'predictor':12s} {'MAPE %':>8s} {'±10 %':>7s} {'Spearman':>9s} {'R² log':>7s} "
+          f"{'n':>6s} {'80% int.':>8s}")
+
+
+def row_line(r: dict) -> str:
+    s = r["scores"]
+    cov = "" if math.isnan(r["coverage"]) else f"{r['coverage']:.0f} %"
+    return (f"{r['held_out'][:28]:28s} {r['predictor']:12s} {s.mape:8.1f} {s.within10:7.1f} "
+            f"{s.spearman:9.3f} {s.r2_log:7.3f} {s.n:6d} {cov:>8s}")
+
+
 def table(rows: list[dict]) -> str:
     """The per-device table, then the mean over held-out devices per predictor."""
-    lines = [f"{'held out':28s} {'predictor':12s} {'MAPE %':>8s} {'±10 %':>7s} {'Spearman':>9s} {'R² log':>7s} "
-             f"{'n':>6s} {'80% int.':>8s}"]
-    for r in rows:
-        s = r["scores"]
-        cov = "" if math.isnan(r["coverage"]) else f"{r['coverage']:.0f} %"
-        lines.append(f"{r['held_out'][:28]:28s} {r['predictor']:12s} {s.mape:8.1f} {s.within10:7.1f} "
-                     f"{s.spearman:9.3f} {s.r2_log:7.3f} {s.n:6d} {cov:>8s}")
+    lines = [HEADER] + [row_line(r) for r in rows]
     lines.append("")
     lines.append("mean over held-out devices:")
     for p in dict.fromkeys(r["predictor"] for r in rows):

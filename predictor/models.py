@@ -36,18 +36,17 @@ def physical_terms(samples: Samples) -> np.ndarray:
     """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
     operators (0 where the sheet lacks that peak), and its operator count."""
     gs = samples.graphs
-    out = np.zeros((len(samples), 3))
-    for i, (g, s) in enumerate(zip(samples.graph, samples.setting)):
-        setting = samples.settings[s]
-        lo, hi = gs.node_ptr[g], gs.node_ptr[g + 1]
-        b = setting.effective_batch
-        peak, bandwidth = setting.proc.peak_flops, setting.proc.bandwidth
-        if peak > 0:
-            out[i, 0] = gs.flops[lo:hi].sum() * b / peak * 1e3
-        if bandwidth > 0:
-            out[i, 1] = (gs.act_bytes[lo:hi].sum() * b + gs.weight_bytes[lo:hi].sum()) / bandwidth * 1e3
-        out[i, 2] = hi - lo
-    return out
+    starts = gs.node_ptr[:-1]
+    flops, moved, weights = (np.add.reduceat(a, starts) if len(a) else np.zeros(len(starts))
+                             for a in (gs.flops, gs.act_bytes, gs.weight_bytes))
+    peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
+    bandwidth = np.array([st.proc.bandwidth for st in samples.settings], dtype=np.float64)
+    batch = np.array([st.effective_batch for st in samples.settings], dtype=np.float64)
+    g, s = samples.graph, samples.setting
+    with np.errstate(invalid="ignore", divide="ignore"):
+        compute = np.where(peak[s] > 0, flops[g] * batch[s] / peak[s] * 1e3, 0.0)
+        memory = np.where(bandwidth[s] > 0, (moved[g] * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
+    return np.stack([compute, memory, np.diff(gs.node_ptr)[g].astype(np.float64)], axis=1)
 
 
 def _compute_floor(terms: np.ndarray) -> np.ndarray:
@@ -332,13 +331,14 @@ class Predictor:
         return calibrate(mean, shots.latency_ms, float(np.median(hi - lo) / 2), self._share(shots, which),
                          _compute_floor(terms), terms)
 
-    def predict_calibrated(self, samples: Samples, cal, which: str = "gnn") -> tuple[np.ndarray, np.ndarray,
-                                                                                     np.ndarray]:
+    def predict_calibrated(self, samples: Samples, cal, which: str = "gnn",
+                           zero_shot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log mean, log low, log high) in the calibration's setting; never faster than the sheet's peak
         FLOP/s allow (lowered by as much as a shot ran faster). The memory side is no floor here: the shots
-        show what the caches make of it."""
+        show what the caches make of it. zero_shot: `predict(samples, which)[0]`, where already known."""
         terms = physical_terms(samples)
-        mean = cal.apply(self.predict(samples, which)[0], self._share(samples, which), terms)
+        zero = self.predict(samples, which)[0] if zero_shot is None else zero_shot
+        mean = cal.apply(zero, self._share(samples, which) if cal.kind == "split" else None, terms)
         floor = _compute_floor(terms) + cal.floor_shift
         mean = np.maximum(mean, floor)
         return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width
