@@ -319,19 +319,13 @@ class Predictors:
 
         from edgeatlas.predictor.commands import answer
         from edgeatlas.predictor.data import GraphSet, Samples
-        from edgeatlas.predictor.fingerprint import MAX_FILE_BYTES, Fingerprint
+        from edgeatlas.predictor.fingerprint import Fingerprint
 
         row, predictor = self._get(version)
         spec = SpecSheet.from_json(spec_json, "spec_json")
         fingerprint, fingerprint_from = None, ""
         if fingerprint_json:
-            if len(fingerprint_json) > MAX_FILE_BYTES:
-                raise InvalidInput(f"fingerprint_json: more than a fingerprint's {MAX_FILE_BYTES:,} bytes")
-            try:
-                parsed = json.loads(fingerprint_json)
-            except ValueError:
-                raise InvalidInput("fingerprint_json: not JSON (edgeatlas agent fingerprint writes one)") from None
-            fingerprint = Fingerprint.from_dict(parsed, "fingerprint_json")
+            fingerprint = Fingerprint.from_json(fingerprint_json, "fingerprint_json")
             fingerprint.check_setting(target or "cpu", batch, threads, runtime)
         if isinstance(model, bytes):
             name, data, summary_json = "uploaded", model, "{}"

@@ -162,12 +162,18 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         mean, lo, hi = predictor.predict_calibrated(samples, cal)
         return mean, lo, hi, zero_shot, cal.describe()
     if known is not None and runtime and runtime not in known:
-        roof = predictor.predict(samples, "roofline")[0]
-        lo, hi = np.minimum(lo, roof), hi + (hi - mean)
+        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, np.ones(len(samples), bool))
         return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
                                          f"{', '.join(known) or 'none'}): the interval reaches down to the "
                                          f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates it")
     return mean, lo, hi, zero_shot, ""
+
+
+def widened_for_unknown_runtime(predictor: Predictor, samples: Samples, mean, lo, hi, unknown: np.ndarray):
+    """(low, high) where `unknown` marks answers in a runtime the training data has no sample of: down to
+    the roofline (no runtime beats the hardware's bound), up by the half-width again."""
+    roof = predictor.predict(samples, "roofline")[0]
+    return np.where(unknown, np.minimum(lo, roof), lo), np.where(unknown, hi + (hi - mean), hi)
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
@@ -273,9 +279,8 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
     known = predictor.info.get("runtimes")
     unknown = np.array([known is not None and bool(s.runtime) and s.runtime.lower() not in known
                         for s in settings])[samples.setting]
-    if unknown.any():  # as `answer` does for one query: said, and the interval down to the roofline
-        roof = predictor.predict(samples, "roofline")[0]
-        lo, hi = np.where(unknown, np.minimum(lo, roof), lo), np.where(unknown, hi + (hi - mean), hi)
+    if unknown.any():  # as `answer` does for one query: said, and the interval widened
+        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
         notes = ["no training sample of this runtime: the interval reaches down to the roofline" if u else ""
                  for u in unknown]
     position = {row: k for k, row in enumerate(answered)}

@@ -213,8 +213,14 @@ class Fingerprint:
             raise InvalidInput(f"{where}: no such file") from None
         except OSError as exc:
             raise InvalidInput(f"{where}: {exc.strerror}") from None
-        if len(raw) > MAX_FILE_BYTES:
-            raise InvalidInput(f"{where}: {len(raw):,} bytes, more than a fingerprint's {MAX_FILE_BYTES:,}")
+        return cls.from_json(raw, where)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, where: str = "fingerprint") -> "Fingerprint":
+        """A fingerprint's JSON text (a file's, or a request's field), size and every field checked."""
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+        if size > MAX_FILE_BYTES:
+            raise InvalidInput(f"{where}: {size:,} bytes, more than a fingerprint's {MAX_FILE_BYTES:,}")
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
