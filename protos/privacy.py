@@ -160,6 +160,20 @@ class PrivacyParams:
         return min(eps, alpha * eps * eps / 2)
 
 
+AUTO_MIN_HALF_LOG = math.log(1.25)  # bounds never narrower than ÷/× 1.25² around the estimate
+
+
+def auto_bounds(estimate_ms: float, low_ms: float, high_ms: float) -> tuple[float, float]:
+    """A campaign's public bounds from the predictor (`--bounds auto`): centred on its estimate for the
+    hardware class, twice its interval's wider log half-width on each side, inside the default bounds.
+    The predictor's answer is public; the clip count released with a cohort's sum says if they bit."""
+    if not (math.isfinite(estimate_ms) and 0 < low_ms <= estimate_ms <= high_ms and math.isfinite(high_ms)):
+        raise InvalidInput(f"predictor interval {low_ms!r}..{high_ms!r} around {estimate_ms!r} ms cannot make bounds")
+    half = max(math.log(high_ms / estimate_ms), math.log(estimate_ms / low_ms), AUTO_MIN_HALF_LOG)
+    lo, hi = DEFAULT_LATENCY_BOUNDS_MS
+    return max(lo, estimate_ms * math.exp(-2 * half)), min(hi, estimate_ms * math.exp(2 * half))
+
+
 @dataclass(frozen=True)
 class Release:
     """What a private report carries instead of its measurements: noised log-space values and the contract."""

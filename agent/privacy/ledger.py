@@ -14,6 +14,11 @@ from pathlib import Path
 
 from edgeatlas.protos.errors import EdgeAtlasError
 from edgeatlas.protos.privacy import ORDERS, PrivacyParams, rdp_to_epsilon
+from edgeatlas.protos.secure import SecureContract
+
+# A release's contract by the mode it was made in: `ldp` one noised report, `secure` one round of a cohort
+# (its ε is the sum's, for any allowed number of survivors). `trusted` releases carry no contract.
+CONTRACTS = {"ldp": PrivacyParams.from_dict, "secure": SecureContract.from_dict}
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class BudgetExceeded(EdgeAtlasError):
     """A release would take the device past its owner's privacy budget."""
 
 
-def spent_epsilon(releases: list[PrivacyParams], delta: float) -> float:
+def spent_epsilon(releases: list[PrivacyParams | SecureContract], delta: float) -> float:
     """ε at δ of the releases together: the better of RDP composition and plain ε addition."""
     if not releases:
         return 0.0
@@ -54,16 +59,16 @@ class Ledger:
     def close(self) -> None:
         self.db.close()
 
-    def _window(self, now_s: float) -> list[PrivacyParams]:
-        rows = self.db.execute("SELECT params_json FROM release WHERE mode = 'ldp' AND at_s > ?",
+    def _window(self, now_s: float) -> list[PrivacyParams | SecureContract]:
+        rows = self.db.execute("SELECT mode, params_json FROM release WHERE mode != 'trusted' AND at_s > ?",
                                (now_s - self.budget.window_s,)).fetchall()
-        return [PrivacyParams.from_dict(json.loads(r[0])) for r in rows]
+        return [CONTRACTS[mode](json.loads(params)) for mode, params in rows]
 
     def spent(self, now_s: float | None = None) -> float:
         """ε (at the budget's δ) spent within the window ending now."""
         return spent_epsilon(self._window(time.time() if now_s is None else now_s), self.budget.delta)
 
-    def check(self, params: PrivacyParams, now_s: float | None = None) -> float:
+    def check(self, params: PrivacyParams | SecureContract, now_s: float | None = None) -> float:
         """The window's ε if this release were made; BudgetExceeded if that is over the budget."""
         now_s = time.time() if now_s is None else now_s
         window = self._window(now_s)
@@ -75,12 +80,14 @@ class Ledger:
                 f"({len(window)} releases in the window, ε = {spent_epsilon(window, self.budget.delta):.3g})")
         return projected
 
-    def record(self, report_id: str, task_id: int, params: PrivacyParams | None,
+    def record(self, report_id: str, task_id: int, params: PrivacyParams | SecureContract | None,
                now_s: float | None = None) -> None:
-        """Records a release before it leaves the device; `params` None means trusted (exact values)."""
+        """Records a release before it leaves the device; `params` None means trusted (exact values), a
+        SecureContract one secure round (`report_id` then names the round)."""
+        mode = "trusted" if params is None else "secure" if isinstance(params, SecureContract) else "ldp"
         self.db.execute("INSERT INTO release (at_s, report_id, task_id, mode, params_json) VALUES (?, ?, ?, ?, ?)",
                         (time.time() if now_s is None else now_s, report_id, task_id,
-                         "ldp" if params else "trusted", json.dumps(params.to_dict() if params else {})))
+                         mode, json.dumps(params.to_dict() if params else {})))
 
     def entries(self) -> list[dict]:
         rows = self.db.execute("SELECT at_s, report_id, task_id, mode, params_json FROM release ORDER BY id")

@@ -97,3 +97,22 @@ def test_ledger_composes_persists_and_refuses(tmp_path):
 def test_gaussian_reports_compose_sublinearly():
     ten = spent_epsilon([GAUSS] * 10, 1e-6)
     assert GAUSS.epsilon * 2 < ten < GAUSS.epsilon * 10
+
+
+def test_a_secure_round_is_recorded_composed_and_refused_like_a_report(tmp_path):
+    from edgeatlas.protos.secure import SecureContract
+    budget = Budget(epsilon=2.0, delta=1e-6, window_s=3600)
+    ledger = Ledger(tmp_path / "ledger.db", budget)
+    one = SecureContract.for_cohort(PrivacyParams(epsilon=1.0), 1, 20)
+    three = SecureContract.for_cohort(PrivacyParams(epsilon=1.0), 3, 20)
+    now = 1_000_000.0
+    ledger.record("round-1", 0, one, now)
+    ledger.record("r1", 1, PrivacyParams(epsilon=1.0), now)  # an ldp report beside it
+    assert ledger.spent(now) == pytest.approx(spent_epsilon([one, PrivacyParams(epsilon=1.0)], 1e-6))
+    assert ledger.spent(now) == pytest.approx(spent_epsilon([PrivacyParams(epsilon=1.0)] * 2, 1e-6), rel=0.01)
+    with pytest.raises(BudgetExceeded):
+        ledger.check(three, now)  # five cells in all: ε ≈ 2.4 > 2
+    ledger.close()
+    again = Ledger(tmp_path / "ledger.db", budget)
+    assert [e["mode"] for e in again.entries()] == ["secure", "ldp"]
+    assert again.entries()[0]["params"]["cohort"] == 20

@@ -129,3 +129,69 @@ def test_audit_fails_when_clipping_is_skipped(params, n):
     b = samples(unclipped_release, x1, params, n)
     assert violation(a, b, params.epsilon, params.delta) is not None
     assert violation(samples(rel.release_value, x0, params, n), real, params.epsilon, params.delta) is None
+
+
+# --- the distributed mechanism of secure aggregation (protos/secure.py) ----------------------------------
+# What the coordinator sees of a cell's statistic is the survivors' sum: each device's value on the grid
+# plus each survivor's noise share. The audit compares that sum for neighbouring cohorts (one device at
+# either end of the range, the rest fixed) against the contract's accounted ε. The shares are drawn from
+# the discrete Gaussian by its exact table (float64 CDF over ±14σ, mass beyond < 1e-40), not the
+# rational sampler: the sampler's exactness is tested above, and the audit needs millions of draws.
+
+from edgeatlas.protos.secure import SecureContract  # noqa: E402
+
+SECURE_PRIVACY = PrivacyParams(mechanism="gaussian", epsilon=2.0, delta=1e-6, statistics=("log_p50_ms",), bits=6)
+
+
+@dataclass(frozen=True)
+class HalvedShare(SecureContract):
+    """A broken device: half the noise share it should add (its σ halved)."""
+
+    @property
+    def device_sigma2(self):
+        return super().device_sigma2 / 4
+
+
+@dataclass(frozen=True)
+class IgnoresSurvivors(SecureContract):
+    """A broken sizing: each share is σ²/cohort, as if every device always survived."""
+
+    @property
+    def device_sigma2(self):
+        from fractions import Fraction
+        return Fraction(self.sigma2 / self.cohort).limit_denominator(1_000_000)
+
+
+def discrete_gaussian_table(sigma2: float, rng: np.random.Generator, size: int) -> np.ndarray:
+    sigma = math.sqrt(sigma2)
+    support = np.arange(-math.ceil(14 * sigma), math.ceil(14 * sigma) + 1)
+    cdf = np.cumsum(np.exp(-support.astype(np.float64) ** 2 / (2 * sigma2)))
+    return support[np.searchsorted(cdf / cdf[-1], rng.random(size), side="right")]
+
+
+def cohort_sums(contract: SecureContract, value: int, survivors: int, n: int, rng) -> np.ndarray:
+    shares = float(contract.device_sigma2)
+    return value + sum(discrete_gaussian_table(shares, rng, n) for _ in range(survivors))
+
+
+def secure_audit(contract: SecureContract, survivors: int, n: int) -> object:
+    rng = np.random.default_rng()
+    a = cohort_sums(contract, 0, survivors, n, rng)
+    b = cohort_sums(contract, contract.privacy.steps, survivors, n, rng)
+    accounted = SecureContract(contract.privacy, contract.cells, contract.cohort, contract.min_survivors)
+    return violation(a, b, accounted.epsilon(), contract.privacy.delta)
+
+
+def test_secure_audit_passes_for_the_real_mechanism_at_its_fewest_survivors():
+    contract = SecureContract(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2).check()
+    assert secure_audit(contract, survivors=2, n=800000) is None
+
+
+def test_secure_audit_fails_when_a_devices_noise_share_is_halved():
+    contract = HalvedShare(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2)
+    assert secure_audit(contract, survivors=2, n=800000) is not None
+
+
+def test_secure_audit_fails_when_the_survivor_count_is_ignored():
+    contract = IgnoresSurvivors(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2)
+    assert secure_audit(contract, survivors=2, n=800000) is not None

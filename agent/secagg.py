@@ -1,0 +1,155 @@
+"""A device's part in one secure aggregation round (SecAgg+, Bell et al. 2020, with distributed noise).
+
+The device's exact values never leave it. It sends: two public keys and a commitment (stage 1); shares
+of its secrets sealed for its neighbours (stage 2); its vector plus its noise share plus masks that only
+the whole cohort's sum cancels (stage 3); and, per neighbour, one share of either its seed or its
+masking key, never both (stage 4). protos/secure.py holds the contract, protos/masking.py the
+cryptography; this module holds the device's rules and refuses what an honest coordinator never sends.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from fractions import Fraction
+
+import numpy as np
+
+from edgeatlas.agent.privacy.noise import discrete_gaussian
+from edgeatlas.agent.privacy.release import to_grid
+from edgeatlas.protos import masking
+from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.secure import (
+    MODULUS, Advertise, Roster, SealedShare, SecureContract, UnmaskShare)
+
+SHARE_BYTES = 16 + masking.KEY_BYTES  # a seed share, then a masking-key share
+
+
+def cell_values(contract: SecureContract, logs: dict[str, float]) -> list[int]:
+    """One held cell's coordinates before noise: presence, each statistic on its grid, clipped."""
+    p = contract.privacy
+    grid, clipped = [], False
+    for name in contract.statistics:
+        lo, hi = p.log_bounds(name)
+        value = logs.get(name)
+        if value is None or not math.isfinite(value):
+            raise InvalidInput(f"a held cell lacks statistic {name}")
+        clipped |= not lo <= value <= hi
+        grid.append(to_grid(value, p, name))
+    return [1, *grid, contract.clip_weight if clipped else 0]
+
+
+def vector(contract: SecureContract, cells: dict[int, dict[str, float]]) -> np.ndarray:
+    """The device's exact vector: its held cells' coordinates, zeros elsewhere (int64, dim)."""
+    out = np.zeros(contract.dim, dtype=np.int64)
+    for slot, logs in cells.items():
+        if not 0 <= slot < contract.cells:
+            raise InvalidInput(f"cell slot {slot} is outside the round's {contract.cells}")
+        out[slot * contract.width:(slot + 1) * contract.width] = cell_values(contract, logs)
+    return out
+
+
+def noise_share(contract: SecureContract, sampler=discrete_gaussian) -> np.ndarray:
+    """The device's share of the noise on every noised coordinate (presence carries none)."""
+    sigma2: Fraction = contract.device_sigma2
+    out = np.zeros(contract.dim, dtype=np.int64)
+    for c in range(contract.cells):
+        for j in range(1, contract.width):
+            out[c * contract.width + j] = sampler(sigma2)
+    return out
+
+
+class Participant:
+    """One device in one round, stage by stage; each stage answers once, in order."""
+
+    def __init__(self, round_id: str, contract: SecureContract, cells: dict[int, dict[str, float]],
+                 sampler=discrete_gaussian):
+        self.round_id, self.contract = round_id, contract.check()
+        self.exact = vector(contract, cells)
+        self.holds = tuple(sorted(cells))
+        self.sampler = sampler
+        self.encryption = masking.KeyPair.generate()
+        self.masking = masking.KeyPair.generate()
+        self.seed = secrets.token_bytes(masking.SEED_BYTES)
+        self.stage = 0
+        self.roster: Roster | None = None
+        self.index = -1
+        self.shared_with: set[int] = set()  # neighbours whose shares this device holds (stage 2 survivors)
+        self.held: dict[int, bytes] = {}  # neighbour index → its share for this device
+
+    def _advance(self, to: int) -> None:
+        if self.stage != to - 1:
+            raise InvalidInput(f"secure round {self.round_id}: stage {to} asked at stage {self.stage}")
+        self.stage = to
+
+    def advertise(self) -> Advertise:
+        self._advance(1)
+        return Advertise(self.encryption.public, self.masking.public, masking.commit(self.seed), self.holds)
+
+    def share(self, roster: Roster) -> list[SealedShare]:
+        """Stage 2: checks the roster, then seals one share of its seed and masking key per neighbour."""
+        self._advance(2)
+        if roster.round_id != self.round_id or roster.contract != self.contract:
+            raise InvalidInput("the roster is for another round or contract")
+        mine = [e.index for e in roster.entries if e.advertise.encryption_pk == self.encryption.public
+                and e.advertise.masking_pk == self.masking.public]
+        if len(mine) != 1 or [e.index for e in roster.entries] != list(range(len(roster.entries))):
+            raise InvalidInput("the roster does not list this device exactly once, in order")
+        keys = [k for e in roster.entries for k in (e.advertise.encryption_pk, e.advertise.masking_pk)]
+        if len(set(keys)) != len(keys):
+            raise InvalidInput("the roster repeats a public key")
+        if len(roster.entries) < self.contract.min_survivors:
+            raise InvalidInput(f"the roster has {len(roster.entries)} devices, fewer than the round's "
+                               f"{self.contract.min_survivors}")
+        self.roster, self.index = roster, mine[0]
+        peers = roster.neighbours(self.index)
+        seed_shares = masking.split(self.seed, roster.threshold, len(peers))
+        key_shares = masking.split(self.masking.private, roster.threshold, len(peers))
+        out = []
+        for slot, v in enumerate(peers):
+            key = self.encryption.agree(roster.entries[v].advertise.encryption_pk,
+                                        masking.pair_info(self.round_id, "seal", self.index, v))
+            out.append(SealedShare(self.index, v, masking.seal(key, seed_shares[slot] + key_shares[slot],
+                                                               self._aad(self.index, v))))
+        return out
+
+    def _aad(self, sender: int, receiver: int) -> bytes:
+        return f"{self.round_id}|{sender}->{receiver}".encode()
+
+    def masked(self, inbox: list[SealedShare]) -> np.ndarray:
+        """Stage 3: opens its neighbours' shares, then sends its vector + noise share + masks (uint32).
+        The caller records the round's ε in the ledger before this leaves the device."""
+        self._advance(3)
+        assert self.roster is not None
+        peers = set(self.roster.neighbours(self.index))
+        for item in inbox:
+            if item.receiver != self.index or item.sender not in peers or item.sender in self.held:
+                raise InvalidInput(f"a share from {item.sender} to {item.receiver} was not for this device")
+            key = self.encryption.agree(self.roster.entries[item.sender].advertise.encryption_pk,
+                                        masking.pair_info(self.round_id, "seal", item.sender, self.index))
+            opened = masking.unseal(key, item.sealed, self._aad(item.sender, self.index))
+            if len(opened) != SHARE_BYTES:
+                raise InvalidInput(f"the share from {item.sender} has {len(opened)} bytes, not {SHARE_BYTES}")
+            self.held[item.sender] = opened
+        if len(self.held) + 1 < self.contract.min_survivors and len(self.held) < self.roster.threshold:
+            raise InvalidInput(f"only {len(self.held)} neighbours shared: too few for the round to finish")
+        self.shared_with = set(self.held)
+        total = (self.exact + noise_share(self.contract, self.sampler)) % MODULUS
+        total = (total.astype(np.uint64) + masking.mask(self.seed, self.contract.dim)) % MODULUS
+        for v in sorted(self.shared_with):
+            pair = self.masking.agree(self.roster.entries[v].advertise.masking_pk,
+                                      masking.pair_info(self.round_id, "mask", self.index, v))
+            m = masking.mask(pair, self.contract.dim).astype(np.uint64)
+            total = (total + m) % MODULUS if self.index < v else (total + MODULUS - m) % MODULUS
+        return total.astype(np.uint32)
+
+    def unmask(self, survivors: list[int]) -> list[UnmaskShare]:
+        """Stage 4: for each neighbour that shared, its seed share if it survived, else its key share."""
+        self._advance(4)
+        assert self.roster is not None
+        alive = set(survivors)
+        if len(alive) != len(survivors) or self.index not in alive or \
+                len(alive) < self.contract.min_survivors or not alive <= set(range(len(self.roster.entries))):
+            raise InvalidInput(f"the survivor list ({len(alive)} devices) is not one this round can publish")
+        return [UnmaskShare(v, "seed", self.held[v][:16]) if v in alive else
+                UnmaskShare(v, "key", self.held[v][16:]) for v in sorted(self.shared_with)]
