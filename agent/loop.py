@@ -17,6 +17,8 @@ from edgeatlas.agent.outbox import Outbox
 from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
 from edgeatlas.agent.report import completed, new_report, refused
 from edgeatlas.agent.results import LocalResults
+from edgeatlas.agent.privacy.release import statistic_logs
+from edgeatlas.agent.secagg import HeldValues, Participant, contract_of, drive, held_cells, stages
 from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
 from edgeatlas.agent.meters import find_meter
 from edgeatlas.agent.runners import ModelFacts, make_runner
@@ -84,6 +86,7 @@ class Agent:
         self.outbox = Outbox(config.state_dir.outbox)
         self.ledger = Ledger(config.state_dir.root / "privacy-ledger.db", config.budget)
         self.results = LocalResults(config.state_dir.root / "results.jsonl")
+        self.held = HeldValues(config.state_dir.root / "held.json")
         self.channel = open_channel(config.coordinator, config.tls)
         self._connectivity = None
         self.channel.subscribe(self._connectivity_changed)
@@ -186,8 +189,49 @@ class Agent:
         self.results.add(task.model.name, task.task_id, result, conditions, task.model.sha256,
                          task.model.format or "onnx", task.model.inputs_json)
         completed(report, result, privacy, conditions)
+        if privacy is not None and privacy.mode == "secure":
+            # nothing leaves with the report: the values wait here, and the ε is spent by the round
+            if result.valid:
+                self.held.add(task.model.sha256, result.setting.key(),
+                              statistic_logs(result.stats, privacy, result.figures()))
+            return report
         self.ledger.record(report.report_id, task.task_id, privacy)  # in the ledger before it can leave
         return report
+
+    def join_round(self, invite: agent_pb2.SecureRoundInvite) -> str:
+        """Takes part in a secure round with the values it holds of the invitation's cells; its ε goes in
+        the ledger before the masked vector leaves. Returns the round's outcome, as the coordinator said it."""
+        try:
+            contract = contract_of(invite)
+            cells = held_cells(invite, self.held.all())
+            if not cells:
+                return "declined: this device holds none of the round's cells"
+            self.ledger.check(contract)
+            participant = Participant(invite.round_id, contract, cells)
+        except BudgetExceeded as exc:
+            return str(exc)
+        except EdgeAtlasError as exc:
+            return f"declined: {exc}"
+        spent = []
+
+        def before_masked() -> None:
+            self.ledger.record(invite.round_id, 0, contract)
+            spent.append(True)
+
+        def call(request: agent_pb2.SecureRoundRequest) -> agent_pb2.SecureRoundResponse:
+            return self.stub.SecureRound(request, metadata=self._md(), timeout=request.wait_s + DEFAULT_DEADLINE_S)
+
+        try:
+            return drive(stages(participant, invite, before_masked), call)
+        except EdgeAtlasError as exc:  # the coordinator sent what an honest one never does: drop out
+            return f"dropped out: {exc}"
+        except grpc.RpcError as exc:
+            if exc.code() in TRANSIENT and not spent:
+                raise
+            return f"dropped out: {exc.code().name} {exc.details()}"
+        finally:
+            if spent:  # the masked vector left: these values are summed, or lost, but never sent again
+                self.held.consume((c.model_sha256, c.setting_key) for c in invite.cells)
 
     def step(self) -> bool:
         """One round: drain the outbox, heartbeat when due, lease and run one task; True if it ran one."""
@@ -202,6 +246,11 @@ class Agent:
         task = self.current or self.lease()
         if task is None:
             return False
+        if task.HasField("secure_round"):
+            invite = task.secure_round
+            log.info("secure round %s: %d cells, %d devices", invite.round_id[:8], len(invite.cells), invite.cohort)
+            log.info("secure round %s: %s", invite.round_id[:8], self.join_round(invite))
+            return True
         self.current = task  # survives a transient failure below; retried on the next step
         log.info("task %d: %s (campaign %d)", task.task_id, task.model.name, task.campaign_id)
         report = self.execute(task)

@@ -7,9 +7,11 @@ What a report carries, by privacy mode:
 - `trusted` (a private fleet whose owner opted in): the exact latency stats, every named figure
   (protos/metrics.py), the fidelity check's error and tolerance, the full invalid reason, LoadGen's own
   words, and the device's conditions as it ran (battery, temperature, load, clock);
-- `ldp` (the default): only the contract's statistics, each clipped, quantised and noised on the device
+- `ldp`: only the contract's statistics, each clipped, quantised and noised on the device
   (agent/privacy/release.py), the contract itself, whether outputs matched (two bits, not the error), and
-  the invalid reason's category alone. The exact values stay in results.jsonl, for the owner.
+  the invalid reason's category alone. The exact values stay in results.jsonl, for the owner;
+- `secure` (a campaign whose contract says so): as `ldp`, but no values at all. The contract's statistics
+  wait on the device (held.json) until its cohort's round sums them (agent/secagg.py).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from edgeatlas.v1 import agent_pb2
 
 def new_report(task: agent_pb2.Task, trusted: bool) -> agent_pb2.ReportRequest:
     """A report for the task, before it ran: its id, the lease it answers, the mode it will be sent in."""
+    mode = "trusted" if trusted else "secure" if task.privacy.mode == "secure" else "ldp"
     return agent_pb2.ReportRequest(
         protocol_version=PROTOCOL_VERSION, report_id=uuid.uuid4().hex, task_id=task.task_id,
-        lease_id=task.lease_id, privacy_mode="trusted" if trusted else "ldp", agent_version=__version__,
+        lease_id=task.lease_id, privacy_mode=mode, agent_version=__version__,
         started_ms=int(time.time() * 1000))
 
 
@@ -59,7 +62,8 @@ def completed(report: agent_pb2.ReportRequest, result: RunResult, privacy: Priva
         report.conditions.CopyFrom(convert.conditions_to_pb(conditions or {}))
     else:
         report.privacy.CopyFrom(convert.privacy_to_pb(privacy))
-        report.released.update(release(result.stats, privacy, result.figures()).values)
+        if privacy.mode != "secure":
+            report.released.update(release(result.stats, privacy, result.figures()).values)
         # Only whether outputs matched; the error size and iteration counts would say more than ε allows.
         report.fidelity.checked, report.fidelity.passed = result.fidelity.checked, result.fidelity.passed
         report.invalid_reason = "" if result.valid else result.invalid_kind

@@ -9,18 +9,22 @@ cryptography; this module holds the device's rules and refuses what an honest co
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 
 from edgeatlas.agent.privacy.noise import discrete_gaussian
 from edgeatlas.agent.privacy.release import to_grid
-from edgeatlas.protos import masking
+from edgeatlas.agent.state import write_private
+from edgeatlas.protos import PROTOCOL_VERSION, convert, masking
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.secure import (
-    MODULUS, Advertise, Roster, SealedShare, SecureContract, UnmaskShare)
+    MODULUS, Advertise, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare)
+from edgeatlas.v1 import agent_pb2
 
 SHARE_BYTES = 16 + masking.KEY_BYTES  # a seed share, then a masking-key share
 
@@ -153,3 +157,103 @@ class Participant:
             raise InvalidInput(f"the survivor list ({len(alive)} devices) is not one this round can publish")
         return [UnmaskShare(v, "seed", self.held[v][:16]) if v in alive else
                 UnmaskShare(v, "key", self.held[v][16:]) for v in sorted(self.shared_with)]
+
+
+# ---- over the wire: the stages as one generator, driven by the agent (blocking) or the simulator (async) ----
+
+def contract_of(invite) -> SecureContract:
+    """The round's contract from its invitation (agent_pb2.SecureRoundInvite), checked."""
+    return SecureContract(convert.privacy_from_pb(invite.privacy).check(), len(invite.cells), invite.cohort,
+                          invite.min_survivors).check()
+
+
+def held_cells(invite, held: dict[tuple[str, str], dict[str, float]]) -> dict[int, dict[str, float]]:
+    """Slot → statistic logs, for the invitation's cells this device holds ((model sha256, setting key) → logs)."""
+    return {slot: held[(c.model_sha256, c.setting_key)] for slot, c in enumerate(invite.cells)
+            if (c.model_sha256, c.setting_key) in held}
+
+
+def stages(p: Participant, invite, before_masked):
+    """Yields each stage's SecureRoundRequest, takes the coordinator's answer, returns the round's outcome.
+    `before_masked()` runs before the masked vector leaves (the ledger's record)."""
+    wait_s = int(invite.stage_timeout_s) + 5
+
+    def request(stage: int, **fields):
+        return agent_pb2.SecureRoundRequest(protocol_version=PROTOCOL_VERSION, round_id=invite.round_id,
+                                            stage=stage, wait_s=wait_s, **fields)
+
+    adv = p.advertise()
+    resp = yield request(1, encryption_pk=adv.encryption_pk, masking_pk=adv.masking_pk,
+                         seed_commitment=adv.seed_commitment, holds=list(adv.holds))
+    if resp.next_stage != 2:
+        return resp.outcome
+    roster = Roster(invite.round_id, p.contract, tuple(
+        RosterEntry(e.index, Advertise(e.encryption_pk, e.masking_pk, e.seed_commitment, tuple(e.holds)))
+        for e in resp.roster))
+    sealed = p.share(roster)
+    resp = yield request(2, shares=[agent_pb2.SealedShare(sender=s.sender, receiver=s.receiver, sealed=s.sealed)
+                                    for s in sealed])
+    if resp.next_stage != 3:
+        return resp.outcome
+    masked = p.masked([SealedShare(s.sender, s.receiver, s.sealed) for s in resp.inbox])
+    before_masked()
+    resp = yield request(3, masked=masked.astype("<u4").tobytes())
+    if resp.next_stage != 4:
+        return resp.outcome
+    shares = p.unmask(list(resp.survivors))
+    resp = yield request(4, unmask=[agent_pb2.UnmaskShare(owner=s.owner, kind=s.kind, share=s.share)
+                                    for s in shares])
+    return resp.outcome
+
+
+def drive(protocol, call) -> str:
+    """Runs `stages` with a blocking call(request) → response."""
+    try:
+        request = next(protocol)
+        while True:
+            request = protocol.send(call(request))
+    except StopIteration as done:
+        return done.value or ""
+
+
+async def drive_async(protocol, call) -> str:
+    """Runs `stages` with an async call(request) → response."""
+    try:
+        request = next(protocol)
+        while True:
+            request = protocol.send(await call(request))
+    except StopIteration as done:
+        return done.value or ""
+
+
+class HeldValues:
+    """The exact statistics of secure-mode results, waiting on the device for their cohort's round
+    (held.json in the state directory, private like the rest of it); one value per (model, setting)."""
+
+    MAX_CELLS = 2000
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def _read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return []
+
+    def _write(self, cells: list[dict]) -> None:
+        write_private(self.path, json.dumps(cells[-self.MAX_CELLS:]))
+
+    def add(self, model_sha256: str, setting_key: str, logs: dict[str, float]) -> None:
+        cells = [c for c in self._read() if (c["model_sha256"], c["setting_key"]) != (model_sha256, setting_key)]
+        self._write(cells + [{"model_sha256": model_sha256, "setting_key": setting_key, "logs": logs}])
+
+    def all(self) -> dict[tuple[str, str], dict[str, float]]:
+        return {(c["model_sha256"], c["setting_key"]): c["logs"] for c in self._read()}
+
+    def consume(self, keys) -> None:
+        """Forgets values a round has summed: they are never sent again."""
+        gone = set(keys)
+        self._write([c for c in self._read() if (c["model_sha256"], c["setting_key"]) not in gone])

@@ -19,7 +19,9 @@ import grpc
 import yaml
 
 from edgeatlas import __version__
+from edgeatlas.agent.privacy.release import statistic_logs
 from edgeatlas.agent.report import completed, new_report
+from edgeatlas.agent.secagg import Participant, contract_of, drive_async, held_cells, stages
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunResult, ScenarioOutcome, Setting
@@ -90,6 +92,7 @@ class FleetStats:
     enrolled: int = 0
     reports: int = 0
     errors: int = 0
+    rounds: int = 0  # secure rounds taken part in
 
 
 async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: bool, stop: asyncio.Event,
@@ -102,6 +105,7 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
         simulated=True), timeout=60)
     stats.enrolled += 1
     md = bearer(resp.credential)
+    held: dict[tuple[str, str], dict[str, float]] = {}  # secure mode: values waiting for the round
     while not stop.is_set():
         try:
             lease = await stub.LeaseTask(agent_pb2.LeaseTaskRequest(protocol_version=PROTOCOL_VERSION,
@@ -116,6 +120,9 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
                 return
             continue
         task = lease.task
+        if task.HasField("secure_round"):  # the same protocol code as a real device; no ledger (virtual)
+            await secure_round(task.secure_round, held, stub, md, stats)
+            continue
         setting = convert.setting_from_pb(task.setting, defaults=True)
         figures: dict[str, float] = {}
         if task.model.format == "gguf":
@@ -129,7 +136,12 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
                            started_ms=int(time.time() * 1000),
                            outcome=ScenarioOutcome(driver="native", verdict="VALID", figures=figures),
                            energy_absent="simulated device: no meter")
-        report = completed(new_report(task, trusted=True), result, privacy=None)
+        if task.privacy.mode == "secure":  # the numbers are synthetic; the aggregation is real
+            privacy = convert.privacy_from_pb(task.privacy).check()
+            report = completed(new_report(task, trusted=False), result, privacy)
+            held[(task.model.sha256, ran.key())] = statistic_logs(result.stats, privacy, result.figures())
+        else:
+            report = completed(new_report(task, trusted=True), result, privacy=None)
         for attempt in range(5):  # a report is retried with the same id, so it never counts twice
             try:
                 await stub.Report(report, metadata=md, timeout=60)
@@ -141,6 +153,30 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
                                       grpc.StatusCode.DEADLINE_EXCEEDED):
                     break
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt) * rng.random())
+
+
+async def secure_round(invite, held: dict, stub, md, stats: "FleetStats") -> None:
+    """A virtual device's part in a secure round, through the agent's own protocol code (agent/secagg.py)."""
+    try:
+        contract = contract_of(invite)
+        cells = held_cells(invite, held)
+        if not cells:
+            return
+        participant = Participant(invite.round_id, contract, cells)
+    except InvalidInput:
+        stats.errors += 1
+        return
+
+    async def call(request):
+        return await stub.SecureRound(request, metadata=md, timeout=request.wait_s + 30)
+
+    try:
+        await drive_async(stages(participant, invite, lambda: None), call)
+        stats.rounds += 1
+    except (grpc.aio.AioRpcError, InvalidInput):
+        stats.errors += 1
+    for c in invite.cells:
+        held.pop((c.model_sha256, c.setting_key), None)
 
 
 async def simulate(address: str, token: str, agents: int, catalog: list[SpecSheet], once: bool,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeatlas.protos import masking
-from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.secure import (
     MODULUS, Advertise, CellSum, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare, decode)
 
@@ -27,7 +27,7 @@ class RoundFailed(InvalidInput):
     """The round cannot publish: too few survivors, a secret that cannot be rebuilt, or a tampered sum."""
 
 
-class Replay(InvalidInput):
+class Replay(Conflict):
     """A device answered a stage it had already answered."""
 
 

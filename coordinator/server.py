@@ -16,6 +16,7 @@ import grpc
 from edgeatlas.coordinator import auth
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns
 from edgeatlas.coordinator.predictions import Predictors
+from edgeatlas.coordinator.rounds import STAGE_TIMEOUT_S, SecureRounds, form_rounds
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
@@ -156,7 +157,8 @@ async def drive_federated_campaigns(controller, check_s: float) -> None:
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
                 retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
-                superlink: str = "", enrollments_per_hour: float = 120.0) -> None:
+                superlink: str = "", enrollments_per_hour: float = 120.0,
+                secure_stage_timeout_s: float = STAGE_TIMEOUT_S) -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period.
 
     retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
@@ -173,8 +175,9 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
 
         link = await asyncio.to_thread(SuperLink(superlink, Path(tempfile.mkdtemp(prefix="edgeatlas-superlink-"))).start)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
+    rounds = SecureRounds(store, min_devices, secure_stage_timeout_s, wakeup)
     add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
-                   AgentServicer(store, wakeup, reports_per_minute, enrollments_per_hour), server)
+                   AgentServicer(store, wakeup, reports_per_minute, enrollments_per_hour, rounds), server)
     add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server,
                    AdminServicer(store, wakeup, min_devices, predictors, link.address if link else ""), server)
     try:
@@ -202,6 +205,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s))
                  if retrain_cells > 0 else None)
     adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s))
+    cohorts = asyncio.create_task(form_rounds(rounds))
     federated = None
     if link is not None:
         from edgeatlas.coordinator.federated import FederatedCampaigns
@@ -215,6 +219,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     await stop.wait()
     log.info("stopping")
     adaptive.cancel()
+    cohorts.cancel()
     if federated is not None:
         federated.cancel()
         link.stop()  # a run in progress ends with it (its campaign stays running and restarts next time)

@@ -146,6 +146,16 @@ class ReportRow(SQLModel, table=True):
     agent_version: str = ""
 
 
+class SecureClaimRow(SQLModel, table=True):
+    """A secure report's held values, claimed by the round that sums them: one round per report, so no
+    device's values enter two sums. A round that fails before any masked vector was sent gives them back."""
+
+    __tablename__ = "secure_claim"
+    report_id: str = Field(primary_key=True)
+    round_id: str = Field(index=True)
+    claimed_ms: int = Field(sa_type=BigInteger)
+
+
 class CellRow(SQLModel, table=True):
     """A heat-map cell: one model on one hardware class in one setting, from one kind of source."""
 

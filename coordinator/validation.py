@@ -11,7 +11,7 @@ from edgeatlas.protos.records import LatencyStats, Setting
 MAX_LATENCY_MS = 3_600_000.0  # an hour per call is absurd for a benchmark task
 MAX_THROUGHPUT_IPS = 1e9
 REPORT_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
-PRIVACY_MODES = ("ldp", "trusted")
+PRIVACY_MODES = ("ldp", "secure", "trusted")
 
 
 def check_report_id(report_id: str) -> None:

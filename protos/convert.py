@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeatlas.protos.privacy import PURE_MECHANISMS, PrivacyParams, delta_for
+from edgeatlas.protos.privacy import DEFAULT_COHORT_MIN, PURE_MECHANISMS, PrivacyParams, delta_for
 from edgeatlas.protos.records import Fidelity, LatencyStats, ModelRef, RunParams, ScenarioOutcome, Setting
 from edgeatlas.v1 import agent_pb2, common_pb2
 
@@ -76,7 +76,7 @@ def model_from_pb(m: common_pb2.ModelRef) -> ModelRef:
 def privacy_to_pb(p: PrivacyParams) -> common_pb2.Privacy:
     return common_pb2.Privacy(mechanism=p.mechanism, epsilon=p.epsilon, delta=p.delta,
                               statistics=list(p.statistics), bound_lo_ms=p.bounds_ms[0],
-                              bound_hi_ms=p.bounds_ms[1], bits=p.bits)
+                              bound_hi_ms=p.bounds_ms[1], bits=p.bits, mode=p.mode, cohort_min=p.cohort_min)
 
 
 def privacy_from_pb(m: common_pb2.Privacy, defaults: bool = False) -> PrivacyParams:
@@ -84,14 +84,16 @@ def privacy_from_pb(m: common_pb2.Privacy, defaults: bool = False) -> PrivacyPar
     base = PrivacyParams()
     if not defaults:
         return PrivacyParams(mechanism=m.mechanism, epsilon=m.epsilon, delta=m.delta,
-                             statistics=tuple(m.statistics), bounds_ms=(m.bound_lo_ms, m.bound_hi_ms), bits=m.bits)
+                             statistics=tuple(m.statistics), bounds_ms=(m.bound_lo_ms, m.bound_hi_ms), bits=m.bits,
+                             mode=m.mode or "ldp", cohort_min=m.cohort_min or DEFAULT_COHORT_MIN)
     mechanism = m.mechanism or base.mechanism
     return PrivacyParams(
         mechanism=mechanism, epsilon=m.epsilon or base.epsilon,
         # a δ given to a pure mechanism is kept, so that its check refuses it rather than it vanishing here
         delta=m.delta if mechanism in PURE_MECHANISMS else delta_for(mechanism, m.delta),
         statistics=tuple(m.statistics) or base.statistics,
-        bounds_ms=(m.bound_lo_ms or base.bounds_ms[0], m.bound_hi_ms or base.bounds_ms[1]), bits=m.bits or base.bits)
+        bounds_ms=(m.bound_lo_ms or base.bounds_ms[0], m.bound_hi_ms or base.bounds_ms[1]), bits=m.bits or base.bits,
+        mode=m.mode or base.mode, cohort_min=m.cohort_min or base.cohort_min)
 
 
 def outcome_to_pb(o: ScenarioOutcome, exact: bool) -> agent_pb2.ScenarioOutcome:

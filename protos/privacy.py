@@ -44,6 +44,11 @@ ORDERS = (1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 12.0, 16.0, 
 
 PURE_MECHANISMS = ("laplace",)  # pure ε-DP: their contracts carry δ = 0
 DEFAULT_DELTA = 1e-6
+# ldp: each report noised alone on its device. secure: the devices of a cohort sum their values under
+# secure aggregation, each adding a share of the noise (protos/secure.py); the ε is per cell either way.
+MODES = ("ldp", "secure")
+DEFAULT_COHORT_MIN = 10
+MAX_COHORT_MIN = 5_000
 
 
 def delta_for(mechanism: str, asked: float = 0.0) -> float:
@@ -61,8 +66,16 @@ class PrivacyParams:
     statistics: tuple[str, ...] = DEFAULT_STATISTICS
     bounds_ms: tuple[float, float] = DEFAULT_LATENCY_BOUNDS_MS
     bits: int = 10  # grid of 2^bits steps across each statistic's range
+    mode: str = "ldp"
+    cohort_min: int = DEFAULT_COHORT_MIN  # secure: devices of one class a round waits for
 
     def check(self) -> "PrivacyParams":
+        if self.mode not in MODES:
+            raise InvalidInput(f"privacy mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.mode == "secure" and self.mechanism != "gaussian":
+            raise InvalidInput("secure aggregation adds discrete Gaussian shares: its mechanism must be gaussian")
+        if not 2 <= self.cohort_min <= MAX_COHORT_MIN:
+            raise InvalidInput(f"cohort_min {self.cohort_min} is not in 2..{MAX_COHORT_MIN}")
         if self.mechanism not in MECHANISMS:
             raise InvalidInput(f"privacy mechanism {self.mechanism!r} is not one of {', '.join(MECHANISMS)}")
         if not (math.isfinite(self.epsilon) and 0 < self.epsilon <= MAX_EPSILON_PER_REPORT):
@@ -141,16 +154,20 @@ class PrivacyParams:
 
     def describe(self) -> str:
         delta = f" δ={self.delta:g}" if self.mechanism == "gaussian" else ""
-        return f"ldp {self.mechanism} ε={self.epsilon:g}{delta}"
+        return f"{self.mode} {self.mechanism} ε={self.epsilon:g}{delta}"
 
     def to_dict(self) -> dict:
-        return {"mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
-                "statistics": list(self.statistics), "bounds_ms": list(self.bounds_ms), "bits": self.bits}
+        out = {"mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
+               "statistics": list(self.statistics), "bounds_ms": list(self.bounds_ms), "bits": self.bits}
+        if self.mode != "ldp":  # an ldp contract reads as it always did (ledgers, stored campaigns)
+            out |= {"mode": self.mode, "cohort_min": self.cohort_min}
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "PrivacyParams":
         return cls(mechanism=d["mechanism"], epsilon=d["epsilon"], delta=d["delta"],
-                   statistics=tuple(d["statistics"]), bounds_ms=tuple(d["bounds_ms"]), bits=d["bits"])
+                   statistics=tuple(d["statistics"]), bounds_ms=tuple(d["bounds_ms"]), bits=d["bits"],
+                   mode=d.get("mode", "ldp"), cohort_min=d.get("cohort_min", DEFAULT_COHORT_MIN))
 
     def rdp(self, alpha: float) -> float:
         """Rényi DP of one report at order alpha (> 1)."""

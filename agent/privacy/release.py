@@ -30,14 +30,22 @@ def release_value(log_value: float, params: PrivacyParams, statistic: str) -> fl
     return lo + (to_grid(log_value, params, statistic) + noise(params)) * params.step_log(statistic)
 
 
-def release(stats: LatencyStats, params: PrivacyParams, figures: dict[str, float] | None = None) -> Release:
-    """Each contract statistic the run has; an LLM figure or an energy the run lacks is left out."""
-    params.check()
+def statistic_logs(stats: LatencyStats, params: PrivacyParams, figures: dict[str, float] | None = None
+                   ) -> dict[str, float]:
+    """The natural log of each contract statistic the run has (exact: for a release or a secure round).
+    An LLM figure or an energy the run lacks is left out."""
     figures = figures or {}
-    values = {}
+    out = {}
     for name in params.statistics:
         source = STATISTICS[name].source
         value = getattr(stats, source) if hasattr(stats, source) else figures.get(source)
         if value is not None and value > 0:
-            values[name] = release_value(math.log(value), params, name)
-    return Release(params=params, values=values)
+            out[name] = math.log(value)
+    return out
+
+
+def release(stats: LatencyStats, params: PrivacyParams, figures: dict[str, float] | None = None) -> Release:
+    """Each contract statistic the run has, noised on its own."""
+    params.check()
+    return Release(params=params, values={name: release_value(log, params, name)
+                                          for name, log in statistic_logs(stats, params, figures).items()})

@@ -236,7 +236,8 @@ def cmd_campaign_create(args) -> int:
         raise errors.InvalidInput(f"--bounds-ms {args.bounds_ms!r} is not LO:HI in milliseconds") from None
     privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
                             delta=delta_for(args.mechanism, args.delta),
-                            statistics=tuple(args.statistics), bounds_ms=bounds).check()
+                            statistics=tuple(args.statistics), bounds_ms=bounds,
+                            mode=args.privacy_mode, cohort_min=args.cohort_min).check()
     adaptive = _adaptive(args)
     with admin_client(args) as admin:
         if args.iterations is None and _all_llms(admin, args.models):
@@ -398,6 +399,11 @@ def register(sub) -> None:
     p.add_argument("--epsilon-budget", type=float, help="adaptive: Σ ε per device in this campaign at most")
     p.add_argument("--name")
     run_options(p, iterations=100, duration=1.0)
+    p.add_argument("--privacy-mode", choices=["ldp", "secure"], default="ldp",
+                   help="ldp: each report noised alone; secure: cohorts of one hardware class sum their values "
+                        "under secure aggregation, each device adding a share of the noise")
+    p.add_argument("--cohort-min", type=int, default=10,
+                   help="secure: devices of one hardware class a round waits for (never below the coordinator's k)")
     p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")
     p.add_argument("--epsilon", type=float,
                    help="ε per report (default 1); federated-train: per measurement over the run (default 8)")

@@ -54,12 +54,15 @@ def cmd_coordinator_serve(args) -> int:
         from edgeatlas.protos.wire import check_address
 
         check_address(args.superlink)
+    if not 1 <= args.secure_stage_timeout <= 600:
+        raise errors.InvalidInput(f"--secure-stage-timeout must be 1..600 seconds, got {args.secure_stage_timeout}")
     if args.retrain_cells < 0 or args.retrain_check_s <= 0:
         raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
                       min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
                       retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s,
-                      superlink=args.superlink or "", enrollments_per_hour=args.enroll_rate))
+                      superlink=args.superlink or "", enrollments_per_hour=args.enroll_rate,
+                      secure_stage_timeout_s=args.secure_stage_timeout))
     return 0
 
 
@@ -168,6 +171,8 @@ def register(sub) -> None:
     p.add_argument("--report-rate", type=float, default=120.0, help="reports per minute per agent, at most")
     p.add_argument("--enroll-rate", type=float, default=120.0,
                    help="enrollments an hour per source address and per token, at most (bursts of as many)")
+    p.add_argument("--secure-stage-timeout", type=float, default=30.0,
+                   help="seconds a secure round's stage waits for its devices; who has not answered drops out")
     p.add_argument("--retrain-cells", type=int, default=0,
                    help="train a new predictor version whenever this many new cells can be learned from (0: off)")
     p.add_argument("--retrain-check-s", type=float, default=60.0, help="how often to look for new cells")

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.rounds import SecureRounds
 from edgeatlas.coordinator.status import rpc
 from edgeatlas.coordinator.store import IncomingReport, Store
 from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
@@ -62,9 +63,10 @@ def peer_host(peer: str) -> str:
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, store: Store, wakeup: Wakeup, reports_per_minute: float = 120.0,
-                 enrollments_per_hour: float = 120.0):
+                 enrollments_per_hour: float = 120.0, rounds: SecureRounds | None = None):
         self.store = store
         self.wakeup = wakeup
+        self.rounds = rounds
         self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
         # Per source address and per token, whether the token is right or not: guessing tokens and minting
         # Sybils both cost time. In this process only: replicas each allow as much (see README, security).
@@ -125,6 +127,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         deadline = time.monotonic() + min(request.wait_s, MAX_LEASE_WAIT_S)
         while True:
             event = self.wakeup.current()
+            invite = self.rounds.invitation(agent_id) if self.rounds else None
+            if invite is not None:  # a secure round waits for this device's values before any new task
+                return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(secure_round=invite))
             leased = await self.store.submit_lease(agent_id, asyncio.get_running_loop())
             if leased is not None:
                 t = leased.task
@@ -170,6 +175,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         duplicate = await self.store.submit_report(agent_id, report, asyncio.get_running_loop())
         return agent_pb2.ReportResponse(accepted=True, duplicate=duplicate)
 
+    @rpc
+    async def SecureRound(self, request, context):
+        agent_id = await self._agent(context)
+        if self.rounds is None:
+            raise NotFound("this coordinator runs no secure rounds")
+        return await self.rounds.answer(agent_id, request)
+
 
 def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
     """Validates a wire report; anything missing, non-finite, negative or absurd is InvalidInput."""
@@ -206,6 +218,12 @@ def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:
                 raise InvalidInput("an ldp report needs its privacy contract and released values")
             privacy = convert.privacy_from_pb(m.privacy).check()
             released = dict(m.released)
+        elif m.privacy_mode == "secure":  # the values wait on the device for its cohort's round
+            if m.HasField("stats") or m.figures or m.HasField("conditions") or m.outcome.reason or m.released:
+                raise InvalidInput("a secure report carries no values: they leave the device only in a round")
+            if not m.HasField("privacy"):
+                raise InvalidInput("a secure report needs its privacy contract")
+            privacy = convert.privacy_from_pb(m.privacy).check()
         else:
             if not m.HasField("stats"):
                 raise InvalidInput("stats are missing from a trusted report")

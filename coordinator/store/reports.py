@@ -79,13 +79,15 @@ class Reports:
             asked = setting_for(Setting(**json.loads(campaign.setting_json)),
                                 kept(s, ModelRow, task.model_sha256).format)
             check_setting_matches(asked, report.setting, simulated=agent.simulated)
-        if report.ok and report.privacy_mode == "ldp":
+        if report.ok and report.privacy_mode in ("ldp", "secure"):
             contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
             if report.privacy != contract:
                 raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
                                    f"campaign {campaign.id}'s contract ({contract.describe()})")
-            check_released(report.released, contract)
-        folds = report.ok and report.valid
+            if report.privacy_mode == "ldp":
+                check_released(report.released, contract)
+        # A secure report folds nothing: its values reach the cell as part of a cohort's sum (rounds.py).
+        folds = report.ok and report.valid and report.privacy_mode != "secure"
         hw = cell_class(agent, report.setting) if folds else ""
         batch.new_reports.append(dict(
             report_id=report.report_id, task_id=task.id, agent_id=agent_id, received_ms=t,

@@ -16,13 +16,14 @@ from edgeatlas.coordinator.store.engine import add_missing_columns, check_sqlite
 from edgeatlas.coordinator.store.leases import Leases
 from edgeatlas.coordinator.store.predictors import Predictors
 from edgeatlas.coordinator.store.reports import Reports
+from edgeatlas.coordinator.store.secure import SecureRounds
 from edgeatlas.coordinator.store.tokens import Tokens
 from edgeatlas.coordinator.store.writer import GroupCommit
 from edgeatlas.coordinator.tables import AgentRow
 from edgeatlas.protos.errors import InvalidInput
 
 
-class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, Predictors):
+class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, SecureRounds, Predictors):
     """One database; writes are serialised in-process (SQLite allows one writer at a time)."""
 
     def __init__(self, url: str):

@@ -59,6 +59,11 @@ class AgentServiceStub:
                 request_serializer=edgeatlas_dot_v1_dot_agent__pb2.ReportRequest.SerializeToString,
                 response_deserializer=edgeatlas_dot_v1_dot_agent__pb2.ReportResponse.FromString,
                 _registered_method=True)
+        self.SecureRound = channel.unary_unary(
+                '/edgeatlas.v1.AgentService/SecureRound',
+                request_serializer=edgeatlas_dot_v1_dot_agent__pb2.SecureRoundRequest.SerializeToString,
+                response_deserializer=edgeatlas_dot_v1_dot_agent__pb2.SecureRoundResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -96,6 +101,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SecureRound(self, request, context):
+        """One stage of a secure aggregation round the device was invited to (Task.secure_round); waits up to
+        wait_s for the stage to close and answers with what the next stage needs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +136,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Report,
                     request_deserializer=edgeatlas_dot_v1_dot_agent__pb2.ReportRequest.FromString,
                     response_serializer=edgeatlas_dot_v1_dot_agent__pb2.ReportResponse.SerializeToString,
+            ),
+            'SecureRound': grpc.unary_unary_rpc_method_handler(
+                    servicer.SecureRound,
+                    request_deserializer=edgeatlas_dot_v1_dot_agent__pb2.SecureRoundRequest.FromString,
+                    response_serializer=edgeatlas_dot_v1_dot_agent__pb2.SecureRoundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +278,33 @@ class AgentService:
             '/edgeatlas.v1.AgentService/Report',
             edgeatlas_dot_v1_dot_agent__pb2.ReportRequest.SerializeToString,
             edgeatlas_dot_v1_dot_agent__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SecureRound(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgeatlas.v1.AgentService/SecureRound',
+            edgeatlas_dot_v1_dot_agent__pb2.SecureRoundRequest.SerializeToString,
+            edgeatlas_dot_v1_dot_agent__pb2.SecureRoundResponse.FromString,
             options,
             channel_credentials,
             insecure,
