@@ -12,7 +12,7 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -93,15 +93,16 @@ class FleetStats:
     reports: int = 0
     errors: int = 0
     rounds: int = 0  # secure rounds taken part in
+    truth: dict[str, list[float]] = field(default_factory=dict)  # model → p50s held for secure rounds
 
 
 async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: bool, stop: asyncio.Event,
-                        stats: FleetStats, seed: int) -> None:
+                        stats: FleetStats, seed: int, labels: dict[str, str] | None = None) -> None:
     rng = random.Random(seed * 1_000_003 + index)
     data = dict(spec.data, name=f"sim-{index:05d} ({spec.name})", simulated=True)
     resp = await stub.Enroll(agent_pb2.EnrollRequest(
         protocol_version=PROTOCOL_VERSION, enrollment_token=token, spec_json=json.dumps(data),
-        agent_version=__version__, name=f"sim-{index:05d}", labels={"simulated": "true"},
+        agent_version=__version__, name=f"sim-{index:05d}", labels={**(labels or {}), "simulated": "true"},
         simulated=True), timeout=60)
     stats.enrolled += 1
     md = bearer(resp.credential)
@@ -140,6 +141,7 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
             privacy = convert.privacy_from_pb(task.privacy).check()
             report = completed(new_report(task, trusted=False), result, privacy)
             held[(task.model.sha256, ran.key())] = statistic_logs(result.stats, privacy, result.figures())
+            stats.truth.setdefault(task.model.name, []).append(result.stats.p50_ms)
         else:
             report = completed(new_report(task, trusted=True), result, privacy=None)
         for attempt in range(5):  # a report is retried with the same id, so it never counts twice
@@ -180,16 +182,19 @@ async def secure_round(invite, held: dict, stub, md, stats: "FleetStats") -> Non
 
 
 async def simulate(address: str, token: str, agents: int, catalog: list[SpecSheet], once: bool,
-                   duration_s: float | None, seed: int = 0, say=print) -> FleetStats:
+                   duration_s: float | None, seed: int = 0, say=print, labels: dict[str, str] | None = None,
+                   truth_file: str | None = None) -> FleetStats:
     stats = FleetStats()
     stop = asyncio.Event()
     async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)
         tasks = [asyncio.create_task(virtual_agent(i, catalog[i % len(catalog)], stub, token, once, stop, stats,
-                                                   seed)) for i in range(agents)]
+                                                   seed, labels)) for i in range(agents)]
         started = time.monotonic()
         while not all(t.done() for t in tasks):
             await asyncio.sleep(1.0)
+            if truth_file:
+                write_truth(truth_file, stats.truth)
             if duration_s is not None and time.monotonic() - started >= duration_s:
                 stop.set()
                 break
@@ -205,10 +210,21 @@ async def simulate(address: str, token: str, agents: int, catalog: list[SpecShee
     return stats
 
 
+def write_truth(path: str, truth: dict[str, list[float]]) -> None:
+    """model → (devices, geometric mean of their p50 ms): synthetic, so nothing private."""
+    import math
+    out = {m: (len(v), math.exp(sum(math.log(x) for x in v) / len(v))) for m, v in truth.items() if v}
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+
+
 def run(address: str, token: str, agents: int, catalog_path: str | None, once: bool,
-        duration_s: float | None, seed: int) -> FleetStats:
+        duration_s: float | None, seed: int, labels: dict[str, str] | None = None,
+        truth_file: str | None = None) -> FleetStats:
     if agents < 1:
         raise InvalidInput(f"--agents must be at least 1, got {agents}")
-    return asyncio.run(simulate(address, token, agents, load_catalog(catalog_path), once, duration_s, seed))
+    return asyncio.run(simulate(address, token, agents, load_catalog(catalog_path), once, duration_s, seed,
+                                labels=labels, truth_file=truth_file))
 
 

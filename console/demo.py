@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
-from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, START_TIMEOUT_S,
-                                         TARGET_PRECISION, DEMO_REAL_LLMS, DEMO_REAL_ZOO, DemoCampaign,
-                                         campaign_plan)
+from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, SECURE_PRODUCT,
+                                         START_TIMEOUT_S, TARGET_PRECISION, DEMO_REAL_LLMS, DEMO_REAL_ZOO,
+                                         DemoCampaign, campaign_plan)
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
@@ -31,9 +31,13 @@ class DemoOptions:
     duration_s: float = 0.5
     keep: bool = False
     simulated: int = 24  # virtual devices beside the real agents (0: none)
+    secure_cohort: int = 100  # virtual devices of one product whose values a secure round sums (0: none)
     dashboard: bool = True
     stay: bool = False  # keep the coordinator and the dashboard up until Ctrl-C
     federated: bool = True  # the agents opt in, and a federated-train campaign runs (needs the federated extra)
+
+
+SECURE_TIMEOUT_S = 120.0  # for the cohort's round to publish after its campaign
 
 
 def federated_installed() -> bool:
@@ -104,12 +108,15 @@ class Demo:
         with AdminClient(address, admin_token) as admin:
             names, llms, nb201 = self._register_models(admin)
             agents = self._start_agents(admin, address, superlink)
-            plan = campaign_plan(names, llms, self.o.iterations, self.o.duration_s, bool(self.o.simulated))
+            plan = campaign_plan(names, llms, self.o.iterations, self.o.duration_s, bool(self.o.simulated),
+                                 self.o.secure_cohort)
             say(f"[4/7] campaign over {len(names)} models × {len(agents)} agents "
                 f"(≥ {plan[0].params.min_iterations} iterations and ≥ {self.o.duration_s:g} s each, 1 thread)")
             finished = self._run_campaigns(admin, plan)
             judged = [c for step, c in zip(plan, finished) if step.in_verdict]
             local = self._results(admin, llms, nb201, judged)
+            if self.o.secure_cohort:
+                self._secure(admin)
             if superlink:
                 self._federated(admin, len(agents))
         self._predictor(local, names, address, admin_token)
@@ -130,6 +137,7 @@ class Demo:
         coordinator = self.children.start("coordinator", [
             "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
             "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready),
+            "--enroll-rate", "1000",  # the simulated fleets enroll over a hundred devices from one address
             *(["--superlink", "127.0.0.1:0"] if federated else [])], self.logs / "coordinator.log", self.env)
         address = self._wait_ready(coordinator, ready, self.logs / "coordinator.log")
         superlink = json.loads(ready.read_text()).get("superlink", "")
@@ -171,6 +179,17 @@ class Demo:
                 "--duration", str(int(CAMPAIGN_TIMEOUT_S))], self.logs / "simulated-fleet.log", agent_env)
             say(f"      and a simulated fleet of {self.o.simulated} virtual devices from a catalog of real "
                 f"products (pid {proc.pid}; synthetic numbers, marked simulated)")
+        if self.o.secure_cohort:
+            catalog = self.dir / "secure-cohort.yaml"
+            catalog.write_text(json.dumps([SECURE_PRODUCT]))  # YAML reads JSON
+            proc = self.children.start("secure cohort", [
+                "fleet", "simulate", "--agents", str(self.o.secure_cohort), "--coordinator", address,
+                "--catalog", str(catalog), "--label", "cohort=secure", "--truth-file",
+                str(self.dir / "secure-truth.json"), "--duration", str(int(CAMPAIGN_TIMEOUT_S)), "--seed", "1"],
+                self.logs / "secure-cohort.log", agent_env)
+            say(f"      and a cohort of {self.o.secure_cohort} simulated {SECURE_PRODUCT['name']}s for a secure "
+                f"round (pid {proc.pid})")
+        if self.o.simulated or self.o.secure_cohort:
             self._wait_simulated(admin)
         return agents
 
@@ -231,6 +250,26 @@ class Demo:
         for failure in [f for c in judged for f in c.failures]:
             say(f"  note: {failure}")
         return local
+
+    def _secure(self, admin) -> None:
+        """The secure cohort's cells, once its round published, beside the synthetic values it summed."""
+        from edgeatlas.console import views
+
+        deadline = time.monotonic() + SECURE_TIMEOUT_S
+        cells = []
+        while time.monotonic() < deadline:
+            cells = [c for c in admin.heatmap().cells if c.privacy.startswith("secure")]
+            if cells:
+                break
+            time.sleep(1)
+        truth_path = self.dir / "secure-truth.json"
+        truth = json.loads(truth_path.read_text()) if truth_path.exists() else {}
+        if not cells:
+            say(f"no secure cell within {SECURE_TIMEOUT_S:.0f} s (see {self.logs / 'coordinator.log'})")
+            return
+        say("a secure round: the cohort's p50s summed under secure aggregation (the coordinator saw only the sum,")
+        say("its noise shared among the devices), beside the synthetic values the devices held:")
+        say(views.secure_cells(cells, truth))
 
     def _stay(self, address: str) -> None:
         """--stay: the coordinator and the dashboard serve until Ctrl-C (or until one of them ends)."""
@@ -463,7 +502,7 @@ class Demo:
 
     def _wait_simulated(self, admin) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
-        while sum(a.simulated for a in admin.list_agents()) < self.o.simulated:
+        while sum(a.simulated for a in admin.list_agents()) < self.o.simulated + self.o.secure_cohort:
             if time.monotonic() > deadline:
                 raise Unavailable(f"the simulated fleet did not enroll within {START_TIMEOUT_S:.0f} s")
             time.sleep(0.2)

@@ -14,6 +14,22 @@ NB201_MODELS = 4
 PRIVACY = PrivacyParams()  # the default contract: gaussian, ε = 1, δ = 1e-6 per report
 # LLM reports release the request's end-to-end p50, time to first token and time per output token
 LLM_PRIVACY = PrivacyParams(statistics=("log_p50_ms", "log_ttft_ms", "log_tpot_ms"))
+# The secure cohort: virtual devices of one product, not in the simulated fleet's catalog, so its cells
+# are its own. Their p50 is summed in a secure round; ε = 1 per cell as everywhere, public bounds of ×100.
+SECURE_MODELS = ("resnet-18", "mobilenet-v2")
+SECURE_BOUNDS_MS = (10.0, 1000.0)
+SECURE_PRODUCT = {
+    "schema": "edgeatlas.spec/v1", "name": "Orange Pi 5", "device_class": "board", "soc": "Rockchip RK3588S",
+    "cpu": {"vendor": "arm", "model": "RK3588S", "arch": "arm64", "cores": 8, "threads": 8, "max_ghz": 2.4,
+            "simd": "neon", "clusters": [{"cores": 4, "core": "cortex-a76", "max_ghz": 2.4},
+                                         {"cores": 4, "core": "cortex-a55", "max_ghz": 1.8}]},
+    "memory": {"type": "LPDDR4X", "size_gb": 8, "bandwidth_gbs": 17.0}}
+
+
+def secure_privacy(cohort: int) -> PrivacyParams:
+    """The secure campaign's contract: a round waits for nine in ten of the cohort."""
+    return PrivacyParams(mode="secure", cohort_min=max(10, int(0.9 * cohort)), statistics=("log_p50_ms",),
+                         bounds_ms=SECURE_BOUNDS_MS)
 LLM_PARAMS = {"prompt_tokens": "64", "output_tokens": "16"}
 # The server campaign's models: two NAS-Bench-201 networks (sub-millisecond here, so a 25 ms p99 bound
 # leaves LoadGen room on two cores the agents share), or the toys where the published ones are absent.
@@ -57,10 +73,10 @@ class DemoCampaign:
 
 
 def campaign_plan(names: list[str], llms: list[str], iterations: int, duration_s: float,
-                  simulated_fleet: bool) -> list[DemoCampaign]:
+                  simulated_fleet: bool, secure_cohort: int = 0) -> list[DemoCampaign]:
     """The demo's campaigns: the zoo on the real agents (and on the simulated fleet), the LLMs through
-    llama.cpp, and a LoadGen server campaign."""
-    real, simulated = {"label.demo": "true"}, {"label.simulated": "true"}
+    llama.cpp, a LoadGen server campaign, and a secure campaign on the simulated cohort."""
+    real, simulated = {"label.demo": "true"}, {"label.simulated": "true", "label.cohort": "!=secure"}
     # never fewer queries than LoadGen's early stopping needs for a valid p90: a 40 ms ResNet-18 gives only
     # five in 0.2 s, and a run it judges INVALID leaves its cell empty
     plan = [DemoCampaign("demo", names, real, Setting(threads=1), RunParams(
@@ -85,4 +101,12 @@ def campaign_plan(names: list[str], llms: list[str], iterations: int, duration_s
         PrivacyParams(statistics=("log_p99_ms", "log_server_qps")),
         note=f"      LoadGen server campaign: {', '.join(server)}, Poisson arrivals, the highest rate "
              f"whose p99 stays under {SERVER_PARAMS['latency_bound_ms']} ms"))
+    models = [n for n in SECURE_MODELS if n in names]
+    if secure_cohort and models:
+        privacy = secure_privacy(secure_cohort)
+        plan.append(DemoCampaign(
+            "demo-secure", models, {"label.cohort": "secure"}, Setting(), RunParams(), privacy, in_verdict=False,
+            note=f"      secure campaign: {', '.join(models)} on {secure_cohort} simulated {SECURE_PRODUCT['name']}s; "
+                 f"their p50s are summed in a secure round once {privacy.cohort_min} hold one "
+                 f"({privacy.describe()} per cell, bounds {SECURE_BOUNDS_MS[0]:g}..{SECURE_BOUNDS_MS[1]:g} ms)"))
     return plan

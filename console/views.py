@@ -146,6 +146,22 @@ def _with_interval(m: admin_pb2.MetricValue) -> str:
     return f"{_num(m.value)} [{_num(m.low)}, {_num(m.high)}]"
 
 
+def secure_cells(cells, truth: dict[str, list]) -> str:
+    """Secure cells' p50 and 95 % interval beside the synthetic truth their devices held (model →
+    [devices, geometric mean ms]), and the error as a factor."""
+    rows = []
+    for c in cells:
+        m = c.metrics.get("latency_p50_ms")
+        if m is None:
+            continue
+        held = truth.get(c.model_name)
+        error = f"×{max(m.value / held[1], held[1] / m.value):.2f}" if held else "-"
+        rows.append([c.model_name, c.hardware_class, c.privacy, _with_interval(m), str(c.n_devices),
+                     _num(held[1]) if held else "-", error])
+    return _table(["model", "hardware class", "privacy", "p50 ms [95 %]", "devices", "synthetic truth", "error"],
+                  rows, text_columns=3)
+
+
 def to_csv(heatmap: admin_pb2.Heatmap) -> str:
     buf = io.StringIO()
     fields = list(FlatCell.__dataclass_fields__)

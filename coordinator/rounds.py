@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -45,6 +46,7 @@ class LiveRound:
     survivors: list[int] = field(default_factory=list)
     outcome: str = ""
     masked_sent: bool = False
+    unmask_s: float = 0.0
 
 
 class SecureRounds:
@@ -180,12 +182,17 @@ class SecureRounds:
                     if stage == 3:
                         live.survivors = result
                 else:
+                    started = time.perf_counter()
                     sums, survivors = rnd.result()
-                    agents = [a for a, i in rnd.index_of.items() if i in rnd.masked_inputs]
+                    live.unmask_s = time.perf_counter() - started
+                    alive = [a for a, i in rnd.index_of.items() if i in rnd.masked_inputs]
+                    holders = [[a for a in alive if slot in live.holds[a]] for slot in range(len(live.cells))]
                     folded = await asyncio.to_thread(
                         self.store.fold_cohort, rnd.contract, live.cohort.hardware_class, live.cohort.simulated,
-                        live.cells, sums, agents)
+                        live.cells, sums, holders)
                     live.outcome = f"published: {folded} cells from {survivors} devices"
+                    log.info("secure round %s: unmasked in %.3f s, %d bytes received", rnd.round_id[:8],
+                             live.unmask_s, rnd.bytes_in)
                 live.closed[stage].set()
         except (RoundFailed, EdgeAtlasError) as exc:
             live.outcome = f"nothing published: {exc}"

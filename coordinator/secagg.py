@@ -55,9 +55,9 @@ class Round:
 
     # stage 1 ---------------------------------------------------------------------------------------
     def advertise(self, device: str, adv: Advertise) -> None:
-        self._expect(1, device)
-        if device in self.advertised:
+        if device in self.advertised:  # a replay, before or after the stage closed
             raise Replay(f"device {device} already advertised its keys in round {self.round_id}")
+        self._expect(1, device)
         if len(adv.encryption_pk) != PUBLIC_KEY_BYTES or len(adv.masking_pk) != PUBLIC_KEY_BYTES or \
                 len(adv.seed_commitment) != 32:
             raise InvalidInput("advertised keys are 32 bytes each, and the commitment 32")
@@ -89,10 +89,10 @@ class Round:
 
     # stage 2 ---------------------------------------------------------------------------------------
     def share(self, device: str, sealed: list[SealedShare]) -> None:
+        if self.index_of.get(device, -1) in self.shares:
+            raise Replay(f"device {device} already sent its shares in round {self.round_id}")
         self._expect(2, device)
         i = self._index(device)
-        if i in self.shares:
-            raise Replay(f"device {device} already sent its shares in round {self.round_id}")
         assert self.roster is not None
         peers = self.roster.neighbours(i)
         if sorted(s.receiver for s in sealed) != peers or any(s.sender != i for s in sealed):
@@ -119,12 +119,12 @@ class Round:
 
     # stage 3 ---------------------------------------------------------------------------------------
     def masked(self, device: str, values: np.ndarray) -> None:
+        if self.index_of.get(device, -1) in self.masked_inputs:
+            raise Replay(f"device {device} already sent its masked vector in round {self.round_id}")
         self._expect(3, device)
         i = self._index(device)
         if i not in self.shares:
             raise InvalidInput(f"device {device} sent no shares, so its masked vector cannot be unmasked")
-        if i in self.masked_inputs:
-            raise Replay(f"device {device} already sent its masked vector in round {self.round_id}")
         values = np.asarray(values)
         if values.shape != (self.contract.dim,) or values.dtype != np.uint32:
             raise InvalidInput(f"a masked vector is {self.contract.dim} uint32 values")
@@ -138,12 +138,12 @@ class Round:
 
     # stage 4 ---------------------------------------------------------------------------------------
     def unmask(self, device: str, shares: list[UnmaskShare]) -> None:
+        if self.index_of.get(device, -1) in self.unmasked:
+            raise Replay(f"device {device} already sent its unmasking shares in round {self.round_id}")
         self._expect(4, device)
         i = self._index(device)
         if i not in self.masked_inputs:
             raise InvalidInput(f"device {device} is not a survivor of round {self.round_id}")
-        if i in self.unmasked:
-            raise Replay(f"device {device} already sent its unmasking shares in round {self.round_id}")
         alive = set(self.masked_inputs)
         assert self.roster is not None
         expected = {v: ("seed" if v in alive else "key") for v in self.roster.neighbours(i) if v in self.shares}

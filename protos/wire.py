@@ -20,6 +20,9 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 60_000),
+    # ...and the server lets a client ping that often while a call waits without data (a long stage of a
+    # secure round): by default it allows one every 5 minutes and answers more with "Too many pings".
+    ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
     # gRPC's own reconnect backoff grows to 120 s: after an outage an agent came back a minute late.
     ("grpc.initial_reconnect_backoff_ms", 500),
     ("grpc.min_reconnect_backoff_ms", 500),

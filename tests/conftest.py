@@ -30,8 +30,17 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edgeatlas", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env or cli_env(), cwd=cwd)
+    """`edgeatlas ARGS` to its end. If the test is stopped first (its own timeout, pytest-timeout, Ctrl-C),
+    the command gets SIGTERM and a grace period, so that one that started processes (the demo) stops them:
+    a SIGKILL alone left a demo's coordinator and agents running through the rest of the suite."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgeatlas", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env or cli_env(), cwd=cwd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        stop_pid(proc, grace_s=30)
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def stop_pid(proc: subprocess.Popen, grace_s: float = 10) -> None:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from edgeatlas.console.cli.common import (admin_client, admin_options, check_positive, enroll_options,
-    enroll_token, input_options, input_request, run_options, say, scenario_setting)
+    enroll_token, input_options, input_request, key_values, run_options, say, scenario_setting)
 from edgeatlas.protos import errors
 from edgeatlas.protos.inputs import describe
 from edgeatlas.protos.scenarios import LLM_REQUESTS
@@ -334,7 +334,8 @@ def cmd_fleet_simulate(args) -> int:
     token = enroll_token(args)
     if not token:
         raise errors.Unauthenticated("simulated agents enroll too: give --token-file or set EDGEATLAS_ENROLL_TOKEN")
-    run(args.coordinator, token, args.agents, args.catalog, args.once, args.duration, args.seed)
+    run(args.coordinator, token, args.agents, args.catalog, args.once, args.duration, args.seed,
+        labels=key_values(args.label, "--label"), truth_file=args.truth_file)
     return 0
 
 
@@ -441,6 +442,9 @@ def register(sub) -> None:
     p.add_argument("--once", action="store_true", help="stop when no agent has work left")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", action="append", help="KEY=VALUE on every virtual device, repeatable")
+    p.add_argument("--truth-file", help="write the synthetic p50 each virtual device holds for a secure round "
+                                        "here (JSON), to set a private cell beside its synthetic truth")
     p.set_defaults(func=cmd_fleet_simulate)
 
     p = sub.add_parser("heatmap", help="the model × hardware heat-map")

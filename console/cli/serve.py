@@ -101,6 +101,7 @@ def cmd_demo(args) -> int:
 
     return Demo(DemoOptions(workdir=Path(args.dir), agents=args.agents, iterations=args.iterations,
                             duration_s=args.duration, keep=args.keep, simulated=args.simulated,
+                            secure_cohort=args.secure_cohort,
                             dashboard=not args.no_dashboard, federated=not args.no_federated,
                             stay=args.stay if args.stay is not None else sys.stdin.isatty())).run()
 
@@ -142,6 +143,8 @@ def register(sub) -> None:
     p.add_argument("--duration", type=float, default=0.5)
     p.add_argument("--keep", action="store_true", help="keep the previous demo's data")
     p.add_argument("--simulated", type=int, default=24, help="virtual devices beside the real agents (0: none)")
+    p.add_argument("--secure-cohort", type=int, default=100,
+                   help="virtual devices of one product whose results a secure round sums (0: none)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
     p.add_argument("--no-federated", action="store_true", help="skip the federated training step")
     stay = p.add_mutually_exclusive_group()

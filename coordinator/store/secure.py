@@ -11,6 +11,7 @@ from sqlmodel import select
 from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.store.cells import cell_class
 from edgeatlas.coordinator.store.engine import now_ms
+from edgeatlas.coordinator.store.records import OPEN_TASK
 from edgeatlas.coordinator.tables import (AgentRow, CampaignRow, CellContributorRow, CellMetricRow,
                                           ModelRow, ReportRow, SecureClaimRow, TaskRow)
 from edgeatlas.protos.privacy import PrivacyParams
@@ -20,7 +21,8 @@ from edgeatlas.protos.secure import CellSum, SecureContract
 
 @dataclass
 class Cohort:
-    """Devices of one hardware class holding valid, unclaimed secure results of one campaign."""
+    """Devices of one hardware class holding valid, unclaimed secure results of one campaign, and none of
+    its tasks still open."""
 
     campaign_id: int
     hardware_class: str
@@ -46,10 +48,13 @@ class SecureRounds:
                 AgentRow.agent_id.in_({r.agent_id for r, _, _ in rows}), AgentRow.revoked == False)).all()}  # noqa: E712
             privacy = {c.id: c.privacy_json for c in s.exec(select(CampaignRow).where(
                 CampaignRow.id.in_({cid for _, cid, _ in rows}))).all()}
+            # a device still running tasks of the campaign joins once it is done: one round for all its cells
+            busy = set(s.exec(select(TaskRow.campaign_id, TaskRow.agent_id).where(
+                TaskRow.campaign_id.in_(set(privacy)), TaskRow.status.in_(OPEN_TASK))).all())
         cohorts: dict[tuple, Cohort] = {}
         for report, campaign_id, sha in rows:
             agent = agents.get(report.agent_id)
-            if agent is None:
+            if agent is None or (campaign_id, agent.agent_id) in busy:
                 continue
             setting = Setting(**json.loads(report.setting_json))
             key = (campaign_id, cell_class(agent, setting), agent.simulated)
@@ -78,14 +83,15 @@ class SecureRounds:
             s.commit()
 
     def fold_cohort(self, contract: SecureContract, hardware_class: str, simulated: bool,
-                    cells: list[tuple[str, dict]], sums: list[CellSum], agents: list[str]) -> int:
+                    cells: list[tuple[str, dict]], sums: list[CellSum], holders: list[list[str]]) -> int:
         """Adds a cohort's decoded sums to their cells as `devices` values of each cell's mean, with the
-        sum's noise variance; `agents` are the survivors (the cells' contributors). Returns cells folded."""
+        sum's noise variance; `holders[slot]` are the survivors that held the cell (its contributors).
+        Returns cells folded."""
         t, folded = now_ms(), 0
         source = "simulated" if simulated else "fleet"
         privacy = contract.privacy.describe() + (", simulated" if simulated else "")
         with self._write, self.session() as s:
-            for (sha, setting_dict), cell_sum in zip(cells, sums):
+            for (sha, setting_dict), cell_sum, agents in zip(cells, sums, holders):
                 if cell_sum.devices == 0:
                     continue
                 setting = Setting(**setting_dict)

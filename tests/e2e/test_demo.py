@@ -103,6 +103,12 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     published = out[out.index("this machine beside published"):out.index("privacy spent")]
     assert "imported" in published and "cpu:cortex-a75x4+cortex-a55x4" in published and "HELP" in published
     assert re.search(r"agent-1: \d+ releases, ε = [\d.]+ of 8 per 24 h", out)
+    secure = out[out.index("a secure round: the cohort's p50s"):out.index("[6/7] federated training")]
+    cohort = re.findall(r"^(\S+)\s+cpu:cortex-a76x4\+cortex-a55x4\s+secure gaussian ε=1 δ=1e-06, simulated\s+"
+                        r"([\d.,]+) \[([\d.,]+), ([\d.,]+)\]\s+(\d+)\s+([\d.,]+)\s+×([\d.]+)$", secure, re.M)
+    assert {row[0] for row in cohort} == {"resnet-18", "mobilenet-v2"}, secure
+    for _, value, low, high, devices, truth, error in cohort:  # noise of σ ≈ 0.26 (log) at 100 devices
+        assert int(devices) >= 90 and num(low) <= num(value) <= num(high) and float(error) < 4, secure
     federated = out[out.index("[6/7] federated training"):out.index("[7/7] the cost predictor")]
     spent = re.findall(r"round (\d): the devices' loss ([\d.]+) → ([\d.]+); privacy spent: ε = ([\d.]+) per "
                        r"measurement", federated)
@@ -135,7 +141,7 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     assert len(sim_rows) >= 6 and all(row[4] == "simulated" for row in sim_rows)  # class, setting (3 words), source
     assert re.search(r"published to the coordinator as predictor v2", predictor)  # v1: the federated one
     pids = pids_in(out)
-    assert len(pids) == 5  # coordinator, dashboard, two agents, the simulated fleet
+    assert len(pids) == 6  # coordinator, dashboard, two agents, the simulated fleet, the secure cohort
     assert not [p for p in pids if alive(p)]
 
 
@@ -157,5 +163,5 @@ def test_ctrl_c_stops_every_demo_process(tmp_path):
     assert proc.returncode == 130, seen
     assert "all demo processes stopped" in seen
     pids = pids_in(seen)
-    assert len(pids) == 5  # coordinator, dashboard, two agents, the simulated fleet
+    assert len(pids) == 6  # coordinator, dashboard, two agents, the simulated fleet, the secure cohort
     assert not [p for p in pids if alive(p)]

@@ -75,6 +75,7 @@ def test_report_rate_is_limited_per_agent(db, request, tmp_path, prepared_zoo):
         c.stop()
 
 
+@pytest.mark.timeout(900)  # the whole demo, as the e2e test runs it
 def test_no_secret_in_any_log(tmp_path):
     """The demo's logs (coordinator and agents) never contain a token or credential."""
     demo = tmp_path / "demo"
