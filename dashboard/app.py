@@ -105,9 +105,11 @@ def page_heatmap(conn: Connection) -> None:
     st.caption(f"{len(m.models)} models × {len(m.columns)} hardware columns; colour on a log scale. "
                f"`k<N`: suppressed, fewer than N distinct devices reported ({suppressed} cells). Columns marked "
                f"·imported are published measurements (with their citation), ·simulated are synthetic devices, "
-               f"·trusted exact reports; unmarked columns are the fleet's private reports.")
+               f"·trusted exact reports; unmarked columns are the fleet's private reports. `mode` says what each "
+               f"value rests on: secure (a cohort's sum under secure aggregation), ldp (reports noised alone), "
+               f"trusted, imported or simulated.")
     table = shown[shown["metric"] == metric]
-    st.dataframe(table[["model", "hardware_class", "device_class", "source", "setting", "value", "low", "high",
+    st.dataframe(table[["model", "hardware_class", "device_class", "source", "mode", "setting", "value", "low", "high",
                         "n_devices", "n_reports", "privacy", "citation"]], hide_index=True, width="stretch",
                  key="hm_table")
     st.download_button("Export CSV", data.export_csv(shown), file_name="edgeatlas-heatmap.csv", mime="text/csv",
@@ -187,6 +189,11 @@ def page_campaigns(conn: Connection) -> None:
             help="server: target_qps, latency_bound_ms, search_steps; multi-stream: samples_per_query; "
                  "LLM: prompt_tokens, output_tokens, gpu_layers")
         c = st.columns(2)
+        mode = c[0].selectbox("Privacy mode", ["ldp", "secure"], key="cf_mode",
+                              help="ldp: each report noised alone on its device; secure: devices of one hardware "
+                                   "class sum their values under secure aggregation, each adding a share of the noise")
+        cohort_min = c[1].number_input("Secure: devices per round, at least", 2, 5000, 10, key="cf_cohort_min")
+        c = st.columns(2)
         budget = c[0].number_input("Adaptive: budget of measurements (0: measure every model on every device)",
                                    0, 1_000_000, 0, key="cf_budget",
                                    help="round by round, the cells the predictor is least sure of, retrained between")
@@ -196,7 +203,7 @@ def page_campaigns(conn: Connection) -> None:
     if submitted:
         create_campaign(conn, name, chosen, selectors, scenario, int(batch), int(threads), int(repeats),
                         int(iterations), float(duration), mechanism, float(epsilon), scenario_text,
-                        int(budget), float(target_mape))
+                        int(budget), float(target_mape), mode, int(cohort_min))
     campaigns = fetch(conn, "campaigns")
     if not campaigns:
         st.info("No campaign yet.")
@@ -213,14 +220,15 @@ def page_campaigns(conn: Connection) -> None:
 
 
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
-                    mechanism, epsilon, scenario_text="", budget=0, target_mape=0.0) -> None:
+                    mechanism, epsilon, scenario_text="", budget=0, target_mape=0.0, mode="ldp",
+                    cohort_min=10) -> None:
     try:
         if not models:
             raise errors.InvalidInput("pick at least one model")
         selectors = data.parse_selectors(selectors_text)
         scenario_params = data.parse_scenario(scenario, scenario_text)
-        privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon,
-                                delta=delta_for(mechanism)).check()
+        privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon, delta=delta_for(mechanism), mode=mode,
+                                cohort_min=cohort_min).check()
     except errors.InvalidInput as exc:
         st.error(f"Invalid input: {exc}")
         return

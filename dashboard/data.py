@@ -21,8 +21,16 @@ from edgeatlas.v1 import admin_pb2
 METRICS = {name: (m.label or name, m.unit, m.lower_is_better) for name, m in CATALOGUE.items()}
 SOURCES = ("fleet", "trusted", "imported", "simulated")
 SOURCE_MARKS = {"fleet": "", "trusted": " ·trusted", "imported": " ·imported", "simulated": " ·simulated"}
-CELL_COLUMNS = ["model", "hardware_class", "device_class", "source", "setting", "target", "runtime", "batch",
+CELL_COLUMNS = ["model", "hardware_class", "device_class", "source", "mode", "setting", "target", "runtime", "batch",
                 "threads", "n_devices", "n_reports", "suppressed", "min_devices", "privacy", "citation"]
+
+
+def cell_mode(source: str, privacy: str) -> str:
+    """What a cell's values rest on: secure, ldp, trusted, imported or simulated (DESIGN.md, privacy model)."""
+    if source in ("imported", "simulated", "trusted"):
+        return source
+    word = privacy.split(" ", 1)[0]
+    return word if word in ("secure", "ldp") else privacy or source
 
 
 def metric_label(metric: str) -> str:
@@ -37,6 +45,7 @@ def cells_frame(heatmap: admin_pb2.Heatmap, hardware: list[admin_pb2.HardwareInf
     for c in heatmap.cells:
         base = {"model": c.model_name, "hardware_class": c.hardware_class,
                 "device_class": device_class.get(c.hardware_class, "") or "unknown", "source": c.source,
+                "mode": cell_mode(c.source, c.privacy),
                 "setting": c.setting_key, "target": c.setting.target, "runtime": c.setting.runtime,
                 "batch": c.setting.batch, "threads": c.setting.threads, "n_devices": c.n_devices,
                 "n_reports": c.n_reports, "suppressed": c.suppressed, "min_devices": c.min_devices,

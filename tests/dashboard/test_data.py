@@ -180,3 +180,14 @@ def test_fingerprint_uploads_and_runtime_coverage_are_read_for_the_page():
     covered = data.runtime_coverage(admin_pb2.PredictorVersion(runtimes=["pytorch", "tflite"]))
     assert "covers pytorch, tflite" in covered and "onnxruntime, llama.cpp" in covered
     assert "does not record" in data.runtime_coverage(admin_pb2.PredictorVersion())
+
+
+@pytest.mark.parametrize("source,privacy,mode", [
+    ("fleet", "secure gaussian ε=1 δ=1e-06", "secure"), ("fleet", "ldp gaussian ε=1 δ=1e-06", "ldp"),
+    ("simulated", "secure gaussian ε=1 δ=1e-06, simulated", "simulated"), ("trusted", "trusted (exact)", "trusted"),
+    ("imported", "", "imported"), ("fleet", "fleet (mixed contracts)", "fleet (mixed contracts)")])
+def test_each_cell_says_which_mode_its_values_rest_on(source, privacy, mode):
+    assert data.cell_mode(source, privacy) == mode
+    frame = data.cells_frame(admin_pb2.Heatmap(cells=[admin_pb2.HeatmapCell(
+        model_name="m", hardware_class="cpu:x", source=source, privacy=privacy)]))
+    assert list(frame["mode"]) == [mode]
