@@ -1,8 +1,8 @@
 """The coordinator's state, over SQLModel (SQLite WAL or PostgreSQL): one module per aggregate.
 
-`Store` (sql.py) is the one door: tokens, agents, blobs, campaigns, leases, reports, cells and predictors
-each add their methods to it from their own module, over one engine (engine.py) and one group-commit
-writer (writer.py). Records that cross the door are in records.py. Scheduling rules (selectors, quotas,
+`Store` (sql.py) is the one door: tokens, agents, blobs, campaigns, leases, reports, cells, secure rounds
+and predictors each add their methods to it from their own module, over one engine (engine.py) and one
+group-commit writer (writer.py). Records that cross the door are in records.py. Scheduling rules (selectors, quotas,
 runs per task) are not state: they live in coordinator/scheduling.py.
 """
 
