@@ -14,7 +14,7 @@ from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.adaptive import AdaptivePlan
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import Conflict, InvalidInput
-from edgeatlas.protos.privacy import PrivacyParams
+from edgeatlas.protos.privacy import PrivacyParams, auto_bounds
 from edgeatlas.protos.records import RunParams, Schedule, Setting
 from edgeatlas.protos.spec import SpecSheet
 
@@ -37,6 +37,7 @@ class CampaignRequest:
     schedule: Schedule
     adaptive: AdaptivePlan | None = None
     federated: object | None = None  # a FederatedPlan (the predictor's federated extra)
+    bounds_auto: bool = False  # public bounds per model and class from the predictor
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,23 @@ def check_campaign(request: CampaignRequest, now_ms: int, superlink: bool) -> No
     request.privacy.check()
     check_target_precision(request.target_precision)
     request.schedule.check(now_ms)
+
+
+def predicted_bounds(store, predictors, models: list, selectors: dict[str, str],
+                     setting: Setting) -> dict[str, list[float]]:
+    """`--bounds auto`: for each ONNX model on each hardware class the campaign's devices belong to, public
+    bounds around the newest predictor's answer (protos/privacy.auto_bounds), as "SHA|CLASS" → [lo, hi] ms.
+    A GGUF model keeps the campaign's bounds (the predictor reads ONNX graphs)."""
+    bounds = {}
+    for hardware_class, spec_json in store.classes_matching(selectors).items():
+        for model in models:
+            if model.format != "onnx":
+                continue
+            answer = predictors.predict(spec_json, model.sha256, setting.target or "cpu", setting.batch or 1,
+                                        setting.threads, setting.runtime or "onnxruntime", 0)
+            bounds[f"{model.sha256}|{hardware_class}"] = list(auto_bounds(
+                answer["latency_ms"], answer["latency_ms_low"], answer["latency_ms_high"]))
+    return bounds
 
 
 def check_models(request: CampaignRequest, models: list) -> None:

@@ -9,6 +9,7 @@ import json
 from edgeatlas.coordinator.tables import AgentRow
 from edgeatlas.protos import scenarios
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Setting, split_selector
 from edgeatlas.protos.spec import SpecSheet
 
@@ -39,6 +40,15 @@ def check_selectors(selectors: dict[str, str]) -> None:
                 float(operand)
             except ValueError:
                 raise InvalidInput(f"selector {key}{want}: {op} needs a number") from None
+
+
+def task_privacy(privacy_json: str, model_sha256: str, hardware_class: str) -> PrivacyParams:
+    """The contract a task's report is released under: the campaign's, with the bounds `--bounds auto` set
+    for its model on its hardware class (privacy_json's "auto_bounds", "SHA|CLASS" → [lo, hi] ms)."""
+    stored = json.loads(privacy_json or "{}")
+    contract = PrivacyParams.from_dict(stored) if stored else PrivacyParams()
+    bounds = stored.get("auto_bounds", {}).get(f"{model_sha256}|{hardware_class}")
+    return dataclasses.replace(contract, bounds_ms=(float(bounds[0]), float(bounds[1]))) if bounds else contract
 
 
 def matches(agent: AgentRow, selectors: dict[str, str]) -> bool:

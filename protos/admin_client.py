@@ -60,7 +60,7 @@ class AdminClient:
                         params: RunParams, name: str = "", privacy: PrivacyParams | None = None,
                         target_precision: float = 0.0, schedule: Schedule = Schedule(),
                         adaptive: admin_pb2.Adaptive | None = None,
-                        federated: admin_pb2.Federated | None = None) -> admin_pb2.Campaign:
+                        federated: admin_pb2.Federated | None = None, bounds_auto: bool = False) -> admin_pb2.Campaign:
         request = admin_pb2.CreateCampaignRequest(
             name=name, models=models, selectors=selectors, repeats=repeats,
             setting=convert.setting_to_pb(setting), params=convert.params_to_pb(params),
@@ -72,6 +72,7 @@ class AdminClient:
             request.adaptive.CopyFrom(adaptive)
         if federated is not None:
             request.federated.CopyFrom(federated)
+        request.bounds_auto = bounds_auto
         return self._call(self.stub.CreateCampaign, request)
 
     def campaign(self, campaign_id: int) -> admin_pb2.Campaign:

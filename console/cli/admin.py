@@ -229,11 +229,12 @@ def cmd_campaign_create(args) -> int:
     schedule = Schedule(priority=args.priority, deadline_ms=_deadline_ms(args.deadline),
                         quota=args.quota).check(int(time.time() * 1000))
     setting, params = scenario_setting(args)
-    lo, sep, hi = args.bounds_ms.partition(":")
+    bounds_auto = args.bounds_ms == "auto"
+    lo, sep, hi = ("0.01:10000" if bounds_auto else args.bounds_ms).partition(":")
     try:
         bounds = (float(lo), float(hi))
     except ValueError:
-        raise errors.InvalidInput(f"--bounds-ms {args.bounds_ms!r} is not LO:HI in milliseconds") from None
+        raise errors.InvalidInput(f"--bounds-ms {args.bounds_ms!r} is not LO:HI in milliseconds, or auto") from None
     privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
                             delta=delta_for(args.mechanism, args.delta),
                             statistics=tuple(args.statistics), bounds_ms=bounds,
@@ -244,7 +245,7 @@ def cmd_campaign_create(args) -> int:
             params = dataclasses.replace(params, min_iterations=LLM_REQUESTS)
         c = admin.create_campaign(args.models, _selectors(args.selector), args.repeats,
                                   setting, params, args.name or "", privacy, args.target_precision, schedule,
-                                  adaptive)
+                                  adaptive, bounds_auto=bounds_auto)
     say(_campaign_line(c))
     return 0
 
@@ -410,7 +411,9 @@ def register(sub) -> None:
                    help="ε per report (default 1); federated-train: per measurement over the run (default 8)")
     p.add_argument("--delta", type=float, default=1e-6, help="δ per report (gaussian)")
     p.add_argument("--statistics", nargs="+", default=["log_p50_ms", "log_p99_ms", "log_mean_ms"])
-    p.add_argument("--bounds-ms", default="0.01:10000", help="public latency bounds LO:HI, milliseconds")
+    p.add_argument("--bounds-ms", default="0.01:10000",
+                   help="public latency bounds LO:HI, milliseconds; auto: per model and hardware class, around "
+                        "the coordinator's predictor's estimate, widened to its interval")
     p.add_argument("--target-precision", type=float, default=0.0,
                    help="e.g. 0.1: report how many more devices each cell needs for ±10 %%")
     admin_options(p)

@@ -29,7 +29,7 @@ def campaign_request(msg: admin_pb2.CreateCampaignRequest) -> CampaignRequest:
         setting=convert.setting_from_pb(msg.setting, defaults=True), params=convert.params_from_pb(msg.params),
         privacy=convert.privacy_from_pb(msg.privacy, defaults=True), target_precision=msg.target_precision,
         schedule=Schedule(priority=msg.priority, deadline_ms=msg.deadline_ms, quota=msg.quota),
-        adaptive=adaptive, federated=federated)
+        adaptive=adaptive, federated=federated, bounds_auto=msg.bounds_auto)
 
 
 def imported_cell(i: int, msg: admin_pb2.PublishedCell) -> ImportedCell:

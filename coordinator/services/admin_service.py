@@ -59,10 +59,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
             return await self._campaign(campaign_id)
         models = await asyncio.to_thread(self.store.resolve_models, campaign.models)
         campaigns.check_models(campaign, models)
+        bounds = None
+        if campaign.bounds_auto:
+            bounds = await asyncio.to_thread(_predictor_call, campaigns.predicted_bounds, self.store,
+                                             self.predictors, models, campaign.selectors, campaign.setting)
         campaign_id = await asyncio.to_thread(
             self.store.create_campaign, campaign.name, models, campaign.selectors, campaign.repeats,
             campaign.setting, campaign.params, campaign.privacy, campaign.target_precision, campaign.schedule,
-            campaign.adaptive.to_json() if campaign.adaptive is not None else "")
+            campaign.adaptive.to_json() if campaign.adaptive is not None else "", bounds)
         self.wakeup.notify()
         return await self._campaign(campaign_id)
 

@@ -32,8 +32,10 @@ class Campaigns:
 
     def create_campaign(self, name: str, models: list[ModelRow], selectors: dict[str, str], repeats: int,
                         setting: Setting, params: RunParams, privacy: PrivacyParams | None = None,
-                        target_precision: float = 0.0, schedule: Schedule = Schedule(), adaptive_json: str = "") -> int:
-        """A campaign's id; an adaptive one (adaptive_json set) starts without tasks: its rounds add them."""
+                        target_precision: float = 0.0, schedule: Schedule = Schedule(), adaptive_json: str = "",
+                        auto_bounds: dict[str, list[float]] | None = None) -> int:
+        """A campaign's id; an adaptive one (adaptive_json set) starts without tasks: its rounds add them.
+        auto_bounds: "SHA|CLASS" → [lo, hi] ms, public bounds per model and class (`--bounds auto`)."""
         t = now_ms()
         schedule.check(t)
         check_selectors(selectors)
@@ -52,7 +54,8 @@ class Campaigns:
                                    selectors_json=json.dumps(selectors), repeats=repeats,
                                    setting_json=json.dumps(setting.to_dict()),
                                    params_json=json.dumps(asdict(params)),
-                                   privacy_json=json.dumps((privacy or PrivacyParams()).check().to_dict()),
+                                   privacy_json=json.dumps((privacy or PrivacyParams()).check().to_dict()
+                                                           | ({"auto_bounds": auto_bounds} if auto_bounds else {})),
                                    target_precision=target_precision, n_agents=len(agents),
                                    priority=schedule.priority, deadline_ms=schedule.deadline_ms or None,
                                    quota=schedule.quota, adaptive_json=adaptive_json)
@@ -66,6 +69,13 @@ class Campaigns:
                                       repeat=repeat, updated_ms=t))
             s.commit()
             return int(campaign.id)
+
+    def classes_matching(self, selectors: dict[str, str]) -> dict[str, str]:
+        """hardware class → a spec sheet of it, over the enrolled devices the selectors match."""
+        with self.session() as s:
+            agents = [a for a in s.exec(select(AgentRow).where(AgentRow.revoked == False)).all()  # noqa: E712
+                      if matches(a, selectors)]
+        return {a.hardware_class: a.spec_json for a in agents}
 
     def create_federated_campaign(self, name: str, federated_json: str, devices: int) -> int:
         """A federated-train campaign: no tasks; coordinator/federated.py runs it on the SuperLink."""

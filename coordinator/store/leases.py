@@ -10,12 +10,11 @@ from concurrent.futures import Future
 from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
-from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS, matches, runs_per_task, setting_for
+from edgeatlas.coordinator.scheduling import OFFLINE_AFTER_MS, matches, runs_per_task, setting_for, task_privacy
 from edgeatlas.coordinator.store.campaigns import cancel_open_tasks
 from edgeatlas.coordinator.store.engine import now_ms
 from edgeatlas.coordinator.store.records import LeasedTask, OPEN_TASK
 from edgeatlas.coordinator.tables import AgentRow, CampaignRow, ModelRow, TaskRow
-from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 
 MAX_LEASE_ATTEMPTS = 3
@@ -76,7 +75,8 @@ class Leases:
             s.add(row)
             model = s.get(ModelRow, row.model_sha256)
             return LeasedTask(task=row, model=model, setting=setting_for(setting, model.format),
-                              params=params, privacy=PrivacyParams.from_dict(json.loads(campaign.privacy_json)))
+                              params=params, privacy=task_privacy(campaign.privacy_json, row.model_sha256,
+                                                                  row.hardware_class))
 
     def _sweep(self, s: Session, t: int) -> None:
         """Campaigns past their deadline expire; tasks whose device went offline (pending) or whose lease

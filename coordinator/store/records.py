@@ -94,6 +94,7 @@ class TaskSnapshot:
     lease_id: str | None
     campaign_id: int
     model_sha256: str
+    hardware_class: str
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, select as sa_select, update
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlmodel import Session, select
 
-from edgeatlas.coordinator.scheduling import setting_for
+from edgeatlas.coordinator.scheduling import setting_for, task_privacy
 from edgeatlas.coordinator.store.cells import cell_class
 from edgeatlas.coordinator.store.engine import MAX_ROW_ID, json_or_empty, kept, now_ms
 from edgeatlas.coordinator.store.records import Batch, IncomingReport, OPEN_TASK, TaskSnapshot, batch_of
@@ -80,7 +80,7 @@ class Reports:
                                 kept(s, ModelRow, task.model_sha256).format)
             check_setting_matches(asked, report.setting, simulated=agent.simulated)
         if report.ok and report.privacy_mode in ("ldp", "secure"):
-            contract = PrivacyParams.from_dict(json.loads(campaign.privacy_json))
+            contract = task_privacy(campaign.privacy_json, task.model_sha256, task.hardware_class)
             if report.privacy != contract:
                 raise InvalidInput(f"the release's mechanism ({report.privacy.describe()}) does not match "
                                    f"campaign {campaign.id}'s contract ({contract.describe()})")
@@ -171,7 +171,8 @@ class Reports:
                                         .where(report.report_id.in_([report_id for report_id, _ in reports])))
         batch.reports.update({report_id: agent_id for report_id, agent_id in stored})
         rows = s.connection().execute(
-            sa_select(task.id, task.agent_id, task.status, task.lease_id, task.campaign_id, task.model_sha256)
+            sa_select(task.id, task.agent_id, task.status, task.lease_id, task.campaign_id, task.model_sha256,
+                      task.hardware_class)
             .where(task.id.in_({task_id for _, task_id in reports if 0 < task_id <= MAX_ROW_ID})))
         batch.tasks = {row.id: TaskSnapshot(*row) for row in rows}
 

@@ -12,7 +12,7 @@ from edgeatlas.coordinator import aggregate
 from edgeatlas.coordinator.store.cells import cell_class
 from edgeatlas.coordinator.store.engine import now_ms
 from edgeatlas.coordinator.store.records import OPEN_TASK
-from edgeatlas.coordinator.tables import (AgentRow, CampaignRow, CellContributorRow, CellMetricRow,
+from edgeatlas.coordinator.tables import (AgentRow, CellContributorRow, CellMetricRow,
                                           ModelRow, ReportRow, SecureClaimRow, TaskRow)
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Setting
@@ -46,21 +46,21 @@ class SecureRounds:
                 ReportRow.report_id.not_in(claimed))).all()
             agents = {a.agent_id: a for a in s.exec(select(AgentRow).where(
                 AgentRow.agent_id.in_({r.agent_id for r, _, _ in rows}), AgentRow.revoked == False)).all()}  # noqa: E712
-            privacy = {c.id: c.privacy_json for c in s.exec(select(CampaignRow).where(
-                CampaignRow.id.in_({cid for _, cid, _ in rows}))).all()}
+            campaigns = {cid for _, cid, _ in rows}
             # a device still running tasks of the campaign joins once it is done: one round for all its cells
             busy = set(s.exec(select(TaskRow.campaign_id, TaskRow.agent_id).where(
-                TaskRow.campaign_id.in_(set(privacy)), TaskRow.status.in_(OPEN_TASK))).all())
+                TaskRow.campaign_id.in_(campaigns), TaskRow.status.in_(OPEN_TASK))).all())
         cohorts: dict[tuple, Cohort] = {}
         for report, campaign_id, sha in rows:
             agent = agents.get(report.agent_id)
             if agent is None or (campaign_id, agent.agent_id) in busy:
                 continue
             setting = Setting(**json.loads(report.setting_json))
-            key = (campaign_id, cell_class(agent, setting), agent.simulated)
+            # the report's contract (the campaign's, with its bounds for this model and class): one per round
+            key = (campaign_id, cell_class(agent, setting), agent.simulated, report.privacy_json)
             cohort = cohorts.get(key)
             if cohort is None:
-                cohort = cohorts[key] = Cohort(*key, PrivacyParams.from_dict(json.loads(privacy[campaign_id])))
+                cohort = cohorts[key] = Cohort(*key[:3], PrivacyParams.from_dict(json.loads(report.privacy_json)))
             cell = (sha, setting.key())
             if cell in cohort.holds.get(agent.agent_id, set()):
                 continue  # a repeat of a cell it holds already: one value per device and cell

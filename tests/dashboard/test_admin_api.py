@@ -76,3 +76,34 @@ def test_published_version_is_listed_with_what_it_was_trained_on(world):
     with world.coordinator.admin() as admin:
         first = admin.predictor_versions()[0]
     assert first.trigger == "published" and first.devices == 12 and first.networks > 0 and first.cells > 0
+
+
+def test_bounds_auto_gives_each_model_and_class_its_predicted_bounds(world):
+    """`campaign create --bounds-ms auto`: the published predictor's answer for each model on each class of
+    the campaign's devices, widened (protos/privacy.auto_bounds); a task is leased and checked under them."""
+    from edgeatlas.coordinator.scheduling import task_privacy
+    from edgeatlas.protos.privacy import PrivacyParams, auto_bounds
+    from edgeatlas.protos.records import RunParams, Setting
+
+    with world.coordinator.admin() as admin:
+        made = admin.create_campaign(["mlp-s", "resnet-s"], {"label.simulated": "true"}, 1, Setting(), RunParams(),
+                                     "auto-bounds", PrivacyParams(mode="secure"), bounds_auto=True)
+        agents = [a for a in admin.list_agents() if a.simulated]
+        pi = next(a for a in agents if "Raspberry Pi 5" in json.loads(a.spec_json)["name"])
+        answer = admin.predict(pi.spec_json, "mlp-s", runtime="onnxruntime")
+    store = Store(f"sqlite:///{world.coordinator.db_path}")
+    try:
+        row = store.campaign(made.campaign_id)
+        stored = json.loads(row.privacy_json)["auto_bounds"]
+        classes = {a.hardware_class for a in agents}
+        assert len(stored) == 2 * len(classes)  # every model on every class
+        sha = store.resolve_models(["mlp-s"])[0].sha256
+        contract = task_privacy(row.privacy_json, sha, pi.hardware_class)
+        assert contract.mode == "secure" and contract.bounds_ms != PrivacyParams().bounds_ms
+        lo, hi = contract.bounds_ms
+        assert lo < answer.latency_ms < hi
+        assert (lo, hi) == pytest.approx(auto_bounds(answer.latency_ms, answer.latency_ms_low, answer.latency_ms_high))
+        # a class the table does not name keeps the campaign's own bounds
+        assert task_privacy(row.privacy_json, sha, "cpu:unknown").bounds_ms == PrivacyParams().bounds_ms
+    finally:
+        store.close()

@@ -209,3 +209,22 @@ def test_over_the_wire_a_dropout_a_replay_and_a_lie_get_clear_statuses(secure_co
     assert all(log[i] == "published: 1 cells from 3 devices" for i in range(3)), log
     cell, = cells_of(c, "simulated")
     assert cell.n_devices == 3 and cell.privacy.startswith("secure gaussian")
+
+
+def test_bounds_auto_without_a_predictor_is_one_clear_error_and_stores_nothing(secure_coordinator, prepared_zoo,
+                                                                               tmp_path):
+    from edgeatlas.protos.errors import NotFound
+
+    c = secure_coordinator
+    with c.admin() as admin:
+        register(admin, prepared_zoo, ["mlp-s"])
+    procs = start_agents(c, tmp_path, n=1)
+    try:
+        wait_for(lambda: len(c.admin().list_agents()) >= 1, 60, "an agent to enroll")
+        with c.admin() as admin:
+            with pytest.raises(NotFound, match="no predictor trained yet"):
+                admin.create_campaign(["mlp-s"], {}, 1, Setting(), RunParams(), privacy=SECURE, bounds_auto=True)
+            assert not admin.list_campaigns()
+    finally:
+        for p in procs:
+            stop_pid(p)
