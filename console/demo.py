@@ -138,6 +138,7 @@ class Demo:
             "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
             "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready),
             "--enroll-rate", "1000",  # the simulated fleets enroll over a hundred devices from one address
+            "--secure-stage-timeout", "60",  # the cohort's 100 devices share one process and its cores
             *(["--superlink", "127.0.0.1:0"] if federated else [])], self.logs / "coordinator.log", self.env)
         address = self._wait_ready(coordinator, ready, self.logs / "coordinator.log")
         superlink = json.loads(ready.read_text()).get("superlink", "")
