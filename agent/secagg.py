@@ -102,9 +102,9 @@ class Participant:
         keys = [k for e in roster.entries for k in (e.advertise.encryption_pk, e.advertise.masking_pk)]
         if len(set(keys)) != len(keys):
             raise InvalidInput("the roster repeats a public key")
-        if len(roster.entries) < self.contract.min_survivors:
-            raise InvalidInput(f"the roster has {len(roster.entries)} devices, fewer than the round's "
-                               f"{self.contract.min_survivors}")
+        if not self.contract.min_survivors <= len(roster.entries) <= self.contract.cohort:
+            raise InvalidInput(f"the roster has {len(roster.entries)} devices, not the round's "
+                               f"{self.contract.min_survivors}..{self.contract.cohort}")
         self.roster, self.index = roster, mine[0]
         peers = roster.neighbours(self.index)
         seed_shares = masking.split(self.seed, roster.threshold, len(peers))

@@ -24,7 +24,7 @@ from edgeatlas.coordinator.store import Store
 from edgeatlas.coordinator.store.secure import Cohort
 from edgeatlas.protos import convert
 from edgeatlas.protos.errors import EdgeAtlasError, InvalidInput, NotFound
-from edgeatlas.protos.secure import MAX_CELLS, Advertise, SealedShare, SecureContract, UnmaskShare
+from edgeatlas.protos.secure import MAX_CELLS, MAX_COHORT, Advertise, SealedShare, SecureContract, UnmaskShare
 from edgeatlas.v1 import agent_pb2
 
 log = logging.getLogger("edgeatlas.coordinator.rounds")
@@ -63,12 +63,12 @@ class SecureRounds:
         """Opens a round for every cohort that reached its minimum and whose devices are free."""
         opened = []
         for cohort in await asyncio.to_thread(self.store.secure_cohorts):
-            members = [a for a in sorted(cohort.reports) if a not in self.member_of]
-            need = max(cohort.privacy.cohort_min, self.min_devices)
-            if len(members) < need:
-                continue
+            members = [a for a in sorted(cohort.reports) if a not in self.member_of][:MAX_COHORT]
             cells = sorted({c for a in members for c in cohort.holds[a]})[:MAX_CELLS]
             slots = {c: i for i, c in enumerate(cells)}
+            members = [a for a in members if cohort.holds[a] & slots.keys()]  # a later round takes the rest
+            if len(members) < max(cohort.privacy.cohort_min, self.min_devices):
+                continue
             contract = SecureContract.for_cohort(cohort.privacy, len(cells), len(members))
             round_id = uuid.uuid4().hex
             rnd = Round(round_id, contract, members)
@@ -78,8 +78,8 @@ class SecureRounds:
                 cells=[agent_pb2.SecureCell(model_sha256=sha, setting_key=key) for sha, key in cells])
             live = LiveRound(rnd, cohort, [(sha, cohort.cells[(sha, key)]) for sha, key in cells], invite,
                              holds={a: sorted(slots[c] for c in cohort.holds[a] if c in slots) for a in members})
-            await asyncio.to_thread(self.store.claim_secure, round_id,
-                                    [r for a in members for r in cohort.reports[a]])
+            await asyncio.to_thread(self.store.claim_secure, round_id,  # only the cells this round sums
+                                    [r for a in members for c, r in cohort.reports[a].items() if c in slots])
             self.rounds[round_id] = live
             for a in members:
                 self.member_of[a] = round_id

@@ -28,7 +28,7 @@ class Cohort:
     hardware_class: str
     simulated: bool
     privacy: PrivacyParams
-    reports: dict[str, list[str]] = field(default_factory=dict)  # agent → its held report ids
+    reports: dict[str, dict[tuple[str, str], str]] = field(default_factory=dict)  # agent → cell → report id
     cells: dict[tuple[str, str], dict] = field(default_factory=dict)  # (model sha256, setting key) → setting
     holds: dict[str, set[tuple[str, str]]] = field(default_factory=dict)  # agent → the cells it holds
 
@@ -64,7 +64,7 @@ class SecureRounds:
             cell = (sha, setting.key())
             if cell in cohort.holds.get(agent.agent_id, set()):
                 continue  # a repeat of a cell it holds already: one value per device and cell
-            cohort.reports.setdefault(agent.agent_id, []).append(report.report_id)
+            cohort.reports.setdefault(agent.agent_id, {})[cell] = report.report_id
             cohort.holds.setdefault(agent.agent_id, set()).add(cell)
             cohort.cells.setdefault(cell, setting.to_dict())
         return sorted(cohorts.values(), key=lambda c: -len(c.reports))
