@@ -93,6 +93,9 @@ def check_campaign(request: CampaignRequest, now_ms: int, superlink: bool) -> No
     check_params(request.params)
     scenarios.check(setting.scenario, setting.scenario_params)
     request.privacy.check()
+    if request.adaptive is not None and request.privacy.mode == "secure":
+        raise InvalidInput("an adaptive campaign picks its next measurements from each one as it arrives, and "
+                           "a secure round publishes a cohort at once: give it --privacy-mode ldp")
     check_target_precision(request.target_precision)
     request.schedule.check(now_ms)
 

@@ -16,7 +16,7 @@ import streamlit as st
 from edgeatlas.dashboard import data
 from edgeatlas.dashboard.api import Connection, explain
 from edgeatlas.protos import convert, errors
-from edgeatlas.protos.privacy import PrivacyParams, delta_for
+from edgeatlas.protos.privacy import PrivacyParams, default_mode, delta_for
 from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.scenarios import SCENARIOS
 from edgeatlas.v1 import admin_pb2
@@ -189,9 +189,10 @@ def page_campaigns(conn: Connection) -> None:
             help="server: target_qps, latency_bound_ms, search_steps; multi-stream: samples_per_query; "
                  "LLM: prompt_tokens, output_tokens, gpu_layers")
         c = st.columns(2)
-        mode = c[0].selectbox("Privacy mode", ["ldp", "secure"], key="cf_mode",
-                              help="ldp: each report noised alone on its device; secure: devices of one hardware "
-                                   "class sum their values under secure aggregation, each adding a share of the noise")
+        mode = c[0].selectbox("Privacy mode", list(MODE_CHOICES), key="cf_mode",
+                              help="secure: devices of one hardware class sum their values under secure "
+                                   "aggregation, each adding a share of the noise; ldp: each report noised alone "
+                                   "on its device (adaptive campaigns, fleets too small for cohorts)")
         cohort_min = c[1].number_input("Secure: devices per round, at least", 2, 5000, 10, key="cf_cohort_min")
         c = st.columns(2)
         budget = c[0].number_input("Adaptive: budget of measurements (0: measure every model on every device)",
@@ -219,15 +220,19 @@ def page_campaigns(conn: Connection) -> None:
     (live_campaign_detail if running else campaign_detail)(conn, picked)
 
 
+# the campaign form's privacy modes: the default one, then each by name
+MODE_CHOICES = {"secure (ldp for adaptive or laplace)": "", "secure": "secure", "ldp": "ldp"}
+
 def create_campaign(conn, name, models, selectors_text, scenario, batch, threads, repeats, iterations, duration,
-                    mechanism, epsilon, scenario_text="", budget=0, target_mape=0.0, mode="ldp",
+                    mechanism, epsilon, scenario_text="", budget=0, target_mape=0.0, mode="",
                     cohort_min=10) -> None:
     try:
         if not models:
             raise errors.InvalidInput("pick at least one model")
         selectors = data.parse_selectors(selectors_text)
         scenario_params = data.parse_scenario(scenario, scenario_text)
-        privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon, delta=delta_for(mechanism), mode=mode,
+        privacy = PrivacyParams(mechanism=mechanism, epsilon=epsilon, delta=delta_for(mechanism),
+                                mode=MODE_CHOICES.get(mode) or default_mode(budget > 0, mechanism),
                                 cohort_min=cohort_min).check()
     except errors.InvalidInput as exc:
         st.error(f"Invalid input: {exc}")

@@ -47,6 +47,13 @@ DEFAULT_DELTA = 1e-6
 # ldp: each report noised alone on its device. secure: the devices of a cohort sum their values under
 # secure aggregation, each adding a share of the noise (protos/secure.py); the ε is per cell either way.
 MODES = ("ldp", "secure")
+
+
+def default_mode(adaptive: bool, mechanism: str = "gaussian") -> str:
+    """What a person gets unless they choose: secure, but ldp for an adaptive campaign (it picks its next
+    measurements from each one as it arrives and cannot wait for a cohort's round) and for laplace noise
+    (secure aggregation adds discrete Gaussian shares)."""
+    return "ldp" if adaptive or mechanism != "gaussian" else "secure"
 DEFAULT_COHORT_MIN = 10
 MAX_COHORT_MIN = 5_000
 

@@ -208,7 +208,7 @@ def _federated(args):
 
 
 def cmd_campaign_create(args) -> int:
-    from edgeatlas.protos.privacy import PrivacyParams, delta_for
+    from edgeatlas.protos.privacy import PrivacyParams, default_mode, delta_for
 
     from edgeatlas.protos.records import Schedule
 
@@ -238,7 +238,8 @@ def cmd_campaign_create(args) -> int:
     privacy = PrivacyParams(mechanism=args.mechanism, epsilon=args.epsilon,
                             delta=delta_for(args.mechanism, args.delta),
                             statistics=tuple(args.statistics), bounds_ms=bounds,
-                            mode=args.privacy_mode, cohort_min=args.cohort_min).check()
+                            mode=args.privacy_mode or default_mode(args.adaptive, args.mechanism),
+                            cohort_min=args.cohort_min).check()
     adaptive = _adaptive(args)
     with admin_client(args) as admin:
         if args.iterations is None and _all_llms(admin, args.models):
@@ -247,6 +248,15 @@ def cmd_campaign_create(args) -> int:
                                   setting, params, args.name or "", privacy, args.target_precision, schedule,
                                   adaptive, bounds_auto=bounds_auto)
     say(_campaign_line(c))
+    if privacy.mode == "secure":
+        per_device = max(1, len(c.models) * args.repeats)  # tasks of one device
+        devices = {hw: (n.pending + n.leased + n.done + n.failed + n.declined + n.cancelled) // per_device
+                   for hw, n in c.by_hardware.items()}
+        short = {hw: d for hw, d in devices.items() if d < privacy.cohort_min}
+        say(f"  secure: a hardware class's cells are published once {privacy.cohort_min} of its devices hold "
+            f"results (--cohort-min; never fewer than the coordinator's k)"
+            + ("; fewer here: " + ", ".join(f"{hw} {d}" for hw, d in sorted(short.items()))
+               + " (--privacy-mode ldp publishes each report on its own)" if short else ""))
     return 0
 
 
@@ -401,9 +411,10 @@ def register(sub) -> None:
     p.add_argument("--epsilon-budget", type=float, help="adaptive: Σ ε per device in this campaign at most")
     p.add_argument("--name")
     run_options(p, iterations=100, duration=1.0)
-    p.add_argument("--privacy-mode", choices=["ldp", "secure"], default="ldp",
-                   help="ldp: each report noised alone; secure: cohorts of one hardware class sum their values "
-                        "under secure aggregation, each device adding a share of the noise")
+    p.add_argument("--privacy-mode", choices=["ldp", "secure"],
+                   help="secure (the default; ldp for --adaptive): cohorts of one hardware class sum their values "
+                        "under secure aggregation, each device adding a share of the noise; ldp: each report "
+                        "noised alone, for fleets too small for cohorts")
     p.add_argument("--cohort-min", type=int, default=10,
                    help="secure: devices of one hardware class a round waits for (never below the coordinator's k)")
     p.add_argument("--mechanism", choices=["gaussian", "laplace"], default="gaussian")

@@ -1,6 +1,7 @@
 """The admin CLI against a real coordinator process."""
 
 import json
+import re
 
 import pytest
 
@@ -66,6 +67,14 @@ def test_campaign_schedule_pause_resume_and_bad_options_from_the_cli(coordinator
                    "--selector", "memory.size_gb>=0.5", "--selector", "device_class!=phone", env=env)
     assert made.returncode == 0, made.stderr
     assert "running" in made.stdout and "priority 7, quota 1/class, deadline 20" in made.stdout
+    # secure unless asked otherwise, and it says what a one-device class means for it
+    assert re.search(r"secure: .* once 10 of its devices hold results .*; fewer here: cpu:\S+ 1 "
+                     r"\(--privacy-mode ldp publishes each report on its own\)", made.stdout), made.stdout
+    with coordinator.admin() as admin:
+        assert admin.campaign(1).privacy.mode == "secure"
+    adaptive_secure = run_cli("campaign", "create", "--models", "mlp-s", "--adaptive", "--budget", "2",
+                              "--privacy-mode", "secure", env=env)
+    assert adaptive_secure.returncode == 2 and "give it --privacy-mode ldp" in adaptive_secure.stderr
     paused = run_cli("campaign", "pause", "1", env=env)
     assert paused.returncode == 0 and "campaign 1 '': paused" in paused.stdout
     again = run_cli("campaign", "pause", "1", env=env)
