@@ -135,8 +135,9 @@ class Participant:
             if len(opened) != SHARE_BYTES:
                 raise InvalidInput(f"the share from {item.sender} has {len(opened)} bytes, not {SHARE_BYTES}")
             self.held[item.sender] = opened
-        if len(self.held) + 1 < self.contract.min_survivors and len(self.held) < self.roster.threshold:
-            raise InvalidInput(f"only {len(self.held)} neighbours shared: too few for the round to finish")
+        if len(self.held) < self.roster.threshold:  # its own seed could not be rebuilt: spend no ε on it
+            raise InvalidInput(f"only {len(self.held)} neighbours shared, fewer than the {self.roster.threshold} "
+                               "the round needs to finish")
         self.shared_with = set(self.held)
         total = (self.exact + noise_share(self.contract, self.sampler)) % MODULUS
         total = (total.astype(np.uint64) + masking.mask(self.seed, self.contract.dim)) % MODULUS
