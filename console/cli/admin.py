@@ -288,8 +288,13 @@ def cmd_campaign_status(args) -> int:
             say(f"  round {r.round:3d}: device loss {r.loss_before:.4f} → {r.loss_after:.4f}, "
                 f"ε {r.epsilon_measurement:.2f} per measurement, {r.epsilon_device:.1f} per device")
         return 0
-    say(f"  privacy: {convert.privacy_from_pb(c.privacy).describe()} per report"
+    privacy = convert.privacy_from_pb(c.privacy)
+    say(f"  privacy: {privacy.describe()} per {'cell' if privacy.mode == 'secure' else 'report'}"
+        + (f", cohorts of ≥ {privacy.cohort_min}" if privacy.mode == "secure" else "")
         + (f"; target ±{c.target_precision:.0%}" if c.target_precision else ""))
+    for key, bounds in sorted(c.auto_bounds.items()):  # --bounds-ms auto
+        model, _, hardware_class = key.partition("|")
+        say(f"  bounds {bounds} ms for {model} on {hardware_class} (from the predictor)")
     for failure in c.failures:
         say(f"  {failure}")
     for r in c.rounds:

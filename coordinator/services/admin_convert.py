@@ -75,7 +75,9 @@ def campaign_to_pb(row, counts, by_hardware, failures, names: dict[str, str], ro
         privacy=(None if row.federated_json else   # its privacy is per round, in federated_rounds
                  convert.privacy_to_pb(PrivacyParams.from_dict(json.loads(row.privacy_json)))),
         priority=row.priority, deadline_ms=row.deadline_ms or 0, quota=row.quota,
-        adaptive=adaptive, rounds=adaptive_rounds, stop_reason=row.stop_reason)
+        adaptive=adaptive, rounds=adaptive_rounds, stop_reason=row.stop_reason,
+        auto_bounds={f"{names.get(key.split('|')[0], key[:12])}|{key.split('|', 1)[-1]}": f"{lo:.4g}..{hi:.4g}"
+                     for key, (lo, hi) in json.loads(row.privacy_json or "{}").get("auto_bounds", {}).items()})
 
 
 def agent_info_pb(agent, tasks_done: int, online: bool, spent: tuple[float, int]) -> admin_pb2.AgentInfo:

@@ -105,5 +105,11 @@ def test_bounds_auto_gives_each_model_and_class_its_predicted_bounds(world):
         assert (lo, hi) == pytest.approx(auto_bounds(answer.latency_ms, answer.latency_ms_low, answer.latency_ms_high))
         # a class the table does not name keeps the campaign's own bounds
         assert task_privacy(row.privacy_json, sha, "cpu:unknown").bounds_ms == PrivacyParams().bounds_ms
+        with world.coordinator.admin() as admin:  # and the campaign says which bounds each task has
+            shown = admin.campaign(made.campaign_id).auto_bounds
+        assert len(shown) == len(stored) and shown[f"mlp-s|{pi.hardware_class}"] == f"{lo:.4g}..{hi:.4g}"
+        status = run_cli("campaign", "status", str(made.campaign_id), env=world.coordinator.env())
+        assert status.returncode == 0 and "per cell, cohorts of ≥ 10" in status.stdout, status.stderr
+        assert f"bounds {lo:.4g}..{hi:.4g} ms for mlp-s on {pi.hardware_class} (from the predictor)" in status.stdout
     finally:
         store.close()
