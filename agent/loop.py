@@ -18,7 +18,7 @@ from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger
 from edgeatlas.agent.report import completed, new_report, refused
 from edgeatlas.agent.results import LocalResults
 from edgeatlas.agent.privacy.release import statistic_logs
-from edgeatlas.agent.secagg import HeldValues, Participant, contract_of, drive, held_cells, stages
+from edgeatlas.agent.secagg import HeldValues, drive, participant_for, stages
 from edgeatlas.agent.etiquette import Conditions, Rules, Sensors, verdict
 from edgeatlas.agent.meters import find_meter
 from edgeatlas.agent.runners import ModelFacts, make_runner
@@ -202,12 +202,11 @@ class Agent:
         """Takes part in a secure round with the values it holds of the invitation's cells; its ε goes in
         the ledger before the masked vector leaves. Returns the round's outcome, as the coordinator said it."""
         try:
-            contract = contract_of(invite)
-            cells = held_cells(invite, self.held.all())
-            if not cells:
+            participant = participant_for(invite, self.held.all())
+            if participant is None:
                 return "declined: this device holds none of the round's cells"
-            self.ledger.check(contract)
-            participant = Participant(invite.round_id, contract, cells)
+            contract = participant.contract
+            self.ledger.check(contract)  # nothing has left yet: its keys are made, not sent
         except BudgetExceeded as exc:
             return str(exc)
         except EdgeAtlasError as exc:

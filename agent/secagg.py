@@ -174,6 +174,13 @@ def held_cells(invite, held: dict[tuple[str, str], dict[str, float]]) -> dict[in
             if (c.model_sha256, c.setting_key) in held}
 
 
+def participant_for(invite, held: dict[tuple[str, str], dict[str, float]]) -> Participant | None:
+    """The device's part in an invited round with the values it holds of the round's cells; None where it
+    holds none. InvalidInput for an invitation no honest coordinator sends."""
+    cells = held_cells(invite, held)
+    return Participant(invite.round_id, contract_of(invite), cells) if cells else None
+
+
 def stages(p: Participant, invite, before_masked):
     """Yields each stage's SecureRoundRequest, takes the coordinator's answer, returns the round's outcome.
     `before_masked()` runs before the masked vector leaves (the ledger's record)."""

@@ -21,7 +21,7 @@ import yaml
 from edgeatlas import __version__
 from edgeatlas.agent.privacy.release import statistic_logs
 from edgeatlas.agent.report import completed, new_report
-from edgeatlas.agent.secagg import Participant, contract_of, drive_async, held_cells, stages
+from edgeatlas.agent.secagg import drive_async, participant_for, stages
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import Fidelity, LatencyStats, RunResult, ScenarioOutcome, Setting
@@ -160,11 +160,9 @@ async def virtual_agent(index: int, spec: SpecSheet, stub, token: str, once: boo
 async def secure_round(invite, held: dict, stub, md, stats: "FleetStats") -> None:
     """A virtual device's part in a secure round, through the agent's own protocol code (agent/secagg.py)."""
     try:
-        contract = contract_of(invite)
-        cells = held_cells(invite, held)
-        if not cells:
+        participant = participant_for(invite, held)
+        if participant is None:
             return
-        participant = Participant(invite.round_id, contract, cells)
     except InvalidInput:
         stats.errors += 1
         return

@@ -32,8 +32,9 @@ import grpc
 from edgeatlas import __version__
 from edgeatlas.agent.privacy.release import statistic_logs
 from edgeatlas.agent.report import completed, new_report
-from edgeatlas.agent.secagg import Participant, contract_of, drive_async, held_cells, stages
+from edgeatlas.agent.secagg import drive_async, participant_for, stages
 from edgeatlas.agent.simulate import synthetic_stats
+from edgeatlas.console.demo_plan import SECURE_PRODUCT  # the demo's cohort: one product, one hardware class
 from edgeatlas.console.models import prepare, summary_json
 from edgeatlas.console.zoo import build_zoo
 from edgeatlas.protos import PROTOCOL_VERSION, convert
@@ -44,12 +45,6 @@ from edgeatlas.protos.records import Fidelity, RunParams, RunResult, ScenarioOut
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, bearer
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
-SPEC = {"schema": "edgeatlas.spec/v1", "name": "Orange Pi 5", "device_class": "board",
-        "cpu": {"vendor": "arm", "model": "RK3588S", "arch": "arm64", "cores": 8, "threads": 8, "max_ghz": 2.4,
-                "simd": "neon", "clusters": [{"cores": 4, "core": "cortex-a76", "max_ghz": 2.4},
-                                             {"cores": 4, "core": "cortex-a55", "max_ghz": 1.8}]},
-        "memory": {"size_gb": 8, "bandwidth_gbs": 17.0}}
-
 
 class Vanished(Exception):
     """A device that drops out after key exchange."""
@@ -59,7 +54,7 @@ async def device(stub, token: str, i: int, drops: bool, sent: list[int], stamps:
     import random
 
     resp = await stub.Enroll(agent_pb2.EnrollRequest(
-        protocol_version=PROTOCOL_VERSION, enrollment_token=token, spec_json=json.dumps(SPEC),
+        protocol_version=PROTOCOL_VERSION, enrollment_token=token, spec_json=json.dumps(SECURE_PRODUCT),
         agent_version=__version__, name=f"bench-{i}", simulated=True), timeout=120)
     md = bearer(resp.credential)
     task = None
@@ -90,9 +85,8 @@ async def device(stub, token: str, i: int, drops: bool, sent: list[int], stamps:
         stamps.append(time.perf_counter())
         return answer
 
-    participant = Participant(invite.round_id, contract_of(invite), held_cells(invite, held))
     try:
-        return await drive_async(stages(participant, invite, lambda: None), call)
+        return await drive_async(stages(participant_for(invite, held), invite, lambda: None), call)
     except Vanished:
         return "vanished"
 

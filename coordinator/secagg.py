@@ -89,10 +89,7 @@ class Round:
 
     # stage 2 ---------------------------------------------------------------------------------------
     def share(self, device: str, sealed: list[SealedShare]) -> None:
-        if self.index_of.get(device, -1) in self.shares:
-            raise Replay(f"device {device} already sent its shares in round {self.round_id}")
-        self._expect(2, device)
-        i = self._index(device)
+        i = self._answering(2, device, self.shares, "shares")
         assert self.roster is not None
         peers = self.roster.neighbours(i)
         if sorted(s.receiver for s in sealed) != peers or any(s.sender != i for s in sealed):
@@ -101,6 +98,14 @@ class Round:
             raise InvalidInput("a sealed share is longer than any honest one")
         self.shares[i] = list(sealed)
         self.bytes_in += sum(len(s.sealed) + 8 for s in sealed)
+
+    def _answering(self, stage: int, device: str, answered: dict, what: str) -> int:
+        """The roster index of a device answering `stage`, whose answers so far are `answered` (by index):
+        a second answer is a Replay, before or after the stage closed."""
+        if self.index_of.get(device, -1) in answered:
+            raise Replay(f"device {device} already sent its {what} in round {self.round_id}")
+        self._expect(stage, device)
+        return self._index(device)
 
     def _index(self, device: str) -> int:
         if device not in self.index_of:
@@ -119,10 +124,7 @@ class Round:
 
     # stage 3 ---------------------------------------------------------------------------------------
     def masked(self, device: str, values: np.ndarray) -> None:
-        if self.index_of.get(device, -1) in self.masked_inputs:
-            raise Replay(f"device {device} already sent its masked vector in round {self.round_id}")
-        self._expect(3, device)
-        i = self._index(device)
+        i = self._answering(3, device, self.masked_inputs, "masked vector")
         if i not in self.shares:
             raise InvalidInput(f"device {device} sent no shares, so its masked vector cannot be unmasked")
         values = np.asarray(values)
@@ -138,10 +140,7 @@ class Round:
 
     # stage 4 ---------------------------------------------------------------------------------------
     def unmask(self, device: str, shares: list[UnmaskShare]) -> None:
-        if self.index_of.get(device, -1) in self.unmasked:
-            raise Replay(f"device {device} already sent its unmasking shares in round {self.round_id}")
-        self._expect(4, device)
-        i = self._index(device)
+        i = self._answering(4, device, self.unmasked, "unmasking shares")
         if i not in self.masked_inputs:
             raise InvalidInput(f"device {device} is not a survivor of round {self.round_id}")
         alive = set(self.masked_inputs)

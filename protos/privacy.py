@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.metrics import METRICS
@@ -56,6 +57,18 @@ def default_mode(adaptive: bool, mechanism: str = "gaussian") -> str:
     return "ldp" if adaptive or mechanism != "gaussian" else "secure"
 DEFAULT_COHORT_MIN = 10
 MAX_COHORT_MIN = 5_000
+
+
+def round_up(x: float, max_denominator: int = 1_000_000) -> Fraction:
+    """A simple fraction ≥ x: noise parameters may grow, never shrink, when made rational."""
+    f = Fraction(x).limit_denominator(max_denominator)
+    return f if f >= x else f + Fraction(1, f.denominator)
+
+
+def gaussian_tail(sigma: float, rate: float = FALSE_REFUSAL) -> float:
+    """t with P(|X| ≥ t) ≤ rate for a discrete Gaussian of σ (σ²-subgaussian, CKS 2020, Prop. 25:
+    P(|X| ≥ t) ≤ 2·exp(−t²/2σ²)), or for a sum of such noises whose variances add to σ²."""
+    return sigma * math.sqrt(2 * math.log(2 / rate))
 
 
 def delta_for(mechanism: str, asked: float = 0.0) -> float:
@@ -142,7 +155,7 @@ class PrivacyParams:
         P(|X| ≥ t) = 2qᵗ/(1+q) ≤ 2qᵗ with q = e^(−1/b)."""
         scale = self.noise_scale()
         if self.mechanism == "gaussian":
-            return math.ceil(scale * math.sqrt(2 * math.log(2 / rate)))
+            return math.ceil(gaussian_tail(scale, rate))
         return math.ceil(scale * math.log(2 / rate))
 
     def window(self, statistic: str, rate: float = FALSE_REFUSAL) -> tuple[float, float]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from edgeatlas.protos.errors import InvalidInput
-from edgeatlas.protos.privacy import ORDERS, PrivacyParams, rdp_to_epsilon, rho_for
+from edgeatlas.protos.privacy import ORDERS, PrivacyParams, gaussian_tail, rdp_to_epsilon, rho_for, round_up
 
 MODULUS_BITS = 32
 MODULUS = 2 ** MODULUS_BITS
@@ -108,9 +108,7 @@ class SecureContract:
     @property
     def device_sigma2(self) -> Fraction:
         """Each device's share: σ²/t, never below MIN_DEVICE_SIGMA², as a fraction rounded up (exact sampling)."""
-        share = max(self.sigma2 / self.min_survivors, MIN_DEVICE_SIGMA ** 2)
-        f = Fraction(share).limit_denominator(1_000_000)
-        return f if f >= share else f + Fraction(1, f.denominator)
+        return round_up(max(self.sigma2 / self.min_survivors, MIN_DEVICE_SIGMA ** 2))
 
     def noise_variance_log(self, statistic: str, survivors: int) -> float:
         """Variance of a statistic's summed noise in (natural log)² units, over `survivors` shares."""
@@ -185,7 +183,7 @@ def decode(contract: SecureContract, total: list[int], claimed: list[int], survi
         raise InvalidInput(f"a sum of {len(total)} values for a contract of {contract.dim}")
     p, steps = contract.privacy, contract.privacy.steps
     sigma = math.sqrt(survivors * float(contract.device_sigma2))
-    tail = sigma * math.sqrt(2 * math.log(2 / 1e-9))  # subgaussian tail, as PrivacyParams.noise_tail
+    tail = gaussian_tail(sigma)  # an honest sum's noise stays inside but with probability FALSE_REFUSAL
     cells = []
     for c in range(contract.cells):
         row = [signed(v) for v in total[c * contract.width:(c + 1) * contract.width]]

@@ -56,12 +56,6 @@ def discrete_gaussian(sigma2: Fraction) -> int:
             return y
 
 
-def round_up(x: float, max_denominator: int = 1_000_000) -> Fraction:
-    """A simple fraction ≥ x: noise parameters may grow, never shrink, when made rational."""
-    f = Fraction(x).limit_denominator(max_denominator)
-    return f if f >= x else f + Fraction(1, f.denominator)
-
-
 def randomized_round(x: Fraction) -> int:
     """⌊x⌋ or ⌈x⌉ with the probabilities that make the result unbiased."""
     floor = x.numerator // x.denominator

@@ -19,6 +19,12 @@ from edgeatlas.protos.records import Setting
 from edgeatlas.protos.spec import SpecSheet
 
 
+def privacy_after(seen: str, privacy: str, source: str) -> str:
+    """A cell's privacy once values under `privacy` join it: unchanged, or mixed where the contracts differ."""
+    mixed = f"{source} (mixed contracts)"
+    return seen if seen in (privacy, mixed) else mixed
+
+
 def cell_class(agent: AgentRow, setting: Setting) -> str:
     """The class a report's cell belongs to: the agent's own, or that of the processor it named."""
     if setting.target == "cpu":
@@ -72,10 +78,10 @@ class Cells:
             cell = self._cell(s, kept(s, ModelRow, model_sha256), hw, setting, source, t, privacy)
             known = staged[key] = (cell.id, cell.privacy)
         cell_id, seen = known
-        mixed = f"{source} (mixed contracts)"
-        if seen != privacy and seen != mixed and cell_id not in batch.mixed:
-            batch.mixed[cell_id] = mixed
-            staged[key] = (cell_id, mixed)
+        after = privacy_after(seen, privacy, source)
+        if after != seen and cell_id not in batch.mixed:
+            batch.mixed[cell_id] = after
+            staged[key] = (cell_id, after)
         return cell_id
 
     def _write_folds(self, s: Session) -> None:

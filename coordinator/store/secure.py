@@ -9,7 +9,7 @@ from sqlalchemy import delete
 from sqlmodel import select
 
 from edgeatlas.coordinator import aggregate
-from edgeatlas.coordinator.store.cells import cell_class
+from edgeatlas.coordinator.store.cells import cell_class, privacy_after
 from edgeatlas.coordinator.store.engine import now_ms
 from edgeatlas.coordinator.store.records import OPEN_TASK
 from edgeatlas.coordinator.tables import (AgentRow, CellContributorRow, CellMetricRow,
@@ -87,7 +87,7 @@ class SecureRounds:
         """Adds a cohort's decoded sums to their cells as `devices` values of each cell's mean, with the
         sum's noise variance; `holders[slot]` are the survivors that held the cell (its contributors).
         Returns cells folded."""
-        t, folded = now_ms(), 0
+        t, folded, touched = now_ms(), 0, []
         source = "simulated" if simulated else "fleet"
         privacy = contract.privacy.describe() + (", simulated" if simulated else "")
         with self._write, self.session() as s:
@@ -97,8 +97,8 @@ class SecureRounds:
                 setting = Setting(**setting_dict)
                 model = s.get(ModelRow, sha)
                 cell = self._cell(s, model, hardware_class, setting, source, t, privacy)
-                if cell.privacy != privacy and not cell.privacy.endswith("(mixed contracts)"):
-                    cell.privacy = f"{source} (mixed contracts)"
+                cell.privacy = privacy_after(cell.privacy, privacy, source)
+                touched.append((sha, hardware_class, setting.key(), source))
                 n = cell_sum.devices
                 logs = aggregate.released_logs(cell_sum.log_means, setting.batch)
                 for metric, (value_log, statistic) in logs.items():
@@ -120,5 +120,6 @@ class SecureRounds:
                 s.add(cell)
                 folded += 1
             s.commit()
-        self._cells.clear()  # privacy strings may have changed; the cache refills on use
+        for key in touched:  # the reports' path remembers a cell's privacy: these may have changed
+            self._cells.pop(key, None)
         return folded

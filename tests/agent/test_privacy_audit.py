@@ -138,6 +138,7 @@ def test_audit_fails_when_clipping_is_skipped(params, n):
 # the discrete Gaussian by its exact table (float64 CDF over ±14σ, mass beyond < 1e-40), not the
 # rational sampler: the sampler's exactness is tested above, and the audit needs millions of draws.
 
+from edgeatlas.protos.privacy import round_up  # noqa: E402
 from edgeatlas.protos.secure import SecureContract  # noqa: E402
 
 SECURE_PRIVACY = PrivacyParams(mechanism="gaussian", epsilon=2.0, delta=1e-6, statistics=("log_p50_ms",), bits=6)
@@ -158,8 +159,7 @@ class IgnoresSurvivors(SecureContract):
 
     @property
     def device_sigma2(self):
-        from fractions import Fraction
-        return Fraction(self.sigma2 / self.cohort).limit_denominator(1_000_000)
+        return round_up(self.sigma2 / self.cohort)
 
 
 def discrete_gaussian_table(sigma2: float, rng: np.random.Generator, size: int) -> np.ndarray:

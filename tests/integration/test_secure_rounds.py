@@ -23,6 +23,11 @@ pytestmark = pytest.mark.slow
 MODELS = ["mlp-s", "resnet-s"]
 SECURE = PrivacyParams(mode="secure", cohort_min=3)
 
+PI5 = {"schema": "edgeatlas.spec/v1", "name": "Raspberry Pi 5", "device_class": "board",
+       "cpu": {"vendor": "broadcom", "model": "BCM2712", "arch": "arm64", "cores": 4, "threads": 4,
+               "max_ghz": 2.4, "simd": "neon", "clusters": [{"cores": 4, "core": "cortex-a76", "max_ghz": 2.4}]},
+       "memory": {"size_gb": 8, "bandwidth_gbs": 17.1}}
+
 
 def cells_of(c: CoordinatorProcess, source: str):
     with c.admin() as admin:
@@ -80,12 +85,7 @@ def test_a_simulated_cohort_takes_part_through_the_same_protocol(secure_coordina
     with c.admin() as admin:
         register(admin, prepared_zoo, MODELS)
     catalog = tmp_path / "one-device.yaml"  # one product: the fleet is one hardware class
-    catalog.write_text(yaml.safe_dump([{"schema": "edgeatlas.spec/v1", "name": "Raspberry Pi 5",
-                                        "device_class": "board",
-                                        "cpu": {"vendor": "broadcom", "model": "BCM2712", "arch": "arm64",
-                                                "cores": 4, "threads": 4, "max_ghz": 2.4, "simd": "neon",
-                                                "clusters": [{"cores": 4, "core": "cortex-a76", "max_ghz": 2.4}]},
-                                        "memory": {"size_gb": 8, "bandwidth_gbs": 17.1}}]))
+    catalog.write_text(yaml.safe_dump([PI5]))
     env = cli_env(EDGEATLAS_COORDINATOR=c.address, EDGEATLAS_ENROLL_TOKEN=c.enroll_token)
     fleet = subprocess.Popen([sys.executable, "-m", "edgeatlas", "fleet", "simulate", "--agents", "5",
                               "--catalog", str(catalog), "--duration", "120"],
@@ -103,11 +103,6 @@ def test_a_simulated_cohort_takes_part_through_the_same_protocol(secure_coordina
         assert cell.metrics["latency_p50_ms"].n == 5
 
 
-PI5 = {"schema": "edgeatlas.spec/v1", "name": "Raspberry Pi 5", "device_class": "board",
-       "cpu": {"vendor": "broadcom", "model": "BCM2712", "arch": "arm64", "cores": 4, "threads": 4,
-               "max_ghz": 2.4, "simd": "neon", "clusters": [{"cores": 4, "core": "cortex-a76", "max_ghz": 2.4}]},
-       "memory": {"size_gb": 8, "bandwidth_gbs": 17.1}}
-
 
 def test_over_the_wire_a_dropout_a_replay_and_a_lie_get_clear_statuses(secure_coordinator, prepared_zoo):
     """Four devices speak the protocol by hand: a wrong round is NOT_FOUND, a lie about what it holds is
@@ -121,7 +116,7 @@ def test_over_the_wire_a_dropout_a_replay_and_a_lie_get_clear_statuses(secure_co
     from edgeatlas import __version__
     from edgeatlas.agent.privacy.release import statistic_logs
     from edgeatlas.agent.report import completed, new_report
-    from edgeatlas.agent.secagg import Participant, contract_of, drive_async, held_cells, stages
+    from edgeatlas.agent.secagg import drive_async, participant_for, stages
     from edgeatlas.agent.simulate import synthetic_stats
     from edgeatlas.protos import PROTOCOL_VERSION, convert
     from edgeatlas.protos.records import Fidelity, RunResult, ScenarioOutcome
@@ -163,8 +158,7 @@ def test_over_the_wire_a_dropout_a_replay_and_a_lie_get_clear_statuses(secure_co
                 await stub.SecureRound(agent_pb2.SecureRoundRequest(round_id="f" * 32, stage=1), metadata=md,
                                        timeout=30)
             log["wrong round"] = lost.value.code()
-        protocol = stages(Participant(invite.round_id, contract_of(invite), held_cells(invite, held)), invite,
-                          lambda: None)
+        protocol = stages(participant_for(invite, held), invite, lambda: None)
         calls = 0
 
         async def call(request):
