@@ -1,9 +1,10 @@
 """A device's part in one secure aggregation round (SecAgg+, Bell et al. 2020, with distributed noise).
 
-The device's exact values never leave it. It sends: two public keys and a commitment (stage 1); shares
-of its secrets sealed for its neighbours (stage 2); its vector plus its noise share plus masks that only
-the whole cohort's sum cancels (stage 3); and, per neighbour, one share of either its seed or its
-masking key, never both (stage 4). protos/secure.py holds the contract, protos/masking.py the
+The device's exact values never leave it. It sends: two public keys and two commitments (stage 1); shares
+of its secrets sealed for its neighbours (stage 2); its vector plus its noise (fixed and removable
+components) plus masks that only the whole cohort's sum cancels (stage 3); and, per neighbour, one share
+of either its seed or its masking key, never both, plus a share of its noise seed where the coordinator
+may take that neighbour's removable noise out, in the number the contract allows and no more (stage 4). protos/secure.py holds the contract, protos/masking.py the
 cryptography; this module holds the device's rules and refuses what an honest coordinator never sends.
 """
 
@@ -12,21 +13,23 @@ from __future__ import annotations
 import json
 import math
 import secrets
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.agent.privacy.noise import discrete_gaussian
+from edgeatlas.protos.noise import discrete_gaussian
 from edgeatlas.agent.privacy.release import to_grid
 from edgeatlas.agent.state import write_private
 from edgeatlas.protos import PROTOCOL_VERSION, convert, masking
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.secure import (
-    MODULUS, Advertise, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare)
+    MODULUS, Advertise, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare, noise_components,
+    removable_noise)
 from edgeatlas.v1 import agent_pb2
 
-SHARE_BYTES = 16 + masking.KEY_BYTES  # a seed share, then a masking-key share
+SEED, KEY, NOISE = (slice(0, 16), slice(16, 16 + masking.KEY_BYTES),
+                    slice(16 + masking.KEY_BYTES, 32 + masking.KEY_BYTES))  # one opened share's parts
+SHARE_BYTES = NOISE.stop
 
 
 def cell_values(contract: SecureContract, logs: dict[str, float]) -> list[int]:
@@ -53,14 +56,11 @@ def vector(contract: SecureContract, cells: dict[int, dict[str, float]]) -> np.n
     return out
 
 
-def noise_share(contract: SecureContract, sampler=discrete_gaussian) -> np.ndarray:
-    """The device's share of the noise on every noised coordinate (presence carries none)."""
-    sigma2: Fraction = contract.device_sigma2
-    out = np.zeros(contract.dim, dtype=np.int64)
-    for c in range(contract.cells):
-        for j in range(1, contract.width):
-            out[c * contract.width + j] = sampler(sigma2)
-    return out
+def noise_share(contract: SecureContract, noise_seed: bytes, sampler=discrete_gaussian) -> np.ndarray:
+    """The device's noise on every noised coordinate: its fixed components from the OS's randomness, its
+    removable ones from its noise seed (presence carries none)."""
+    return noise_components(contract, contract.fixed, sampler=sampler) + \
+        removable_noise(contract, noise_seed, sampler)
 
 
 class Participant:
@@ -75,6 +75,7 @@ class Participant:
         self.encryption = masking.KeyPair.generate()
         self.masking = masking.KeyPair.generate()
         self.seed = secrets.token_bytes(masking.SEED_BYTES)
+        self.noise_seed = secrets.token_bytes(masking.SEED_BYTES)
         self.stage = 0
         self.roster: Roster | None = None
         self.index = -1
@@ -88,10 +89,11 @@ class Participant:
 
     def advertise(self) -> Advertise:
         self._advance(1)
-        return Advertise(self.encryption.public, self.masking.public, masking.commit(self.seed), self.holds)
+        return Advertise(self.encryption.public, self.masking.public, masking.commit(self.seed),
+                         masking.commit(self.noise_seed), self.holds)
 
     def share(self, roster: Roster) -> list[SealedShare]:
-        """Stage 2: checks the roster, then seals one share of its seed and masking key per neighbour."""
+        """Stage 2: checks the roster, then seals one share of its seed, masking key and noise seed per neighbour."""
         self._advance(2)
         if roster.round_id != self.round_id or roster.contract != self.contract:
             raise InvalidInput("the roster is for another round or contract")
@@ -100,8 +102,9 @@ class Participant:
         if len(mine) != 1 or [e.index for e in roster.entries] != list(range(len(roster.entries))):
             raise InvalidInput("the roster does not list this device exactly once, in order")
         keys = [k for e in roster.entries for k in (e.advertise.encryption_pk, e.advertise.masking_pk)]
+        keys += [c for e in roster.entries for c in (e.advertise.seed_commitment, e.advertise.noise_commitment)]
         if len(set(keys)) != len(keys):
-            raise InvalidInput("the roster repeats a public key")
+            raise InvalidInput("the roster repeats a public key or a commitment")
         if not self.contract.min_survivors <= len(roster.entries) <= self.contract.cohort:
             raise InvalidInput(f"the roster has {len(roster.entries)} devices, not the round's "
                                f"{self.contract.min_survivors}..{self.contract.cohort}")
@@ -109,12 +112,13 @@ class Participant:
         peers = roster.neighbours(self.index)
         seed_shares = masking.split(self.seed, roster.threshold, len(peers))
         key_shares = masking.split(self.masking.private, roster.threshold, len(peers))
+        noise_shares = masking.split(self.noise_seed, roster.threshold, len(peers))
         out = []
         for slot, v in enumerate(peers):
             key = self.encryption.agree(roster.entries[v].advertise.encryption_pk,
                                         masking.pair_info(self.round_id, "seal", self.index, v))
-            out.append(SealedShare(self.index, v, masking.seal(key, seed_shares[slot] + key_shares[slot],
-                                                               self._aad(self.index, v))))
+            share = seed_shares[slot] + key_shares[slot] + noise_shares[slot]
+            out.append(SealedShare(self.index, v, masking.seal(key, share, self._aad(self.index, v))))
         return out
 
     def _aad(self, sender: int, receiver: int) -> bytes:
@@ -139,7 +143,7 @@ class Participant:
             raise InvalidInput(f"only {len(self.held)} neighbours shared, fewer than the {self.roster.threshold} "
                                "the round needs to finish")
         self.shared_with = set(self.held)
-        total = (self.exact + noise_share(self.contract, self.sampler)) % MODULUS
+        total = (self.exact + noise_share(self.contract, self.noise_seed, self.sampler)) % MODULUS
         total = (total.astype(np.uint64) + masking.mask(self.seed, self.contract.dim)) % MODULUS
         for v in sorted(self.shared_with):
             pair = self.masking.agree(self.roster.entries[v].advertise.masking_pk,
@@ -148,16 +152,22 @@ class Participant:
             total = (total + m) % MODULUS if self.index < v else (total + MODULUS - m) % MODULUS
         return total.astype(np.uint32)
 
-    def unmask(self, survivors: list[int]) -> list[UnmaskShare]:
-        """Stage 4: for each neighbour that shared, its seed share if it survived, else its key share."""
+    def unmask(self, survivors: list[int], denoise: list[int]) -> list[UnmaskShare]:
+        """Stage 4: for each neighbour that shared, its seed share if it survived, else its key share; and
+        its noise-seed share if it is one of the survivors the contract lets the coordinator denoise."""
         self._advance(4)
         assert self.roster is not None
         alive = set(survivors)
         if len(alive) != len(survivors) or self.index not in alive or \
                 len(alive) < self.contract.min_survivors or not alive <= set(range(len(self.roster.entries))):
             raise InvalidInput(f"the survivor list ({len(alive)} devices) is not one this round can publish")
-        return [UnmaskShare(v, "seed", self.held[v][:16]) if v in alive else
-                UnmaskShare(v, "key", self.held[v][16:]) for v in sorted(self.shared_with)]
+        if list(denoise) != self.contract.denoise(survivors):
+            raise InvalidInput(f"the coordinator asks to remove the noise of {len(denoise)} survivors; with "
+                               f"{len(alive)} surviving it may remove {self.contract.denoised(len(alive))}, "
+                               "the first in roster order")
+        out = [UnmaskShare(v, "seed", self.held[v][SEED]) if v in alive else
+               UnmaskShare(v, "key", self.held[v][KEY]) for v in sorted(self.shared_with)]
+        return out + [UnmaskShare(v, "noise", self.held[v][NOISE]) for v in denoise if v in self.shared_with]
 
 
 # ---- over the wire: the stages as one generator, driven by the agent (blocking) or the simulator (async) ----
@@ -192,11 +202,13 @@ def stages(p: Participant, invite, before_masked):
 
     adv = p.advertise()
     resp = yield request(1, encryption_pk=adv.encryption_pk, masking_pk=adv.masking_pk,
-                         seed_commitment=adv.seed_commitment, holds=list(adv.holds))
+                         seed_commitment=adv.seed_commitment, noise_commitment=adv.noise_commitment,
+                         holds=list(adv.holds))
     if resp.next_stage != 2:
         return resp.outcome
     roster = Roster(invite.round_id, p.contract, tuple(
-        RosterEntry(e.index, Advertise(e.encryption_pk, e.masking_pk, e.seed_commitment, tuple(e.holds)))
+        RosterEntry(e.index, Advertise(e.encryption_pk, e.masking_pk, e.seed_commitment, e.noise_commitment,
+                                       tuple(e.holds)))
         for e in resp.roster))
     sealed = p.share(roster)
     resp = yield request(2, shares=[agent_pb2.SealedShare(sender=s.sender, receiver=s.receiver, sealed=s.sealed)
@@ -208,7 +220,7 @@ def stages(p: Participant, invite, before_masked):
     resp = yield request(3, masked=masked.astype("<u4").tobytes())
     if resp.next_stage != 4:
         return resp.outcome
-    shares = p.unmask(list(resp.survivors))
+    shares = p.unmask(list(resp.survivors), list(resp.denoise))
     resp = yield request(4, unmask=[agent_pb2.UnmaskShare(owner=s.owner, kind=s.kind, share=s.share)
                                     for s in shares])
     return resp.outcome

@@ -4,7 +4,8 @@ A real coordinator process on 127.0.0.1 (SQLite, its own log) and N asyncio clie
 each a device speaking the real protocol over real sockets (agent/secagg.py): enroll, lease the secure
 campaign's one task, report it (no values), take the round's invitation, and run its four stages. A
 share --dropout of the devices (20 %) vanish after key exchange, with their masked vector unsent, so the
-coordinator rebuilds their masking keys. A vanished device is noticed when its stage's deadline passes
+coordinator rebuilds their masking keys (and the noise seeds of the survivors whose surplus noise it
+takes out: 40 % of the cohort at 20 % dropout). A vanished device is noticed when its stage's deadline passes
 (--stage-timeout, default max(10, N/4) s: the clients' own crypto, all in this process, must fit in
 it), so the round's time includes one such wait. Printed per N: the round's wall time (first stage-1
 call to the last answer), what one device sends (protobuf bytes of its four requests: mean and max), what the

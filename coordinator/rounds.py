@@ -114,7 +114,8 @@ class SecureRounds:
             holds = tuple(m.holds)
             if sorted(holds) != live.holds[agent_id]:
                 raise InvalidInput("a device holds the cells its reports said it holds, no more and no fewer")
-            rnd.advertise(agent_id, Advertise(m.encryption_pk, m.masking_pk, m.seed_commitment, holds))
+            rnd.advertise(agent_id, Advertise(m.encryption_pk, m.masking_pk, m.seed_commitment, m.noise_commitment,
+                                              holds))
         elif m.stage == 2:
             if len(m.shares) > MAX_SHARES:
                 raise InvalidInput(f"at most {MAX_SHARES} sealed shares")
@@ -152,6 +153,7 @@ class SecureRounds:
             return agent_pb2.SecureRoundResponse(next_stage=2, roster=[
                 agent_pb2.RosterEntry(index=e.index, encryption_pk=e.advertise.encryption_pk,
                                       masking_pk=e.advertise.masking_pk, seed_commitment=e.advertise.seed_commitment,
+                                      noise_commitment=e.advertise.noise_commitment,
                                       holds=list(e.advertise.holds)) for e in rnd.roster.entries])
         if stage == 2:
             if rnd.index_of.get(agent_id) not in rnd.shares:
@@ -162,7 +164,7 @@ class SecureRounds:
         if stage == 3:
             if rnd.index_of[agent_id] not in rnd.masked_inputs:
                 return agent_pb2.SecureRoundResponse(next_stage=0, outcome="dropped: masked vector came too late")
-            return agent_pb2.SecureRoundResponse(next_stage=4, survivors=live.survivors)
+            return agent_pb2.SecureRoundResponse(next_stage=4, survivors=live.survivors, denoise=rnd.denoise)
         return agent_pb2.SecureRoundResponse(next_stage=0, outcome=live.outcome)
 
     async def _drive(self, live: LiveRound) -> None:
@@ -183,7 +185,8 @@ class SecureRounds:
                         live.survivors = result
                 else:
                     started = time.perf_counter()
-                    sums, survivors = rnd.result()
+                    rnd.close_unmask()  # late shares are refused from here; the arithmetic runs off the loop
+                    sums, survivors = await asyncio.to_thread(rnd.result)
                     live.unmask_s = time.perf_counter() - started
                     alive = [a for a, i in rnd.index_of.items() if i in rnd.masked_inputs]
                     holders = [[a for a in alive if slot in live.holds[a]] for slot in range(len(live.cells))]

@@ -4,20 +4,24 @@ A round moves through four stages; each device answers each stage once (a second
 is refused, the first one stands). A stage closes when every expected device answered or its deadline
 passes; whoever did not answer has dropped out. The coordinator never holds a device's exact vector:
 what it receives are public keys, sealed shares it cannot open, masked vectors that look uniform, and at
-the end one share per (neighbour, device) of either a seed or a masking key, never both of one device.
+the end one share per (neighbour, device) of either a seed or a masking key, never both of one device,
+plus shares of the noise seeds of the survivors whose removable noise the contract lets it take out.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edgeatlas.protos import masking
 from edgeatlas.protos.errors import Conflict, InvalidInput
+from edgeatlas.protos.noise import discrete_gaussian
 from edgeatlas.protos.secure import (
-    MODULUS, Advertise, CellSum, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare, decode)
+    MODULUS, Advertise, CellSum, Roster, RosterEntry, SealedShare, SecureContract, UnmaskShare, decode,
+    removable_noise)
 
 PUBLIC_KEY_BYTES = 32
 MAX_RECONSTRUCTION_TRIES = 32  # subsets of shares tried when a device sent a wrong one
@@ -45,7 +49,9 @@ class Round:
     shares: dict[int, list[SealedShare]] = field(default_factory=dict)  # sender → its sealed shares
     masked_inputs: dict[int, np.ndarray] = field(default_factory=dict)
     unmasked: dict[int, list[UnmaskShare]] = field(default_factory=dict)
+    denoise: list[int] = field(default_factory=list)  # survivors whose removable noise comes out
     bytes_in: int = 0
+    sampler: Callable = discrete_gaussian  # the devices' sampler, to redraw removable noise from its seed
 
     def _expect(self, stage: int, device: str) -> None:
         if self.stage != stage:
@@ -59,15 +65,15 @@ class Round:
             raise Replay(f"device {device} already advertised its keys in round {self.round_id}")
         self._expect(1, device)
         if len(adv.encryption_pk) != PUBLIC_KEY_BYTES or len(adv.masking_pk) != PUBLIC_KEY_BYTES or \
-                len(adv.seed_commitment) != 32:
-            raise InvalidInput("advertised keys are 32 bytes each, and the commitment 32")
+                len(adv.seed_commitment) != 32 or len(adv.noise_commitment) != 32:
+            raise InvalidInput("advertised keys are 32 bytes each, and each commitment 32")
         if len(set(adv.holds)) != len(adv.holds) or any(not 0 <= c < self.contract.cells for c in adv.holds):
             raise InvalidInput(f"held cells must be distinct slots in 0..{self.contract.cells - 1}")
         known = {k for a in self.advertised.values() for k in (a.encryption_pk, a.masking_pk)}
         if adv.encryption_pk in known or adv.masking_pk in known or adv.encryption_pk == adv.masking_pk:
             raise InvalidInput("an advertised public key is already in the round")
         self.advertised[device] = adv
-        self.bytes_in += 2 * PUBLIC_KEY_BYTES + 32 + 4 * len(adv.holds)
+        self.bytes_in += 2 * PUBLIC_KEY_BYTES + 64 + 4 * len(adv.holds)
 
     def close_advertise(self) -> Roster:
         """Everyone who advertised, in the order they were invited; the round needs min_survivors of them."""
@@ -134,9 +140,12 @@ class Round:
         self.bytes_in += 4 * self.contract.dim
 
     def close_masked(self) -> list[int]:
-        """The survivors whose masked vectors count; stage 4 asks them for shares."""
+        """The survivors whose masked vectors count; stage 4 asks them for shares, and for the noise seeds of
+        `denoise`, the survivors whose removable noise comes out."""
         self._close(3, len(self.masked_inputs), "sent masked vectors")
-        return sorted(self.masked_inputs)
+        survivors = sorted(self.masked_inputs)
+        self.denoise = self.contract.denoise(survivors)
+        return survivors
 
     # stage 4 ---------------------------------------------------------------------------------------
     def unmask(self, device: str, shares: list[UnmaskShare]) -> None:
@@ -145,18 +154,27 @@ class Round:
             raise InvalidInput(f"device {device} is not a survivor of round {self.round_id}")
         alive = set(self.masked_inputs)
         assert self.roster is not None
-        expected = {v: ("seed" if v in alive else "key") for v in self.roster.neighbours(i) if v in self.shares}
-        if {s.owner: s.kind for s in shares} != expected or len(shares) != len(expected):
-            raise InvalidInput(f"device {device} must send one seed share per surviving neighbour and one key "
-                               "share per neighbour that dropped out")
+        shared = [v for v in self.roster.neighbours(i) if v in self.shares]
+        expected = {(v, "seed" if v in alive else "key") for v in shared} | \
+            {(v, "noise") for v in shared if v in self.denoise}
+        if {(s.owner, s.kind) for s in shares} != expected or len(shares) != len(expected):
+            raise InvalidInput(f"device {device} must send one seed share per surviving neighbour, one key share "
+                               "per neighbour that dropped out, and one noise share per neighbour to denoise")
         self.unmasked[i] = list(shares)
         self.bytes_in += sum(len(s.share) + 8 for s in shares)
 
+    def close_unmask(self) -> None:
+        """No more unmasking shares: from here the round only computes (result() may run in a thread)."""
+        if self.stage != 4:
+            raise InvalidInput(f"secure round {self.round_id} is at stage {self.stage}, not 4")
+        self.stage = 5
+
     def result(self) -> tuple[list[CellSum], int]:
         """Unmasks the sum of the survivors' vectors and decodes it: (cells, survivors)."""
-        if self.stage != 4:
+        if self.stage == 4:
+            self.close_unmask()
+        if self.stage != 5:
             raise InvalidInput(f"secure round {self.round_id} has no result at stage {self.stage}")
-        self.stage = 5
         assert self.roster is not None
         alive = sorted(self.masked_inputs)
         dim, threshold = self.contract.dim, self.roster.threshold
@@ -167,6 +185,12 @@ class Round:
             seed = self._rebuild(u, "seed", masking.SEED_BYTES, threshold,
                                  lambda s, u=u: masking.commit(s) == self.roster.entries[u].advertise.seed_commitment)
             total = (total + MODULUS - masking.mask(seed, dim).astype(np.uint64)) % MODULUS
+        for u in self.denoise:  # survivors whose removable noise the contract lets come out
+            noise_seed = self._rebuild(
+                u, "noise", masking.SEED_BYTES, threshold,
+                lambda s, u=u: masking.commit(s) == self.roster.entries[u].advertise.noise_commitment)
+            noise = removable_noise(self.contract, noise_seed, self.sampler) % MODULUS
+            total = (total + MODULUS - noise.astype(np.uint64)) % MODULUS
         for v in sorted(set(self.shares) - set(alive)):  # dropped after sharing: their pairwise masks
             pk = self.roster.entries[v].advertise.masking_pk
             key = masking.KeyPair.from_private(self._rebuild(

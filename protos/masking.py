@@ -6,6 +6,8 @@ source:
 - shares in transit: AES-256-GCM, the round, sender and receiver as associated data (`cryptography`);
 - masks: AES-256-CTR's keystream as the pseudo-random generator, read as uint32 (`cryptography`);
   Flower's SecAgg+ seeds numpy's Mersenne Twister instead, which is not a cryptographic generator;
+- a removable noise share: the same keystream under another key, read as uniform integers by rejection
+  (`Keystream.randbelow`), feeding protos/noise.py's exact sampler;
 - secret sharing: Shamir over GF(2^128) (`pycryptodome`), a 16-byte secret per split;
 - fresh secrets: the OS's generator (`secrets`).
 """
@@ -83,12 +85,48 @@ def unseal(key: bytes, sealed: bytes, aad: bytes) -> bytes:
         raise InvalidInput("a sealed share does not open: wrong key, or altered in transit") from None
 
 
+def _keystream(seed: bytes, purpose: bytes):
+    """AES-256-CTR under a key derived from the seed for one purpose: `.update(zeros)` gives its bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    key = _hkdf(seed, b"edgeatlas.secagg/v1|" + purpose)
+    return Cipher(algorithms.AES(key), modes.CTR(b"\0" * 16)).encryptor()
+
+
 def mask(seed: bytes, dim: int) -> np.ndarray:
     """dim uniform uint32 values from a seed: AES-256-CTR's keystream under a key derived from it."""
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    key = _hkdf(seed, b"edgeatlas.secagg/v1|mask")
-    stream = Cipher(algorithms.AES(key), modes.CTR(b"\0" * 16)).encryptor().update(b"\0" * (4 * dim))
+    stream = _keystream(seed, b"mask").update(b"\0" * (4 * dim))
     return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+
+
+class Keystream:
+    """Uniform integers from a seed, for a sampler that takes `randbelow` (protos/noise.py): whoever holds
+    the seed draws the same numbers. Each draw takes the fewest whole bytes and rejects values ≥ n."""
+
+    BLOCK = 4096
+
+    def __init__(self, seed: bytes, purpose: bytes):
+        self._cipher = _keystream(seed, purpose)
+        self._buffer, self._at = b"", 0
+
+    def _take(self, n: int) -> bytes:
+        if self._at + n > len(self._buffer):
+            self._buffer = self._buffer[self._at:] + self._cipher.update(b"\0" * max(self.BLOCK, n))
+            self._at = 0
+        out = self._buffer[self._at:self._at + n]
+        self._at += n
+        return out
+
+    def randbelow(self, n: int) -> int:
+        if n < 1:
+            raise ValueError("randbelow needs n ≥ 1")
+        bits = (n - 1).bit_length()
+        if bits == 0:
+            return 0
+        nbytes, shift = (bits + 7) // 8, -bits % 8
+        while True:
+            r = int.from_bytes(self._take(nbytes), "big") >> shift
+            if r < n:
+                return r
 
 
 def commit(secret: bytes) -> bytes:

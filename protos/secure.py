@@ -10,12 +10,21 @@ Each device's vector holds, for every cell slot of the round, [presence, statist
   tells how often the bounds bit, in units of `clip_weight`.
 
 Noise (Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian Mechanism for Federated Learning with
-Secure Aggregation", ICML 2021): every device adds discrete Gaussian noise of variance σ²/t to every
-noised coordinate, where t is the fewest survivors the round accepts, so any t or more survivors carry
-at least the σ² a trusted curator would add. σ² is sized for the campaign's ε (δ) per cell under the
-gaussian mechanism of protos/privacy.py; the sum of discrete Gaussians is not exactly one, and the
-round's Rényi curve (KLS21, Prop. 14) pays for the difference.
+Secure Aggregation", ICML 2021): every noised coordinate of the published sum keeps at least M
+independent discrete Gaussian components of variance v, M·v ≥ σ², where σ² is what a trusted curator
+adds for the campaign's ε (δ) per cell under the gaussian mechanism of protos/privacy.py. The sum of
+discrete Gaussians is not exactly one, and the round's Rényi curve (KLS21, Prop. 14, over the M kept
+components) pays for the difference; more components than M only add noise (post-processing).
 
+How many each device adds, so that dropouts cost neither privacy nor accuracy (in the spirit of Dordis's
+"add, then remove" noise, Jiang et al., EuroSys 2024): v = σ²/2N, and each of the N devices adds
+`per_device` = ⌈M/t⌉ components, where t is the fewest survivors the round accepts, so that t survivors
+alone carry M. `fixed` of them come from the OS's randomness; the rest, `removable`, come from a seeded
+keystream whose seed the device secret-shares with its neighbours, like its mask seed. Once the coordinator
+knows the S survivors, it rebuilds the noise seeds of the first `denoised(S)` of them and takes their
+removable components back out, leaving `kept(S)` ≥ M. With every device surviving that leaves exactly σ²,
+the central floor; with a third gone, nothing is removed. The coordinator learns the removed components,
+which is why they never count towards M.
 Neighbouring inputs are any two devices (one device's whole vector replaced), as for a local report.
 Arithmetic is modulo 2^32: the masks are uniform there, and the true sum with its noise stays far inside.
 """
@@ -23,10 +32,15 @@ Arithmetic is modulo 2^32: the masks are uniform there, and the true sum with it
 from __future__ import annotations
 
 import math
+import secrets
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+import numpy as np
+
 from edgeatlas.protos.errors import InvalidInput
+from edgeatlas.protos.masking import Keystream
+from edgeatlas.protos.noise import discrete_gaussian
 from edgeatlas.protos.privacy import ORDERS, PrivacyParams, gaussian_tail, rdp_to_epsilon, rho_for, round_up
 
 MODULUS_BITS = 32
@@ -36,7 +50,8 @@ DEFAULT_COHORT_MIN = 10
 DEFAULT_MAX_DROPOUT = Fraction(1, 3)  # a round still yields its sum when up to a third vanish after key exchange
 MAX_COHORT = 5_000
 MAX_CELLS = 256  # cell slots in one round's vector
-MIN_DEVICE_SIGMA = 1.0  # below this the sum of shares drifts from a discrete Gaussian (τ of KLS21 grows)
+MIN_DEVICE_SIGMA = 1.0  # below this the sum of components drifts from a discrete Gaussian (τ of KLS21 grows)
+FIXED_PER_DEVICE = 2  # components of σ²/(2N) each: with every device surviving, the fixed ones alone are σ²
 CLIP_SHARE = 1 / 32  # the clip-rate coordinate's part of a cell's ρ
 
 
@@ -63,7 +78,7 @@ class SecureContract:
         if not 2 <= self.min_survivors <= self.cohort:
             raise InvalidInput(f"a round's minimum survivors {self.min_survivors} is not in 2..{self.cohort}")
         reach = self.cohort * max(self.privacy.steps, self.clip_weight) + \
-            8 * math.sqrt(self.cohort * float(self.device_sigma2))
+            8 * math.sqrt(self.cohort * self.per_device * float(self.unit_sigma2))
         if reach >= MODULUS // 2:
             raise InvalidInput(f"a cohort of {self.cohort} devices would overflow the {MODULUS_BITS}-bit sum")
         return self
@@ -106,22 +121,60 @@ class SecureContract:
         return self._sensitivity_sq() / (2 * rho_for(self.privacy.epsilon, self.privacy.delta))
 
     @property
-    def device_sigma2(self) -> Fraction:
-        """Each device's share: σ²/t, never below MIN_DEVICE_SIGMA², as a fraction rounded up (exact sampling)."""
-        return round_up(max(self.sigma2 / self.min_survivors, MIN_DEVICE_SIGMA ** 2))
+    def unit_sigma2(self) -> Fraction:
+        """One noise component's variance: σ²/(2N), never below MIN_DEVICE_SIGMA², rounded up to a fraction
+        (exact sampling)."""
+        share = Fraction(self.sigma2) / (FIXED_PER_DEVICE * self.cohort)  # exact: M must come out at 2N
+        return round_up(max(share, Fraction(MIN_DEVICE_SIGMA) ** 2))
+
+    @property
+    def needed(self) -> int:
+        """M: the components every published coordinate keeps, M·v ≥ σ²."""
+        return math.ceil(Fraction(self.sigma2) / self.unit_sigma2)
+
+    @property
+    def per_device(self) -> int:
+        """Components each device adds: the fewest survivors, t, carry M between them."""
+        return -(-self.needed // self.min_survivors)
+
+    @property
+    def fixed(self) -> int:
+        """Components from the OS's randomness, never removed: with every device surviving they are M."""
+        return min(self.per_device, -(-self.needed // self.cohort))
+
+    @property
+    def removable(self) -> int:
+        """Components from the device's noise seed, which the coordinator may take back out."""
+        return self.per_device - self.fixed
+
+    def denoised(self, survivors: int) -> int:
+        """How many of S survivors have their removable components taken out: as many as leave ≥ M."""
+        if self.removable == 0 or survivors < self.min_survivors:
+            return 0
+        return min(survivors, (survivors * self.per_device - self.needed) // self.removable)
+
+    def denoise(self, survivors: list[int]) -> list[int]:
+        """The survivors whose removable noise is taken out: the first denoised(S) of them, in roster order.
+        One rule, so that every device can check the list it is sent."""
+        return sorted(survivors)[:self.denoised(len(survivors))]
+
+    def kept(self, survivors: int) -> int:
+        """Components left on each coordinate of the published sum of S survivors."""
+        return survivors * self.per_device - self.denoised(survivors) * self.removable
 
     def noise_variance_log(self, statistic: str, survivors: int) -> float:
-        """Variance of a statistic's summed noise in (natural log)² units, over `survivors` shares."""
-        return survivors * float(self.device_sigma2) * self.privacy.step_log(statistic) ** 2
+        """Variance of a statistic's published noise in (natural log)² units, for S survivors."""
+        return self.kept(survivors) * float(self.unit_sigma2) * self.privacy.step_log(statistic) ** 2
 
     def tau(self) -> float:
-        """KLS21's distance of a sum of t discrete Gaussians from one discrete Gaussian."""
-        s2 = float(self.device_sigma2)
-        return 10 * sum(math.exp(-2 * math.pi ** 2 * s2 * k / (k + 1)) for k in range(1, self.min_survivors))
+        """KLS21's distance of a sum of M discrete Gaussians from one discrete Gaussian."""
+        s2 = float(self.unit_sigma2)
+        return 10 * sum(math.exp(-2 * math.pi ** 2 * s2 * k / (k + 1)) for k in range(1, self.needed))
 
     def rdp(self, alpha: float) -> float:
-        """Rényi DP of the round's sum at order alpha, for any t or more honest survivors (KLS21, Prop. 14)."""
-        n, s2, tau = self.min_survivors, float(self.device_sigma2), self.tau()
+        """Rényi DP of the published sum at order alpha: it keeps M honest components whatever the survivors
+        (KLS21, Prop. 14, with n = M components of variance v)."""
+        n, s2, tau = self.needed, float(self.unit_sigma2), self.tau()
         d, steps, w = len(self.statistics), self.privacy.steps, self.clip_weight
         l2_sq = self.cells * self._sensitivity_sq()
         l1 = self.cells * (d * steps + w)
@@ -182,7 +235,7 @@ def decode(contract: SecureContract, total: list[int], claimed: list[int], survi
     if len(total) != contract.dim or len(claimed) != contract.cells:
         raise InvalidInput(f"a sum of {len(total)} values for a contract of {contract.dim}")
     p, steps = contract.privacy, contract.privacy.steps
-    sigma = math.sqrt(survivors * float(contract.device_sigma2))
+    sigma = math.sqrt(contract.kept(survivors) * float(contract.unit_sigma2))
     tail = gaussian_tail(sigma)  # an honest sum's noise stays inside but with probability FALSE_REFUSAL
     cells = []
     for c in range(contract.cells):
@@ -204,6 +257,22 @@ def decode(contract: SecureContract, total: list[int], claimed: list[int], survi
             variances[name] = contract.noise_variance_log(name, survivors) / presence ** 2
         cells.append(CellSum(presence, means, variances, clipped / contract.clip_weight))
     return cells
+
+
+def noise_components(contract: SecureContract, count: int, rng=secrets, sampler=discrete_gaussian) -> np.ndarray:
+    """The sum of `count` components of variance v on every noised coordinate (presence carries none)."""
+    v = contract.unit_sigma2
+    out = np.zeros(contract.dim, dtype=np.int64)
+    for c in range(contract.cells):
+        for j in range(1, contract.width):
+            out[c * contract.width + j] = sum(sampler(v, rng) for _ in range(count))
+    return out
+
+
+def removable_noise(contract: SecureContract, noise_seed: bytes, sampler=discrete_gaussian) -> np.ndarray:
+    """A device's removable components, from its noise seed: the device adds them, the coordinator (having
+    rebuilt the seed) subtracts the very same numbers."""
+    return noise_components(contract, contract.removable, Keystream(noise_seed, b"noise"), sampler)
 
 
 def neighbours(index: int, cohort: int, degree: int) -> list[int]:
@@ -228,12 +297,13 @@ def share_threshold(degree: int, max_dropout: Fraction = DEFAULT_MAX_DROPOUT) ->
 
 @dataclass(frozen=True)
 class Advertise:
-    """Stage 1, device → coordinator: two X25519 public keys, a commitment to its self-mask seed, and the
-    cell slots it holds a valid result of (public already: its reports said so)."""
+    """Stage 1, device → coordinator: two X25519 public keys, commitments to its self-mask seed and its
+    noise seed, and the cell slots it holds a valid result of (public already: its reports said so)."""
 
     encryption_pk: bytes
     masking_pk: bytes
     seed_commitment: bytes
+    noise_commitment: bytes
     holds: tuple[int, ...]
 
 
@@ -265,8 +335,8 @@ class Roster:
 
 @dataclass(frozen=True)
 class SealedShare:
-    """Stage 2, device → device through the coordinator: shares of the sender's seed and masking key,
-    sealed for the receiver (AES-GCM; the coordinator cannot open it)."""
+    """Stage 2, device → device through the coordinator: shares of the sender's seed, masking key and
+    noise seed, sealed for the receiver (AES-GCM; the coordinator cannot open it)."""
 
     sender: int
     receiver: int
@@ -276,8 +346,9 @@ class SealedShare:
 @dataclass(frozen=True)
 class UnmaskShare:
     """Stage 4, device → coordinator: a neighbour's share, of its seed (it survived) or of its masking key
-    (it dropped out after sharing); never both of one device."""
+    (it dropped out after sharing), never both of one device; and of its noise seed where the coordinator
+    takes that survivor's removable noise out."""
 
     owner: int
-    kind: str  # "seed" | "key"
+    kind: str  # "seed" | "key" | "noise"
     share: bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from edgeatlas.agent.privacy.noise import discrete_gaussian, discrete_laplace, randomized_round
+from edgeatlas.protos.noise import discrete_gaussian, discrete_laplace, randomized_round
 from edgeatlas.protos.privacy import STATISTICS, PrivacyParams, Release, round_up
 from edgeatlas.protos.records import LatencyStats
 

@@ -8,7 +8,7 @@ import pytest
 from dp_accounting import dp_event, rdp
 
 from edgeatlas.agent.privacy.ledger import Budget, BudgetExceeded, Ledger, spent_epsilon
-from edgeatlas.agent.privacy.noise import discrete_gaussian, discrete_laplace, randomized_round
+from edgeatlas.protos.noise import discrete_gaussian, discrete_laplace, randomized_round
 from edgeatlas.agent.privacy.release import release, to_grid
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.privacy import ORDERS, PrivacyParams, rdp_to_epsilon, rho_for, zcdp_delta

@@ -132,13 +132,14 @@ def test_audit_fails_when_clipping_is_skipped(params, n):
 
 
 # --- the distributed mechanism of secure aggregation (protos/secure.py) ----------------------------------
-# What the coordinator sees of a cell's statistic is the survivors' sum: each device's value on the grid
-# plus each survivor's noise share. The audit compares that sum for neighbouring cohorts (one device at
-# either end of the range, the rest fixed) against the contract's accounted ε. The shares are drawn from
-# the discrete Gaussian by its exact table (float64 CDF over ±14σ, mass beyond < 1e-40), not the
-# rational sampler: the sampler's exactness is tested above, and the audit needs millions of draws.
+# What the coordinator publishes of a cell's statistic is the survivors' sum: each device's value on the
+# grid plus the noise components kept once the removable ones of the contract's denoised survivors came
+# out. The audit compares that sum for neighbouring cohorts (one device at either end of the range, the
+# rest fixed) against the contract's accounted ε, at the fewest survivors (nothing removed) and at all of
+# them (the most removed). Components are drawn from the discrete Gaussian by its exact table (float64 CDF
+# over ±14σ, mass beyond < 1e-40), not the rational sampler: the sampler's exactness is tested above, and
+# the audit needs millions of draws.
 
-from edgeatlas.protos.privacy import round_up  # noqa: E402
 from edgeatlas.protos.secure import SecureContract  # noqa: E402
 
 SECURE_PRIVACY = PrivacyParams(mechanism="gaussian", epsilon=2.0, delta=1e-6, statistics=("log_p50_ms",), bits=6)
@@ -146,20 +147,33 @@ SECURE_PRIVACY = PrivacyParams(mechanism="gaussian", epsilon=2.0, delta=1e-6, st
 
 @dataclass(frozen=True)
 class HalvedShare(SecureContract):
-    """A broken device: half the noise share it should add (its σ halved)."""
+    """A broken device: half the noise it should add (each component's σ halved, as many components)."""
 
     @property
-    def device_sigma2(self):
-        return super().device_sigma2 / 4
+    def unit_sigma2(self):
+        return super().unit_sigma2 / 4
+
+    @property
+    def needed(self):
+        return SecureContract(self.privacy, self.cells, self.cohort, self.min_survivors).needed
 
 
 @dataclass(frozen=True)
 class IgnoresSurvivors(SecureContract):
-    """A broken sizing: each share is σ²/cohort, as if every device always survived."""
+    """A broken sizing: each device adds only what a cohort with no dropouts needs."""
 
     @property
-    def device_sigma2(self):
-        return round_up(self.sigma2 / self.cohort)
+    def per_device(self):
+        return -(-self.needed // self.cohort)
+
+
+@dataclass(frozen=True)
+class RemovesTooMuch(SecureContract):
+    """A broken removal: every survivor's removable noise comes out, whatever is left (so only the fixed
+    components stay)."""
+
+    def denoised(self, survivors):
+        return survivors if self.removable else 0
 
 
 def discrete_gaussian_table(sigma2: float, rng: np.random.Generator, size: int) -> np.ndarray:
@@ -170,8 +184,8 @@ def discrete_gaussian_table(sigma2: float, rng: np.random.Generator, size: int) 
 
 
 def cohort_sums(contract: SecureContract, value: int, survivors: int, n: int, rng) -> np.ndarray:
-    shares = float(contract.device_sigma2)
-    return value + sum(discrete_gaussian_table(shares, rng, n) for _ in range(survivors))
+    unit = float(contract.unit_sigma2)
+    return value + sum(discrete_gaussian_table(unit, rng, n) for _ in range(contract.kept(survivors)))
 
 
 def secure_audit(contract: SecureContract, survivors: int, n: int) -> object:
@@ -182,9 +196,10 @@ def secure_audit(contract: SecureContract, survivors: int, n: int) -> object:
     return violation(a, b, accounted.epsilon(), contract.privacy.delta)
 
 
-def test_secure_audit_passes_for_the_real_mechanism_at_its_fewest_survivors():
+@pytest.mark.parametrize("survivors", [2, 3, 8])
+def test_secure_audit_passes_for_the_real_mechanism_whoever_survives(survivors):
     contract = SecureContract(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2).check()
-    assert secure_audit(contract, survivors=2, n=800000) is None
+    assert secure_audit(contract, survivors=survivors, n=800000) is None
 
 
 def test_secure_audit_fails_when_a_devices_noise_share_is_halved():
@@ -194,4 +209,10 @@ def test_secure_audit_fails_when_a_devices_noise_share_is_halved():
 
 def test_secure_audit_fails_when_the_survivor_count_is_ignored():
     contract = IgnoresSurvivors(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2)
+    assert secure_audit(contract, survivors=2, n=800000) is not None
+
+
+def test_secure_audit_fails_when_the_coordinator_removes_more_noise_than_the_contract_allows():
+    contract = RemovesTooMuch(SECURE_PRIVACY, cells=1, cohort=8, min_survivors=2)
+    assert contract.kept(2) < SecureContract(SECURE_PRIVACY, 1, 8, 2).kept(2)
     assert secure_audit(contract, survivors=2, n=800000) is not None

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from edgeatlas.agent.privacy.noise import discrete_gaussian
+from edgeatlas.protos.noise import discrete_gaussian
 from edgeatlas.agent.secagg import Participant, vector
 from edgeatlas.coordinator.secagg import Replay, Round, RoundFailed
 from edgeatlas.protos.errors import InvalidInput
@@ -24,7 +24,7 @@ from edgeatlas.protos.secure import MODULUS, SealedShare, SecureContract, Tamper
 PRIVACY = PrivacyParams(bounds_ms=(1.0, 25.0))
 
 
-def no_noise(sigma2: Fraction) -> int:
+def no_noise(sigma2: Fraction, rng=None) -> int:
     return 0
 
 
@@ -37,11 +37,21 @@ def run(n: int, *, cells: int = 2, drop_after_share: int = 0, silent_at_unmask: 
         rng_seed: int = 0, contract: SecureContract | None = None, tamper=None, held=(0,)):
     """A full round: n devices, the first `drop_after_share` vanish before their masked vector, the last
     `silent_at_unmask` survivors never send unmasking shares. Returns (round, participants, result)."""
+    rnd, parts, ids, survivors = to_unmasking(n, cells=cells, drop_after_share=drop_after_share, sampler=sampler,
+                                              rng_seed=rng_seed, contract=contract, tamper=tamper, held=held)
+    for i in survivors[:len(survivors) - silent_at_unmask]:
+        rnd.unmask(ids[i], parts[i].unmask(survivors, rnd.denoise))
+    return rnd, parts, rnd.result()
+
+
+def to_unmasking(n: int, *, cells: int = 2, drop_after_share: int = 0, sampler=no_noise, rng_seed: int = 0,
+                 contract: SecureContract | None = None, tamper=None, held=(0,)):
+    """A round up to its survivors: (round, participants, device ids, survivors)."""
     rng = np.random.default_rng(rng_seed)
     contract = contract or SecureContract.for_cohort(PRIVACY, cells, n)
     parts = [Participant("r", contract, cells_of(rng, held), sampler=sampler) for _ in range(n)]
     ids = [f"d{i}" for i in range(n)]
-    rnd = Round("r", contract, ids)
+    rnd = Round("r", contract, ids, sampler=sampler)
     for d, p in zip(ids, parts):
         rnd.advertise(d, p.advertise())
     roster = rnd.close_advertise()
@@ -52,10 +62,7 @@ def run(n: int, *, cells: int = 2, drop_after_share: int = 0, silent_at_unmask: 
         if i >= drop_after_share:
             y = p.masked(rnd.inbox(d))
             rnd.masked(d, tamper(i, y) if tamper else y)
-    survivors = rnd.close_masked()
-    for i in survivors[:len(survivors) - silent_at_unmask]:
-        rnd.unmask(ids[i], parts[i].unmask(survivors))
-    return rnd, parts, rnd.result()
+    return rnd, parts, ids, rnd.close_masked()
 
 
 def exact_sum(parts, contract, who) -> np.ndarray:
@@ -95,19 +102,51 @@ def test_a_cohort_below_its_minimum_never_gets_a_roster():
         rnd.share("d0", [])
 
 
-def test_the_noise_of_the_survivors_is_at_least_a_central_curators():
-    """The decoded mean's error has the variance the contract states, and that is ≥ σ²/N²."""
+@pytest.mark.parametrize("drop", [0, 3])
+def test_the_published_noise_is_a_central_curators_whoever_survives(drop):
+    """The decoded mean's error has the variance the contract states: at least σ²/S² (what a trusted curator
+    adds over the S survivors), and with every device surviving, no more than that either: the coordinator
+    took the removable noise of the survivors the contract named back out."""
     contract = SecureContract.for_cohort(PRIVACY, 1, 10)
-    errors, var = [], None
+    errors, var, denoised = [], None, None
     for seed in range(40):
-        rnd, parts, (cells, n) = run(10, cells=1, sampler=discrete_gaussian, rng_seed=seed, contract=contract)
-        exact = exact_sum(parts, contract, range(10))
+        rnd, parts, (cells, n) = run(10, cells=1, sampler=discrete_gaussian, rng_seed=seed, contract=contract,
+                                     drop_after_share=drop)
+        exact = exact_sum(parts, contract, range(drop, 10))
         p, name = contract.privacy, "log_p50_ms"
-        errors.append(cells[0].log_means[name] - (p.log_bounds(name)[0] + exact[1] / 10 * p.step_log(name)))
-        var = cells[0].noise_var_log[name]
-    central = contract.sigma2 * contract.privacy.step_log("log_p50_ms") ** 2 / 100
-    assert var >= central
+        errors.append(cells[0].log_means[name] - (p.log_bounds(name)[0] + exact[1] / n * p.step_log(name)))
+        var, denoised = cells[0].noise_var_log[name], rnd.denoise
+    central = contract.sigma2 * contract.privacy.step_log("log_p50_ms") ** 2 / (10 - drop) ** 2
+    assert central <= var <= 1.06 * central  # M or M + 1 of the 20 components of σ²/20 kept
+    assert denoised == (list(range(10)) if drop == 0 else [3])  # 7 survivors add 21 components: one comes out
     assert 0.4 * var < np.mean(np.square(errors)) < 2.0 * var  # 40 draws: a χ² with 40 d.f. lies well inside
+
+
+def test_the_noise_split_keeps_the_central_noise_for_any_survivors():
+    """For cohorts of every size, any S ≥ t survivors keep M components after removal and never fewer;
+    with all surviving the kept noise is σ² to rounding, with only t nothing is removed."""
+    for cohort in (2, 3, 10, 31, 100, 997, 5000):
+        c = SecureContract.for_cohort(PRIVACY, 1, cohort)
+        assert c.needed * c.unit_sigma2 >= c.sigma2 and c.min_survivors * c.per_device >= c.needed
+        for s in range(c.min_survivors, cohort + 1, max(1, cohort // 50)):
+            assert c.needed <= c.kept(s) < c.needed + c.removable + 1
+        assert c.kept(cohort) * c.unit_sigma2 <= c.sigma2 * 1.01
+        assert c.denoised(c.min_survivors) == (c.min_survivors * c.per_device - c.needed) // max(c.removable, 1)
+
+
+def test_a_device_gives_noise_shares_only_for_the_survivors_the_contract_names():
+    """A coordinator that asks for more removable noise than the contract allows, or for another device's,
+    gets nothing: the device refuses the whole stage."""
+    rnd, parts, ids, survivors = to_unmasking(6, cells=1, drop_after_share=1)  # five survivors of six
+    assert 0 < len(rnd.denoise) < len(survivors)
+    for greedy in (survivors, rnd.denoise[::-1], [0] + rnd.denoise[1:]):
+        with pytest.raises(InvalidInput, match="remove the noise"):
+            Participant.unmask(parts[1], survivors, greedy)
+        parts[1].stage = 3  # the refused stage, answered again with what the contract allows
+    shares = parts[1].unmask(survivors, rnd.denoise)
+    assert {s.owner for s in shares if s.kind == "noise"} == set(rnd.denoise) - {1}
+    with pytest.raises(InvalidInput, match="one noise share per neighbour to denoise"):
+        rnd.unmask("d2", [s for s in parts[2].unmask(survivors, rnd.denoise) if s.kind != "noise"])
 
 
 def test_what_the_coordinator_holds_reveals_no_single_device():
@@ -126,8 +165,9 @@ def test_what_the_coordinator_holds_reveals_no_single_device():
     for sent in rnd.unmasked.values():
         for s in sent:
             kinds.setdefault(s.owner, set()).add(s.kind)
-    assert all(len(k) == 1 for k in kinds.values())
-    assert {o for o, k in kinds.items() if k == {"key"}} == {0, 1}  # only the dropped devices' keys
+    assert not any({"seed", "key"} <= k for k in kinds.values())
+    assert {o for o, k in kinds.items() if "key" in k} == {0, 1}  # only the dropped devices' keys
+    assert {o for o, k in kinds.items() if "noise" in k} == set(rnd.denoise)  # and the denoised' noise seeds
 
 
 def test_a_replayed_message_is_refused_and_the_first_one_stands():
@@ -150,7 +190,7 @@ def test_a_garbage_share_only_costs_its_receiver_and_a_wrong_unmasking_share_is_
     contract = SecureContract.for_cohort(PRIVACY, 1, n)
     parts = [Participant("r", contract, cells_of(rng), sampler=no_noise) for _ in range(n)]
     ids = [f"d{i}" for i in range(n)]
-    rnd = Round("r", contract, ids)
+    rnd = Round("r", contract, ids, sampler=no_noise)
     for d, p in zip(ids, parts):
         rnd.advertise(d, p.advertise())
     roster = rnd.close_advertise()
@@ -167,7 +207,7 @@ def test_a_garbage_share_only_costs_its_receiver_and_a_wrong_unmasking_share_is_
     rnd.masked("d0", parts[0].masked(rnd.inbox("d0")))
     survivors = rnd.close_masked()
     for i in survivors:
-        shares = parts[i].unmask(survivors)
+        shares = parts[i].unmask(survivors, rnd.denoise)
         if i == 2:  # device 2 lies about its share of device 0's seed
             shares = [UnmaskShare(s.owner, s.kind, bytes(16)) if s.owner == 0 else s for s in shares]
         rnd.unmask(ids[i], shares)
