@@ -22,9 +22,10 @@ How many each device adds, so that dropouts cost neither privacy nor accuracy (i
 alone carry M. `fixed` of them come from the OS's randomness; the rest, `removable`, come from a seeded
 keystream whose seed the device secret-shares with its neighbours, like its mask seed. Once the coordinator
 knows the S survivors, it rebuilds the noise seeds of the first `denoised(S)` of them and takes their
-removable components back out, leaving `kept(S)` ≥ M. With every device surviving that leaves exactly σ²,
-the central floor; with a third gone, nothing is removed. The coordinator learns the removed components,
-which is why they never count towards M.
+removable components back out, leaving `kept(S)` ≥ M. With every device surviving that leaves σ² (to
+rounding), the central floor; with a third gone, nothing is removed. The coordinator learns the removed
+components, which is why they never count towards M.
+
 Neighbouring inputs are any two devices (one device's whole vector replaced), as for a local report.
 Arithmetic is modulo 2^32: the masks are uniform there, and the true sum with its noise stays far inside.
 """

@@ -1,1 +1,1 @@
-"""Local privacy on the device: exact noise samplers, the release of a report, the budget ledger."""
+"""Local privacy on the device: the release of a report (its samplers are protos/noise.py), the budget ledger."""
