@@ -4,8 +4,9 @@ The device's exact values never leave it. It sends: two public keys and two comm
 of its secrets sealed for its neighbours (stage 2); its vector plus its noise (fixed and removable
 components) plus masks that only the whole cohort's sum cancels (stage 3); and, per neighbour, one share
 of either its seed or its masking key, never both, plus a share of its noise seed where the coordinator
-may take that neighbour's removable noise out, in the number the contract allows and no more (stage 4). protos/secure.py holds the contract, protos/masking.py the
-cryptography; this module holds the device's rules and refuses what an honest coordinator never sends.
+may take that neighbour's removable noise out, in the number the contract allows and no more (stage 4).
+protos/secure.py holds the contract, protos/masking.py the cryptography; this module holds the device's
+rules and refuses what an honest coordinator never sends.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class Participant:
                          masking.commit(self.noise_seed), self.holds)
 
     def share(self, roster: Roster) -> list[SealedShare]:
-        """Stage 2: checks the roster, then seals one share of its seed, masking key and noise seed per neighbour."""
+        """Stage 2: checks the roster, then seals one share of its seed, masking key and noise seed per
+        neighbour."""
         self._advance(2)
         if roster.round_id != self.round_id or roster.contract != self.contract:
             raise InvalidInput("the roster is for another round or contract")
