@@ -17,7 +17,7 @@ For ε in {0.5, 1, 2, 8} per cell (the default gaussian contract: three statisti
   (0.15: this machine's fingerprint-calibrated MAPE was 12 %) and its 80 % interval is calibrated.
 Printed per row: RMS error (log) and as a factor; its ratio to the mechanism's own floor (its noise σ
 over the devices counted); the secure rows also against a trusted curator's floor (the σ central DP
-adds for the same statistic at the campaign's ε, over the survivors): what distributing the noise and
+adds for the same contract, its clip count included, over the survivors): what distributing the noise and
 tolerating dropouts cost. The published noise is the central σ to rounding whoever survives, so that
 ratio is 1 but for the grid's rounding and the trials' sampling error (±9 % a row at 60 trials); the
 last lines pool every row's trials into one ratio and hold the figures against the issue's targets.
