@@ -28,8 +28,8 @@ from edgeatlas.protos.secure import (
     removable_noise)
 from edgeatlas.v1 import agent_pb2
 
-SEED, KEY, NOISE = (slice(0, 16), slice(16, 16 + masking.KEY_BYTES),
-                    slice(16 + masking.KEY_BYTES, 32 + masking.KEY_BYTES))  # one opened share's parts
+_S, _K = masking.SEED_BYTES, masking.KEY_BYTES
+SEED, KEY, NOISE = slice(0, _S), slice(_S, _S + _K), slice(_S + _K, 2 * _S + _K)  # one opened share's parts
 SHARE_BYTES = NOISE.stop
 
 

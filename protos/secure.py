@@ -32,6 +32,7 @@ Arithmetic is modulo 2^32: the masks are uniform there, and the true sum with it
 
 from __future__ import annotations
 
+import functools
 import math
 import secrets
 from dataclasses import dataclass, field
@@ -59,7 +60,8 @@ CLIP_SHARE = 1 / 32  # the clip-rate coordinate's part of a cell's ρ
 @dataclass(frozen=True)
 class SecureContract:
     """One aggregation round's public parameters: the campaign's privacy contract, the vector's size,
-    the cohort and the fewest survivors whose sum is published."""
+    the cohort and the fewest survivors whose sum is published. The noise's sizes derive from them once
+    (cached: decoding a sum asks for them per cell and statistic)."""
 
     privacy: PrivacyParams
     cells: int
@@ -115,30 +117,30 @@ class SecureContract:
         """One cell's squared L2 change when a device's vector is replaced by another's."""
         return len(self.statistics) * self.privacy.steps ** 2 + self.clip_weight ** 2
 
-    @property
+    @functools.cached_property
     def sigma2(self) -> float:
         """Variance of the total noise on each noised coordinate (grid units), at least what a trusted
         curator adds for the campaign's ρ per cell."""
         return self._sensitivity_sq() / (2 * rho_for(self.privacy.epsilon, self.privacy.delta))
 
-    @property
+    @functools.cached_property
     def unit_sigma2(self) -> Fraction:
         """One noise component's variance: σ²/(2N), never below MIN_DEVICE_SIGMA², rounded up to a fraction
         (exact sampling)."""
         share = Fraction(self.sigma2) / (FIXED_PER_DEVICE * self.cohort)  # exact: M must come out at 2N
         return round_up(max(share, Fraction(MIN_DEVICE_SIGMA) ** 2))
 
-    @property
+    @functools.cached_property
     def needed(self) -> int:
         """M: the components every published coordinate keeps, M·v ≥ σ²."""
         return math.ceil(Fraction(self.sigma2) / self.unit_sigma2)
 
-    @property
+    @functools.cached_property
     def per_device(self) -> int:
         """Components each device adds: the fewest survivors, t, carry M between them."""
         return -(-self.needed // self.min_survivors)
 
-    @property
+    @functools.cached_property
     def fixed(self) -> int:
         """Components from the OS's randomness, never removed: with every device surviving they are M."""
         return min(self.per_device, -(-self.needed // self.cohort))
