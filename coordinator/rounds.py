@@ -1,12 +1,13 @@
 """Secure rounds, live: cohorts form from held results, each round's four stages run over the devices'
 long-polls with a deadline per stage, and a published sum is folded into its cells.
 
-One process holds a round's state in memory (coordinator/secagg.Round). A round that fails before any
-masked vector was sent gives its claims on the devices' results back, and they join the next cohort;
-after that the ε is spent on the devices, and their results are never summed again. If the coordinator
-restarts mid-round the round is lost and its claims stay: the devices' results of it are not summed
-(nothing is learnt twice, and nothing wrong is published). Replicas would each need all of a round's
-devices on themselves: a round belongs to one replica (issue 25).
+One process holds a round's state in memory (coordinator/secagg.Round): the leading replica
+(coordinator/replicas.Leadership). Its open invitations are in the database, so a member leasing from any
+replica is invited, and a follower relays the member's stage calls to the leader. A round that fails
+before any masked vector was sent gives its claims on the devices' results back, and they join the next
+cohort; after that the ε is spent on the devices, and their results are never summed again. If the leader
+dies or restarts mid-round the round is lost and its claims stay: the devices' results of it are not summed
+(nothing is learnt twice, and nothing wrong is published).
 """
 
 from __future__ import annotations
@@ -46,14 +47,18 @@ class LiveRound:
     survivors: list[int] = field(default_factory=list)
     outcome: str = ""
     masked_sent: bool = False
+    invited: bool = True  # its invitation is in the database (until stage 1 closes)
     unmask_s: float = 0.0
 
 
 class SecureRounds:
     """The coordinator's live rounds; `form` runs beside the server, the servicer calls the rest."""
 
-    def __init__(self, store: Store, min_devices: int, stage_timeout_s: float = STAGE_TIMEOUT_S, wakeup=None):
+    def __init__(self, store: Store, min_devices: int, stage_timeout_s: float = STAGE_TIMEOUT_S, wakeup=None,
+                 bus=None, leadership=None):
         self.store, self.min_devices, self.stage_timeout_s, self.wakeup = store, min_devices, stage_timeout_s, wakeup
+        self.bus, self.leadership = bus, leadership
+        self.elsewhere: dict[str, bytes] = {}  # agent → its invitation to the leader's open round (a follower's)
         self.rounds: dict[str, LiveRound] = {}
         self.member_of: dict[str, str] = {}  # agent → its live round
         self.finished: dict[str, str] = {}  # round → outcome, for devices that ask after the end
@@ -80,6 +85,7 @@ class SecureRounds:
                              holds={a: sorted(slots[c] for c in cohort.holds[a] if c in slots) for a in members})
             await asyncio.to_thread(self.store.claim_secure, round_id,  # only the cells this round sums
                                     [r for a in members for c, r in cohort.reports[a].items() if c in slots])
+            await asyncio.to_thread(self.store.open_invite, round_id, members, invite.SerializeToString())
             self.rounds[round_id] = live
             for a in members:
                 self.member_of[a] = round_id
@@ -87,12 +93,36 @@ class SecureRounds:
             log.info("secure round %s: campaign %d, %s, %d devices, %d cells", round_id[:8], cohort.campaign_id,
                      cohort.hardware_class, len(members), len(cells))
             opened.append(round_id)
-        if opened and self.wakeup is not None:
-            self.wakeup.notify()  # long-polling members lease their invitations now
+        if opened:
+            self._announce()
+            if self.wakeup is not None:
+                self.wakeup.notify()  # long-polling members lease their invitations now
         return opened
+
+    def _announce(self) -> None:
+        if self.bus is not None:
+            self.bus.publish("rounds")
+
+    @property
+    def leading(self) -> bool:
+        return self.leadership is None or self.leadership.is_leader
+
+    async def refresh(self) -> None:
+        """A follower reads the open invitations again (the bus says they changed)."""
+        if not self.leading:
+            self.elsewhere = await asyncio.to_thread(self.store.open_invites)
+
+    async def lead(self) -> None:
+        """This replica leads now: the rounds of the one before it are gone (their claims stay, see above)."""
+        self.elsewhere = {}
+        await asyncio.to_thread(self.store.close_all_invites)
+        self._announce()
 
     def invitation(self, agent_id: str) -> agent_pb2.SecureRoundInvite | None:
         """The round an agent should join now, if any (it has not advertised yet and stage 1 is open)."""
+        if not self.leading:
+            invite = self.elsewhere.get(agent_id)
+            return agent_pb2.SecureRoundInvite.FromString(invite) if invite is not None else None
         round_id = self.member_of.get(agent_id)
         live = self.rounds.get(round_id) if round_id else None
         if live is None or live.round.stage != 1 or agent_id in live.answered[1]:
@@ -181,6 +211,8 @@ class SecureRounds:
                         pass
                 if stage < 4:
                     result = closers[stage]()
+                    if stage == 1:
+                        await self._close_invite(live)
                     if stage == 3:
                         live.survivors = result
                 else:
@@ -205,6 +237,8 @@ class SecureRounds:
             for event in live.closed.values():
                 event.set()
         finally:
+            if live.invited:  # it failed in stage 1: its invitation goes too
+                await self._close_invite(live)
             log.info("secure round %s: %s", rnd.round_id[:8], live.outcome)
             self.finished[rnd.round_id] = live.outcome
             self.rounds.pop(rnd.round_id, None)
@@ -215,9 +249,21 @@ class SecureRounds:
                 self.finished.pop(next(iter(self.finished)))
 
 
+    async def _close_invite(self, live: LiveRound) -> None:
+        live.invited = False
+        try:
+            await asyncio.to_thread(self.store.close_invite, live.round.round_id)
+        except Exception:  # the database is away: a new leader clears every invitation anyway
+            log.exception("secure round %s: could not close its invitation", live.round.round_id[:8])
+        self._announce()
+
+
 async def form_rounds(rounds: SecureRounds, every_s: float = 2.0) -> None:
-    """Looks for cohorts every few seconds, for as long as the server runs."""
+    """Looks for cohorts every few seconds, for as long as the server runs (on the leading replica)."""
     while True:
+        if not rounds.leading:
+            await asyncio.sleep(every_s)
+            continue
         try:
             await rounds.form()
         except Exception:  # a bad cohort must not stop the others' rounds

@@ -16,6 +16,7 @@ import grpc
 from edgeatlas.coordinator import auth
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns
 from edgeatlas.coordinator.predictions import Predictors
+from edgeatlas.coordinator.replicas import Bus, Leadership, Relay, serve_health
 from edgeatlas.coordinator.rounds import STAGE_TIMEOUT_S, SecureRounds, form_rounds
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
@@ -100,16 +101,30 @@ class ServerTls:
     key: str
     client_ca: str | None = None
 
+    def peer_credentials(self) -> grpc.ChannelCredentials:
+        """How a follower calls the leader: trusting the client CA (or this certificate, when self-signed),
+        and showing this replica's own certificate where clients must show one."""
+        root = read_pem(self.client_ca or self.cert, "CA certificate")
+        pair = (read_pem(self.key, "server key"), read_pem(self.cert, "server certificate")) if self.client_ca else (None, None)
+        return grpc.ssl_channel_credentials(root_certificates=root, private_key=pair[0], certificate_chain=pair[1])
+
     def credentials(self) -> grpc.ServerCredentials:
         pair = (read_pem(self.key, "server key"), read_pem(self.cert, "server certificate"))
         ca = read_pem(self.client_ca, "client CA certificate")
         return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
 
 
-async def retrain_when_cells_arrive(predictors: Predictors, new_cells: int, check_s: float) -> None:
-    """Trains a new predictor version once `new_cells` more cells can be learned from than the newest had."""
+def always() -> bool:
+    return True
+
+
+async def retrain_when_cells_arrive(predictors: Predictors, new_cells: int, check_s: float, leads=always) -> None:
+    """Trains a new predictor version once `new_cells` more cells can be learned from than the newest had
+    (on the leading replica: two would train the same version twice)."""
     while True:
         await asyncio.sleep(check_s)
+        if not leads():
+            continue
         try:
             now, then = await asyncio.gather(asyncio.to_thread(predictors.cells_now),
                                              asyncio.to_thread(predictors.cells_at_newest))
@@ -124,11 +139,14 @@ async def retrain_when_cells_arrive(predictors: Predictors, new_cells: int, chec
             return
 
 
-async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float) -> None:
-    """Between the rounds of every adaptive campaign: retrain, record, stop or pick the next cells."""
+async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float, leads=always) -> None:
+    """Between the rounds of every adaptive campaign: retrain, record, stop or pick the next cells (on the
+    leading replica only: a round's cells are picked once)."""
     controller = AdaptiveCampaigns(store)
     while True:
         await asyncio.sleep(check_s)
+        if not leads():
+            continue
         try:
             lines = await asyncio.to_thread(controller.advance_all)
         except ImportError as exc:
@@ -144,10 +162,13 @@ async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float)
             wakeup.notify()
 
 
-async def drive_federated_campaigns(controller, check_s: float) -> None:
-    """Starts each new federated-train campaign's run on the SuperLink (each runs in a thread of its own)."""
+async def drive_federated_campaigns(controller, check_s: float, leads=always) -> None:
+    """Starts each new federated-train campaign's run on the SuperLink (each runs in a thread of its own),
+    on the leading replica among those that run a SuperLink."""
     while True:
         await asyncio.sleep(check_s)
+        if not leads():
+            continue
         try:
             await asyncio.to_thread(controller.advance_all)
         except Exception:  # a bug here must not take the server down; the next check tries again
@@ -158,14 +179,21 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
                 retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
                 superlink: str = "", enrollments_per_hour: float = 120.0,
-                secure_stage_timeout_s: float = STAGE_TIMEOUT_S) -> None:
+                secure_stage_timeout_s: float = STAGE_TIMEOUT_S, health_listen: str = "",
+                advertise: str = "") -> None:
     """Serves until SIGTERM or SIGINT, then stops with a short grace period.
 
     retrain_cells > 0: a new predictor version is trained whenever that many new cells can be learned from.
     superlink HOST:PORT: a Flower SuperLink there for federated-train campaigns (port 0: any free port).
+    health_listen HOST:PORT: a plain-HTTP health endpoint for a load balancer (replicas.serve_health).
+    advertise HOST:PORT: where the other replicas reach this one (default: the address it listens on).
+    On PostgreSQL, replicas share everything through the database (coordinator/replicas.py): the leader
+    runs the campaign drivers and the secure rounds; every replica serves every call.
     """
     check_address(listen)
-    wakeup = Wakeup()
+    bus = Bus(store.url)
+    wakeup = Wakeup(bus.publish)
+    leadership = Leadership(store.url, store, bus.replica_id)
     predictors = Predictors(store, min_devices)
     link = None
     if superlink:
@@ -175,9 +203,10 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
 
         link = await asyncio.to_thread(SuperLink(superlink, Path(tempfile.mkdtemp(prefix="edgeatlas-superlink-"))).start)
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
-    rounds = SecureRounds(store, min_devices, secure_stage_timeout_s, wakeup)
+    rounds = SecureRounds(store, min_devices, secure_stage_timeout_s, wakeup, bus, leadership)
+    relay = Relay(store, leadership, tls.peer_credentials() if tls else None)
     add_tolerantly(agent_pb2_grpc.add_AgentServiceServicer_to_server,
-                   AgentServicer(store, wakeup, reports_per_minute, enrollments_per_hour, rounds), server)
+                   AgentServicer(store, wakeup, reports_per_minute, enrollments_per_hour, rounds, relay), server)
     add_tolerantly(admin_pb2_grpc.add_AdminServiceServicer_to_server,
                    AdminServicer(store, wakeup, min_devices, predictors, link.address if link else ""), server)
     try:
@@ -195,25 +224,45 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     gc.freeze()
     gc.set_threshold(20_000, 10, 10)
     address = f"{listen.rpartition(':')[0]}:{port}"
+    loop = asyncio.get_running_loop()
+    bus.on("work", wakeup.wake)
+    bus.on("revoke", store.forget_credentials)
+    bus.on("rounds", lambda: loop.create_task(rounds.refresh()))
+    leadership.changed.append(lambda leading: loop.call_soon_threadsafe(
+        lambda: loop.create_task(rounds.lead()) if leading else None))
+    bus.start(loop)
+    peer_address = advertise or (address if not address.startswith(("0.0.0.0:", "[::]:")) else "")
+    if not peer_address and not store.is_sqlite:
+        raise InvalidInput(f"listening on {listen}, the other replicas need --advertise HOST:PORT to reach this one")
+    leadership.start(peer_address or address)
+    if leadership.is_leader:  # SQLite: the one process leads from the start
+        await rounds.lead()
+    health_server = await serve_health(health_listen, store, leadership) if health_listen else None
+    health_address = ""
+    if health_server is not None:
+        host, port_h = health_server.sockets[0].getsockname()[:2]
+        health_address = f"{host}:{port_h}"
     if ready_file:
         tmp = ready_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(),
-                                   "superlink": link.address if link else ""}))
+        tmp.write_text(json.dumps({"address": address, "pid": os.getpid(), "health": health_address,
+                                   "replica": bus.replica_id, "superlink": link.address if link else ""}))
         tmp.replace(ready_file)
     if on_ready:
         on_ready(address)
-    retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s))
+    def leads() -> bool:
+        return leadership.is_leader
+
+    retrainer = (asyncio.create_task(retrain_when_cells_arrive(predictors, retrain_cells, retrain_check_s, leads))
                  if retrain_cells > 0 else None)
-    adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s))
+    adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s, leads))
     cohorts = asyncio.create_task(form_rounds(rounds))
     federated = None
     if link is not None:
         from edgeatlas.coordinator.federated import FederatedCampaigns
 
         federated = asyncio.create_task(drive_federated_campaigns(FederatedCampaigns(store, link, predictors),
-                                                                  adaptive_check_s))
+                                                                  adaptive_check_s, leads))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -226,4 +275,9 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     if retrainer is not None:
         retrainer.cancel()
     await server.stop(grace=2)
+    if health_server is not None:
+        health_server.close()
+    await relay.close()
+    leadership.stop()
+    bus.stop()
     store.close()

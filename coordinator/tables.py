@@ -222,3 +222,24 @@ class AdaptiveRoundRow(SQLModel, table=True):
     validation_mape: Optional[float] = None  # %; None: too few cells to validate
     picked: int
     created_ms: int = Field(sa_type=BigInteger)
+
+
+class LeaderRow(SQLModel, table=True):
+    """Which replica runs the campaign drivers and secure rounds now, and where its peers reach it (one row;
+    the leader is whoever holds the advisory lock: this row only says where it listens)."""
+
+    __tablename__ = "leader"
+    id: int = Field(default=1, primary_key=True)
+    replica_id: str
+    address: str  # HOST:PORT other replicas relay a device's secure-round messages to
+    since_ms: int = Field(sa_type=BigInteger)
+
+
+class SecureInviteRow(SQLModel, table=True):
+    """A secure round whose stage 1 is open: any replica hands its members the invitation when they lease."""
+
+    __tablename__ = "secure_invite"
+    round_id: str = Field(primary_key=True)
+    members_json: str  # the agent ids invited
+    invite: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # the SecureRoundInvite, serialised
+    created_ms: int = Field(sa_type=BigInteger)

@@ -55,6 +55,7 @@ class CoordinatorProcess:
     db_path: Path
     proc: subprocess.Popen | None = None
     address: str = ""
+    health: str = ""  # its health endpoint, when started with --health-listen
     port: int = 0
     k_anonymity: int = 1  # tests look at cells of one or two devices; the product default is 5
     db_url: str = ""  # default: SQLite at db_path
@@ -90,7 +91,8 @@ class CoordinatorProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("coordinator did not start:\n" + (self.workdir / "coordinator.log").read_text())
             time.sleep(0.05)
-        self.address = json.loads(ready.read_text())["address"]
+        ready_info = json.loads(ready.read_text())
+        self.address, self.health = ready_info["address"], ready_info.get("health", "")
         self.port = int(self.address.rpartition(":")[2])
         return self
 

@@ -56,13 +56,19 @@ def cmd_coordinator_serve(args) -> int:
         check_address(args.superlink)
     if not 1 <= args.secure_stage_timeout <= 600:
         raise errors.InvalidInput(f"--secure-stage-timeout must be 1..600 seconds, got {args.secure_stage_timeout}")
+    for name in ("health_listen", "advertise"):
+        if getattr(args, name):
+            from edgeatlas.protos.wire import check_address
+
+            check_address(getattr(args, name))
     if args.retrain_cells < 0 or args.retrain_check_s <= 0:
         raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
                       min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
                       retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s,
                       superlink=args.superlink or "", enrollments_per_hour=args.enroll_rate,
-                      secure_stage_timeout_s=args.secure_stage_timeout))
+                      secure_stage_timeout_s=args.secure_stage_timeout, health_listen=args.health_listen or "",
+                      advertise=args.advertise or ""))
     return 0
 
 
@@ -181,6 +187,10 @@ def register(sub) -> None:
     p.add_argument("--retrain-check-s", type=float, default=60.0, help="how often to look for new cells")
     p.add_argument("--superlink", help="HOST:PORT: run a Flower SuperLink there for federated-train campaigns "
                                        "(opted-in agents dial it; port 0: any free port)")
+    p.add_argument("--health-listen", help="HOST:PORT: a plain-HTTP health endpoint for a load balancer "
+                                           "(200 while the database answers; port 0: any free port)")
+    p.add_argument("--advertise", help="HOST:PORT where the other replicas reach this one (PostgreSQL; default: "
+                                       "the --listen address, which must then not be a wildcard)")
     p.set_defaults(func=cmd_coordinator_serve)
 
     tls = sub.add_parser("tls", help="certificates for TLS and mutual TLS").add_subparsers(dest="sub", required=True)

@@ -223,6 +223,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def RevokeAgent(self, request, context):
         await self._admin(context)
         revoked = await asyncio.to_thread(self.store.revoke_agent, request.agent_id)
+        if self.wakeup.publish is not None:
+            self.wakeup.publish("revoke")  # the other replicas forget their cached credentials now
         return admin_pb2.RevokeResponse(revoked=revoked)
 
     @rpc

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
+
 from edgeatlas.coordinator import auth
+from edgeatlas.coordinator.replicas import RELAYED
 from edgeatlas.coordinator.rounds import SecureRounds
 from edgeatlas.coordinator.status import rpc
 from edgeatlas.coordinator.store import IncomingReport, Store
 from edgeatlas.coordinator.validation import check_privacy_mode, check_report_id, check_setting, check_stats
 from edgeatlas.protos import convert
-from edgeatlas.protos.errors import InvalidInput, NotFound, ResourceExhausted, Unauthenticated
+from edgeatlas.protos.errors import InvalidInput, NotFound, ResourceExhausted, Unauthenticated, Unavailable
 from edgeatlas.protos.metrics import check_figures
 from edgeatlas.protos.spec import SpecSheet
 from edgeatlas.protos.wire import CHUNK_BYTES, MAX_LEASE_WAIT_S
@@ -19,18 +22,29 @@ from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
 MAX_SPEC_BYTES = 64 * 1024
 MAX_LABELS = 32
+# A waiting LeaseTask looks again this often even when nothing woke it: an expired lease or a vanished device
+# frees a task without an event. Every replica's new work wakes it at once (coordinator/replicas.Bus).
+LEASE_POLL_S = 5.0
 
 
 class Wakeup:
-    """Wakes long-polling LeaseTask calls when new work may exist."""
+    """Wakes long-polling LeaseTask calls when new work may exist: here at once, and on the other replicas
+    through `publish` (the replicas' bus, which calls wake() there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, publish=None) -> None:
         self._event = asyncio.Event()
+        self.publish = publish
 
     def current(self) -> asyncio.Event:
         return self._event
 
     def notify(self) -> None:
+        if self.publish is not None:
+            self.publish("work")  # wakes this replica's polls too
+        else:
+            self.wake()
+
+    def wake(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
 
@@ -63,10 +77,11 @@ def peer_host(peer: str) -> str:
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self, store: Store, wakeup: Wakeup, reports_per_minute: float = 120.0,
-                 enrollments_per_hour: float = 120.0, rounds: SecureRounds | None = None):
+                 enrollments_per_hour: float = 120.0, rounds: SecureRounds | None = None, relay=None):
         self.store = store
         self.wakeup = wakeup
         self.rounds = rounds
+        self.relay = relay  # coordinator/replicas.Relay: a follower's way to the leader's secure rounds
         self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
         # Per source address and per token, whether the token is right or not: guessing tokens and minting
         # Sybils both cost time. In this process only: replicas each allow as much (see README, security).
@@ -141,8 +156,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             left = deadline - time.monotonic()
             if left <= 0:
                 return agent_pb2.LeaseTaskResponse(has_task=False)
-            try:  # polling too: another replica or an expiring lease may free work
-                await asyncio.wait_for(event.wait(), timeout=min(left, 1.0))
+            try:  # new work wakes it (from any replica); an expiring lease frees work unannounced
+                await asyncio.wait_for(event.wait(), timeout=min(left, LEASE_POLL_S))
             except asyncio.TimeoutError:
                 pass
 
@@ -180,7 +195,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         agent_id = await self._agent(context)
         if self.rounds is None:
             raise NotFound("this coordinator runs no secure rounds")
-        return await self.rounds.answer(agent_id, request)
+        if self.rounds.leading or self.relay is None:
+            return await self.rounds.answer(agent_id, request)
+        metadata = context.invocation_metadata()
+        if any(k == RELAYED for k, _ in metadata):
+            raise Unavailable("the secure rounds' leader changed: retry shortly")
+        try:  # the leader checks the credential again and answers as if the device had called it
+            return await self.relay.secure_round(request, metadata, self.rounds.stage_timeout_s + 10)
+        except grpc.aio.AioRpcError as exc:
+            await context.abort(exc.code(), exc.details() or "the leader did not answer")
 
 
 def incoming_report(m: agent_pb2.ReportRequest) -> IncomingReport:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 
@@ -47,8 +48,9 @@ class Agents:
 
     def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
         """The agent holding this credential, unless it was revoked. Known ones are remembered until a
-        revocation: one made here is seen at once, one made through another replica within
-        CREDENTIAL_CACHE_S, when this replica next counts the revoked agents (one query for all of them)."""
+        revocation: one made here is seen at once, one made through another replica as soon as the replicas'
+        bus tells this one (forget_credentials), and within CREDENTIAL_CACHE_S even if that word is lost,
+        when this replica next counts the revoked agents (one query for all of them)."""
         if not self._cache_current():
             with self.session() as s:
                 revoked = s.exec(select(func.count()).select_from(AgentRow)
@@ -69,6 +71,11 @@ class Agents:
             self._credentials[credential_hash] = agent
             self._agents[agent.agent_id] = agent
         return agent
+
+    def forget_credentials(self) -> None:
+        """Another replica revoked an agent (the bus says so): the next call of each agent asks the database."""
+        self._credentials.clear()
+        self._revocations = (-1, -math.inf)
 
     def _enrolled(self, s: Session, agent_id: str) -> AgentRow | None:
         """The agent's row, from the credential cache when it is there: what a fold reads of an agent

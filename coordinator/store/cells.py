@@ -88,8 +88,8 @@ class Cells:
         """Adds the batch's folded sums to their cells and metric rows, and its new contributors to their
         cells' device counts: increments in SQL, so replicas folding into one cell add up."""
         batch = batch_of(s)
-        folds, batch.folds = batch.folds, {}
-        if not folds:
+        folds, batch.folds = dict(sorted(batch.folds.items())), {}  # rows locked in one order: no deadlock
+        if not folds:                                                  # between two replicas' batches
             return
         conn = s.connection()
         devices = Counter()

@@ -107,7 +107,9 @@ class Leases:
             select(TaskRow, CampaignRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
             .where(TaskRow.orphaned == True, TaskRow.hardware_class == agent.hardware_class,  # noqa: E712
                    TaskRow.agent_id != agent_id, TaskRow.status.in_(OPEN_TASK), CampaignRow.status == "running")
-            .order_by(CampaignRow.priority.desc(), TaskRow.campaign_id, TaskRow.repeat, TaskRow.id).limit(200)).all()
+            .order_by(CampaignRow.priority.desc(), TaskRow.campaign_id, TaskRow.repeat, TaskRow.id).limit(200)
+            # on PostgreSQL, orphans another replica is adopting now are passed over, not adopted twice
+            .with_for_update(of=TaskRow, skip_locked=True)).all()
         if not orphans:
             return None
         held = set(s.exec(select(TaskRow.campaign_id, TaskRow.model_sha256, TaskRow.repeat).where(

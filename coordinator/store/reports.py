@@ -8,7 +8,7 @@ import math
 from concurrent.futures import Future
 
 from sqlalchemy import bindparam, func, select as sa_select, update
-from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import IntegrityError as SAIntegrityError, OperationalError as SAOperationalError
 from sqlmodel import Session, select
 
 from edgeatlas.coordinator.scheduling import setting_for, task_privacy
@@ -21,6 +21,8 @@ from edgeatlas.coordinator.validation import check_setting_matches
 from edgeatlas.protos.errors import Conflict, EdgeAtlasError, InvalidInput, PermissionDenied
 from edgeatlas.protos.privacy import PrivacyParams, STATISTICS
 from edgeatlas.protos.records import Setting, flat_dict
+
+MAX_ATTEMPTS = 3  # an operation alone meets a racing replica's rows (or a deadlock) at most this often
 
 
 def check_released(released: dict[str, float], contract: PrivacyParams) -> None:
@@ -111,7 +113,7 @@ class Reports:
         self._maybe_finish(s, campaign)
         return False
 
-    def run_batch(self, batch: list[Op]) -> None:
+    def run_batch(self, batch: list[Op], attempt: int = 1) -> None:
         """Runs queued operations in one transaction and answers each after its commit. An operation refused
         by its checks (EdgeAtlasError, raised before it writes) is answered with that error; if a write or
         the commit fails, each operation runs again on its own, so one cannot sink the others.
@@ -153,11 +155,24 @@ class Reports:
                     self.run_batch([op])
                 return
             op = batch[0]
-            if isinstance(exc, SAIntegrityError) and op.on_integrity is not None:
-                results = [(op, op.on_integrity, None)]  # a concurrent replica stored the same thing first
+            if isinstance(exc, SAIntegrityError) and op.on_integrity is not None and self._stored(op):
+                results = [(op, op.on_integrity, None)]  # a concurrent replica stored the same report first
+            elif isinstance(exc, (SAIntegrityError, SAOperationalError)) and attempt < MAX_ATTEMPTS:
+                # another replica made the same cell, metric or contributor row meanwhile, or PostgreSQL broke
+                # a deadlock between two replicas' batches: the next attempt sees their commit
+                self.run_batch(batch, attempt + 1)
+                return
             else:
                 results = [(op, None, exc)]
         deliver(results)
+
+    def _stored(self, op: Op) -> bool:
+        """Whether the report an operation writes is in the database (a unique key it broke may have been
+        another row's: only a stored report may be answered as a duplicate)."""
+        if op.report is None:
+            return True
+        with self.session() as s:
+            return s.exec(select(ReportRow.report_id).where(ReportRow.report_id == op.report[0])).first() is not None
 
     def _prefetch(self, s: Session, reports: list[tuple[str, int]]) -> None:
         """Reads what the batch's reports look up by key, in two queries instead of two per report: their

@@ -13,7 +13,8 @@ from edgeatlas.coordinator.store.cells import cell_class, privacy_after
 from edgeatlas.coordinator.store.engine import now_ms
 from edgeatlas.coordinator.store.records import OPEN_TASK
 from edgeatlas.coordinator.tables import (AgentRow, CellContributorRow, CellMetricRow,
-                                          ModelRow, ReportRow, SecureClaimRow, TaskRow)
+                                          CellRow, ModelRow, ReportRow, SecureClaimRow,
+                                          SecureInviteRow, TaskRow)
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import Setting
 from edgeatlas.protos.secure import CellSum, SecureContract
@@ -76,6 +77,30 @@ class SecureRounds:
                 s.add(SecureClaimRow(report_id=rid, round_id=round_id, claimed_ms=t))
             s.commit()
 
+    def open_invite(self, round_id: str, members: list[str], invite: bytes) -> None:
+        """A round's stage 1 is open: every replica hands its members the invitation (open_invites)."""
+        with self._write, self.session() as s:
+            s.add(SecureInviteRow(round_id=round_id, members_json=json.dumps(members), invite=invite,
+                                  created_ms=now_ms()))
+            s.commit()
+
+    def close_invite(self, round_id: str) -> None:
+        with self._write, self.session() as s:
+            s.exec(delete(SecureInviteRow).where(SecureInviteRow.round_id == round_id))
+            s.commit()
+
+    def close_all_invites(self) -> None:
+        """A new leader's first act: the rounds of the one before it died with it."""
+        with self._write, self.session() as s:
+            s.exec(delete(SecureInviteRow))
+            s.commit()
+
+    def open_invites(self) -> dict[str, bytes]:
+        """agent id → the serialised invitation of the open round it belongs to."""
+        with self.session() as s:
+            rows = s.exec(select(SecureInviteRow)).all()
+        return {agent: row.invite for row in rows for agent in json.loads(row.members_json)}
+
     def release_secure(self, round_id: str) -> None:
         """A round that ended before any device sent its masked vector: its results may join another."""
         with self._write, self.session() as s:
@@ -97,12 +122,15 @@ class SecureRounds:
                 setting = Setting(**setting_dict)
                 model = s.get(ModelRow, sha)
                 cell = self._cell(s, model, hardware_class, setting, source, t, privacy)
+                # another replica may be folding reports into this cell now: hold its row until the commit
+                cell = s.get(CellRow, cell.id, with_for_update=True, populate_existing=True)
                 cell.privacy = privacy_after(cell.privacy, privacy, source)
                 touched.append((sha, hardware_class, setting.key(), source))
                 n = cell_sum.devices
                 logs = aggregate.released_logs(cell_sum.log_means, setting.batch)
                 for metric, (value_log, statistic) in logs.items():
-                    row = s.get(CellMetricRow, (cell.id, metric)) or CellMetricRow(cell_id=cell.id, metric=metric)
+                    row = (s.get(CellMetricRow, (cell.id, metric), with_for_update=True, populate_existing=True)
+                           or CellMetricRow(cell_id=cell.id, metric=metric))
                     row.n += n
                     row.sum_log += n * value_log
                     row.sumsq_log += n * value_log * value_log

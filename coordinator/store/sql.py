@@ -15,6 +15,7 @@ from edgeatlas.coordinator.store.cells import Cells
 from edgeatlas.coordinator.store.engine import add_missing_columns, check_sqlite, sqlite_pragmas
 from edgeatlas.coordinator.store.leases import Leases
 from edgeatlas.coordinator.store.predictors import Predictors
+from edgeatlas.coordinator.store.replicas import Replicas
 from edgeatlas.coordinator.store.reports import Reports
 from edgeatlas.coordinator.store.secure import SecureRounds
 from edgeatlas.coordinator.store.tokens import Tokens
@@ -23,7 +24,7 @@ from edgeatlas.coordinator.tables import AgentRow
 from edgeatlas.protos.errors import InvalidInput
 
 
-class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, SecureRounds, Predictors):
+class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, SecureRounds, Predictors, Replicas):
     """One database; writes are serialised in-process (SQLite allows one writer at a time)."""
 
     def __init__(self, url: str):
@@ -31,6 +32,7 @@ class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, SecureRoun
             raise InvalidInput(f"database URL {url!r}: expected sqlite:///PATH or postgresql://...")
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        self.url = url
         self.is_sqlite = url.startswith("sqlite")
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": 30}} if self.is_sqlite else {
             "pool_size": 10, "max_overflow": 20, "pool_pre_ping": True}

@@ -44,6 +44,15 @@ async def persist(call, *args, **kwargs):
             await asyncio.sleep(0.2)
 
 
+def stored_report_ids(db_url: str) -> list[str]:
+    store = Store(db_url)
+    try:
+        with store.session() as s:
+            return [r.report_id for r in s.exec(select(ReportRow)).all()]
+    finally:
+        store.close()
+
+
 async def virtual_agent(stub, credential: str, outbox: Outbox, acked: list[str]) -> None:
     """Lease, put the report in the outbox (fsynced), send it; delete it only once acknowledged."""
     md = bearer(credential)
@@ -109,12 +118,7 @@ def test_every_acknowledged_report_survives_a_coordinator_kill(db, request, prep
     total = AGENTS * REPEATS
     assert 0 < before < total  # the kill came mid-campaign
     assert len(acked) == len(set(acked)) == total  # every report acknowledged once
-    store = Store(db_url or f"sqlite:///{tmp_path / 'coordinator.db'}")
-    try:
-        with store.session() as s:
-            stored = [r.report_id for r in s.exec(select(ReportRow)).all()]
-    finally:
-        store.close()
+    stored = stored_report_ids(db_url or f"sqlite:///{tmp_path / 'coordinator.db'}")
     assert sorted(stored) == sorted(acked)  # each acknowledged report present, exactly once; nothing else
     assert (campaign.status, campaign.counts.done, campaign.counts.failed) == ("done", total, 0)
     assert sum(cell.n_reports for cell in cells) == total  # folded once each
