@@ -13,6 +13,7 @@ COPY console console
 RUN pip install --no-cache-dir ".[coordinator]" && useradd --create-home edgeatlas && mkdir /data && chown edgeatlas /data
 USER edgeatlas
 ENV EDGEATLAS_DB=sqlite:////data/coordinator.db
-EXPOSE 50051
-# 0.0.0.0 inside the container only; publish the port on the host's 127.0.0.1 (see compose.yaml).
-CMD ["sh", "-c", "exec edgeatlas coordinator serve --db \"$EDGEATLAS_DB\" --listen 0.0.0.0:50051 --tokens-file /data/tokens.json"]
+EXPOSE 50051 8081
+# 0.0.0.0 inside the container only; publish the port on the host's 127.0.0.1 (see compose.yaml). 8081: the
+# health endpoint a load balancer checks; EDGEATLAS_ADVERTISE: where the other replicas reach this one.
+CMD ["sh", "-c", "exec edgeatlas coordinator serve --db \"$EDGEATLAS_DB\" --listen 0.0.0.0:50051 --tokens-file /data/tokens.json --health-listen 0.0.0.0:8081 ${EDGEATLAS_ADVERTISE:+--advertise \"$EDGEATLAS_ADVERTISE\"}"]

@@ -32,6 +32,15 @@ def cell_class(agent: AgentRow, setting: Setting) -> str:
     return SpecSheet.from_json(agent.spec_json).hardware_class(setting.target)
 
 
+def insert_new(conn, table):
+    """INSERT that skips a row whose key is there already (another replica's batch may have just added it):
+    one racing replica does not fail the batch."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
 class Cells:
     """The Store's methods for heat-map cells (its engine, writer and caches are set up in sql.Store)."""
 
@@ -99,9 +108,10 @@ class Cells:
             stored = {(cell_id, agent_id) for cell_id, agent_id in conn.execute(
                 sa_select(c.cell_id, c.agent_id).where(tuple_(c.cell_id, c.agent_id).in_(list(keys))))}
             new = sorted(keys - stored)
-            if new:
-                conn.execute(CellContributorRow.__table__.insert(), [{"cell_id": i, "agent_id": a} for i, a in new])
-                devices.update(cell_id for cell_id, _ in new)
+            if new:  # a row another replica added since is kept, and counted once (its batch counted it)
+                added = conn.execute(insert_new(conn, CellContributorRow.__table__).returning(c.cell_id),
+                                     [{"cell_id": i, "agent_id": a} for i, a in new])
+                devices.update(cell_id for (cell_id,) in added)
         cell = CellRow.__table__.c
         conn.execute(update(CellRow.__table__).where(cell.id == bindparam("cid")).values(
             n_reports=cell.n_reports + bindparam("reports"), n_devices=cell.n_devices + bindparam("devices"),
@@ -117,7 +127,7 @@ class Cells:
             have = {(i, m) for i, m in conn.execute(sa_select(metric.cell_id, metric.metric).where(
                 metric.cell_id.in_({i for i, _ in missing})))}
             if missing - have:
-                conn.execute(CellMetricRow.__table__.insert(), [
+                conn.execute(insert_new(conn, CellMetricRow.__table__), [
                     {"cell_id": i, "metric": m, "n": 0, "sum_log": 0.0, "sumsq_log": 0.0, "noise_var_sum": 0.0}
                     for i, m in sorted(missing - have)])
         conn.execute(update(CellMetricRow.__table__).where(
