@@ -191,6 +191,8 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     runs the campaign drivers and the secure rounds; every replica serves every call.
     """
     check_address(listen)
+    if not store.is_sqlite and not advertise and listen.startswith(("0.0.0.0:", "[::]:")):
+        raise InvalidInput(f"listening on {listen}, the other replicas need --advertise HOST:PORT to reach this one")
     bus = Bus(store.url)
     wakeup = Wakeup(bus.publish)
     leadership = Leadership(store.url, store, bus.replica_id)
@@ -231,10 +233,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     leadership.changed.append(lambda leading: loop.call_soon_threadsafe(
         lambda: loop.create_task(rounds.lead()) if leading else None))
     bus.start(loop)
-    peer_address = advertise or (address if not address.startswith(("0.0.0.0:", "[::]:")) else "")
-    if not peer_address and not store.is_sqlite:
-        raise InvalidInput(f"listening on {listen}, the other replicas need --advertise HOST:PORT to reach this one")
-    leadership.start(peer_address or address)
+    leadership.start(advertise or address)
     if leadership.is_leader:  # SQLite: the one process leads from the start
         await rounds.lead()
     health_server = await serve_health(health_listen, store, leadership) if health_listen else None
@@ -249,6 +248,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
         tmp.replace(ready_file)
     if on_ready:
         on_ready(address)
+
     def leads() -> bool:
         return leadership.is_leader
 

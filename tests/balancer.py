@@ -38,7 +38,7 @@ class Balancer:
         self.proc: subprocess.Popen | None = None
         self.address = ""
 
-    def start(self) -> "Balancer":
+    def start(self) -> Balancer:
         self.address = f"127.0.0.1:{free_port()}"
         argv = [str(ROOT / "scripts" / "balancer"), "--listen", self.address,
                 "--config", str(self.workdir / "haproxy.cfg")]

@@ -1,0 +1,61 @@
+"""The replicas' parts that need no second process: the health endpoint and the bus on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+
+from edgeatlas.coordinator.replicas import Bus, Leadership, serve_health
+from edgeatlas.coordinator.store import Store
+
+
+async def get(address: str, request: bytes = b"GET /healthz HTTP/1.0\r\n\r\n") -> bytes:
+    host, _, port = address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+def test_health_is_200_while_the_database_answers_and_503_when_it_does_not(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    leadership = Leadership(store.url, store, "r1")
+    assert leadership.is_leader  # SQLite: the one process leads
+
+    async def run() -> tuple[bytes, bytes, bytes]:
+        server = await serve_health("127.0.0.1:0", store, leadership)
+        address = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        healthy = await get(address)
+        half = await get(address, b"GET /healthz HTTP/1.0\r\n")  # never finished: closed, nothing said
+        store.ping = lambda: (_ for _ in ()).throw(OSError("gone"))
+        sick = await get(address)
+        server.close()
+        return healthy, half, sick
+
+    healthy, half, sick = asyncio.run(run())
+    store.close()
+    assert healthy.startswith(b"HTTP/1.0 200 OK") and healthy.endswith(b"leader\n")
+    assert half == b""
+    assert sick.startswith(b"HTTP/1.0 503") and b"database: OSError" in sick
+
+
+def test_on_sqlite_the_bus_wakes_this_process_only_and_refuses_unknown_events():
+    bus = Bus("sqlite:///x.db")
+    heard: list[str] = []
+
+    async def run() -> None:
+        bus.on("work", lambda: heard.append("work"))
+        bus.start(asyncio.get_running_loop())
+        bus.publish("work")
+        await asyncio.sleep(0.05)
+
+    asyncio.run(run())
+    bus.stop()
+    assert heard == ["work"] and bus.url == "" and bus._threads == []
+    try:
+        bus.publish("nonsense")
+    except ValueError as exc:
+        assert "nonsense" in str(exc)
+    else:
+        raise AssertionError("an unknown event was published")
