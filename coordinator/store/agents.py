@@ -10,7 +10,7 @@ import uuid
 from sqlalchemy import bindparam, func, update
 from sqlmodel import Session, select
 
-from edgeatlas.coordinator.store.engine import now_ms
+from edgeatlas.coordinator.store.engine import insert_new, now_ms
 from edgeatlas.coordinator.store.records import OPEN_TASK
 from edgeatlas.coordinator.tables import AgentRow, CampaignRow, HardwareRow, ReportRow, TaskRow
 from edgeatlas.protos.errors import NotFound
@@ -32,8 +32,9 @@ class Agents:
                        last_seen_ms=t, state="enrolled", simulated=simulated)
         with self._write, self.session() as s:
             s.add(row)
-            if s.get(HardwareRow, hw) is None:
-                s.add(HardwareRow(hardware_class=hw, spec_json=spec.to_json(), first_seen_ms=t))
+            if s.get(HardwareRow, hw) is None:  # another replica may be adding the same class now: kept once
+                s.connection().execute(insert_new(s.connection(), HardwareRow.__table__),
+                                       {"hardware_class": hw, "spec_json": spec.to_json(), "first_seen_ms": t})
             s.commit()
         return row
 

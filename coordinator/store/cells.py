@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, func, select as sa_select, tuple_, update
 from sqlmodel import Session, select
 
 from edgeatlas.coordinator import aggregate
-from edgeatlas.coordinator.store.engine import kept, log, now_ms
+from edgeatlas.coordinator.store.engine import insert_new, kept, log, now_ms
 from edgeatlas.coordinator.store.records import (CellView, Fold, HEAT_COLUMNS, HeatCell, IncomingReport,
     TaskSnapshot, batch_of)
 from edgeatlas.coordinator.tables import AgentRow, CellContributorRow, CellMetricRow, CellRow, HardwareRow, ModelRow
@@ -30,15 +30,6 @@ def cell_class(agent: AgentRow, setting: Setting) -> str:
     if setting.target == "cpu":
         return agent.hardware_class
     return SpecSheet.from_json(agent.spec_json).hardware_class(setting.target)
-
-
-def insert_new(conn, table):
-    """INSERT that skips a row whose key is there already (another replica's batch may have just added it):
-    one racing replica does not fail the batch."""
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 class Cells:

@@ -35,6 +35,15 @@ def json_or_empty(value: dict) -> str:
     return json.dumps(value) if value else "{}"
 
 
+def insert_new(conn, table):
+    """INSERT that skips a row whose key is there already (another replica may have just added it): one
+    racing replica does not fail the other's transaction."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
 def by_id(s: Session, model, row_id: int):
     """s.get by an id a caller named: one outside the ids' range (MAX_ROW_ID) is no row, not a database error."""
     return s.get(model, row_id) if 0 < row_id <= MAX_ROW_ID else None

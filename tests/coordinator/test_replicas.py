@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from sqlmodel import select
+
 from edgeatlas.coordinator.replicas import Bus, Leadership, serve_health
 from edgeatlas.coordinator.store import Store
 
@@ -59,3 +61,36 @@ def test_on_sqlite_the_bus_wakes_this_process_only_and_refuses_unknown_events():
         assert "nonsense" in str(exc)
     else:
         raise AssertionError("an unknown event was published")
+
+
+def test_two_replicas_enrolling_the_same_new_hardware_class_at_once_both_succeed(db_url):
+    """Two Stores on one database, as two replicas are: the first enrolments of a class race to add its row
+    (on PostgreSQL one had failed INTERNAL with a unique-key violation)."""
+    import threading
+
+    from edgeatlas.coordinator.tables import HardwareRow
+    from edgeatlas.protos.spec import SpecSheet
+
+    stores = [Store(db_url), Store(db_url)]
+    spec = SpecSheet.from_dict({"name": "box", "cpu": {"vendor": "amd", "model": "EPYC 7B13", "cores": 2}})
+    start, errors = threading.Barrier(8), []
+
+    def enroll(i: int) -> None:
+        start.wait()
+        try:
+            stores[i % 2].enroll(f"a{i}", spec, f"hash-{i}", {}, "test")
+        except Exception as exc:  # what the test is about: any failure is one
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enroll, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        with stores[0].session() as s:
+            classes = s.exec(select(HardwareRow)).all()
+        assert errors == [] and len(stores[0].list_agents()) == 8 and len(classes) == 1
+    finally:
+        for store in stores:
+            store.close()
