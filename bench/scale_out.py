@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -146,6 +147,7 @@ def kill_one(args, tmp: Path, pg) -> None:
                 before = len(acked)
                 await asyncio.to_thread(leader.kill)
                 killed = time.monotonic()
+                watch.start()
                 while not all(t.done() for t in tasks):
                     if len(acked) > seen:
                         seen = len(acked)
@@ -154,13 +156,20 @@ def kill_one(args, tmp: Path, pg) -> None:
                 await asyncio.gather(*tasks)
                 return before, killed
 
+        led: list[float] = []
+
+        def watch_survivor() -> None:  # asks its health endpoint every 0.1 s from the kill on
+            deadline = time.monotonic() + 30
+            while role(survivor) != "leader" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            led.append(time.monotonic())
+
+        watch = threading.Thread(target=watch_survivor)
         t0 = time.monotonic()
         before, killed = asyncio.run(run())
         took = time.monotonic() - t0
-        deadline = time.monotonic() + 30
-        while role(survivor) != "leader" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        leads_s = time.monotonic() - killed
+        watch.join()
+        leads_s = led[0] - killed
         from tests.integration.test_crash import stored_report_ids
 
         stored = stored_report_ids(survivor.db_url)
@@ -253,9 +262,15 @@ def long_polls(args, tmp: Path) -> None:
                                                         metadata=bearer(credentials[k]), timeout=30)
                     beats += 1
 
+            import psutil
+
+            procs = {"coordinator": psutil.Process(c.proc.pid), "load generator": psutil.Process()}
+            cpu0 = {k: p.cpu_times() for k, p in procs.items()}
             t_beat = time.monotonic()
             await asyncio.gather(*(beat(k) for k in range(256)))
-            out["beats"] = beats / (time.monotonic() - t_beat)
+            wall = time.monotonic() - t_beat
+            out["beats"] = beats / wall
+            out["cpu"] = {k: (sum(p.cpu_times()[:2]) - sum(cpu0[k][:2])) / wall * 100 for k, p in procs.items()}
             for ch in chans:
                 await ch.close()
             await asyncio.to_thread(campaign, c, 1)  # one task for every agent
@@ -271,7 +286,8 @@ def long_polls(args, tmp: Path) -> None:
     lat = [max(0.0, v - out["created"]) * 1000 for v in woken.values()]
     print(f"enrolled {n} agents in {enroll_s:.0f} s; coordinator RSS {rss_idle:.0f} MB idle, {out['rss']:.0f} MB "
           f"with {n} long-polls waiting: {(out['rss'] - rss_idle) * 1024 / n:.1f} KB per long-poll")
-    print(f"heartbeats while they wait: {out['beats']:.0f}/s (256 concurrent callers, {CHANNELS} connections)")
+    print(f"heartbeats while they wait: {out['beats']:.0f}/s (256 concurrent callers, {CHANNELS} connections); "
+          + ", ".join(f"{k} {v:.0f} % CPU" for k, v in out["cpu"].items()))
     print(f"woken by a campaign of one task each: {len(lat)} of {n} leased within 60 s; from its creation "
           f"to the lease p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms")
 

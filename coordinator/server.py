@@ -22,6 +22,7 @@ from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
 from edgeatlas.coordinator.store import Store
+from edgeatlas.coordinator.store.leases import SWEEP_EVERY_MS
 from edgeatlas.protos.errors import EdgeAtlasError, InvalidInput, Unavailable
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address, read_pem
 from edgeatlas.v1 import admin_pb2_grpc, agent_pb2_grpc
@@ -175,6 +176,18 @@ async def drive_federated_campaigns(controller, check_s: float, leads=always) ->
             log.exception("federated campaigns: could not start a run")
 
 
+async def sweep_for_orphans(store: Store, wakeup: Wakeup, every_s: float) -> None:
+    """Every few seconds: tasks of vanished devices and lapsed leases become orphans, and the devices
+    waiting for work are told (nothing else would wake them: no call made that work)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            if await asyncio.to_thread(store.expire_overdue):
+                wakeup.notify()
+        except Exception:  # the database is away for a moment: the next sweep tries again
+            log.exception("sweeping for orphaned tasks failed")
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
                 retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
@@ -256,6 +269,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
                  if retrain_cells > 0 else None)
     adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s, leads))
     cohorts = asyncio.create_task(form_rounds(rounds))
+    sweeper = asyncio.create_task(sweep_for_orphans(store, wakeup, SWEEP_EVERY_MS / 1000))
     federated = None
     if link is not None:
         from edgeatlas.coordinator.federated import FederatedCampaigns
@@ -269,6 +283,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     log.info("stopping")
     adaptive.cancel()
     cohorts.cancel()
+    sweeper.cancel()
     if federated is not None:
         federated.cancel()
         link.stop()  # a run in progress ends with it (its campaign stays running and restarts next time)

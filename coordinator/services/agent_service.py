@@ -22,9 +22,13 @@ from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
 MAX_SPEC_BYTES = 64 * 1024
 MAX_LABELS = 32
-# A waiting LeaseTask looks again this often even when nothing woke it: an expired lease or a vanished device
-# frees a task without an event. Every replica's new work wakes it at once (coordinator/replicas.Bus).
-LEASE_POLL_S = 5.0
+# New work wakes a waiting LeaseTask at once, from any replica (coordinator/replicas.Bus): a new or resumed
+# campaign, an adaptive round, a secure round's invitation, and tasks orphaned by the sweep (serve runs it
+# every few seconds). A device that found nothing is not looked up again until the next wake-up, or after
+# IDLE_RECHECK_S in case one was missed: 20,000 waiting devices re-querying every few seconds had saturated
+# the database (bench/scale_out.py part 3).
+LEASE_POLL_S = 20.0
+IDLE_RECHECK_S = 60.0
 
 
 class Wakeup:
@@ -34,6 +38,7 @@ class Wakeup:
     def __init__(self, publish=None) -> None:
         self._event = asyncio.Event()
         self.publish = publish
+        self.generation = 0  # how many wake-ups so far: a device that found nothing since the last has nothing
 
     def current(self) -> asyncio.Event:
         return self._event
@@ -45,6 +50,7 @@ class Wakeup:
             self.wake()
 
     def wake(self) -> None:
+        self.generation += 1
         self._event.set()
         self._event = asyncio.Event()
 
@@ -82,6 +88,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.wakeup = wakeup
         self.rounds = rounds
         self.relay = relay  # coordinator/replicas.Relay: a follower's way to the leader's secure rounds
+        self.idle: dict[str, tuple[int, float]] = {}  # agent → (wake-up generation, when) it found nothing
         self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
         # Per source address and per token, whether the token is right or not: guessing tokens and minting
         # Sybils both cost time. In this process only: replicas each allow as much (see README, security).
@@ -145,7 +152,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             invite = self.rounds.invitation(agent_id) if self.rounds else None
             if invite is not None:  # a secure round waits for this device's values before any new task
                 return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(secure_round=invite))
-            leased = await self.store.submit_lease(agent_id, asyncio.get_running_loop())
+            seen = self.idle.get(agent_id)
+            now = time.monotonic()
+            if seen is not None and seen[0] == self.wakeup.generation and now - seen[1] < IDLE_RECHECK_S:
+                leased = None  # nothing has happened since it found nothing
+            else:
+                generation = self.wakeup.generation
+                leased = await self.store.submit_lease(agent_id, asyncio.get_running_loop())
+                if leased is None:
+                    if len(self.idle) > 1_000_000:
+                        self.idle.clear()
+                    self.idle[agent_id] = (generation, now)
+                else:
+                    self.idle.pop(agent_id, None)
             if leased is not None:
                 t = leased.task
                 return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(

@@ -78,9 +78,10 @@ class Leases:
                               params=params, privacy=task_privacy(campaign.privacy_json, row.model_sha256,
                                                                   row.hardware_class))
 
-    def _sweep(self, s: Session, t: int) -> None:
+    def _sweep(self, s: Session, t: int) -> int:
         """Campaigns past their deadline expire; tasks whose device went offline (pending) or whose lease
-        ran out (leased) become orphans that another device of the same hardware class may adopt."""
+        ran out (leased) become orphans that another device of the same hardware class may adopt. Returns
+        how many tasks became orphans (work that waiting devices should be told of)."""
         s.flush()
         for campaign in s.exec(select(CampaignRow).where(CampaignRow.status.in_(("running", "paused")),
                                                          CampaignRow.deadline_ms != None,  # noqa: E711
@@ -89,15 +90,18 @@ class Leases:
             s.add(campaign)
             cancel_open_tasks(s, campaign.id, t, "the campaign's deadline passed")
         offline = select(AgentRow.agent_id).where(AgentRow.last_seen_ms < t - OFFLINE_AFTER_MS)
-        s.exec(update(TaskRow).where(TaskRow.orphaned == False, or_(  # noqa: E712
+        return s.exec(update(TaskRow).where(TaskRow.orphaned == False, or_(  # noqa: E712
             (TaskRow.status == "pending") & TaskRow.agent_id.in_(offline),
-            (TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t))).values(orphaned=True))
+            (TaskRow.status == "leased") & (TaskRow.lease_expires_ms < t))).values(orphaned=True)).rowcount
 
-    def expire_overdue(self) -> None:
-        """Campaigns past their deadline expire now (leasing also does it, every few seconds)."""
+    def expire_overdue(self) -> int:
+        """Campaigns past their deadline expire now, and tasks of vanished devices or lapsed leases become
+        orphans (leasing also does it, every few seconds); returns the tasks orphaned."""
         with self._write, self.session() as s:
-            self._sweep(s, now_ms())
+            orphaned = self._sweep(s, now_ms())
             s.commit()
+        self._swept_ms = now_ms()
+        return orphaned
 
     def _adopt(self, s: Session, agent_id: str) -> TaskRow | None:
         """An orphaned task of this agent's hardware class, moved to it, unless it already holds the same
