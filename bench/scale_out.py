@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -41,19 +40,11 @@ from edgeatlas.protos.wire import CHANNEL_OPTIONS, bearer  # noqa: E402
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc  # noqa: E402
 
 from tests import postgres  # noqa: E402
-from tests.balancer import Balancer, replica  # noqa: E402
+from tests.balancer import Balancer, replica, role  # noqa: E402
 from tests.conftest import CoordinatorProcess, stop_pid  # noqa: E402
 from tests.integration.test_crash import OPTIONS, virtual_agent  # noqa: E402
 
 FAST = ("--report-rate", "100000", "--enroll-rate", "1000000")
-
-
-def role(r: CoordinatorProcess) -> str:
-    try:
-        with urllib.request.urlopen(f"http://{r.health}/healthz", timeout=2) as answer:
-            return answer.read().decode().strip()
-    except OSError:
-        return "down"
 
 
 class Cluster:

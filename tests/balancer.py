@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,6 +29,15 @@ def replica(workdir: Path, db_url: str, tokens_from: Path | None = None, *extra:
         (workdir / "tokens.json").write_bytes((tokens_from / "tokens.json").read_bytes())
     return CoordinatorProcess(workdir, workdir / "unused.db", db_url=db_url,
                               extra_args=("--health-listen", "127.0.0.1:0", *extra))
+
+
+def role(r: CoordinatorProcess) -> str:
+    """What a replica's health endpoint says: leader or follower (or down)."""
+    try:
+        with urllib.request.urlopen(f"http://{r.health}/healthz", timeout=2) as answer:
+            return answer.read().decode().strip()
+    except OSError:
+        return "down"
 
 
 class Balancer:

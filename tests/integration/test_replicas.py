@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 import grpc
 import pytest
@@ -24,7 +23,7 @@ from edgeatlas.protos.records import RunParams, Setting
 from edgeatlas.protos.wire import bearer
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
-from tests.balancer import Balancer, replica
+from tests.balancer import Balancer, replica, role
 from tests.conftest import cli_env, register, stop_pid
 from tests.integration.test_campaign import wait_for
 from tests.integration.test_crash import OPTIONS, stored_report_ids, virtual_agent
@@ -33,15 +32,6 @@ from tests.integration.test_secure_rounds import PI5
 pytestmark = pytest.mark.slow
 
 AGENTS, REPEATS = 12, 20
-
-
-def role(r) -> str:
-    """What a replica's health endpoint says: leader or follower (or that it is down)."""
-    try:
-        with urllib.request.urlopen(f"http://{r.health}/healthz", timeout=2) as answer:
-            return answer.read().decode().strip()
-    except OSError:
-        return "down"
 
 
 @pytest.fixture
