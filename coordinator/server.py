@@ -22,6 +22,7 @@ from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
 from edgeatlas.coordinator.status import tolerant
 from edgeatlas.coordinator.store import Store
+from edgeatlas.coordinator.store.agents import CREDENTIAL_CACHE_S
 from edgeatlas.coordinator.store.leases import SWEEP_EVERY_MS
 from edgeatlas.protos.errors import EdgeAtlasError, InvalidInput, Unavailable
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, check_address, read_pem
@@ -188,6 +189,16 @@ async def sweep_for_orphans(store: Store, wakeup: Wakeup, every_s: float) -> Non
             log.exception("sweeping for orphaned tasks failed")
 
 
+async def count_revocations(store: Store) -> None:
+    """Keeps the credential cache current off the calls' path (Store.count_revocations)."""
+    while True:
+        try:
+            await asyncio.to_thread(store.count_revocations)
+        except Exception:  # the database is away: calls find the cache stale and ask it themselves
+            log.exception("counting revoked agents failed")
+        await asyncio.sleep(CREDENTIAL_CACHE_S / 3)
+
+
 async def serve(store: Store, listen: str, ready_file: Path | None = None, on_ready=None,
                 min_devices: int = 5, tls: ServerTls | None = None, reports_per_minute: float = 120.0,
                 retrain_cells: int = 0, retrain_check_s: float = 60.0, adaptive_check_s: float = 2.0,
@@ -270,6 +281,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     adaptive = asyncio.create_task(drive_adaptive_campaigns(store, wakeup, adaptive_check_s, leads))
     cohorts = asyncio.create_task(form_rounds(rounds))
     sweeper = asyncio.create_task(sweep_for_orphans(store, wakeup, SWEEP_EVERY_MS / 1000))
+    recounter = asyncio.create_task(count_revocations(store))
     federated = None
     if link is not None:
         from edgeatlas.coordinator.federated import FederatedCampaigns
@@ -284,6 +296,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     adaptive.cancel()
     cohorts.cancel()
     sweeper.cancel()
+    recounter.cancel()
     if federated is not None:
         federated.cancel()
         link.stop()  # a run in progress ends with it (its campaign stays running and restarts next time)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 import grpc
@@ -25,8 +26,9 @@ MAX_LABELS = 32
 # New work wakes a waiting LeaseTask at once, from any replica (coordinator/replicas.Bus): a new or resumed
 # campaign, an adaptive round, a secure round's invitation, and tasks orphaned by the sweep (serve runs it
 # every few seconds). A device that found nothing is not looked up again until the next wake-up, or after
-# IDLE_RECHECK_S in case one was missed: 20,000 waiting devices re-querying every few seconds had saturated
-# the database (bench/scale_out.py part 3).
+# IDLE_RECHECK_S in case one was missed, and while no running campaign has an open task no device is
+# (OpenWork): 20,000 waiting devices re-querying every few seconds had saturated the database
+# (bench/scale_out.py part 3).
 LEASE_POLL_S = 20.0
 IDLE_RECHECK_S = 60.0
 
@@ -73,6 +75,71 @@ class RateLimit:
         return True
 
 
+class OpenWork:
+    """Whether any device could lease a task now, asked of the database once per wake-up (Wakeup.generation)
+    and at least every IDLE_RECHECK_S: while a fleet waits with no work anywhere, its long-polls cost no
+    query, also the first one of each device after a restart (20,000 of them had queued a lease query each
+    in the one writer, for a minute: bench/scale_out.py part 3)."""
+
+    def __init__(self, store: Store, wakeup: Wakeup):
+        self.store, self.wakeup = store, wakeup
+        self.known: tuple[int, float, bool] = (-1, -math.inf, True)  # (generation, when, some task open)
+        self.asking: tuple[int, asyncio.Future] | None = None
+
+    async def exists(self) -> bool:
+        generation, at, some = self.known
+        if generation == self.wakeup.generation and time.monotonic() - at < IDLE_RECHECK_S:
+            return some
+        if self.asking is None or self.asking[0] != self.wakeup.generation:
+            self.asking = (self.wakeup.generation, asyncio.ensure_future(self._ask(self.wakeup.generation)))
+        return await asyncio.shield(self.asking[1])
+
+    async def _ask(self, generation: int) -> bool:
+        """Work committed before the answer is counted; work committed after it raises the generation."""
+        at = time.monotonic()
+        some = await asyncio.to_thread(self.store.any_open_task)
+        self.known = (generation, at, some)
+        return some
+
+
+class CredentialLookups:
+    """Looks up credentials the store does not remember, many to a query: after a restart every device of
+    a fleet calls at once, and one query (and one thread hop) each had queued 20,000 of them behind each
+    other, starving every other call for half a minute (bench/scale_out.py part 3). Callers that miss
+    while a batch is in the database wait for the next one, which takes all of them."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.waiting: dict[str, asyncio.Future] = {}
+        self.running = False
+
+    async def agent(self, credential_hash: str):
+        future = self.waiting.get(credential_hash)
+        if future is None:
+            future = self.waiting[credential_hash] = asyncio.get_running_loop().create_future()
+            if not self.running:
+                self.running = True
+                asyncio.get_running_loop().create_task(self._drain())
+        return await asyncio.shield(future)  # one caller given up (its deadline) cancels no other's
+
+    async def _drain(self) -> None:
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, {}
+                try:
+                    found = await asyncio.to_thread(self.store.agents_by_credentials, list(batch))
+                except Exception as exc:  # the database is away: these callers get its error
+                    for future in batch.values():
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for h, future in batch.items():
+                    if not future.done():
+                        future.set_result(found.get(h))
+        finally:
+            self.running = False
+
+
 def peer_host(peer: str) -> str:
     """The address part of a gRPC peer ("ipv4:1.2.3.4:5", "ipv6:[::1]:5", "unix:..."), the port left off."""
     kind, _, rest = peer.partition(":")
@@ -89,6 +156,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.rounds = rounds
         self.relay = relay  # coordinator/replicas.Relay: a follower's way to the leader's secure rounds
         self.idle: dict[str, tuple[int, float]] = {}  # agent → (wake-up generation, when) it found nothing
+        self.lookups = CredentialLookups(store)
+        self.open_work = OpenWork(store, wakeup)
         self.report_limit = RateLimit(reports_per_minute, burst=max(1, int(reports_per_minute // 4)))
         # Per source address and per token, whether the token is right or not: guessing tokens and minting
         # Sybils both cost time. In this process only: replicas each allow as much (see README, security).
@@ -101,7 +170,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         credential_hash = auth.token_hash(token)
         agent = self.store.cached_agent(credential_hash)  # a known agent: no thread hop, no query
         if agent is None:
-            agent = await asyncio.to_thread(self.store.agent_by_credential, credential_hash)
+            agent = await self.lookups.agent(credential_hash)
         if agent is None:
             raise Unauthenticated("unknown agent credential")
         return agent.agent_id
@@ -156,6 +225,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             now = time.monotonic()
             if seen is not None and seen[0] == self.wakeup.generation and now - seen[1] < IDLE_RECHECK_S:
                 leased = None  # nothing has happened since it found nothing
+            elif not await self.open_work.exists():
+                leased = None  # no device could lease anything
             else:
                 generation = self.wakeup.generation
                 leased = await self.store.submit_lease(agent_id, asyncio.get_running_loop())
@@ -174,6 +245,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     repeat=t.repeat, privacy=convert.privacy_to_pb(leased.privacy)))
             left = deadline - time.monotonic()
             if left <= 0:
+                self.store.touch_agent(agent_id)  # it was there all along: a minute's wait is not silence
                 return agent_pb2.LeaseTaskResponse(has_task=False)
             try:  # new work wakes it (from any replica); an expiring lease frees work unannounced
                 await asyncio.wait_for(event.wait(), timeout=min(left, LEASE_POLL_S))

@@ -17,6 +17,8 @@ from edgeatlas.protos.errors import NotFound
 from edgeatlas.protos.spec import SpecSheet
 
 CREDENTIAL_CACHE_S = 10.0
+LOOKUP_CHUNK = 500  # credentials per query (SQLite binds at most 32,766 parameters)
+MAX_REMEMBERED = 200_000  # agents in the credential cache (a few KB each); past it, it starts again
 
 
 class Agents:
@@ -47,31 +49,50 @@ class Agents:
         """Revoked agents were counted within CREDENTIAL_CACHE_S."""
         return time.monotonic() - self._revocations[1] < CREDENTIAL_CACHE_S
 
-    def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
-        """The agent holding this credential, unless it was revoked. Known ones are remembered until a
-        revocation: one made here is seen at once, one made through another replica as soon as the replicas'
-        bus tells this one (forget_credentials), and within CREDENTIAL_CACHE_S even if that word is lost,
-        when this replica next counts the revoked agents (one query for all of them)."""
-        if not self._cache_current():
-            with self.session() as s:
-                revoked = s.exec(select(func.count()).select_from(AgentRow)
-                                 .where(AgentRow.revoked == True)).one()  # noqa: E712
-            if revoked != self._revocations[0]:
-                self._credentials.clear()
-            self._revocations = (revoked, time.monotonic())
-        hit = self._credentials.get(credential_hash)
-        if hit is not None:
-            return hit
+    def count_revocations(self) -> None:
+        """Counts the revoked agents (one query) and empties the credential cache if the count moved. The
+        server does this every third of CREDENTIAL_CACHE_S, so that the cache stays current without a
+        call waiting on it: when the count was left to the calls, 20,000 long-polling devices each found it
+        stale at once, and every one of their calls queued a query behind the others."""
+        with self._revocation_lock:
+            self._count_revocations()
+
+    def _count_revocations(self) -> None:
         with self.session() as s:
-            agent = s.exec(select(AgentRow).where(AgentRow.credential_hash == credential_hash,
-                                                  AgentRow.revoked == False)).first()  # noqa: E712
-        if agent is not None:
-            if len(self._credentials) > 100_000:
+            revoked = s.exec(select(func.count()).select_from(AgentRow)
+                             .where(AgentRow.revoked == True)).one()  # noqa: E712
+        if revoked != self._revocations[0]:
+            self._credentials.clear()
+        self._revocations = (revoked, time.monotonic())
+
+    def agent_by_credential(self, credential_hash: str) -> AgentRow | None:
+        """The agent holding this credential, unless it was revoked (agents_by_credentials of one)."""
+        return self.agents_by_credentials([credential_hash]).get(credential_hash)
+
+    def agents_by_credentials(self, credential_hashes: list[str]) -> dict[str, AgentRow]:
+        """The agents holding these credentials, leaving out revoked and unknown ones; one query per
+        LOOKUP_CHUNK of those not remembered. Known ones are remembered until a revocation: one made here
+        is seen at once, one made through another replica as soon as the replicas' bus tells this one
+        (forget_credentials), and within CREDENTIAL_CACHE_S even if that word is lost, when this replica
+        next counts the revoked agents (count_revocations)."""
+        if not self._cache_current():
+            with self._revocation_lock:  # callers that found it stale together: one of them counts
+                if not self._cache_current():
+                    self._count_revocations()
+        found = {h: self._credentials[h] for h in credential_hashes if h in self._credentials}
+        missing = sorted(set(credential_hashes) - found.keys())
+        for i in range(0, len(missing), LOOKUP_CHUNK):
+            with self.session() as s:
+                rows = s.exec(select(AgentRow).where(AgentRow.credential_hash.in_(missing[i:i + LOOKUP_CHUNK]),
+                                                     AgentRow.revoked == False)).all()  # noqa: E712
+            if len(self._credentials) + len(rows) > MAX_REMEMBERED:
                 self._credentials.clear()
                 self._agents.clear()
-            self._credentials[credential_hash] = agent
-            self._agents[agent.agent_id] = agent
-        return agent
+            for agent in rows:
+                self._credentials[agent.credential_hash] = agent
+                self._agents[agent.agent_id] = agent
+                found[agent.credential_hash] = agent
+        return found
 
     def forget_credentials(self) -> None:
         """Another replica revoked an agent (the bus says so): the next call of each agent asks the database."""

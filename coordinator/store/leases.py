@@ -43,6 +43,13 @@ class Leases:
         """
         return self._writer.submit(lambda s: self._lease(s, agent_id), flush_first=True, loop=loop)
 
+    def any_open_task(self) -> bool:
+        """Whether a running campaign has a task not yet done: when none has, no device can lease one."""
+        with self.session() as s:
+            return s.exec(select(TaskRow.id).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
+                          .where(CampaignRow.status == "running", TaskRow.status.in_(OPEN_TASK)).limit(1)
+                          ).first() is not None
+
     def _lease(self, s: Session, agent_id: str) -> LeasedTask | None:
         t = now_ms()
         if t - self._swept_ms >= SWEEP_EVERY_MS:
@@ -106,7 +113,7 @@ class Leases:
     def _adopt(self, s: Session, agent_id: str) -> TaskRow | None:
         """An orphaned task of this agent's hardware class, moved to it, unless it already holds the same
         (campaign, model, repeat): no device runs two copies of one task."""
-        agent = s.get(AgentRow, agent_id)
+        agent = self._enrolled(s, agent_id)
         orphans = s.exec(
             select(TaskRow, CampaignRow).join(CampaignRow, CampaignRow.id == TaskRow.campaign_id)
             .where(TaskRow.orphaned == True, TaskRow.hardware_class == agent.hardware_class,  # noqa: E712

@@ -49,6 +49,7 @@ class Store(Tokens, Agents, Blobs, Campaigns, Leases, Reports, Cells, SecureRoun
         self._touch_lock = threading.Lock()
         self._credentials: dict[str, AgentRow] = {}  # credential hash → its agent, while none is revoked
         self._revocations: tuple[int, float] = (-1, -math.inf)  # (revoked agents, when counted)
+        self._revocation_lock = threading.Lock()
         self._agents: dict[str, AgentRow] = {}  # agent_id → its row as enrolled
         self._contributors: set[tuple[int, str]] = set()  # (cell id, agent id) known to be stored
         self._metric_rows: set[tuple[int, str]] = set()  # (cell id, metric) known to be stored

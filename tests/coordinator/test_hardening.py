@@ -13,7 +13,7 @@ from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.privacy import PrivacyParams
 from edgeatlas.protos.records import RunParams, Setting
 
-from tests.coordinator.test_storage import enroll, ldp_report, report, stats, store  # noqa: F401 (fixture)
+from tests.coordinator.test_storage import enroll, ldp_report, report, stats
 
 TIGHT = PrivacyParams(mechanism="gaussian", epsilon=8.0, delta=1e-6, bounds_ms=(1.0, 25.0))
 

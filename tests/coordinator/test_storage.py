@@ -15,15 +15,6 @@ from edgeatlas.protos.spec import SpecSheet
 SPEC = SpecSheet.from_dict({"name": "box", "cpu": {"vendor": "amd", "model": "EPYC 7B13", "cores": 2}})
 
 
-@pytest.fixture
-def store(db_url):
-    s = Store(db_url)
-    s.put_blob("a" * 64, 3, [b"abc"])
-    s.add_model("m1", "onnx", "a" * 64, "", "{}")
-    yield s
-    s.close()
-
-
 def stats(p50: float) -> LatencyStats:
     return LatencyStats(p50, p50 * 1.1, p50 * 1.2, p50 * 1.05, 0.1, p50 * 0.9, p50 * 1.3, 1000 / p50, 100, 1.0)
 
