@@ -26,14 +26,17 @@ from edgeatlas.agent.state import Identity, StateDir
 from edgeatlas.protos import PROTOCOL_VERSION, convert
 from edgeatlas.protos.errors import EdgeAtlasError, Unauthenticated
 from edgeatlas.protos.spec import SpecSheet
-from edgeatlas.protos.wire import DEFAULT_DEADLINE_S, ClientTls, bearer, open_channel
+from edgeatlas.protos.wire import DEFAULT_DEADLINE_S, MAX_LEASE_WAIT_S, ClientTls, bearer, open_channel
 from edgeatlas.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger("edgeatlas.agent")
 
-HEARTBEAT_EVERY_S = 30.0
+HEARTBEAT_EVERY_S = 30.0  # while it does not long-poll (a LeaseTask tells the coordinator it is there)
 ETIQUETTE_WAIT_S = 30.0  # how long to wait before looking at the device's conditions again
-LEASE_WAIT_S = 10
+# An idle device asks the coordinator once a minute, and new work wakes it at once: a fleet of N idle
+# devices costs the coordinator N/60 calls a second (bench/scale_out.py part 3).
+LEASE_WAIT_S = MAX_LEASE_WAIT_S
+ONCE_LEASE_WAIT_S = 10  # `once`: how long no work must last before the agent stops
 MAX_BACKOFF_S = 30.0
 # Codes that mean "try again later": the coordinator is away, restarting or overloaded.
 TRANSIENT = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -124,14 +127,16 @@ class Agent:
         self.last_heartbeat = time.monotonic()
 
     def lease(self) -> agent_pb2.Task | None:
+        wait_s = ONCE_LEASE_WAIT_S if self.config.once else LEASE_WAIT_S
         future = self.stub.LeaseTask.future(
-            agent_pb2.LeaseTaskRequest(protocol_version=PROTOCOL_VERSION, wait_s=LEASE_WAIT_S),
-            metadata=self._md(), timeout=LEASE_WAIT_S + DEFAULT_DEADLINE_S)
+            agent_pb2.LeaseTaskRequest(protocol_version=PROTOCOL_VERSION, wait_s=wait_s),
+            metadata=self._md(), timeout=wait_s + DEFAULT_DEADLINE_S)
         while not future.done():
             if self.stop.wait(0.1):
                 future.cancel()
                 return None
         resp = future.result()
+        self.last_heartbeat = time.monotonic()  # the coordinator marked it idle: that call was a heartbeat
         return resp.task if resp.has_task else None
 
     def fetch(self, sha256: str, suffix: str) -> str:
@@ -240,7 +245,7 @@ class Agent:
             self.send(pending)
         if time.monotonic() - self.last_heartbeat > HEARTBEAT_EVERY_S:
             self.heartbeat("idle")
-        if self.current is None and self._should_wait():
+        if self._should_wait():  # a task in hand too: the owner's rules hold for it
             return False
         task = self.current or self.lease()
         if task is None:
@@ -250,7 +255,10 @@ class Agent:
             log.info("secure round %s: %d cells, %d devices", invite.round_id[:8], len(invite.cells), invite.cohort)
             log.info("secure round %s: %s", invite.round_id[:8], self.join_round(invite))
             return True
-        self.current = task  # survives a transient failure below; retried on the next step
+        if self.current is None:
+            self.current = task  # survives a transient failure below; retried on the next step
+            if self._should_wait():  # the conditions changed during the long-poll: kept, run when they allow
+                return False
         log.info("task %d: %s (campaign %d)", task.task_id, task.model.name, task.campaign_id)
         report = self.execute(task)
         self.outbox.put(report)

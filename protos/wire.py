@@ -14,7 +14,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 MAX_BLOB_BYTES = 2 * 1024 * 1024 * 1024
 DEFAULT_DEADLINE_S = 30.0
-MAX_LEASE_WAIT_S = 20
+MAX_LEASE_WAIT_S = 60  # the longest LeaseTask long-poll: an idle device asks about once a minute
 
 CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -36,6 +36,33 @@ def cpu_stat(root, busy, idle):
     (root / "proc/stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\n")
 
 
+def phone(coordinator, prepared_zoo, tmp_path, fake):
+    """A real agent reading the fake sysfs tree `fake`, mlp-s registered, and a one-task campaign's maker."""
+    from edgeatlas.agent.loop import Agent, AgentConfig
+    from edgeatlas.agent.probe import probe
+    from edgeatlas.agent.state import StateDir
+
+    from tests.conftest import register
+
+    with coordinator.admin() as admin:
+        register(admin, prepared_zoo, ["mlp-s"])
+    agent = Agent(AgentConfig(coordinator=coordinator.address, enroll_token=coordinator.enroll_token,
+                              state_dir=StateDir(tmp_path / "state"), name="phone", trusted=True,
+                              etiquette=Rules(cooldown_s=0.01)),
+                  probe("/", measure_bandwidth=False, name="phone"))
+    agent.sensors = Sensors(fake)
+    return agent
+
+
+def one_task(coordinator) -> int:
+    from edgeatlas.protos.records import RunParams, Setting
+
+    with coordinator.admin() as admin:
+        return admin.create_campaign(["mlp-s"], {}, 1, Setting(threads=1),
+                                     RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.05)
+                                     ).campaign_id
+
+
 def test_low_battery_waits_unless_plugged_in(tmp_path):
     rules = Rules()
     power(tmp_path, "Discharging", 20)
@@ -100,31 +127,15 @@ def test_rules_out_of_range_are_refused(rules):
 @pytest.mark.slow
 def test_agent_waits_on_battery_then_runs_and_keeps_the_conditions(coordinator, prepared_zoo, tmp_path, monkeypatch):
     """A real agent against a real coordinator: no lease while the battery is low; the run once plugged in."""
-    from edgeatlas.agent.loop import Agent, AgentConfig
-    from edgeatlas.agent.probe import probe
-    from edgeatlas.agent.state import StateDir
-    from edgeatlas.protos.records import RunParams, Setting
-
-    from tests.conftest import register
-
     monkeypatch.setattr(loop, "ETIQUETTE_WAIT_S", 0.05)
-    with coordinator.admin() as admin:
-        register(admin, prepared_zoo, ["mlp-s"])
     fake = tmp_path / "device"
     power(fake, "Discharging", 12)
     thermal(fake, 52000)
     cpufreq(fake, (1_800_000, 2_000_000))
-    agent = Agent(AgentConfig(coordinator=coordinator.address, enroll_token=coordinator.enroll_token,
-                              state_dir=StateDir(tmp_path / "state"), name="phone", trusted=True,
-                              etiquette=Rules(cooldown_s=0.01)),
-                  probe("/", measure_bandwidth=False, name="phone"))
-    agent.sensors = Sensors(fake)
+    agent = phone(coordinator, prepared_zoo, tmp_path, fake)
     try:
         agent.enroll()
-        with coordinator.admin() as admin:
-            cid = admin.create_campaign(["mlp-s"], {}, 1, Setting(threads=1),
-                                        RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.05)
-                                        ).campaign_id
+        cid = one_task(coordinator)
         assert agent.step() is False and agent.waiting.startswith("on battery at 12 %")
         with coordinator.admin() as admin:
             assert admin.campaign(cid).counts.pending == 1  # nothing was leased
@@ -139,3 +150,34 @@ def test_agent_waits_on_battery_then_runs_and_keeps_the_conditions(coordinator, 
     kept = json.loads((tmp_path / "state" / "results.jsonl").read_text().splitlines()[-1])
     assert kept["conditions"] == {"on_battery": False, "battery_percent": 13.0, "temp_c": 52.0,
                                   "busy_percent": None, "clock_percent": 90.0}
+
+
+def test_a_task_leased_while_the_device_went_on_battery_waits_for_the_owners_rules(coordinator, prepared_zoo,
+                                                                                   tmp_path, monkeypatch):
+    """A long-poll lasts up to a minute: the rules are checked again when it brings a task, which is kept
+    (not run) until they allow it."""
+    monkeypatch.setattr(loop, "ETIQUETTE_WAIT_S", 0.05)
+    fake = tmp_path / "device"
+    power(fake, "Charging", 80)
+    agent = phone(coordinator, prepared_zoo, tmp_path, fake)
+    real_lease = agent.lease
+
+    def unplugged_while_it_waits():
+        task = real_lease()
+        power(fake, "Discharging", 12)
+        return task
+
+    agent.lease = unplugged_while_it_waits
+    try:
+        agent.enroll()
+        cid = one_task(coordinator)
+        assert agent.step() is False and agent.waiting.startswith("on battery at 12 %")
+        assert agent.current is not None and agent.tasks_done == 0  # leased, kept, not run
+        assert agent.step() is False  # still on battery
+        power(fake, "Charging", 13)
+        assert agent.step() is True and agent.tasks_done == 1 and agent.current is None
+    finally:
+        agent.channel.close()
+        agent.ledger.close()
+    with coordinator.admin() as admin:
+        assert admin.campaign(cid).counts.done == 1
