@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.coordinator_load import (CHANNELS, campaign, enroll_fleet_sync, load_row, pct,  # noqa: E402
                                     register_tiny, report_rounds, rss_mb, start_bare)
+from edgeatlas.agent.loop import LEASE_WAIT_S  # noqa: E402
 from edgeatlas.agent.outbox import Outbox  # noqa: E402
 from edgeatlas.protos.admin_client import AdminClient  # noqa: E402
 from edgeatlas.protos.wire import CHANNEL_OPTIONS, bearer  # noqa: E402
@@ -183,8 +184,8 @@ def kill_one(args, tmp: Path, pg) -> None:
 
 async def hold_polls(address: str, credentials: list[str], seconds: float, ready: asyncio.Event,
                      woken: dict) -> None:
-    """Every agent long-polls (wait_s 20, again as soon as one ends) until `seconds` pass or it leases a
-    task; woken[i]: when agent i leased one."""
+    """Every agent long-polls as the agent does (wait_s LEASE_WAIT_S, again as soon as one ends) until
+    `seconds` pass or it leases a task; woken[i]: when agent i leased one."""
     chans = [grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS + [("grpc.use_local_subchannel_pool", 1)])
              for _ in range(max(1, len(credentials) // 100))]
     stubs = [agent_pb2_grpc.AgentServiceStub(c) for c in chans]
@@ -196,7 +197,8 @@ async def hold_polls(address: str, credentials: list[str], seconds: float, ready
         md = bearer(credentials[i])
         first = True
         while time.monotonic() < end:
-            call = stubs[i % len(stubs)].LeaseTask(agent_pb2.LeaseTaskRequest(wait_s=20), metadata=md, timeout=60)
+            call = stubs[i % len(stubs)].LeaseTask(agent_pb2.LeaseTaskRequest(wait_s=LEASE_WAIT_S), metadata=md,
+                                                   timeout=LEASE_WAIT_S + 30)
             if first:
                 started += 1
                 first = False
@@ -235,7 +237,7 @@ def long_polls(args, tmp: Path) -> None:
 
         async def main() -> None:
             ready = asyncio.Event()
-            held = asyncio.create_task(hold_polls(c.address, credentials, 120, ready, woken))
+            held = asyncio.create_task(hold_polls(c.address, credentials, 240, ready, woken))
             await asyncio.wait_for(ready.wait(), 120)
             await asyncio.sleep(5)  # every poll has reached the coordinator and waits
             out["rss"] = rss_mb(c.proc.pid)
@@ -244,7 +246,7 @@ def long_polls(args, tmp: Path) -> None:
                 ("grpc.use_local_subchannel_pool", 1)]) for _ in range(CHANNELS)]
             stubs = [agent_pb2_grpc.AgentServiceStub(ch) for ch in chans]
             beats = 0
-            t_end = time.monotonic() + 10
+            t_end = 0.0
 
             async def beat(k: int) -> None:
                 nonlocal beats
@@ -257,7 +259,11 @@ def long_polls(args, tmp: Path) -> None:
 
             procs = {"coordinator": psutil.Process(c.proc.pid), "load generator": psutil.Process()}
             cpu0 = {k: p.cpu_times() for k, p in procs.items()}
+            await asyncio.sleep(10)  # nothing but the long-polls
+            out["idle_cpu"] = {k: (sum(p.cpu_times()[:2]) - sum(cpu0[k][:2])) / 10 * 100 for k, p in procs.items()}
+            cpu0 = {k: p.cpu_times() for k, p in procs.items()}
             t_beat = time.monotonic()
+            t_end = t_beat + 10
             await asyncio.gather(*(beat(k) for k in range(256)))
             wall = time.monotonic() - t_beat
             out["beats"] = beats / wall
@@ -277,6 +283,8 @@ def long_polls(args, tmp: Path) -> None:
     lat = [max(0.0, v - out["created"]) * 1000 for v in woken.values()]
     print(f"enrolled {n} agents in {enroll_s:.0f} s; coordinator RSS {rss_idle:.0f} MB idle, {out['rss']:.0f} MB "
           f"with {n} long-polls waiting: {(out['rss'] - rss_idle) * 1024 / n:.1f} KB per long-poll")
+    print(f"holding them, {LEASE_WAIT_S} s each, nothing else: " + ", ".join(
+        f"{k} {v:.0f} % CPU" for k, v in out["idle_cpu"].items()))
     print(f"heartbeats while they wait: {out['beats']:.0f}/s (256 concurrent callers, {CHANNELS} connections); "
           + ", ".join(f"{k} {v:.0f} % CPU" for k, v in out["cpu"].items()))
     print(f"woken by a campaign of one task each: {len(lat)} of {n} leased within 60 s; from its creation "
