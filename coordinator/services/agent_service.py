@@ -97,7 +97,11 @@ class OpenWork:
     async def _ask(self, generation: int) -> bool:
         """Work committed before the answer is counted; work committed after it raises the generation."""
         at = time.monotonic()
-        some = await asyncio.to_thread(self.store.any_open_task)
+        try:
+            some = await asyncio.to_thread(self.store.any_open_task)
+        except Exception:
+            self.asking = None  # the database is away: the next caller asks again
+            raise
         self.known = (generation, at, some)
         return some
 

@@ -79,7 +79,8 @@ class Agents:
             with self._revocation_lock:  # callers that found it stale together: one of them counts
                 if not self._cache_current():
                     self._count_revocations()
-        found = {h: self._credentials[h] for h in credential_hashes if h in self._credentials}
+        remembered = ((h, self._credentials.get(h)) for h in credential_hashes)  # .get: another thread may empty it
+        found = {h: agent for h, agent in remembered if agent is not None}
         missing = sorted(set(credential_hashes) - found.keys())
         for i in range(0, len(missing), LOOKUP_CHUNK):
             with self.session() as s:

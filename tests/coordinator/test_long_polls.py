@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from edgeatlas.coordinator.services.agent_service import CredentialLookups, OpenWork, Wakeup
 from edgeatlas.coordinator.store import Store
 from edgeatlas.coordinator.store import agents as storage
@@ -114,3 +116,16 @@ def test_a_paused_campaigns_tasks_are_no_open_work(store):
     assert store.any_open_task() is True
     store.set_campaign_state(cid, "pause")
     assert store.any_open_task() is False
+
+
+def test_a_failed_look_for_open_work_is_asked_again_by_the_next_caller(store):
+    counting = Counting(store, "any_open_task", fail=RuntimeError("database away"))
+
+    async def main():
+        work = OpenWork(counting, Wakeup())
+        with pytest.raises(RuntimeError):
+            await work.exists()
+        counting.fail = None
+        return await work.exists()
+
+    assert asyncio.run(main()) is False and len(counting.calls) == 2
