@@ -102,11 +102,13 @@ class ServerTls:
     cert: str
     key: str
     client_ca: str | None = None
+    peer_ca: str | None = None  # what signed the replicas' certificates, where another replica leads
 
     def peer_credentials(self) -> grpc.ChannelCredentials:
-        """How a follower calls the leader: trusting the client CA (or this certificate, when self-signed),
-        and showing this replica's own certificate where clients must show one."""
-        root = read_pem(self.client_ca or self.cert, "CA certificate")
+        """How a follower calls the leader: trusting the peer CA, else the client CA, else this certificate
+        (replicas sharing one certificate), and showing this replica's own certificate where clients must
+        show one."""
+        root = read_pem(self.peer_ca or self.client_ca or self.cert, "CA certificate")
         pair = (read_pem(self.key, "server key"), read_pem(self.cert, "server certificate")) if self.client_ca else (None, None)
         return grpc.ssl_channel_credentials(root_certificates=root, private_key=pair[0], certificate_chain=pair[1])
 

@@ -107,3 +107,9 @@ def test_agent_privacy_reports_the_ledger(tmp_path):
     assert "ε ≤ 6 per 24 h" in proc.stdout and "ε = 2" in proc.stdout and "1 trusted" in proc.stdout
     one_line_error(run_cli("agent", "privacy", "--state-dir", str(tmp_path), "--privacy-budget", "-1"),
                    "--privacy-budget")
+
+
+def test_serve_refuses_a_peer_ca_without_a_certificate_of_its_own(tmp_path):
+    one_line_error(run_cli("coordinator", "serve", "--db", f"sqlite:///{tmp_path / 'c.db'}", "--listen",
+                           "127.0.0.1:0", "--tls-peer-ca", str(tmp_path / "ca.pem")), "--tls-peer-ca")
+    assert not (tmp_path / "c.db").exists()  # refused before anything was made

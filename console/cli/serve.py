@@ -16,9 +16,32 @@ from edgeatlas.protos.wire import DEFAULT_COORDINATOR
 def cmd_coordinator_serve(args) -> int:
     import asyncio
 
-    from edgeatlas.coordinator.server import bootstrap_tokens, serve
+    from edgeatlas.coordinator.server import ServerTls, bootstrap_tokens, serve
     from edgeatlas.coordinator.store import Store
 
+    if args.k_anonymity < 1:  # options first: a refused command makes no database
+        raise errors.InvalidInput(f"--k-anonymity must be at least 1, got {args.k_anonymity}")
+    if ((args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert)
+            or (args.tls_peer_ca and not args.tls_cert)):
+        raise errors.InvalidInput("TLS needs --tls-cert and --tls-key (and --tls-client-ca for mutual TLS, "
+                                  "--tls-peer-ca for replicas)")
+    if args.report_rate <= 0:
+        raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
+    if args.enroll_rate <= 0:
+        raise errors.InvalidInput(f"--enroll-rate must be positive, got {args.enroll_rate}")
+    if args.superlink:
+        from edgeatlas.protos.wire import check_address
+
+        check_address(args.superlink)
+    if not 1 <= args.secure_stage_timeout <= 600:
+        raise errors.InvalidInput(f"--secure-stage-timeout must be 1..600 seconds, got {args.secure_stage_timeout}")
+    for name in ("health_listen", "advertise"):
+        if getattr(args, name):
+            from edgeatlas.protos.wire import check_address
+
+            check_address(getattr(args, name))
+    if args.retrain_cells < 0 or args.retrain_check_s <= 0:
+        raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
     os.umask(0o077)  # the database, its WAL and the tokens file: the coordinator's user's alone
     store = Store(args.db)
     tokens_file = Path(args.tokens_file) if args.tokens_file else _default_tokens_file(args.db)
@@ -39,30 +62,7 @@ def cmd_coordinator_serve(args) -> int:
         elif tokens_file and tokens_file.exists():
             say(f"tokens: as before, in {tokens_file}")
 
-    if args.k_anonymity < 1:
-        raise errors.InvalidInput(f"--k-anonymity must be at least 1, got {args.k_anonymity}")
-    from edgeatlas.coordinator.server import ServerTls
-
-    if (args.tls_cert is None) != (args.tls_key is None) or (args.tls_client_ca and not args.tls_cert):
-        raise errors.InvalidInput("TLS needs --tls-cert and --tls-key (and --tls-client-ca for mutual TLS)")
-    tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-    if args.report_rate <= 0:
-        raise errors.InvalidInput(f"--report-rate must be positive, got {args.report_rate}")
-    if args.enroll_rate <= 0:
-        raise errors.InvalidInput(f"--enroll-rate must be positive, got {args.enroll_rate}")
-    if args.superlink:
-        from edgeatlas.protos.wire import check_address
-
-        check_address(args.superlink)
-    if not 1 <= args.secure_stage_timeout <= 600:
-        raise errors.InvalidInput(f"--secure-stage-timeout must be 1..600 seconds, got {args.secure_stage_timeout}")
-    for name in ("health_listen", "advertise"):
-        if getattr(args, name):
-            from edgeatlas.protos.wire import check_address
-
-            check_address(getattr(args, name))
-    if args.retrain_cells < 0 or args.retrain_check_s <= 0:
-        raise errors.InvalidInput("--retrain-cells must not be negative and --retrain-check-s must be positive")
+    tls = ServerTls(args.tls_cert, args.tls_key, args.tls_client_ca, args.tls_peer_ca) if args.tls_cert else None
     asyncio.run(serve(store, args.listen, Path(args.ready_file) if args.ready_file else None, ready,
                       min_devices=args.k_anonymity, tls=tls, reports_per_minute=args.report_rate,
                       retrain_cells=args.retrain_cells, retrain_check_s=args.retrain_check_s,
@@ -177,6 +177,9 @@ def register(sub) -> None:
     p.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key, serve TLS only")
     p.add_argument("--tls-key", help="server key (PEM)")
     p.add_argument("--tls-client-ca", help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--tls-peer-ca", help="the CA that signed the replicas' certificates: a follower trusts it "
+                   "when it relays a device's secure-round call to the leader (default: --tls-client-ca, "
+                   "else --tls-cert itself)")
     p.add_argument("--report-rate", type=float, default=120.0, help="reports per minute per agent, at most")
     p.add_argument("--enroll-rate", type=float, default=120.0,
                    help="enrollments an hour per source address and per token, at most (bursts of as many)")

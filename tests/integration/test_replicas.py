@@ -167,3 +167,53 @@ def test_a_secure_round_runs_through_both_replicas(cluster, prepared_zoo, tmp_pa
         assert cell.privacy == "secure gaussian ε=1 δ=1e-06, simulated" and cell.n_devices == 5
     logs = [(r.workdir / "coordinator.log").read_text() for r in (first, second)]
     assert sum("secure round" in log and "published" in log for log in logs) == 1  # the leader ran it
+
+
+def test_a_follower_relays_over_tls_to_a_leader_whose_certificate_a_ca_signed(postgres, tmp_path):
+    """Each replica with its own certificate from the fleet CA (`tls make` signs with it): a follower
+    trusting only its own certificate (the default without --tls-client-ca) cannot verify the leader; with
+    --tls-peer-ca it can, and the leader answers the relayed call itself (here: the credential is wrong).
+    Replicas sharing one certificate verify each other without it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    from edgeatlas.console import tls as material
+    from edgeatlas.coordinator.replicas import Relay
+    from edgeatlas.coordinator.server import ServerTls
+    from edgeatlas.coordinator.store import Store
+
+    folder = tmp_path / "tls"
+    pem = material.make_certificates(folder, ["127.0.0.1"])
+    cert, key, ca = str(pem["server"]), str(folder / "server.key"), str(pem["ca"])
+    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate(pem["ca"].read_bytes())
+    own_key = material._key()  # the follower's own certificate, from the same CA
+    own = material._cert("127.0.0.1", own_key, ca_cert.subject, ca_key, ca=False,
+                         usage=ExtendedKeyUsageOID.SERVER_AUTH, hosts=["127.0.0.1"])
+    (folder / "follower.pem").write_bytes(own.public_bytes(serialization.Encoding.PEM))
+    (folder / "follower.key").write_bytes(material._pem_key(own_key))
+    url = postgres.create_database(f"t{abs(hash(str(tmp_path))) % 10**12}")
+    leader = replica(tmp_path / "r0", url, None, "--tls-cert", cert, "--tls-key", key, "--tls-peer-ca", ca).start()
+    store = Store(url)
+    try:
+        wait_for(lambda: role(leader) == "leader", 15, "the replica to lead")
+
+        async def relayed(tls: ServerTls) -> grpc.StatusCode:
+            relay = Relay(store, None, tls.peer_credentials())
+            try:
+                await relay.secure_round(agent_pb2.SecureRoundRequest(), [("authorization", "Bearer not-a-device")],
+                                         timeout_s=10)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            finally:
+                await relay.close()
+            raise AssertionError("the leader answered a call without a valid credential")
+
+        follower = str(folder / "follower.pem"), str(folder / "follower.key")
+        assert asyncio.run(relayed(ServerTls(*follower, peer_ca=ca))) == grpc.StatusCode.UNAUTHENTICATED
+        assert asyncio.run(relayed(ServerTls(*follower))) == grpc.StatusCode.UNAVAILABLE  # handshake refused
+        assert asyncio.run(relayed(ServerTls(cert, key))) == grpc.StatusCode.UNAUTHENTICATED  # one shared certificate
+    finally:
+        store.close()
+        leader.stop()
