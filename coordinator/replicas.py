@@ -32,6 +32,7 @@ log = logging.getLogger("edgeatlas.coordinator.replicas")
 
 CHANNEL = "edgeatlas"
 LEADER_LOCK_KEY = 0x45415244  # the advisory lock's key ("EARD"); any 64-bit number no other tool uses
+FEDERATED_LOCK_KEY = 0x45414652  # ("EAFR") held by the one replica with a SuperLink that drives federated runs
 LEADER_RETRY_S = 2.0  # how often a follower tries the lock, and the leader checks it still holds it
 RELAYED = "x-edgeatlas-relayed"  # metadata a relayed call carries, so it is never relayed twice
 KINDS = ("work", "revoke", "rounds")
@@ -151,9 +152,13 @@ class Leadership:
     """Whether this replica leads. On PostgreSQL a thread holds (or keeps trying for) the advisory lock on a
     connection of its own, and writes the leader's address when it takes it; on SQLite it always leads."""
 
-    def __init__(self, url: str, store, replica_id: str, address: str = ""):
+    def __init__(self, url: str, store, replica_id: str, address: str = "", lock_key: int = LEADER_LOCK_KEY,
+                 what: str = "leads"):
+        """lock_key: which lead (LEADER_LOCK_KEY: the campaigns' drivers and secure rounds, whose leader's
+        address is written for the followers' relays; another key: a lead of its own, address unwritten)."""
         self.url = psycopg_url(url) if url.startswith("postgresql") else ""
         self.store, self.replica_id, self.address = store, replica_id, address
+        self.lock_key, self.what = lock_key, what
         self.is_leader = not self.url
         self.changed: list[Callable[[bool], None]] = []
         self._stop = threading.Event()
@@ -162,7 +167,7 @@ class Leadership:
     def start(self, address: str) -> None:
         self.address = address
         if self.is_leader:
-            self.store.set_leader(self.replica_id, address)
+            self._record()
             return
         self._thread = threading.Thread(target=self._run, name="edgeatlas-leader", daemon=True)
         self._thread.start()
@@ -172,10 +177,14 @@ class Leadership:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
+    def _record(self) -> None:
+        if self.lock_key == LEADER_LOCK_KEY:
+            self.store.set_leader(self.replica_id, self.address)
+
     def _set(self, leading: bool) -> None:
         if leading != self.is_leader:
             self.is_leader = leading
-            log.info("replica %s %s", self.replica_id, "leads now" if leading else "no longer leads")
+            log.info("replica %s %s %s", self.replica_id, "now" if leading else "no longer", self.what)
             for callback in self.changed:
                 callback(leading)
 
@@ -187,9 +196,9 @@ class Leadership:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     while not self._stop.is_set():
                         if not self.is_leader:
-                            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK_KEY,)).fetchone()[0]
+                            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,)).fetchone()[0]
                             if got:
-                                self.store.set_leader(self.replica_id, self.address)
+                                self._record()
                                 self._set(True)
                         else:
                             conn.execute("SELECT 1")  # still connected, so still holding the lock

@@ -16,7 +16,7 @@ import grpc
 from edgeatlas.coordinator import auth
 from edgeatlas.coordinator.adaptive import AdaptiveCampaigns
 from edgeatlas.coordinator.predictions import Predictors
-from edgeatlas.coordinator.replicas import Bus, Leadership, Relay, serve_health
+from edgeatlas.coordinator.replicas import FEDERATED_LOCK_KEY, Bus, Leadership, Relay, serve_health
 from edgeatlas.coordinator.rounds import STAGE_TIMEOUT_S, SecureRounds, form_rounds
 from edgeatlas.coordinator.services.admin_service import AdminServicer
 from edgeatlas.coordinator.services.agent_service import AgentServicer, Wakeup
@@ -168,7 +168,8 @@ async def drive_adaptive_campaigns(store: Store, wakeup: Wakeup, check_s: float,
 
 async def drive_federated_campaigns(controller, check_s: float, leads=always) -> None:
     """Starts each new federated-train campaign's run on the SuperLink (each runs in a thread of its own),
-    on the leading replica among those that run a SuperLink."""
+    on the replica that holds FEDERATED_LOCK_KEY among those that run a SuperLink (one should: the devices'
+    SuperNodes dial one SuperLink)."""
     while True:
         await asyncio.sleep(check_s)
         if not leads():
@@ -284,12 +285,16 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
     cohorts = asyncio.create_task(form_rounds(rounds))
     sweeper = asyncio.create_task(sweep_for_orphans(store, wakeup, SWEEP_EVERY_MS / 1000))
     recounter = asyncio.create_task(count_revocations(store))
-    federated = None
-    if link is not None:
+    federated = federated_lead = None
+    if link is not None:  # whichever replica runs a SuperLink drives the federated runs, leader or not
         from edgeatlas.coordinator.federated import FederatedCampaigns
 
+        federated_lead = Leadership(store.url, store, bus.replica_id, lock_key=FEDERATED_LOCK_KEY,
+                                    what="drives federated runs")
+        federated_lead.start(advertise or address)
         federated = asyncio.create_task(drive_federated_campaigns(FederatedCampaigns(store, link, predictors),
-                                                                  adaptive_check_s, leads))
+                                                                  adaptive_check_s,
+                                                                  lambda: federated_lead.is_leader))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -309,5 +314,7 @@ async def serve(store: Store, listen: str, ready_file: Path | None = None, on_re
         health_server.close()
     await relay.close()
     leadership.stop()
+    if federated_lead is not None:
+        federated_lead.stop()
     bus.stop()
     store.close()

@@ -94,3 +94,43 @@ def test_two_replicas_enrolling_the_same_new_hardware_class_at_once_both_succeed
     finally:
         for store in stores:
             store.close()
+
+
+def test_one_replica_leads_and_the_federated_lead_is_a_lock_of_its_own(postgres, tmp_path):
+    """Two replicas' leaderships on one PostgreSQL: one leads and writes its address; the other waits and
+    takes over when the first stops. The replica that runs a SuperLink drives federated runs under its own
+    lock, whether it leads or not, and writes no leader address."""
+    import time
+
+    from edgeatlas.coordinator import replicas
+    from edgeatlas.coordinator.replicas import FEDERATED_LOCK_KEY
+
+    url = postgres.create_database(f"l{abs(hash(str(tmp_path))) % 10**12}")
+    stores = [Store(url), Store(url)]
+    first = Leadership(url, stores[0], "first")
+    second = Leadership(url, stores[1], "second")
+    federated = Leadership(url, stores[1], "second", lock_key=FEDERATED_LOCK_KEY, what="drives federated runs")
+
+    def until(predicate, timeout_s: float = 10) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return predicate()
+
+    try:
+        first.start("127.0.0.1:1")
+        assert until(lambda: first.is_leader)
+        second.start("127.0.0.1:2")
+        federated.start("127.0.0.1:2")
+        assert until(lambda: federated.is_leader)  # the other lock: taken while `first` leads
+        time.sleep(replicas.LEADER_RETRY_S + 0.5)
+        assert first.is_leader and not second.is_leader
+        assert stores[0].leader_address() == "127.0.0.1:1"  # the federated lead wrote nothing
+        first.stop()  # its connection closes, and the lock goes with it
+        assert until(lambda: second.is_leader, replicas.LEADER_RETRY_S * 3)
+        assert stores[0].leader_address() == "127.0.0.1:2"
+    finally:
+        for lead in (first, second, federated):
+            lead.stop()
+        for store in stores:
+            store.close()
