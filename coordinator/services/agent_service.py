@@ -45,6 +45,11 @@ class Wakeup:
     def current(self) -> asyncio.Event:
         return self._event
 
+    def quiet_since(self, generation: int, at: float) -> bool:
+        """Nothing announced since `generation` was read at `at` (monotonic), and that is recent enough
+        (IDLE_RECHECK_S) to trust that no announcement was missed."""
+        return generation == self.generation and time.monotonic() - at < IDLE_RECHECK_S
+
     def notify(self) -> None:
         if self.publish is not None:
             self.publish("work")  # wakes this replica's polls too
@@ -88,7 +93,7 @@ class OpenWork:
 
     async def exists(self) -> bool:
         generation, at, some = self.known
-        if generation == self.wakeup.generation and time.monotonic() - at < IDLE_RECHECK_S:
+        if self.wakeup.quiet_since(generation, at):
             return some
         if self.asking is None or self.asking[0] != self.wakeup.generation:
             self.asking = (self.wakeup.generation, asyncio.ensure_future(self._ask(self.wakeup.generation)))
@@ -227,7 +232,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 return agent_pb2.LeaseTaskResponse(has_task=True, task=agent_pb2.Task(secure_round=invite))
             seen = self.idle.get(agent_id)
             now = time.monotonic()
-            if seen is not None and seen[0] == self.wakeup.generation and now - seen[1] < IDLE_RECHECK_S:
+            if seen is not None and self.wakeup.quiet_since(*seen):
                 leased = None  # nothing has happened since it found nothing
             elif not await self.open_work.exists():
                 leased = None  # no device could lease anything
