@@ -7,7 +7,6 @@ slices mini-batches without Python objects per node); settings carry their proce
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -258,14 +257,3 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     weight_bytes=np.concatenate([s.weight_bytes for s in sets]),
                     edges=np.concatenate([s.edges for s in sets], axis=1), node_ptr=np.concatenate(node_ptr),
                     edge_ptr=np.concatenate(edge_ptr), summary=np.concatenate([s.summary for s in sets]))
-
-
-def log_roofline(graphs: GraphSet, g: int, setting: SettingInfo) -> float:
-    """log of the roofline estimate (ms) of graph g in a setting."""
-    from edgeatlas.predictor.roofline import node_seconds
-
-    lo, hi = graphs.node_ptr[g], graphs.node_ptr[g + 1]
-    b = setting.effective_batch
-    t = node_seconds(graphs.flops[lo:hi] * b, graphs.act_bytes[lo:hi] * b + graphs.weight_bytes[lo:hi],
-                     setting.proc).sum() * 1e3
-    return math.log(max(t, 1e-9))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgeatlas.predictor.data import Samples
-from edgeatlas.predictor.models import GNNEnsemble, Predictor, Tabular, TrainConfig
+from edgeatlas.predictor.models import GNNEnsemble, Predictor, Tabular, TrainConfig, zero_shot_info
 from edgeatlas.protos.errors import InvalidInput
 
 # gnn-raw: the GNN alone; gnn: the GNN with its per-setting level anchored by the trees (models.Predictor).
@@ -54,7 +54,11 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     say(f"  GNN ({cfg.members} members) trained in {time.monotonic() - start:.0f} s")
     pool = np.unique(fit.graph)
     picks = np.sort(np.random.default_rng(seed).choice(pool, min(anchors, len(pool)), replace=False))
-    return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info={"runtimes": runtimes(train)})
+    start = time.monotonic()
+    info = {"runtimes": runtimes(train), **zero_shot_info(train, train.graphs.subset(picks), seed)}
+    say(f"  unseen devices' and families' levels: {len(info['level_errors'])} devices and "
+        f"{len(info['family_errors'])} families left out in turn ({time.monotonic() - start:.0f} s)")
+    return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info=info)
 
 
 def runtimes(samples: Samples) -> list[str]:

@@ -14,21 +14,36 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edgeatlas.predictor.data import GraphSet, Samples, log_roofline
+from edgeatlas.predictor.data import GraphSet, Samples
 from edgeatlas.predictor.hardware import FEATURES
 
 COVERAGE = 0.8
 Z80 = 1.2816
+# With fewer than LEVEL_MIN_DEVICES training devices there is no device to leave out and learn from: an
+# unseen sheet's level is then taken as unknown to a factor of two either way (stated, not measured).
+LEVEL_MIN_DEVICES = 3
+LEVEL_PRIOR = math.log(2)
+NOVELTY_QUANTILE = 0.99
+# The setting features that say how a device is run, not what it is: a known device at another batch
+# size or thread count is still known hardware.
+RUN_FEATURES = ("log_batch", "log_batch_missing", "log_threads", "log_threads_missing")
 
 
 def roofline_log(samples: Samples) -> np.ndarray:
-    cache: dict[tuple[int, int], float] = {}
+    """[S] log ms of each sample's roofline estimate (Σ over its operators of `roofline.node_seconds`), one
+    vectorised pass per setting."""
+    from edgeatlas.predictor.roofline import node_seconds
+
+    gs = samples.graphs
+    starts, sizes = gs.node_ptr[:-1], np.diff(gs.node_ptr)
     out = np.empty(len(samples))
-    for i, (g, s) in enumerate(zip(samples.graph, samples.setting)):
-        key = (int(g), int(s))
-        if key not in cache:
-            cache[key] = log_roofline(samples.graphs, key[0], samples.settings[key[1]])
-        out[i] = cache[key]
+    for s in np.unique(samples.setting):
+        rows = samples.setting == s
+        setting = samples.settings[s]
+        b = setting.effective_batch
+        t = node_seconds(gs.flops * b, gs.act_bytes * b + gs.weight_bytes, setting.proc)
+        per_graph = np.where(sizes > 0, np.add.reduceat(np.append(t, 0.0), starts), 0.0) * 1e3
+        out[rows] = np.log(np.maximum(per_graph[samples.graph[rows]], 1e-9))
     return out
 
 
@@ -70,15 +85,19 @@ class Tabular:
     half_width: float = 0.0
 
     def fit(self, train: Samples, calib: Samples | None, seed: int = 0, max_iter: int = 300) -> "Tabular":
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
-        self.model = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=0.1, max_leaf_nodes=63,
-                                                   random_state=seed)
+        self.model = self.regressor(seed, max_iter)
         self.model.fit(tabular_features(train), np.log(train.latency_ms))
         if calib is not None and len(calib):
             err = np.abs(self.predict_log(calib) - np.log(calib.latency_ms))
             self.half_width = float(np.quantile(err, COVERAGE))
         return self
+
+    @staticmethod
+    def regressor(seed: int = 0, max_iter: int = 300, learning_rate: float = 0.1):
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate, max_leaf_nodes=63,
+                                             random_state=seed)
 
     def predict_log(self, samples: Samples) -> np.ndarray:
         return self.model.predict(tabular_features(samples))
@@ -276,6 +295,80 @@ class GNNEnsemble:
 
 
 
+def hardware_key(setting) -> str:
+    """What identifies a setting's hardware to the predictor: its spec-sheet features, less how it is run
+    (batch, threads). Two sheets with equal keys are one device to every model here."""
+    keep = [i for i, name in enumerate(FEATURES) if name not in RUN_FEATURES]
+    return ",".join(f"{v:.5g}" for v in setting.features[keep])
+
+
+def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: np.ndarray,
+                     seed: int) -> list[float]:
+    """For each group (a device, a family) left out in turn: a light tree model trained on the other
+    groups' rows (tabular features x, log latency y), and its mean signed log error in each setting of the
+    left-out group. One |mean error| per group (the mean over its settings)."""
+    out = []
+    for name in sorted(set(groups)):
+        mine = groups == name
+        model = Tabular.regressor(seed, max_iter=60, learning_rate=0.15).fit(x[~mine], y[~mine])
+        err = model.predict(x[mine]) - y[mine]
+        out.append(float(np.mean([abs(err[setting[mine] == s].mean()) for s in np.unique(setting[mine])])))
+    return out
+
+
+def _standard(summary: np.ndarray, mean, std) -> np.ndarray:
+    return (np.asarray(summary, dtype=np.float64) - np.asarray(mean)) / np.asarray(std)
+
+
+def nearest_anchor(summary: np.ndarray, anchors: np.ndarray, mean, std) -> np.ndarray:
+    """[G] each network's distance (standardized whole-graph summary) to the nearest anchor network."""
+    a, b = _standard(summary, mean, std), _standard(anchors, mean, std)
+    out = np.empty(len(a))
+    for i in range(0, len(a), 1024):  # [1024, anchors, features] at a time
+        out[i:i + 1024] = np.sqrt(((a[i:i + 1024, None, :] - b[None, :, :]) ** 2).sum(-1).min(1))
+    return out
+
+
+def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs: int = 600) -> dict:
+    """What a checkpoint keeps to widen answers that leave its training data (Predictor.extra_half):
+
+    - hardware: the keys of the hardware it saw; level_errors: per training device, how far off a model
+      that never saw it places its level (`_left_out_errors` over devices, on up to max_graphs networks;
+      empty below LEVEL_MIN_DEVICES). A held-out network never shows this part of a zero-shot error: on an
+      unseen device every network is off by one factor first (two Xeons with near-equal sheets run these
+      networks 35 % apart);
+    - summary_mean, summary_std, anchor_reach: how far from the nearest anchor 99 % of training networks
+      lie (beyond it, a network is unlike the training families); family_errors: per named architecture
+      family, how far off a model that never saw one of its networks is (empty below two families)."""
+    used = np.unique(train.graph)
+    summary = train.graphs.summary[used]
+    mean, std = summary.mean(0), summary.std(0) + 1e-3
+    rng = np.random.default_rng(seed + 29)
+    probe = summary[rng.choice(len(summary), min(2000, len(summary)), replace=False)]
+    reach = float(np.quantile(nearest_anchor(probe, anchors.summary, mean, std), NOVELTY_QUANTILE))
+    keep = np.zeros(len(train.graphs), bool)
+    keep[rng.choice(used, min(max_graphs, len(used)), replace=False)] = True
+    light = train.where(keep[train.graph])
+    x, y = tabular_features(light), np.log(light.latency_ms)
+    device, family = light.device_of(), light.family_of()
+    named = family != ""
+    level = (_left_out_errors(x, y, light.setting, device, seed)
+             if len(set(device)) >= LEVEL_MIN_DEVICES else [])
+    families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed)
+                if len(set(family[named])) >= 2 else [])
+    return {"hardware": sorted({hardware_key(train.settings[s]) for s in np.unique(train.setting)}),
+            "level_errors": level, "family_errors": families,
+            "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
+
+
+def _conformal(errors, prior: float, least: int) -> float:
+    """The ⌈0.8·(n+1)⌉-th smallest of n errors (split-conformal 80 %), or prior with fewer than least."""
+    errors = np.sort(np.asarray(errors or [], dtype=np.float64))
+    if len(errors) < least:
+        return prior
+    return float(errors[min(math.ceil(COVERAGE * (len(errors) + 1)), len(errors)) - 1])
+
+
 @dataclass
 class Predictor:
     """What a checkpoint holds: the tabular model, the GNN ensemble and the anchor networks.
@@ -305,20 +398,49 @@ class Predictor:
         return offsets[samples.setting]
 
     def predict(self, samples: Samples, which: str = "gnn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(log mean, log low, log high) in ms; which: gnn (anchored), gnn-raw, tabular, roofline."""
-        if which == "tabular":
-            return self.tabular.predict(samples)
+        """(log mean, log low, log high) in ms; which: gnn (anchored), gnn-raw, tabular, roofline.
+
+        On hardware or networks unlike the training data's, the interval also holds how far off the level of
+        an unseen device or family was: its half-width is widened in quadrature by `extra_half`."""
         if which == "roofline":
             r = roofline_log(samples)
             return r, r, r
-        mean, lo, hi = self.gnn.predict(samples)
+        if which == "tabular":
+            mean, lo, hi = self.tabular.predict(samples)
+        else:
+            mean, lo, hi = self.gnn.predict(samples)
         if which == "gnn":
             shift = self._offsets(samples)
             mean, lo, hi = mean + shift, lo + shift, hi + shift
+        extra = self.extra_half(samples)
+        lo, hi = mean - np.hypot(mean - lo, extra), mean + np.hypot(hi - mean, extra)
+        if which == "tabular":
+            return mean, lo, hi
         # No network runs faster than its roofline: a floor for networks unlike any in training.
         floor = roofline_log(samples)
         lift = np.maximum(floor - mean, 0)
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
+
+    def extra_half(self, samples: Samples) -> np.ndarray:
+        """[S] the half-width (log) that leaving the training data adds to a sample's 80 % interval, in
+        quadrature: on hardware the training data never saw, the split-conformal quantile of the devices'
+        `level_errors` (LEVEL_PRIOR below LEVEL_MIN_DEVICES of them); for a network farther from every
+        anchor than 99 % of training networks, that of the families' `family_errors` (LEVEL_PRIOR below
+        two). 0 for what the training data covers. A checkpoint without the record widens nothing."""
+        info = self.info
+        if info.get("hardware") is None:
+            return np.zeros(len(samples))
+        known = set(info["hardware"])
+        unseen = np.array([hardware_key(st) not in known for st in samples.settings], dtype=bool)
+        device = np.where(unseen[samples.setting], _conformal(info.get("level_errors"), LEVEL_PRIOR,
+                                                              LEVEL_MIN_DEVICES), 0.0)
+        if info.get("summary_mean") is None:
+            return device
+        used, inverse = np.unique(samples.graph, return_inverse=True)
+        far = nearest_anchor(samples.graphs.summary[used], self.anchors.summary, info["summary_mean"],
+                             info["summary_std"]) > info["anchor_reach"]
+        family = np.where(far[inverse], _conformal(info.get("family_errors"), LEVEL_PRIOR, 2), 0.0)
+        return np.hypot(device, family)
 
     def calibration(self, shots: Samples, which: str = "gnn"):
         """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting."""
@@ -450,7 +572,35 @@ def _checked_meta(text: str) -> dict:
         raise ValueError(f"config.gnn is not an object of sizes in 1..{MAX_WIDTH}")
     if not all(isinstance(n, str) for n in meta["anchor_names"]):
         raise ValueError("anchor_names are not all strings")
+    _check_zero_shot(meta["info"])
     return meta
+
+
+def _finite_list(value, name: str, most: int, length: int | None = None, kind: str = "non-negative") -> None:
+    """value is a list of up to `most` (exactly `length`) finite numbers of `kind`: any, non-negative, positive."""
+    if not isinstance(value, list) or len(value) > most or (length is not None and len(value) != length):
+        raise ValueError(f"info.{name} is not a list of {length if length is not None else f'up to {most}'} numbers")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or \
+                (kind == "non-negative" and v < 0) or (kind == "positive" and v <= 0):
+            raise ValueError(f"info.{name} holds {str(v)[:40]!r}, not a finite {kind} number".replace(" any", ""))
+
+
+def _check_zero_shot(info: dict) -> None:
+    """The record `extra_half` reads (zero_shot_info), where a checkpoint has one: every field's type and
+    range, so a published checkpoint cannot make an answer fail or its interval narrower."""
+    from edgeatlas.predictor.data import SUMMARY
+
+    if "hardware" in info and (not isinstance(info["hardware"], list) or len(info["hardware"]) > 100_000 or
+                               not all(isinstance(k, str) and len(k) < 4096 for k in info["hardware"])):
+        raise ValueError("info.hardware is not a list of hardware keys")
+    for name in ("level_errors", "family_errors"):
+        if name in info:
+            _finite_list(info[name], name, 100_000)
+    if any(k in info for k in ("summary_mean", "summary_std", "anchor_reach")):
+        _finite_list(info.get("summary_mean"), "summary_mean", len(SUMMARY), len(SUMMARY), "any")
+        _finite_list(info.get("summary_std"), "summary_std", len(SUMMARY), len(SUMMARY), "positive")
+        _finite_list([info.get("anchor_reach")], "anchor_reach", 1, 1)
 
 
 def _check_anchors(anchors: GraphSet) -> None:

@@ -6,7 +6,8 @@ import pytest
 from edgeatlas.predictor.data import Samples, load_dir
 from edgeatlas.predictor.datasets import nasbench201 as nb
 from edgeatlas.predictor.evaluate import fit_all, score
-from edgeatlas.predictor.models import GNNEnsemble, Predictor, TrainConfig, roofline_log
+from edgeatlas.predictor.models import LEVEL_PRIOR, GNNEnsemble, Predictor, TrainConfig, roofline_log
+from edgeatlas.protos.errors import InvalidInput
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,86 @@ def test_checkpoint_round_trips_and_never_undercuts_the_roofline(sample, tmp_pat
     mean, lo, hi = again.predict(sample)
     assert np.all(mean >= roofline_log(sample) - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
     assert predictor.gnn.half_width > 0 and len(again.gnn.states) == 2
+
+
+@pytest.fixture(scope="module")
+def one_device_out(sample):
+    """(predictor, its training samples, the held-out device's): trained without the first device."""
+    device = sample.device_of()
+    train, test = sample.where(device != sample.devices()[0]), sample.where(device == sample.devices()[0])
+    return fit_all(train, TrainConfig(members=1, epochs=1)), train, test
+
+
+def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_devices_out(one_device_out, tmp_path):
+    import dataclasses
+    import math
+
+    predictor, train, test = one_device_out
+    errors = predictor.info["level_errors"]
+    assert len(errors) == len(train.devices()) and min(errors) >= 0 and max(errors) > 0
+    expected = sorted(errors)[min(math.ceil(0.8 * (len(errors) + 1)), len(errors)) - 1]
+    # hardware in the training data adds nothing, at another batch size too; the held-out device adds
+    # the split-conformal quantile of the devices' level errors (its networks are the training ones)
+    extra = predictor.extra_half(train)
+    assert np.mean(extra == 0) >= 0.95  # all but the training networks farthest from the anchors
+    other_batch = [dataclasses.replace(st, batch=st.batch * 2 + 3) for st in train.settings]
+    np.testing.assert_array_equal(predictor.extra_half(
+        Samples(train.graphs, other_batch, train.graph, train.setting, train.latency_ms)), extra)
+    widened = predictor.extra_half(test)
+    assert np.mean(np.isclose(widened, expected)) >= 0.95 and np.all(widened >= expected - 1e-12)
+    # widened in quadrature around the same answer; a checkpoint without the record widens nothing
+    bare = Predictor(tabular=predictor.tabular, gnn=predictor.gnn, anchors=predictor.anchors, info={})
+    for which in ("gnn", "gnn-raw", "tabular"):
+        (m0, _, h0), (m, lo, h) = bare.predict(test, which), predictor.predict(test, which)
+        np.testing.assert_allclose(m, m0)
+        np.testing.assert_allclose(h - m, np.hypot(h0 - m0, widened), rtol=1e-6)
+        assert np.all(lo <= m - widened + 1e-9)
+    path = tmp_path / "p.pt"
+    predictor.save(path)
+    np.testing.assert_allclose(Predictor.load(path).predict(test)[2], predictor.predict(test)[2], rtol=1e-6)
+    # a published checkpoint's record is checked: nothing in it can fail an answer or narrow an interval
+    for field, value in (("level_errors", [-1.0]), ("level_errors", "0.3"), ("family_errors", [float("nan")]),
+                         ("summary_std", [0.0] * len(predictor.info["summary_std"])), ("summary_mean", [1.0]),
+                         ("anchor_reach", None), ("hardware", [3])):
+        tampered = tmp_path / f"tampered-{field}.pt"
+        _with_info(path, tampered, {**predictor.info, field: value})
+        with pytest.raises(InvalidInput, match=f"info.{field}"):
+            Predictor.load(tampered)
+    # too few devices to leave one out: a factor of two, stated
+    few = Predictor(tabular=predictor.tabular, gnn=predictor.gnn, anchors=predictor.anchors,
+                    info={"hardware": [], "level_errors": [0.01, 0.02]})
+    np.testing.assert_allclose(few.extra_half(test), LEVEL_PRIOR)
+
+
+def _with_info(path, out, info: dict) -> None:
+    """A copy of checkpoint `path` whose metadata's info is `info` (what a crafted upload could carry)."""
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        header = f.metadata()
+    meta = json.loads(header["meta"])
+    meta["info"] = info
+    save_file(load_file(str(path)), str(out), metadata={**header, "meta": json.dumps(meta)})
+
+
+def test_a_network_unlike_the_training_families_is_widened_by_how_far_off_an_unseen_family_was(
+        one_device_out, sample, tmp_path, monkeypatch):
+    from edgeatlas.predictor.data import merge
+    from edgeatlas.predictor.datasets import fbnet
+    from edgeatlas.predictor.models import zero_shot_info
+
+    monkeypatch.setenv("EDGEATLAS_CACHE", str(tmp_path))
+    other = load_dir(fbnet.SAMPLE_DIR, limit=12)
+    predictor, train, _ = one_device_out
+    assert predictor.info["family_errors"] == []  # one family: nothing to leave out, so the stated prior
+    known = other.where(np.isin(other.device_of(), train.devices()))
+    assert np.all(predictor.extra_half(known) == LEVEL_PRIOR)  # FBNet's blocks: far from every anchor
+    both = merge([sample, other])
+    info = zero_shot_info(both, predictor.anchors)
+    assert len(info["family_errors"]) == 2 and min(info["family_errors"]) > 0  # each family left out in turn
 
 
 class Shell:
