@@ -330,7 +330,7 @@ def nearest_anchor(summary: np.ndarray, anchors: np.ndarray, mean, std) -> np.nd
 
 
 def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs: int = 600) -> dict:
-    """What a checkpoint keeps to widen answers that leave its training data (Predictor.extra_half):
+    """What a checkpoint keeps to widen answers that leave its training data (Predictor.widen):
 
     - hardware: the keys of the hardware it saw; level_errors: per training device, how far off a model
       that never saw it places its level (`_left_out_errors` over devices, on up to max_graphs networks;
@@ -361,12 +361,25 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
             "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
 
 
-def _conformal(errors, prior: float, least: int) -> float:
-    """The ⌈0.8·(n+1)⌉-th smallest of n errors (split-conformal 80 %), or prior with fewer than least."""
-    errors = np.sort(np.asarray(errors or [], dtype=np.float64))
-    if len(errors) < least:
-        return prior
-    return float(errors[min(math.ceil(COVERAGE * (len(errors) + 1)), len(errors)) - 1])
+def _offsets(errors, least: int) -> np.ndarray:
+    """The recorded level errors, or LEVEL_PRIOR alone where fewer than `least` were measured."""
+    errors = np.abs(np.asarray(errors or [], dtype=np.float64))
+    return errors if len(errors) >= least else np.array([LEVEL_PRIOR])
+
+
+def mixture_half(sigma: np.ndarray, offsets: np.ndarray, coverage: float = COVERAGE) -> np.ndarray:
+    """[S] h with mean_i P(|o_i + e| ≤ h) = coverage, e ~ N(0, sigma²) per sample, offsets o_i equally
+    likely (bisection; h ≥ the Gaussian's own half-width)."""
+    from scipy.special import ndtr
+
+    sigma = np.maximum(np.asarray(sigma, dtype=np.float64), 1e-6)[:, None]
+    o = np.asarray(offsets, dtype=np.float64)[None, :]
+    lo, hi = np.zeros(len(sigma)), float(o.max()) + 4 * sigma[:, 0] + 1e-3
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        held = np.mean(ndtr((mid[:, None] - o) / sigma) - ndtr((-mid[:, None] - o) / sigma), axis=1)
+        lo, hi = np.where(held < coverage, mid, lo), np.where(held < coverage, hi, mid)
+    return hi
 
 
 @dataclass
@@ -401,7 +414,7 @@ class Predictor:
         """(log mean, log low, log high) in ms; which: gnn (anchored), gnn-raw, tabular, roofline.
 
         On hardware or networks unlike the training data's, the interval also holds how far off the level of
-        an unseen device or family was: its half-width is widened in quadrature by `extra_half`."""
+        an unseen device or family was (`widen`)."""
         if which == "roofline":
             r = roofline_log(samples)
             return r, r, r
@@ -412,8 +425,7 @@ class Predictor:
         if which == "gnn":
             shift = self._offsets(samples)
             mean, lo, hi = mean + shift, lo + shift, hi + shift
-        extra = self.extra_half(samples)
-        lo, hi = mean - np.hypot(mean - lo, extra), mean + np.hypot(hi - mean, extra)
+        lo, hi = self.widen(samples, mean, lo, hi)
         if which == "tabular":
             return mean, lo, hi
         # No network runs faster than its roofline: a floor for networks unlike any in training.
@@ -421,26 +433,45 @@ class Predictor:
         lift = np.maximum(floor - mean, 0)
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
 
-    def extra_half(self, samples: Samples) -> np.ndarray:
-        """[S] the half-width (log) that leaving the training data adds to a sample's 80 % interval, in
-        quadrature: on hardware the training data never saw, the split-conformal quantile of the devices'
-        `level_errors` (LEVEL_PRIOR below LEVEL_MIN_DEVICES of them); for a network farther from every
-        anchor than 99 % of training networks, that of the families' `family_errors` (LEVEL_PRIOR below
-        two). 0 for what the training data covers. A checkpoint without the record widens nothing."""
+    def unseen(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+        """([S] on hardware the training data never saw, [S] a network farther from every anchor than 99 %
+        of training networks are). Both false for a checkpoint without the record (written before it)."""
         info = self.info
         if info.get("hardware") is None:
-            return np.zeros(len(samples))
+            return np.zeros(len(samples), bool), np.zeros(len(samples), bool)
         known = set(info["hardware"])
-        unseen = np.array([hardware_key(st) not in known for st in samples.settings], dtype=bool)
-        device = np.where(unseen[samples.setting], _conformal(info.get("level_errors"), LEVEL_PRIOR,
-                                                              LEVEL_MIN_DEVICES), 0.0)
+        device = np.array([hardware_key(st) not in known for st in samples.settings], dtype=bool)[samples.setting]
         if info.get("summary_mean") is None:
-            return device
+            return device, np.zeros(len(samples), bool)
         used, inverse = np.unique(samples.graph, return_inverse=True)
         far = nearest_anchor(samples.graphs.summary[used], self.anchors.summary, info["summary_mean"],
                              info["summary_std"]) > info["anchor_reach"]
-        family = np.where(far[inverse], _conformal(info.get("family_errors"), LEVEL_PRIOR, 2), 0.0)
-        return np.hypot(device, family)
+        return device, far[inverse]
+
+    def widen(self, samples: Samples, mean, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high): the interval of what the training data covers, widened where a sample leaves it.
+
+        An unseen device's answers are all off by one factor first (its level), then each by its own
+        network error. The level errors the training devices showed when each was left out in turn
+        (`level_errors`; a factor of two, stated, below LEVEL_MIN_DEVICES of them) are taken as equally
+        likely, with either sign; the network error is Gaussian with the interval's own spread. The new
+        half-width is where that mixture holds 80 %. A network unlike every training family adds the
+        families' errors the same way (`family_errors`; a factor of two below two families)."""
+        device, far = self.unseen(samples)
+        if not (device.any() or far.any()):
+            return lo, hi
+        levels = _offsets(self.info.get("level_errors"), LEVEL_MIN_DEVICES)
+        families = _offsets(self.info.get("family_errors"), 2)
+        lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
+        for on_device, on_family, offsets in (
+                (True, False, levels), (False, True, families),
+                (True, True, np.abs(np.concatenate([np.add.outer(levels, families).ravel(),
+                                                    np.subtract.outer(levels, families).ravel()])))):
+            rows = (device == on_device) & (far == on_family)
+            if rows.any():
+                half = mixture_half((hi[rows] - lo[rows]) / (2 * Z80), offsets)
+                lo[rows], hi[rows] = mean[rows] - half, mean[rows] + half
+        return lo, hi
 
     def calibration(self, shots: Samples, which: str = "gnn"):
         """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting."""
@@ -587,7 +618,7 @@ def _finite_list(value, name: str, most: int, length: int | None = None, kind: s
 
 
 def _check_zero_shot(info: dict) -> None:
-    """The record `extra_half` reads (zero_shot_info), where a checkpoint has one: every field's type and
+    """The record `Predictor.widen` reads (zero_shot_info), where a checkpoint has one: every field's type and
     range, so a published checkpoint cannot make an answer fail or its interval narrower."""
     from edgeatlas.predictor.data import SUMMARY
 
