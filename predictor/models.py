@@ -24,6 +24,8 @@ Z80 = 1.2816
 LEVEL_MIN_DEVICES = 3
 LEVEL_PRIOR = math.log(2)
 NOVELTY_QUANTILE = 0.99
+LEAVE_OUT_FOLDS = 12  # models fitted to measure level errors, whatever the number of devices or families
+MAX_OFFSETS = 1000  # level errors kept (and read from a checkpoint) per kind
 # The setting features that say how a device is run, not what it is: a known device at another batch
 # size or thread count is still known hardware.
 RUN_FEATURES = ("log_batch", "log_batch_missing", "log_threads", "log_threads_missing")
@@ -304,16 +306,32 @@ def hardware_key(setting) -> str:
 
 def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: np.ndarray,
                      seed: int) -> list[float]:
-    """For each group (a device, a family) left out in turn: a light tree model trained on the other
-    groups' rows (tabular features x, log latency y), and its mean signed log error in each setting of the
-    left-out group. One |mean error| per group (the mean over its settings)."""
+    """For each group (a device, a family) left out: a light tree model trained on the other groups' rows
+    (tabular features x, log latency y), and its mean signed log error in each setting of the left-out
+    group. One |mean error| per group (the mean over its settings), thinned to MAX_OFFSETS quantiles.
+
+    Up to LEAVE_OUT_FOLDS models: beyond that many groups, each model leaves out a fold of them (a
+    coordinator's hundreds of hardware classes cost twelve fits, not hundreds)."""
+    names = np.array(sorted(set(groups)))
+    fold_of = dict(zip(names, np.random.default_rng(seed + 41).permutation(len(names)) % LEAVE_OUT_FOLDS))
+    folds = np.array([fold_of[g] for g in groups])
     out = []
-    for name in sorted(set(groups)):
-        mine = groups == name
+    for fold in np.unique(folds):
+        mine = folds == fold
         model = Tabular.regressor(seed, max_iter=60, learning_rate=0.15).fit(x[~mine], y[~mine])
         err = model.predict(x[mine]) - y[mine]
-        out.append(float(np.mean([abs(err[setting[mine] == s].mean()) for s in np.unique(setting[mine])])))
-    return out
+        for name in sorted(set(groups[mine])):
+            own = groups[mine] == name
+            out.append(float(np.mean([abs(err[own & (setting[mine] == s)].mean())
+                                      for s in np.unique(setting[mine][own])])))
+    return _thinned(out)
+
+
+def _thinned(values, most: int = 0) -> list[float]:
+    """values, or `most` (MAX_OFFSETS) of their quantiles where there are more (the distribution kept)."""
+    most = most or MAX_OFFSETS
+    values = np.sort(np.asarray(values, dtype=np.float64))
+    return (values if len(values) <= most else np.quantile(values, np.linspace(0, 1, most))).tolist()
 
 
 def _standard(summary: np.ndarray, mean, std) -> np.ndarray:
@@ -361,7 +379,7 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
             "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
 
 
-def _offsets(errors, least: int) -> np.ndarray:
+def _level_offsets(errors, least: int) -> np.ndarray:
     """The recorded level errors, or LEVEL_PRIOR alone where fewer than `least` were measured."""
     errors = np.abs(np.asarray(errors or [], dtype=np.float64))
     return errors if len(errors) >= least else np.array([LEVEL_PRIOR])
@@ -460,13 +478,13 @@ class Predictor:
         device, far = self.unseen(samples)
         if not (device.any() or far.any()):
             return lo, hi
-        levels = _offsets(self.info.get("level_errors"), LEVEL_MIN_DEVICES)
-        families = _offsets(self.info.get("family_errors"), 2)
+        levels = _level_offsets(self.info.get("level_errors"), LEVEL_MIN_DEVICES)
+        families = _level_offsets(self.info.get("family_errors"), 2)
         lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
         for on_device, on_family, offsets in (
                 (True, False, levels), (False, True, families),
-                (True, True, np.abs(np.concatenate([np.add.outer(levels, families).ravel(),
-                                                    np.subtract.outer(levels, families).ravel()])))):
+                (True, True, _thinned(np.abs(np.concatenate([np.add.outer(levels, families).ravel(),
+                                                             np.subtract.outer(levels, families).ravel()]))))):
             rows = (device == on_device) & (far == on_family)
             if rows.any():
                 half = mixture_half((hi[rows] - lo[rows]) / (2 * Z80), offsets)
@@ -627,7 +645,7 @@ def _check_zero_shot(info: dict) -> None:
         raise ValueError("info.hardware is not a list of hardware keys")
     for name in ("level_errors", "family_errors"):
         if name in info:
-            _finite_list(info[name], name, 100_000)
+            _finite_list(info[name], name, MAX_OFFSETS)
     if any(k in info for k in ("summary_mean", "summary_std", "anchor_reach")):
         _finite_list(info.get("summary_mean"), "summary_mean", len(SUMMARY), len(SUMMARY), "any")
         _finite_list(info.get("summary_std"), "summary_std", len(SUMMARY), len(SUMMARY), "positive")

@@ -121,6 +121,28 @@ def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_dev
     assert np.all(h - m > LEVEL_PRIOR)
 
 
+def test_level_errors_of_many_devices_cost_a_bounded_number_of_fits(monkeypatch):
+    from edgeatlas.predictor import models
+
+    fits = []
+    real = models.Tabular.regressor
+
+    def counted(*args, **kwargs):
+        fits.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models.Tabular, "regressor", staticmethod(counted))
+    rng = np.random.default_rng(5)
+    groups = np.repeat([f"class-{i}" for i in range(40)], 30)
+    level = rng.normal(0, 0.3, 40)  # each device's own factor, which no feature explains
+    x = rng.normal(size=(len(groups), 3))
+    y = x[:, 0] + np.repeat(level, 30)
+    errors = models._left_out_errors(x, y, np.zeros(len(groups), int), groups, seed=0)
+    assert len(fits) == models.LEAVE_OUT_FOLDS and len(errors) == 40
+    assert 0.1 < np.median(errors) < 0.6  # the devices' own factors show up as level errors
+    assert len(models._thinned(np.arange(5000.0))) == models.MAX_OFFSETS
+
+
 def test_the_mixture_half_width_holds_its_share():
     from edgeatlas.predictor.models import mixture_half
 
