@@ -23,6 +23,7 @@ Z80 = 1.2816
 # unseen sheet's level is then taken as unknown to a factor of two either way (stated, not measured).
 LEVEL_MIN_DEVICES = 3
 LEVEL_PRIOR = math.log(2)
+FAMILY_MIN = 2  # named families needed to leave one out; below it, LEVEL_PRIOR
 NOVELTY_QUANTILE = 0.99
 LEAVE_OUT_FOLDS = 12  # models fitted to measure level errors, whatever the number of devices or families
 MAX_OFFSETS = 1000  # level errors kept (and read from a checkpoint) per kind
@@ -327,11 +328,10 @@ def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: 
     return _thinned(out)
 
 
-def _thinned(values, most: int = 0) -> list[float]:
-    """values, or `most` (MAX_OFFSETS) of their quantiles where there are more (the distribution kept)."""
-    most = most or MAX_OFFSETS
+def _thinned(values) -> list[float]:
+    """values, or MAX_OFFSETS of their quantiles where there are more (the distribution kept)."""
     values = np.sort(np.asarray(values, dtype=np.float64))
-    return (values if len(values) <= most else np.quantile(values, np.linspace(0, 1, most))).tolist()
+    return (values if len(values) <= MAX_OFFSETS else np.quantile(values, np.linspace(0, 1, MAX_OFFSETS))).tolist()
 
 
 def _standard(summary: np.ndarray, mean, std) -> np.ndarray:
@@ -373,7 +373,7 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
     level = (_left_out_errors(x, y, light.setting, device, seed)
              if len(set(device)) >= LEVEL_MIN_DEVICES else [])
     families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed)
-                if len(set(family[named])) >= 2 else [])
+                if len(set(family[named])) >= FAMILY_MIN else [])
     return {"hardware": sorted({hardware_key(train.settings[s]) for s in np.unique(train.setting)}),
             "level_errors": level, "family_errors": families,
             "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
@@ -479,7 +479,7 @@ class Predictor:
         if not (device.any() or far.any()):
             return lo, hi
         levels = _level_offsets(self.info.get("level_errors"), LEVEL_MIN_DEVICES)
-        families = _level_offsets(self.info.get("family_errors"), 2)
+        families = _level_offsets(self.info.get("family_errors"), FAMILY_MIN)
         lo, hi = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
         for on_device, on_family, offsets in (
                 (True, False, levels), (False, True, families),
