@@ -1,112 +1,48 @@
 """The model zoo: real ONNX networks generated locally from seeded weights, no downloads.
 
 Four families at two sizes each: MLP, ResNet-style CNN, MobileNet-style depthwise CNN and a
-transformer encoder. The batch dimension is symbolic ("N").
+transformer encoder. The batch dimension is symbolic ("N"). Each is an architecture string of the
+predictor's real-architecture family (`predictor/datasets/zoo.py`, where the builders live), and none is
+among the networks `predictor measure-zoo` times for training: they stay held out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import onnx
-from onnx import TensorProto, helper
 
-from edgeatlas.predictor.onnx_build import GraphBuilder
+from edgeatlas.predictor.datasets.zoo import build, mlp, mobilenet, parse, resnet, transformer
 
-
-def mlp(name: str, widths: list[int], seed: int) -> onnx.ModelProto:
-    g = GraphBuilder(seed)
-    x = "input"
-    for i, (a, b) in enumerate(zip(widths, widths[1:])):
-        x = g.gemm(x, a, b)
-        if i < len(widths) - 2:
-            x = g.op("Relu", [x])
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", widths[0]])
-    return g.model(name, [inp], x, ["N", widths[-1]])
-
-
-def resnet(name: str, widths: list[int], blocks: int, size: int, seed: int) -> onnx.ModelProto:
-    g = GraphBuilder(seed)
-    x = g.op("Relu", [g.conv("input", 3, widths[0], 3)])
-    cin = widths[0]
-    for stage, cout in enumerate(widths):
-        for b in range(blocks):
-            stride = 2 if stage > 0 and b == 0 else 1
-            y = g.op("Relu", [g.conv(x, cin, cout, 3, stride)])
-            y = g.conv(y, cout, cout, 3)
-            shortcut = g.conv(x, cin, cout, 1, stride) if (stride != 1 or cin != cout) else x
-            x = g.op("Relu", [g.op("Add", [y, shortcut])])
-            cin = cout
-    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
-    x = g.gemm(x, cin, 10)
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])
-    return g.model(name, [inp], x, ["N", 10])
-
-
-def mobilenet(name: str, width: float, size: int, seed: int) -> onnx.ModelProto:
-    g = GraphBuilder(seed)
-    plan = [(32, 1), (64, 2), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]
-    c = int(16 * width)
-    x = g.relu6(g.conv("input", 3, c, 3, 2))
-    for cout, stride in plan:
-        cout = int(cout * width)
-        x = g.relu6(g.conv(x, c, c, 3, stride, groups=c))  # depthwise
-        x = g.relu6(g.conv(x, c, cout, 1))  # pointwise
-        c = cout
-    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])])
-    x = g.gemm(x, c, 10)
-    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, size, size])
-    return g.model(name, [inp], x, ["N", 10])
-
-
-def transformer(name: str, d: int, heads: int, layers: int, seq: int, vocab: int, seed: int) -> onnx.ModelProto:
-    """Pre-norm encoder over token ids [N, seq] → pooled logits [N, 10]."""
-    g = GraphBuilder(seed)
-    dh = d // heads
-    emb = g.const("tok_emb", (g.rng.standard_normal((vocab, d)) * 0.02).astype(np.float32))
-    pos = g.const("pos_emb", (g.rng.standard_normal((seq, d)) * 0.02).astype(np.float32))
-    x = g.op("Add", [g.op("Gather", [emb, "input_ids"], axis=0), pos])
-    split_heads = g.const("shape", np.array([0, 0, heads, dh], np.int64))
-    merge_heads = g.const("shape", np.array([0, 0, d], np.int64))
-    scale = g.const("scale", np.array(1.0 / np.sqrt(dh), np.float32))
-    for _ in range(layers):
-        h = g.layer_norm(x, d)
-        q = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split_heads])], perm=[0, 2, 1, 3])
-        k = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split_heads])], perm=[0, 2, 3, 1])
-        v = g.op("Transpose", [g.op("Reshape", [g.linear(h, d, d), split_heads])], perm=[0, 2, 1, 3])
-        attn = g.op("Softmax", [g.op("Mul", [g.op("MatMul", [q, k]), scale])], axis=-1)
-        ctx = g.op("Reshape", [g.op("Transpose", [g.op("MatMul", [attn, v])], perm=[0, 2, 1, 3]), merge_heads])
-        x = g.op("Add", [x, g.linear(ctx, d, d)])
-        h = g.layer_norm(x, d)
-        x = g.op("Add", [x, g.linear(g.gelu(g.linear(h, d, 4 * d)), 4 * d, d)])
-    x = g.op("ReduceMean", [g.layer_norm(x, d)], axes=[1], keepdims=0)
-    x = g.gemm(x, d, 10)
-    inp = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", seq])
-    return g.model(name, [inp], x, ["N", 10])
+__all__ = ["ZOO", "ZooEntry", "build_zoo", "mlp", "mobilenet", "resnet", "transformer"]
 
 
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    family: str
-    build: Callable[[], onnx.ModelProto]
+    arch: str  # its architecture string (predictor/datasets/zoo.py)
+    seed: int
+
+    @property
+    def family(self) -> str:
+        return parse(self.arch)[0]
+
+    def build(self) -> onnx.ModelProto:
+        return build(self.arch, self.name, self.seed)
 
 
 ZOO: list[ZooEntry] = [
-    ZooEntry("mlp-s", "mlp", lambda: mlp("mlp-s", [784, 256, 128, 10], seed=1)),
-    ZooEntry("mlp-l", "mlp", lambda: mlp("mlp-l", [784, 1024, 1024, 512, 10], seed=2)),
-    ZooEntry("resnet-s", "resnet", lambda: resnet("resnet-s", [16, 32, 64], blocks=1, size=32, seed=3)),
-    ZooEntry("resnet-m", "resnet", lambda: resnet("resnet-m", [32, 64, 128], blocks=2, size=32, seed=4)),
-    ZooEntry("mobilenet-s", "mobilenet", lambda: mobilenet("mobilenet-s", width=0.5, size=64, seed=5)),
-    ZooEntry("mobilenet-m", "mobilenet", lambda: mobilenet("mobilenet-m", width=1.0, size=96, seed=6)),
-    ZooEntry("transformer-s", "transformer",
-             lambda: transformer("transformer-s", d=64, heads=4, layers=2, seq=32, vocab=1000, seed=7)),
-    ZooEntry("transformer-m", "transformer",
-             lambda: transformer("transformer-m", d=128, heads=4, layers=4, seq=64, vocab=4000, seed=8)),
+    ZooEntry("mlp-s", "mlp:784-256-128-10", 1),
+    ZooEntry("mlp-l", "mlp:784-1024-1024-512-10", 2),
+    ZooEntry("resnet-s", "resnet:16-32-64:b1:s32", 3),
+    ZooEntry("resnet-m", "resnet:32-64-128:b2:s32", 4),
+    ZooEntry("mobilenet-s", "mobilenet:w0.5:s64", 5),
+    ZooEntry("mobilenet-m", "mobilenet:w1:s96", 6),
+    ZooEntry("transformer-s", "transformer:d64:h4:l2:s32:v1000", 7),
+    ZooEntry("transformer-m", "transformer:d128:h4:l4:s64:v4000", 8),
 ]
+HELD_OUT = frozenset(e.arch for e in ZOO)  # never timed for training by `predictor measure-zoo`
 
 
 def build_zoo(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
@@ -122,3 +58,73 @@ def build_zoo(out_dir: str | Path, names: list[str] | None = None) -> list[Path]
         onnx.save(entry.build(), str(path))
         paths.append(path)
     return paths
+
+
+# Per measurement: the fewest queries LoadGen's early stopping accepts for a single-stream run (64), at
+# least a fifth of a second; a setting too slow for that within 15 s is left blank.
+MEASURE_PARAMS = dict(warmup_iterations=2, min_iterations=64, min_duration_s=0.2, max_duration_s=15.0)
+
+
+def measure_family(out_dir: str | Path, networks: int, threads: list[int], batches: list[int], seed: int = 0,
+                   say=lambda _: None) -> Path:
+    """Times `networks` architectures of the zoo family (none of `ZOO`: those stay held out) in ONNX Runtime
+    on this machine, at every thread count × batch, and writes them as a data directory in the
+    nasbench201 layout (`zoo_index`, one column per setting, this machine's probed sheet) that
+    `predictor train / eval --data` read. Returns the directory."""
+    import csv
+    import platform
+    import tempfile
+    import time
+
+    import yaml
+
+    from edgeatlas.agent.probe import probe
+    from edgeatlas.agent.runners import ModelFacts, make_runner
+    from edgeatlas.predictor.datasets.zoo import sample_archs
+    from edgeatlas.protos.errors import InvalidInput
+    from edgeatlas.protos.records import RunParams, Setting
+
+    if not 1 <= networks <= 2000:
+        raise InvalidInput(f"--networks must be in 1..2000, got {networks}")
+    if not threads or any(t < 1 or t > 256 for t in threads):
+        raise InvalidInput(f"--threads must be whole numbers in 1..256, got {threads}")
+    if not batches or any(b < 1 or b > 256 for b in batches):
+        raise InvalidInput(f"--batch must be whole numbers in 1..256, got {batches}")
+    out = Path(out_dir)
+    if (out / "latency_ms.csv").exists():
+        raise InvalidInput(f"{out} already holds a data directory; give a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "specs").mkdir(exist_ok=True)
+    sheet = probe("/", measure_bandwidth=True)
+    (out / "specs" / "here.yaml").write_text(sheet.to_yaml())
+    columns = {f"t{t}_b{b}": (t, b) for t in dict.fromkeys(threads) for b in dict.fromkeys(batches)}
+    params = RunParams(**MEASURE_PARAMS)
+    archs = sample_archs(networks, seed, set(HELD_OUT))
+    rows, version, start = [], "", time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, arch in enumerate(archs):
+            path = Path(tmp) / "net.onnx"
+            onnx.save(build(arch, f"zoo-{i}", seed=i), str(path))
+            row = {"zoo_index": i, "arch_str": arch}
+            for name, (t, b) in columns.items():
+                setting = Setting(target="cpu", runtime="onnxruntime", execution_provider="CPUExecutionProvider",
+                                  batch=b, threads=t, scenario="single-stream")
+                result = make_runner(str(path), setting, None, ModelFacts()).run(params)
+                version = version or result.setting.runtime_version
+                row[name] = f"{result.stats.mean_ms:.6g}" if result.valid else ""
+            rows.append(row)
+            say(f"  {i + 1:4d}/{len(archs)} {arch:40s} " + " ".join(f"{row[c] or '—':>9s}" for c in columns))
+    with open(out / "latency_ms.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["zoo_index", "arch_str", *columns])
+        writer.writeheader()
+        writer.writerows(rows)
+    settings = {name: {"spec": "specs/here.yaml", "target": "cpu", "batch": b, "threads": t,
+                       "runtime": "onnxruntime", "how": "measured"} for name, (t, b) in columns.items()}
+    (out / "settings.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
+    (out / "README.md").write_text(
+        f"# The real-architecture zoo, timed here\n\n{len(archs)} networks of `predictor/datasets/zoo.py` "
+        f"(seed {seed}; none of the demo's zoo), mean latency in ms of a warm single-stream run "
+        f"({MEASURE_PARAMS}) in ONNX Runtime {version} on the CPU of `specs/here.yaml` ({platform.node()}), "
+        f"measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Columns: t<threads>_b<batch>.\n")
+    say(f"wrote {out}: {len(archs)} networks × {len(columns)} settings in {time.monotonic() - start:.0f} s")
+    return out

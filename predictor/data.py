@@ -152,8 +152,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("EDGEATLAS_CACHE") or Path.home() / ".cache" / "edgeatlas") / "predictor"
 
 
-def _family_graph(job: tuple[str, str]) -> OpGraph:
-    family, arch = job
+def _family_graph(job: tuple[str, str, str]) -> OpGraph:
+    family, arch, runtime = job
+    if family == "zoo":
+        from edgeatlas.predictor.datasets.zoo import build
+        from edgeatlas.predictor.graph import as_runtime_runs
+        return from_onnx(as_runtime_runs(build(arch), runtime), name=arch)
     if family == "fbnet":
         from edgeatlas.predictor.datasets.fbnet import fbnet
         return from_onnx(fbnet(arch, arch, seed=None, check=False), name=arch)
@@ -161,12 +165,15 @@ def _family_graph(job: tuple[str, str]) -> OpGraph:
     return from_onnx(nasbench201(arch, arch, seed=None, check=False), name=arch)
 
 
-FAMILY_NAMES = {"nasbench201": "NAS-Bench-201", "fbnet": "FBNet"}
+FAMILY_NAMES = {"nasbench201": "NAS-Bench-201", "fbnet": "FBNet", "zoo": "real-architecture zoo"}
 
 
-def family_graphs(family: str, archs: list[str], say=lambda _: None) -> GraphSet:
-    """The GraphSet of a family's architectures, from the cache when it holds exactly these."""
-    digest = hashlib.sha256(("\n".join(archs) + FEATURIZER_VERSION).encode()).hexdigest()[:20]
+def family_graphs(family: str, archs: list[str], say=lambda _: None, runtime: str = "") -> GraphSet:
+    """The GraphSet of a family's architectures, from the cache when it holds exactly these. runtime: the
+    one every measurement of them ran in, where the graph it executes differs from the file's (ONNX
+    Runtime's, `graph.as_runtime_runs`); the published families are featurized as built."""
+    runtime = runtime.lower() if family == "zoo" else ""
+    digest = hashlib.sha256(("\n".join(archs) + FEATURIZER_VERSION + runtime).encode()).hexdigest()[:20]
     prefix = "nb201" if family == "nasbench201" else family
     path = cache_dir() / f"{prefix}-{digest}.npz"
     if path.is_file():
@@ -175,7 +182,7 @@ def family_graphs(family: str, archs: list[str], say=lambda _: None) -> GraphSet
         except Exception:  # a torn or stale cache is rebuilt, not trusted
             path.unlink(missing_ok=True)
     say(f"featurizing {len(archs)} {FAMILY_NAMES[family]} networks as ONNX operator graphs (cached in {path.parent})")
-    jobs = [(family, a) for a in archs]
+    jobs = [(family, a, runtime) for a in archs]
     workers = min(os.cpu_count() or 1, 8)
     if workers > 1 and len(archs) > 50:
         with ProcessPoolExecutor(workers) as pool:
@@ -188,7 +195,7 @@ def family_graphs(family: str, archs: list[str], say=lambda _: None) -> GraphSet
 
 
 def load_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
-    """A directory in the nasbench201 layout (NAS-Bench-201 or FBNet) as samples: every published cell.
+    """A directory in the nasbench201 layout (NAS-Bench-201, FBNet or the zoo) as samples: every cell.
 
     NAS-Bench-201 architectures whose cells do not connect input to output are left out (see
     nasbench201.connected).
@@ -199,11 +206,14 @@ def load_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
     rows = data.rows[:limit] if limit else data.rows
     if not rows:
         raise InvalidInput(f"{root}: latency_ms.csv has no rows")
-    if data.family == "fbnet":
+    if data.family in ("fbnet", "zoo"):
         from edgeatlas.predictor.datasets.fbnet import parse_fbnet
+        from edgeatlas.predictor.datasets.zoo import parse
         for row in rows:  # a malformed row is named before minutes of featurizing
-            parse_fbnet(row.arch)
-    graphs = family_graphs(data.family, [r.arch for r in rows], say)  # all rows: one cache for every subset
+            (parse_fbnet if data.family == "fbnet" else parse)(row.arch)
+    ran = {c.runtime.lower() for c in data.columns.values()}
+    graphs = family_graphs(data.family, [r.arch for r in rows], say,  # all rows: one cache for every subset
+                           runtime=ran.pop() if len(ran) == 1 else "")
     kept = [i for i, r in enumerate(rows) if data.family != "nasbench201" or nb.connected(r.arch)]
     if len(kept) < len(rows):
         say(f"{root}: left out {len(rows) - len(kept)} architectures whose cells do not connect input to output")
@@ -212,7 +222,7 @@ def load_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
         raise InvalidInput(f"{root}: latency_ms.csv has no rows with a connected architecture")
     names = list(data.columns)
     settings = [SettingInfo(key=n, device=c.spec.name or n, spec=c.spec, target=c.target, batch=c.batch,
-                            threads=0, runtime=c.runtime) for n, c in data.columns.items()]
+                            threads=c.threads, runtime=c.runtime) for n, c in data.columns.items()]
     g_idx, s_idx, lat = [], [], []
     for gi, row in enumerate(rows):
         for si, name in enumerate(names):

@@ -59,6 +59,21 @@ def cmd_predictor_eval(args) -> int:
     return 0
 
 
+def _whole_numbers(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise errors.InvalidInput(f"{flag} {text!r} is not comma-separated whole numbers") from None
+
+
+def cmd_predictor_measure_zoo(args) -> int:
+    from edgeatlas.console.zoo import measure_family
+
+    measure_family(args.out, args.networks, _whole_numbers(args.threads, "--threads"),
+                   _whole_numbers(args.batch, "--batch"), args.seed, say)
+    return 0
+
+
 def cmd_predictor_predict_batch(args) -> int:
     from edgeatlas.predictor.commands import predict_batch
 
@@ -193,10 +208,18 @@ def register(sub) -> None:
     p.add_argument("--split", required=True, help="leave-hardware-out | leave-model-out | leave-family-out")
     p.add_argument("--device", action="append", help="hold out only these devices (spec-sheet names)")
     p.add_argument("--family", action="append", help="leave-family-out: hold out only these families "
-                                                     "(nasbench201, fbnet)")
+                                                     "(nasbench201, fbnet, zoo)")
     p.add_argument("--shots", type=int, default=0,
                    help="K networks measured in each held-out setting (a fingerprint's worth), the rest predicted")
     p.set_defaults(func=cmd_predictor_eval)
+    p = predictor.add_parser("measure-zoo", help="time real-architecture networks here in ONNX Runtime, as "
+                                                 "training data (a directory for --data)")
+    p.add_argument("--out", required=True, help="a new directory to write")
+    p.add_argument("--networks", type=int, default=48, help="architectures to time (none of the demo's zoo)")
+    p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
+    p.add_argument("--batch", default="1,4", help="batch sizes, comma-separated")
+    p.add_argument("--seed", type=int, default=0, help="which architectures (the same seed, the same ones)")
+    p.set_defaults(func=cmd_predictor_measure_zoo)
     p = predictor.add_parser("predict-batch", help="a CSV of queries → the same CSV with predictions")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--queries", required=True, help="CSV: model_path,spec_path,target,batch,runtime")

@@ -1,8 +1,9 @@
 """NAS-Bench-201 latencies on real devices (as published with HELP, Lee et al., NeurIPS 2021).
 
 Layout of a data directory: `latency_ms.csv` (nb201_index, arch_str, one column per setting),
-`settings.yaml` (column → spec sheet, target, batch, runtime), `specs/*.yaml`. The FBNet data has the
-same layout with an `fbnet_index` column (`INDEX_COLUMNS`: the index column names the family).
+`settings.yaml` (column → spec sheet, target, batch, runtime, and threads where the measurer set them),
+`specs/*.yaml`. The FBNet data and the real-architecture zoo (`zoo.py`) have the same layout with an
+`fbnet_index` or `zoo_index` column (`INDEX_COLUMNS`: the index column names the family).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ CITATION = ("NAS-Bench-201 latency as published with HELP (Lee et al., NeurIPS 2
             "Pixel 3 values from HW-NAS-Bench (Li et al., ICLR 2021)")
 SAMPLE_DIR = Path(__file__).parent / "nasbench201_sample"
 # The first column of latency_ms.csv names the architecture family its arch_str belongs to.
-INDEX_COLUMNS = {"nb201_index": "nasbench201", "fbnet_index": "fbnet"}
+INDEX_COLUMNS = {"nb201_index": "nasbench201", "fbnet_index": "fbnet", "zoo_index": "zoo"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,11 @@ class Column:
     target: str
     batch: int  # 0 where the publishers did not say
     runtime: str
+    threads: int = 0  # 0 where the publishers did not say (the runtime's default)
 
     def setting(self) -> Setting:
         return Setting(target=self.target, runtime=self.runtime, runtime_version="", execution_provider="",
-                       batch=self.batch, threads=0, precision="fp32", scenario="published")
+                       batch=self.batch, threads=self.threads, precision="fp32", scenario="published")
 
     @property
     def hardware_class(self) -> str:
@@ -79,7 +81,8 @@ def load(root: str | Path) -> Dataset:
     for name, entry in settings.items():
         spec = SpecSheet.load(root / entry["spec"])
         columns[name] = Column(name=name, spec=spec, target=entry.get("target") or "cpu",
-                               batch=int(entry.get("batch") or 0), runtime=entry.get("runtime") or "unknown")
+                               batch=int(entry.get("batch") or 0), runtime=entry.get("runtime") or "unknown",
+                               threads=int(entry.get("threads") or 0))
     rows = []
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
