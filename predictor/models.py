@@ -27,6 +27,8 @@ FAMILY_MIN = 2  # named families needed to leave one out; below it, LEVEL_PRIOR
 NOVELTY_QUANTILE = 0.99
 LEAVE_OUT_FOLDS = 12  # models fitted to measure level errors, whatever the number of devices or families
 MAX_OFFSETS = 1000  # level errors kept (and read from a checkpoint) per kind
+FLOOR_QUANTILE = 0.01  # of a device's measurements may lie below its floor (one slip moves nothing)
+MAX_FLOOR_SHIFT = math.log(1000)  # the most a checkpoint may lower a floor (its record is checked)
 # The setting features that say how a device is run, not what it is: a known device at another batch
 # size or thread count is still known hardware.
 RUN_FEATURES = ("log_batch", "log_batch_missing", "log_threads", "log_threads_missing")
@@ -71,6 +73,20 @@ def _compute_floor(terms: np.ndarray) -> np.ndarray:
     """log ms of the compute time at peak (-inf where the sheet gives no peak: no floor)."""
     with np.errstate(divide="ignore"):
         return np.log(terms[:, 0])
+
+
+def floor_shifts(samples: Samples) -> dict[str, float]:
+    """Per hardware key (`hardware_key`), how far (log, ≤ 0) below its sheet's compute floor the hardware
+    ran: the FLOOR_QUANTILE-th quantile of log measured - log floor, where that is below zero. A sheet
+    can understate its hardware (a VM reports its nominal clock while the cores boost); what the
+    hardware did in the training data lowers its floor, and nothing else does."""
+    below = np.log(samples.latency_ms) - _compute_floor(physical_terms(samples))
+    keys = np.array([hardware_key(st) for st in samples.settings])[samples.setting]
+    out = {}
+    for key in sorted(set(keys)):
+        mine = below[(keys == key) & np.isfinite(below)]
+        out[key] = max(-MAX_FLOOR_SHIFT, min(0.0, float(np.quantile(mine, FLOOR_QUANTILE)))) if len(mine) else 0.0
+    return out
 
 
 def tabular_features(samples: Samples) -> np.ndarray:
@@ -355,6 +371,7 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
       empty below LEVEL_MIN_DEVICES). A held-out network never shows this part of a zero-shot error: on an
       unseen device every network is off by one factor first (two Xeons with near-equal sheets run these
       networks 35 % apart);
+    - floor_shifts: per hardware key, how far below its sheet's compute floor it ran (`floor_shifts`);
     - summary_mean, summary_std, anchor_reach: how far from the nearest anchor 99 % of training networks
       lie (beyond it, a network is unlike the training families); family_errors: per named architecture
       family, how far off a model that never saw one of its networks is (empty below two families)."""
@@ -374,7 +391,8 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
              if len(set(device)) >= LEVEL_MIN_DEVICES else [])
     families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed)
                 if len(set(family[named])) >= FAMILY_MIN else [])
-    return {"hardware": sorted({hardware_key(train.settings[s]) for s in np.unique(train.setting)}),
+    shifts = floor_shifts(train)
+    return {"hardware": sorted(shifts), "floor_shifts": [shifts[k] for k in sorted(shifts)],
             "level_errors": level, "family_errors": families,
             "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
 
@@ -446,10 +464,24 @@ class Predictor:
         lo, hi = self.widen(samples, mean, lo, hi)
         if which == "tabular":
             return mean, lo, hi
-        # No network runs faster than its roofline: a floor for networks unlike any in training.
-        floor = roofline_log(samples)
+        # No network runs faster than its hardware computes: a floor for networks unlike any in training.
+        floor = self.floor(samples)
         lift = np.maximum(floor - mean, 0)
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
+
+    def floor(self, samples: Samples) -> np.ndarray:
+        """[S] log ms no answer goes below: the compute time at the sheet's peak FLOP/s (the memory side is
+        no floor: caches hold small working sets), lowered by how far below it the hardware ran in the
+        training data (`floor_shifts`); on hardware it never saw, by the most any training hardware did.
+        A checkpoint without the record: the compute floor as the sheet gives it."""
+        floor = _compute_floor(physical_terms(samples))
+        keys, shifts = self.info.get("hardware"), self.info.get("floor_shifts")
+        if keys is None or shifts is None:
+            return floor
+        known = dict(zip(keys, shifts))
+        unseen = min(shifts, default=0.0)
+        per_setting = np.array([known.get(hardware_key(st), unseen) for st in samples.settings])
+        return floor + per_setting[samples.setting]
 
     def unseen(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """([S] on hardware the training data never saw, [S] a network farther from every anchor than 99 %
@@ -505,12 +537,12 @@ class Predictor:
     def predict_calibrated(self, samples: Samples, cal, which: str = "gnn",
                            zero_shot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(log mean, log low, log high) in the calibration's setting; never faster than the sheet's peak
-        FLOP/s allow (lowered by as much as a shot ran faster). The memory side is no floor here: the shots
-        show what the caches make of it. zero_shot: `predict(samples, which)[0]`, where already known."""
+        FLOP/s allow (lowered by as much as a shot ran faster, or the hardware did in training: `floor`).
+        zero_shot: `predict(samples, which)[0]`, where already known."""
         terms = physical_terms(samples)
         zero = self.predict(samples, which)[0] if zero_shot is None else zero_shot
         mean = cal.apply(zero, self._share(samples, which) if cal.kind == "split" else None, terms)
-        floor = _compute_floor(terms) + cal.floor_shift
+        floor = np.minimum(_compute_floor(terms) + cal.floor_shift, self.floor(samples))
         mean = np.maximum(mean, floor)
         return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width
 
@@ -643,6 +675,10 @@ def _check_zero_shot(info: dict) -> None:
     if "hardware" in info and (not isinstance(info["hardware"], list) or len(info["hardware"]) > 100_000 or
                                not all(isinstance(k, str) and len(k) < 4096 for k in info["hardware"])):
         raise ValueError("info.hardware is not a list of hardware keys")
+    if "floor_shifts" in info:
+        _finite_list(info["floor_shifts"], "floor_shifts", 100_000, len(info.get("hardware") or []), "any")
+        if any(not -MAX_FLOOR_SHIFT <= v <= 0 for v in info["floor_shifts"]):
+            raise ValueError(f"info.floor_shifts are not all in -{MAX_FLOOR_SHIFT:.2f}..0")
     for name in ("level_errors", "family_errors"):
         if name in info:
             _finite_list(info[name], name, MAX_OFFSETS)

@@ -53,7 +53,7 @@ def test_gnn_learns_a_per_operator_cost_law_on_unseen_networks(sample):
     assert learned.spearman > 0.9
 
 
-def test_checkpoint_round_trips_and_never_undercuts_the_roofline(sample, tmp_path):
+def test_checkpoint_round_trips_and_never_undercuts_the_hardware_floor(sample, tmp_path):
     predictor = fit_all(sample, TrainConfig(members=2, epochs=1))
     path = tmp_path / "p.pt"
     predictor.save(path)
@@ -62,7 +62,9 @@ def test_checkpoint_round_trips_and_never_undercuts_the_roofline(sample, tmp_pat
         a, b = predictor.predict(sample, which), again.predict(sample, which)
         np.testing.assert_allclose(a, b, rtol=1e-6)
     mean, lo, hi = again.predict(sample)
-    assert np.all(mean >= roofline_log(sample) - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
+    floor = again.floor(sample)
+    assert np.all(mean >= floor - 1e-9) and np.all(lo >= floor - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
+    assert np.all(floor <= roofline_log(sample) + 1e-9)  # compute alone: below the roofline
     assert predictor.gnn.half_width > 0 and len(again.gnn.states) == 2
 
 
@@ -109,7 +111,8 @@ def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_dev
     # a published checkpoint's record is checked: nothing in it can fail an answer or narrow an interval
     for field, value in (("level_errors", [-1.0]), ("level_errors", "0.3"), ("family_errors", [float("nan")]),
                          ("summary_std", [0.0] * len(predictor.info["summary_std"])), ("summary_mean", [1.0]),
-                         ("anchor_reach", None), ("hardware", [3])):
+                         ("anchor_reach", None), ("hardware", [3]), ("floor_shifts", [-99.0] * len(predictor.info["hardware"])),
+                         ("floor_shifts", [0.0])):
         tampered = tmp_path / f"tampered-{field}.pt"
         _with_info(path, tampered, {**predictor.info, field: value})
         with pytest.raises(InvalidInput, match=f"info.{field}"):
@@ -257,3 +260,31 @@ def test_a_checkpoint_whose_trees_hold_other_types_is_refused(sample, tmp_path):
               metadata={**metadata, "meta": json.dumps(meta)})
     with pytest.raises(InvalidInput, match="config.gnn"):
         Predictor.load(tmp_path / "wide.pt")
+
+
+def test_hardware_that_beat_its_sheet_in_training_lowers_its_floor_and_an_unseen_ones(sample):
+    """A sheet that understates its hardware (a VM's nominal clock while the cores boost) puts the compute
+    floor above what the hardware does; the training data says by how much, per hardware, robustly."""
+    from edgeatlas.predictor.models import FLOOR_QUANTILE, _compute_floor, floor_shifts, hardware_key, physical_terms
+
+    floor = _compute_floor(physical_terms(sample))
+    fast = sample.settings[sample.setting[np.argmax(np.isfinite(floor))]]
+    ran = np.array([sample.settings[s] is fast for s in sample.setting])
+    latency = sample.latency_ms.copy()
+    latency[ran] = np.exp(floor[ran]) / 1.5  # every network 1.5× faster than the sheet's peak allows
+    # the floor is the hardware's: its other settings (another batch) are lowered with it
+    mine = np.array([hardware_key(sample.settings[s]) == hardware_key(fast) for s in sample.setting])
+    assert mine.sum() > ran.sum()
+    latency[np.flatnonzero(ran)[0]] = np.exp(floor[ran][0]) / 1e6  # and one slip, which moves nothing
+    shifts = floor_shifts(Samples(sample.graphs, sample.settings, sample.graph, sample.setting, latency))
+    assert shifts[hardware_key(fast)] == pytest.approx(-np.log(1.5), abs=1e-6) and FLOOR_QUANTILE * ran.sum() > 1
+    assert all(v == 0.0 for k, v in shifts.items() if k != hardware_key(fast))  # the others ran above theirs
+    base = Predictor(tabular=None, gnn=None, anchors=None, info={})
+    known = Predictor(tabular=None, gnn=None, anchors=None,
+                      info={"hardware": sorted(shifts), "floor_shifts": [shifts[k] for k in sorted(shifts)]})
+    np.testing.assert_allclose(base.floor(sample), floor)
+    np.testing.assert_allclose(known.floor(sample)[mine], floor[mine] - np.log(1.5))
+    np.testing.assert_allclose(known.floor(sample)[~mine], floor[~mine])
+    # hardware the checkpoint never saw: lowered by the most any training hardware beat its sheet
+    stranger = Predictor(tabular=None, gnn=None, anchors=None, info={"hardware": ["elsewhere"], "floor_shifts": [-0.7]})
+    np.testing.assert_allclose(stranger.floor(sample), floor - 0.7)
