@@ -9,7 +9,12 @@ calibrated on this device's fingerprint, side by side in one run.
 3. For each network: measured, the GNN zero-shot (80 % interval), the GNN calibrated on the fingerprint
    (80 % interval), the roofline and the trees; then MAPE, share within ±25 % and interval coverage.
 
-    python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real]
+4. With --zoo-data DIR (a directory of `edgeatlas predictor measure-zoo`: other networks of the same
+   family, timed here in ONNX Runtime) or --measure-zoo N (measured first): a second checkpoint trained as
+   the demo trains, on the bundled samples plus those measurements, answers the same held-out networks,
+   side by side with the first (the runtime and this machine seen in training, the networks not).
+
+    python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48]
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
 ../shared/datasets/nasbench201 --data ../shared/datasets/fbnet --out CKPT` trains the full one.
@@ -50,17 +55,49 @@ def summary(label: str, measured: list[float], mean: list[float], lo: list[float
     return f"  {label:28s} MAPE {100 * sum(ape) / len(ape):7.1f} %, within ±25 % {within:4.0%}, worst ×{worst:.1f}{cov}"
 
 
+def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerprint, threads: int) -> None:
+    """The held-out networks' answers from one checkpoint, zero-shot and on the fingerprint, and their
+    summary over the networks."""
+    from edgeatlas.predictor.commands import predict
+
+    paths = [str(p) for p, _ in models.values()]
+    requests = {str(p): r for p, r in models.values()}
+    zero = predict(checkpoint, str(sheet), paths, "cpu", 1, threads, "onnxruntime", requests)
+    tuned = predict(checkpoint, str(sheet), paths, "cpu", 1, threads, "onnxruntime", requests, fingerprint)
+    print(f"   predictions of {Path(checkpoint).name} ({tuned[0]['fingerprint']})")
+    if "runtime_note" in zero[0]:
+        print(f"   zero-shot: {zero[0]['runtime_note']}")
+    print(f"  {'network':16s} {'measured':>9s} {'zero-shot (80 %)':>26s} {'fingerprint (80 %)':>26s} "
+          f"{'roofline':>9s} {'trees':>9s}")
+    for name, z, t in zip(models, zero, tuned):
+        def cell(a):
+            return f"{a['latency_ms']:.3g} ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})"
+        print(f"  {name:16s} {measured[name]:9.3g} {cell(z):>26s} {cell(t):>26s} {z['roofline_latency_ms']:9.3g} "
+              f"{z['tabular_latency_ms']:9.3g}")
+    m = [measured[n] for n in models]
+    print("summary, over the held-out networks:")
+    print(summary("GNN + fingerprint", m, [a["latency_ms"] for a in tuned], [a["latency_ms_low"] for a in tuned],
+                  [a["latency_ms_high"] for a in tuned]))
+    print(summary("GNN zero-shot", m, [a["latency_ms"] for a in zero], [a["latency_ms_low"] for a in zero],
+                  [a["latency_ms_high"] for a in zero]))
+    print(summary("roofline", m, [a["roofline_latency_ms"] for a in zero], None, None))
+    print(summary("trees (zero-shot)", m, [a["tabular_latency_ms"] for a in zero], None, None))
+    ratio = [math.log(a["latency_ms"] / b) for a, b in zip(tuned, m)]
+    print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-real", action="store_true", help="the demo zoo only (no transformers export)")
+    parser.add_argument("--zoo-data", help="a measure-zoo directory to train a second checkpoint with")
+    parser.add_argument("--measure-zoo", type=int, default=0, help="measure this many zoo networks here first")
     args = parser.parse_args()
 
     from edgeatlas.agent.probe import probe
     from edgeatlas.console.fingerprints import measure as measure_fingerprint
     from edgeatlas.console.zoo import build_zoo
-    from edgeatlas.predictor.commands import predict
     from edgeatlas.predictor.data import cache_dir
     from edgeatlas.protos.inputs import InputRequest, request_from_flags
 
@@ -93,30 +130,28 @@ def main() -> int:
 
     sheet = work / "here.yaml"
     sheet.write_text(probe("/", measure_bandwidth=True).to_yaml())
-    paths = [str(p) for p, _ in models.values()]
-    requests = {str(p): r for p, r in models.values()}
-    zero = predict(checkpoint, str(sheet), paths, "cpu", 1, args.threads, "onnxruntime", requests)
-    tuned = predict(checkpoint, str(sheet), paths, "cpu", 1, args.threads, "onnxruntime", requests, fingerprint)
-    print(f"3. predictions ({tuned[0]['fingerprint']})")
-    if "runtime_note" in zero[0]:
-        print(f"   zero-shot: {zero[0]['runtime_note']}")
-    print(f"  {'network':16s} {'measured':>9s} {'zero-shot (80 %)':>26s} {'fingerprint (80 %)':>26s} "
-          f"{'roofline':>9s} {'trees':>9s}")
-    for name, z, t in zip(models, zero, tuned):
-        def cell(a):
-            return f"{a['latency_ms']:.3g} ({a['latency_ms_low']:.3g}–{a['latency_ms_high']:.3g})"
-        print(f"  {name:16s} {measured[name]:9.3g} {cell(z):>26s} {cell(t):>26s} {z['roofline_latency_ms']:9.3g} "
-              f"{z['tabular_latency_ms']:9.3g}")
-    m = [measured[n] for n in models]
-    print("summary, over the held-out networks:")
-    print(summary("GNN + fingerprint", m, [a["latency_ms"] for a in tuned], [a["latency_ms_low"] for a in tuned],
-                  [a["latency_ms_high"] for a in tuned]))
-    print(summary("GNN zero-shot", m, [a["latency_ms"] for a in zero], [a["latency_ms_low"] for a in zero],
-                  [a["latency_ms_high"] for a in zero]))
-    print(summary("roofline", m, [a["roofline_latency_ms"] for a in zero], None, None))
-    print(summary("trees (zero-shot)", m, [a["tabular_latency_ms"] for a in zero], None, None))
-    ratio = [math.log(a["latency_ms"] / b) for a, b in zip(tuned, m)]
-    print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
+    report(checkpoint, sheet, models, measured, fingerprint, args.threads)
+    zoo_data = args.zoo_data
+    if args.measure_zoo:
+        from edgeatlas.console.zoo import measure_family
+
+        print(f"4. {args.measure_zoo} other zoo networks timed here for training (threads {args.threads}, batch 1):")
+        zoo_data = str(measure_family(work / "zoo-data", args.measure_zoo, [args.threads], [1], say=print))
+    if zoo_data:
+        import time
+
+        from edgeatlas.predictor.commands import train
+        from edgeatlas.predictor.datasets import fbnet
+        from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
+        from edgeatlas.predictor.models import TrainConfig
+
+        with_zoo = work / "with-zoo.pt"
+        start = time.monotonic()
+        train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR), zoo_data], str(with_zoo), TrainConfig(members=2, epochs=3),
+              lambda text: None)
+        print(f"5. trained as the demo trains, plus {zoo_data} ({time.monotonic() - start:.0f} s); the same "
+              f"held-out networks:")
+        report(str(with_zoo), sheet, models, measured, fingerprint, args.threads)
     return 0
 
 

@@ -126,10 +126,13 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
         assert float(measured) > 0
         for mean, lo, hi in (values[0:3], values[3:6], values[6:9]):
             assert 0 < lo <= mean <= hi
-    errors = dict(re.findall(r"(with this machine's fingerprint|zero-shot): error (\d+) % on average", predictor))
-    assert set(errors) == {"with this machine's fingerprint", "zero-shot"}, predictor
-    # the fingerprint's whole point: closer to what was just measured than the spec sheet alone
-    assert int(errors["with this machine's fingerprint"]) < int(errors["zero-shot"])
+    errors = dict(re.findall(r"(with this machine's fingerprint|without a fingerprint): error (\d+) % on average",
+                             predictor))
+    assert set(errors) == {"with this machine's fingerprint", "without a fingerprint"}, predictor
+    # the fingerprint's whole point: close to what was just measured (the bar is 15 % over a dozen
+    # networks; five here, on a shared machine). Without one the answer is no longer zero-shot: the
+    # predictor trained on this machine's timings of other networks, so either may be the closer.
+    assert int(errors["with this machine's fingerprint"]) <= 30, predictor
     assert re.search(r"calibrated: \w+ from 9 shots", predictor)
     ask = re.search(r"ask it yourself: (edgeatlas predict .*?)  \(checkpoint", predictor).group(1).split()
     again = subprocess.run([sys.executable, "-m", "edgeatlas", *ask[1:], "--json"], capture_output=True, text=True,
