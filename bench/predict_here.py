@@ -140,6 +140,7 @@ def main() -> int:
     if zoo_data:
         import time
 
+        from edgeatlas.console.demo_plan import DEMO_PREDICTOR
         from edgeatlas.predictor.commands import train
         from edgeatlas.predictor.datasets import fbnet
         from edgeatlas.predictor.datasets.nasbench201 import SAMPLE_DIR
@@ -147,7 +148,7 @@ def main() -> int:
 
         with_zoo = work / "with-zoo.pt"
         start = time.monotonic()
-        train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR), zoo_data], str(with_zoo), TrainConfig(members=2, epochs=3),
+        train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR), zoo_data], str(with_zoo), TrainConfig(**DEMO_PREDICTOR),
               lambda text: None)
         print(f"5. trained as the demo trains, plus {zoo_data} ({time.monotonic() - start:.0f} s); the same "
               f"held-out networks:")

@@ -18,7 +18,7 @@ from pathlib import Path
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
 from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, SECURE_PRODUCT,
                                          START_TIMEOUT_S, TARGET_PRECISION, DEMO_REAL_LLMS, DEMO_REAL_ZOO,
-                                         DemoCampaign, campaign_plan)
+                                         DEMO_PREDICTOR, DEMO_ZOO_NETWORKS, DemoCampaign, campaign_plan)
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
@@ -38,7 +38,6 @@ class DemoOptions:
 
 
 SECURE_TIMEOUT_S = 120.0  # for the cohort's round to publish after its campaign
-DEMO_ZOO_NETWORKS = 24  # networks of the zoo family timed here (1 thread, batch 1) for the predictor: ~15 s
 
 
 def federated_installed() -> bool:
@@ -327,7 +326,7 @@ class Demo:
         measure_family(zoo_here, DEMO_ZOO_NETWORKS, [1], [1], say=lambda _: None)
         checkpoint = self.dir / "predictor.pt"
         train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR), str(zoo_here)], str(checkpoint),
-              TrainConfig(members=2, epochs=3), lambda text: say(f"      {text.strip()}"))
+              TrainConfig(**DEMO_PREDICTOR), lambda text: say(f"      {text.strip()}"))
         default = cache_dir() / "default.pt"
         default.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(checkpoint, default)
