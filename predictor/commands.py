@@ -149,9 +149,9 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
 
     With a fingerprint: calibrated on it, the note says how. Without, where the checkpoint's training
-    data has no sample of the setting's runtime: the interval reaches down to the hardware's floor (no runtime
-    beats the hardware's bound) and up by its own half-width again (an unknown runtime's overheads can
-    be larger too), and the note says so."""
+    data has no sample of the setting's runtime: the interval reaches down to the hardware's floor (no
+    runtime computes faster than the hardware) and up by its own half-width again (an unknown runtime's
+    overheads can be larger too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
     known = predictor.info.get("runtimes")
@@ -165,7 +165,8 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, np.ones(len(samples), bool))
         return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
                                          f"{', '.join(known) or 'none'}): the interval reaches down to the "
-                                         f"hardware's compute floor; a fingerprint (edgeatlas agent fingerprint) calibrates it")
+                                         f"hardware's compute floor; a fingerprint (edgeatlas agent "
+                                         f"fingerprint) calibrates it")
     return mean, lo, hi, zero_shot, ""
 
 

@@ -111,8 +111,8 @@ def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_dev
     # a published checkpoint's record is checked: nothing in it can fail an answer or narrow an interval
     for field, value in (("level_errors", [-1.0]), ("level_errors", "0.3"), ("family_errors", [float("nan")]),
                          ("summary_std", [0.0] * len(predictor.info["summary_std"])), ("summary_mean", [1.0]),
-                         ("anchor_reach", None), ("hardware", [3]), ("floor_shifts", [-99.0] * len(predictor.info["hardware"])),
-                         ("floor_shifts", [0.0])):
+                         ("anchor_reach", None), ("hardware", [3]),
+                         ("floor_shifts", [-99.0] * len(predictor.info["hardware"])), ("floor_shifts", [0.0])):
         tampered = tmp_path / f"tampered-{field}.pt"
         _with_info(path, tampered, {**predictor.info, field: value})
         with pytest.raises(InvalidInput, match=f"info.{field}"):
