@@ -311,8 +311,8 @@ def runtime_coverage(version: admin_pb2.PredictorVersion) -> str:
         return "Its training data does not record the runtimes it was measured in."
     missing = [r for r in RUNTIMES if r not in version.runtimes]
     return (f"Its training data covers {', '.join(version.runtimes)}"
-            + (f"; for {', '.join(missing)} the answer says so and its interval reaches down to the hardware's "
-               f"compute floor, unless a device's fingerprint calibrates it." if missing else "."))
+            + (f"; for {', '.join(missing)} the answer says so and its interval reaches down to the roofline, "
+               f"unless a device's fingerprint calibrates it." if missing else "."))
 
 
 def fingerprint_upload(raw: bytes) -> tuple[str, dict | None]:

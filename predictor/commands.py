@@ -149,8 +149,8 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
 
     With a fingerprint: calibrated on it, the note says how. Without, where the checkpoint's training
-    data has no sample of the setting's runtime: the interval reaches down to the hardware's floor (no
-    runtime computes faster than the hardware) and up by its own half-width again (an unknown runtime's
+    data has no sample of the setting's runtime: the interval reaches down to the roofline (lowered by
+    as much as the hardware beat its sheet in training) and up by its own half-width again (an unknown runtime's
     overheads can be larger too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
@@ -165,16 +165,16 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, np.ones(len(samples), bool))
         return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
                                          f"{', '.join(known) or 'none'}): the interval reaches down to the "
-                                         f"hardware's compute floor; a fingerprint (edgeatlas agent "
-                                         f"fingerprint) calibrates it")
+                                         f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates "
+                                         f"it")
     return mean, lo, hi, zero_shot, ""
 
 
 def widened_for_unknown_runtime(predictor: Predictor, samples: Samples, mean, lo, hi, unknown: np.ndarray):
     """(low, high) where `unknown` marks answers in a runtime the training data has no sample of: down to
-    the hardware's floor (no runtime computes faster than the hardware: `Predictor.floor`), up by the
-    half-width again."""
-    return np.where(unknown, np.minimum(lo, predictor.floor(samples)), lo), np.where(unknown, hi + (hi - mean), hi)
+    the roofline, lowered by as much as the hardware beat its sheet in training (`Predictor.reach`), up
+    by the half-width again."""
+    return np.where(unknown, np.minimum(lo, predictor.reach(samples)), lo), np.where(unknown, hi + (hi - mean), hi)
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
@@ -282,7 +282,7 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
                         for s in settings])[samples.setting]
     if unknown.any():  # as `answer` does for one query: said, and the interval widened
         lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
-        notes = ["no training sample of this runtime: the interval reaches down to the compute floor" if u else ""
+        notes = ["no training sample of this runtime: the interval reaches down to the roofline" if u else ""
                  for u in unknown]
     position = {row: k for k, row in enumerate(answered)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -474,14 +474,22 @@ class Predictor:
         no floor: caches hold small working sets), lowered by how far below it the hardware ran in the
         training data (`floor_shifts`); on hardware it never saw, by the most any training hardware did.
         A checkpoint without the record: the compute floor as the sheet gives it."""
-        floor = _compute_floor(physical_terms(samples))
+        return _compute_floor(physical_terms(samples)) + self._floor_shift(samples)
+
+    def reach(self, samples: Samples) -> np.ndarray:
+        """[S] log ms an interval reaches down to where the runtime is unknown (an overhead-free runtime):
+        the roofline, lowered as `floor` is, and never below the floor. Finite where the sheet gives either
+        peak (the roofline is), so no interval starts at zero."""
+        return np.maximum(roofline_log(samples) + self._floor_shift(samples), self.floor(samples))
+
+    def _floor_shift(self, samples: Samples) -> np.ndarray:
+        """[S] the checkpoint's floor shift (≤ 0) for each sample's hardware (0 without the record)."""
         keys, shifts = self.info.get("hardware"), self.info.get("floor_shifts")
         if keys is None or shifts is None:
-            return floor
+            return np.zeros(len(samples))
         known = dict(zip(keys, shifts))
         unseen = min(shifts, default=0.0)
-        per_setting = np.array([known.get(hardware_key(st), unseen) for st in samples.settings])
-        return floor + per_setting[samples.setting]
+        return np.array([known.get(hardware_key(st), unseen) for st in samples.settings])[samples.setting]
 
     def unseen(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """([S] on hardware the training data never saw, [S] a network farther from every anchor than 99 %

@@ -288,3 +288,16 @@ def test_hardware_that_beat_its_sheet_in_training_lowers_its_floor_and_an_unseen
     # hardware the checkpoint never saw: lowered by the most any training hardware beat its sheet
     stranger = Predictor(tabular=None, gnn=None, anchors=None, info={"hardware": ["elsewhere"], "floor_shifts": [-0.7]})
     np.testing.assert_allclose(stranger.floor(sample), floor - 0.7)
+    # an unknown runtime's interval reaches down to the roofline lowered the same way, never below the floor,
+    # and never to zero: a sheet without a peak FLOP/s has no compute floor, but its bandwidth bounds it
+    np.testing.assert_allclose(stranger.reach(sample), np.maximum(roofline_log(sample) - 0.7, floor - 0.7))
+    import json
+
+    from edgeatlas.predictor.data import SettingInfo
+    from edgeatlas.protos.spec import SpecSheet
+
+    no_clock = SpecSheet.from_json(json.dumps({"schema": "edgeatlas.spec/v1", "name": "no clock",
+                                               "cpu": {"arch": "arm64", "cores": 4}, "memory": {"bandwidth_gbs": 10}}))
+    setting = SettingInfo(key="x", device="no clock", spec=no_clock, target="cpu", batch=1, threads=0, runtime="")
+    one = Samples(sample.graphs, [setting], sample.graph[:20], np.zeros(20, dtype=np.int64), np.ones(20))
+    assert np.all(np.isneginf(stranger.floor(one))) and np.all(np.isfinite(stranger.reach(one)))
