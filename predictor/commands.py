@@ -150,8 +150,8 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
 
     With a fingerprint: calibrated on it, the note says how. Without, where the checkpoint's training
     data has no sample of the setting's runtime: the interval reaches down to the roofline (lowered by
-    as much as the hardware beat its sheet in training) and up by its own half-width again (an unknown runtime's
-    overheads can be larger too), and the note says so."""
+    as much as the hardware beat its sheet in training) and up by its own half-width again (an unknown
+    runtime's overheads can be larger too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
     known = predictor.info.get("runtimes")
@@ -165,8 +165,7 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, np.ones(len(samples), bool))
         return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
                                          f"{', '.join(known) or 'none'}): the interval reaches down to the "
-                                         f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates "
-                                         f"it")
+                                         f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates it")
     return mean, lo, hi, zero_shot, ""
 
 

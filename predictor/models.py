@@ -480,7 +480,8 @@ class Predictor:
         """[S] log ms an interval reaches down to where the runtime is unknown (an overhead-free runtime):
         the roofline, lowered as `floor` is, and never below the floor. Finite where the sheet gives either
         peak (the roofline is), so no interval starts at zero."""
-        return np.maximum(roofline_log(samples) + self._floor_shift(samples), self.floor(samples))
+        shift = self._floor_shift(samples)
+        return np.maximum(roofline_log(samples), _compute_floor(physical_terms(samples))) + shift
 
     def _floor_shift(self, samples: Samples) -> np.ndarray:
         """[S] the checkpoint's floor shift (≤ 0) for each sample's hardware (0 without the record)."""
@@ -550,7 +551,7 @@ class Predictor:
         terms = physical_terms(samples)
         zero = self.predict(samples, which)[0] if zero_shot is None else zero_shot
         mean = cal.apply(zero, self._share(samples, which) if cal.kind == "split" else None, terms)
-        floor = np.minimum(_compute_floor(terms) + cal.floor_shift, self.floor(samples))
+        floor = _compute_floor(terms) + np.minimum(cal.floor_shift, self._floor_shift(samples))
         mean = np.maximum(mean, floor)
         return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width
 

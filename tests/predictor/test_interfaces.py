@@ -288,7 +288,8 @@ def test_predict_with_a_fingerprint_is_calibrated_to_it_and_says_so(checkpoint, 
     model = str(zoo / "resnet-s.onnx")
     zero = predict(str(checkpoint), str(spec), [model], "cpu", 1, 1, "onnxruntime")[0]
     assert "no sample of onnxruntime" in zero["runtime_note"]
-    assert zero["latency_ms_low"] <= zero["roofline_latency_ms"] * 1.001  # it reaches the roofline (no hardware beat its sheet)
+    # it reaches the roofline (no training hardware beat its sheet)
+    assert zero["latency_ms_low"] <= zero["roofline_latency_ms"] * 1.001
     predictor = Predictor.load(checkpoint)
     probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
     from edgeatlas.predictor.commands import _setting
