@@ -34,18 +34,6 @@ sys.path.insert(0, str(ROOT))
 REAL = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini"]
 
 
-def measure(path: Path, threads: int, request) -> float:
-    from edgeatlas.agent.runners import ModelFacts, make_runner
-    from edgeatlas.console.fingerprints import PARAMS
-    from edgeatlas.protos.records import Setting
-
-    setting = Setting(target="cpu", runtime="onnxruntime", batch=1, threads=threads, scenario="single-stream")
-    result = make_runner(str(path), setting, None, ModelFacts(inputs=request)).run(PARAMS)
-    if not result.valid:
-        raise RuntimeError(f"{path.name}: {result.invalid_reason}")
-    return result.stats.mean_ms
-
-
 def summary(label: str, measured: list[float], mean: list[float], lo: list[float] | None,
             hi: list[float] | None) -> str:
     ape = [abs(p - m) / m for p, m in zip(mean, measured)]
@@ -97,6 +85,7 @@ def main() -> int:
 
     from edgeatlas.agent.probe import probe
     from edgeatlas.console.fingerprints import measure as measure_fingerprint
+    from edgeatlas.console.fingerprints import time_alone
     from edgeatlas.console.zoo import build_zoo
     from edgeatlas.predictor.data import cache_dir
     from edgeatlas.protos.inputs import InputRequest, request_from_flags
@@ -125,7 +114,7 @@ def main() -> int:
     print(f"2. {len(models)} held-out networks, measured here:")
     measured = {}
     for name, (path, request) in models.items():
-        measured[name] = measure(path, args.threads, request)
+        measured[name] = time_alone(path, args.threads, request)
         print(f"  {name:16s} {measured[name]:9.3f} ms")
 
     sheet = work / "here.yaml"

@@ -51,5 +51,21 @@ def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) ->
                        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), spread=spread)
 
 
+def time_alone(model_path: Path, threads: int, request=None) -> float:
+    """One model's mean latency (ms) here, in the fingerprint's setting (ONNX Runtime on the CPU, batch 1,
+    `threads`): what a fingerprint's answer is to be compared with. `request`: its input request, if any.
+    The zoo family's rules (`console/zoo.py`): the 64 queries LoadGen's early stopping needs, within 15 s,
+    so that a 200 ms model is timed too."""
+    from edgeatlas.agent.runners import ModelFacts, make_runner
+    from edgeatlas.console.zoo import MEASURE_PARAMS
+
+    setting = Setting(target="cpu", runtime="onnxruntime", execution_provider="CPUExecutionProvider", batch=1,
+                      threads=threads, scenario="single-stream")
+    result = make_runner(str(model_path), setting, None, ModelFacts(inputs=request)).run(RunParams(**MEASURE_PARAMS))
+    if not result.valid:
+        raise InvalidInput(f"{Path(model_path).name}: {result.invalid_reason}")
+    return result.stats.mean_ms
+
+
 def state_fingerprint(state_dir: Path) -> Path:
     return state_dir / FILE

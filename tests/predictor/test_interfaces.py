@@ -354,3 +354,17 @@ def test_the_agent_measures_its_fingerprint_and_predicts_with_it(checkpoint, zoo
     assert "shots" in answer["fingerprint"] and answer["threads"] == 1 and answer["runtime"] == "onnxruntime"
     assert answer["latency_ms_low"] <= answer["latency_ms"] <= answer["latency_ms_high"]
     one_line_error(run_cli("agent", "fingerprint", "--state-dir", str(state), "--threads", "-2", env=env), "threads")
+
+
+def test_a_model_is_timed_alone_in_the_fingerprint_s_setting(zoo, tmp_path):
+    """What the demo and bench/predict_here.py compare a fingerprint's answer with: the model's own mean here,
+    at the thread count asked; a file ONNX Runtime cannot run is refused in one line, naming it."""
+    from edgeatlas.console.fingerprints import time_alone
+    from edgeatlas.protos.errors import EdgeAtlasError
+
+    small, big = time_alone(zoo / "mlp-s.onnx", 1), time_alone(zoo / "resnet-m.onnx", 1)
+    assert 0 < small and 5 * small < big  # 0.5 MFLOP against 212
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    with pytest.raises(EdgeAtlasError, match="broken.onnx") as err:
+        time_alone(tmp_path / "broken.onnx", 1)
+    assert "\n" not in str(err.value)
