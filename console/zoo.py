@@ -65,12 +65,15 @@ def build_zoo(out_dir: str | Path, names: list[str] | None = None) -> list[Path]
 MEASURE_PARAMS = dict(warmup_iterations=2, min_iterations=64, min_duration_s=0.2, max_duration_s=15.0)
 
 
+INT8_SHARE = 0.25  # of the networks measure-zoo times, int8 (one of each kind in every fourth round)
+
+
 def measure_family(out_dir: str | Path, networks: int, threads: list[int], batches: list[int], seed: int = 0,
-                   say=lambda _: None) -> Path:
-    """Times `networks` architectures of the zoo family (none of `ZOO`: those stay held out) in ONNX Runtime
-    on this machine, at every thread count × batch, and writes them as a data directory in the
-    nasbench201 layout (`zoo_index`, one column per setting, this machine's probed sheet) that
-    `predictor train / eval --data` read. Returns the directory."""
+                   say=lambda _: None, int8_share: float = INT8_SHARE) -> Path:
+    """Times `networks` architectures of the zoo family (none of `ZOO`: those stay held out; `int8_share`
+    of them quantized to int8) in ONNX Runtime on this machine, at every thread count × batch, and writes
+    them as a data directory in the nasbench201 layout (`zoo_index`, one column per setting, this
+    machine's probed sheet) that `predictor train / eval --data` read. Returns the directory."""
     import csv
     import platform
     import tempfile
@@ -90,6 +93,8 @@ def measure_family(out_dir: str | Path, networks: int, threads: list[int], batch
         raise InvalidInput(f"--threads must be whole numbers in 1..256, got {threads}")
     if not batches or any(b < 1 or b > 256 for b in batches):
         raise InvalidInput(f"--batch must be whole numbers in 1..256, got {batches}")
+    if not 0.0 <= int8_share <= 1.0:  # NaN too
+        raise InvalidInput(f"--int8 must be a share in 0..1, got {int8_share}")
     out = Path(out_dir)
     if (out / "latency_ms.csv").exists():
         raise InvalidInput(f"{out} already holds a data directory; give a new --out")
@@ -99,7 +104,7 @@ def measure_family(out_dir: str | Path, networks: int, threads: list[int], batch
     (out / "specs" / "here.yaml").write_text(sheet.to_yaml())
     columns = {f"t{t}_b{b}": (t, b) for t in dict.fromkeys(threads) for b in dict.fromkeys(batches)}
     params = RunParams(**MEASURE_PARAMS)
-    archs = sample_archs(networks, seed, set(HELD_OUT))
+    archs = sample_archs(networks, seed, set(HELD_OUT), int8_share)
     rows, version, start = [], "", time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         for i, arch in enumerate(archs):

@@ -246,7 +246,7 @@ class Predictors:
     def from_federated(self, outcome, plan, trigger: str) -> PredictorRow:
         """A version from a federated run's GNN weights: scored, anchored and calibrated on the coordinator's
         own cells (a fifth of their networks held out), its privacy spent recorded beside it."""
-        from edgeatlas.predictor.evaluate import runtimes, score
+        from edgeatlas.predictor.evaluate import runtime_info, score
         from edgeatlas.predictor.gnn import GNNConfig
         from edgeatlas.predictor.models import COVERAGE, GNNEnsemble, Predictor, Tabular, zero_shot_info
 
@@ -265,7 +265,7 @@ class Predictors:
                    "epsilon_measurement": rounds[-1]["epsilon_measurement"] if rounds else 0.0,
                    "epsilon_device": rounds[-1]["epsilon_device"] if rounds else 0.0}
         predictor.info = {"trained_on": "federated", "devices": plan.clients, "privacy": privacy,
-                          "runtimes": runtimes(fit), **zero_shot_info(fit, anchors)}
+                          **runtime_info(fit), **zero_shot_info(fit, anchors)}
         with tempfile.NamedTemporaryFile(suffix=".pt") as f:
             predictor.save(f.name)
             blob = Path(f.name).read_bytes()

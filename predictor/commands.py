@@ -148,25 +148,74 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
            fingerprint: Fingerprint | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
 
-    With a fingerprint: calibrated on it, the note says how. Without, where the checkpoint's training
-    data has no sample of the setting's runtime: the interval reaches down to the roofline (lowered by
-    as much as the hardware beat its sheet in training) and up by its own half-width again (an unknown
-    runtime's overheads can be larger too), and the note says so."""
+    With a fingerprint: calibrated on it, the note says how; an int8 network's answer is the GNN's scaled
+    by the fingerprint (`int8_on_fingerprint`). Where the checkpoint's training data has no sample of the
+    setting's runtime, or of int8 networks in it: the interval reaches down to the roofline (lowered by as
+    much as the hardware beat its sheet in training) and up by its own half-width again (an unknown
+    runtime's overheads, or its integer kernels, can cost more too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
-    known = predictor.info.get("runtimes")
-    runtime = (setting.runtime or "").lower()
+    no_runtime, no_int8, note = unlearned(predictor, samples, [setting])
+    unknown = no_runtime | no_int8
     if fingerprint is not None:
         fingerprint.check_setting(setting.target, setting.batch, setting.threads, setting.runtime)
-        cal = predictor.calibration(fingerprint_shots(fingerprint, setting))
-        mean, lo, hi = predictor.predict_calibrated(samples, cal)
-        return mean, lo, hi, zero_shot, cal.describe()
-    if known is not None and runtime and runtime not in known:
-        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, np.ones(len(samples), bool))
-        return mean, lo, hi, zero_shot, (f"the training data has no sample of {runtime} (it has "
-                                         f"{', '.join(known) or 'none'}): the interval reaches down to the "
-                                         f"roofline; a fingerprint (edgeatlas agent fingerprint) calibrates it")
-    return mean, lo, hi, zero_shot, ""
+        shots = fingerprint_shots(fingerprint, setting)
+        cal = predictor.calibration(shots)
+        tuned = predictor.predict_calibrated(samples, cal, zero_shot=mean)
+        described = cal.describe()
+        integer = samples.graphs.integer()[samples.graph]
+        if integer.any():
+            tuned, more = int8_on_fingerprint(predictor, shots, (mean, lo, hi), tuned, integer,
+                                              predictor.floor(samples))
+            described += "; " + more
+        unknown = no_int8 | (no_runtime & integer)  # a calibration answers for the runtime itself
+        t_mean, t_lo, t_hi = tuned
+        t_lo, t_hi = widened_for_unknown_runtime(predictor, samples, t_mean, t_lo, t_hi, unknown)
+        return t_mean, t_lo, t_hi, zero_shot, described + (f"; {note}" if unknown.any() else "")
+    if unknown.any():
+        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
+        note += "; a fingerprint (edgeatlas agent fingerprint) calibrates it" if no_runtime.any() else ""
+    return mean, lo, hi, zero_shot, note
+
+
+def unlearned(predictor: Predictor, samples: Samples,
+              settings: list[SettingInfo]) -> tuple[np.ndarray, np.ndarray, str]:
+    """([S] whether the training data has no sample of each one's runtime, [S] whether it has none of int8
+    networks (`GraphSet.integer`) in it, where the sample is one, and the note that says so). A checkpoint
+    that does not record its runtimes lacks nothing."""
+    known = predictor.info.get("runtimes")
+    if known is None:
+        return np.zeros(len(samples), bool), np.zeros(len(samples), bool), ""
+    integer_known = predictor.info.get("integer_runtimes") or []
+    runtime = np.array([(s.runtime or "").lower() for s in settings], dtype=object)[samples.setting]
+    no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
+    no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
+                                                                  for r in runtime], dtype=bool) & ~no_runtime
+    notes = []
+    if no_runtime.any():
+        notes.append(f"the training data has no sample of {', '.join(sorted(set(runtime[no_runtime])))} (it has "
+                     f"{', '.join(known) or 'none'})")
+    if no_int8.any():
+        notes.append(f"it has no int8 network in {', '.join(sorted(set(runtime[no_int8])))} (it answers as for "
+                     f"float kernels)")
+    note = "; ".join(notes) + ": the interval reaches down to the roofline and up as far again" if notes else ""
+    return no_runtime, no_int8, note
+
+
+def int8_on_fingerprint(predictor: Predictor, shots: Samples, zero, tuned, integer: np.ndarray, floor: np.ndarray):
+    """((mean, low, high), note) where `integer` marks int8 networks: the fingerprint's reference networks
+    compute in float, so they say how fast this device is, not how its integer kernels compare with its
+    float ones (ONNX Runtime's ConvInteger on a CPU: 6-10x slower than its Conv). The GNN learned that
+    from int8 networks in the runtime; its answer is kept, scaled by how far off it was on the shots
+    (`offset`, never below `floor`), and the interval spans that and the calibration's own."""
+    offset = float(np.mean(np.log(shots.latency_ms) - predictor.predict(shots, "gnn")[0]))
+    (z_mean, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
+    mean = np.where(integer, np.maximum(z_mean + offset, floor), c_mean)
+    lo = np.where(integer, np.minimum(z_lo + offset, c_lo), c_lo)
+    hi = np.where(integer, np.maximum(z_hi + offset, c_hi), c_hi)
+    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), \
+        (f"int8 networks: the GNN's answer ×{math.exp(offset):.3g} (the reference networks compute in float), "
+         f"the interval spanning the calibrated one")
 
 
 def widened_for_unknown_runtime(predictor: Predictor, samples: Samples, mean, lo, hi, unknown: np.ndarray):
@@ -276,13 +325,12 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
                       np.ones(len(answered)))
     mean, lo, hi = predictor.predict(samples, "gnn")
     notes = [""] * len(answered)
-    known = predictor.info.get("runtimes")
-    unknown = np.array([known is not None and bool(s.runtime) and s.runtime.lower() not in known
-                        for s in settings])[samples.setting]
+    no_runtime, no_int8, _ = unlearned(predictor, samples, settings)
+    unknown = no_runtime | no_int8
     if unknown.any():  # as `answer` does for one query: said, and the interval widened
         lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
-        notes = ["no training sample of this runtime: the interval reaches down to the roofline" if u else ""
-                 for u in unknown]
+        notes = [f"no training sample of {'int8 networks in ' if i else ''}this runtime: the interval reaches "
+                 f"down to the roofline" if r or i else "" for r, i in zip(no_runtime, no_int8)]
     position = {row: k for k, row in enumerate(answered)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

@@ -19,7 +19,7 @@ from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"  # 2: the quantize category and the integer-kernel feature
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -56,6 +56,12 @@ class GraphSet:
                    edges=np.concatenate([g.edges for g in graphs], axis=1),
                    node_ptr=node_ptr, edge_ptr=edge_ptr,
                    summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32))
+
+    def integer(self) -> np.ndarray:
+        """[G] whether each graph has an operator on quantized integers (`graph.integer_kernel`, the
+        features' last column)."""
+        flags = self.x[:, -1] > 0
+        return np.array([flags[a:b].any() for a, b in zip(self.node_ptr[:-1], self.node_ptr[1:])], dtype=bool)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,10 +55,17 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     pool = np.unique(fit.graph)
     picks = np.sort(np.random.default_rng(seed).choice(pool, min(anchors, len(pool)), replace=False))
     start = time.monotonic()
-    info = {"runtimes": runtimes(train), **zero_shot_info(train, train.graphs.subset(picks), seed)}
+    info = {**runtime_info(train), **zero_shot_info(train, train.graphs.subset(picks), seed)}
     say(f"  unseen devices' and families' levels: {len(info['level_errors'])} devices and "
         f"{len(info['family_errors'])} families left out in turn ({time.monotonic() - start:.0f} s)")
     return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info=info)
+
+
+def runtime_info(samples: Samples) -> dict[str, list[str]]:
+    """What a checkpoint's info says its training data covers: the runtimes, and those in which it had
+    int8 networks (`GraphSet.integer`), whose integer kernels it learned."""
+    return {"runtimes": runtimes(samples),
+            "integer_runtimes": runtimes(samples.where(samples.graphs.integer()[samples.graph]))}
 
 
 def runtimes(samples: Samples) -> list[str]:

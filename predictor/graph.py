@@ -21,7 +21,7 @@ from edgeatlas.protos.errors import InvalidInput
 
 # Op categories: the GNN's one-hot, and the tabular model's op histogram.
 CATEGORIES = ("conv", "conv_dw", "conv_1x1", "matmul", "norm", "activation", "elementwise", "pool",
-              "global_pool", "softmax", "view", "copy", "gather", "reduce", "other")
+              "global_pool", "softmax", "view", "copy", "gather", "reduce", "quantize", "other")
 _CATEGORY = {
     "Gemm": "matmul", "MatMul": "matmul", "BatchNormalization": "norm", "LayerNormalization": "norm",
     "InstanceNormalization": "norm", "GroupNormalization": "norm",
@@ -46,7 +46,16 @@ _DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Ten
                 onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                 onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
                 onnx.TensorProto.INT16: 2}
-NODE_FEATURES = len(CATEGORIES) + 8
+NODE_FEATURES = len(CATEGORIES) + 9
+
+
+def integer_kernel(op: str) -> bool:
+    """Whether an operator computes on quantized integers (or converts to or from them). By ONNX's and ONNX
+    Runtime's naming, not a list: ConvInteger, MatMulInteger, QLinear*, QGemm, QAttention, *Quantize*.
+    The same layer can cost a fraction of its float kernel or many times it (ONNX Runtime's ConvInteger on
+    a CPU is 6-10x slower than its Conv; a fused DynamicQuantizeMatMul 2x faster than MatMul), so the
+    GNN sees the difference and learns it from data in that runtime."""
+    return "Integer" in op or "Quantize" in op or (len(op) > 1 and op[0] == "Q" and op[1].isupper())
 
 
 @dataclass
@@ -78,13 +87,15 @@ class OpGraph:
         return self.flops * batch, self.act_bytes * batch + self.weight_bytes
 
     def node_features(self) -> np.ndarray:
-        """[nodes, NODE_FEATURES] float32: op one-hot, then log-scaled sizes and attributes."""
+        """[nodes, NODE_FEATURES] float32: op one-hot, then log-scaled sizes and attributes, then whether the
+        op computes on integers (`integer_kernel`)."""
         onehot = np.eye(len(CATEGORIES), dtype=np.float32)[self.category]
         total = self.act_bytes + self.weight_bytes
         intensity = np.log1p(self.flops) - np.log1p(total)
         numeric = np.stack([np.log1p(self.flops) / 10, np.log1p(self.act_bytes) / 10,
                             np.log1p(self.weight_bytes) / 10, intensity / 3, self.kernel / 5, self.stride / 2,
-                            np.log1p(self.channels) / 5, (self.flops == 0).astype(np.float64)], axis=1)
+                            np.log1p(self.channels) / 5, (self.flops == 0).astype(np.float64),
+                            np.array([integer_kernel(op) for op in self.ops], dtype=np.float64)], axis=1)
         return np.concatenate([onehot, numeric.astype(np.float32)], axis=1)
 
     def summary(self) -> dict[str, float]:
@@ -361,6 +372,7 @@ _CATEGORY.update({op: "matmul" for op in list(_MATMUL_INPUTS) + list(_RECURRENT)
 _CATEGORY.update({op: "elementwise" for op in _ELEMENTWISE if op not in _REDUCE_INPUT})
 _CATEGORY.update({op: "reduce" for op in _REDUCE_INPUT if op not in _CATEGORY})
 _CATEGORY.update({op: "copy" for op in _NO_ARITHMETIC})
+_CATEGORY.update({op: "quantize" for op in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")})
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:

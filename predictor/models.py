@@ -10,7 +10,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -457,7 +457,7 @@ class Predictor:
         if which == "tabular":
             mean, lo, hi = self.tabular.predict(samples)
         else:
-            mean, lo, hi = self.gnn.predict(samples)
+            mean, lo, hi = self.gnn.predict(self.as_learned(samples))
         if which == "gnn":
             shift = self._offsets(samples)
             mean, lo, hi = mean + shift, lo + shift, hi + shift
@@ -468,6 +468,17 @@ class Predictor:
         floor = self.floor(samples)
         lift = np.maximum(floor - mean, 0)
         return mean + lift, np.maximum(lo + lift, floor), hi + lift
+
+    def as_learned(self, samples: Samples) -> Samples:
+        """The samples as the GNN learned to read them: where its training data had no int8 network (no
+        `integer_runtimes`), the integer-kernel feature it never saw set is cleared, so a weight no gradient
+        reached does not move the answer; the answer is then a float network's, and `commands.answer`
+        says so and widens it."""
+        if self.info.get("integer_runtimes") or not samples.graphs.x[:, -1].any():
+            return samples
+        x = samples.graphs.x.copy()
+        x[:, -1] = 0
+        return replace(samples, graphs=replace(samples.graphs, x=x))
 
     def floor(self, samples: Samples) -> np.ndarray:
         """[S] log ms no answer goes below: the compute time at the sheet's peak FLOP/s (the memory side is
@@ -556,7 +567,7 @@ class Predictor:
         return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width
 
     def _share(self, samples: Samples, which: str) -> np.ndarray | None:
-        return self.gnn.fixed_share(samples) if which in ("gnn", "gnn-raw") else None
+        return self.gnn.fixed_share(self.as_learned(samples)) if which in ("gnn", "gnn-raw") else None
 
     def save(self, path) -> None:
         """One safetensors file: every array as a tensor, the trees as skops bytes (a uint8 tensor), and
@@ -634,7 +645,7 @@ class Predictor:
         return cls(tabular=tabular, gnn=gnn, anchors=anchors, info=meta["info"])
 
 
-CHECKPOINT_FORMAT = "edgeatlas.predictor/v2"
+CHECKPOINT_FORMAT = "edgeatlas.predictor/v3"  # v3: integer kernels in the features
 ANCHOR_ARRAYS = ("x", "flops", "act_bytes", "weight_bytes", "edges", "node_ptr", "edge_ptr", "summary")
 FIXED_KEYS = {f"anchors.{k}" for k in ANCHOR_ARRAYS} | {"gnn.hw_mean", "gnn.hw_std", "tabular.skops"}
 MEMBER_KEY = re.compile(r"gnn\.(\d{1,2})\.([A-Za-z0-9_.]{1,100})")
@@ -684,6 +695,10 @@ def _check_zero_shot(info: dict) -> None:
     if "hardware" in info and (not isinstance(info["hardware"], list) or len(info["hardware"]) > 100_000 or
                                not all(isinstance(k, str) and len(k) < 4096 for k in info["hardware"])):
         raise ValueError("info.hardware is not a list of hardware keys")
+    for name in ("runtimes", "integer_runtimes"):
+        if name in info and (not isinstance(info[name], list) or len(info[name]) > 100 or
+                             not all(isinstance(r, str) and 0 < len(r) <= 100 for r in info[name])):
+            raise ValueError(f"info.{name} is not a list of runtime names")
     if "floor_shifts" in info:
         _finite_list(info["floor_shifts"], "floor_shifts", 100_000, len(info.get("hardware") or []), "any")
         if any(not -MAX_FLOOR_SHIFT <= v <= 0 for v in info["floor_shifts"]):

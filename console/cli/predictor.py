@@ -70,7 +70,7 @@ def cmd_predictor_measure_zoo(args) -> int:
     from edgeatlas.console.zoo import measure_family
 
     measure_family(args.out, args.networks, _whole_numbers(args.threads, "--threads"),
-                   _whole_numbers(args.batch, "--batch"), args.seed, say)
+                   _whole_numbers(args.batch, "--batch"), args.seed, say, args.int8)
     return 0
 
 
@@ -219,6 +219,8 @@ def register(sub) -> None:
     p.add_argument("--threads", default="1,2", help="thread counts, comma-separated")
     p.add_argument("--batch", default="1,4", help="batch sizes, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="which architectures (the same seed, the same ones)")
+    p.add_argument("--int8", type=float, default=0.25,
+                   help="share of the networks quantized to int8 by ONNX Runtime's dynamic quantizer (0..1)")
     p.set_defaults(func=cmd_predictor_measure_zoo)
     p = predictor.add_parser("predict-batch", help="a CSV of queries → the same CSV with predictions")
     p.add_argument("--checkpoint", required=True)

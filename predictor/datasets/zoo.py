@@ -12,6 +12,8 @@ Architecture strings (every size bounded, so a data file cannot ask for a networ
     mobilenet:w0.5:s64                 width multiplier (0.25-2), image size (32-256)
     transformer:d64:h4:l2:s32:v1000    width (16-1024, a multiple of heads), heads (1-16), layers (1-12),
                                        sequence (4-512), vocabulary (16-50000)
+    resnet:16-32-64:b1:s32:int8        any of them, int8: weights quantized by ONNX Runtime's dynamic
+                                       quantizer, as people ship int8 models (ConvInteger, MatMulInteger)
 """
 
 from __future__ import annotations
@@ -133,9 +135,14 @@ def _fields(parts: list[str], arch: str, want: str) -> dict[str, str]:
     return dict(found)
 
 
+INT8 = ":int8"
+
+
 def parse(arch: str) -> tuple[str, dict]:
-    """An architecture string → (kind, the builder's keyword arguments), every size checked."""
-    kind, _, rest = arch.strip().partition(":")
+    """An architecture string → (kind, the builder's keyword arguments), every size checked. A trailing
+    `:int8` is not the builder's (see `build`)."""
+    arch = arch.strip()
+    kind, _, rest = arch.removesuffix(INT8).partition(":")
     parts = rest.split(":") if rest else []
     if kind == "mlp" and len(parts) == 1:
         return kind, {"widths": _widths(parts[0], arch, 2, 8, 1, 8192)}
@@ -164,51 +171,81 @@ BUILDERS = {"mlp": mlp, "resnet": resnet, "mobilenet": mobilenet, "transformer":
 
 
 def build(arch: str, name: str = "", seed: int = 0) -> onnx.ModelProto:
-    """The ONNX network an architecture string describes (batch dimension symbolic, "N")."""
+    """The ONNX network an architecture string describes (batch dimension symbolic, "N"); an `:int8` one
+    through ONNX Runtime's dynamic quantizer (int8 weights, activations quantized as it runs)."""
     kind, kwargs = parse(arch)
-    return BUILDERS[kind](name or arch, seed=seed, **kwargs)
+    model = BUILDERS[kind](name or arch, seed=seed, **kwargs)
+    return quantized(model) if arch.strip().endswith(INT8) else model
 
 
-def arch_string(kind: str, **kw) -> str:
-    """The inverse of `parse`."""
+def quantized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with int8 weights, as `onnxruntime.quantization.quantize_dynamic` writes it."""
+    import logging
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+        onnx.save(model, str(source))
+        logging.disable(logging.WARNING)  # its advice to pre-process for static quantization: this is dynamic
+        try:
+            quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+        return onnx.load(str(out))
+
+
+def arch_string(kind: str, int8: bool = False, **kw) -> str:
+    """The inverse of `parse` (and of `build`'s `:int8`)."""
     if kind == "mlp":
-        return "mlp:" + "-".join(map(str, kw["widths"]))
-    if kind == "resnet":
-        return f"resnet:{'-'.join(map(str, kw['widths']))}:b{kw['blocks']}:s{kw['size']}"
-    if kind == "mobilenet":
-        return f"mobilenet:w{kw['width']:g}:s{kw['size']}"
-    return f"transformer:d{kw['d']}:h{kw['heads']}:l{kw['layers']}:s{kw['seq']}:v{kw['vocab']}"
+        arch = "mlp:" + "-".join(map(str, kw["widths"]))
+    elif kind == "resnet":
+        arch = f"resnet:{'-'.join(map(str, kw['widths']))}:b{kw['blocks']}:s{kw['size']}"
+    elif kind == "mobilenet":
+        arch = f"mobilenet:w{kw['width']:g}:s{kw['size']}"
+    else:
+        arch = f"transformer:d{kw['d']}:h{kw['heads']}:l{kw['layers']}:s{kw['seq']}:v{kw['vocab']}"
+    return arch + (INT8 if int8 else "")
 
 
-def sample_archs(n: int, seed: int = 0, exclude: set[str] = frozenset()) -> list[str]:
+def sample_archs(n: int, seed: int = 0, exclude: set[str] = frozenset(), int8_share: float = 0.0) -> list[str]:
     """n distinct architectures, the four kinds in turn, sizes drawn from each kind's usual range (a
-    sub-millisecond MLP to a GFLOP CNN), none of `exclude` (networks held out for testing)."""
+    sub-millisecond MLP to a GFLOP CNN), none of `exclude` (networks held out for testing). `int8_share`
+    of the rounds of four are int8 (`:int8`), spread evenly: a quarter gives every fourth round, one of
+    each kind; the float draws are the same whatever the share."""
+    if not 0.0 <= int8_share <= 1.0:
+        raise InvalidInput(f"the int8 share must be in 0..1, got {int8_share}")
     rng = np.random.default_rng(seed)
     out: list[str] = []
     seen = set(exclude)
+    held = {a.removesuffix(INT8) for a in exclude}  # nor a held-out network's int8 twin
     tries = 0
     while len(out) < n and tries < 50 * n + 100:
         kind = KINDS[tries % len(KINDS)]
+        turn = tries // len(KINDS)
+        int8 = int((turn + 1) * int8_share) > int(turn * int8_share)
         tries += 1
         if kind == "mlp":
             depth = int(rng.integers(1, 5))
             widths = [int(rng.choice([64, 128, 256, 512, 784, 1024]))] + \
                 [int(rng.choice([64, 128, 256, 512, 1024, 2048])) for _ in range(depth)] + [10]
-            arch = arch_string(kind, widths=widths)
+            arch = arch_string(kind, int8, widths=widths)
         elif kind == "resnet":
             base = int(rng.choice([8, 16, 24, 32]))
             stages = int(rng.integers(2, 5))
-            arch = arch_string(kind, widths=[base * 2 ** i for i in range(stages)], blocks=int(rng.integers(1, 3)),
-                               size=int(rng.choice([32, 48, 64])))
+            arch = arch_string(kind, int8, widths=[base * 2 ** i for i in range(stages)],
+                               blocks=int(rng.integers(1, 3)), size=int(rng.choice([32, 48, 64])))
         elif kind == "mobilenet":
-            arch = arch_string(kind, width=float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.25])),
+            arch = arch_string(kind, int8, width=float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.25])),
                                size=int(rng.choice([64, 96, 128])))
         else:
             heads = int(rng.choice([2, 4, 8]))
-            arch = arch_string(kind, d=heads * int(rng.choice([16, 32, 48])), heads=heads,
+            arch = arch_string(kind, int8, d=heads * int(rng.choice([16, 32, 48])), heads=heads,
                                layers=int(rng.integers(1, 7)), seq=int(rng.choice([16, 32, 64, 128])),
                                vocab=int(rng.choice([1000, 4000, 8000])))
-        if arch not in seen:
+        if arch not in seen and arch.removesuffix(INT8) not in held:
             seen.add(arch)
             out.append(arch)
     return out

@@ -301,3 +301,48 @@ def test_hardware_that_beat_its_sheet_in_training_lowers_its_floor_and_an_unseen
     setting = SettingInfo(key="x", device="no clock", spec=no_clock, target="cpu", batch=1, threads=0, runtime="")
     one = Samples(sample.graphs, [setting], sample.graph[:20], np.zeros(20, dtype=np.int64), np.ones(20))
     assert np.all(np.isneginf(stranger.floor(one))) and np.all(np.isfinite(stranger.reach(one)))
+
+
+def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_one_in_its_runtime(sample, tmp_path):
+    """ONNX Runtime's ConvInteger runs 6-10x slower than its Conv on a CPU: what an int8 network costs is
+    the runtime's, learned from int8 networks measured in it. A checkpoint without any answers as for the
+    float kernels (the feature it never saw set is cleared), says so and widens; a fingerprint, whose
+    reference networks compute in float, scales the GNN's answer for it and spans both."""
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import answer, fingerprint_shots, load_graph
+    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.datasets.zoo import build
+
+    import onnx
+
+    for arch in ("resnet:8-16:b1:s32:int8", "resnet:8-16:b1:s32"):
+        onnx.save(build(arch), str(tmp_path / f"{arch.endswith('int8')}.onnx"))
+    setting = next(s for s in sample.settings if s.runtime == "tflite")
+    graphs = GraphSet.from_graphs([load_graph(str(tmp_path / f"{b}.onnx"), runtime="tflite")[0] for b in (True, False)])
+    assert list(graphs.integer()) == [True, False] and graphs.x[:, -1].sum() > 0
+    twins = Samples(graphs, [setting], np.array([0, 1]), np.zeros(2, dtype=np.int64), np.ones(2))
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
+    assert predictor.info["integer_runtimes"] == [] and "tflite" in predictor.info["runtimes"]
+    read = predictor.as_learned(twins)
+    assert read.graphs.x[:, -1].sum() == 0 and twins.graphs.x[:, -1].sum() > 0  # a copy: the query is untouched
+    plain = predictor.predict(twins)
+    mean, lo, hi, _, note = answer(predictor, twins, setting)
+    assert "no int8 network in tflite" in note and "no sample of" not in note
+    assert lo[0] <= plain[1][0] and hi[0] > plain[2][0] + 1e-6  # widened both ways
+    assert lo[1] == plain[1][1] and hi[1] == plain[2][1] and mean[1] == plain[0][1]  # its float twin is not
+    # trained on int8 networks in this runtime: read as they are, nothing said, nothing widened
+    predictor.info["integer_runtimes"] = ["tflite"]
+    assert predictor.as_learned(twins) is twins
+    learned = predictor.predict(twins)
+    mean, lo, hi, _, note = answer(predictor, twins, setting)
+    assert note == "" and np.allclose(hi, learned[2]) and np.allclose(mean, learned[0])
+    # a fingerprint 3x slower than the GNN on the reference set: the int8 answer is the GNN's ×3, its
+    # interval holding that and the calibrated one
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), runtime="tflite", threads=0)
+    ref = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
+    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(fp.NAMES, ref)}, runtime="tflite", threads=0)
+    mean, lo, hi, zero, note = answer(predictor, twins, setting, slow)
+    assert mean[0] == pytest.approx(max(learned[0][0] + np.log(3), predictor.floor(twins)[0]), abs=1e-6)
+    assert lo[0] <= mean[0] <= hi[0] and "int8 networks: the GNN's answer ×3" in note
+    cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting)))
+    assert lo[0] <= cal[1][0] and hi[0] >= cal[2][0] and mean[1] == pytest.approx(cal[0][1])
