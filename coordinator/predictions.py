@@ -308,7 +308,8 @@ class Predictors:
             with tempfile.NamedTemporaryFile(suffix=".pt") as f:
                 f.write(blob)
                 f.flush()
-                self._loaded[row.version] = Predictor.load(f.name)
+                # named by its version: one stored before an upgrade of the format is refused as that
+                self._loaded[row.version] = Predictor.load(f.name, f"predictor v{row.version}")
         return row, self._loaded[row.version]
 
     def predict(self, spec_json: str, model: str | bytes, target: str, batch: int, threads: int, runtime: str,

@@ -605,8 +605,11 @@ class Predictor:
             with safe_open(str(path), framework="numpy") as f:
                 header = f.metadata() or {}
                 if header.get("format") != CHECKPOINT_FORMAT:
+                    older = str(header.get("format")).startswith("edgeatlas.predictor/")
                     raise InvalidInput(f"{what}: not an {CHECKPOINT_FORMAT} checkpoint "
-                                       f"(format {str(header.get('format'))[:40]!r})")
+                                       f"(format {str(header.get('format'))[:40]!r})" +
+                                       ("; its features are an older featurizer's: train it again (edgeatlas "
+                                        "predictor train, or predictor retrain at the coordinator)" if older else ""))
                 arrays = {k: f.get_tensor(k) for k in f.keys()}
         except FileNotFoundError:
             raise InvalidInput(f"{what}: no such file") from None

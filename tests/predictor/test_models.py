@@ -346,3 +346,19 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     assert lo[0] <= mean[0] <= hi[0] and "int8 networks: the GNN's answer ×3" in note
     cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting)))
     assert lo[0] <= cal[1][0] and hi[0] >= cal[2][0] and mean[1] == pytest.approx(cal[0][1])
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path):
+    """v2 checkpoints read 23 features per operator, v3 25 (a quantize category, the integer kernel): a v2
+    file, published before an upgrade or kept in a cache, is refused in one line that says to train it again."""
+    from safetensors.numpy import save_file
+
+    save_file({"gnn.hw_mean": np.zeros(3)}, str(tmp_path / "old.pt"),
+              metadata={"format": "edgeatlas.predictor/v2", "meta": "{}"})
+    with pytest.raises(InvalidInput, match="predictor v4: not an edgeatlas.predictor/v3 .*train it again") as err:
+        Predictor.load(tmp_path / "old.pt", "predictor v4")
+    assert "\n" not in str(err.value)
+    save_file({"x": np.zeros(3)}, str(tmp_path / "other.pt"), metadata={"format": "something/else"})
+    with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v3") as err:
+        Predictor.load(tmp_path / "other.pt")
+    assert "train it again" not in str(err.value)
