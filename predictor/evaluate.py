@@ -52,13 +52,33 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     start = time.monotonic()
     gnn = GNNEnsemble().fit(fit, calib, cfg, seed=seed, say=say)
     say(f"  GNN ({cfg.members} members) trained in {time.monotonic() - start:.0f} s")
-    pool = np.unique(fit.graph)
-    picks = np.sort(np.random.default_rng(seed).choice(pool, min(anchors, len(pool)), replace=False))
+    picks, anchor_runtimes = pick_anchors(fit, anchors, seed)
     start = time.monotonic()
-    info = {**runtime_info(train), **zero_shot_info(train, train.graphs.subset(picks), seed)}
+    info = {**runtime_info(train), "anchor_runtimes": anchor_runtimes,
+            **zero_shot_info(train, train.graphs.subset(picks), seed)}
     say(f"  unseen devices' and families' levels: {len(info['level_errors'])} devices and "
         f"{len(info['family_errors'])} families left out in turn ({time.monotonic() - start:.0f} s)")
     return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info=info)
+
+
+def pick_anchors(samples: Samples, n: int = 64, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """(graph indices, the runtime each was drawn for) of n training networks the GNN's level is anchored on
+    (`Predictor._offsets`), drawn evenly over the runtimes the samples were measured in, each from the
+    networks measured in it. The trees place a runtime's level where they have seen networks in it: NAS-
+    Bench-201 cells in ONNX Runtime on a machine whose ONNX Runtime data is the zoo's are extrapolation,
+    and anchoring a query there on them moved every answer 4x off (`bench/predict_here.py`)."""
+    rng = np.random.default_rng(seed)
+    runtime = np.array([s.runtime.lower() for s in samples.settings], dtype=object)[samples.setting]
+    names = runtimes(samples) or [""]
+    picks: list[int] = []
+    tags: list[str] = []
+    for k, name in enumerate(names):
+        pool = np.setdiff1d(np.unique(samples.graph[runtime == name] if name else samples.graph), picks)
+        chosen = rng.choice(pool, min((n - len(picks)) // (len(names) - k), len(pool)), replace=False)
+        picks += chosen.tolist()
+        tags += [name] * len(chosen)
+    order = np.argsort(picks)
+    return np.array(picks, dtype=np.int64)[order], [tags[i] for i in order]
 
 
 def runtime_info(samples: Samples) -> dict[str, list[str]]:

@@ -441,9 +441,12 @@ class Predictor:
         graphs = concat([self.anchors, samples.graphs])
         probe = Samples(graphs, samples.settings, np.tile(np.arange(n), len(used)), np.repeat(used, n),
                         np.ones(n * len(used)))
-        diff = (self.tabular.predict_log(probe) - self.gnn.predict(probe)[0]).reshape(len(used), n).mean(1)
+        diff = (self.tabular.predict_log(probe) - self.gnn.predict(probe)[0]).reshape(len(used), n)
+        tags = np.array(self.info.get("anchor_runtimes") or [""] * n, dtype=object)
         offsets = np.zeros(len(samples.settings))
-        offsets[used] = diff
+        for row, u in enumerate(used):  # the anchors drawn for the setting's runtime (evaluate.pick_anchors)
+            mine = tags == (samples.settings[u].runtime or "").lower()
+            offsets[u] = diff[row, mine].mean() if mine.any() else diff[row].mean()
         return offsets[samples.setting]
 
     def predict(self, samples: Samples, which: str = "gnn") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -632,6 +635,10 @@ class Predictor:
                 raise ValueError(f"tensor {missing[0]} is missing")
             anchors = GraphSet(names=meta["anchor_names"], **{k: arrays[f"anchors.{k}"] for k in ANCHOR_ARRAYS})
             _check_anchors(anchors)
+            tags = meta["info"].get("anchor_runtimes")
+            if tags is not None and (not isinstance(tags, list) or len(tags) != len(anchors.names) or
+                                     not all(isinstance(t, str) and len(t) <= 100 for t in tags)):
+                raise ValueError("info.anchor_runtimes is not one runtime name per anchor")
             gnn = GNNEnsemble(states=states, hw_mean=arrays["gnn.hw_mean"], hw_std=arrays["gnn.hw_std"],
                               half_width=meta["gnn_half_width"], config=meta["config"])
             if gnn.hw_mean.shape != (len(FEATURES),) or gnn.hw_std.shape != (len(FEATURES),):

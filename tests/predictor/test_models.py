@@ -94,7 +94,8 @@ def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_dev
     assert device.all()
     # around the same answer, the half-width where the level errors (either sign) plus the interval's own
     # Gaussian spread hold 80 %; a checkpoint without the record widens nothing
-    bare = Predictor(tabular=predictor.tabular, gnn=predictor.gnn, anchors=predictor.anchors, info={})
+    bare = Predictor(tabular=predictor.tabular, gnn=predictor.gnn, anchors=predictor.anchors,
+                     info={"anchor_runtimes": predictor.info["anchor_runtimes"]})  # the same level
     near = ~far
     for which in ("gnn", "gnn-raw", "tabular"):
         (m0, l0, h0), (m, lo, h) = bare.predict(test, which), predictor.predict(test, which)
@@ -112,7 +113,8 @@ def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_dev
     for field, value in (("level_errors", [-1.0]), ("level_errors", "0.3"), ("family_errors", [float("nan")]),
                          ("summary_std", [0.0] * len(predictor.info["summary_std"])), ("summary_mean", [1.0]),
                          ("anchor_reach", None), ("hardware", [3]),
-                         ("floor_shifts", [-99.0] * len(predictor.info["hardware"])), ("floor_shifts", [0.0])):
+                         ("floor_shifts", [-99.0] * len(predictor.info["hardware"])), ("floor_shifts", [0.0]),
+                         ("anchor_runtimes", ["tflite"]), ("integer_runtimes", "tflite")):
         tampered = tmp_path / f"tampered-{field}.pt"
         _with_info(path, tampered, {**predictor.info, field: value})
         with pytest.raises(InvalidInput, match=f"info.{field}"):
@@ -362,3 +364,28 @@ def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path):
     with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v3") as err:
         Predictor.load(tmp_path / "other.pt")
     assert "train it again" not in str(err.value)
+
+
+def test_the_gnn_s_level_is_anchored_on_networks_measured_in_the_query_s_runtime(sample):
+    """The trees know a runtime's level on networks measured in it; elsewhere they extrapolate (NAS-Bench-201
+    cells in ONNX Runtime, where only the zoo was timed, moved every answer 4x). Anchors are drawn evenly
+    over the training runtimes, and a query's level comes from its runtime's."""
+    from edgeatlas.predictor.data import concat
+    from edgeatlas.predictor.evaluate import pick_anchors
+
+    picks, tags = pick_anchors(sample, 16, seed=0)
+    assert len(set(picks.tolist())) == 16 and sorted(set(tags)) == ["pytorch", "tflite"] and tags.count("tflite") == 8
+    runtime = np.array([s.runtime for s in sample.settings])[sample.setting]
+    assert all(t in set(runtime[sample.graph == g]) for g, t in zip(picks, tags))
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1), anchors=16)
+    assert predictor.info["anchor_runtimes"] == tags
+    tflite = next(i for i, s in enumerate(sample.settings) if s.runtime == "tflite")
+    query = sample.where(sample.setting == tflite)
+    n = len(predictor.anchors)
+    probe = Samples(concat([predictor.anchors, query.graphs]), query.settings, np.arange(n), np.full(n, tflite),
+                    np.ones(n))
+    diff = predictor.tabular.predict_log(probe) - predictor.gnn.predict(probe)[0]
+    mine = np.array(tags) == "tflite"
+    np.testing.assert_allclose(predictor._offsets(query), diff[mine].mean(), rtol=1e-6)
+    predictor.info.pop("anchor_runtimes")  # a checkpoint without the record: every anchor, as before
+    np.testing.assert_allclose(predictor._offsets(query), diff.mean(), rtol=1e-6)
