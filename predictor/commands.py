@@ -196,8 +196,8 @@ def unlearned(predictor: Predictor, samples: Samples,
         notes.append(f"the training data has no sample of {', '.join(sorted(set(runtime[no_runtime])))} (it has "
                      f"{', '.join(known) or 'none'})")
     if no_int8.any():
-        notes.append(f"it has no int8 network in {', '.join(sorted(set(runtime[no_int8])))} (it answers as for "
-                     f"float kernels)")
+        notes.append(f"the training data has no int8 network in {', '.join(sorted(set(runtime[no_int8])))} (it "
+                     f"answers as for float kernels)")
     note = "; ".join(notes) + ": the interval reaches down to the roofline and up as far again" if notes else ""
     return no_runtime, no_int8, note
 
