@@ -126,17 +126,12 @@ def export(entry: RealModel, path: Path) -> Path:
 
 
 def quantize(source: Path, path: Path) -> Path:
-    """int8 weights through onnxruntime's dynamic quantizer (MatMulInteger / ConvInteger at run time)."""
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """int8 weights through onnxruntime's dynamic quantizer (`predictor/datasets/zoo.quantize_file`), written
+    beside and then moved into place."""
+    from edgeatlas.predictor.datasets.zoo import quantize_file
 
     tmp = path.with_name(path.stem + ".part.onnx")
-    logging.disable(logging.WARNING)  # its advice to pre-process for static quantisation: this one is dynamic
-    try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
-    finally:
-        logging.disable(logging.NOTSET)
+    quantize_file(source, tmp)
     tmp.replace(path)
     return path
 

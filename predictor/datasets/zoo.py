@@ -180,21 +180,28 @@ def build(arch: str, name: str = "", seed: int = 0) -> onnx.ModelProto:
 
 def quantized(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model with int8 weights, as `onnxruntime.quantization.quantize_dynamic` writes it."""
-    import logging
     import tempfile
     from pathlib import Path
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         source, out = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(model, str(source))
-        logging.disable(logging.WARNING)  # its advice to pre-process for static quantization: this is dynamic
-        try:
-            quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
-        finally:
-            logging.disable(logging.NOTSET)
+        quantize_file(source, out)
         return onnx.load(str(out))
+
+
+def quantize_file(source, out) -> None:
+    """int8 weights through ONNX Runtime's dynamic quantizer (MatMulInteger / ConvInteger at run time), file
+    to file: the zoo family's `:int8` and the real zoo's int8 models (`console/real_zoo.py`) alike."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # its advice to pre-process for static quantization: this is dynamic
+    try:
+        quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def arch_string(kind: str, int8: bool = False, **kw) -> str:
