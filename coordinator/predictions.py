@@ -86,10 +86,10 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
 def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", runtime: str = ""):
     """The operator graph of a model at its input spec's shapes, with the tensor shapes its summary
     observed (console/models.prepare) where static inference could not tell; for a query in a runtime, as
-    that runtime runs the graph (predictor.graph.as_runtime_runs)."""
+    that runtime runs the graph (predictor.graph.runtime_graph)."""
     import json
 
-    from edgeatlas.predictor.graph import as_runtime_runs, from_onnx
+    from edgeatlas.predictor.graph import runtime_graph
     from edgeatlas.protos import inputs, onnx_model
 
     specs = inputs.from_json(inputs_json)
@@ -103,8 +103,7 @@ def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", 
     except json.JSONDecodeError:
         summary = {}
     shapes = summary.get("shapes") if isinstance(summary, dict) else None
-    return from_onnx(as_runtime_runs(proto, runtime), name=name, specs=specs,
-                     shapes=shapes if isinstance(shapes, dict) else None)
+    return runtime_graph(proto, runtime, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None)
 
 
 class Graphs:

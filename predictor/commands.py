@@ -14,7 +14,7 @@ import numpy as np
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge
 from edgeatlas.predictor.fingerprint import Fingerprint
 from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
-from edgeatlas.predictor.graph import as_runtime_runs, from_onnx, load_onnx
+from edgeatlas.predictor.graph import load_onnx, runtime_graph
 from edgeatlas.predictor.models import Predictor, TrainConfig
 from edgeatlas.predictor.roofline import node_seconds
 from edgeatlas.protos import inputs, onnx_model
@@ -69,7 +69,7 @@ def run_eval(dirs: list[str], split: str, cfg: TrainConfig, devices: list[str] |
 def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = None, runtime: str = ""):
     """(OpGraph, ONNX model or None) of an ONNX file at the inputs `request` asks for (a dynamic dimension
     it leaves open is refused), a GGUF file or a transformer config.json. An ONNX graph is featurized as
-    the runtime will run it (`graph.as_runtime_runs`)."""
+    the runtime will run it (`graph.runtime_graph`)."""
     from edgeatlas.predictor import llm
 
     suffix = Path(path).suffix.lower()
@@ -81,7 +81,7 @@ def load_graph(path: str, name: str = "", request: inputs.InputRequest | None = 
     declared, outputs = onnx_model.declared_inputs(proto)
     specs = inputs.resolve(declared, request, outputs, values_needed=False)
     feeds = inputs.feeds(specs, samples=request.samples if request else {})
-    return from_onnx(as_runtime_runs(proto, runtime), name=name or Path(path).stem, specs=specs, feeds=feeds), proto
+    return runtime_graph(proto, runtime, name=name or Path(path).stem, specs=specs, feeds=feeds), proto
 
 
 def _setting(spec: SpecSheet, target: str, batch: int, threads: int, runtime: str) -> SettingInfo:

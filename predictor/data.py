@@ -19,7 +19,7 @@ from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
-FEATURIZER_VERSION = "2"  # 2: the quantize category and the integer-kernel feature
+FEATURIZER_VERSION = "3"  # 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -162,8 +162,8 @@ def _family_graph(job: tuple[str, str, str]) -> OpGraph:
     family, arch, runtime = job
     if family == "zoo":
         from edgeatlas.predictor.datasets.zoo import build
-        from edgeatlas.predictor.graph import as_runtime_runs
-        return from_onnx(as_runtime_runs(build(arch), runtime), name=arch)
+        from edgeatlas.predictor.graph import runtime_graph
+        return runtime_graph(build(arch), runtime, name=arch)
     if family == "fbnet":
         from edgeatlas.predictor.datasets.fbnet import fbnet
         return from_onnx(fbnet(arch, arch, seed=None, check=False), name=arch)
@@ -177,7 +177,7 @@ FAMILY_NAMES = {"nasbench201": "NAS-Bench-201", "fbnet": "FBNet", "zoo": "real-a
 def family_graphs(family: str, archs: list[str], say=lambda _: None, runtime: str = "") -> GraphSet:
     """The GraphSet of a family's architectures, from the cache when it holds exactly these. runtime: the
     one every measurement of them ran in, where the graph it executes differs from the file's (ONNX
-    Runtime's, `graph.as_runtime_runs`); the published families are featurized as built."""
+    Runtime's, `graph.runtime_graph`); the published families are featurized as built."""
     runtime = runtime.lower() if family == "zoo" else ""
     digest = hashlib.sha256(("\n".join(archs) + FEATURIZER_VERSION + runtime).encode()).hexdigest()[:20]
     prefix = "nb201" if family == "nasbench201" else family

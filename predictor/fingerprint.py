@@ -171,9 +171,9 @@ def write_reference_set(out_dir: str | Path) -> dict[str, Path]:
 def reference_graphs(runtime: str = ""):
     """The reference networks as the predictor's GraphSet, NAMES order, as the runtime runs them."""
     from edgeatlas.predictor.data import GraphSet
-    from edgeatlas.predictor.graph import as_runtime_runs, from_onnx
+    from edgeatlas.predictor.graph import runtime_graph
 
-    return GraphSet.from_graphs([from_onnx(as_runtime_runs(reference_model(n), runtime), name=n) for n in NAMES])
+    return GraphSet.from_graphs([runtime_graph(reference_model(n), runtime, name=n) for n in NAMES])
 
 
 @dataclass

@@ -139,30 +139,57 @@ RUNTIME_VIEW_MAX_BYTES = 1 << 30  # past this the original graph is featurized (
 
 
 def as_runtime_runs(model: onnx.ModelProto, runtime: str) -> onnx.ModelProto:
-    """The graph a runtime executes, where the predictor can see it. ONNX Runtime: its basic graph
-    optimizations, which keep to standard ONNX operators (constant folding, BatchNormalization folded into
-    the convolution before it, Identity and Dropout removed): a folded operator moves no activations.
-    Other runtimes, an ONNX Runtime that is not installed or fails on the graph: the graph as given."""
-    if runtime.lower() != "onnxruntime" or model.ByteSize() > RUNTIME_VIEW_MAX_BYTES:
+    """The graph a runtime executes, in standard ONNX operators. ONNX Runtime: its basic graph
+    optimizations (constant folding, BatchNormalization folded into the convolution before it, Identity
+    and Dropout removed): a folded operator moves no activations. Other runtimes, an ONNX Runtime that is
+    not installed or fails on the graph: the graph as given. `runtime_graph` featurizes its fusions too."""
+    if runtime.lower() != "onnxruntime":
         return model
+    return _ort_view(model, "basic") or model
+
+
+def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
+    """The graph ONNX Runtime's CPU provider keeps after its `level` (basic | extended) optimizations, or
+    None where it is not installed, the graph is too large to copy, or it cannot load the graph."""
+    if model.ByteSize() > RUNTIME_VIEW_MAX_BYTES:
+        return None
     try:
         import tempfile
 
         import onnxruntime as ort
     except ImportError:
-        return model
+        return None
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
     options.log_severity_level = 4
     with tempfile.TemporaryDirectory() as tmp:
-        options.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
+        options.optimized_model_filepath = str(Path(tmp) / f"{level}.onnx")
         try:
             ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
             optimized = onnx.load(options.optimized_model_filepath)
         except Exception:  # a graph ORT cannot load is featurized as given; its own errors come later
-            return model
+            return None
     optimized.graph.name = model.graph.name
     return optimized
+
+
+def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
+                  shapes: dict | None = None, feeds: dict | None = None) -> OpGraph:
+    """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
+    extended optimizations run, fusions included (a convolution with its activation as FusedConv,
+    MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
+    kernel is one node, and its intermediate tensors move no bytes. An int8 transformer's MatMuls run
+    fused and 2x faster than in float, its convolutions do not (`integer_kernel`). Shape inference does
+    not know ONNX Runtime's own operators, so tensor shapes are read by name from the basic view, whose
+    operators are standard and which the fusions keep the tensor names of. Other runtimes, or where ONNX
+    Runtime cannot load the graph: the graph as given (`as_runtime_runs`)."""
+    basic = as_runtime_runs(model, runtime)
+    fused = _ort_view(basic, "extended") if basic is not model else None
+    if fused is None:
+        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds)
+    known, _ = _tensor_shapes(basic, specs, name, shapes, feeds)
+    return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known)
 
 
 def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
@@ -214,26 +241,39 @@ def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
         raise InvalidInput(f"model {name}: ONNX shape inference failed ({str(exc).splitlines()[0]})") from None
 
 
-def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
-              feeds: dict | None = None) -> OpGraph:
-    """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
-    are set to 1. Where inference cannot tell a tensor's shape, `shapes` (observed before) says, or else
-    one run at `feeds` observes it (`observed_shapes`; kept in `OpGraph.observed`)."""
-    if not model.graph.node:
-        raise InvalidInput(f"model {name or model.graph.name}: the ONNX graph has no operators")
-    initializers = list(model.graph.initializer)
+def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given: dict | None,
+                   feeds: dict | None, known: dict | None = None) -> tuple[dict, dict]:
+    """({tensor: (dims or None, element type)} by shape inference at the spec's shapes, then where it
+    cannot tell, `known` (another view's), `shapes_given` (observed before) or one run at `feeds`;
+    {tensor: dims} that run observed)."""
     graph = _infer(model, specs, name).graph
-    shapes_given = shapes or {}
+    shapes_given = shapes_given or {}
     shapes: dict[str, tuple[list[int] | None, int]] = {}
     for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
         shapes[vi.name] = _shape(vi.type)
+    for tensor, entry in (known or {}).items():
+        if shapes.get(tensor, (None, 0))[0] is None and entry[0] is not None:
+            shapes[tensor] = entry
     missing = [o for node in model.graph.node for o in node.output if o and shapes.get(o, (None, 0))[0] is None]
     ran = observed_shapes(model, feeds, missing) if feeds is not None and missing and not shapes_given else {}
-    observed = shapes_given or ran
-    for tensor, dims in observed.items():
+    for tensor, dims in (shapes_given or ran).items():
         if shapes.get(tensor, (None, 0))[0] is None and isinstance(dims, list) and \
                 all(isinstance(d, int) and d >= 0 for d in dims):
             shapes[tensor] = (dims, shapes.get(tensor, (None, onnx.TensorProto.FLOAT))[1] or onnx.TensorProto.FLOAT)
+    return shapes, ran
+
+
+def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
+              feeds: dict | None = None, known: dict | None = None) -> OpGraph:
+    """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
+    are set to 1. Where inference cannot tell a tensor's shape, `known` (another view of the same graph,
+    `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
+    (`observed_shapes`; kept in `OpGraph.observed`)."""
+    if not model.graph.node:
+        raise InvalidInput(f"model {name or model.graph.name}: the ONNX graph has no operators")
+    initializers = list(model.graph.initializer)
+    graph = model.graph
+    shapes, ran = _tensor_shapes(model, specs, name, shapes, feeds, known)
     weights = {}
     for init in initializers:
         weights[init.name] = math.prod(init.dims) * _DTYPE_BYTES.get(init.data_type, 4)
@@ -343,10 +383,10 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
-_CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3}
+_CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
 _MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1),
                   "DynamicQuantizeMatMul": (0, 1), "QLinearMatMul": (0, 3), "QGemm": (0, 3),
-                  "FusedMatMul": (0, 1)}
+                  "FusedMatMul": (0, 1), "FusedGemm": (0, 1)}
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 _ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
@@ -373,6 +413,10 @@ _CATEGORY.update({op: "elementwise" for op in _ELEMENTWISE if op not in _REDUCE_
 _CATEGORY.update({op: "reduce" for op in _REDUCE_INPUT if op not in _CATEGORY})
 _CATEGORY.update({op: "copy" for op in _NO_ARITHMETIC})
 _CATEGORY.update({op: "quantize" for op in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")})
+# ONNX Runtime's fused kernels (`runtime_graph`) keep the category of what they fuse
+_CATEGORY.update({op: "norm" for op in ("SkipLayerNormalization", "SimplifiedLayerNormalization",
+                                         "SkipSimplifiedLayerNormalization", "RMSNormalization")})
+_CATEGORY.update({op: "activation" for op in ("FastGelu", "BiasGelu", "QuickGelu")})
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:
@@ -417,9 +461,10 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
         a, _ = (arg(i) for i in _MATMUL_INPUTS[op])
         if a is None or out is None:
             return None, 0.0, 0.0, 0.0, channels
-        k = a[0] if op in ("Gemm", "QGemm") and _attr(node, "transA", 0) else a[-1]
+        k = a[0] if op in ("Gemm", "QGemm", "FusedGemm") and _attr(node, "transA", 0) else a[-1]
         macs = out_elems * k
-        return 2 * macs + (out_elems if op == "Gemm" and len(ins) > 2 else 0), macs, 0.0, 0.0, float(out[-1])
+        bias = op in ("Gemm", "FusedGemm") and len(ins) > 2
+        return 2 * macs + (out_elems if bias else 0), macs, 0.0, 0.0, float(out[-1])
     if op in _RECURRENT:  # every step multiplies the input by W and the state by R, per direction
         x, w, r = arg(0), arg(1), arg(2)
         if x is None or w is None or r is None:

@@ -655,7 +655,8 @@ class Predictor:
         return cls(tabular=tabular, gnn=gnn, anchors=anchors, info=meta["info"])
 
 
-CHECKPOINT_FORMAT = "edgeatlas.predictor/v3"  # v3: integer kernels in the features
+CHECKPOINT_FORMAT = "edgeatlas.predictor/v4"  # v3: integer kernels in the features; v4: ONNX Runtime's
+# graphs (its anchors, what it learned in that runtime) are its fused kernels (`graph.runtime_graph`)
 ANCHOR_ARRAYS = ("x", "flops", "act_bytes", "weight_bytes", "edges", "node_ptr", "edge_ptr", "summary")
 FIXED_KEYS = {f"anchors.{k}" for k in ANCHOR_ARRAYS} | {"gnn.hw_mean", "gnn.hw_std", "tabular.skops"}
 MEMBER_KEY = re.compile(r"gnn\.(\d{1,2})\.([A-Za-z0-9_.]{1,100})")

@@ -167,3 +167,27 @@ def test_onnx_runtime_is_featurized_as_it_runs_the_graph():
     assert in_ort.act_bytes.sum() < as_given.act_bytes.sum()
     # the folded graph's conv carries the bias the normalisation became: one add per output, not its two
     assert in_ort.flops.sum() == as_given.flops.sum() - c * 256
+
+
+def test_onnx_runtimes_fused_kernels_are_one_node_each_with_the_shapes_of_what_they_fuse():
+    """`runtime_graph`: a convolution with its ReLU runs as one FusedConv, an int8 MatMul with its
+    quantization and scales as one DynamicQuantizeMatMul (which shape inference does not know: its shapes
+    come from the basic view). The work counted is the same; the fused intermediates move no bytes."""
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.graph import CATEGORIES, as_runtime_runs, runtime_graph
+
+    c = 8
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    m = model(nodes, [info("x", [1, 3, 16, 16])], [info("y", [1, c, 16, 16])], [tensor("w", (c, 3, 3, 3))])
+    fused = runtime_graph(m, "onnxruntime")
+    assert fused.ops == ["FusedConv"] and CATEGORIES[fused.category[0]] == "conv"
+    assert fused.macs == from_onnx(m).macs == c * 256 * 27 and fused.shapes_known == 1
+    assert fused.act_bytes.sum() < from_onnx(m).act_bytes.sum()
+    assert runtime_graph(m, "tflite").ops == ["Conv", "Relu"]  # other runtimes: as given
+
+    int8 = build("mlp:64-32-10:int8")
+    basic, fused = from_onnx(as_runtime_runs(int8, "onnxruntime")), runtime_graph(int8, "onnxruntime")
+    assert fused.ops.count("DynamicQuantizeMatMul") == 2 and "MatMulInteger" not in fused.ops
+    assert fused.macs == basic.macs == 64 * 32 + 32 * 10 and fused.uncounted == {} and fused.shapes_known == 1
+    assert fused.nodes < basic.nodes / 2 and fused.node_features()[:, -1].sum() == 2  # both integer kernels

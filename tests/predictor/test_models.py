@@ -351,17 +351,19 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
 
 
 def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path):
-    """v2 checkpoints read 23 features per operator, v3 25 (a quantize category, the integer kernel): a v2
-    file, published before an upgrade or kept in a cache, is refused in one line that says to train it again."""
+    """v2 checkpoints read 23 features per operator, v3 25 (a quantize category, the integer kernel), v4
+    reads ONNX Runtime's graphs as its fused kernels: an older file, published before an upgrade or kept in
+    a cache, is refused in one line that says to train it again."""
     from safetensors.numpy import save_file
 
-    save_file({"gnn.hw_mean": np.zeros(3)}, str(tmp_path / "old.pt"),
-              metadata={"format": "edgeatlas.predictor/v2", "meta": "{}"})
-    with pytest.raises(InvalidInput, match="predictor v4: not an edgeatlas.predictor/v3 .*train it again") as err:
-        Predictor.load(tmp_path / "old.pt", "predictor v4")
-    assert "\n" not in str(err.value)
+    for old in ("v2", "v3"):
+        save_file({"gnn.hw_mean": np.zeros(3)}, str(tmp_path / "old.pt"),
+                  metadata={"format": f"edgeatlas.predictor/{old}", "meta": "{}"})
+        with pytest.raises(InvalidInput, match="predictor v7: not an edgeatlas.predictor/v4 .*train it again") as err:
+            Predictor.load(tmp_path / "old.pt", "predictor v7")
+        assert "\n" not in str(err.value)
     save_file({"x": np.zeros(3)}, str(tmp_path / "other.pt"), metadata={"format": "something/else"})
-    with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v3") as err:
+    with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v4") as err:
         Predictor.load(tmp_path / "other.pt")
     assert "train it again" not in str(err.value)
 
