@@ -155,7 +155,7 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     runtime's overheads, or its integer kernels, can cost more too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
-    no_runtime, no_int8, note = unlearned(predictor, samples, [setting])
+    no_runtime, no_int8, note = unlearned(predictor, samples)
     unknown = no_runtime | no_int8
     if fingerprint is not None:
         fingerprint.check_setting(setting.target, setting.batch, setting.threads, setting.runtime)
@@ -170,31 +170,22 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
             described += "; " + more
         unknown = no_int8 | (no_runtime & integer)  # a calibration answers for the runtime itself
         t_mean, t_lo, t_hi = tuned
-        t_lo, t_hi = widened_for_unknown_runtime(predictor, samples, t_mean, t_lo, t_hi, unknown)
+        t_lo, t_hi = predictor.widened(samples, t_mean, t_lo, t_hi, unknown)
         return t_mean, t_lo, t_hi, zero_shot, described + (f"; {note}" if unknown.any() else "")
     if unknown.any():
-        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
+        lo, hi = predictor.widened(samples, mean, lo, hi, unknown)
         note += "; a fingerprint (edgeatlas agent fingerprint) calibrates it" if no_runtime.any() else ""
     return mean, lo, hi, zero_shot, note
 
 
-def unlearned(predictor: Predictor, samples: Samples,
-              settings: list[SettingInfo]) -> tuple[np.ndarray, np.ndarray, str]:
-    """([S] whether the training data has no sample of each one's runtime, [S] whether it has none of int8
-    networks (`GraphSet.integer`) in it, where the sample is one, and the note that says so). A checkpoint
-    that does not record its runtimes lacks nothing."""
-    known = predictor.info.get("runtimes")
-    if known is None:
-        return np.zeros(len(samples), bool), np.zeros(len(samples), bool), ""
-    integer_known = predictor.info.get("integer_runtimes") or []
-    runtime = np.array([(s.runtime or "").lower() for s in settings], dtype=object)[samples.setting]
-    no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
-    no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
-                                                                  for r in runtime], dtype=bool) & ~no_runtime
+def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.ndarray, str]:
+    """(`Predictor.unlearned`'s two masks, and the note that says what the training data lacks)."""
+    no_runtime, no_int8 = predictor.unlearned(samples)
+    runtime = np.array([(s.runtime or "").lower() for s in samples.settings], dtype=object)[samples.setting]
     notes = []
     if no_runtime.any():
         notes.append(f"the training data has no sample of {', '.join(sorted(set(runtime[no_runtime])))} (it has "
-                     f"{', '.join(known) or 'none'})")
+                     f"{', '.join(predictor.info['runtimes']) or 'none'})")
     if no_int8.any():
         notes.append(f"the training data has no int8 network in {', '.join(sorted(set(runtime[no_int8])))} (it "
                      f"answers as for float kernels)")
@@ -216,13 +207,6 @@ def int8_on_fingerprint(predictor: Predictor, shots: Samples, zero, tuned, integ
     return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), \
         (f"int8 networks: the GNN's answer ×{math.exp(offset):.3g} (the reference networks compute in float), "
          f"the interval spanning the calibrated one")
-
-
-def widened_for_unknown_runtime(predictor: Predictor, samples: Samples, mean, lo, hi, unknown: np.ndarray):
-    """(low, high) where `unknown` marks answers in a runtime the training data has no sample of: down to
-    the roofline, lowered by as much as the hardware beat its sheet in training (`Predictor.reach`), up
-    by the half-width again."""
-    return np.where(unknown, np.minimum(lo, predictor.reach(samples)), lo), np.where(unknown, hi + (hi - mean), hi)
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
@@ -325,10 +309,10 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
                       np.ones(len(answered)))
     mean, lo, hi = predictor.predict(samples, "gnn")
     notes = [""] * len(answered)
-    no_runtime, no_int8, _ = unlearned(predictor, samples, settings)
+    no_runtime, no_int8 = predictor.unlearned(samples)
     unknown = no_runtime | no_int8
     if unknown.any():  # as `answer` does for one query: said, and the interval widened
-        lo, hi = widened_for_unknown_runtime(predictor, samples, mean, lo, hi, unknown)
+        lo, hi = predictor.widened(samples, mean, lo, hi, unknown)
         notes = [f"no training sample of {'int8 networks in ' if i else ''}this runtime: the interval reaches "
                  f"down to the roofline" if r or i else "" for r, i in zip(no_runtime, no_int8)]
     position = {row: k for k, row in enumerate(answered)}

@@ -98,9 +98,10 @@ def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devi
              say=lambda _: None, shots: int = 0, families: list[str] | None = None) -> list[dict]:
     """Rows of {held_out, predictor, scores, coverage}, per held-out device (or family).
 
-    shots K > 0: in every held-out setting, K of its networks are measured (drawn at random) and the
-    rest predicted; each predictor is scored zero-shot and calibrated on the K (`fewshot.py`), on the
-    same networks (the K excluded from both)."""
+    Intervals are scored as answers carry them: widened where the training data has no sample of the
+    runtime, or of int8 networks in it (`Predictor.widened`). shots K > 0: in every held-out setting, K of
+    its networks are measured (drawn at random) and the rest predicted; each predictor is scored
+    zero-shot and calibrated on the K (`fewshot.py`), on the same networks (the K excluded from both)."""
     if split not in SPLITS:
         raise InvalidInput(f"split {split!r} is not one of {', '.join(SPLITS)}")
     if shots < 0:
@@ -153,9 +154,11 @@ def _score_all(name: str, test: Samples, predictor: Predictor, shots: int = 0, s
     if shots:
         return _score_shots(name, test, predictor, shots, seed)
     y = np.log(test.latency_ms)
+    unknown = np.logical_or(*predictor.unlearned(test))
     rows = []
     for p in PREDICTORS:
         mean, lo, hi = predictor.predict(test, p)
+        lo, hi = predictor.widened(test, mean, lo, hi, unknown)  # as answered (`commands.answer`)
         coverage = 100 * float(np.mean((y >= lo) & (y <= hi))) if p != "roofline" else math.nan
         rows.append({"held_out": name, "predictor": p, "scores": score(mean, test.latency_ms),
                      "coverage": coverage})
@@ -174,10 +177,15 @@ def _score_shots(name: str, test: Samples, predictor: Predictor, shots: int, see
         pick[rng.choice(rows, shots, replace=False)] = True
         rest = test.where((test.setting == s) & ~pick)
         shot_samples = test.where(pick)
+        no_runtime, no_int8 = predictor.unlearned(rest)
+        integer = rest.graphs.integer()[rest.graph]
         for p in PREDICTORS:
             zero = predictor.predict(rest, p)
+            zero = (zero[0], *predictor.widened(rest, *zero, no_runtime | no_int8))
             cal = predictor.calibration(shot_samples, p)
             tuned = predictor.predict_calibrated(rest, cal, p, zero_shot=zero[0])
+            # a calibration answers for the runtime itself, not for int8 kernels it never saw (as answered)
+            tuned = (tuned[0], *predictor.widened(rest, *tuned, no_int8 | (no_runtime & integer)))
             for label, (mean, lo, hi) in ((p, zero), (f"{p}+{shots}", tuned)):
                 parts.setdefault(label, []).append((mean, lo, hi, rest.latency_ms))
     out = []

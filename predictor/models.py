@@ -322,26 +322,43 @@ def hardware_key(setting) -> str:
 
 
 def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: np.ndarray,
-                     seed: int) -> list[float]:
+                     seed: int, scored: np.ndarray | None = None) -> list[float]:
     """For each group (a device, a family) left out: a light tree model trained on the other groups' rows
     (tabular features x, log latency y), and its mean signed log error in each setting of the left-out
     group. One |mean error| per group (the mean over its settings), thinned to MAX_OFFSETS quantiles.
+    scored: the rows an error may be read on (all by default); a group with none of them is not measured.
 
     Up to LEAVE_OUT_FOLDS models: beyond that many groups, each model leaves out a fold of them (a
     coordinator's hundreds of hardware classes cost twelve fits, not hundreds)."""
-    names = np.array(sorted(set(groups)))
+    scored = np.ones(len(y), bool) if scored is None else scored
+    names = np.array(sorted(set(groups[scored])))
     fold_of = dict(zip(names, np.random.default_rng(seed + 41).permutation(len(names)) % LEAVE_OUT_FOLDS))
-    folds = np.array([fold_of[g] for g in groups])
+    folds = np.array([fold_of.get(g, -1) for g in groups])
     out = []
-    for fold in np.unique(folds):
+    for fold in np.unique(folds[folds >= 0]):
         mine = folds == fold
         model = Tabular.regressor(seed, max_iter=60, learning_rate=0.15).fit(x[~mine], y[~mine])
-        err = model.predict(x[mine]) - y[mine]
-        for name in sorted(set(groups[mine])):
-            own = groups[mine] == name
-            out.append(float(np.mean([abs(err[own & (setting[mine] == s)].mean())
-                                      for s in np.unique(setting[mine][own])])))
+        read = mine & scored
+        err = model.predict(x[read]) - y[read]
+        for name in sorted(set(groups[read])):
+            own = groups[read] == name
+            out.append(float(np.mean([abs(err[own & (setting[read] == s)].mean())
+                                      for s in np.unique(setting[read][own])])))
     return _thinned(out)
+
+
+def shared_settings(settings: list, setting: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """[S] whether each sample's setting (its sheet, batch, threads, runtime: data sets name their settings
+    apart) has networks of two families or more measured in it: where a family left out shows how far
+    off its networks are, and not how far off an unseen device or runtime is (the zoo timed in ONNX
+    Runtime on one machine, NAS-Bench-201 in PyTorch on others)."""
+    ids: dict[str, int] = {}
+    same = np.array([ids.setdefault(f"{st.target}|{(st.runtime or '').lower()}|"
+                                    + ",".join(f"{v:.5g}" for v in st.features), len(ids)) for st in settings],
+                    dtype=np.int64)[setting]
+    pairs = np.unique(np.stack([same, np.unique(family, return_inverse=True)[1]]), axis=1)
+    counts = np.bincount(pairs[0], minlength=int(same.max(initial=0)) + 1)
+    return counts[same] >= 2
 
 
 def _thinned(values) -> list[float]:
@@ -374,27 +391,42 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
     - floor_shifts: per hardware key, how far below its sheet's compute floor it ran (`floor_shifts`);
     - summary_mean, summary_std, anchor_reach: how far from the nearest anchor 99 % of training networks
       lie (beyond it, a network is unlike the training families); family_errors: per named architecture
-      family, how far off a model that never saw one of its networks is (empty below two families)."""
+      family, how far off a model that never saw one of its networks is, read in the settings where
+      another family was measured too (`shared_settings`; empty below two families measured so)."""
     used = np.unique(train.graph)
     summary = train.graphs.summary[used]
     mean, std = summary.mean(0), summary.std(0) + 1e-3
     rng = np.random.default_rng(seed + 29)
     probe = summary[rng.choice(len(summary), min(2000, len(summary)), replace=False)]
     reach = float(np.quantile(nearest_anchor(probe, anchors.summary, mean, std), NOVELTY_QUANTILE))
-    keep = np.zeros(len(train.graphs), bool)
-    keep[rng.choice(used, min(max_graphs, len(used)), replace=False)] = True
-    light = train.where(keep[train.graph])
+    light = train.where(_family_draw(train, used, max_graphs, rng)[train.graph])
     x, y = tabular_features(light), np.log(light.latency_ms)
     device, family = light.device_of(), light.family_of()
     named = family != ""
     level = (_left_out_errors(x, y, light.setting, device, seed)
              if len(set(device)) >= LEVEL_MIN_DEVICES else [])
-    families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed)
-                if len(set(family[named])) >= FAMILY_MIN else [])
+    shared = shared_settings(light.settings, light.setting[named], family[named])
+    families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed, scored=shared)
+                if len(set(family[named][shared])) >= FAMILY_MIN else [])
     shifts = floor_shifts(train)
     return {"hardware": sorted(shifts), "floor_shifts": [shifts[k] for k in sorted(shifts)],
             "level_errors": level, "family_errors": families,
             "summary_mean": mean.tolist(), "summary_std": std.tolist(), "anchor_reach": reach}
+
+
+def _family_draw(train: Samples, used: np.ndarray, most: int, rng) -> np.ndarray:
+    """[G] up to `most` of the used networks, drawn evenly over their families (64 zoo networks beside
+    16,000 NAS-Bench-201 cells are not two of 600)."""
+    family = train.families[used]
+    names = sorted(set(family))
+    keep = np.zeros(len(train.graphs), bool)
+    left = most
+    for k, name in enumerate(sorted(names, key=lambda f: np.sum(family == f))):  # the smallest first
+        pool = used[family == name]
+        take = min(left // (len(names) - k), len(pool))
+        keep[rng.choice(pool, take, replace=False)] = True
+        left -= take
+    return keep
 
 
 def _level_offsets(errors, least: int) -> np.ndarray:
@@ -545,6 +577,26 @@ class Predictor:
                 half = mixture_half((hi[rows] - lo[rows]) / (2 * Z80), offsets)
                 lo[rows], hi[rows] = mean[rows] - half, mean[rows] + half
         return lo, hi
+
+    def unlearned(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
+        """([S] whether the training data has no sample of each one's runtime, [S] whether it has no int8
+        network (`GraphSet.integer`) in it, where the sample is one). A checkpoint that does not record its
+        runtimes lacks nothing."""
+        known = self.info.get("runtimes")
+        if known is None:
+            return np.zeros(len(samples), bool), np.zeros(len(samples), bool)
+        integer_known = self.info.get("integer_runtimes") or []
+        runtime = np.array([(s.runtime or "").lower() for s in samples.settings], dtype=object)[samples.setting]
+        no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
+        no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
+                                                                      for r in runtime], dtype=bool) & ~no_runtime
+        return no_runtime, no_int8
+
+    def widened(self, samples: Samples, mean, lo, hi, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) where `unknown` marks answers the training data has no sample of (`unlearned`): down
+        to the roofline, lowered by as much as the hardware beat its sheet in training (`reach`), and up by
+        the half-width again (an unknown runtime's overheads, or its integer kernels, can cost more too)."""
+        return np.where(unknown, np.minimum(lo, self.reach(samples)), lo), np.where(unknown, hi + (hi - mean), hi)
 
     def calibration(self, shots: Samples, which: str = "gnn"):
         """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting."""

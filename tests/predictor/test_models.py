@@ -76,6 +76,27 @@ def one_device_out(sample):
     return fit_all(train, TrainConfig(members=1, epochs=1)), train, test
 
 
+def test_evaluation_scores_intervals_as_answers_carry_them_in_a_runtime_never_trained_on(one_device_out):
+    """`predictor eval` holding out a runtime (the zoo's ONNX Runtime, trained on PyTorch and TFLite) counts
+    the interval the answer carries: down to the roofline and up as far again, not the bare one."""
+    import dataclasses
+
+    from edgeatlas.predictor.evaluate import _score_all
+
+    predictor, _, test = one_device_out
+    elsewhere = dataclasses.replace(test, settings=[dataclasses.replace(st, runtime="onnxruntime")
+                                                    for st in test.settings])
+    assert predictor.unlearned(elsewhere)[0].all() and not predictor.unlearned(test)[0].any()
+    y = np.log(elsewhere.latency_ms)
+    for row in _score_all("held out", elsewhere, predictor):
+        if row["predictor"] == "roofline":
+            continue
+        mean, lo, hi = predictor.predict(elsewhere, row["predictor"])
+        wide_lo, wide_hi = predictor.widened(elsewhere, mean, lo, hi, np.ones(len(elsewhere), bool))
+        assert np.all(wide_lo <= lo) and np.all(wide_hi - mean >= 2 * (hi - mean) - 1e-9)
+        assert row["coverage"] == pytest.approx(100 * np.mean((y >= wide_lo) & (y <= wide_hi)))
+
+
 def test_an_unseen_devices_interval_also_holds_its_level_measured_by_leaving_devices_out(one_device_out, tmp_path):
     import dataclasses
 
@@ -180,6 +201,7 @@ def _with_info(path, out, info: dict) -> None:
 def test_a_network_unlike_the_training_families_is_widened_by_how_far_off_an_unseen_family_was(
         one_device_out, sample, tmp_path, monkeypatch):
     from edgeatlas.predictor.data import merge
+    from edgeatlas.predictor import models
     from edgeatlas.predictor.datasets import fbnet
     from edgeatlas.predictor.models import zero_shot_info
 
@@ -197,6 +219,14 @@ def test_a_network_unlike_the_training_families_is_widened_by_how_far_off_an_uns
     both = merge([sample, other])
     info = zero_shot_info(both, predictor.anchors)
     assert len(info["family_errors"]) == 2 and min(info["family_errors"]) > 0  # each family left out in turn
+    # measured only where the other family was timed too: on devices apart, a family left out would show
+    # how far off an unseen device is (the zoo in ONNX Runtime here, NAS-Bench-201 elsewhere), not a family
+    devices = sample.devices()
+    apart = merge([sample.where(sample.device_of() == devices[0]), other.where(other.device_of() != devices[0])])
+    assert zero_shot_info(apart, predictor.anchors)["family_errors"] == []
+    assert not models.shared_settings(apart.settings, apart.setting, apart.family_of()).any()
+    shared = models.shared_settings(both.settings, both.setting, both.family_of())
+    assert shared.any() and set(both.device_of()[shared]) == set(sample.devices()) & set(other.devices())
 
 
 class Shell:
