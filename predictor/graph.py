@@ -269,13 +269,12 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     are set to 1. Where inference cannot tell a tensor's shape, `known` (another view of the same graph,
     `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
     (`observed_shapes`; kept in `OpGraph.observed`)."""
-    if not model.graph.node:
-        raise InvalidInput(f"model {name or model.graph.name}: the ONNX graph has no operators")
-    initializers = list(model.graph.initializer)
     graph = model.graph
+    if not graph.node:
+        raise InvalidInput(f"model {name or graph.name}: the ONNX graph has no operators")
     shapes, ran = _tensor_shapes(model, specs, name, shapes, feeds, known)
     weights = {}
-    for init in initializers:
+    for init in graph.initializer:
         weights[init.name] = math.prod(init.dims) * _DTYPE_BYTES.get(init.data_type, 4)
         shapes[init.name] = (list(init.dims), init.data_type)
     for node in graph.node:  # weights held by Constant nodes weigh as initializers do
@@ -316,7 +315,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
             arrays["act"][i] = act_in + act_out
-    params = onnx_model.parameters(model.graph)
+    params = onnx_model.parameters(graph)
     return OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],

@@ -352,10 +352,9 @@ def shared_settings(settings: list, setting: np.ndarray, family: np.ndarray) -> 
     apart) has networks of two families or more measured in it: where a family left out shows how far
     off its networks are, and not how far off an unseen device or runtime is (the zoo timed in ONNX
     Runtime on one machine, NAS-Bench-201 in PyTorch on others)."""
-    ids: dict[str, int] = {}
-    same = np.array([ids.setdefault(f"{st.target}|{(st.runtime or '').lower()}|"
-                                    + ",".join(f"{v:.5g}" for v in st.features), len(ids)) for st in settings],
-                    dtype=np.int64)[setting]
+    ids: dict[tuple, int] = {}
+    same = np.array([ids.setdefault((hardware_key(st), st.target, (st.runtime or "").lower(), st.effective_batch,
+                                     st.threads), len(ids)) for st in settings], dtype=np.int64)[setting]
     pairs = np.unique(np.stack([same, np.unique(family, return_inverse=True)[1]]), axis=1)
     counts = np.bincount(pairs[0], minlength=int(same.max(initial=0)) + 1)
     return counts[same] >= 2
