@@ -5,8 +5,9 @@ The networks are transformers' own implementations (its ResNet, MobileNetV2, Eff
 GPT-2 classes), so their layers, and their parameter counts, are the published ones: ResNet-18 has
 11,689,512 parameters as in torchvision. torchvision itself has no build here that matches the CPU torch
 (its C++ operators fail to register), which is why transformers' vision models are used. An int8 variant
-is made with onnxruntime's dynamic quantizer, as people ship int8 models; and a real-size LLM, SmolLM2-135M's
-architecture written as GGUF and quantised to Q4_K_M by llama.cpp's own quantizer (console/gguf_zoo.py).
+is made with onnxruntime's dynamic quantizer, as people ship int8 transformers, or with its static one
+(QDQ), as people ship int8 CNNs; and a real-size LLM, SmolLM2-135M's architecture written as GGUF and
+quantised to Q4_K_M by llama.cpp's own quantizer (console/gguf_zoo.py).
 
 Each entry says the input flags it is registered with (protos/inputs.py). Built once and cached by name;
 `build_real_zoo` says how long a cold build took.
@@ -98,13 +99,15 @@ REAL_ZOO: list[RealModel] = [
               ["--dim", "seq=128", "--values", "attention_mask=fixed:1"], parameters=124_439_808),
 ]
 INT8_OF = {"resnet-18-int8": "resnet-18", "bert-mini-int8": "bert-mini"}  # onnxruntime's dynamic quantizer
+QDQ_OF = {"resnet-18-qdq": "resnet-18", "mobilenet-v2-qdq": "mobilenet-v2"}  # its static quantizer (QDQ)
+QUANTIZED_OF = {**INT8_OF, **QDQ_OF}
 BY_NAME = {m.name: m for m in REAL_ZOO}
 GGUF_BY_NAME = {m.name: m for m in REAL_GGUF}  # LLMs at published configurations, quantised by llama.cpp
 
 
 def flags_of(name: str) -> list[str]:
     """The input flags a model of the zoo is registered with (a GGUF LLM needs none)."""
-    return [] if name in GGUF_BY_NAME else BY_NAME[INT8_OF.get(name, name)].flags
+    return [] if name in GGUF_BY_NAME else BY_NAME[QUANTIZED_OF.get(name, name)].flags
 
 
 def export(entry: RealModel, path: Path) -> Path:
@@ -125,13 +128,14 @@ def export(entry: RealModel, path: Path) -> Path:
     return path
 
 
-def quantize(source: Path, path: Path) -> Path:
-    """int8 weights through onnxruntime's dynamic quantizer (`predictor/datasets/zoo.quantize_file`), written
-    beside and then moved into place."""
-    from edgeatlas.predictor.datasets.zoo import quantize_file
+def quantize(source: Path, path: Path, static: bool = False) -> Path:
+    """int8 weights through onnxruntime's dynamic quantizer, or int8 weights and activations through its
+    static one (`predictor/datasets/zoo.quantize_file`, `quantize_static_file`), written beside and then
+    moved into place."""
+    from edgeatlas.predictor.datasets.zoo import quantize_file, quantize_static_file
 
     tmp = path.with_name(path.stem + ".part.onnx")
-    quantize_file(source, tmp)
+    (quantize_static_file if static else quantize_file)(source, tmp)
     tmp.replace(path)
     return path
 
@@ -140,7 +144,7 @@ def build_real_zoo(out_dir: str | Path, names: list[str] | None = None, say=None
     """<name>.onnx for each wanted entry (all by default), kept between calls: a cached file is not rebuilt."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    known = list(BY_NAME) + list(INT8_OF) + list(GGUF_BY_NAME)
+    known = list(BY_NAME) + list(QUANTIZED_OF) + list(GGUF_BY_NAME)
     wanted = names or known
     unknown = [n for n in wanted if n not in known]
     if unknown:
@@ -153,11 +157,11 @@ def build_real_zoo(out_dir: str | Path, names: list[str] | None = None, say=None
             started = time.perf_counter()
             if name in GGUF_BY_NAME:
                 write_llama(path, GGUF_BY_NAME[name])
-            elif name in INT8_OF:
-                source = out / f"{INT8_OF[name]}.onnx"
+            elif name in QUANTIZED_OF:
+                source = out / f"{QUANTIZED_OF[name]}.onnx"
                 if not source.is_file():
-                    export(BY_NAME[INT8_OF[name]], source)
-                quantize(source, path)
+                    export(BY_NAME[QUANTIZED_OF[name]], source)
+                quantize(source, path, static=name in QDQ_OF)
             else:
                 export(BY_NAME[name], path)
             if say:

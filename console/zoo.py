@@ -65,7 +65,8 @@ def build_zoo(out_dir: str | Path, names: list[str] | None = None) -> list[Path]
 MEASURE_PARAMS = dict(warmup_iterations=2, min_iterations=64, min_duration_s=0.2, max_duration_s=15.0)
 
 
-INT8_SHARE = 0.25  # of the networks measure-zoo times, int8 (one of each kind in every fourth round)
+INT8_SHARE = 0.25  # of the networks measure-zoo times, int8 (one of each kind in every fourth round,
+# statically and dynamically quantized in turn: `predictor/datasets/zoo.sample_archs`)
 
 
 def measure_family(out_dir: str | Path, networks: int, threads: list[int], batches: list[int], seed: int = 0,

@@ -19,7 +19,9 @@ from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
-FEATURIZER_VERSION = "3"  # 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions
+# 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions; 4: a tensor after an
+# operator shape inference does not know has its producer's element type
+FEATURIZER_VERSION = "4"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])

@@ -245,7 +245,9 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
                    feeds: dict | None, known: dict | None = None) -> tuple[dict, dict]:
     """({tensor: (dims or None, element type)} by shape inference at the spec's shapes, then where it
     cannot tell, `known` (another view's), `shapes_given` (observed before) or one run at `feeds`;
-    {tensor: dims} that run observed)."""
+    {tensor: dims} that run observed). A tensor whose element type inference does not know (the output of
+    an operator it does not know: ONNX Runtime's QLinearAdd) has its producer's first input's: a uint8
+    activation weighs one byte, not a float's four."""
     graph = _infer(model, specs, name).graph
     shapes_given = shapes_given or {}
     shapes: dict[str, tuple[list[int] | None, int]] = {}
@@ -256,10 +258,16 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
             shapes[tensor] = entry
     missing = [o for node in model.graph.node for o in node.output if o and shapes.get(o, (None, 0))[0] is None]
     ran = observed_shapes(model, feeds, missing) if feeds is not None and missing and not shapes_given else {}
+    weights = {init.name: init.data_type for init in model.graph.initializer}
+    for node in model.graph.node:  # in graph order: a producer's inputs are typed before its outputs
+        first = next((shapes.get(t, (None, 0))[1] or weights.get(t, 0) for t in node.input[:1] if t), 0)
+        for out in node.output:
+            if out and not shapes.get(out, (None, 0))[1]:
+                shapes[out] = (shapes.get(out, (None, 0))[0], first)
     for tensor, dims in (shapes_given or ran).items():
         if shapes.get(tensor, (None, 0))[0] is None and isinstance(dims, list) and \
                 all(isinstance(d, int) and d >= 0 for d in dims):
-            shapes[tensor] = (dims, shapes.get(tensor, (None, onnx.TensorProto.FLOAT))[1] or onnx.TensorProto.FLOAT)
+            shapes[tensor] = (dims, shapes.get(tensor, (None, 0))[1] or onnx.TensorProto.FLOAT)
     return shapes, ran
 
 
@@ -416,6 +424,10 @@ _CATEGORY.update({op: "quantize" for op in ("QuantizeLinear", "DequantizeLinear"
 _CATEGORY.update({op: "norm" for op in ("SkipLayerNormalization", "SimplifiedLayerNormalization",
                                          "SkipSimplifiedLayerNormalization", "RMSNormalization")})
 _CATEGORY.update({op: "activation" for op in ("FastGelu", "BiasGelu", "QuickGelu")})
+# and its QOperator kernels of a statically quantized graph keep the category of their float twin
+_CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation", "QLinearConcat": "copy",
+                  "QLinearAveragePool": "pool"})
+_FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:

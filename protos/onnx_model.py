@@ -20,6 +20,9 @@ _QUANT_ARGS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "DynamicQua
                "MatMulInteger": (2, 3), "ConvInteger": (2, 3), "MatMulIntegerToFloat": (2, 3, 4, 5),
                "DynamicQuantizeMatMul": (2, 3), "DynamicQuantizeLSTM": (8, 9, 10, 11),
                "QGemm": (1, 2, 4, 5, 7, 8), "QAttention": (3, 4, 6, 7)}
+# Inputs of quantised operators that are a bias quantized to int32: learned, so parameters (a float model
+# counts its biases; its statically quantized twin stores the same ones in int32).
+_QUANT_BIAS = {"QLinearConv": (8,), "QGemm": (6,), "DequantizeLinear": (0,)}
 # Operators that compute on integers: their presence with int8 weights makes the model int8.
 INTEGER_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
                          "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QGemm", "QAttention", "DequantizeLinear",
@@ -80,12 +83,13 @@ def constants(graph) -> dict[str, Weight]:
 
 def weights(graph) -> list[Weight]:
     """The learned tensors: constants of a floating-point or low-bit type with at least one dimension,
-    less the scales and zero points of quantised operators. Shapes, axes and indices (int64/int32) are not
-    weights."""
+    less the scales and zero points of quantised operators, and their int32 biases. Shapes, axes and
+    indices (int64/int32) are not weights."""
     consts = constants(graph)
-    quant = {node.input[i] for node in nodes(graph) for i in _QUANT_ARGS.get(node.op_type, ())
-             if i < len(node.input)}
-    return [w for w in consts.values() if w.dims and w.name not in quant and w.dtype in _PRECISION]
+    quant, bias = ({node.input[i] for node in nodes(graph) for i in table.get(node.op_type, ()) if i < len(node.input)}
+                   for table in (_QUANT_ARGS, _QUANT_BIAS))
+    return [w for w in consts.values() if w.dims and w.name not in quant and
+            (w.dtype in _PRECISION or (w.dtype == "int32" and w.name in bias))]
 
 
 def parameters(graph) -> int:
@@ -100,8 +104,8 @@ def precision(model) -> str:
     ops = {n.op_type for n in nodes(g)}
     by: Counter = Counter()
     for w in weights(g):
-        kind = _PRECISION[w.dtype]
-        if kind in ("int8", "int4") and not ops & INTEGER_OPS:
+        kind = _PRECISION.get(w.dtype, "int32")  # an int32 bias: beside its int8 weights, never the most
+        if kind == "int32" or (kind in ("int8", "int4") and not ops & INTEGER_OPS):
             continue  # int8 tables without integer ops are data, not quantised weights
         by[kind] += int(np.prod(w.dims, dtype=np.int64))
     if not by:  # no weights: the activations say

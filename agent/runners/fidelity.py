@@ -11,6 +11,17 @@ from edgeatlas.protos.records import Fidelity
 
 RTOL = 1e-3
 ATOL_FRACTION = 1e-4  # of the reference's largest magnitude
+# A model that computes on quantized integers: the reference (an unoptimised run: QuantizeLinear,
+# DequantizeLinear and a float kernel between) and the device's fused integer kernels (QLinearConv) round
+# differently, by a step of the 256 an 8-bit range has in each layer, and the steps add up. Eight steps of
+# the output's range; a wrong model or input is off by the range itself.
+QUANTIZED_ATOL_FRACTION = 2 ** -5
+QUANTIZED = ("int8", "int4")
+
+
+def tolerance(precision: str | None) -> dict[str, float]:
+    """`compare`'s tolerances for a model of this precision (`onnx_model.precision`)."""
+    return {"atol_fraction": QUANTIZED_ATOL_FRACTION if precision in QUANTIZED else ATOL_FRACTION}
 
 
 def load_reference(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

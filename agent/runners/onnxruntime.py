@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.agent.runners.fidelity import compare, load_reference
+from edgeatlas.agent.runners.fidelity import compare, load_reference, tolerance
 from edgeatlas.agent.runners.results import judge, stats_of
 from edgeatlas.agent.scenarios import Workload, run_scenario
 from edgeatlas.protos import inputs, scenarios
@@ -173,7 +173,7 @@ class OnnxRuntimeRunner:
             return Fidelity(checked=False, passed=False, detail="no reference outputs for this model")
         names = list(self.reference_outputs)
         got = self.session.run(names, self.check_feeds)
-        return compare(dict(zip(names, got)), self.reference_outputs)
+        return compare(dict(zip(names, got)), self.reference_outputs, **tolerance(self.setting.precision))
 
     def workload(self) -> Workload:
         """One inference per call; the feeds it uses are `self.live` (recurrent state changes there)."""

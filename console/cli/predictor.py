@@ -220,7 +220,8 @@ def register(sub) -> None:
     p.add_argument("--batch", default="1,4", help="batch sizes, comma-separated")
     p.add_argument("--seed", type=int, default=0, help="which architectures (the same seed, the same ones)")
     p.add_argument("--int8", type=float, default=0.25,
-                   help="share of the networks quantized to int8 by ONNX Runtime's dynamic quantizer (0..1)")
+                   help="share of the networks quantized to int8 by ONNX Runtime's quantizers, static (QDQ) "
+                        "and dynamic in turn (0..1)")
     p.set_defaults(func=cmd_predictor_measure_zoo)
     p = predictor.add_parser("predict-batch", help="a CSV of queries → the same CSV with predictions")
     p.add_argument("--checkpoint", required=True)

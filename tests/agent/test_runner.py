@@ -44,6 +44,37 @@ def test_wrong_outputs_make_the_result_invalid(prepared_zoo, zoo_dir, tmp_path):
     assert "fidelity" in result.invalid_reason
 
 
+def test_a_quantized_models_fidelity_allows_its_rounding_and_not_a_wrong_answer():
+    """A statically quantized model's reference is an unoptimised run (QuantizeLinear, a float kernel,
+    DequantizeLinear); the device runs fused integer kernels (QLinearConv) that round differently, a step
+    in 256 per layer. That passes for an int8 model and would not for a float one; a wrong answer fails both."""
+    from edgeatlas.agent.runners.fidelity import compare, tolerance
+
+    ref = {"y": np.linspace(-1.0, 1.0, 1000, dtype=np.float32)}
+    rounded = {"y": ref["y"] + 3 * 2 / 255}  # three steps of an 8-bit range
+    assert compare(rounded, ref, **tolerance("int8")).passed and not compare(rounded, ref, **tolerance("fp32")).passed
+    wrong = {"y": ref["y"] + 0.25}
+    assert not compare(wrong, ref, **tolerance("int8")).passed and not compare(wrong, ref, **tolerance(None)).passed
+
+
+def test_a_statically_quantized_network_runs_fused_and_passes_fidelity(tmp_path):
+    import onnx
+
+    from edgeatlas.console.models import prepare
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.protos.inputs import request_from_flags
+
+    path = tmp_path / "q.onnx"
+    onnx.save(build("resnet:16-32-64:b2:s64:qdq"), str(path))
+    prepared = prepare(path, "q", request_from_flags(["input=batchx3x64x64"]))
+    assert prepared.summary["precision"] == "int8"
+    (tmp_path / "q.npz").write_bytes(prepared.reference_npz)
+    result = make_runner(str(path), Setting(threads=1), str(tmp_path / "q.npz")).run(
+        RunParams(warmup_iterations=2, min_iterations=64, min_duration_s=0.1, max_duration_s=30))
+    assert result.valid, result.invalid_reason
+    assert result.fidelity.checked and result.fidelity.passed and result.setting.precision == "int8"
+
+
 def test_max_duration_cuts_an_invalid_run(prepared_zoo, zoo_dir):
     params = RunParams(warmup_iterations=0, min_iterations=10**6, min_duration_s=0.01, max_duration_s=0.2)
     result = make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(threads=1)).run(params)

@@ -11,7 +11,7 @@ from edgeatlas.protos.inputs import request_from_argv
 from edgeatlas.protos.records import RunParams, Setting
 
 pytestmark = pytest.mark.slow
-NAMES = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini", "resnet-18-int8"]
+NAMES = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini", "resnet-18-int8", "resnet-18-qdq"]
 # Multiply-accumulates at 224×224 (seq 128 for BERT-mini) as their papers and torchvision's tables give them.
 PUBLISHED_MACS = {"resnet-18": 1.82e9, "mobilenet-v2": 0.300e9, "efficientnet-b0": 0.39e9, "vit-tiny": 1.26e9}
 
@@ -45,8 +45,9 @@ def test_macs_are_the_published_ones(zoo, name):
     assert zoo[name].summary["macs"] == pytest.approx(PUBLISHED_MACS[name], rel=0.04)
 
 
-def test_the_int8_variant_is_labelled_int8_and_runs(zoo, tmp_path):
-    p, fp32 = zoo["resnet-18-int8"], zoo["resnet-18"]
+@pytest.mark.parametrize("name", ["resnet-18-int8", "resnet-18-qdq"])  # dynamic, static quantization
+def test_the_int8_variant_is_labelled_int8_and_runs(zoo, tmp_path, name):
+    p, fp32 = zoo[name], zoo["resnet-18"]
     assert p.summary["precision"] == "int8" and fp32.summary["precision"] == "fp32"
     assert p.summary["parameters"] == fp32.summary["parameters"] and p.size_bytes < fp32.size_bytes / 3
     ref = tmp_path / "ref.npz"

@@ -71,6 +71,25 @@ def test_qlinearconv_counts_as_a_conv_and_its_scales_are_not_parameters():
     assert s["parameters"] == 4 * 3 * 3 * 3 and s["precision"] == "int8"
 
 
+def test_a_tensor_after_an_operator_inference_does_not_know_keeps_its_producers_element_type():
+    """ONNX Runtime's QLinearAdd (com.microsoft) stops shape inference; the shapes after it are read in a
+    run, and their element type is the producer's input's: uint8 activations weigh a byte each, not four."""
+    scalars = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
+               [("s", 0.1, np.float32), ("z", 0, np.uint8), ("ws", 0.1, np.float32), ("wz", 0, np.int8)]]
+    w = numpy_helper.from_array(np.ones((3, 3, 3, 3), np.int8), "w")
+    conv = ["s", "z", "w", "ws", "wz", "s", "z"]
+    nodes = [helper.make_node("QLinearConv", ["x"] + conv, ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearAdd", ["a", "s", "z", "x", "s", "z", "s", "z"], ["b"], domain="com.microsoft"),
+             helper.make_node("QLinearConv", ["b"] + conv, ["y"], pads=[1, 1, 1, 1])]
+    m = model(nodes, [info("x", [1, 3, 8, 8], TensorProto.UINT8)], [info("y", [1, 3, 8, 8], TensorProto.UINT8)],
+              [w] + scalars, extra_domains=("com.microsoft",))
+    g = from_onnx(m, specs=(InputSpec("x", "uint8", (1, 3, 8, 8), "uniform:0:255"),),
+                  feeds={"x": np.zeros((1, 3, 8, 8), np.uint8)})
+    elems = 3 * 8 * 8
+    assert "b" in g.observed and g.shapes_known == 1 and g.uncounted == {}
+    assert list(g.act_bytes) == [2 * elems, 3 * elems, 2 * elems]  # every activation one byte
+
+
 def test_convtranspose_macs_follow_its_input():
     node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])
     m = model([node], [info("x", [1, 2, 4, 4])], [info("y", [1, 3, 8, 8])], [tensor("w", (2, 3, 2, 2))])

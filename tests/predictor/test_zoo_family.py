@@ -55,26 +55,37 @@ def test_sampled_architectures_are_distinct_seeded_cover_every_kind_and_avoid_th
     assert not set(everything) & HELD_OUT
 
 
-def test_int8_networks_are_onnx_runtime_s_dynamic_quantization_drawn_evenly_and_marked_in_the_features():
-    from edgeatlas.predictor.graph import from_onnx
+def test_int8_networks_are_onnx_runtime_s_dynamic_and_static_quantization_drawn_evenly_and_marked():
+    from edgeatlas.predictor.graph import from_onnx, runtime_graph
 
-    quantized, plain = zoo.build("resnet:8-16:b1:s32:int8"), zoo.build("resnet:8-16:b1:s32")
-    ops = {n.op_type for n in quantized.graph.node}
+    plain = zoo.build("resnet:8-16:b1:s32")
+    dynamic, static = zoo.build("resnet:8-16:b1:s32:int8"), zoo.build("resnet:8-16:b1:s32:qdq")
+    ops = {n.op_type for n in dynamic.graph.node}
     assert {"ConvInteger", "DynamicQuantizeLinear"} <= ops and "Conv" not in ops
-    assert zoo.parse("resnet:8-16:b1:s32:int8") == zoo.parse("resnet:8-16:b1:s32")
-    assert zoo.arch_string("resnet", True, **zoo.parse("resnet:8-16:b1:s32")[1]) == "resnet:8-16:b1:s32:int8"
-    q, f = from_onnx(quantized), from_onnx(plain)
-    assert q.node_features()[:, -1].sum() > 0 and f.node_features()[:, -1].sum() == 0
-    assert q.macs == pytest.approx(f.macs)  # the same arithmetic, in integers
-    # a quarter: one of each kind every fourth round; the float draws are those of no int8 at all
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= {n.op_type for n in static.graph.node}
+    # ONNX Runtime runs the static one's convolutions as QLinearConv: int8 in, int8 out
+    assert "QLinearConv" in runtime_graph(static, "onnxruntime").ops
+    for suffix in (":int8", ":qdq"):
+        assert zoo.parse("resnet:8-16:b1:s32" + suffix) == zoo.parse("resnet:8-16:b1:s32")
+        assert zoo.arch_string("resnet", suffix, **zoo.parse("resnet:8-16:b1:s32")[1]) == "resnet:8-16:b1:s32" + suffix
+        assert zoo.float_arch("resnet:8-16:b1:s32" + suffix) == "resnet:8-16:b1:s32"
+    f = from_onnx(plain)
+    for q in (from_onnx(dynamic), runtime_graph(static, "onnxruntime")):
+        assert q.node_features()[:, -1].sum() > 0 and f.node_features()[:, -1].sum() == 0
+        assert q.macs == pytest.approx(f.macs)  # the same arithmetic, in integers
+    # a quarter: one of each kind every fourth round, static and dynamic in turn; the float draws are those
+    # of no int8 at all
     drawn = zoo.sample_archs(32, seed=5, exclude=set(HELD_OUT), int8_share=0.25)
-    int8 = [a for a in drawn if a.endswith(":int8")]
+    int8 = [a for a in drawn if zoo.float_arch(a) != a]
     assert len(int8) == 8 and {zoo.parse(a)[0] for a in int8} == set(zoo.KINDS)
+    assert [a[-4:] for a in int8] == [":qdq"] * 4 + ["int8"] * 4
     floats = zoo.sample_archs(32, seed=5, exclude=set(HELD_OUT))
-    assert [a for a in drawn if a in floats] == [a for a in drawn if not a.endswith(":int8")]
+    assert [a for a in drawn if a in floats] == [a for a in drawn if a not in int8]
     # nor is a held-out network's int8 twin ever drawn
     everything = zoo.sample_archs(400, seed=0, exclude=set(HELD_OUT), int8_share=1.0)
-    assert not {a.removesuffix(":int8") for a in everything} & HELD_OUT and all(a.endswith(":int8") for a in everything)
+    assert not {zoo.float_arch(a) for a in everything} & HELD_OUT
+    assert all(zoo.float_arch(a) != a for a in everything)
+    assert {a.endswith(":qdq") for a in everything} == {True, False}
     with pytest.raises(InvalidInput, match="int8 share"):
         zoo.sample_archs(4, int8_share=1.5)
 
