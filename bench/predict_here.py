@@ -4,9 +4,9 @@ calibrated on this device's fingerprint, side by side in one run.
 1. The fingerprint: the reference set (`predictor/fingerprint.py`), measured here by the agent's runner.
 2. The held-out networks: the demo's zoo (MLP, ResNet-style, MobileNet-style, transformer, two sizes each)
    and the real architectures of `console/real_zoo.py` (ResNet-18, MobileNetV2, EfficientNet-B0,
-   ViT-Tiny, BERT-mini, and int8 ResNet-18 and BERT-mini from ONNX Runtime's dynamic quantizer) at their
-   published shapes, measured here the same way. None of them is in the reference set or in the training
-   data.
+   ViT-Tiny, BERT-mini, int8 ResNet-18 and BERT-mini from ONNX Runtime's dynamic quantizer, and int8
+   ResNet-18 and MobileNetV2 from its static one) at their published shapes, measured here the same way.
+   None of them is in the reference set or in the training data.
 3. For each network: measured, the GNN zero-shot (80 % interval), the GNN calibrated on the fingerprint
    (80 % interval), the roofline and the trees; then MAPE, share within ±25 % and interval coverage.
 
@@ -32,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REAL = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini", "resnet-18-int8", "bert-mini-int8"]
+REAL = ["resnet-18", "mobilenet-v2", "efficientnet-b0", "vit-tiny", "bert-mini", "resnet-18-int8", "bert-mini-int8",
+        "resnet-18-qdq", "mobilenet-v2-qdq"]
 
 
 def summary(label: str, measured: list[float], mean: list[float], lo: list[float] | None,

@@ -19,7 +19,8 @@ from pathlib import Path
 from edgeatlas.agent.privacy.ledger import Budget, Ledger
 from edgeatlas.console.demo_plan import (CAMPAIGN_TIMEOUT_S, EXAMPLE_SPEC, NB201_MODELS, PRIVACY, SECURE_PRODUCT,
                                          START_TIMEOUT_S, TARGET_PRECISION, DEMO_REAL_LLMS, DEMO_REAL_ZOO,
-                                         DEMO_PREDICTOR, DEMO_ZOO_NETWORKS, DemoCampaign, campaign_plan)
+                                         DEMO_PREDICTOR, DEMO_ZOO_INT8, DEMO_ZOO_NETWORKS, DemoCampaign,
+                                         campaign_plan)
 from edgeatlas.protos.errors import EdgeAtlasError, Unavailable
 from edgeatlas.protos.processes import stop
 from edgeatlas.protos.records import RunParams, Setting
@@ -325,7 +326,7 @@ class Demo:
             f"on {DEMO_ZOO_NETWORKS} other networks timed here in ONNX Runtime (none of the models above)")
         zoo_here = self.dir / "zoo-here"
         shutil.rmtree(zoo_here, ignore_errors=True)
-        measure_family(zoo_here, DEMO_ZOO_NETWORKS, [1], [1], say=lambda _: None)
+        measure_family(zoo_here, DEMO_ZOO_NETWORKS, [1], [1], say=lambda _: None, int8_share=DEMO_ZOO_INT8)
         checkpoint = self.dir / "predictor.pt"
         train([str(SAMPLE_DIR), str(fbnet.SAMPLE_DIR), str(zoo_here)], str(checkpoint),
               TrainConfig(**DEMO_PREDICTOR), lambda text: say(f"      {text.strip()}"))

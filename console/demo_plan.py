@@ -47,6 +47,7 @@ SERVER_PARAMS = {"latency_bound_ms": "25", "search_steps": "3"}
 # answers went from 2-7× too slow to 1.0-2.0×; 45 s alone instead of 20).
 DEMO_PREDICTOR = {"members": 2, "epochs": 10}
 DEMO_ZOO_NETWORKS = 24  # networks of the zoo family timed here (1 thread, batch 1) for the predictor: ~15 s
+DEMO_ZOO_INT8 = 1 / 3  # of them int8: one of each kind statically, then one of each dynamically quantized
 TARGET_PRECISION = 0.1
 
 

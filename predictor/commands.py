@@ -13,7 +13,7 @@ import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge
 from edgeatlas.predictor.fingerprint import Fingerprint
-from edgeatlas.predictor.evaluate import SPLITS, evaluate, fit_all, table
+from edgeatlas.predictor.evaluate import KIND_MIN_NETWORKS, SPLITS, evaluate, fit_all, table
 from edgeatlas.predictor.graph import load_onnx, runtime_graph
 from edgeatlas.predictor.models import Predictor, TrainConfig
 from edgeatlas.predictor.roofline import node_seconds
@@ -187,8 +187,16 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
         notes.append(f"the training data has no sample of {', '.join(sorted(set(runtime[no_runtime])))} (it has "
                      f"{', '.join(predictor.info['runtimes']) or 'none'})")
     if no_int8.any():
-        notes.append(f"the training data has no int8 network in {', '.join(sorted(set(runtime[no_int8])))} (it "
-                     f"answers as for float kernels)")
+        kinds = samples.graphs.int8_kinds()
+        learned = set(predictor.info.get("integer_kernels") or [])
+        for r in sorted(set(runtime[no_int8])):
+            if r not in (predictor.info.get("integer_runtimes") or []):
+                notes.append(f"the training data has no int8 network in {r} (it answers as for float kernels)")
+                continue
+            new = sorted({k for g in np.unique(samples.graph[no_int8 & (runtime == r)]) for k in kinds[g]
+                          if f"{r}/{k}" not in learned})
+            notes.append(f"the training data has too few networks (under {KIND_MIN_NETWORKS}) with an int8 kernel "
+                         f"of kind {', '.join(new)} (bytes per element read>written) in {r}")
     note = "; ".join(notes) + ": the interval reaches down to the roofline and up as far again" if notes else ""
     return no_runtime, no_int8, note
 

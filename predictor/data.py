@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import CATEGORIES, OpGraph, from_onnx
+from edgeatlas.predictor.graph import CATEGORIES, OpGraph, from_onnx, int8_work
 from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
 # 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions; 4: a tensor after an
-# operator shape inference does not know has its producer's element type
-FEATURIZER_VERSION = "4"
+# operator shape inference does not know has its producer's element type; 5: each node's element widths
+FEATURIZER_VERSION = "5"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -58,6 +58,23 @@ class GraphSet:
                    edges=np.concatenate([g.edges for g in graphs], axis=1),
                    node_ptr=node_ptr, edge_ptr=edge_ptr,
                    summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32))
+
+    def int8_work(self) -> np.ndarray:
+        """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
+        category and integer-kernel columns)."""
+        return int8_work(np.argmax(self.x[:, :len(CATEGORIES)], axis=1), self.x[:, -1] > 0)
+
+    def int8_kinds(self) -> list[set[str]]:
+        """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", and the
+        bytes per element they read and write ("conv 1>1": QLinearConv; "conv 1>4": ConvInteger, which
+        accumulates to int32). Kernels of one kind cost alike per multiply-add; of two, up to 10x apart."""
+        from edgeatlas.predictor.graph import WIDTH_COLUMNS
+
+        mine = self.int8_work()
+        group = np.where(np.argmax(self.x[:, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul"), "matmul", "conv")
+        widths = np.rint(self.x[:, list(WIDTH_COLUMNS)] * 4).astype(int)
+        kinds = np.array([f"{g} {a}>{b}" for g, (a, b) in zip(group, widths)], dtype=object)
+        return [set(kinds[a:b][mine[a:b]]) for a, b in zip(self.node_ptr[:-1], self.node_ptr[1:])]
 
     def integer(self) -> np.ndarray:
         """[G] whether each graph has an operator on quantized integers (`graph.integer_kernel`, the

@@ -81,11 +81,25 @@ def pick_anchors(samples: Samples, n: int = 64, seed: int = 0) -> tuple[np.ndarr
     return np.array(picks, dtype=np.int64)[order], [tags[i] for i in order]
 
 
+# Networks with a kind of int8 kernel that training needs before that kind counts as learned: one or two
+# show the GNN too little of how a kernel unlike the others costs (two small ConvInteger networks left it
+# answering ResNet-18's at a tenth of its time), and the answer is widened instead.
+KIND_MIN_NETWORKS = 3
+
+
 def runtime_info(samples: Samples) -> dict[str, list[str]]:
-    """What a checkpoint's info says its training data covers: the runtimes, and those in which it had
-    int8 networks (`GraphSet.integer`), whose integer kernels it learned."""
+    """What a checkpoint's info says its training data covers: the runtimes, those in which it had int8
+    networks (`GraphSet.integer`), and the kinds of int8 kernel it learned in each ("runtime/kind",
+    `GraphSet.int8_kinds`: those KIND_MIN_NETWORKS networks or more had)."""
+    kinds = samples.graphs.int8_kinds()
+    integer = samples.graphs.integer()[samples.graph]
+    networks: dict[str, set[int]] = {}
+    for g, s in set(zip(samples.graph[integer].tolist(), samples.setting[integer].tolist())):
+        for kind in kinds[g]:
+            networks.setdefault(f"{samples.settings[s].runtime.lower()}/{kind}", set()).add(g)
     return {"runtimes": runtimes(samples),
-            "integer_runtimes": runtimes(samples.where(samples.graphs.integer()[samples.graph]))}
+            "integer_runtimes": runtimes(samples.where(integer)),
+            "integer_kernels": sorted(k for k, seen in networks.items() if len(seen) >= KIND_MIN_NETWORKS)}
 
 
 def runtimes(samples: Samples) -> list[str]:

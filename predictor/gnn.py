@@ -128,6 +128,8 @@ class Batcher:
         self.act = graphs.act_bytes
         self.weight = graphs.weight_bytes
         self.inv_peak = np.array([1 / s.proc.peak_flops if s.proc.peak_flops > 0 else 0.0 for s in settings])
+        self.inv_int8 = np.array([1 / s.proc.int8_peak if s.proc.int8_peak > 0 else 0.0 for s in settings])
+        self.int8 = graphs.int8_work()
         self.inv_bw = np.array([1 / s.proc.bandwidth if s.proc.bandwidth > 0 else 0.0 for s in settings])
         self.batch = np.array([s.effective_batch for s in settings], dtype=np.float64)
 
@@ -157,6 +159,7 @@ class Batcher:
         s = setting[:, None]
         b = self.batch[s]
         safe = np.maximum(node, 0)
-        t = np.maximum(self.flops[safe] * b * self.inv_peak[s],
+        inv_peak = np.where(self.int8[safe], self.inv_int8[s], self.inv_peak[s])  # int8 work at the int8 peak
+        t = np.maximum(self.flops[safe] * b * inv_peak,
                        (self.act[safe] * b + self.weight[safe]) * self.inv_bw[s]) * 1e3
         return torch.from_numpy(np.log(np.maximum(t, 1e-6)).astype(np.float32))

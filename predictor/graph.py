@@ -46,7 +46,9 @@ _DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.Ten
                 onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                 onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
                 onnx.TensorProto.INT16: 2}
-NODE_FEATURES = len(CATEGORIES) + 9
+NODE_FEATURES = len(CATEGORIES) + 11
+FLOAT_WIDTH = 4  # bytes per element of FP32, and of a tensor whose type is not known
+WIDTH_COLUMNS = (NODE_FEATURES - 3, NODE_FEATURES - 2)  # the element widths read and written, 1 for FP32
 
 
 def integer_kernel(op: str) -> bool:
@@ -77,6 +79,10 @@ class OpGraph:
     macs: float = 0.0  # multiply-accumulates of the linear ops (biases not counted)
     uncounted: dict = field(default_factory=dict)  # op → nodes whose FLOPs are not known (counted as 0)
     observed: dict = field(default_factory=dict)  # tensor → shape seen in a run where inference could not tell
+    # bytes per element of each node's first input and first output (None: FLOAT_WIDTH everywhere): an int8
+    # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
+    in_width: np.ndarray | None = None
+    out_width: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -86,15 +92,22 @@ class OpGraph:
         """(FLOPs, bytes) per node at a batch size."""
         return self.flops * batch, self.act_bytes * batch + self.weight_bytes
 
+    def int8_work(self) -> np.ndarray:
+        """[nodes] whether each multiplies and adds on int8 (`int8_work`)."""
+        return int8_work(self.category, [integer_kernel(op) for op in self.ops])
+
     def node_features(self) -> np.ndarray:
-        """[nodes, NODE_FEATURES] float32: op one-hot, then log-scaled sizes and attributes, then whether the
-        op computes on integers (`integer_kernel`)."""
+        """[nodes, NODE_FEATURES] float32: op one-hot, then log-scaled sizes and attributes, the element
+        widths it reads and writes (1 for FP32), then whether the op computes on integers (`integer_kernel`:
+        always the last column)."""
         onehot = np.eye(len(CATEGORIES), dtype=np.float32)[self.category]
         total = self.act_bytes + self.weight_bytes
         intensity = np.log1p(self.flops) - np.log1p(total)
+        float_width = np.full(self.nodes, float(FLOAT_WIDTH))
+        widths = [(float_width if w is None else w) / FLOAT_WIDTH for w in (self.in_width, self.out_width)]
         numeric = np.stack([np.log1p(self.flops) / 10, np.log1p(self.act_bytes) / 10,
                             np.log1p(self.weight_bytes) / 10, intensity / 3, self.kernel / 5, self.stride / 2,
-                            np.log1p(self.channels) / 5, (self.flops == 0).astype(np.float64),
+                            np.log1p(self.channels) / 5, (self.flops == 0).astype(np.float64), *widths,
                             np.array([integer_kernel(op) for op in self.ops], dtype=np.float64)], axis=1)
         return np.concatenate([onehot, numeric.astype(np.float32)], axis=1)
 
@@ -294,7 +307,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
-    arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels")}
+    arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
+                                       "in_width", "out_width")}
     edges: list[tuple[int, int]] = []
     known = 0
     ops = []
@@ -319,6 +333,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         arrays["flops"][i], arrays["macs"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
+        for key, tensors in (("in_width", node.input), ("out_width", node.output)):
+            arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
+                if tensors and tensors[0] else FLOAT_WIDTH
         if CATEGORIES[category[i]] != "view":
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
@@ -329,7 +346,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    stride=arrays["stride"], channels=arrays["channels"],
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
-                   uncounted=dict(uncounted.most_common()), observed=ran)
+                   uncounted=dict(uncounted.most_common()), observed=ran, in_width=arrays["in_width"],
+                   out_width=arrays["out_width"])
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
@@ -388,6 +406,17 @@ def _attr(node: onnx.NodeProto, name: str, default):
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
+
+
+# The categories whose operators are multiply-adds: on int8 they run at the processor's int8 peak.
+MAC_CATEGORIES = ("conv", "conv_dw", "conv_1x1", "matmul")
+
+
+def int8_work(category: np.ndarray, integer: np.ndarray) -> np.ndarray:
+    """[N] whether each node multiplies and adds on int8: an integer kernel (`integer_kernel`) of a MAC
+    category. A DynamicQuantizeLinear is an integer kernel too, but its arithmetic is a float one."""
+    macs = np.isin(category, [CATEGORIES.index(c) for c in MAC_CATEGORIES])
+    return macs & np.asarray(integer, dtype=bool)
 
 
 _CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}

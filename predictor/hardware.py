@@ -57,6 +57,10 @@ SIMD_LANES = {"sse": 4, "sse2": 4, "sse4": 4, "avx": 8, "avx2": 8, "avx512": 16,
 GPU_GENERATIONS = {"kepler": 3.0, "maxwell": 5.0, "pascal": 6.0, "volta": 7.0, "turing": 7.5, "ampere": 8.0,
                    "ada": 8.9, "ada_lovelace": 8.9, "hopper": 9.0, "blackwell": 10.0}
 RUNTIMES = ("pytorch", "tflite", "onnxruntime", "llama.cpp")
+# int8 multiply-adds per FP32 one, where a sheet gives no int8 peak: an int8 dot-product instruction (x86
+# VNNI, Arm SDOT, a GPU's DP4A) does four per 32-bit lane where an FMA does one. Processors without one
+# reach less; as the bound of a floor, the most any reaches.
+INT8_PER_FP32 = 4.0
 
 # The feature vector's names, in order; each numeric one has a `<name>_missing` flag after it.
 NUMERIC = ("log_peak_gflops", "log_bandwidth_gbs", "log_ridge", "log_cache_kb", "log_units",
@@ -77,6 +81,7 @@ class Processor:
     bandwidth: float  # bytes/s, NaN when unknown
     values: dict[str, float]  # NUMERIC name → value (NaN = missing)
     flags: dict[str, float]  # CATEGORICAL name → 0/1
+    int8_peak: float = math.nan  # int8 ops/s: the sheet's int8_tops, else INT8_PER_FP32 × peak_flops
 
 
 def core_key(name: str) -> str:
@@ -112,14 +117,19 @@ def processor(spec: SpecSheet, target: str = "cpu", batch: int = 1, threads: int
     values["log_batch"] = math.log(batch) if batch and batch > 0 else math.nan
     values["log_threads"] = math.log(threads) if threads and threads > 0 else math.nan
     values["log_tdp_w"] = _log(_num(spec.get("tdp_w")))
+    int8 = math.nan
     if target == "cpu":
         peak, bandwidth = _cpu(spec, threads, values, flags)
     else:
         peak, bandwidth = _accelerator(spec, target, values)
+        int8 = _num((spec.get("accelerator") or {}).get("int8_tops")) * 1e12
+    if not int8 > 0:  # NaN compares False
+        int8 = INT8_PER_FP32 * peak
     values["log_peak_gflops"] = _log(peak / 1e9)
     values["log_bandwidth_gbs"] = _log(bandwidth / 1e9)
     values["log_ridge"] = _log(peak / bandwidth) if peak > 0 and bandwidth > 0 else math.nan
-    return Processor(target=target, peak_flops=peak, bandwidth=bandwidth, values=values, flags=flags)
+    return Processor(target=target, peak_flops=peak, bandwidth=bandwidth, values=values, flags=flags,
+                     int8_peak=max(int8, peak) if peak > 0 else int8)
 
 
 def _cpu(spec: SpecSheet, threads: int, values: dict, flags: dict) -> tuple[float, float]:

@@ -41,12 +41,13 @@ def roofline_log(samples: Samples) -> np.ndarray:
 
     gs = samples.graphs
     starts, sizes = gs.node_ptr[:-1], np.diff(gs.node_ptr)
+    int8 = gs.int8_work()
     out = np.empty(len(samples))
     for s in np.unique(samples.setting):
         rows = samples.setting == s
         setting = samples.settings[s]
         b = setting.effective_batch
-        t = node_seconds(gs.flops * b, gs.act_bytes * b + gs.weight_bytes, setting.proc)
+        t = node_seconds(gs.flops * b, gs.act_bytes * b + gs.weight_bytes, setting.proc, int8)
         per_graph = np.where(sizes > 0, np.add.reduceat(np.append(t, 0.0), starts), 0.0) * 1e3
         out[rows] = np.log(np.maximum(per_graph[samples.graph[rows]], 1e-9))
     return out
@@ -54,17 +55,22 @@ def roofline_log(samples: Samples) -> np.ndarray:
 
 def physical_terms(samples: Samples) -> np.ndarray:
     """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
-    operators (0 where the sheet lacks that peak), and its operator count."""
+    operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak), and its operator
+    count."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
-    flops, moved, weights = (np.add.reduceat(a, starts) if len(a) else np.zeros(len(starts))
-                             for a in (gs.flops, gs.act_bytes, gs.weight_bytes))
+    int8 = gs.int8_work()
+    flops, int8_flops, moved, weights = (np.add.reduceat(a, starts) if len(a) else np.zeros(len(starts))
+                                         for a in (np.where(int8, 0.0, gs.flops), np.where(int8, gs.flops, 0.0),
+                                                   gs.act_bytes, gs.weight_bytes))
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
+    ratio = np.array([st.proc.int8_peak / st.proc.peak_flops if st.proc.peak_flops > 0 else 1.0
+                      for st in samples.settings], dtype=np.float64)  # int8 ops per FP32 one
     bandwidth = np.array([st.proc.bandwidth for st in samples.settings], dtype=np.float64)
     batch = np.array([st.effective_batch for st in samples.settings], dtype=np.float64)
     g, s = samples.graph, samples.setting
     with np.errstate(invalid="ignore", divide="ignore"):
-        compute = np.where(peak[s] > 0, flops[g] * batch[s] / peak[s] * 1e3, 0.0)
+        compute = np.where(peak[s] > 0, (flops[g] + int8_flops[g] / ratio[s]) * batch[s] / peak[s] * 1e3, 0.0)
         memory = np.where(bandwidth[s] > 0, (moved[g] * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
     return np.stack([compute, memory, np.diff(gs.node_ptr)[g].astype(np.float64)], axis=1)
 
@@ -505,13 +511,16 @@ class Predictor:
 
     def as_learned(self, samples: Samples) -> Samples:
         """The samples as the GNN learned to read them: where its training data had no int8 network (no
-        `integer_runtimes`), the integer-kernel feature it never saw set is cleared, so a weight no gradient
-        reached does not move the answer; the answer is then a float network's, and `commands.answer`
-        says so and widens it."""
+        `integer_runtimes`), the integer-kernel feature and element widths it never saw other than float
+        are cleared to float's, so a weight no gradient reached does not move the answer; the answer is
+        then a float network's, and `commands.answer` says so and widens it."""
+        from edgeatlas.predictor.graph import WIDTH_COLUMNS
+
         if self.info.get("integer_runtimes") or not samples.graphs.x[:, -1].any():
             return samples
         x = samples.graphs.x.copy()
         x[:, -1] = 0
+        x[:, list(WIDTH_COLUMNS)] = 1.0
         return replace(samples, graphs=replace(samples.graphs, x=x))
 
     def floor(self, samples: Samples) -> np.ndarray:
@@ -579,16 +588,23 @@ class Predictor:
 
     def unlearned(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """([S] whether the training data has no sample of each one's runtime, [S] whether it has no int8
-        network (`GraphSet.integer`) in it, where the sample is one). A checkpoint that does not record its
-        runtimes lacks nothing."""
+        network in it, or none with an int8 kernel of each kind the sample's network has
+        (`GraphSet.int8_kinds`), where the sample is one). A checkpoint that does not record its runtimes
+        lacks nothing; one that does not record the kinds, no kind."""
         known = self.info.get("runtimes")
         if known is None:
             return np.zeros(len(samples), bool), np.zeros(len(samples), bool)
         integer_known = self.info.get("integer_runtimes") or []
+        kinds_known = self.info.get("integer_kernels")
         runtime = np.array([(s.runtime or "").lower() for s in samples.settings], dtype=object)[samples.setting]
         no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
         no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
                                                                       for r in runtime], dtype=bool) & ~no_runtime
+        if kinds_known is not None:
+            kinds, known_set = samples.graphs.int8_kinds(), set(kinds_known)
+            no_kind = np.array([bool(r) and any(f"{r}/{k}" not in known_set for k in kinds[g])
+                                for g, r in zip(samples.graph, runtime)], dtype=bool)
+            no_int8 |= no_kind & ~no_runtime
         return no_runtime, no_int8
 
     def widened(self, samples: Samples, mean, lo, hi, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -706,8 +722,10 @@ class Predictor:
         return cls(tabular=tabular, gnn=gnn, anchors=anchors, info=meta["info"])
 
 
-CHECKPOINT_FORMAT = "edgeatlas.predictor/v4"  # v3: integer kernels in the features; v4: ONNX Runtime's
-# graphs (its anchors, what it learned in that runtime) are its fused kernels (`graph.runtime_graph`)
+# v3: integer kernels in the features; v4: ONNX Runtime's graphs (its anchors, what it learned in that
+# runtime) are its fused kernels (`graph.runtime_graph`); v5: int8 multiply-adds' work is at the int8 peak
+# (`hardware.INT8_PER_FP32`), which the GNN's work terms learned their efficiency against
+CHECKPOINT_FORMAT = "edgeatlas.predictor/v5"
 ANCHOR_ARRAYS = ("x", "flops", "act_bytes", "weight_bytes", "edges", "node_ptr", "edge_ptr", "summary")
 FIXED_KEYS = {f"anchors.{k}" for k in ANCHOR_ARRAYS} | {"gnn.hw_mean", "gnn.hw_std", "tabular.skops"}
 MEMBER_KEY = re.compile(r"gnn\.(\d{1,2})\.([A-Za-z0-9_.]{1,100})")
@@ -757,9 +775,9 @@ def _check_zero_shot(info: dict) -> None:
     if "hardware" in info and (not isinstance(info["hardware"], list) or len(info["hardware"]) > 100_000 or
                                not all(isinstance(k, str) and len(k) < 4096 for k in info["hardware"])):
         raise ValueError("info.hardware is not a list of hardware keys")
-    for name in ("runtimes", "integer_runtimes"):
-        if name in info and (not isinstance(info[name], list) or len(info[name]) > 100 or
-                             not all(isinstance(r, str) and 0 < len(r) <= 100 for r in info[name])):
+    for name in ("runtimes", "integer_runtimes", "integer_kernels"):
+        if name in info and (not isinstance(info[name], list) or len(info[name]) > 1000 or
+                             not all(isinstance(r, str) and 0 < len(r) <= 120 for r in info[name])):
             raise ValueError(f"info.{name} is not a list of runtime names")
     if "floor_shifts" in info:
         _finite_list(info["floor_shifts"], "floor_shifts", 100_000, len(info.get("hardware") or []), "any")

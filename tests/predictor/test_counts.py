@@ -88,6 +88,25 @@ def test_a_tensor_after_an_operator_inference_does_not_know_keeps_its_producers_
     elems = 3 * 8 * 8
     assert "b" in g.observed and g.shapes_known == 1 and g.uncounted == {}
     assert list(g.act_bytes) == [2 * elems, 3 * elems, 2 * elems]  # every activation one byte
+    assert list(g.in_width) == list(g.out_width) == [1, 1, 1]
+
+
+def test_element_widths_tell_an_int8_kernel_that_requantizes_from_one_that_accumulates_to_int32():
+    """ONNX Runtime's QLinearConv reads and writes uint8, its ConvInteger writes int32 (then Cast and Mul
+    to float): both integer kernels of one category, 10x apart in cost on one CPU. Their element widths
+    differ, and float is 1 in the features."""
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.graph import CATEGORIES, WIDTH_COLUMNS, runtime_graph
+
+    for arch, op, widths in (("resnet:8-16:b1:s32:qdq", "QLinearConv", (1, 1)),
+                             ("resnet:8-16:b1:s32:int8", "ConvInteger", (1, 4)),
+                             ("resnet:8-16:b1:s32", "FusedConv", (4, 4))):
+        g = runtime_graph(build(arch), "onnxruntime")
+        x = g.node_features()
+        convs = [i for i, o in enumerate(g.ops) if o == op]
+        assert convs and all(CATEGORIES[g.category[i]].startswith("conv") for i in convs)
+        assert {tuple(x[i, list(WIDTH_COLUMNS)] * 4) for i in convs} == {widths}, arch
+        assert x[convs, -1].tolist() == [float(op != "FusedConv")] * len(convs)  # the integer kernel, last
 
 
 def test_convtranspose_macs_follow_its_input():

@@ -126,6 +126,43 @@ def test_roofline_by_hand_and_its_refusal_without_peaks():
         roofline.latency_ms(graph, bare, 1)
 
 
+def test_int8_multiply_adds_are_timed_at_the_int8_peak_everywhere_a_peak_is_read():
+    """An int8 MatMul (ONNX Runtime's DynamicQuantizeMatMul) does four multiply-adds where FP32 does one
+    (VNNI, SDOT, DP4A), or what the sheet's int8_tops says: the roofline, the compute floor (physical_terms)
+    and the GNN's per-operator work terms read the same int8 peak; the float quantization beside it does not."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.gnn import Batcher
+    from edgeatlas.predictor.graph import runtime_graph
+    from edgeatlas.predictor.hardware import INT8_PER_FP32
+    from edgeatlas.predictor.models import physical_terms
+
+    int8, fp32 = (runtime_graph(build(f"mlp:256-256-256{q}"), "onnxruntime") for q in (":int8", ""))
+    assert int8.macs == fp32.macs and int8.int8_work().sum() == 2 and not fp32.int8_work().any()
+    assert not int8.int8_work()[[op == "DynamicQuantizeLinear" for op in int8.ops]].any()
+    # memory far faster than compute: the peaks alone decide
+    cpu = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx2", "fma_units": 2},
+                               "memory": {"bandwidth_gbs": 1e5}})
+    npu = SpecSheet.from_dict({"name": "n", "accelerator": {"kind": "npu", "fp16_tflops": 2, "int8_tops": 26,
+                                                            "bandwidth_gbs": 1e5}})
+    for sheet, target, ratio in ((cpu, "cpu", INT8_PER_FP32), (npu, "npu", 13)):
+        proc = processor(sheet, target)
+        assert proc.int8_peak == pytest.approx(ratio * proc.peak_flops)
+        mine = int8.int8_work()
+        seconds = roofline.node_seconds(int8.flops, int8.act_bytes + int8.weight_bytes, proc, mine)
+        assert seconds[mine] == pytest.approx(int8.flops[mine] / proc.int8_peak)
+        graphs = GraphSet.from_graphs([int8, fp32])
+        samples = Samples(graphs, [SettingInfo("s", "d", sheet, target, 1, 0, "onnxruntime")], np.array([0, 1]),
+                          np.zeros(2, np.int64), np.ones(2))
+        compute = physical_terms(samples)[:, 0]
+        assert compute[0] == pytest.approx(sum(seconds[~mine]) * 1e3 + sum(seconds[mine]) * 1e3)
+        assert compute[1] > 0.9 * ratio * compute[0]  # the MACs dominate: nearly the whole ratio
+        batcher = Batcher(graphs, samples.settings)
+        node = np.arange(int8.nodes)[None, :]
+        logr = batcher.log_roofline(node, np.zeros(1, np.int64)).numpy()[0]
+        assert np.exp(logr[mine]) == pytest.approx(seconds[mine] * 1e3, rel=1e-4)
+
+
 def test_node_features_are_finite_and_one_hot():
     x = from_onnx(conv_net()).node_features()
     assert np.isfinite(x).all() and (x[:, :len(CATEGORIES)].sum(1) == 1).all()

@@ -357,13 +357,17 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     assert predictor.info["integer_runtimes"] == [] and "tflite" in predictor.info["runtimes"]
     read = predictor.as_learned(twins)
     assert read.graphs.x[:, -1].sum() == 0 and twins.graphs.x[:, -1].sum() > 0  # a copy: the query is untouched
+    from edgeatlas.predictor.graph import WIDTH_COLUMNS
+    assert (twins.graphs.x[:, list(WIDTH_COLUMNS)] != 1).any() and (read.graphs.x[:, list(WIDTH_COLUMNS)] == 1).all()
     plain = predictor.predict(twins)
     mean, lo, hi, _, note = answer(predictor, twins, setting)
     assert "no int8 network in tflite" in note and "no sample of" not in note
     assert lo[0] <= plain[1][0] and hi[0] > plain[2][0] + 1e-6  # widened both ways
     assert lo[1] == plain[1][1] and hi[1] == plain[2][1] and mean[1] == plain[0][1]  # its float twin is not
-    # trained on int8 networks in this runtime: read as they are, nothing said, nothing widened
+    # trained on int8 networks with these kinds of kernel in this runtime: read as they are, nothing said,
+    # nothing widened
     predictor.info["integer_runtimes"] = ["tflite"]
+    predictor.info["integer_kernels"] = sorted(f"tflite/{k}" for k in set().union(*twins.graphs.int8_kinds()))
     assert predictor.as_learned(twins) is twins
     learned = predictor.predict(twins)
     mean, lo, hi, _, note = answer(predictor, twins, setting)
@@ -380,20 +384,62 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     assert lo[0] <= cal[1][0] and hi[0] >= cal[2][0] and mean[1] == pytest.approx(cal[0][1])
 
 
+def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
+    """Training on dynamically quantized networks in ONNX Runtime (ConvInteger: int8 in, int32 out) learns
+    nothing of QLinearConv (int8 in and out), which runs 10x faster on the same layer: a statically
+    quantized network is answered as unlearned, its note names the kind; the dynamic one is not. A kind
+    fewer than KIND_MIN_NETWORKS networks had is not learned either."""
+    from edgeatlas.predictor.commands import unlearned
+    from edgeatlas.predictor.data import GraphSet, SettingInfo
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.evaluate import KIND_MIN_NETWORKS, runtime_info
+    from edgeatlas.predictor.graph import runtime_graph
+
+    archs = [f"resnet:8-16:b{b}:s32:int8" for b in range(1, KIND_MIN_NETWORKS + 1)] + ["resnet:8-16:b1:s32:qdq",
+                                                                                      "resnet:8-16:b1:s32"]
+    graphs = GraphSet.from_graphs([runtime_graph(build(a), "onnxruntime") for a in archs])
+    # (its classifier: DynamicQuantizeMatMul, float in and out; QGemm, int8 in and out)
+    assert graphs.int8_kinds()[0] == {"conv 1>4", "matmul 4>4"}
+    assert graphs.int8_kinds()[-2:] == [{"conv 1>1", "matmul 1>1"}, set()]
+    cpu = next(st for st in sample.settings if st.target == "cpu")
+    ort = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
+    dynamic = list(range(KIND_MIN_NETWORKS))
+    trained = Samples(graphs, [ort], np.array(dynamic + [4]), np.zeros(len(dynamic) + 1, np.int64),
+                      np.ones(len(dynamic) + 1))
+    info = runtime_info(trained)
+    assert info["integer_runtimes"] == ["onnxruntime"]
+    assert info["integer_kernels"] == ["onnxruntime/conv 1>4", "onnxruntime/matmul 4>4"]
+    predictor = Predictor(tabular=None, gnn=None, anchors=None, info=info)
+    asked = Samples(graphs, [ort], np.array([0, 3, 4]), np.zeros(3, np.int64), np.ones(3))
+    no_runtime, no_int8, note = unlearned(predictor, asked)
+    assert not no_runtime.any() and no_int8.tolist() == [False, True, False]
+    assert "int8 kernel of kind conv 1>1, matmul 1>1" in note and "in onnxruntime" in note
+    # one network fewer: the kind is not learned, and the dynamic network is answered as unlearned too
+    fewer = runtime_info(trained.where(trained.graph != 0))
+    assert fewer["integer_runtimes"] == ["onnxruntime"] and fewer["integer_kernels"] == []
+    assert Predictor(tabular=None, gnn=None, anchors=None, info=fewer).unlearned(asked)[1].tolist() == [True, True,
+                                                                                                       False]
+    # a checkpoint written before the kinds were recorded: the runtime's int8 networks are taken as learned
+    before = {k: v for k, v in info.items() if k != "integer_kernels"}
+    older = Predictor(tabular=None, gnn=None, anchors=None, info=before)
+    assert not older.unlearned(asked)[1].any()
+
+
 def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path):
     """v2 checkpoints read 23 features per operator, v3 25 (a quantize category, the integer kernel), v4
-    reads ONNX Runtime's graphs as its fused kernels: an older file, published before an upgrade or kept in
-    a cache, is refused in one line that says to train it again."""
+    reads ONNX Runtime's graphs as its fused kernels, v5 learned int8 work against the int8 peak: an older
+    file, published before an upgrade or kept in a cache, is refused in one line that says to train it
+    again."""
     from safetensors.numpy import save_file
 
-    for old in ("v2", "v3"):
+    for old in ("v2", "v3", "v4"):
         save_file({"gnn.hw_mean": np.zeros(3)}, str(tmp_path / "old.pt"),
                   metadata={"format": f"edgeatlas.predictor/{old}", "meta": "{}"})
-        with pytest.raises(InvalidInput, match="predictor v7: not an edgeatlas.predictor/v4 .*train it again") as err:
+        with pytest.raises(InvalidInput, match="predictor v7: not an edgeatlas.predictor/v5 .*train it again") as err:
             Predictor.load(tmp_path / "old.pt", "predictor v7")
         assert "\n" not in str(err.value)
     save_file({"x": np.zeros(3)}, str(tmp_path / "other.pt"), metadata={"format": "something/else"})
-    with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v4") as err:
+    with pytest.raises(InvalidInput, match="not an edgeatlas.predictor/v5") as err:
         Predictor.load(tmp_path / "other.pt")
     assert "train it again" not in str(err.value)
 
