@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import CATEGORIES, OpGraph, from_onnx, int8_work
+from edgeatlas.predictor.graph import CATEGORIES, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
 from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
@@ -68,10 +68,9 @@ class GraphSet:
         """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", and the
         bytes per element they read and write ("conv 1>1": QLinearConv; "conv 1>4": ConvInteger, which
         accumulates to int32). Kernels of one kind cost alike per multiply-add; of two, up to 10x apart."""
-        from edgeatlas.predictor.graph import WIDTH_COLUMNS
-
         mine = self.int8_work()
-        group = np.where(np.argmax(self.x[:, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul"), "matmul", "conv")
+        matmul = np.argmax(self.x[:, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul")
+        group = np.where(matmul, "matmul", "conv")
         widths = np.rint(self.x[:, list(WIDTH_COLUMNS)] * 4).astype(int)
         kinds = np.array([f"{g} {a}>{b}" for g, (a, b) in zip(group, widths)], dtype=object)
         return [set(kinds[a:b][mine[a:b]]) for a, b in zip(self.node_ptr[:-1], self.node_ptr[1:])]

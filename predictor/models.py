@@ -511,16 +511,18 @@ class Predictor:
 
     def as_learned(self, samples: Samples) -> Samples:
         """The samples as the GNN learned to read them: where its training data had no int8 network (no
-        `integer_runtimes`), the integer-kernel feature and element widths it never saw other than float
-        are cleared to float's, so a weight no gradient reached does not move the answer; the answer is
-        then a float network's, and `commands.answer` says so and widens it."""
+        `integer_runtimes`), the integer kernels are read as the float kernels they stand for: the
+        integer-kernel feature it never saw set is cleared and their element widths are float's, so a
+        weight no gradient reached does not move the answer; the answer is then a float network's, and
+        `commands.answer` says so and widens it."""
         from edgeatlas.predictor.graph import WIDTH_COLUMNS
 
-        if self.info.get("integer_runtimes") or not samples.graphs.x[:, -1].any():
+        integer = samples.graphs.x[:, -1] > 0
+        if self.info.get("integer_runtimes") or not integer.any():
             return samples
         x = samples.graphs.x.copy()
+        x[np.ix_(integer, list(WIDTH_COLUMNS))] = 1.0
         x[:, -1] = 0
-        x[:, list(WIDTH_COLUMNS)] = 1.0
         return replace(samples, graphs=replace(samples.graphs, x=x))
 
     def floor(self, samples: Samples) -> np.ndarray:

@@ -265,8 +265,8 @@ def quantize_file(source, out) -> None:
         logging.disable(logging.NOTSET)
 
 
-def arch_string(kind: str, quantized: str = "", **kw) -> str:
-    """The inverse of `parse` (and of `build`'s quantization suffix, `quantized`: "", INT8 or QDQ)."""
+def arch_string(kind: str, suffix: str = "", **kw) -> str:
+    """The inverse of `parse` (and of `build`'s quantization suffix: "", INT8 or QDQ)."""
     if kind == "mlp":
         arch = "mlp:" + "-".join(map(str, kw["widths"]))
     elif kind == "resnet":
@@ -275,7 +275,7 @@ def arch_string(kind: str, quantized: str = "", **kw) -> str:
         arch = f"mobilenet:w{kw['width']:g}:s{kw['size']}"
     else:
         arch = f"transformer:d{kw['d']}:h{kw['heads']}:l{kw['layers']}:s{kw['seq']}:v{kw['vocab']}"
-    return arch + quantized
+    return arch + suffix
 
 
 def sample_archs(n: int, seed: int = 0, exclude: set[str] = frozenset(), int8_share: float = 0.0) -> list[str]:
@@ -294,26 +294,26 @@ def sample_archs(n: int, seed: int = 0, exclude: set[str] = frozenset(), int8_sh
     while len(out) < n and tries < 50 * n + 100:
         kind = KINDS[tries % len(KINDS)]
         turn = tries // len(KINDS)
-        int8 = ""
+        suffix = ""
         if int((turn + 1) * int8_share) > int(turn * int8_share):
-            int8 = (INT8, QDQ)[int((turn + 1) * int8_share) % 2]  # the first int8 round static, then in turn
+            suffix = (INT8, QDQ)[int((turn + 1) * int8_share) % 2]  # the first int8 round static, then in turn
         tries += 1
         if kind == "mlp":
             depth = int(rng.integers(1, 5))
             widths = [int(rng.choice([64, 128, 256, 512, 784, 1024]))] + \
                 [int(rng.choice([64, 128, 256, 512, 1024, 2048])) for _ in range(depth)] + [10]
-            arch = arch_string(kind, int8, widths=widths)
+            arch = arch_string(kind, suffix, widths=widths)
         elif kind == "resnet":
             base = int(rng.choice([8, 16, 24, 32]))
             stages = int(rng.integers(2, 5))
-            arch = arch_string(kind, int8, widths=[base * 2 ** i for i in range(stages)],
+            arch = arch_string(kind, suffix, widths=[base * 2 ** i for i in range(stages)],
                                blocks=int(rng.integers(1, 3)), size=int(rng.choice([32, 48, 64])))
         elif kind == "mobilenet":
-            arch = arch_string(kind, int8, width=float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.25])),
+            arch = arch_string(kind, suffix, width=float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.25])),
                                size=int(rng.choice([64, 96, 128])))
         else:
             heads = int(rng.choice([2, 4, 8]))
-            arch = arch_string(kind, int8, d=heads * int(rng.choice([16, 32, 48])), heads=heads,
+            arch = arch_string(kind, suffix, d=heads * int(rng.choice([16, 32, 48])), heads=heads,
                                layers=int(rng.integers(1, 7)), seq=int(rng.choice([16, 32, 64, 128])),
                                vocab=int(rng.choice([1000, 4000, 8000])))
         if arch not in seen and float_arch(arch) not in held:
