@@ -68,12 +68,14 @@ class GraphSet:
         """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", and the
         bytes per element they read and write ("conv 1>1": QLinearConv; "conv 1>4": ConvInteger, which
         accumulates to int32). Kernels of one kind cost alike per multiply-add; of two, up to 10x apart."""
-        mine = self.int8_work()
-        matmul = np.argmax(self.x[:, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul")
-        group = np.where(matmul, "matmul", "conv")
-        widths = np.rint(self.x[:, list(WIDTH_COLUMNS)] * 4).astype(int)
-        kinds = np.array([f"{g} {a}>{b}" for g, (a, b) in zip(group, widths)], dtype=object)
-        return [set(kinds[a:b][mine[a:b]]) for a, b in zip(self.node_ptr[:-1], self.node_ptr[1:])]
+        nodes = np.flatnonzero(self.int8_work())  # few or none: a float data set's millions of nodes are skipped
+        matmul = np.argmax(self.x[nodes, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul")
+        widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
+        out: list[set[str]] = [set() for _ in range(len(self))]
+        graph = np.searchsorted(self.node_ptr, nodes, side="right") - 1
+        for g, is_matmul, (a, b) in zip(graph, matmul, widths):
+            out[g].add(f"{'matmul' if is_matmul else 'conv'} {a}>{b}")
+        return out
 
     def integer(self) -> np.ndarray:
         """[G] whether each graph has an operator on quantized integers (`graph.integer_kernel`, the
