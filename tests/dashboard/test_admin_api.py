@@ -101,7 +101,10 @@ def test_bounds_auto_gives_each_model_and_class_its_predicted_bounds(world):
         contract = task_privacy(row.privacy_json, sha, pi.hardware_class)
         assert contract.mode == "secure" and contract.bounds_ms != PrivacyParams().bounds_ms
         lo, hi = contract.bounds_ms
-        assert lo < answer.latency_ms < hi
+        # they hold the estimate, clipped to the default bounds where it lies beyond them (an unseen
+        # runtime's answer for a tiny network can be under their 10 µs)
+        low, high = PrivacyParams().bounds_ms
+        assert lo <= min(max(answer.latency_ms, low), high) < hi
         assert (lo, hi) == pytest.approx(auto_bounds(answer.latency_ms, answer.latency_ms_low, answer.latency_ms_high))
         # a class the table does not name keeps the campaign's own bounds
         assert task_privacy(row.privacy_json, sha, "cpu:unknown").bounds_ms == PrivacyParams().bounds_ms

@@ -49,7 +49,11 @@ def test_macs_are_the_published_ones(zoo, name):
 def test_the_int8_variant_is_labelled_int8_and_runs(zoo, tmp_path, name):
     p, fp32 = zoo[name], zoo["resnet-18"]
     assert p.summary["precision"] == "int8" and fp32.summary["precision"] == "fp32"
-    assert p.summary["parameters"] == fp32.summary["parameters"] and p.size_bytes < fp32.size_bytes / 3
+    # the same weights, in int8; the float export shares equal bias tensors (its convolutions' folded
+    # BatchNormalizations of random weights are all zeros: Identity nodes), the static quantizer writes each
+    # convolution its own int32 bias (ResNet-18: 3,840 more, of 11.7 million)
+    assert p.summary["parameters"] == pytest.approx(fp32.summary["parameters"], rel=1e-3)
+    assert p.size_bytes < fp32.size_bytes / 3
     ref = tmp_path / "ref.npz"
     ref.write_bytes(p.reference_npz)
     result = make_runner(str(p.path), Setting(threads=1), str(ref), ModelFacts(p.inputs, "int8")).run(
