@@ -188,13 +188,12 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
                      f"{', '.join(predictor.info['runtimes']) or 'none'})")
     if no_int8.any():
         kinds = samples.graphs.int8_kinds()
-        learned = set(predictor.info.get("integer_kernels") or [])
         for r in sorted(set(runtime[no_int8])):
             if r not in (predictor.info.get("integer_runtimes") or []):
                 notes.append(f"the training data has no int8 network in {r} (it answers as for float kernels)")
                 continue
-            new = sorted({k for g in np.unique(samples.graph[no_int8 & (runtime == r)]) for k in kinds[g]
-                          if f"{r}/{k}" not in learned})
+            new = sorted({k for g in np.unique(samples.graph[no_int8 & (runtime == r)])
+                          for k in predictor.unlearned_kinds(kinds[g], r)})
             notes.append(f"the training data has too few networks (under {KIND_MIN_NETWORKS}) with an int8 kernel "
                          f"of kind {', '.join(new)} (bytes per element read>written) in {r}")
     note = "; ".join(notes) + ": the interval reaches down to the roofline and up as far again" if notes else ""

@@ -603,11 +603,19 @@ class Predictor:
         no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
                                                                       for r in runtime], dtype=bool) & ~no_runtime
         if kinds_known is not None:
-            kinds, known_set = samples.graphs.int8_kinds(), set(kinds_known)
-            no_kind = np.array([bool(r) and any(f"{r}/{k}" not in known_set for k in kinds[g])
+            kinds = samples.graphs.int8_kinds()
+            no_kind = np.array([bool(r) and bool(self.unlearned_kinds(kinds[g], r))
                                 for g, r in zip(samples.graph, runtime)], dtype=bool)
             no_int8 |= no_kind & ~no_runtime
         return no_runtime, no_int8
+
+    def unlearned_kinds(self, kinds: set[str], runtime: str) -> list[str]:
+        """Those of a network's int8 kernel kinds (`GraphSet.int8_kinds`) that the training data had too few
+        networks of in `runtime` (`info.integer_kernels`; none where the checkpoint does not record them)."""
+        if self.info.get("integer_kernels") is None:
+            return []
+        learned = self.info["integer_kernels"]
+        return sorted(k for k in kinds if f"{runtime}/{k}" not in learned)
 
     def widened(self, samples: Samples, mean, lo, hi, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) where `unknown` marks answers the training data has no sample of (`unlearned`): down
