@@ -428,7 +428,15 @@ def copy_bandwidth_gbs(size_mib: int = 64, repeats: int = 5) -> float:
 
 
 def probe_gpu() -> dict[str, Any] | None:
-    """The first NVIDIA GPU through NVML, where the library and a driver are present."""
+    """The first NVIDIA GPU through NVML, where the library and a driver are present: what the predictor
+    reads from a GPU's sheet, from the device's own answers by rules that hold for every NVIDIA GPU since
+    Fermi, never from a table of models:
+    - `fp32_tflops`: CUDA cores × 2 (one FMA per core per clock) × the highest SM clock;
+    - `bandwidth_gbs`: the highest memory clock × 2 (GDDR and HBM move data on both edges; NVML gives the
+      clock, not the data rate) × the bus width in bytes;
+    - `architecture`: NVML's own name for it (NVML_DEVICE_ARCH_*), lower case;
+    - `compute_units` (SMs) and `l2_kb`: NVML has neither, so the CUDA driver is asked (`_cuda_attributes`).
+    A value the driver cannot give is left out (null on the sheet)."""
     try:
         import pynvml  # from nvidia-ml-py, optional
     except ImportError:
@@ -444,11 +452,67 @@ def probe_gpu() -> dict[str, Any] | None:
         name = pynvml.nvmlDeviceGetName(handle)
         mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
         clock = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_SM)
-        return {"kind": "gpu", "vendor": "nvidia", "name": name if isinstance(name, str) else name.decode(),
-                "memory_gb": round(mem.total / 1024**3, 2), "clock_ghz": round(clock / 1000, 3),
-                "count": pynvml.nvmlDeviceGetCount()}
+        gpu: dict[str, Any] = {"kind": "gpu", "vendor": "nvidia", "name": _text(name),
+                               "memory_gb": round(mem.total / 1024**3, 2), "clock_ghz": round(clock / 1000, 3),
+                               "count": pynvml.nvmlDeviceGetCount()}
+
+        def ask(function: str, *args):
+            """An NVML query this driver or GPU may not support (older drivers lack the newer calls)."""
+            try:
+                return getattr(pynvml, function)(handle, *args)
+            except Exception:  # AttributeError (older nvidia-ml-py), NVMLError_NotSupported, ...
+                return None
+
+        arch = ask("nvmlDeviceGetArchitecture")
+        names = {value: key[len("NVML_DEVICE_ARCH_"):].lower() for key, value in vars(pynvml).items()
+                 if key.startswith("NVML_DEVICE_ARCH_") and isinstance(value, int)}
+        if names.get(arch, "unknown") != "unknown":
+            gpu["architecture"] = names[arch]
+        cores = ask("nvmlDeviceGetNumGpuCores")
+        if cores and clock:
+            gpu["fp32_tflops"] = round(cores * 2 * clock / 1e6, 2)
+        memory_mhz = ask("nvmlDeviceGetMaxClockInfo", getattr(pynvml, "NVML_CLOCK_MEM", 2))
+        bus_bits = ask("nvmlDeviceGetMemoryBusWidth")
+        if memory_mhz and bus_bits:
+            gpu["bandwidth_gbs"] = round(memory_mhz * 1e6 * 2 * bus_bits / 8 / 1e9, 1)
+        pci = ask("nvmlDeviceGetPciInfo")
+        cuda = _cuda_attributes(_text(pci.busId)) if pci is not None else {}
+        if cuda.get("sms"):
+            gpu["compute_units"] = cuda["sms"]
+        if cuda.get("l2_bytes"):
+            gpu["l2_kb"] = cuda["l2_bytes"] // 1024
+        return gpu
     finally:
         pynvml.nvmlShutdown()
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode()
+
+
+# The CUDA driver API through ctypes: NVML does not give a GPU's SM count or L2 size, and the driver library
+# is there wherever a driver is (a binding package, cuda-python, would be one more dependency on every agent
+# for two numbers). In a child process, as the runtimes: cuInit keeps the driver loaded in the process.
+# The device is found by its PCI bus id, since CUDA and NVML number devices differently.
+_CUDA_SCRIPT = """
+import ctypes, json, sys
+out = {}
+try:
+    lib = ctypes.CDLL("nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1")
+    dev = ctypes.c_int()
+    if lib.cuInit(0) == 0 and lib.cuDeviceGetByPCIBusId(ctypes.byref(dev), sys.argv[1].encode()) == 0:
+        for key, code in (("sms", 16), ("l2_bytes", 38)):  # CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, _L2_CACHE_SIZE
+            value = ctypes.c_int()
+            if lib.cuDeviceGetAttribute(ctypes.byref(value), code, dev) == 0:
+                out[key] = value.value
+except OSError:
+    pass
+print(json.dumps(out))
+"""
+
+
+def _cuda_attributes(bus_id: str) -> dict[str, int]:
+    return _child_json(_CUDA_SCRIPT, bus_id)
 
 
 # Asked in a child process: loading the runtimes would keep ~25 MB resident in an agent that waits.
@@ -476,21 +540,30 @@ print(json.dumps(out))
 
 def probe_runtimes() -> dict[str, Any]:
     """The inference runtimes installed beside the agent, with their versions and execution providers."""
+    return _child_json(_RUNTIMES_SCRIPT)
+
+
+def _child_json(script: str, *args: str) -> dict[str, Any]:
+    """What `script` prints (one JSON object) when run in a child interpreter with `args`: {} if it fails."""
     import json
     import subprocess
     import sys
 
     try:
-        done = subprocess.run([sys.executable, "-c", _RUNTIMES_SCRIPT], capture_output=True, text=True,
-                              timeout=60)
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=60)
         return json.loads(done.stdout) if done.returncode == 0 else {}
     except OSError:  # this interpreter cannot start itself (run by an emulator without binfmt): ask here
         import contextlib
         import io
 
         out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(_RUNTIMES_SCRIPT, {})
+        argv = sys.argv
+        try:
+            sys.argv = ["-c", *args]
+            with contextlib.redirect_stdout(out):
+                exec(script, {})
+        finally:
+            sys.argv = argv
         return json.loads(out.getvalue())
     except (subprocess.TimeoutExpired, ValueError):
         return {}

@@ -165,25 +165,72 @@ def test_a_hostile_tree_is_read_as_unknown(tmp_path):
     assert spec.get("cpu.threads") is None and spec.get("cpu.clusters") is None
 
 
-def test_gpu_through_nvml(monkeypatch):
-    """NVML's answers map onto the accelerator section (a stand-in module: this machine has no GPU)."""
+def _fake_nvml(calls: list, **more):
+    """A stand-in for nvidia-ml-py (this machine has no GPU) answering as an H200 does: NVML's clocks in MHz,
+    its architecture enum, and the rest of its calls where `more` gives them."""
     import types
 
-    from edgeatlas.agent.probe import probe_gpu
-
-    calls = []
-    fake = types.SimpleNamespace(
-        NVML_CLOCK_SM=1,
+    def max_clock(handle, clock):
+        return {1: 1980, 2: 3201}[clock]
+    return types.SimpleNamespace(
+        NVML_CLOCK_SM=1, NVML_CLOCK_MEM=2, NVML_DEVICE_ARCH_AMPERE=7, NVML_DEVICE_ARCH_HOPPER=9,
+        NVML_DEVICE_ARCH_UNKNOWN=0xffffffff,
         nvmlInit=lambda: calls.append("init"), nvmlShutdown=lambda: calls.append("shutdown"),
         nvmlDeviceGetCount=lambda: 2, nvmlDeviceGetHandleByIndex=lambda i: f"h{i}",
-        nvmlDeviceGetName=lambda h: "NVIDIA H200",
+        nvmlDeviceGetName=lambda h: b"NVIDIA H200",
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=141 * 1024**3),
-        nvmlDeviceGetMaxClockInfo=lambda h, clock: 1980)
+        nvmlDeviceGetMaxClockInfo=max_clock, **more)
+
+
+def test_gpu_through_nvml(monkeypatch):
+    """NVML's answers map onto the accelerator section, and the peaks follow from them by rule: 16,896 CUDA
+    cores × 2 × 1.98 GHz = 66.9 TFLOP/s (NVIDIA publishes 67 for the H200), 3,201 MHz × 2 × 6,144 bits =
+    4,917 GB/s (published: 4.8 TB/s); the SM count and L2 come from the CUDA driver, asked by PCI bus id."""
+    import types
+
+    from edgeatlas.agent import probe as probe_module
+
+    calls, asked = [], []
+    fake = _fake_nvml(calls, nvmlDeviceGetArchitecture=lambda h: 9, nvmlDeviceGetNumGpuCores=lambda h: 16896,
+                      nvmlDeviceGetMemoryBusWidth=lambda h: 6144,
+                      nvmlDeviceGetPciInfo=lambda h: types.SimpleNamespace(busId=b"00000000:19:00.0"))
     monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
-    gpu = probe_gpu()
+    monkeypatch.setattr(probe_module, "_cuda_attributes",
+                        lambda bus: asked.append(bus) or {"sms": 132, "l2_bytes": 60 * 1024 * 1024})
+    gpu = probe_module.probe_gpu()
+    assert gpu == {"kind": "gpu", "vendor": "nvidia", "name": "NVIDIA H200", "memory_gb": 141.0,
+                   "clock_ghz": 1.98, "count": 2, "architecture": "hopper", "fp32_tflops": 66.91,
+                   "bandwidth_gbs": 4916.7, "compute_units": 132, "l2_kb": 61440}
+    assert asked == ["00000000:19:00.0"] and calls == ["init", "shutdown"]
+    # The sheet the predictor reads: the GPU's peaks, its generation, from the probe's own fields.
+    from edgeatlas.predictor.hardware import GPU_GENERATIONS, processor
+    from edgeatlas.protos.spec import SpecSheet
+
+    sheet = SpecSheet.from_dict({"schema": "edgeatlas.spec/v1", "name": "h200", "accelerator": gpu}, "probed")
+    proc = processor(sheet, "gpu")
+    assert proc.peak_flops == pytest.approx(66.91e12) and proc.bandwidth == pytest.approx(4916.7e9)
+    assert proc.values["gpu_generation"] == GPU_GENERATIONS["hopper"]
+
+
+def test_gpu_fields_an_older_driver_cannot_give_are_left_out(monkeypatch):
+    """A driver without the newer NVML calls (or a GPU that answers NotSupported), an architecture NVML calls
+    unknown and no CUDA driver library: those fields stay null, never guessed; the rest is still read."""
+    from edgeatlas.agent import probe as probe_module
+
+    def not_supported(handle):
+        raise RuntimeError("NVMLError_NotSupported")
+    fake = _fake_nvml([], nvmlDeviceGetArchitecture=lambda h: 0xffffffff, nvmlDeviceGetNumGpuCores=not_supported)
+    monkeypatch.setitem(__import__("sys").modules, "pynvml", fake)
+    gpu = probe_module.probe_gpu()
     assert gpu == {"kind": "gpu", "vendor": "nvidia", "name": "NVIDIA H200", "memory_gb": 141.0,
                    "clock_ghz": 1.98, "count": 2}
-    assert calls == ["init", "shutdown"]
+
+
+def test_the_cuda_driver_is_asked_in_a_child_and_its_absence_is_no_answer():
+    """This machine has no libcuda: the child process says so with an empty answer, not an error."""
+    from edgeatlas.agent.probe import _cuda_attributes
+
+    assert _cuda_attributes("00000000:19:00.0") == {}
 
 
 def test_no_nvidia_driver_means_no_accelerator(monkeypatch):
