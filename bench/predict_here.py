@@ -16,6 +16,7 @@ calibrated on this device's fingerprint, side by side in one run.
    side by side with the first (the runtime and this machine seen in training, the networks not).
 
     python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48]
+    python bench/predict_here.py --provider CUDAExecutionProvider    # on a machine with an NVIDIA GPU
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
 ../shared/datasets/nasbench201 --data ../shared/datasets/fbnet --out CKPT` trains the full one.
@@ -45,15 +46,16 @@ def summary(label: str, measured: list[float], mean: list[float], lo: list[float
     return f"  {label:28s} MAPE {100 * sum(ape) / len(ape):7.1f} %, within ±25 % {within:4.0%}, worst ×{worst:.1f}{cov}"
 
 
-def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerprint, threads: int) -> None:
+def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerprint, threads: int,
+           target: str = "cpu") -> None:
     """The held-out networks' answers from one checkpoint, zero-shot and on the fingerprint, and their
     summary over the networks."""
     from edgeatlas.predictor.commands import predict
 
     paths = [str(p) for p, _ in models.values()]
     requests = {str(p): r for p, r in models.values()}
-    zero = predict(checkpoint, str(sheet), paths, "cpu", 1, threads, "onnxruntime", requests)
-    tuned = predict(checkpoint, str(sheet), paths, "cpu", 1, threads, "onnxruntime", requests, fingerprint)
+    zero = predict(checkpoint, str(sheet), paths, target, 1, threads, "onnxruntime", requests)
+    tuned = predict(checkpoint, str(sheet), paths, target, 1, threads, "onnxruntime", requests, fingerprint)
     print(f"   predictions of {Path(checkpoint).name} ({tuned[0]['fingerprint']})")
     if "runtime_note" in zero[0]:
         print(f"   zero-shot: {zero[0]['runtime_note']}")
@@ -77,29 +79,35 @@ def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerpri
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--checkpoint")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--no-real", action="store_true", help="the demo zoo only (no transformers export)")
-    parser.add_argument("--zoo-data", help="a measure-zoo directory to train a second checkpoint with")
-    parser.add_argument("--measure-zoo", type=int, default=0, help="measure this many zoo networks here first")
-    args = parser.parse_args()
-
     from edgeatlas.agent.probe import probe
+    from edgeatlas.agent.runners.onnxruntime import provider_target
+    from edgeatlas.console.fingerprints import CPU
     from edgeatlas.console.fingerprints import measure as measure_fingerprint
     from edgeatlas.console.fingerprints import time_alone
     from edgeatlas.console.zoo import build_zoo
     from edgeatlas.predictor.data import cache_dir
     from edgeatlas.protos.inputs import InputRequest, request_from_flags
 
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-real", action="store_true", help="the demo zoo only (no transformers export)")
+    parser.add_argument("--zoo-data", help="a measure-zoo directory to train a second checkpoint with")
+    parser.add_argument("--measure-zoo", type=int, default=0, help="measure this many zoo networks here first")
+    parser.add_argument("--provider", default=CPU,
+                        help="ONNX Runtime's execution provider; any but the CPU's is asked of the sheet's GPU")
+    parser.add_argument("--only", action="append", help="of the real zoo, only these (repeatable)")
+    args = parser.parse_args()
+    target = provider_target(args.provider)
+
     checkpoint = args.checkpoint or str(cache_dir() / "default.pt")
     if not Path(checkpoint).is_file():
         print(f"no checkpoint at {checkpoint}: run `edgeatlas demo` or `edgeatlas predictor train` first")
         return 2
     work = Path(tempfile.mkdtemp(prefix="predict-here-"))
-    print(f"checkpoint: {checkpoint}; threads {args.threads}; ONNX Runtime, CPU")
+    print(f"checkpoint: {checkpoint}; threads {args.threads}; ONNX Runtime, {args.provider}")
     print("1. fingerprint (reference set measured here):")
-    fingerprint = measure_fingerprint(work, args.threads, "CPUExecutionProvider", print)
+    fingerprint = measure_fingerprint(work, args.threads, args.provider, print)
 
     models: dict[str, tuple[Path, InputRequest]] = {}
     for path in build_zoo(work / "zoo"):
@@ -107,7 +115,7 @@ def main() -> int:
     if not args.no_real:
         from edgeatlas.console.real_zoo import build_real_zoo, flags_of
 
-        for path in build_real_zoo(cache_dir() / "real-zoo", REAL, say=print):
+        for path in build_real_zoo(cache_dir() / "real-zoo", args.only or REAL, say=print):
             flags = flags_of(path.stem)
             pairs = dict(inputs=[], dims=[], values=[])
             for flag, value in zip(flags[::2], flags[1::2]):
@@ -116,12 +124,15 @@ def main() -> int:
     print(f"2. {len(models)} held-out networks, measured here:")
     measured = {}
     for name, (path, request) in models.items():
-        measured[name] = time_alone(path, args.threads, request)
+        measured[name] = time_alone(path, args.threads, request, args.provider)
         print(f"  {name:16s} {measured[name]:9.3f} ms")
 
     sheet = work / "here.yaml"
-    sheet.write_text(probe("/", measure_bandwidth=True).to_yaml())
-    report(checkpoint, sheet, models, measured, fingerprint, args.threads)
+    probed = probe("/", measure_bandwidth=True)
+    sheet.write_text(probed.to_yaml())
+    if target != "cpu":
+        print(f"3. the accelerator on the sheet probed here: {probed.get('accelerator')}")
+    report(checkpoint, sheet, models, measured, fingerprint, args.threads, target)
     zoo_data = args.zoo_data
     if args.measure_zoo:
         from edgeatlas.console.zoo import measure_family
@@ -143,7 +154,7 @@ def main() -> int:
               lambda text: None)
         print(f"5. trained as the demo trains, plus {zoo_data} ({time.monotonic() - start:.0f} s); the same "
               f"held-out networks:")
-        report(str(with_zoo), sheet, models, measured, fingerprint, args.threads)
+        report(str(with_zoo), sheet, models, measured, fingerprint, args.threads, target)
     return 0
 
 

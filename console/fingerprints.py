@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from edgeatlas.predictor.fingerprint import Fingerprint
 
 PARAMS = RunParams(warmup_iterations=5, min_iterations=100, min_duration_s=0.5, max_duration_s=10.0)
+CPU = "CPUExecutionProvider"
+
+
+def setting_for(provider: str, threads: int) -> Setting:
+    """A fingerprint's setting: ONNX Runtime at batch 1, on the processor the provider drives."""
+    from edgeatlas.agent.runners.onnxruntime import provider_target
+
+    return Setting(target=provider_target(provider), runtime="onnxruntime", execution_provider=provider, batch=1,
+                   threads=threads, scenario="single-stream")
 
 
 def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) -> "Fingerprint":
@@ -35,9 +44,7 @@ def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) ->
     latency, spread, ran = {}, {}, Setting()
     start = time.monotonic()
     for name, path in paths.items():
-        setting = Setting(target="gpu" if provider != "CPUExecutionProvider" else "cpu", runtime="onnxruntime",
-                          execution_provider=provider, batch=1, threads=threads, scenario="single-stream")
-        runner = make_runner(str(path), setting, None, ModelFacts())
+        runner = make_runner(str(path), setting_for(provider, threads), None, ModelFacts())
         result = runner.run(PARAMS)
         if not result.valid:
             raise InvalidInput(f"reference network {name}: {result.invalid_reason}")
@@ -51,17 +58,15 @@ def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) ->
                        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), spread=spread)
 
 
-def time_alone(model_path: Path, threads: int, request=None) -> float:
-    """One model's mean latency (ms) here, in the fingerprint's setting (ONNX Runtime on the CPU, batch 1,
+def time_alone(model_path: Path, threads: int, request=None, provider: str = CPU) -> float:
+    """One model's mean latency (ms) here, in the fingerprint's setting (ONNX Runtime on `provider`, batch 1,
     `threads`): what a fingerprint's answer is to be compared with. `request`: its input request, if any.
     The zoo family's rules (`console/zoo.py`): the 64 queries LoadGen's early stopping needs, within 15 s,
     so that a 200 ms model is timed too."""
     from edgeatlas.agent.runners import ModelFacts, make_runner
     from edgeatlas.console.zoo import MEASURE_PARAMS
 
-    setting = Setting(target="cpu", runtime="onnxruntime", execution_provider="CPUExecutionProvider", batch=1,
-                      threads=threads, scenario="single-stream")
-    result = make_runner(str(model_path), setting, None, ModelFacts(inputs=request)).run(RunParams(**MEASURE_PARAMS))
+    result = make_runner(str(model_path), setting_for(provider, threads), None, ModelFacts(inputs=request)).run(RunParams(**MEASURE_PARAMS))
     if not result.valid:
         raise InvalidInput(f"{Path(model_path).name}: {result.invalid_reason}")
     return result.stats.mean_ms

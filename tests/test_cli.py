@@ -40,6 +40,7 @@ def test_agent_bench_prints_stats_and_setting(zoo_dir, prepared_zoo):
     result = json.loads(proc.stdout)
     assert result["valid"] and result["fidelity"]["passed"]
     assert result["stats"]["iterations"] >= 20 and result["setting"]["threads"] == 1
+    assert result["setting"]["target"] == "cpu"
     assert result["stats"]["p50_ms"] <= result["stats"]["p99_ms"]
 
 

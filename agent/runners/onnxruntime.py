@@ -21,6 +21,21 @@ _ORT_DTYPES = {  # onnxruntime's NodeArg.type → numpy's name (protos/inputs.DT
     "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
     "tensor(uint64)": "uint64", "tensor(bool)": "bool",
 }
+# The processor each of ONNX Runtime's execution providers runs kernels on, from its documentation (OpenVINO's
+# and DirectML's defaults: the CPU, the GPU). A task's setting records it, and it picks the energy meter.
+_PROVIDER_TARGETS = {
+    **dict.fromkeys(("CPU", "Dnnl", "OpenVINO", "Xnnpack", "ACL", "ArmNN"), "cpu"),
+    **dict.fromkeys(("CUDA", "Tensorrt", "NvTensorRTRTX", "ROCM", "MIGraphX", "Dml", "WebGpu", "Js"), "gpu"),
+    **dict.fromkeys(("QNN", "Nnapi", "CoreML", "VitisAI", "Rknpu", "CANN"), "npu"),
+}
+
+
+def provider_target(provider: str) -> str:
+    """`cpu`, `gpu` or `npu` for one of ONNX Runtime's execution providers; `other` for one it does not
+    document (which processor it drives is not known here, and is not guessed)."""
+    return _PROVIDER_TARGETS.get(provider.removesuffix("ExecutionProvider"), "other")
+
+
 _IO_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64": "fp64"}
 
 

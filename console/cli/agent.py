@@ -132,8 +132,12 @@ def cmd_agent_bench(args) -> int:
     from edgeatlas.agent.meters import find_meter
     from edgeatlas.agent.runners import ModelFacts, make_runner
 
+    from edgeatlas.agent.runners.onnxruntime import provider_target
+
     runtime = "llama.cpp" if args.model.lower().endswith(".gguf") else "onnxruntime"
-    setting, params = scenario_setting(args, execution_provider=args.provider, runtime=runtime)
+    # A GGUF model's processor is its offload (--param gpu_layers), which its runner records.
+    target = provider_target(args.provider) if runtime == "onnxruntime" else "cpu"
+    setting, params = scenario_setting(args, execution_provider=args.provider, runtime=runtime, target=target)
     request = input_request(args)
     if runtime == "llama.cpp" and not request.empty:
         raise errors.InvalidInput("--input, --dim and --values are for ONNX models; a GGUF model's prompt "

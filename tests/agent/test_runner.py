@@ -94,8 +94,25 @@ def test_corrupt_model_is_one_readable_line(tmp_path):
 
 
 def test_unavailable_provider_is_refused(zoo_dir):
-    with pytest.raises(InvalidInput, match="CUDAExecutionProvider is not available"):
-        make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(execution_provider="CUDAExecutionProvider"))
+    import onnxruntime as ort
+
+    missing = next(p for p in ("CUDAExecutionProvider", "QNNExecutionProvider", "CoreMLExecutionProvider")
+                   if p not in ort.get_available_providers())
+    with pytest.raises(InvalidInput, match=f"{missing} is not available"):
+        make_runner(str(zoo_dir / "mlp-s.onnx"), Setting(execution_provider=missing))
+
+
+def test_each_provider_names_the_processor_it_runs_on():
+    """The setting's target follows the provider (a CUDA run is a GPU's number and NVML meters it); a
+    provider ONNX Runtime does not document is `other`, not guessed."""
+    from edgeatlas.agent.runners.onnxruntime import provider_target
+    from edgeatlas.console.fingerprints import setting_for
+
+    assert [provider_target(p) for p in ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+                                         "QNNExecutionProvider", "OpenVINOExecutionProvider", "MadeUpProvider")] == \
+        ["cpu", "gpu", "gpu", "npu", "cpu", "other"]
+    assert setting_for("CUDAExecutionProvider", 1).target == "gpu"
+    assert setting_for("CPUExecutionProvider", 1).target == "cpu"
 
 
 def test_unknown_runtime_is_refused(zoo_dir):
