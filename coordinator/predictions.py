@@ -367,8 +367,10 @@ class Predictors:
 
 
 def runtimes_text(predictor) -> str:
-    """The checkpoint's runtimes as the version row keeps them ("" where the checkpoint does not say)."""
-    known = (predictor.info or {}).get("runtimes")
+    """The checkpoint's runtimes as the version row keeps them, each with its processor ("onnxruntime/cpu")
+    where the checkpoint records that; "" where it does not say."""
+    info = predictor.info or {}
+    known = info.get("runtime_targets", info.get("runtimes"))
     return ",".join(str(r)[:40] for r in known[:20]) if isinstance(known, list) else ""
 
 

@@ -309,10 +309,13 @@ def runtime_coverage(version: admin_pb2.PredictorVersion) -> str:
     """Which runtimes the version's training data covers, and what an answer for another one means."""
     if not version.runtimes:
         return "Its training data does not record the runtimes it was measured in."
-    missing = [r for r in RUNTIMES if r not in version.runtimes]
-    return (f"Its training data covers {', '.join(version.runtimes)}"
-            + (f"; for {', '.join(missing)} the answer says so and its interval reaches down to the roofline, "
-               f"unless a device's fingerprint calibrates it." if missing else "."))
+    # "runtime/target" entries (a version that records the processor each runtime ran on), or runtimes
+    covered = [entry.replace("/", " on ") for entry in version.runtimes]
+    missing = [r for r in RUNTIMES if r not in {entry.split("/")[0] for entry in version.runtimes}]
+    other = " (or on another processor)" if any("/" in entry for entry in version.runtimes) else ""
+    return (f"Its training data covers {', '.join(covered)}"
+            + (f"; for {', '.join(missing)}{other} the answer says so and its interval reaches down to the "
+               f"roofline, unless a device's fingerprint calibrates it." if missing or other else "."))
 
 
 def fingerprint_upload(raw: bytes) -> tuple[str, dict | None]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge
+from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge, runtime_target
 from edgeatlas.predictor.fingerprint import Fingerprint
 from edgeatlas.predictor.evaluate import KIND_MIN_NETWORKS, SPLITS, evaluate, fit_all, table
 from edgeatlas.predictor.graph import load_onnx, runtime_graph
@@ -184,8 +184,13 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
     runtime = np.array([(s.runtime or "").lower() for s in samples.settings], dtype=object)[samples.setting]
     notes = []
     if no_runtime.any():
-        notes.append(f"the training data has no sample of {', '.join(sorted(set(runtime[no_runtime])))} (it has "
-                     f"{', '.join(predictor.info['runtimes']) or 'none'})")
+        if predictor.info.get("runtime_targets") is None:
+            missing, has = sorted(set(runtime[no_runtime])), predictor.info["runtimes"]
+        else:
+            pairs = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
+            missing = [k.replace("/", " on ") for k in sorted(set(pairs[no_runtime]))]
+            has = [k.replace("/", " on ") for k in predictor.info["runtime_targets"]]
+        notes.append(f"the training data has no sample of {', '.join(missing)} (it has {', '.join(has) or 'none'})")
     if no_int8.any():
         kinds = samples.graphs.int8_kinds()
         for r in sorted(set(runtime[no_int8])):

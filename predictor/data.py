@@ -134,6 +134,11 @@ class SettingInfo:
         return self.batch if self.batch and self.batch > 0 else 1
 
 
+def runtime_target(setting: SettingInfo) -> str:
+    """"runtime/target" of a setting (e.g. "onnxruntime/gpu"): what a checkpoint's `runtime_targets` lists."""
+    return f"{(setting.runtime or '').lower()}/{(setting.target or '').lower()}"
+
+
 @dataclass
 class Samples:
     graphs: GraphSet

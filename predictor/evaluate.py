@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeatlas.predictor.data import Samples
+from edgeatlas.predictor.data import Samples, runtime_target
 from edgeatlas.predictor.models import GNNEnsemble, Predictor, Tabular, TrainConfig, zero_shot_info
 from edgeatlas.protos.errors import InvalidInput
 
@@ -97,7 +97,7 @@ def runtime_info(samples: Samples) -> dict[str, list[str]]:
     for g, s in set(zip(samples.graph[integer].tolist(), samples.setting[integer].tolist())):
         for kind in kinds[g]:
             networks.setdefault(f"{samples.settings[s].runtime.lower()}/{kind}", set()).add(g)
-    return {"runtimes": runtimes(samples),
+    return {"runtimes": runtimes(samples), "runtime_targets": runtime_targets(samples),
             "integer_runtimes": runtimes(samples.where(integer)),
             "integer_kernels": sorted(k for k, seen in networks.items() if len(seen) >= KIND_MIN_NETWORKS)}
 
@@ -106,6 +106,14 @@ def runtimes(samples: Samples) -> list[str]:
     """The runtimes the samples were measured in ("" and "unknown" not counted)."""
     used = {samples.settings[i].runtime.lower() for i in np.unique(samples.setting)}
     return sorted(used - {"", "unknown"})
+
+
+def runtime_targets(samples: Samples) -> list[str]:
+    """The runtimes the samples were measured in, each with the processor it ran on ("runtime/target"): a
+    runtime's CPU kernels teach nothing of its GPU ones (ONNX Runtime's CUDA provider launches a kernel per
+    operator where its CPU one calls MLAS in the same thread)."""
+    used = {runtime_target(samples.settings[i]) for i in np.unique(samples.setting)}
+    return sorted(k for k in used if k.split("/")[0] not in ("", "unknown"))
 
 
 def evaluate(samples: Samples, split: str, cfg: TrainConfig, seed: int = 0, devices: list[str] | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from edgeatlas.predictor.data import GraphSet, Samples
+from edgeatlas.predictor.data import GraphSet, Samples, runtime_target
 from edgeatlas.predictor.hardware import FEATURES
 
 COVERAGE = 0.8
@@ -589,7 +589,8 @@ class Predictor:
         return lo, hi
 
     def unlearned(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-        """([S] whether the training data has no sample of each one's runtime, [S] whether it has no int8
+        """([S] whether the training data has no sample of each one's runtime on its processor (the
+        runtime's name alone where the checkpoint does not record `runtime_targets`), [S] whether it has no int8
         network in it, or none with an int8 kernel of each kind the sample's network has
         (`GraphSet.int8_kinds`), where the sample is one). A checkpoint that does not record its runtimes
         lacks nothing; one that does not record the kinds, no kind."""
@@ -600,6 +601,10 @@ class Predictor:
         kinds_known = self.info.get("integer_kernels")
         runtime = np.array([(s.runtime or "").lower() for s in samples.settings], dtype=object)[samples.setting]
         no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
+        on_target = self.info.get("runtime_targets")
+        if on_target is not None:  # a checkpoint written before the record: the runtime's name alone
+            pairs = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
+            no_runtime |= np.array([bool(r) and k not in on_target for r, k in zip(runtime, pairs)], dtype=bool)
         no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
                                                                       for r in runtime], dtype=bool) & ~no_runtime
         if kinds_known is not None:
@@ -785,7 +790,7 @@ def _check_zero_shot(info: dict) -> None:
     if "hardware" in info and (not isinstance(info["hardware"], list) or len(info["hardware"]) > 100_000 or
                                not all(isinstance(k, str) and len(k) < 4096 for k in info["hardware"])):
         raise ValueError("info.hardware is not a list of hardware keys")
-    for name in ("runtimes", "integer_runtimes", "integer_kernels"):
+    for name in ("runtimes", "runtime_targets", "integer_runtimes", "integer_kernels"):
         if name in info and (not isinstance(info[name], list) or len(info[name]) > 1000 or
                              not all(isinstance(r, str) and 0 < len(r) <= 120 for r in info[name])):
             raise ValueError(f"info.{name} is not a list of runtime names")

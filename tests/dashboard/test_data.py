@@ -180,6 +180,9 @@ def test_fingerprint_uploads_and_runtime_coverage_are_read_for_the_page():
     covered = data.runtime_coverage(admin_pb2.PredictorVersion(runtimes=["pytorch", "tflite"]))
     assert "covers pytorch, tflite" in covered and "onnxruntime, llama.cpp" in covered
     assert "does not record" in data.runtime_coverage(admin_pb2.PredictorVersion())
+    paired = data.runtime_coverage(admin_pb2.PredictorVersion(runtimes=["onnxruntime/cpu", "pytorch/gpu"]))
+    assert "covers onnxruntime on cpu, pytorch on gpu" in paired
+    assert "for tflite, llama.cpp (or on another processor) the answer says so" in paired
 
 
 @pytest.mark.parametrize("source,privacy,mode", [

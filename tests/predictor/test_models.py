@@ -428,6 +428,32 @@ def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sa
     assert not older.unlearned(asked)[1].any()
 
 
+def test_a_runtime_seen_only_on_another_processor_is_unlearned_there(sample):
+    """ONNX Runtime timed on CPUs teaches nothing of its CUDA provider: a GPU query in it is unlearned (said,
+    widened) while a CPU one is not; a checkpoint written before `runtime_targets` judges by the name."""
+    from edgeatlas.predictor.commands import unlearned
+    from edgeatlas.predictor.data import GraphSet, SettingInfo
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.evaluate import runtime_info
+    from edgeatlas.predictor.graph import runtime_graph
+
+    graphs = GraphSet.from_graphs([runtime_graph(build("resnet:8-16:b1:s32"), "onnxruntime")])
+    cpu = next(st for st in sample.settings if st.target == "cpu")
+    gpu = next(st for st in sample.settings if st.target == "gpu")
+    on_cpu = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
+    on_gpu = SettingInfo("t0_b1", "card", gpu.spec, "gpu", 1, 0, "onnxruntime")
+    info = runtime_info(Samples(graphs, [on_cpu], np.zeros(1, np.int64), np.zeros(1, np.int64), np.ones(1)))
+    assert info["runtimes"] == ["onnxruntime"] and info["runtime_targets"] == ["onnxruntime/cpu"]
+    predictor = Predictor(tabular=None, gnn=None, anchors=None, info=info)
+    asked = Samples(graphs, [on_cpu, on_gpu], np.zeros(2, np.int64), np.array([0, 1]), np.ones(2))
+    no_runtime, no_int8, note = unlearned(predictor, asked)
+    assert no_runtime.tolist() == [False, True] and not no_int8.any()
+    assert "no sample of onnxruntime on gpu (it has onnxruntime on cpu)" in note
+    before = Predictor(tabular=None, gnn=None, anchors=None,
+                       info={k: v for k, v in info.items() if k != "runtime_targets"})
+    assert not before.unlearned(asked)[0].any()
+
+
 def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path):
     """v2 checkpoints read 23 features per operator, v3 25 (a quantize category, the integer kernel), v4
     reads ONNX Runtime's graphs as its fused kernels, v5 learned int8 work against the int8 peak: an older
