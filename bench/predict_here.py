@@ -95,10 +95,14 @@ def main() -> int:
     parser.add_argument("--zoo-data", help="a measure-zoo directory to train a second checkpoint with")
     parser.add_argument("--measure-zoo", type=int, default=0, help="measure this many zoo networks here first")
     parser.add_argument("--provider", default=CPU,
-                        help="ONNX Runtime's execution provider; any but the CPU's is asked of the sheet's GPU")
+                        help="ONNX Runtime's execution provider: the processor it drives is the one asked of the "
+                             "sheet (provider_target)")
     parser.add_argument("--only", action="append", help="of the real zoo, only these (repeatable)")
     args = parser.parse_args()
     target = provider_target(args.provider)
+    if target != "cpu" and (args.measure_zoo or args.zoo_data):
+        print("--measure-zoo and --zoo-data time the zoo on the CPU: they go with the CPU provider only")
+        return 2
 
     checkpoint = args.checkpoint or str(cache_dir() / "default.pt")
     if not Path(checkpoint).is_file():

@@ -66,7 +66,8 @@ def time_alone(model_path: Path, threads: int, request=None, provider: str = CPU
     from edgeatlas.agent.runners import ModelFacts, make_runner
     from edgeatlas.console.zoo import MEASURE_PARAMS
 
-    result = make_runner(str(model_path), setting_for(provider, threads), None, ModelFacts(inputs=request)).run(RunParams(**MEASURE_PARAMS))
+    runner = make_runner(str(model_path), setting_for(provider, threads), None, ModelFacts(inputs=request))
+    result = runner.run(RunParams(**MEASURE_PARAMS))
     if not result.valid:
         raise InvalidInput(f"{Path(model_path).name}: {result.invalid_reason}")
     return result.stats.mean_ms

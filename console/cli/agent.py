@@ -131,7 +131,6 @@ def cmd_agent_privacy(args) -> int:
 def cmd_agent_bench(args) -> int:
     from edgeatlas.agent.meters import find_meter
     from edgeatlas.agent.runners import ModelFacts, make_runner
-
     from edgeatlas.agent.runners.onnxruntime import provider_target
 
     runtime = "llama.cpp" if args.model.lower().endswith(".gguf") else "onnxruntime"
