@@ -190,7 +190,8 @@ def test_predictor_answers_a_pasted_sheet_and_names_a_bad_field(app):
     at = app("predictor")
     captions = " ".join(c.value for c in at.caption)
     assert "Predictor v1 (published)" in captions
-    assert "training data covers pytorch, tflite; for onnxruntime" in captions
+    # each runtime with the processors it was timed on (the sample: PyTorch on CPUs and GPUs, TFLite on CPUs)
+    assert "training data covers pytorch on cpu, pytorch on gpu, tflite on cpu; for onnxruntime" in captions
     at.radio(key="pa_how").set_value("Paste").run()
     at.text_area(key="pa_paste").set_value(RASPBERRY_PI_5.replace("board", "toaster")).run()
     assert any("device_class" in e and "toaster" in e for e in errors_of(at))
