@@ -187,8 +187,8 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
         if predictor.info.get("runtime_targets") is None:
             missing, has = sorted(set(runtime[no_runtime])), predictor.info["runtimes"]
         else:
-            pairs = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
-            missing = [k.replace("/", " on ") for k in sorted(set(pairs[no_runtime]))]
+            missing = [k.replace("/", " on ") for k in sorted({runtime_target(samples.settings[s])
+                                                                for s in np.unique(samples.setting[no_runtime])})]
             has = [k.replace("/", " on ") for k in predictor.info["runtime_targets"]]
         notes.append(f"the training data has no sample of {', '.join(missing)} (it has {', '.join(has) or 'none'})")
     if no_int8.any():

@@ -603,15 +603,16 @@ class Predictor:
         no_runtime = np.array([bool(r) and r not in known for r in runtime], dtype=bool)
         on_target = self.info.get("runtime_targets")
         if on_target is not None:  # a checkpoint written before the record: the runtime's name alone
-            pairs = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
-            no_runtime |= np.array([bool(r) and k not in on_target for r, k in zip(runtime, pairs)], dtype=bool)
+            covered = set(on_target)
+            no_runtime |= np.array([bool(s.runtime) and runtime_target(s) not in covered for s in samples.settings],
+                                   dtype=bool)[samples.setting]
         no_int8 = samples.graphs.integer()[samples.graph] & np.array([bool(r) and r not in integer_known
                                                                       for r in runtime], dtype=bool) & ~no_runtime
-        if kinds_known is not None:
+        if kinds_known is not None:  # asked once per network and runtime, not per sample
             kinds = samples.graphs.int8_kinds()
-            no_kind = np.array([bool(r) and bool(self.unlearned_kinds(kinds[g], r))
-                                for g, r in zip(samples.graph, runtime)], dtype=bool)
-            no_int8 |= no_kind & ~no_runtime
+            asked = list(zip(samples.graph.tolist(), runtime.tolist()))
+            lacking = {(g, r): bool(r) and bool(self.unlearned_kinds(kinds[g], r)) for g, r in set(asked)}
+            no_int8 |= np.array([lacking[pair] for pair in asked], dtype=bool) & ~no_runtime
         return no_runtime, no_int8
 
     def unlearned_kinds(self, kinds: set[str], runtime: str) -> list[str]:
@@ -619,7 +620,7 @@ class Predictor:
         networks of in `runtime` (`info.integer_kernels`; none where the checkpoint does not record them)."""
         if self.info.get("integer_kernels") is None:
             return []
-        learned = self.info["integer_kernels"]
+        learned = set(self.info["integer_kernels"])
         return sorted(k for k in kinds if f"{runtime}/{k}" not in learned)
 
     def widened(self, samples: Samples, mean, lo, hi, unknown: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
