@@ -10,6 +10,7 @@ import json
 import math
 import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -353,6 +354,18 @@ def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: 
     return _thinned(out)
 
 
+def runtime_elsewhere(settings: list, setting: np.ndarray, device: np.ndarray) -> np.ndarray:
+    """[S] whether each sample's runtime on its processor ("onnxruntime/cpu") was measured on another
+    device too: the samples level errors are measured on. A device that alone ran a runtime, left out,
+    shows how far off an unseen runtime is, which an answer says and widens for apart
+    (`Predictor.unlearned`): counted as a level error, it made every unseen sheet's interval span decades
+    (the demo's one ONNX Runtime machine left out: ×34). Kept in, it is a runtime no other left-out device
+    is judged in, and trees place a device by its sheet before its runtime."""
+    kind = np.array([runtime_target(st) for st in settings], dtype=object)[setting]
+    devices_of = Counter(k for k, _ in set(zip(kind.tolist(), device.tolist())))
+    return np.array([devices_of[k] >= 2 for k in kind.tolist()], dtype=bool)
+
+
 def shared_settings(settings: list, setting: np.ndarray, family: np.ndarray) -> np.ndarray:
     """[S] whether each sample's setting (its sheet, batch, threads, runtime: data sets name their settings
     apart) has networks of two families or more measured in it: where a family left out shows how far
@@ -389,8 +402,8 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
     """What a checkpoint keeps to widen answers that leave its training data (Predictor.widen):
 
     - hardware: the keys of the hardware it saw; level_errors: per training device, how far off a model
-      that never saw it places its level (`_left_out_errors` over devices, on up to max_graphs networks;
-      empty below LEVEL_MIN_DEVICES). A held-out network never shows this part of a zero-shot error: on an
+      that never saw it places its level (`_left_out_errors` over devices, on up to max_graphs networks,
+      in the runtimes two devices or more ran: `runtime_elsewhere`; empty below LEVEL_MIN_DEVICES). A held-out network never shows this part of a zero-shot error: on an
       unseen device every network is off by one factor first (two Xeons with near-equal sheets run these
       networks 35 % apart);
     - floor_shifts: per hardware key, how far below its sheet's compute floor it ran (`floor_shifts`);
@@ -408,8 +421,9 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
     x, y = tabular_features(light), np.log(light.latency_ms)
     device, family = light.device_of(), light.family_of()
     named = family != ""
-    level = (_left_out_errors(x, y, light.setting, device, seed)
-             if len(set(device)) >= LEVEL_MIN_DEVICES else [])
+    alike = runtime_elsewhere(light.settings, light.setting, device)
+    level = (_left_out_errors(x[alike], y[alike], light.setting[alike], device[alike], seed)
+             if len(set(device[alike])) >= LEVEL_MIN_DEVICES else [])
     shared = shared_settings(light.settings, light.setting[named], family[named])
     families = (_left_out_errors(x[named], y[named], light.setting[named], family[named], seed, scored=shared)
                 if len(set(family[named][shared])) >= FAMILY_MIN else [])

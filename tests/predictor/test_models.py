@@ -169,6 +169,31 @@ def test_level_errors_of_many_devices_cost_a_bounded_number_of_fits(monkeypatch)
     assert len(models._thinned(np.arange(5000.0))) == models.MAX_OFFSETS
 
 
+def test_a_device_alone_in_its_runtime_gives_no_level_error(sample):
+    """Left out, the one device that ran a runtime shows how far off an unseen runtime is (widened apart,
+    `Predictor.unlearned`), not an unseen device's level: counted, it spanned every unseen sheet's interval
+    over decades."""
+    import dataclasses
+
+    from edgeatlas.predictor import models
+
+    lone = sample.devices()[0]
+    settings = [dataclasses.replace(st, runtime="onnxruntime") if st.device == lone else st
+                for st in sample.settings]
+    alone = sample.device_of() == lone
+    moved = Samples(sample.graphs, settings, sample.graph, sample.setting,
+                    np.where(alone, sample.latency_ms / 30, sample.latency_ms))  # its runtime: 30x lighter
+    scored = models.runtime_elsewhere(moved.settings, moved.setting, moved.device_of())
+    assert not scored[alone].any() and scored[~alone].all()
+    anchors = moved.graphs.subset(np.arange(8))
+    kept = models.zero_shot_info(moved, anchors)["level_errors"]
+    assert len(kept) == len(sample.devices()) - 1 and max(kept) < np.log(30) / 2
+    # the same device in a runtime the others ran too is left out and measured like every other
+    same = Samples(sample.graphs, sample.settings, sample.graph, sample.setting, moved.latency_ms)
+    counted = models.zero_shot_info(same, anchors)["level_errors"]
+    assert len(counted) == len(sample.devices()) and max(counted) > np.log(30) / 2
+
+
 def test_the_mixture_half_width_holds_its_share():
     from edgeatlas.predictor.models import mixture_half
 
