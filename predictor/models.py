@@ -661,7 +661,7 @@ class Predictor:
         zero_shot: `predict(samples, which)[0]`, where already known."""
         terms = physical_terms(samples)
         zero = self.predict(samples, which)[0] if zero_shot is None else zero_shot
-        mean = cal.apply(zero, self._share(samples, which) if cal.kind == "split" else None, terms)
+        mean = cal.apply(zero, self._share(samples, which) if cal.needs_share else None, terms)
         floor = _compute_floor(terms) + np.minimum(cal.floor_shift, self._floor_shift(samples))
         mean = np.maximum(mean, floor)
         return mean, np.maximum(mean - cal.half_width, floor), mean + cal.half_width

@@ -148,6 +148,30 @@ def test_interval_is_conformal_over_leave_one_out_and_falls_back_below_four_shot
     assert 0.6 < inside.mean() < 0.98
 
 
+def test_corrections_are_averaged_by_the_precision_of_their_leave_one_out_answers():
+    """No single correction is right (fixed costs and work off by different factors, and noise): each is
+    weighted by 1 / its mean squared leave-one-out error, and the answer is their weighted mean in log time."""
+    rng = np.random.default_rng(6)
+    pred, share = _law(rng, 10)
+    truth = np.exp(pred) * (0.3 * share + 1.4 * (1 - share)) * np.exp(rng.normal(0, 0.15, 10))
+    cal = fewshot.calibrate(pred, truth, 1.0, share)
+    kinds = [kind for kind, _, _ in cal.parts]
+    assert kinds == ["offset", "affine", "split"]  # physical needs the terms
+    precision = []
+    for kind in kinds:
+        loo = [fewshot._predict(kind, fewshot._fit(kind, np.delete(pred, i), np.delete(np.log(truth), i),
+                                                   np.delete(share, i), None), pred[i:i + 1], share[i:i + 1], None)[0]
+               - math.log(truth[i]) for i in range(10)]
+        precision.append(1 / np.mean(np.square(loo)))
+    weights = np.array([w for _, _, w in cal.parts])
+    np.testing.assert_allclose(weights, np.array(precision) / sum(precision), rtol=1e-9)
+    assert cal.kind == kinds[int(np.argmax(weights))] and 0 < weights.min() and weights.max() < 1
+    new_pred, new_share = _law(rng, 20)
+    each = [fewshot._predict(kind, params, new_pred, new_share, None) for kind, params, _ in cal.parts]
+    np.testing.assert_allclose(cal.apply(new_pred, new_share), np.tensordot(weights, each, axes=1))
+    assert "corrections averaged from 10 shots (split" in cal.describe()
+
+
 def test_physical_calibration_needs_no_model_and_measures_the_device_s_efficiencies():
     """A runtime the model never saw: its zero-shot answers are noise, but the device's times follow
     compute at 40 % of peak, memory at 80 % and 10 µs per operator; the shots reveal all three."""
