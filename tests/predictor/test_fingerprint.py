@@ -148,9 +148,10 @@ def test_interval_is_conformal_over_leave_one_out_and_falls_back_below_four_shot
     assert 0.6 < inside.mean() < 0.98
 
 
-def test_corrections_are_averaged_by_the_precision_of_their_leave_one_out_answers():
+def test_corrections_are_averaged_by_their_leave_one_out_errors():
     """No single correction is right (fixed costs and work off by different factors, and noise): each is
-    weighted by 1 / its mean squared leave-one-out error, and the answer is their weighted mean in log time."""
+    weighted by 1 / the square of its leave-one-out error (MAPE), and the answer is their weighted mean in log
+    time."""
     rng = np.random.default_rng(6)
     pred, share = _law(rng, 10)
     truth = np.exp(pred) * (0.3 * share + 1.4 * (1 - share)) * np.exp(rng.normal(0, 0.15, 10))
@@ -162,7 +163,7 @@ def test_corrections_are_averaged_by_the_precision_of_their_leave_one_out_answer
         loo = [fewshot._predict(kind, fewshot._fit(kind, np.delete(pred, i), np.delete(np.log(truth), i),
                                                    np.delete(share, i), None), pred[i:i + 1], share[i:i + 1], None)[0]
                - math.log(truth[i]) for i in range(10)]
-        precision.append(1 / np.mean(np.square(loo)))
+        precision.append(np.mean(np.abs(np.expm1(loo))) ** -2)
     weights = np.array([w for _, _, w in cal.parts])
     np.testing.assert_allclose(weights, np.array(precision) / sum(precision), rtol=1e-9)
     assert cal.kind == kinds[int(np.argmax(weights))] and 0 < weights.min() and weights.max() < 1
