@@ -25,9 +25,9 @@ nearly as good and wrong in other directions: on the shared data, each of the 12
 devices, worse on 3 by at most 0.7 points. On one machine, two runs of `bench/predict_here.py` (13
 float networks in ONNX Runtime, each run's own fingerprint), it was worse: 16.6 and 14.5 % against
 picking's 16.3 and 12.4 % (weights by the inverse mean square of the log residuals, as good on the
-shared data, gave 18.9 % in the first). The 80 % interval is
-split-conformal over the average's leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest |residual| of
-K. Below 4 shots that rank does not exist; the zero-shot half-width is kept.
+shared data, gave 18.9 % in the first). The 80 % interval is split-conformal over the average's
+leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest |residual| of K. Below 4 shots that rank does
+not exist; the zero-shot half-width is kept.
 """
 
 from __future__ import annotations
