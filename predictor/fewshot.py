@@ -133,8 +133,8 @@ def _predict(kind: str, params: tuple[float, ...], pred, share, terms) -> np.nda
 
 def _weights(loos: list[np.ndarray]) -> np.ndarray:
     """Each correction's weight from its leave-one-out log residuals: the inverse square of their mean
-    relative error (MAPE, what a calibration is judged by; a mean square would let one shot far off, a
-    network of a family the runtime never ran, outweigh the rest)."""
+    relative error (MAPE, what a calibration is judged by; weights by their mean square did as well on
+    the shared data and worse on this project's machine: the module's docstring)."""
     score = np.array([max(float(np.mean(np.abs(np.expm1(loo)))), MIN_ERROR) for loo in loos])
     return score ** -2 / np.sum(score ** -2)
 

@@ -403,9 +403,9 @@ def zero_shot_info(train: Samples, anchors: GraphSet, seed: int = 0, max_graphs:
 
     - hardware: the keys of the hardware it saw; level_errors: per training device, how far off a model
       that never saw it places its level (`_left_out_errors` over devices, on up to max_graphs networks,
-      in the runtimes two devices or more ran: `runtime_elsewhere`; empty below LEVEL_MIN_DEVICES). A held-out network never shows this part of a zero-shot error: on an
-      unseen device every network is off by one factor first (two Xeons with near-equal sheets run these
-      networks 35 % apart);
+      in the runtimes two devices or more ran: `runtime_elsewhere`; empty below LEVEL_MIN_DEVICES). A
+      held-out network never shows this part of a zero-shot error: on an unseen device every network is
+      off by one factor first (two Xeons with near-equal sheets run these networks 35 % apart);
     - floor_shifts: per hardware key, how far below its sheet's compute floor it ran (`floor_shifts`);
     - summary_mean, summary_std, anchor_reach: how far from the nearest anchor 99 % of training networks
       lie (beyond it, a network is unlike the training families); family_errors: per named architecture
