@@ -45,42 +45,47 @@ MIN_ERROR = 1e-4  # relative, of a leave-one-out fit: an exact fit's weight is l
 
 @dataclass(frozen=True)
 class Calibration:
-    kind: str  # offset | affine | split | physical: the correction with the most weight
-    params: tuple[float, ...]  # its parameters
+    parts: tuple[tuple[str, tuple[float, ...], float], ...]  # (kind, params, weight) averaged; weights sum to 1
     half_width: float  # of the 80 % interval in log ms
     shots: int
     loo_mape: float  # % leave-one-out error over the shots, of the average
     floor_shift: float = 0.0  # log of how far below its sheet's floor the device ran a shot (≤ 0)
-    parts: tuple[tuple[str, tuple[float, ...], float], ...] = ()  # (kind, params, weight) averaged; () = kind's alone
 
-    def _parts(self) -> tuple[tuple[str, tuple[float, ...], float], ...]:
-        return self.parts or ((self.kind, self.params, 1.0),)
+    @property
+    def kind(self) -> str:
+        """offset | affine | split | physical: the correction with the most weight."""
+        return max(self.parts, key=lambda part: part[2])[0]
+
+    @property
+    def params(self) -> tuple[float, ...]:
+        """The parameters of `kind`."""
+        return max(self.parts, key=lambda part: part[2])[1]
+
+    @property
+    def needs_share(self) -> bool:
+        return any(kind == "split" for kind, _, _ in self.parts)
 
     def apply(self, pred: np.ndarray, share: np.ndarray | None = None, terms: np.ndarray | None = None) -> np.ndarray:
         """Calibrated log-latency for zero-shot log predictions `pred`, with the fixed-cost share of each
         (for split) and its [C, M, n] terms (for physical)."""
         out = 0.0
-        for kind, params, weight in self._parts():
+        for kind, params, weight in self.parts:
             if (kind == "split" and share is None) or (kind == "physical" and terms is None):
                 raise ValueError(f"a calibration with a {kind} part needs the "
                                  f"{'share' if kind == 'split' else 'terms'} of each prediction")
             out = out + weight * _predict(kind, params, pred, share, terms)
         return out
 
-    @property
-    def needs_share(self) -> bool:
-        return any(kind == "split" for kind, _, _ in self._parts())
-
     def describe(self) -> str:
-        parts = sorted(self._parts(), key=lambda part: -part[2])
         below = f"; the device beats its sheet's peak by ×{math.exp(-self.floor_shift):.2f}" \
             if self.floor_shift < -0.01 else ""
-        if len(parts) == 1:
+        if len(self.parts) == 1:
             head, said = self.kind, _what(self.kind, self.params)
         else:  # by weight, those that carry any
             head = "corrections averaged"
             said = "; ".join(f"{kind} {100 * weight:.0f} %: {_what(kind, params)}"
-                             for kind, params, weight in parts if weight >= 0.005)
+                             for kind, params, weight in sorted(self.parts, key=lambda part: -part[2])
+                             if weight >= 0.005)
         return f"{head} from {self.shots} shots ({said}; leave-one-out error {self.loo_mape:.1f} %{below})"
 
 
@@ -181,7 +186,5 @@ def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
     floor_shift = 0.0
     if roofline is not None and np.any(np.isfinite(roofline)):
         floor_shift = min(0.0, float(np.min((y - np.asarray(roofline, dtype=np.float64))[np.isfinite(roofline)])))
-    kind, params, _ = max(parts, key=lambda part: part[2])
-    return Calibration(kind=kind, params=params, shots=k, loo_mape=100 * float(np.mean(np.abs(np.expm1(loo)))),
-                       half_width=zero_shot_half if math.isnan(half) else half, floor_shift=floor_shift,
-                       parts=parts if len(parts) > 1 else ())
+    return Calibration(parts=parts, shots=k, loo_mape=100 * float(np.mean(np.abs(np.expm1(loo)))),
+                       half_width=zero_shot_half if math.isnan(half) else half, floor_shift=floor_shift)

@@ -10,7 +10,6 @@ import json
 import math
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -361,9 +360,9 @@ def runtime_elsewhere(settings: list, setting: np.ndarray, device: np.ndarray) -
     (`Predictor.unlearned`): counted as a level error, it made every unseen sheet's interval span decades
     (the demo's one ONNX Runtime machine left out: ×34). Kept in, it is a runtime no other left-out device
     is judged in, and trees place a device by its sheet before its runtime."""
-    kind = np.array([runtime_target(st) for st in settings], dtype=object)[setting]
-    devices_of = Counter(k for k, _ in set(zip(kind.tolist(), device.tolist())))
-    return np.array([devices_of[k] >= 2 for k in kind.tolist()], dtype=bool)
+    ids: dict[str, int] = {}
+    kind = np.array([ids.setdefault(runtime_target(st), len(ids)) for st in settings], dtype=np.int64)[setting]
+    return _two_or_more(kind, device)
 
 
 def shared_settings(settings: list, setting: np.ndarray, family: np.ndarray) -> np.ndarray:
@@ -374,9 +373,14 @@ def shared_settings(settings: list, setting: np.ndarray, family: np.ndarray) -> 
     ids: dict[tuple, int] = {}
     same = np.array([ids.setdefault((hardware_key(st), st.target, (st.runtime or "").lower(), st.effective_batch,
                                      st.threads), len(ids)) for st in settings], dtype=np.int64)[setting]
-    pairs = np.unique(np.stack([same, np.unique(family, return_inverse=True)[1]]), axis=1)
-    counts = np.bincount(pairs[0], minlength=int(same.max(initial=0)) + 1)
-    return counts[same] >= 2
+    return _two_or_more(same, family)
+
+
+def _two_or_more(key: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """[S] whether each sample's key (ints from 0) comes with two values or more among the samples."""
+    pairs = np.unique(np.stack([key, np.unique(value, return_inverse=True)[1].reshape(-1)]), axis=1)
+    counts = np.bincount(pairs[0], minlength=int(key.max(initial=0)) + 1)
+    return counts[key] >= 2
 
 
 def _thinned(values) -> list[float]:
