@@ -194,6 +194,34 @@ def test_a_device_alone_in_its_runtime_gives_no_level_error(sample):
     assert len(counted) == len(sample.devices()) and max(counted) > np.log(30) / 2
 
 
+def test_level_errors_are_read_on_networks_drawn_as_the_level_placing_trees_learn_them(sample):
+    """Within a runtime, the draw keeps the families' proportions (the trees that anchor an answer's level
+    are trained on all of them: drawn evenly over families instead, the trees left out placed a Xeon ×1.6
+    off where the anchored GNN was ×1.13); a runtime of few networks still gets its even share, and the
+    family errors' draw stays even over families."""
+    import dataclasses
+
+    from edgeatlas.predictor import models
+
+    rng = np.random.default_rng(0)
+    group = np.array(["pytorch"] * 1000 + ["onnxruntime"] * 40, dtype=object)
+    family = np.array(["nasbench201"] * 900 + ["fbnet"] * 100 + ["zoo"] * 40, dtype=object)
+    keep = models._even_draw(group, np.arange(1040), 200, rng)
+    assert keep.sum() == 200 and keep[1000:].all()  # the small runtime first, whole
+    assert 0.8 <= keep[:900].sum() / keep[:1000].sum() <= 0.98  # 9:1 within pytorch, not 1:1
+    even = models._even_draw(family, np.arange(1040), 120, rng)
+    assert even[:900].sum() == even[900:1000].sum() == even[1000:].sum() == 40
+    # a network's group is the set of runtimes it was measured in
+    lone = sample.devices()[0]
+    settings = [dataclasses.replace(st, runtime="onnxruntime") if st.device == lone else st
+                for st in sample.settings]
+    moved = Samples(sample.graphs, settings, sample.graph, sample.setting, sample.latency_ms)
+    names = models._runtimes_of(moved)
+    others = {st.runtime.lower() for st in sample.settings if st.device != lone}
+    assert "onnxruntime" not in others
+    assert set(names[np.unique(sample.graph)]) == {",".join(sorted(others | {"onnxruntime"}))}
+
+
 def test_the_mixture_half_width_holds_its_share():
     from edgeatlas.predictor.models import mixture_half
 
