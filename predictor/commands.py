@@ -174,8 +174,27 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         return t_mean, t_lo, t_hi, zero_shot, described + (f"; {note}" if unknown.any() else "")
     if unknown.any():
         lo, hi = predictor.widened(samples, mean, lo, hi, unknown)
-        note += "; a fingerprint (edgeatlas agent fingerprint) calibrates it" if no_runtime.any() else ""
+    new_hardware = unseen_note(predictor, samples, ~no_runtime)
+    note = "; ".join(n for n in (note, new_hardware) if n)
+    note += "; a fingerprint (edgeatlas agent fingerprint) calibrates it" if no_runtime.any() or new_hardware else ""
     return mean, lo, hi, zero_shot, note
+
+
+def unseen_note(predictor: Predictor, samples: Samples, learned: np.ndarray) -> str:
+    """Why a zero-shot answer on hardware the training data never saw is wide (`Predictor.widen`): a sheet
+    does not give a device's level (two Xeons with near-equal sheets run the same networks ×1.8 apart), and
+    a sheet unlike the training hardware's (ONNX Runtime on an ARM board, timed only on x86) spreads the
+    GNN's members apart. "" on hardware it saw, and where the runtime is not `learned` (a runtime is part
+    of a setting's hardware key, and its own note says why the interval is wide)."""
+    from edgeatlas.predictor.models import LEVEL_MIN_DEVICES
+
+    if not (predictor.unseen(samples)[0] & learned).any():
+        return ""
+    levels = np.abs(np.asarray(predictor.info.get("level_errors") or [], dtype=np.float64))
+    held = (f"how far off the training devices' levels were, each left out (up to ×{np.exp(levels.max()):.3g})"
+            if len(levels) >= LEVEL_MIN_DEVICES else "a level unknown to a factor of two either way (too few "
+            "training devices to leave one out)")
+    return f"hardware the training data never saw: the interval holds {held} and the GNN's spread on this sheet"
 
 
 def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.ndarray, str]:

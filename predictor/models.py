@@ -327,6 +327,37 @@ def hardware_key(setting) -> str:
     return ",".join(f"{v:.5g}" for v in setting.features[keep])
 
 
+# A probe measures a machine's memory bandwidth: this one, probed twice, read 42.5 and 47.7 GB/s. Sheets that
+# differ only there, by less than this factor, are one machine measured again; the same processor with
+# another memory (a channel more or less) is ×1.5 or more apart.
+BANDWIDTH_REMEASURED = math.log(1.25)
+_KEY_FEATURES = [name for name in FEATURES if name not in RUN_FEATURES]
+_BANDWIDTH_AT = [i for i, name in enumerate(_KEY_FEATURES) if name in ("log_bandwidth_gbs", "log_ridge")]
+
+
+def known_hardware(setting, keys) -> str | None:
+    """The one of `keys` (`hardware_key`s) that is the setting's hardware: its own key, else one whose sheet
+    differs only in memory bandwidth, by less than BANDWIDTH_REMEASURED (and the ridge by as much: its
+    peak is the same); None where there is none."""
+    key = hardware_key(setting)
+    keys = set(keys)
+    if key in keys:
+        return key
+    mine = key.split(",")
+    rest = [v for i, v in enumerate(mine) if i not in _BANDWIDTH_AT]
+    for other in sorted(keys):
+        parts = other.split(",")
+        if len(parts) != len(mine) or [v for i, v in enumerate(parts) if i not in _BANDWIDTH_AT] != rest:
+            continue
+        try:
+            apart = max(abs(float(parts[i]) - float(mine[i])) for i in _BANDWIDTH_AT)
+        except ValueError:  # a key that is no list of numbers matches only itself
+            continue
+        if apart <= BANDWIDTH_REMEASURED:
+            return other
+    return None
+
+
 def _left_out_errors(x: np.ndarray, y: np.ndarray, setting: np.ndarray, groups: np.ndarray,
                      seed: int, scored: np.ndarray | None = None) -> list[float]:
     """For each group (a device, a family) left out: a light tree model trained on the other groups' rows
@@ -583,7 +614,7 @@ class Predictor:
             return np.zeros(len(samples))
         known = dict(zip(keys, shifts))
         unseen = min(shifts, default=0.0)
-        return np.array([known.get(hardware_key(st), unseen) for st in samples.settings])[samples.setting]
+        return np.array([known.get(known_hardware(st, known), unseen) for st in samples.settings])[samples.setting]
 
     def unseen(self, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         """([S] on hardware the training data never saw, [S] a network farther from every anchor than 99 %
@@ -592,7 +623,7 @@ class Predictor:
         if info.get("hardware") is None:
             return np.zeros(len(samples), bool), np.zeros(len(samples), bool)
         known = set(info["hardware"])
-        device = np.array([hardware_key(st) not in known for st in samples.settings], dtype=bool)[samples.setting]
+        device = np.array([known_hardware(st, known) is None for st in samples.settings], dtype=bool)[samples.setting]
         if info.get("summary_mean") is None:
             return device, np.zeros(len(samples), bool)
         used, inverse = np.unique(samples.graph, return_inverse=True)

@@ -46,7 +46,7 @@ def zoo(tmp_path_factory):
     return out
 
 
-def test_predict_json_gives_latency_and_interval(checkpoint, zoo, env):
+def test_predict_json_gives_latency_and_interval(checkpoint, zoo, env, tmp_path):
     proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "pixel_3.yaml"),
                    "--model", str(zoo / "resnet-m.onnx"), "--target", "cpu", "--batch", "1", "--json", env=env)
     assert proc.returncode == 0, proc.stderr
@@ -54,6 +54,17 @@ def test_predict_json_gives_latency_and_interval(checkpoint, zoo, env):
     assert answer["latency_ms_low"] <= answer["latency_ms"] <= answer["latency_ms_high"]
     assert answer["latency_ms"] >= compute_floor_ms(answer, NB201 / "specs" / "pixel_3.yaml") > 0  # physics
     assert answer["spec"] == "Google Pixel 3"
+    assert "never saw" not in answer.get("runtime_note", "")  # hardware in the training data
+    # a board the training data never saw, in a runtime it has on CPUs: why the interval is wide, and what
+    # narrows it
+    from edgeatlas.console.demo_plan import EXAMPLE_SPEC
+
+    (tmp_path / "pi5.yaml").write_text(EXAMPLE_SPEC)
+    proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(tmp_path / "pi5.yaml"),
+                   "--model", str(zoo / "resnet-m.onnx"), "--runtime", "tflite", "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    note = json.loads(proc.stdout)["runtime_note"]
+    assert note.startswith("hardware the training data never saw") and "fingerprint" in note
 
 
 def compute_floor_ms(answer: dict, spec) -> float:

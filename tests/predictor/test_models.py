@@ -222,6 +222,37 @@ def test_level_errors_are_read_on_networks_drawn_as_the_level_placing_trees_lear
     assert set(names[np.unique(sample.graph)]) == {",".join(sorted(others | {"onnxruntime"}))}
 
 
+def test_a_sheet_whose_measured_bandwidth_moved_a_little_is_the_hardware_it_was(sample):
+    """A probe measures bandwidth: the same machine probed twice read 42.5 and 47.7 GB/s. That sheet is
+    still known hardware (its floor shift, no unseen-device widening); the same processor with ×1.5 the
+    bandwidth, or any other field changed, is not; a key that is no list of numbers matches only itself."""
+    import copy
+    import dataclasses
+
+    from edgeatlas.predictor import models
+    from edgeatlas.protos.spec import SpecSheet
+
+    base = next(st for st in sample.settings if st.proc.bandwidth > 0)
+    keys = [models.hardware_key(st) for st in sample.settings]
+
+    def moved(factor, tdp=1.0):
+        data = copy.deepcopy(base.spec.data)
+        if data.get("memory", {}).get("bandwidth_gbs"):
+            data["memory"]["bandwidth_gbs"] *= factor
+        else:
+            data["accelerator"]["bandwidth_gbs"] *= factor
+        data["tdp_w"] = (data.get("tdp_w") or 10) * tdp
+        return dataclasses.replace(base, spec=SpecSheet.from_dict(data))
+
+    assert models.known_hardware(moved(1.12), keys) == models.hardware_key(base)
+    assert models.known_hardware(moved(0.9), keys) == models.hardware_key(base)
+    assert models.known_hardware(moved(1.5), keys) is None
+    assert models.known_hardware(moved(1.12, tdp=1.5), keys) is None
+    garbled = ",".join("x" * len(part) for part in models.hardware_key(base).split(","))
+    assert models.known_hardware(moved(1.12), [garbled]) is None
+    assert models.known_hardware(moved(1.0), [models.hardware_key(base)]) == models.hardware_key(base)
+
+
 def test_the_mixture_half_width_holds_its_share():
     from edgeatlas.predictor.models import mixture_half
 
