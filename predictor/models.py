@@ -320,19 +320,19 @@ class GNNEnsemble:
 
 
 
-def hardware_key(setting) -> str:
-    """What identifies a setting's hardware to the predictor: its spec-sheet features, less how it is run
-    (batch, threads). Two sheets with equal keys are one device to every model here."""
-    keep = [i for i, name in enumerate(FEATURES) if name not in RUN_FEATURES]
-    return ",".join(f"{v:.5g}" for v in setting.features[keep])
-
-
+_KEY_AT = [i for i, name in enumerate(FEATURES) if name not in RUN_FEATURES]  # the features a hardware key holds
 # A probe measures a machine's memory bandwidth: this one, probed twice, read 42.5 and 47.7 GB/s. Sheets that
 # differ only there, by less than this factor, are one machine measured again; the same processor with
 # another memory (a channel more or less) is ×1.5 or more apart.
 BANDWIDTH_REMEASURED = math.log(1.25)
-_KEY_FEATURES = [name for name in FEATURES if name not in RUN_FEATURES]
-_BANDWIDTH_AT = [i for i, name in enumerate(_KEY_FEATURES) if name in ("log_bandwidth_gbs", "log_ridge")]
+# where in a hardware key the bandwidth and the ridge (peak / bandwidth) are
+_BANDWIDTH_AT = [k for k, i in enumerate(_KEY_AT) if FEATURES[i] in ("log_bandwidth_gbs", "log_ridge")]
+
+
+def hardware_key(setting) -> str:
+    """What identifies a setting's hardware to the predictor: its spec-sheet features, less how it is run
+    (batch, threads). Two sheets with equal keys are one device to every model here."""
+    return ",".join(f"{v:.5g}" for v in setting.features[_KEY_AT])
 
 
 def known_hardware(setting, keys) -> str | None:
@@ -593,7 +593,7 @@ class Predictor:
             features = st.features.copy()
             parts = key.split(",")
             for at in _BANDWIDTH_AT:
-                features[FEATURES.index(_KEY_FEATURES[at])] = float(parts[at])
+                features[_KEY_AT[at]] = float(parts[at])
             settings[i] = replace(st)
             settings[i].features = features  # and the per-operator memory times the models read, alike
             settings[i].proc = replace(st.proc, bandwidth=math.exp(features[FEATURES.index("log_bandwidth_gbs")]) * 1e9)
