@@ -57,14 +57,14 @@ def training_cells(store: Store, min_devices: int, simulated: bool = False) -> l
 def class_fingerprint(store: Store, min_devices: int, hardware_class: str, setting: Setting):
     """A hardware class's fingerprint from its cells: its published or imported cells of the reference
     networks (`edgeatlas models build --reference --upload`, then a campaign) in the query's setting; None
-    below four of them. Private cells count once they are published (k devices and more), like any cell."""
-    from edgeatlas.predictor.fingerprint import NAMES, Fingerprint, reference_sha256
+    below four float ones. Private cells count once they are published (k devices and more), like any cell."""
+    from edgeatlas.predictor.fingerprint import INT8_NAMES, NAMES, Fingerprint, reference_sha256
 
     names = {reference_sha256(n): n for n in NAMES}
     want = (setting.target, max(setting.batch, 1), setting.threads, setting.runtime)
     found = {names[sha]: ms for sha, hw, s, ms in training_cells(store, min_devices)
              if sha in names and hw == hardware_class and (s.target, max(s.batch, 1), s.threads, s.runtime) == want}
-    if len(found) < 4:
+    if len(set(found) - set(INT8_NAMES)) < 4:  # the int8 one calibrates int8 networks only
         return None
     return Fingerprint(latency_ms=found, runtime=setting.runtime, threads=setting.threads, batch=want[1],
                        target=setting.target, device=hardware_class)

@@ -148,11 +148,13 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
            fingerprint: Fingerprint | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
     """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
 
-    With a fingerprint: calibrated on it, the note says how; an int8 network's answer is the GNN's scaled
-    by the fingerprint (`int8_on_fingerprint`). Where the checkpoint's training data has no sample of the
-    setting's runtime, or of int8 networks in it: the interval reaches down to the roofline (lowered by as
-    much as the hardware beat its sheet in training) and up by its own half-width again (an unknown
-    runtime's overheads, or its integer kernels, can cost more too), and the note says so."""
+    With a fingerprint: calibrated on it, the note says how; an int8 network's answer is corrected by the
+    fingerprint's int8 convolution where it measures that network's integer kernels, else the GNN's
+    scaled by the fingerprint (`int8_on_fingerprint`). Where the checkpoint's training data has no sample
+    of the setting's runtime, or of int8 networks in it, and the fingerprint did not measure them: the
+    interval reaches down to the roofline (lowered by as much as the hardware beat its sheet in training)
+    and up by its own half-width again (an unknown runtime's overheads, or its integer kernels, can cost
+    more too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
     no_runtime, no_int8, note = unlearned(predictor, samples)
@@ -164,11 +166,12 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
         tuned = predictor.predict_calibrated(samples, cal, zero_shot=mean)
         described = cal.describe()
         integer = samples.graphs.integer()[samples.graph]
+        measured = np.zeros(len(samples), dtype=bool)
         if integer.any():
-            tuned, more = int8_on_fingerprint(predictor, shots, (mean, lo, hi), tuned, integer,
-                                              predictor.floor(samples))
+            tuned, more, measured = int8_on_fingerprint(predictor, samples, fingerprint, setting, cal, shots,
+                                                        (mean, lo, hi), tuned, integer)
             described += "; " + more
-        unknown = no_int8 | (no_runtime & integer)  # a calibration answers for the runtime itself
+        unknown = (no_int8 | (no_runtime & integer)) & ~measured  # a calibration answers for the runtime itself
         t_mean, t_lo, t_hi = tuned
         t_lo, t_hi = predictor.widened(samples, t_mean, t_lo, t_hi, unknown)
         return t_mean, t_lo, t_hi, zero_shot, described + (f"; {note}" if unknown.any() else "")
@@ -224,28 +227,99 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
     return no_runtime, no_int8, note
 
 
-def int8_on_fingerprint(predictor: Predictor, shots: Samples, zero, tuned, integer: np.ndarray, floor: np.ndarray):
-    """((mean, low, high), note) where `integer` marks int8 networks: the fingerprint's reference networks
-    compute in float, so they say how fast this device is, not how its integer kernels compare with its
-    float ones (ONNX Runtime's ConvInteger on a CPU: 6-10x slower than its Conv). The GNN learned that
-    from int8 networks in the runtime; its answer is kept, scaled by how far off it was on the shots
-    (`offset`, never below `floor`), and the interval spans that and the calibration's own."""
+# Of a network's int8 multiply-adds, the share that must be dense ConvInteger ones (`GraphSet.conv_integer_macs`)
+# for the fingerprint's int8 convolution to answer for it: a ResNet's integer classifier is a fraction of a
+# per cent; an int8 transformer's MatMulInteger is another kernel entirely.
+INT8_MEASURED_SHARE = 0.9
+# How far ConvInteger's extra cost per multiply-add, over its float twin, ranged at other layer shapes than
+# the reference's (64 channels at 56×56, where the integer kernel runs near its best), as measured on one
+# x86 machine in ONNX Runtime 1.32 at one thread: ×0.82 at 512 channels, ×1.4 at 32, ×3.3 with 16 channels
+# or a 3-channel stem (the 1×1 ones within ×1.4). The interval spans that range around the answer.
+INT8_SHAPE_RANGE = (0.75, 3.5)
+
+
+def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fingerprint, setting: SettingInfo,
+                        cal, shots: Samples, zero, tuned, integer: np.ndarray):
+    """((mean, low, high), note, measured) where `integer` marks int8 networks, `measured` those the
+    fingerprint's int8 convolution answers for.
+
+    The fingerprint's `conv3x3_int8` is its `conv3x3` through ONNX Runtime's dynamic quantizer: on it,
+    the calibrated answer falls short of the measured time by the extra cost of ConvInteger's
+    multiply-adds on this device (6-10x a float Conv's on an x86 CPU, which a GNN that saw few int8
+    networks does not know). A network whose int8 work is such convolutions (`INT8_MEASURED_SHARE`, none
+    depthwise) is answered the calibrated answer plus that extra cost per multiply-add times its own, the
+    interval spanning `INT8_SHAPE_RANGE` of it; where the GNN answered the reference slower than measured,
+    all its int8 answers are scaled down by as much.
+
+    Other int8 networks (and every one, without the reference measured): the reference networks compute
+    in float, so they say how fast this device is, not how its integer kernels compare with its float
+    ones. The GNN learned that from int8 networks in the runtime; its answer is kept, scaled by how far
+    off it was on the shots (`offset`, never below the floor), and the interval spans that and the
+    calibration's own."""
+    floor = predictor.floor(samples)
     offset = float(np.mean(np.log(shots.latency_ms) - predictor.predict(shots, "gnn")[0]))
     (z_mean, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
     mean = np.where(integer, np.maximum(z_mean + offset, floor), c_mean)
     lo = np.where(integer, np.minimum(z_lo + offset, c_lo), c_lo)
     hi = np.where(integer, np.maximum(z_hi + offset, c_hi), c_hi)
-    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), \
-        (f"int8 networks: the GNN's answer ×{math.exp(offset):.3g} (the reference networks compute in float), "
-         f"the interval spanning the calibrated one")
+    notes = [f"int8 networks: the GNN's answer ×{math.exp(offset):.3g} (the reference networks compute in float), "
+             f"the interval spanning the calibrated one"]
+    measured = np.zeros(len(samples), dtype=bool)
+    reference = int8_reference(fingerprint, setting)
+    if reference is not None:
+        dense, total, depthwise = samples.graphs.conv_integer_macs()
+        mine = integer & ~depthwise[samples.graph] & (dense >= INT8_MEASURED_SHARE * np.maximum(total, 1e-9))[
+            samples.graph] & (dense[samples.graph] > 0)
+        if mine.any():
+            ref_mean = float(predictor.predict_calibrated(reference, cal)[0][0])
+            ref_macs = float(reference.graphs.conv_integer_macs()[0][reference.graph[0]])
+            extra = (float(reference.latency_ms[0]) - math.exp(ref_mean)) / ref_macs  # ms per multiply-add
+            macs = dense[samples.graph]
+            if extra >= 0:
+                low, high = (np.log(np.exp(c) + extra * r * macs) for c, r in zip((c_lo, c_hi), INT8_SHAPE_RANGE))
+                got = (np.log(np.exp(c_mean) + extra * macs), low, high)
+                said = f"{extra * 1e9:.3g} ps more per multiply-add than the GNN's calibrated answer"
+            else:
+                scale = math.log(float(reference.latency_ms[0])) - ref_mean
+                got = (c_mean + scale, c_lo + scale, c_hi + scale)
+                said = f"the calibrated answer ×{math.exp(scale):.3g}"
+            mean, lo, hi = (np.where(mine, g, v) for g, v in zip(got, (mean, lo, hi)))
+            mean = np.where(mine, np.maximum(mean, floor), mean)
+            ratio = fingerprint.latency_ms.get("conv3x3")
+            versus = f", ×{float(reference.latency_ms[0]) / ratio:.3g} its float conv3x3's time" if ratio else ""
+            notes.insert(0, f"int8 convolutions (ConvInteger): {said}, as on the fingerprint's "
+                            f"{INT8_REFERENCE}{versus}; the interval spans ×{INT8_SHAPE_RANGE[0]:g}–"
+                            f"{INT8_SHAPE_RANGE[1]:g} of that cost (other layer shapes)")
+            measured = mine
+            if (integer & ~mine).any():
+                notes[1] = "other " + notes[1]
+            else:
+                notes.pop()
+    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), "; ".join(notes), measured
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
-    """The fingerprint's measurements as samples of the reference networks in the query's setting."""
+    """The fingerprint's float measurements as samples of the reference networks in the query's setting
+    (its int8 one calibrates int8 networks only: `int8_on_fingerprint`)."""
+    from edgeatlas.predictor.fingerprint import INT8_NAMES, NAMES
+
+    return _reference_samples(fingerprint, setting, [n for n in NAMES if n in fingerprint.latency_ms
+                                                     and n not in INT8_NAMES])
+
+
+INT8_REFERENCE = "conv3x3_int8"
+
+
+def int8_reference(fingerprint: Fingerprint, setting: SettingInfo) -> Samples | None:
+    """The fingerprint's int8 convolution as one sample, or None where it was not measured (a v1 fingerprint)."""
+    return _reference_samples(fingerprint, setting, [INT8_REFERENCE]) if INT8_REFERENCE in fingerprint.latency_ms \
+        else None
+
+
+def _reference_samples(fingerprint: Fingerprint, setting: SettingInfo, names: list[str]) -> Samples:
     from edgeatlas.predictor.fingerprint import NAMES, reference_graphs
 
-    names = [n for n in NAMES if n in fingerprint.latency_ms]
-    index = np.array([NAMES.index(n) for n in names])
+    index = np.array([NAMES.index(n) for n in names], dtype=np.int64)
     return Samples(reference_graphs(setting.runtime or fingerprint.runtime), [setting], index,
                    np.zeros(len(index), dtype=np.int64),
                    np.array([fingerprint.latency_ms[n] for n in names], dtype=np.float64))

@@ -77,6 +77,23 @@ class GraphSet:
             out[g].add(f"{'matmul' if is_matmul else 'conv'} {a}>{b}")
         return out
 
+    def conv_integer_macs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per graph: (multiply-adds of its dense int8 convolutions that accumulate to int32, ConvInteger's
+        kind "conv 1>4", 3×3 or 1×1; multiply-adds of all its int8 kernels; whether it has an int8 depthwise
+        convolution). What the fingerprint's `conv3x3_int8` measures is the first (`commands.int8_on_fingerprint`);
+        a depthwise ConvInteger, one input channel per group, costs many times more per multiply-add."""
+        nodes = np.flatnonzero(self.int8_work())
+        category = np.argmax(self.x[nodes, :len(CATEGORIES)], axis=1)
+        widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
+        graph = np.searchsorted(self.node_ptr, nodes, side="right") - 1
+        dense = np.isin(category, [CATEGORIES.index("conv"), CATEGORIES.index("conv_1x1")]) \
+            & (widths[:, 0] == 1) & (widths[:, 1] == 4)
+        macs = self.flops[nodes].astype(np.float64) / 2
+        depthwise = np.bincount(graph, weights=(category == CATEGORIES.index("conv_dw")).astype(float),
+                                minlength=len(self)) > 0
+        return (np.bincount(graph, weights=macs * dense, minlength=len(self)),
+                np.bincount(graph, weights=macs, minlength=len(self)), depthwise)
+
     def integer(self) -> np.ndarray:
         """[G] whether each graph has an operator on quantized integers (`graph.integer_kernel`, the
         features' last column)."""

@@ -12,9 +12,13 @@ network's time can be bound by, so that the calibration sees each of them on thi
 - `depthwise`: three inverted-residual blocks at 56×56 (depthwise convolutions: memory and latency bound);
 - `attention`: one encoder layer, 128 tokens (softmax, layer norms, batched matmuls, reshapes);
 - `activations`: element-wise operators on 112×112×32 feature maps (activation traffic);
-- `nasbench201`, `fbnet`: one network of each family the predictor is trained on.
+- `nasbench201`, `fbnet`: one network of each family the predictor is trained on;
+- `conv3x3_int8`: `conv3x3` as ONNX Runtime's dynamic quantizer writes it (ConvInteger): how much more
+  this device's integer convolutions cost than its float ones. It calibrates int8 networks only
+  (`INT8_NAMES`; `predictor/commands.int8_on_fingerprint`), never the float answers.
 
-The set is versioned (`REFERENCE_SET`): a fingerprint of another version is refused, never mixed.
+The set is versioned (`REFERENCE_SET`): a fingerprint of another version is refused, never mixed. A v1
+fingerprint is read as a v2 one without `conv3x3_int8` (v2 added it and changed none of v1's bytes).
 Weights are seeded, so every device runs the same bytes (`reference_sha256` checks it).
 """
 
@@ -32,12 +36,15 @@ import numpy as np
 
 from edgeatlas.protos.errors import InvalidInput
 
-REFERENCE_SET = "edgeatlas.ref/v1"
+REFERENCE_SET = "edgeatlas.ref/v2"
 FORMAT = "edgeatlas.fingerprint/v1"
 NB201_ARCH = "|nor_conv_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"
 FBNET_ARCH = "k3_e6|k5_e3|k3_e1_g2|skip|k5_e6|k3_e3|skip|k3_e1|k5_e1_g2|k3_e6|skip|k5_e3|k3_e3|k5_e6|skip|" \
              "k3_e1|k5_e1|k3_e6|k3_e3|skip|k5_e3|k3_e6"
-NAMES = ("overhead", "gemv", "gemm", "conv3x3", "depthwise", "attention", "activations", "nasbench201", "fbnet")
+NAMES = ("overhead", "gemv", "gemm", "conv3x3", "depthwise", "attention", "activations", "nasbench201", "fbnet",
+         "conv3x3_int8")
+INT8_NAMES = ("conv3x3_int8",)  # measured beside the others, never a shot of the float calibration
+EARLIER = {"edgeatlas.ref/v1": NAMES[:9]}  # an earlier set → its networks, byte for byte those of this one
 MAX_FILE_BYTES = 64 * 1024
 
 
@@ -77,12 +84,15 @@ def _gemm():
     return g.model("gemm", [_input("input", ["N", 256, 512])], x, ["N", 256, 512])
 
 
-def _conv3x3():
+def _conv3x3(integer: bool = False):
+    """Three 3×3 convolutions; integer: as ONNX Runtime's dynamic quantizer writes them (ConvInteger)."""
     g = _builder()
+    conv = g.conv_integer if integer else g.conv
     x = "input"
     for _ in range(3):
-        x = g.op("Relu", [g.conv(x, 64, 64, 3)])
-    return g.model("conv3x3", [_input("input", ["N", 64, 56, 56])], x, ["N", 64, 56, 56])
+        x = g.op("Relu", [conv(x, 64, 64, 3)])
+    name = "conv3x3_int8" if integer else "conv3x3"
+    return g.model(name, [_input("input", ["N", 64, 56, 56])], x, ["N", 64, 56, 56])
 
 
 def _depthwise():
@@ -134,7 +144,8 @@ def _fbnet():
 
 
 BUILDERS = {"overhead": _overhead, "gemv": _gemv, "gemm": _gemm, "conv3x3": _conv3x3, "depthwise": _depthwise,
-            "attention": _attention, "activations": _activations, "nasbench201": _nasbench201, "fbnet": _fbnet}
+            "attention": _attention, "activations": _activations, "nasbench201": _nasbench201, "fbnet": _fbnet,
+            "conv3x3_int8": lambda: _conv3x3(integer=True)}
 
 
 @cache
@@ -233,7 +244,8 @@ class Fingerprint:
             raise InvalidInput(f"{where}: not a JSON object")
         if data.get("format") != FORMAT:
             raise InvalidInput(f"{where}: format {str(data.get('format'))[:40]!r} is not {FORMAT}")
-        if data.get("reference_set") != REFERENCE_SET:
+        names = NAMES if data.get("reference_set") == REFERENCE_SET else EARLIER.get(data.get("reference_set"))
+        if names is None:
             raise InvalidInput(f"{where}: measured on reference set {str(data.get('reference_set'))[:40]!r}; this "
                                f"predictor uses {REFERENCE_SET}: measure again (edgeatlas agent fingerprint)")
         known = {f for f in cls.__dataclass_fields__}
@@ -243,9 +255,12 @@ class Fingerprint:
         lat = data.get("latency_ms")
         if not isinstance(lat, dict) or not lat:
             raise InvalidInput(f"{where}: latency_ms is not an object of network → ms")
+        if set(lat) <= set(INT8_NAMES):
+            raise InvalidInput(f"{where}: latency_ms has only {', '.join(sorted(lat))[:60]}, which calibrates int8 "
+                               f"networks alone: a float reference network is needed")
         for name, value in lat.items():
-            if name not in NAMES:
-                raise InvalidInput(f"{where}: {str(name)[:40]!r} is not a network of {REFERENCE_SET}")
+            if name not in names:
+                raise InvalidInput(f"{where}: {str(name)[:40]!r} is not a network of {data['reference_set']}")
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 < value < 1e7):
                 raise InvalidInput(f"{where}: latency of {name} is {str(value)[:20]!r}, not a positive number of ms")
         for key, kind in (("runtime", str), ("runtime_version", str), ("execution_provider", str), ("target", str),
@@ -259,7 +274,7 @@ class Fingerprint:
             raise InvalidInput(f"{where}: runtime {str(data.get('runtime'))[:40]!r} is not a runtime name")
         spread = data.get("spread", {})
         if not isinstance(spread, dict) or any(
-                k not in NAMES or not isinstance(v, (int, float)) or isinstance(v, bool) for k, v in spread.items()):
+                k not in names or not isinstance(v, (int, float)) or isinstance(v, bool) for k, v in spread.items()):
             raise InvalidInput(f"{where}: spread is not an object of network → ratio")
         return cls(**{k: v for k, v in data.items()})
 

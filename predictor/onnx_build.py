@@ -53,6 +53,25 @@ class GraphBuilder:
         return self.op("Conv", [x, w, self.bias("conv_b", cout)], kernel_shape=[k, k],
                        strides=[stride, stride], pads=[k // 2] * 4, group=groups)
 
+    def conv_integer(self, x: str, cin: int, cout: int, k: int) -> str:
+        """A convolution as ONNX Runtime's dynamic quantizer writes it (`quantize_dynamic`): the input
+        quantized to uint8 as it runs (DynamicQuantizeLinear), ConvInteger on int8 weights (one scale, zero
+        point 0) accumulating to int32, then Cast, the two scales' product and the bias. Built here rather
+        than by the quantizer, so its bytes do not change with ONNX Runtime's version."""
+        w = self.rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))
+        scale = max(float(np.abs(w).max()), 1e-8) / 127
+        weight = self.const("conv_w_quantized", np.clip(np.rint(w / scale), -127, 127).astype(np.int8))
+        q = self.name("dynamicquantizelinear")
+        self.nodes.append(helper.make_node("DynamicQuantizeLinear", [x], [q, q + "_scale", q + "_zero_point"],
+                                           name=q))
+        scales = self.op("Mul", [q + "_scale", self.const("conv_w_scale", np.array(scale, np.float32))])
+        y = self.op("ConvInteger", [q, weight, q + "_zero_point", self.const("conv_w_zero_point",
+                                                                             np.array(0, np.int8))],
+                    kernel_shape=[k, k], pads=[k // 2] * 4)
+        y = self.op("Mul", [self.op("Cast", [y], to=TensorProto.FLOAT), scales])
+        bias = (self.rng.standard_normal((1, cout, 1, 1)) * 0.01).astype(np.float32)
+        return self.op("Add", [y, self.const("conv_b", bias)])
+
     def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int = 1, relu_first: bool = True) -> str:
         """NAS-Bench-201's ReLUConvBN: ReLU, bias-free conv, BatchNorm (running stats as initializers)."""
         if relu_first:

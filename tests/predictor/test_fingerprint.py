@@ -61,6 +61,8 @@ def good(**change):
     (good(runtime="onnx runtime; rm -rf"), "runtime"),
     (good(owner="me"), "unknown field"),
     (good(spread={"gemm": "wide"}), "spread"),
+    (good(latency_ms={"conv3x3_int8": 9.0}), "float reference network is needed"),
+    (good(reference_set="edgeatlas.ref/v1"), "not a network of edgeatlas.ref/v1"),  # v1 had no conv3x3_int8
     ([1, 2, 3], "not a JSON object"),
 ])
 def test_malformed_fingerprints_are_refused_in_one_line(tmp_path, data, reason):
@@ -97,6 +99,29 @@ def test_a_fingerprint_round_trips_and_calibrates_only_its_own_setting(tmp_path)
         again.check_setting("cpu", 1, 4, "onnxruntime")
     with pytest.raises(InvalidInput, match="runtime"):
         again.check_setting("cpu", 1, 1, "tflite")
+
+
+# v1's networks as v1 built them (commit 716bebf): v2 must not change a byte of them
+V1_SHA256 = {
+    "overhead": "10d42b3185f0b1a7deec38cfe28c597294192cc98cce68251a34ed408b1606e5",
+    "gemv": "4bb66db076414af98b048a66ece6a4974d99e745d9cb636244aeefb5171f160f",
+    "gemm": "0b518422103b88b98593eee2daa6658260a4d81046d6892f96c304e57ad53076",
+    "conv3x3": "99c4cbcbf4926ab55e8364672fb0e06884528ff7a1c49d18224a82d3b8bf4894",
+    "depthwise": "5a87c3693afad502583f842d4596ebc1ad0094bbb017e57375f2c8252b3e2622",
+    "attention": "2555294c70fb2e14bb903c6500c29945a94ac5b5e94c4f1c0e17c914b01d9489",
+    "activations": "92fcfa869249f3a1d689fd3e57b37bf8fc68b97cb78f216afaa99e6888fb11b0",
+    "nasbench201": "b49b200f9d3a10a214f29d051cdabcfdd543e5e9eeb399e5dfbf1e540b2b4a94",
+    "fbnet": "350adc86987a221039bdf7c319e187010efb70c51504df8e280dc15e4c2b9088",
+}
+
+
+def test_a_v1_fingerprint_is_read_as_the_v2_set_without_its_int8_convolution():
+    """v2 added conv3x3_int8 and changed none of v1's bytes: a fingerprint measured on v1 still calibrates."""
+    v1 = good(reference_set="edgeatlas.ref/v1", latency_ms={n: 1.0 for n in fp.EARLIER["edgeatlas.ref/v1"]})
+    assert "conv3x3_int8" not in fp.Fingerprint.from_dict(v1).latency_ms
+    assert set(fp.EARLIER["edgeatlas.ref/v1"]) == set(fp.NAMES) - set(fp.INT8_NAMES)
+    for name, sha256 in V1_SHA256.items():
+        assert fp.reference_sha256(name) == sha256, name
 
 
 def _law(rng, k):

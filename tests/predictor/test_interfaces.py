@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -308,7 +309,8 @@ def test_predict_with_a_fingerprint_is_calibrated_to_it_and_says_so(checkpoint, 
 
     shots = fingerprint_shots(probe, _setting(SpecSheet.load(spec), "cpu", 1, 1, "onnxruntime"))
     ref = __import__("numpy").exp(predictor.predict(shots, "gnn")[0])
-    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(fp.NAMES, ref)}, threads=1)
+    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]  # the shots (the int8 one answers int8 networks)
+    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(floats, ref, strict=True)}, threads=1)
     slow.save(tmp_path / "f.json")
     proc = run_cli("predict", "--checkpoint", str(checkpoint), "--spec", str(spec), "--model", model,
                    "--threads", "1", "--fingerprint", str(tmp_path / "f.json"), "--json", env=env)
@@ -365,6 +367,35 @@ def test_the_agent_measures_its_fingerprint_and_predicts_with_it(checkpoint, zoo
     assert "shots" in answer["fingerprint"] and answer["threads"] == 1 and answer["runtime"] == "onnxruntime"
     assert answer["latency_ms_low"] <= answer["latency_ms"] <= answer["latency_ms_high"]
     one_line_error(run_cli("agent", "fingerprint", "--state-dir", str(state), "--threads", "-2", env=env), "threads")
+
+
+def test_a_fingerprint_whose_int8_convolution_breaks_its_rules_is_kept_without_it(tmp_path, monkeypatch):
+    """conv3x3_int8 answers int8 networks only: on a device too slow to run it 100 times within the rules,
+    the fingerprint is kept without it and says so; a float network that breaks them still fails it."""
+    from edgeatlas.agent import runners
+    from edgeatlas.console import fingerprints
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.protos.errors import InvalidInput
+    from edgeatlas.protos.records import RunParams
+
+    real, slow = runners.make_runner, {"conv3x3_int8"}
+
+    def strict(path, *args, **kwargs):
+        runner = real(path, *args, **kwargs)
+        if Path(path).stem.removeprefix("ref-") in slow:  # run for real, under rules it cannot meet
+            run = runner.run
+            runner.run = lambda params: run(RunParams(warmup_iterations=0, min_iterations=10 ** 6,
+                                                      min_duration_s=0.0, max_duration_s=0.05))
+        return runner
+
+    monkeypatch.setattr(runners, "make_runner", strict)
+    said = []
+    kept = fingerprints.measure(tmp_path, 1, fingerprints.CPU, say=said.append)
+    assert set(kept.latency_ms) == set(fp.NAMES) - {"conv3x3_int8"}
+    assert any("conv3x3_int8" in line and "left out" in line for line in said)
+    slow.add("gemv")
+    with pytest.raises(InvalidInput, match="reference network gemv"):
+        fingerprints.measure(tmp_path, 1, fingerprints.CPU)
 
 
 def test_a_model_is_timed_alone_in_the_fingerprint_s_setting(zoo, tmp_path):

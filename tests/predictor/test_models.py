@@ -479,12 +479,69 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     # interval holding that and the calibrated one
     probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), runtime="tflite", threads=0)
     ref = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
-    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(fp.NAMES, ref)}, runtime="tflite", threads=0)
+    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]  # no int8 reference measured: a v1 fingerprint
+    slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(floats, ref, strict=True)}, runtime="tflite",
+                          threads=0)
     mean, lo, hi, zero, note = answer(predictor, twins, setting, slow)
     assert mean[0] == pytest.approx(max(learned[0][0] + np.log(3), predictor.floor(twins)[0]), abs=1e-6)
     assert lo[0] <= mean[0] <= hi[0] and "int8 networks: the GNN's answer ×3" in note
     cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting)))
     assert lo[0] <= cal[1][0] and hi[0] >= cal[2][0] and mean[1] == pytest.approx(cal[0][1])
+
+
+def test_an_int8_convolution_network_is_answered_from_the_fingerprints_own_int8_convolution(sample, tmp_path):
+    """ONNX Runtime's ConvInteger costs 6-10x a float Conv per multiply-add on an x86 CPU, which no float
+    reference network shows: the fingerprint's conv3x3_int8 measures it. A dense int8 CNN is answered the
+    calibrated answer plus the extra cost per multiply-add the reference showed, times its own; not
+    widened, its interval spanning the other layer shapes' range. A depthwise int8 CNN (another kernel),
+    a float network, and every network of a fingerprint without the reference are answered as before."""
+    import math
+
+    import onnx
+
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import (INT8_SHAPE_RANGE, answer, fingerprint_shots, int8_reference,
+                                              load_graph)
+    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.datasets.zoo import build
+
+    archs = ("resnet:8-16:b1:s32:int8", "mobilenet:w0.25:s32:int8", "resnet:8-16:b1:s32")
+    for i, arch in enumerate(archs):
+        onnx.save(build(arch), str(tmp_path / f"{i}.onnx"))
+    graphs = GraphSet.from_graphs([load_graph(str(tmp_path / f"{i}.onnx"), runtime="tflite")[0] for i in range(3)])
+    dense, total, depthwise = graphs.conv_integer_macs()
+    assert dense[0] > 0.9 * total[0] and depthwise.tolist() == [False, True, False] and total[2] == 0
+    setting = next(s for s in sample.settings if s.runtime == "tflite")
+    asked = Samples(graphs, [setting], np.arange(3), np.zeros(3, dtype=np.int64), np.ones(3))
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
+    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), runtime="tflite", threads=0)
+    assert [floats[i] for i in fingerprint_shots(probe, setting).graph] == floats  # never a float shot
+    gnn = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
+    without = {n: float(3 * v) for n, v in zip(floats, gnn, strict=True)}
+    cal = predictor.calibration(fingerprint_shots(fp.Fingerprint(latency_ms=without, runtime="tflite"), setting))
+    reference = int8_reference(probe, setting)
+    ref_macs = reference.graphs.conv_integer_macs()[0][reference.graph[0]]
+    called = math.exp(predictor.predict_calibrated(reference, cal)[0][0])
+    c_mean, c_lo, c_hi = predictor.predict_calibrated(asked, cal)
+    old = answer(predictor, asked, setting, fp.Fingerprint(latency_ms=without, runtime="tflite", threads=0))
+    # the device's integer convolutions cost 10x what the calibrated GNN answered on the reference
+    slow = fp.Fingerprint(latency_ms={**without, "conv3x3_int8": 10 * called}, runtime="tflite", threads=0)
+    mean, lo, hi, _, note = answer(predictor, asked, setting, slow)
+    extra = 9 * called / ref_macs * dense[0]
+    assert mean[0] == pytest.approx(max(math.log(math.exp(c_mean[0]) + extra), predictor.floor(asked)[0]), abs=1e-6)
+    assert lo[0] == pytest.approx(min(math.log(math.exp(c_lo[0]) + INT8_SHAPE_RANGE[0] * extra), mean[0]), abs=1e-6)
+    assert hi[0] == pytest.approx(math.log(math.exp(c_hi[0]) + INT8_SHAPE_RANGE[1] * extra), abs=1e-6)  # not widened
+    assert mean[0] > c_mean[0] + 0.1 and abs(mean[0] - old[0][0]) > 0.1 and "int8 convolutions (ConvInteger)" in note
+    assert "other int8 networks: the GNN's answer" in note and "no int8 network in tflite" in note  # the depthwise one
+    for got, before in zip((mean, lo, hi), old[:3]):
+        assert got[1:].tolist() == pytest.approx(before[1:].tolist())
+    assert mean[2] == pytest.approx(c_mean[2])
+    # faster than the calibrated answer: every such network scaled down by as much
+    fast = fp.Fingerprint(latency_ms={**without, "conv3x3_int8": 0.5 * called}, runtime="tflite", threads=0)
+    mean, lo, hi, _, note = answer(predictor, asked, setting, fast)
+    assert mean[0] == pytest.approx(max(c_mean[0] + math.log(0.5), predictor.floor(asked)[0]), abs=1e-6)
+    assert lo[0] <= mean[0] <= hi[0] and "the calibrated answer ×0.5" in note
 
 
 def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
