@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, merge, runtime_target
-from edgeatlas.predictor.fingerprint import Fingerprint
+from edgeatlas.predictor.fingerprint import INT8_NAMES, Fingerprint
 from edgeatlas.predictor.evaluate import KIND_MIN_NETWORKS, SPLITS, evaluate, fit_all, table
 from edgeatlas.predictor.graph import load_onnx, runtime_graph
 from edgeatlas.predictor.models import Predictor, TrainConfig
@@ -236,6 +236,7 @@ INT8_MEASURED_SHARE = 0.9
 # x86 machine in ONNX Runtime 1.32 at one thread: ×0.82 at 512 channels, ×1.4 at 32, ×3.3 with 16 channels
 # or a 3-channel stem (the 1×1 ones within ×1.4). The interval spans that range around the answer.
 INT8_SHAPE_RANGE = (0.75, 3.5)
+INT8_REFERENCE = INT8_NAMES[0]  # the fingerprint's int8 convolution
 
 
 def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fingerprint, setting: SettingInfo,
@@ -248,8 +249,8 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
     multiply-adds on this device (6-10x a float Conv's on an x86 CPU, which a GNN that saw few int8
     networks does not know). A network whose int8 work is such convolutions (`INT8_MEASURED_SHARE`, none
     depthwise) is answered the calibrated answer plus that extra cost per multiply-add times its own, the
-    interval spanning `INT8_SHAPE_RANGE` of it; where the GNN answered the reference slower than measured,
-    all its int8 answers are scaled down by as much.
+    interval spanning `INT8_SHAPE_RANGE` of it; where the calibrated answer on the reference was slower
+    than measured, those networks' answers are scaled down by as much.
 
     Other int8 networks (and every one, without the reference measured): the reference networks compute
     in float, so they say how fast this device is, not how its integer kernels compare with its float
@@ -301,13 +302,10 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
     """The fingerprint's float measurements as samples of the reference networks in the query's setting
     (its int8 one calibrates int8 networks only: `int8_on_fingerprint`)."""
-    from edgeatlas.predictor.fingerprint import INT8_NAMES, NAMES
+    from edgeatlas.predictor.fingerprint import NAMES
 
     return _reference_samples(fingerprint, setting, [n for n in NAMES if n in fingerprint.latency_ms
                                                      and n not in INT8_NAMES])
-
-
-INT8_REFERENCE = "conv3x3_int8"
 
 
 def int8_reference(fingerprint: Fingerprint, setting: SettingInfo) -> Samples | None:

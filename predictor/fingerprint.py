@@ -244,7 +244,8 @@ class Fingerprint:
             raise InvalidInput(f"{where}: not a JSON object")
         if data.get("format") != FORMAT:
             raise InvalidInput(f"{where}: format {str(data.get('format'))[:40]!r} is not {FORMAT}")
-        names = NAMES if data.get("reference_set") == REFERENCE_SET else EARLIER.get(data.get("reference_set"))
+        named = data.get("reference_set")
+        names = NAMES if named == REFERENCE_SET else EARLIER.get(named) if isinstance(named, str) else None
         if names is None:
             raise InvalidInput(f"{where}: measured on reference set {str(data.get('reference_set'))[:40]!r}; this "
                                f"predictor uses {REFERENCE_SET}: measure again (edgeatlas agent fingerprint)")

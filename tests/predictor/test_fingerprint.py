@@ -63,6 +63,7 @@ def good(**change):
     (good(spread={"gemm": "wide"}), "spread"),
     (good(latency_ms={"conv3x3_int8": 9.0}), "float reference network is needed"),
     (good(reference_set="edgeatlas.ref/v1"), "not a network of edgeatlas.ref/v1"),  # v1 had no conv3x3_int8
+    (good(reference_set=["edgeatlas.ref/v1"]), "measure again"),
     ([1, 2, 3], "not a JSON object"),
 ])
 def test_malformed_fingerprints_are_refused_in_one_line(tmp_path, data, reason):
