@@ -286,8 +286,9 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
                 said = f"the calibrated answer ×{math.exp(scale):.3g}"
             mean, lo, hi = (np.where(mine, g, v) for g, v in zip(got, (mean, lo, hi)))
             mean = np.where(mine, np.maximum(mean, floor), mean)
-            ratio = fingerprint.latency_ms.get("conv3x3")
-            versus = f", ×{float(reference.latency_ms[0]) / ratio:.3g} its float conv3x3's time" if ratio else ""
+            float_conv = fingerprint.latency_ms.get("conv3x3")
+            versus = f", ×{float(reference.latency_ms[0]) / float_conv:.3g} its float conv3x3's time" \
+                if float_conv else ""
             notes.insert(0, f"int8 convolutions (ConvInteger): {said}, as on the fingerprint's "
                             f"{INT8_REFERENCE}{versus}; the interval spans ×{INT8_SHAPE_RANGE[0]:g}–"
                             f"{INT8_SHAPE_RANGE[1]:g} of that cost (other layer shapes)")

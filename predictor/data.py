@@ -64,15 +64,21 @@ class GraphSet:
         category and integer-kernel columns)."""
         return int8_work(np.argmax(self.x[:, :len(CATEGORIES)], axis=1), self.x[:, -1] > 0)
 
+    def _int8_nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(node indices, op category, [n, 2] bytes per element read and written, graph index) of the nodes
+        that multiply and add on int8 (`int8_work`): few or none, so a float data set's millions are skipped."""
+        nodes = np.flatnonzero(self.int8_work())
+        category = np.argmax(self.x[nodes, :len(CATEGORIES)], axis=1)
+        widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
+        return nodes, category, widths, np.searchsorted(self.node_ptr, nodes, side="right") - 1
+
     def int8_kinds(self) -> list[set[str]]:
         """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", and the
         bytes per element they read and write ("conv 1>1": QLinearConv; "conv 1>4": ConvInteger, which
         accumulates to int32). Kernels of one kind cost alike per multiply-add; of two, up to 10x apart."""
-        nodes = np.flatnonzero(self.int8_work())  # few or none: a float data set's millions of nodes are skipped
-        matmul = np.argmax(self.x[nodes, :len(CATEGORIES)], axis=1) == CATEGORIES.index("matmul")
-        widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
+        _, category, widths, graph = self._int8_nodes()
+        matmul = category == CATEGORIES.index("matmul")
         out: list[set[str]] = [set() for _ in range(len(self))]
-        graph = np.searchsorted(self.node_ptr, nodes, side="right") - 1
         for g, is_matmul, (a, b) in zip(graph, matmul, widths):
             out[g].add(f"{'matmul' if is_matmul else 'conv'} {a}>{b}")
         return out
@@ -82,10 +88,7 @@ class GraphSet:
         kind "conv 1>4", 3×3 or 1×1; multiply-adds of all its int8 kernels; whether it has an int8 depthwise
         convolution). What the fingerprint's `conv3x3_int8` measures is the first (`commands.int8_on_fingerprint`);
         a depthwise ConvInteger, one input channel per group, costs many times more per multiply-add."""
-        nodes = np.flatnonzero(self.int8_work())
-        category = np.argmax(self.x[nodes, :len(CATEGORIES)], axis=1)
-        widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
-        graph = np.searchsorted(self.node_ptr, nodes, side="right") - 1
+        nodes, category, widths, graph = self._int8_nodes()
         dense = np.isin(category, [CATEGORIES.index("conv"), CATEGORIES.index("conv_1x1")]) \
             & (widths[:, 0] == 1) & (widths[:, 1] == 4)
         macs = self.flops[nodes].astype(np.float64) / 2
