@@ -15,7 +15,7 @@ calibrated on this device's fingerprint, side by side in one run.
    the demo trains, on the bundled samples plus those measurements, answers the same held-out networks,
    side by side with the first (the runtime and this machine seen in training, the networks not).
 
-    python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48]
+    python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48] [--against CKPT2]
     python bench/predict_here.py --provider CUDAExecutionProvider    # on a machine with an NVIDIA GPU
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
@@ -98,6 +98,8 @@ def main() -> int:
                         help="ONNX Runtime's execution provider: the processor it drives is the one asked of the "
                              "sheet (provider_target)")
     parser.add_argument("--only", action="append", help="of the real zoo, only these (repeatable)")
+    parser.add_argument("--against", action="append", default=[],
+                        help="another checkpoint answering the same measurements, side by side (repeatable)")
     args = parser.parse_args()
     target = provider_target(args.provider)
     if target != "cpu" and (args.measure_zoo or args.zoo_data):
@@ -108,6 +110,10 @@ def main() -> int:
     if not Path(checkpoint).is_file():
         print(f"no checkpoint at {checkpoint}: run `edgeatlas demo` or `edgeatlas predictor train` first")
         return 2
+    for other in args.against:
+        if not Path(other).is_file():
+            print(f"--against {other}: no such checkpoint")
+            return 2
     work = Path(tempfile.mkdtemp(prefix="predict-here-"))
     print(f"checkpoint: {checkpoint}; threads {args.threads}; ONNX Runtime, {args.provider}")
     print("1. fingerprint (reference set measured here):")
@@ -137,6 +143,9 @@ def main() -> int:
     if target != "cpu":
         print(f"3. the accelerator on the sheet probed here: {probed.get('accelerator')}")
     report(checkpoint, sheet, models, measured, fingerprint, args.threads, target)
+    for other in args.against:
+        print(f"3. against {other}, on the same measurements:")
+        report(other, sheet, models, measured, fingerprint, args.threads, target)
     zoo_data = args.zoo_data
     if args.measure_zoo:
         from edgeatlas.console.zoo import measure_family

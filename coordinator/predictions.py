@@ -247,13 +247,13 @@ class Predictors:
         own cells (a fifth of their networks held out), its privacy spent recorded beside it."""
         from edgeatlas.predictor.evaluate import runtime_info, score
         from edgeatlas.predictor.gnn import GNNConfig
-        from edgeatlas.predictor.models import COVERAGE, GNNEnsemble, Predictor, Tabular, zero_shot_info
+        from edgeatlas.predictor.models import GNNEnsemble, Predictor, Tabular, interval_halves, zero_shot_info
 
         start = time.monotonic()
         fit, held = hold_out_networks(samples_from_store(self.store, self.min_devices))  # ≥ 2 networks
         gnn = GNNEnsemble(states=[outcome.state], hw_mean=np.array(plan.hw_mean), hw_std=np.array(plan.hw_std),
                           config={"gnn": GNNConfig().__dict__, "train": {"federated": json.loads(plan.to_json())}})
-        gnn.half_width = float(np.quantile(np.abs(gnn.predict(held)[0] - np.log(held.latency_ms)), COVERAGE))
+        gnn.half_width, gnn.half_widths = interval_halves(gnn.predict(held)[0], held)
         pool = np.unique(fit.graph)
         anchors = fit.graphs.subset(np.sort(np.random.default_rng(7).choice(pool, min(64, len(pool)), replace=False)))
         predictor = Predictor(tabular=Tabular().fit(fit, held), gnn=gnn, anchors=anchors)

@@ -108,13 +108,13 @@ class Tabular:
 
     model: object = None
     half_width: float = 0.0
+    half_widths: dict = field(default_factory=dict)  # per runtime and target, where held-out networks had one
 
     def fit(self, train: Samples, calib: Samples | None, seed: int = 0, max_iter: int = 300) -> "Tabular":
         self.model = self.regressor(seed, max_iter)
         self.model.fit(tabular_features(train), np.log(train.latency_ms))
         if calib is not None and len(calib):
-            err = np.abs(self.predict_log(calib) - np.log(calib.latency_ms))
-            self.half_width = float(np.quantile(err, COVERAGE))
+            self.half_width, self.half_widths = interval_halves(self.predict_log(calib), calib)
         return self
 
     @staticmethod
@@ -129,7 +129,8 @@ class Tabular:
 
     def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mean = self.predict_log(samples)
-        return mean, mean - self.half_width, mean + self.half_width
+        half = halves_of(samples, self.half_width, self.half_widths)
+        return mean, mean - half, mean + half
 
     def to_bytes(self) -> bytes:
         """The fitted trees in skops's format: data, loaded back without pickle (see from_bytes)."""
@@ -138,7 +139,7 @@ class Tabular:
         return skops.io.dumps(self.model)
 
     @classmethod
-    def from_bytes(cls, blob: bytes, half_width: float) -> "Tabular":
+    def from_bytes(cls, blob: bytes, half_width: float, half_widths: dict | None = None) -> "Tabular":
         """Only the types a fitted HistGradientBoostingRegressor is made of are built; anything else is
         refused before it is constructed (skops never unpickles)."""
         import skops.io
@@ -150,7 +151,41 @@ class Tabular:
         model = skops.io.loads(blob, trusted=sorted(TREE_TYPES))
         if not isinstance(model, HistGradientBoostingRegressor):
             raise ValueError(f"tabular model is a {type(model).__name__}, not a HistGradientBoostingRegressor")
-        return cls(model=model, half_width=half_width)
+        return cls(model=model, half_width=half_width, half_widths=dict(half_widths or {}))
+
+
+# A runtime's own interval half-width needs this many of its networks held out; below it, the overall one.
+HALF_MIN_NETWORKS = 2
+
+
+def interval_halves(pred_log: np.ndarray, calib: Samples) -> tuple[float, dict[str, float]]:
+    """(overall, {"runtime/target": half}): the split-conformal 80 % half-width of the absolute log-error
+    on held-out networks, over all of them and per runtime and processor where HALF_MIN_NETWORKS of its
+    networks were held out. One number is the families' that dominate the held-out set: on the demo's
+    data, NAS-Bench-201's ±0.18 (log), while ONNX Runtime's zoo networks were off by 0.3-0.4 and 4 of
+    17 held-out ones fell outside. The conformal rank (ceil((n + 1) × 80 %)-th smallest, the largest
+    where n is small) keeps 80 % in expectation whatever n is."""
+    err = np.abs(pred_log - np.log(calib.latency_ms))
+    key = np.array([runtime_target(s) for s in calib.settings], dtype=object)[calib.setting]
+    per = {}
+    for name in sorted(set(key.tolist())):
+        mine = key == name
+        if name.split("/")[0] and len(np.unique(calib.graph[mine])) >= HALF_MIN_NETWORKS:
+            per[name] = conformal_half(err[mine])
+    return conformal_half(err), per
+
+
+def conformal_half(err: np.ndarray, coverage: float = COVERAGE) -> float:
+    """The ceil((n + 1) × coverage)-th smallest of n errors (the largest, where that rank passes n)."""
+    ordered = np.sort(np.asarray(err, dtype=np.float64))
+    return float(ordered[min(len(ordered), math.ceil((len(ordered) + 1) * coverage)) - 1])
+
+
+def halves_of(samples: Samples, overall: float, per: dict) -> np.ndarray:
+    """[S] each sample's half-width: its runtime and target's (`interval_halves`), else the overall one."""
+    if not per:
+        return np.full(len(samples), overall)
+    return np.array([per.get(runtime_target(s), overall) for s in samples.settings])[samples.setting]
 
 
 # What skops does not trust by default, of a fitted HistGradientBoostingRegressor: its trees.
@@ -175,6 +210,7 @@ class GNNEnsemble:
     hw_mean: np.ndarray | None = None
     hw_std: np.ndarray | None = None
     half_width: float = 0.0
+    half_widths: dict = field(default_factory=dict)  # per runtime and target (`interval_halves`)
     config: dict = field(default_factory=dict)
 
     def _standardize(self, samples: Samples):
@@ -238,8 +274,7 @@ class GNNEnsemble:
                     f"loss {np.mean(running[-50:]):.4f} (smooth L1 of log ms) ({time.monotonic() - start:.0f} s)")
             self.states.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         if calib is not None and len(calib):
-            err = np.abs(self._predict(calib)[0] - np.log(calib.latency_ms))
-            self.half_width = float(np.quantile(err, COVERAGE))
+            self.half_width, self.half_widths = interval_halves(self._predict(calib)[0], calib)
         return self
 
     @staticmethod
@@ -306,17 +341,18 @@ class GNNEnsemble:
 
     def predict(self, samples: Samples) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         mean, spread = self._predict(samples)
-        half = np.sqrt(self.half_width ** 2 + (Z80 * spread) ** 2)
+        half = np.sqrt(halves_of(samples, self.half_width, self.half_widths) ** 2 + (Z80 * spread) ** 2)
         return mean, mean - half, mean + half
 
     def to_dict(self) -> dict:
         return {"states": self.states, "hw_mean": self.hw_mean, "hw_std": self.hw_std,
-                "half_width": self.half_width, "config": self.config}
+                "half_width": self.half_width, "half_widths": self.half_widths, "config": self.config}
 
     @classmethod
     def from_dict(cls, data: dict) -> "GNNEnsemble":
         return cls(states=data["states"], hw_mean=np.asarray(data["hw_mean"]), hw_std=np.asarray(data["hw_std"]),
-                   half_width=float(data["half_width"]), config=data["config"])
+                   half_width=float(data["half_width"]), half_widths=dict(data.get("half_widths") or {}),
+                   config=data["config"])
 
 
 
@@ -757,7 +793,8 @@ class Predictor:
             arrays.update({f"gnn.{m}.{k}": v.detach().cpu().numpy() for k, v in state.items()})
         arrays["tabular.skops"] = np.frombuffer(self.tabular.to_bytes(), dtype=np.uint8)
         meta = {"members": len(self.gnn.states), "gnn_half_width": self.gnn.half_width,
-                "tabular_half_width": self.tabular.half_width, "config": self.gnn.config,
+                "tabular_half_width": self.tabular.half_width, "gnn_half_widths": self.gnn.half_widths,
+                "tabular_half_widths": self.tabular.half_widths, "config": self.gnn.config,
                 "anchor_names": list(self.anchors.names), "info": self.info}
         save_file(arrays, str(path), metadata={"format": CHECKPOINT_FORMAT, "meta": json.dumps(meta, default=float)})
 
@@ -814,13 +851,15 @@ class Predictor:
                                      not all(isinstance(t, str) and len(t) <= 100 for t in tags)):
                 raise ValueError("info.anchor_runtimes is not one runtime name per anchor")
             gnn = GNNEnsemble(states=states, hw_mean=arrays["gnn.hw_mean"], hw_std=arrays["gnn.hw_std"],
-                              half_width=meta["gnn_half_width"], config=meta["config"])
+                              half_width=meta["gnn_half_width"], half_widths=meta.get("gnn_half_widths") or {},
+                              config=meta["config"])
             if gnn.hw_mean.shape != (len(FEATURES),) or gnn.hw_std.shape != (len(FEATURES),):
                 raise ValueError(f"hardware standardisation is not {len(FEATURES)} features")
             for model in gnn._models():  # every member's state must fit the network exactly (names and shapes)
                 if model.embed.in_features != anchors.x.shape[1]:
                     raise ValueError("a GNN member does not take the anchors' node features")
-            tabular = Tabular.from_bytes(arrays["tabular.skops"].tobytes(), meta["tabular_half_width"])
+            tabular = Tabular.from_bytes(arrays["tabular.skops"].tobytes(), meta["tabular_half_width"],
+                                         meta.get("tabular_half_widths"))
         except InvalidInput:
             raise
         except Exception as exc:  # a schema mismatch, anything the builders refuse
@@ -855,6 +894,12 @@ def _checked_meta(text: str) -> dict:
     for key in ("gnn_half_width", "tabular_half_width"):
         if not (math.isfinite(meta[key]) and meta[key] >= 0):
             raise ValueError(f"{key} = {meta[key]!r} is not a finite width")
+    for key in ("gnn_half_widths", "tabular_half_widths"):  # absent before per-runtime widths: the overall one
+        widths = meta.get(key, {})
+        if not isinstance(widths, dict) or len(widths) > 1000 or not all(
+                isinstance(k, str) and 0 < len(k) <= 120 for k in widths):
+            raise ValueError(f"{key} is not an object of runtime names")
+        _finite_list(list(widths.values()), key, 1000)
     if not isinstance(meta["config"].get("gnn"), dict) or any(
             type(v) is not int or not 1 <= v <= MAX_WIDTH for v in meta["config"]["gnn"].values()):
         raise ValueError(f"config.gnn is not an object of sizes in 1..{MAX_WIDTH}")
