@@ -254,17 +254,20 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
 
     Other int8 networks (and every one, without the reference measured): the reference networks compute
     in float, so they say how fast this device is, not how its integer kernels compare with its float
-    ones. The GNN learned that from int8 networks in the runtime; its answer is kept, scaled by how far
-    off it was on the shots (`offset`, never below the floor), and the interval spans that and the
-    calibration's own."""
+    ones. The GNN learned that from int8 networks in the runtime. They are answered calibrated as float
+    networks are, and the interval also spans the GNN's own answer scaled by how far off it was on the
+    shots (`offset`). The calibrated answer was the nearer on every such network timed here (a
+    MatMulInteger BERT-mini and QLinearConv ResNet-18 and MobileNetV2, on three checkpoints: ×0.48-0.84 of
+    the measured time where the offset's was ×0.45-1.28, against ×0.67-0.85 for their float twins, the
+    fingerprint taken an hour before)."""
     floor = predictor.floor(samples)
     offset = float(np.mean(np.log(shots.latency_ms) - predictor.predict(shots, "gnn")[0]))
-    (z_mean, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
-    mean = np.where(integer, np.maximum(z_mean + offset, floor), c_mean)
+    (_, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
+    mean = c_mean
     lo = np.where(integer, np.minimum(z_lo + offset, c_lo), c_lo)
     hi = np.where(integer, np.maximum(z_hi + offset, c_hi), c_hi)
-    notes = [f"int8 networks: the GNN's answer ×{math.exp(offset):.3g} (the reference networks compute in float), "
-             f"the interval spanning the calibrated one"]
+    notes = [f"int8 networks: calibrated as float networks are, the interval spanning the GNN's answer "
+             f"×{math.exp(offset):.3g} too (the reference networks compute in float)"]
     measured = np.zeros(len(samples), dtype=bool)
     reference = int8_reference(fingerprint, setting)
     if reference is not None:

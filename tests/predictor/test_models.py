@@ -475,18 +475,19 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     learned = predictor.predict(twins)
     mean, lo, hi, _, note = answer(predictor, twins, setting)
     assert note == "" and np.allclose(hi, learned[2]) and np.allclose(mean, learned[0])
-    # a fingerprint 3x slower than the GNN on the reference set: the int8 answer is the GNN's ×3, its
-    # interval holding that and the calibrated one
+    # a fingerprint 3x slower than the GNN on the reference set: the int8 answer is calibrated as a float
+    # network's is (nearer on every int8 network timed here), its interval holding the GNN's ×3 too
     probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), runtime="tflite", threads=0)
     ref = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
     floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]  # no int8 reference measured: a v1 fingerprint
     slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(floats, ref, strict=True)}, runtime="tflite",
                           threads=0)
     mean, lo, hi, zero, note = answer(predictor, twins, setting, slow)
-    assert mean[0] == pytest.approx(max(learned[0][0] + np.log(3), predictor.floor(twins)[0]), abs=1e-6)
-    assert lo[0] <= mean[0] <= hi[0] and "int8 networks: the GNN's answer ×3" in note
     cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting)))
-    assert lo[0] <= cal[1][0] and hi[0] >= cal[2][0] and mean[1] == pytest.approx(cal[0][1])
+    assert mean.tolist() == pytest.approx(cal[0].tolist()) and "the interval spanning the GNN's answer ×3" in note
+    assert lo[0] <= min(cal[1][0], learned[1][0] + np.log(3)) + 1e-9
+    assert hi[0] >= max(cal[2][0], learned[2][0] + np.log(3)) - 1e-9
+    assert lo[0] <= mean[0] <= hi[0] and (lo[1], hi[1]) == pytest.approx((cal[1][1], cal[2][1]))  # its float twin
 
 
 def test_an_int8_convolution_network_is_answered_from_the_fingerprints_own_int8_convolution(sample, tmp_path):
@@ -533,7 +534,7 @@ def test_an_int8_convolution_network_is_answered_from_the_fingerprints_own_int8_
     assert lo[0] == pytest.approx(min(math.log(math.exp(c_lo[0]) + INT8_SHAPE_RANGE[0] * extra), mean[0]), abs=1e-6)
     assert hi[0] == pytest.approx(math.log(math.exp(c_hi[0]) + INT8_SHAPE_RANGE[1] * extra), abs=1e-6)  # not widened
     assert mean[0] > c_mean[0] + 0.1 and abs(mean[0] - old[0][0]) > 0.1 and "int8 convolutions (ConvInteger)" in note
-    assert "other int8 networks: the GNN's answer" in note and "no int8 network in tflite" in note  # the depthwise one
+    assert "other int8 networks: calibrated as float networks are" in note and "no int8 network in tflite" in note
     for got, before in zip((mean, lo, hi), old[:3]):
         assert got[1:].tolist() == pytest.approx(before[1:].tolist())
     assert mean[2] == pytest.approx(c_mean[2])
