@@ -50,21 +50,24 @@ CALIB_LEAST = 4
 CALIB_LEAST_OF = 5
 
 
-def runtime_top_up(samples: Samples, held: Samples, seed: int = 0) -> np.ndarray:
-    """[G] networks of `samples` outside `held` (a split of the same networks) that would bring each runtime
-    on each processor (`runtime_target`) to CALIB_LEAST held-out networks (fewer where it has under
-    CALIB_LEAST_OF times that many); none where the share held out already does."""
+def runtime_top_up(samples: Samples, held: Samples, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """([G] networks of `samples` outside `held` (a split of the same networks) that bring each runtime on
+    each processor (`runtime_target`) to CALIB_LEAST held-out networks (fewer where it has under
+    CALIB_LEAST_OF times that many), [the runtime/targets they top up]); none where the share does."""
     rng = np.random.default_rng(seed + 17)
     out = np.isin(np.arange(len(samples.graphs)), held.graph)
     extra = np.zeros(len(samples.graphs), dtype=bool)
     key = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
+    short_of = []
     for name in sorted(set(key.tolist())):
         mine = np.unique(samples.graph[key == name])
         free = mine[~(out | extra)[mine]]
-        short = min(CALIB_LEAST, len(mine) // CALIB_LEAST_OF) - (len(mine) - len(free))
+        short = min(CALIB_LEAST, len(mine) // CALIB_LEAST_OF) - int(out[mine].sum())
         if short > 0:
-            extra[rng.choice(free, short, replace=False)] = True
-    return extra
+            short_of.append(name)
+            extra[rng.choice(free, max(0, short - (len(mine) - len(free) - int(out[mine].sum()))),
+                             replace=False)] = True
+    return extra, short_of
 
 
 def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None, anchors: int = 64) -> Predictor:
@@ -83,10 +86,10 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     start = time.monotonic()
     gnn = GNNEnsemble().fit(fit, calib, cfg, seed=seed, say=say)
     say(f"  GNN ({cfg.members} members) trained in {time.monotonic() - start:.0f} s")
-    extra = runtime_top_up(train, calib, seed)
-    if extra.any():
+    extra, topped = runtime_top_up(train, calib, seed)
+    if topped:
         start = time.monotonic()
-        trees, graph = runtime_halves(fit, calib, extra, learned, cfg, seed)
+        trees, graph = runtime_halves(fit, calib, extra, topped, learned, cfg, seed)
         tabular.half_widths.update(trees)
         gnn.half_widths.update(graph)
         say(f"  {', '.join(sorted(graph))}: {'its own interval' if len(graph) == 1 else 'their own intervals'} "
@@ -102,15 +105,14 @@ def fit_all(train: Samples, cfg: TrainConfig, seed: int = 0, say=lambda _: None,
     return Predictor(tabular=tabular, gnn=gnn, anchors=train.graphs.subset(picks), info=info)
 
 
-def runtime_halves(fit: Samples, calib: Samples, extra: np.ndarray, learned: Predictor, cfg: TrainConfig,
-                   seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+def runtime_halves(fit: Samples, calib: Samples, extra: np.ndarray, topped: list[str], learned: Predictor,
+                   cfg: TrainConfig, seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
     """({runtime/target: half} of the trees, of the GNN) for the runtimes `extra` tops up (`runtime_top_up`),
     read on those networks and the share's, by a tree model and a one-member GNN trained on `fit` without
     them. The answering models keep them: four of the demo's 24 zoo networks held out of training put
     its zero-shot error on the held-out real models at 41-61 % where it was 26-35 % (three seeds each).
     A model trained on fewer networks errs more, so these intervals lean wide."""
     keys = np.array([runtime_target(s) for s in fit.settings], dtype=object)
-    topped = sorted(set(keys[fit.setting[extra[fit.graph]]].tolist()))
     scored = merge_split(fit.where(extra[fit.graph]), calib)
     scored = scored.where(np.isin(keys[scored.setting], topped) & ~learned.unlearned(scored)[1])
     rest = fit.where(~extra[fit.graph])

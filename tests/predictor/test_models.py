@@ -688,7 +688,8 @@ def test_each_runtime_on_each_processor_gets_its_interval_from_its_own_held_out_
     kept, held = calibration_split(data, seed=3)
     plain = np.flatnonzero(np.random.default_rng(3).random(len(data.graphs)) < 0.05)
     assert set(np.unique(held.graph)) == set(plain) & set(data.graph.tolist())  # the share, as before
-    extra = runtime_top_up(data, held, seed=3)
+    extra, short = runtime_top_up(data, held, seed=3)
+    assert "onnxruntime/cpu" in short
     assert not np.isin(np.flatnonzero(extra), held.graph).any()
     key = np.array([f"{s.runtime}/{s.target}" for s in data.settings])[data.setting]
     for name in set(key):
@@ -697,7 +698,7 @@ def test_each_runtime_on_each_processor_gets_its_interval_from_its_own_held_out_
     assert (np.isin(np.arange(24), held.graph) | extra[:24]).sum() == 4
     few = with_zoo(9)
     assert (np.isin(np.arange(9), calibration_split(few, seed=3)[1].graph) |
-            runtime_top_up(few, calibration_split(few, seed=3)[1], seed=3)[:9]).sum() >= 1  # a fifth of 9
+            runtime_top_up(few, calibration_split(few, seed=3)[1], seed=3)[0][:9]).sum() >= 1  # a fifth of 9
     held, kept = merge_split(kept.where(extra[kept.graph]), held), kept.where(~extra[kept.graph])
 
     # the conformal rank: ceil((n + 1) 0.8)-th smallest, the largest where that passes n
@@ -726,10 +727,11 @@ def test_each_runtime_on_each_processor_gets_its_interval_from_its_own_held_out_
                         fit(self, train, calib, cfg, **kw))
     predictor = fit_all(data, TrainConfig(members=2, epochs=1), seed=3, say=lines.append)
     (answering, cfg), (second, one) = trained
-    topped = np.flatnonzero(evaluate.runtime_top_up(data, calibration_split(data, seed=3)[1], seed=3))
+    mask, short = evaluate.runtime_top_up(data, calibration_split(data, seed=3)[1], seed=3)
+    topped = np.flatnonzero(mask)
     assert len(topped) and np.isin(topped, answering.graph).all() and not np.isin(topped, second.graph).any()
-    assert cfg.members == 2 and one.members == 1 and any(
-        "onnxruntime/cpu" in t and "own interval" in t for t in lines)
+    named = next(t for t in lines if "own interval" in t).split(":")[0].strip().split(", ")
+    assert cfg.members == 2 and one.members == 1 and "onnxruntime/cpu" in named and set(named) <= set(short)
     predictor.gnn.states = predictor.gnn.states[:1]  # one member: no spread beside the half-width
     gnn = predictor.gnn
     assert "onnxruntime/cpu" in gnn.half_widths
