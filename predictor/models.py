@@ -162,9 +162,10 @@ def interval_halves(pred_log: np.ndarray, calib: Samples) -> tuple[float, dict[s
     """(overall, {"runtime/target": half}): the split-conformal 80 % half-width of the absolute log-error
     on held-out networks, over all of them and per runtime and processor where HALF_MIN_NETWORKS of its
     networks were held out. One number is the families' that dominate the held-out set: on the demo's
-    data, NAS-Bench-201's ±0.18 (log), while ONNX Runtime's zoo networks were off by 0.3-0.4 and 4 of
-    17 held-out ones fell outside. The conformal rank (ceil((n + 1) × 80 %)-th smallest, the largest
-    where n is small) keeps 80 % in expectation whatever n is."""
+    data, NAS-Bench-201's ±0.16-0.18 (log), while the zoo's networks in ONNX Runtime were off by up to 0.9,
+    and 6 of 17 real networks held out fell outside (`bench/predict_here.py`). The conformal rank
+    (ceil((n + 1) × 80 %)-th smallest, the largest where n is small) keeps 80 % in expectation whatever n
+    is."""
     err = np.abs(pred_log - np.log(calib.latency_ms))
     key = np.array([runtime_target(s) for s in calib.settings], dtype=object)[calib.setting]
     per = {}
