@@ -198,6 +198,10 @@ class Samples:
         names = np.array([s.device for s in self.settings])
         return names[self.setting]
 
+    def runtime_target_of(self) -> np.ndarray:
+        """[S] "runtime/target" of each sample's setting (`runtime_target`)."""
+        return np.array([runtime_target(s) for s in self.settings], dtype=object)[self.setting]
+
 
 def cache_dir() -> Path:
     return Path(os.environ.get("EDGEATLAS_CACHE") or Path.home() / ".cache" / "edgeatlas") / "predictor"

@@ -57,16 +57,14 @@ def runtime_top_up(samples: Samples, held: Samples, seed: int = 0) -> tuple[np.n
     rng = np.random.default_rng(seed + 17)
     out = np.isin(np.arange(len(samples.graphs)), held.graph)
     extra = np.zeros(len(samples.graphs), dtype=bool)
-    key = np.array([runtime_target(s) for s in samples.settings], dtype=object)[samples.setting]
+    key = samples.runtime_target_of()
     short_of = []
     for name in sorted(set(key.tolist())):
         mine = np.unique(samples.graph[key == name])
-        free = mine[~(out | extra)[mine]]
         short = min(CALIB_LEAST, len(mine) // CALIB_LEAST_OF) - int(out[mine].sum())
-        if short > 0:
+        if short > 0:  # less what earlier runtimes' draws already took of its networks
             short_of.append(name)
-            extra[rng.choice(free, max(0, short - (len(mine) - len(free) - int(out[mine].sum()))),
-                             replace=False)] = True
+            extra[rng.choice(mine[~(out | extra)[mine]], max(0, short - int(extra[mine].sum())), replace=False)] = True
     return extra, short_of
 
 
@@ -112,9 +110,8 @@ def runtime_halves(fit: Samples, calib: Samples, extra: np.ndarray, topped: list
     them. The answering models keep them: four of the demo's 24 zoo networks held out of training put
     its zero-shot error on the held-out real models at 41-61 % where it was 26-35 % (three seeds each).
     A model trained on fewer networks errs more, so these intervals lean wide."""
-    keys = np.array([runtime_target(s) for s in fit.settings], dtype=object)
     scored = merge_split(fit.where(extra[fit.graph]), calib)
-    scored = scored.where(np.isin(keys[scored.setting], topped) & ~learned.unlearned(scored)[1])
+    scored = scored.where(np.isin(scored.runtime_target_of(), topped) & ~learned.unlearned(scored)[1])
     rest = fit.where(~extra[fit.graph])
     trees = Tabular().fit(rest, None, seed=seed)
     graph = GNNEnsemble().fit(rest, None, replace(cfg, members=1), seed=seed)

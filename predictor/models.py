@@ -167,7 +167,7 @@ def interval_halves(pred_log: np.ndarray, calib: Samples) -> tuple[float, dict[s
     (ceil((n + 1) × 80 %)-th smallest, the largest where n is small) keeps 80 % in expectation whatever n
     is."""
     err = np.abs(pred_log - np.log(calib.latency_ms))
-    key = np.array([runtime_target(s) for s in calib.settings], dtype=object)[calib.setting]
+    key = calib.runtime_target_of()
     per = {}
     for name in sorted(set(key.tolist())):
         mine = key == name
