@@ -154,10 +154,12 @@ def train(model: CostGNN, samples: Samples, hw_mean: np.ndarray, hw_std: np.ndar
     warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
     for _ in range(cfg.epochs):
         for x, adj, mask, logr, hw, y in loader:
-            if len(y) == 0:  # a Poisson batch can be empty: nothing to step on (and nothing accounted)
-                continue
+            # A Poisson batch can be empty; it is stepped on all the same, its gradient zero and its noise
+            # added, as the accountant assumes of every step. Skipped, the steps of a small store could all
+            # be: an update of exactly zero would say so (and Flower's clipping divides by its norm).
             noisy = hw + cfg.hw_noise * torch.randn(hw.shape, generator=generator)
-            loss = torch.nn.functional.smooth_l1_loss(pair(x, adj, mask, logr, noisy), y, beta=0.5)
+            loss = torch.nn.functional.smooth_l1_loss(pair(x, adj, mask, logr, noisy), y, beta=0.5,
+                                                      reduction="sum") / max(len(y), 1)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -74,6 +74,26 @@ def test_dpsgd_spends_what_its_accountant_says(sample):
     assert first.epsilon < second.epsilon <= cfg.epsilon * 1.01
 
 
+def test_an_empty_poisson_batch_is_stepped_on_with_its_noise(sample):
+    """A device with two measurements samples each at rate 0.5: a step's batch is empty a quarter of the
+    time. Every step still adds its noise and is accounted (the accountant assumes every step is taken), so
+    the update is never exactly zero: once, all of a round's steps were skipped, and Flower's clipping of
+    the zero update divided by its norm, failing the round."""
+    part = two_devices(sample, 2)[0]
+    assert len(part) == 2
+    mean, std = standardization(sample)
+    cfg = dpsgd.DPConfig(epsilon=4.0, epochs=1, total_epochs=2)
+    planned = None
+    for _ in range(20):  # with empty batches skipped, all 20 runs take both steps with probability 1e-5
+        model = dpsgd.new_model(0)
+        start = [p.detach().clone() for p in model.parameters()]
+        result = dpsgd.train(model, part, mean, std, cfg)
+        assert result.steps == 2 and result.history == [(result.noise_multiplier, 0.5, 2)]
+        planned = planned or result.epsilon
+        assert result.epsilon == planned
+        assert sum(float(((p - q) ** 2).sum()) for p, q in zip(model.parameters(), start)) > 0
+
+
 def test_bad_plans_are_refused_in_one_line():
     with pytest.raises(InvalidInput, match="epsilon must be a positive number"):
         FederatedPlan(clients=2, epsilon=0).check()
