@@ -9,6 +9,7 @@ carries over between calls through `history` (Opacus' RDP history: (noise multip
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -119,6 +120,17 @@ def epsilon_of(history: list, delta: float) -> float:
     return float(accountant.get_epsilon(delta, alphas=ALPHAS)) if history else 0.0
 
 
+class _EmptyBatchExpected(logging.Filter):
+    """Drops Opacus' warning that a first Poisson batch was empty: here an empty batch is expected (a device
+    may have a handful of measurements) and is stepped on with its noise (`train`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("First batch is empty")
+
+
+_EMPTY_BATCH_EXPECTED = _EmptyBatchExpected()
+
+
 def train(model: CostGNN, samples: Samples, hw_mean: np.ndarray, hw_std: np.ndarray, cfg: DPConfig,
           history: list | None = None) -> DPResult:
     """Trains model in place with DP-SGD for cfg.epochs; the noise is set so that cfg.total_epochs spend cfg.epsilon."""
@@ -152,6 +164,7 @@ def train(model: CostGNN, samples: Samples, hw_mean: np.ndarray, hw_std: np.ndar
                                                   noise_generator=generator)
     steps = 0
     warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
+    logging.getLogger("opacus.data_loader").addFilter(_EMPTY_BATCH_EXPECTED)  # once: the same filter object
     for _ in range(cfg.epochs):
         for x, adj, mask, logr, hw, y in loader:
             # A Poisson batch can be empty; it is stepped on all the same, its gradient zero and its noise
