@@ -32,8 +32,7 @@ demo's 8 models (three NAS-Bench-201 cells among them, ×1.3-1.6 over by every c
 a point worse (18.9 against 17.8 %). On the shared data the two are alike: mean MAPE 7.62 % by the mean,
 7.63 by the median, with 10 shots; 8.08 and 7.97 with 5; 9.09 and 9.05 with 4. The 80 % interval is
 split-conformal over the average's leave-one-out residuals: the ⌈0.8·(K+1)⌉-th smallest |residual| of
-K. Below 4 shots that rank does
-not exist; the zero-shot half-width is kept.
+K. Below 4 shots that rank does not exist; the zero-shot half-width is kept.
 """
 
 from __future__ import annotations

@@ -120,15 +120,10 @@ def epsilon_of(history: list, delta: float) -> float:
     return float(accountant.get_epsilon(delta, alphas=ALPHAS)) if history else 0.0
 
 
-class _EmptyBatchExpected(logging.Filter):
-    """Drops Opacus' warning that a first Poisson batch was empty: here an empty batch is expected (a device
-    may have a handful of measurements) and is stepped on with its noise (`train`)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("First batch is empty")
-
-
-_EMPTY_BATCH_EXPECTED = _EmptyBatchExpected()
+def _not_the_empty_batch_warning(record: logging.LogRecord) -> bool:
+    """A logging filter: drops Opacus' warning that a first Poisson batch was empty. Here an empty batch is
+    expected (a device may have a handful of measurements) and is stepped on with its noise (`train`)."""
+    return not record.getMessage().startswith("First batch is empty")
 
 
 def train(model: CostGNN, samples: Samples, hw_mean: np.ndarray, hw_std: np.ndarray, cfg: DPConfig,
@@ -164,7 +159,7 @@ def train(model: CostGNN, samples: Samples, hw_mean: np.ndarray, hw_std: np.ndar
                                                   noise_generator=generator)
     steps = 0
     warnings.filterwarnings("ignore", message="Full backward hook is firing")  # inputs need no gradient
-    logging.getLogger("opacus.data_loader").addFilter(_EMPTY_BATCH_EXPECTED)  # once: the same filter object
+    logging.getLogger("opacus.data_loader").addFilter(_not_the_empty_batch_warning)  # added once: one object
     for _ in range(cfg.epochs):
         for x, adj, mask, logr, hw, y in loader:
             # A Poisson batch can be empty; it is stepped on all the same, its gradient zero and its noise
