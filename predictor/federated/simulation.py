@@ -6,6 +6,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,8 +46,11 @@ def run(partitions: list[Samples], plan: FederatedPlan, workdir: Path | None = N
             import ray
 
             ray.shutdown()  # Flower shuts Ray down itself, unless the run failed before its backend started
-            # Ray's processes end after its shutdown, some a moment later; a next run's Ray would race them.
-            psutil.wait_procs(list(children() - before), timeout=60)
+            # Ray's processes end after its shutdown, some a moment later, and one may start a helper as it
+            # ends; a next run's Ray would race them: waited for until none is left (60 s at most).
+            deadline = time.monotonic() + 60
+            while (left := children() - before) and time.monotonic() < deadline:
+                psutil.wait_procs(list(left), timeout=max(0.1, deadline - time.monotonic()))
         if not out.exists():
             raise RuntimeError("federated simulation ended without an outcome (see Flower's log above)")
         import torch
