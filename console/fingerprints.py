@@ -17,8 +17,9 @@ from edgeatlas.protos.records import RunParams, Setting
 FILE = "fingerprint.json"
 # Per network: the iterations LoadGen's early stopping needs for a valid single-stream run (about 100),
 # at least half a second; the set stays under a minute on a phone CPU (its largest, `gemm`, is about
-# 1 GFLOP: some 50 ms at 20 GFLOP/s, 5 s for 100 iterations). `conv3x3_int8`, 0.7 GOP of ConvInteger at
-# 6-10x a float Conv's time, may not fit 100 iterations in max_duration_s on a slow board: it is left out.
+# 1 GFLOP: some 50 ms at 20 GFLOP/s, 5 s for 100 iterations). An int8 network that cannot run within them
+# (`conv3x3_int8`, 0.7 GOP of ConvInteger at 6-10x a float Conv's time, may not fit 100 iterations in
+# max_duration_s on a slow board) is left out: it calibrates int8 networks of its kind only.
 if TYPE_CHECKING:
     from edgeatlas.predictor.fingerprint import Fingerprint
 

@@ -64,7 +64,7 @@ def class_fingerprint(store: Store, min_devices: int, hardware_class: str, setti
     want = (setting.target, max(setting.batch, 1), setting.threads, setting.runtime)
     found = {names[sha]: ms for sha, hw, s, ms in training_cells(store, min_devices)
              if sha in names and hw == hardware_class and (s.target, max(s.batch, 1), s.threads, s.runtime) == want}
-    if len(set(found) - set(INT8_NAMES)) < 4:  # the int8 one calibrates int8 networks only
+    if len(set(found) - set(INT8_NAMES)) < 4:  # the int8 ones calibrate int8 networks only
         return None
     return Fingerprint(latency_ms=found, runtime=setting.runtime, threads=setting.threads, batch=want[1],
                        target=setting.target, device=hardware_class)

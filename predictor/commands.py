@@ -149,12 +149,12 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     """(log mean, log low, log high, log zero-shot mean, note) of the GNN for samples in one setting.
 
     With a fingerprint: calibrated on it, the note says how; an int8 network's answer is corrected by the
-    fingerprint's int8 convolution where it measures that network's integer kernels, else the GNN's
-    scaled by the fingerprint (`int8_on_fingerprint`). Where the checkpoint's training data has no sample
-    of the setting's runtime, or of int8 networks in it, and the fingerprint did not measure them: the
-    interval reaches down to the roofline (lowered by as much as the hardware beat its sheet in training)
-    and up by its own half-width again (an unknown runtime's overheads, or its integer kernels, can cost
-    more too), and the note says so."""
+    fingerprint's int8 networks where they measure that network's integer kernels, else its interval spans
+    the GNN's answer scaled by the fingerprint too (`int8_on_fingerprint`). Where the checkpoint's training
+    data has no sample of the setting's runtime, or of int8 networks in it, and the fingerprint did not
+    measure them: the interval reaches down to the roofline (lowered by as much as the hardware beat its
+    sheet in training) and up by its own half-width again (an unknown runtime's overheads, or its integer
+    kernels, can cost more too), and the note says so."""
     mean, lo, hi = predictor.predict(samples, "gnn")
     zero_shot = mean
     no_runtime, no_int8, note = unlearned(predictor, samples)
@@ -162,7 +162,7 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     if fingerprint is not None:
         fingerprint.check_setting(setting.target, setting.batch, setting.threads, setting.runtime)
         shots = fingerprint_shots(fingerprint, setting)
-        cal = predictor.calibration(shots)
+        cal = predictor.calibration(shots, designed=True)
         tuned = predictor.predict_calibrated(samples, cal, zero_shot=mean)
         described = cal.describe()
         integer = samples.graphs.integer()[samples.graph]
@@ -227,80 +227,104 @@ def unlearned(predictor: Predictor, samples: Samples) -> tuple[np.ndarray, np.nd
     return no_runtime, no_int8, note
 
 
-# Of a network's int8 multiply-adds, the share that must be dense ConvInteger ones (`GraphSet.conv_integer_macs`)
-# for the fingerprint's int8 convolution to answer for it: a ResNet's integer classifier is a fraction of a
-# per cent; an int8 transformer's MatMulInteger is another kernel entirely.
+# Of a network's int8 multiply-adds, the share that must be of kinds the fingerprint measured
+# (`fingerprint.INT8_KINDS`) for it to be answered from them: a QDQ ResNet's integer classifier
+# (QLinearMatMul, which no reference network has) is a fraction of a per cent of its multiply-adds. A
+# depthwise kind the fingerprint did not measure rules a network out at any share: per multiply-add it costs
+# many times a dense kernel, so a few per cent of the multiply-adds can be most of the time.
 INT8_MEASURED_SHARE = 0.9
 # How far ConvInteger's extra cost per multiply-add, over its float twin, ranged at other layer shapes than
 # the reference's (64 channels at 56×56, where the integer kernel runs near its best), as measured on one
 # x86 machine in ONNX Runtime 1.32 at one thread: ×0.82 at 512 channels, ×1.4 at 32, ×3.3 with 16 channels
-# or a 3-channel stem (the 1×1 ones within ×1.4). The interval spans that range around the answer.
+# or a 3-channel stem (the 1×1 ones within ×1.4). The interval spans that range of every kind's extra cost.
 INT8_SHAPE_RANGE = (0.75, 3.5)
-INT8_REFERENCE = INT8_NAMES[0]  # the fingerprint's int8 convolution
+
+
+def int8_extras(predictor: Predictor, fingerprint: Fingerprint, setting: SettingInfo, cal) -> dict[str, tuple]:
+    """Per int8 kernel kind the fingerprint measured (`GraphSet.int8_macs`): (ms per multiply-add that its int8
+    network took beyond the calibrated answer, which may be negative; that network's name). The networks are
+    solved in `INT8_KINDS` order: what one network's kinds measured earlier account for (depthwise_qdq's 1×1
+    convolutions, by conv3x3_qdq) is taken off before the rest is laid on its own kinds. A network holding a
+    kind that no earlier one measured (its twin left out) measures nothing."""
+    from edgeatlas.predictor.fingerprint import INT8_KINDS
+
+    refs = int8_references(fingerprint, setting)
+    if refs is None:
+        return {}
+    called = np.exp(predictor.predict_calibrated(refs, cal)[0])
+    macs = refs.graphs.int8_macs()
+    extras: dict[str, tuple] = {}
+    for i, g in enumerate(refs.graph):
+        name = refs.graphs.names[g]
+        mine = {kind: float(m[g]) for kind, m in macs.items() if m[g] > 0}
+        new = [kind for kind in INT8_KINDS[name] if kind in mine]
+        if not new or set(mine) - set(new) - set(extras):
+            continue
+        known = sum(extras[kind][0] * m for kind, m in mine.items() if kind in extras)
+        extra = (float(refs.latency_ms[i]) - float(called[i]) - known) / sum(mine[kind] for kind in new)
+        extras.update({kind: (extra, name) for kind in new})
+    return extras
 
 
 def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fingerprint, setting: SettingInfo,
                         cal, shots: Samples, zero, tuned, integer: np.ndarray):
     """((mean, low, high), note, measured) where `integer` marks int8 networks, `measured` those the
-    fingerprint's int8 convolution answers for.
+    fingerprint's int8 networks answer for.
 
-    The fingerprint's `conv3x3_int8` is its `conv3x3` through ONNX Runtime's dynamic quantizer: on it,
-    the calibrated answer falls short of the measured time by the extra cost of ConvInteger's
-    multiply-adds on this device (6-10x a float Conv's on an x86 CPU, which a GNN that saw few int8
-    networks does not know). A network whose int8 work is such convolutions (`INT8_MEASURED_SHARE`, none
-    depthwise) is answered the calibrated answer plus that extra cost per multiply-add times its own, the
-    interval spanning `INT8_SHAPE_RANGE` of it; where the calibrated answer on the reference was slower
-    than measured, those networks' answers are scaled down by as much.
+    The fingerprint's int8 networks are float ones of its set through ONNX Runtime's quantizers, one per kind
+    of integer kernel (`fingerprint.INT8_KINDS`). On each, the calibrated answer falls short of the measured
+    time (or overshoots it) by what this device's integer kernels of that kind cost beyond what the float
+    calibration charges for their multiply-adds: ConvInteger 6-10x a float Conv's on an x86 CPU, a
+    depthwise QLinearConv several times a dense one, which a GNN that saw few int8 networks does not know
+    (`int8_extras`). A network whose int8 multiply-adds are of measured kinds (`INT8_MEASURED_SHARE`) is
+    answered the calibrated answer plus each kind's extra cost per multiply-add times its own, no lower than
+    its floor; the interval spans `INT8_SHAPE_RANGE` of that extra.
 
-    Other int8 networks (and every one, without the reference measured): the reference networks compute
-    in float, so they say how fast this device is, not how its integer kernels compare with its float
-    ones. The GNN learned that from int8 networks in the runtime. They are answered calibrated as float
-    networks are, and the interval also spans the GNN's own answer scaled by how far off it was on the
-    shots (`offset`). The calibrated answer was the nearer on every such network timed here (a
-    MatMulInteger BERT-mini and QLinearConv ResNet-18 and MobileNetV2, on three checkpoints: ×0.48-0.84 of
-    the measured time where the offset's was ×0.45-1.28, against ×0.67-0.85 for their float twins, the
-    fingerprint taken an hour before)."""
+    Other int8 networks (and every one, without the int8 networks measured): the reference networks compute
+    in float, so they say how fast this device is, not how its integer kernels compare with its float ones.
+    They are answered calibrated as float networks are, and the interval also spans the GNN's own answer
+    scaled by how far off it was on the shots (`offset`). Before the fingerprint measured their kinds, the
+    calibrated answer was the nearer on every such network timed here (a MatMulInteger BERT-mini and
+    QLinearConv ResNet-18 and MobileNetV2, on three checkpoints: ×0.48-0.84 of the measured time where the
+    offset's was ×0.45-1.28, against ×0.67-0.85 for their float twins); measured, the same three networks
+    were answered at ×0.84-0.97 (three checkpoints, one timing), against ×0.65-0.82 calibrated as float."""
     floor = predictor.floor(samples)
     offset = float(np.mean(np.log(shots.latency_ms) - predictor.predict(shots, "gnn")[0]))
     (_, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
     mean = c_mean
     lo = np.where(integer, np.minimum(z_lo + offset, c_lo), c_lo)
     hi = np.where(integer, np.maximum(z_hi + offset, c_hi), c_hi)
-    notes = [f"int8 networks: calibrated as float networks are, the interval spanning the GNN's answer "
-             f"×{math.exp(offset):.3g} too (the reference networks compute in float)"]
-    measured = np.zeros(len(samples), dtype=bool)
-    reference = int8_reference(fingerprint, setting)
-    if reference is not None:
-        dense, total, depthwise = samples.graphs.conv_integer_macs()
-        mine = integer & ~depthwise[samples.graph] & (dense >= INT8_MEASURED_SHARE * np.maximum(total, 1e-9))[
-            samples.graph] & (dense[samples.graph] > 0)
-        if mine.any():
-            ref_mean = float(predictor.predict_calibrated(reference, cal)[0][0])
-            ref_macs = float(reference.graphs.conv_integer_macs()[0][reference.graph[0]])
-            extra = (float(reference.latency_ms[0]) - math.exp(ref_mean)) / ref_macs  # ms per multiply-add
-            macs = dense[samples.graph]
-            if extra >= 0:
-                low, high = (np.log(np.exp(c) + extra * r * macs) for c, r in zip((c_lo, c_hi), INT8_SHAPE_RANGE))
-                got = (np.log(np.exp(c_mean) + extra * macs), low, high)
-                said = f"{extra * 1e9:.3g} ps more per multiply-add than the GNN's calibrated answer"
-            else:
-                scale = math.log(float(reference.latency_ms[0])) - ref_mean
-                got = (c_mean + scale, c_lo + scale, c_hi + scale)
-                said = f"the calibrated answer ×{math.exp(scale):.3g}"
-            mean, lo, hi = (np.where(mine, g, v) for g, v in zip(got, (mean, lo, hi)))
-            mean = np.where(mine, np.maximum(mean, floor), mean)
-            float_conv = fingerprint.latency_ms.get("conv3x3")
-            versus = f", ×{float(reference.latency_ms[0]) / float_conv:.3g} its float conv3x3's time" \
-                if float_conv else ""
-            notes.insert(0, f"int8 convolutions (ConvInteger): {said}, as on the fingerprint's "
-                            f"{INT8_REFERENCE}{versus}; the interval spans ×{INT8_SHAPE_RANGE[0]:g}–"
-                            f"{INT8_SHAPE_RANGE[1]:g} of that cost (other layer shapes)")
-            measured = mine
-            if (integer & ~mine).any():
-                notes[1] = "other " + notes[1]
-            else:
-                notes.pop()
-    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), "; ".join(notes), measured
+    other = (f"int8 networks: calibrated as float networks are, the interval spanning the GNN's answer "
+             f"×{math.exp(offset):.3g} too (the reference networks compute in float)")
+    extras = int8_extras(predictor, fingerprint, setting, cal)
+    macs = samples.graphs.int8_macs()
+
+    def of(kinds) -> np.ndarray:  # per sample, its multiply-adds of these kinds
+        return sum((macs[kind] for kind in kinds if kind in macs), np.zeros(len(samples.graphs)))[samples.graph]
+
+    depthwise = [kind for kind in macs if kind.startswith("depthwise") and kind not in extras]
+    measured = integer & (of(macs) > 0) & (of(extras) >= INT8_MEASURED_SHARE * of(macs)) & (of(depthwise) == 0)
+    if not measured.any():
+        return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), other, measured
+    more = [extras[kind][0] * of([kind]) for kind in extras if kind in macs]  # ms each kind adds, per sample
+    low = sum((np.minimum(*(r * m for r in INT8_SHAPE_RANGE)) for m in more), np.zeros(len(samples)))
+    high = sum((np.maximum(*(r * m for r in INT8_SHAPE_RANGE)) for m in more), np.zeros(len(samples)))
+    add = sum(more, np.zeros(len(samples)))
+    tiny = 1e-9
+    got = (np.maximum(np.log(np.maximum(np.exp(c_mean) + add, tiny)), floor),
+           np.maximum(np.log(np.maximum(np.exp(c_lo) + low, tiny)), floor),
+           np.log(np.maximum(np.exp(c_hi) + high, tiny)))
+    mean, lo, hi = (np.where(measured, new, old) for new, old in zip(got, (mean, lo, hi)))
+    by_network: dict[str, list[str]] = {}
+    for kind, (extra, name) in extras.items():
+        by_network.setdefault(name, []).append(kind)
+    said = "; ".join(f"{', '.join(kinds)}: {extras[kinds[0]][0] * 1e9:+.3g} ps per multiply-add (its {name})"
+                     for name, kinds in by_network.items())
+    note = (f"int8 kernels the fingerprint measured, beyond the calibrated answer ({said}; the interval spans "
+            f"×{INT8_SHAPE_RANGE[0]:g}–{INT8_SHAPE_RANGE[1]:g} of that cost: other layer shapes)")
+    if (integer & ~measured).any():
+        note += "; other " + other
+    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), note, measured
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:
@@ -312,10 +336,11 @@ def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples
                                                      and n not in INT8_NAMES])
 
 
-def int8_reference(fingerprint: Fingerprint, setting: SettingInfo) -> Samples | None:
-    """The fingerprint's int8 convolution as one sample, or None where it was not measured (a v1 fingerprint)."""
-    return _reference_samples(fingerprint, setting, [INT8_REFERENCE]) if INT8_REFERENCE in fingerprint.latency_ms \
-        else None
+def int8_references(fingerprint: Fingerprint, setting: SettingInfo) -> Samples | None:
+    """The fingerprint's int8 networks that it measured, as samples (`INT8_NAMES` order), or None where it
+    measured none (a v1 fingerprint, or a device too slow to run them within the rules)."""
+    names = [n for n in INT8_NAMES if n in fingerprint.latency_ms]
+    return _reference_samples(fingerprint, setting, names) if names else None
 
 
 def _reference_samples(fingerprint: Fingerprint, setting: SettingInfo, names: list[str]) -> Samples:

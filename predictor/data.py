@@ -83,19 +83,17 @@ class GraphSet:
             out[g].add(f"{'matmul' if is_matmul else 'conv'} {a}>{b}")
         return out
 
-    def conv_integer_macs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per graph: (multiply-adds of its dense int8 convolutions that accumulate to int32, ConvInteger's
-        kind "conv 1>4", 3×3 or 1×1; multiply-adds of all its int8 kernels; whether it has an int8 depthwise
-        convolution). What the fingerprint's `conv3x3_int8` measures is the first (`commands.int8_on_fingerprint`);
-        a depthwise ConvInteger, one input channel per group, costs many times more per multiply-add."""
+    def int8_macs(self) -> dict[str, np.ndarray]:
+        """Per kind of int8 multiply-add kernel, each graph's multiply-adds on it ([G] each). A kind is as in
+        `int8_kinds`, with a depthwise convolution (one input channel per group) apart: "depthwise 1>1" for a
+        depthwise QLinearConv, which costs many times a dense one per multiply-add. What the fingerprint's
+        int8 networks measure (`fingerprint.INT8_KINDS`; `commands.int8_on_fingerprint`)."""
         nodes, category, widths, graph = self._int8_nodes()
-        dense = np.isin(category, [CATEGORIES.index("conv"), CATEGORIES.index("conv_1x1")]) \
-            & (widths[:, 0] == 1) & (widths[:, 1] == 4)
         macs = self.flops[nodes].astype(np.float64) / 2
-        depthwise = np.bincount(graph, weights=(category == CATEGORIES.index("conv_dw")).astype(float),
-                                minlength=len(self)) > 0
-        return (np.bincount(graph, weights=macs * dense, minlength=len(self)),
-                np.bincount(graph, weights=macs, minlength=len(self)), depthwise)
+        called = {CATEGORIES.index("matmul"): "matmul", CATEGORIES.index("conv_dw"): "depthwise"}
+        names = np.array([f"{called.get(c, 'conv')} {a}>{b}" for c, (a, b) in zip(category, widths)], dtype=object)
+        return {kind: np.bincount(graph, weights=macs * (names == kind), minlength=len(self))
+                for kind in sorted(set(names))}
 
     def integer(self) -> np.ndarray:
         """[G] whether each graph has an operator on quantized integers (`graph.integer_kernel`, the

@@ -757,8 +757,9 @@ class Predictor:
         the half-width again (an unknown runtime's overheads, or its integer kernels, can cost more too)."""
         return np.where(unknown, np.minimum(lo, self.reach(samples)), lo), np.where(unknown, hi + (hi - mean), hi)
 
-    def calibration(self, shots: Samples, which: str = "gnn"):
-        """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting."""
+    def calibration(self, shots: Samples, which: str = "gnn", designed: bool = False):
+        """The few-shot correction (`fewshot.calibrate`) from measured samples, all in one setting; designed:
+        they are a fingerprint's reference networks, chosen one per regime."""
         from edgeatlas.predictor.fewshot import calibrate
 
         if len(np.unique(shots.setting)) != 1:
@@ -766,7 +767,7 @@ class Predictor:
         mean, lo, hi = self.predict(shots, which)
         terms = physical_terms(shots)
         return calibrate(mean, shots.latency_ms, float(np.median(hi - lo) / 2), self._share(shots, which),
-                         _compute_floor(terms), terms)
+                         _compute_floor(terms), terms, designed=designed)
 
     def predict_calibrated(self, samples: Samples, cal, which: str = "gnn",
                            zero_shot: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -61,8 +61,12 @@ def good(**change):
     (good(runtime="onnx runtime; rm -rf"), "runtime"),
     (good(owner="me"), "unknown field"),
     (good(spread={"gemm": "wide"}), "spread"),
-    (good(latency_ms={"conv3x3_int8": 9.0}), "float reference network is needed"),
+    (good(latency_ms={"conv3x3_int8": 9.0, "attention_int8": 1.0}), "a float network of edgeatlas.ref/v3 is needed"),
+    # a v2 fingerprint whose float networks are all ones v3 dropped
+    (good(reference_set="edgeatlas.ref/v2", latency_ms={"depthwise": 2.0, "fbnet": 1.0, "conv3x3_int8": 9.0}),
+     "a float network of edgeatlas.ref/v3 is needed"),
     (good(reference_set="edgeatlas.ref/v1"), "not a network of edgeatlas.ref/v1"),  # v1 had no conv3x3_int8
+    (good(reference_set="edgeatlas.ref/v2"), "not a network of edgeatlas.ref/v2"),  # nor v2 conv3x3_qdq
     (good(reference_set=["edgeatlas.ref/v1"]), "measure again"),
     ([1, 2, 3], "not a JSON object"),
 ])
@@ -102,27 +106,54 @@ def test_a_fingerprint_round_trips_and_calibrates_only_its_own_setting(tmp_path)
         again.check_setting("cpu", 1, 1, "tflite")
 
 
-# v1's networks as v1 built them (commit 716bebf): v2 must not change a byte of them
+# v1's networks as v1 built them (commit 716bebf), and v2's int8 convolution: v2 and v3 must not change a
+# byte of those they kept
 V1_SHA256 = {
     "overhead": "10d42b3185f0b1a7deec38cfe28c597294192cc98cce68251a34ed408b1606e5",
     "gemv": "4bb66db076414af98b048a66ece6a4974d99e745d9cb636244aeefb5171f160f",
     "gemm": "0b518422103b88b98593eee2daa6658260a4d81046d6892f96c304e57ad53076",
     "conv3x3": "99c4cbcbf4926ab55e8364672fb0e06884528ff7a1c49d18224a82d3b8bf4894",
-    "depthwise": "5a87c3693afad502583f842d4596ebc1ad0094bbb017e57375f2c8252b3e2622",
     "attention": "2555294c70fb2e14bb903c6500c29945a94ac5b5e94c4f1c0e17c914b01d9489",
     "activations": "92fcfa869249f3a1d689fd3e57b37bf8fc68b97cb78f216afaa99e6888fb11b0",
-    "nasbench201": "b49b200f9d3a10a214f29d051cdabcfdd543e5e9eeb399e5dfbf1e540b2b4a94",
-    "fbnet": "350adc86987a221039bdf7c319e187010efb70c51504df8e280dc15e4c2b9088",
 }
+V2_SHA256 = {"conv3x3_int8": "f41bcee938170097be3c3762379236761af6fe3a26378e1f731dac027137b108"}
+V3_SHA256 = {"conv3x3_qdq": "db0a811c8a852b89f31f52ccc09cab9838f698863ef745bca1b51f13e2b233ae",
+             "depthwise_qdq": "8fbaf5c9c105971793ab6f91b22ac04c58d5c6302f2d7b3c9f3f9986568c2a5d",
+             "attention_int8": "27fb176d369ebecc7da61b61e513bf8118d3d1a1bc99c1fea16f99ccf3de887e"}
 
 
-def test_a_v1_fingerprint_is_read_as_the_v2_set_without_its_int8_convolution():
-    """v2 added conv3x3_int8 and changed none of v1's bytes: a fingerprint measured on v1 still calibrates."""
-    v1 = good(reference_set="edgeatlas.ref/v1", latency_ms={n: 1.0 for n in fp.EARLIER["edgeatlas.ref/v1"]})
-    assert "conv3x3_int8" not in fp.Fingerprint.from_dict(v1).latency_ms
-    assert set(fp.EARLIER["edgeatlas.ref/v1"]) == set(fp.NAMES) - set(fp.INT8_NAMES)
-    for name, sha256 in V1_SHA256.items():
+def test_earlier_fingerprints_are_read_as_v3_without_what_they_lack_and_what_v3_dropped():
+    """v3 kept six of v1's networks and v2's int8 convolution byte for byte: a v1 or v2 fingerprint still
+    calibrates on those. The networks v3 dropped (depthwise, nasbench201, fbnet) are not v3's and are not
+    used; those v3 added are missing."""
+    v1 = fp.Fingerprint.from_dict(good(reference_set="edgeatlas.ref/v1",
+                                       latency_ms={n: 1.0 for n in fp.EARLIER["edgeatlas.ref/v1"]},
+                                       spread={"fbnet": 1.1, "gemm": 1.2}))
+    assert set(v1.latency_ms) == set(V1_SHA256) and v1.spread == {"gemm": 1.2}  # fbnet's dropped
+    v2 = fp.Fingerprint.from_dict(good(reference_set="edgeatlas.ref/v2",
+                                       latency_ms={n: 1.0 for n in fp.EARLIER["edgeatlas.ref/v2"]}))
+    assert set(v2.latency_ms) == set(V1_SHA256) | set(V2_SHA256)
+    assert v2.reference_set == "edgeatlas.ref/v2"  # what it was measured on, as the file says
+    assert set(fp.NAMES) - set(v2.latency_ms) == {"conv3x3_qdq", "depthwise_qdq", "attention_int8"}
+    for name, sha256 in {**V1_SHA256, **V2_SHA256, **V3_SHA256}.items():
         assert fp.reference_sha256(name) == sha256, name
+    assert set(fp.NAMES) == set(V1_SHA256) | set(V2_SHA256) | set(V3_SHA256)
+
+
+def test_each_int8_network_runs_on_the_integer_kernels_it_measures():
+    """As ONNX Runtime runs them (its QDQ pairs fused into QLinearConv, a quantization feeding one projection
+    into DynamicQuantizeMatMul), each int8 network's integer multiply-adds are of the kinds it measures, or
+    of kinds an earlier one measured: else `commands.int8_extras` would lay one kernel's cost on another."""
+    graphs = fp.reference_graphs("onnxruntime")
+    macs = graphs.int8_macs()
+    solved = set()
+    for name in fp.NAMES:
+        mine = {kind for kind, m in macs.items() if m[fp.NAMES.index(name)] > 0}
+        if name not in fp.INT8_NAMES:
+            assert not mine, name  # the float networks compute in float
+            continue
+        assert set(fp.INT8_KINDS[name]) <= mine and mine <= set(fp.INT8_KINDS[name]) | solved, (name, mine)
+        solved |= mine
 
 
 def _law(rng, k):
@@ -172,6 +203,26 @@ def test_interval_is_conformal_over_leave_one_out_and_falls_back_below_four_shot
     y = test_pred + rng.normal(0, 0.2, 2000)
     inside = np.abs(cal.apply(test_pred, test_share) - y) <= cal.half_width
     assert 0.6 < inside.mean() < 0.98
+
+
+@pytest.mark.parametrize("k", [6, 9, 10])
+def test_designed_shots_take_the_plain_quantile_of_their_leave_one_out_residuals(k):
+    """Drawn shots take the ⌈0.8·(K+1)⌉-th smallest leave-one-out residual (split-conformal); shots chosen
+    one per regime (a fingerprint's) the ⌈0.8·K⌉-th. With 6 of them the first rank is the largest residual:
+    the one shot that alone measured a regime, left out, which no query is missed by. With 9 both ranks
+    are the 8th."""
+    rng = np.random.default_rng(k)
+    pred = rng.uniform(-2, 4, k)
+    d = rng.normal(0, 0.05, k)
+    d[0] = 3.0  # the one shot nothing else resembles
+    drawn = fewshot.calibrate(pred, np.exp(pred + d), 7.0).half_width
+    designed = fewshot.calibrate(pred, np.exp(pred + d), 7.0, designed=True).half_width
+    if k == 9:
+        assert drawn == designed
+    else:
+        assert designed < drawn
+    if k == 6:
+        assert drawn > 2.0 > 1.5 > designed  # the outlier's own residual, and the next one
 
 
 def test_corrections_are_averaged_by_their_leave_one_out_errors():

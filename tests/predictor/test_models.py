@@ -483,66 +483,90 @@ def test_an_int8_network_is_read_as_float_said_and_widened_until_training_had_on
     slow = fp.Fingerprint(latency_ms={n: float(3 * v) for n, v in zip(floats, ref, strict=True)}, runtime="tflite",
                           threads=0)
     mean, lo, hi, zero, note = answer(predictor, twins, setting, slow)
-    cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting)))
+    cal = predictor.predict_calibrated(twins, predictor.calibration(fingerprint_shots(slow, setting), designed=True))
     assert mean.tolist() == pytest.approx(cal[0].tolist()) and "the interval spanning the GNN's answer ×3" in note
     assert lo[0] <= min(cal[1][0], learned[1][0] + np.log(3)) + 1e-9
     assert hi[0] >= max(cal[2][0], learned[2][0] + np.log(3)) - 1e-9
     assert lo[0] <= mean[0] <= hi[0] and (lo[1], hi[1]) == pytest.approx((cal[1][1], cal[2][1]))  # its float twin
 
 
-def test_an_int8_convolution_network_is_answered_from_the_fingerprints_own_int8_convolution(sample, tmp_path):
-    """ONNX Runtime's ConvInteger costs 6-10x a float Conv per multiply-add on an x86 CPU, which no float
-    reference network shows: the fingerprint's conv3x3_int8 measures it. A dense int8 CNN is answered the
-    calibrated answer plus the extra cost per multiply-add the reference showed, times its own; not
-    widened, its interval spanning the other layer shapes' range. A depthwise int8 CNN (another kernel),
-    a float network, and every network of a fingerprint without the reference are answered as before."""
+def test_int8_networks_are_answered_from_the_fingerprints_int8_networks_of_their_kinds(sample, tmp_path):
+    """No float reference network shows what a device's integer kernels cost: ConvInteger 6-10x a float
+    Conv per multiply-add on an x86 CPU, a depthwise QLinearConv several times a dense one. The
+    fingerprint's int8 networks measure it, one kind of kernel each, solved in order (depthwise_qdq's 1×1
+    convolutions are conv3x3_qdq's kind, taken off first). An int8 network of measured kinds is answered the
+    calibrated answer plus each kind's extra cost per multiply-add times its own, its interval spanning the
+    other layer shapes' range of it. A network with a depthwise kind nobody measured, a float network, and
+    every network of a fingerprint without the int8 networks are answered as before; an int8 network whose
+    twin was left out measures nothing."""
     import math
 
     import onnx
 
     from edgeatlas.predictor import fingerprint as fp
-    from edgeatlas.predictor.commands import (INT8_SHAPE_RANGE, answer, fingerprint_shots, int8_reference,
-                                              load_graph)
-    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.commands import (INT8_SHAPE_RANGE, answer, fingerprint_shots, int8_extras,
+                                              int8_references, load_graph)
+    from edgeatlas.predictor.data import GraphSet, SettingInfo
     from edgeatlas.predictor.datasets.zoo import build
 
-    archs = ("resnet:8-16:b1:s32:int8", "mobilenet:w0.25:s32:int8", "resnet:8-16:b1:s32")
+    archs = ("resnet:8-16:b1:s32:int8", "resnet:8-16:b1:s32:qdq", "mobilenet:w0.25:s32:qdq",
+             "mobilenet:w0.25:s32:int8", "resnet:8-16:b1:s32")
     for i, arch in enumerate(archs):
         onnx.save(build(arch), str(tmp_path / f"{i}.onnx"))
-    graphs = GraphSet.from_graphs([load_graph(str(tmp_path / f"{i}.onnx"), runtime="tflite")[0] for i in range(3)])
-    dense, total, depthwise = graphs.conv_integer_macs()
-    assert dense[0] > 0.9 * total[0] and depthwise.tolist() == [False, True, False] and total[2] == 0
-    setting = next(s for s in sample.settings if s.runtime == "tflite")
-    asked = Samples(graphs, [setting], np.arange(3), np.zeros(3, dtype=np.int64), np.ones(3))
+    graphs = GraphSet.from_graphs([load_graph(str(tmp_path / f"{i}.onnx"), runtime="onnxruntime")[0]
+                                   for i in range(len(archs))])
+    macs = graphs.int8_macs()
+    assert macs["depthwise 1>1"][2] > 0 and macs["depthwise 1>4"][3] > 0 and sum(macs.values())[4] == 0
+    cpu = next(st for st in sample.settings if st.target == "cpu")
+    setting = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
+    asked = Samples(graphs, [setting], np.arange(len(archs)), np.zeros(len(archs), dtype=np.int64), np.ones(len(archs)))
     predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
     floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]
-    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), runtime="tflite", threads=0)
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
     assert [floats[i] for i in fingerprint_shots(probe, setting).graph] == floats  # never a float shot
     gnn = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
     without = {n: float(3 * v) for n, v in zip(floats, gnn, strict=True)}
-    cal = predictor.calibration(fingerprint_shots(fp.Fingerprint(latency_ms=without, runtime="tflite"), setting))
-    reference = int8_reference(probe, setting)
-    ref_macs = reference.graphs.conv_integer_macs()[0][reference.graph[0]]
-    called = math.exp(predictor.predict_calibrated(reference, cal)[0][0])
+    cal = predictor.calibration(fingerprint_shots(fp.Fingerprint(latency_ms=without, threads=1), setting),
+                                designed=True)
+    refs = int8_references(probe, setting)
+    assert [refs.graphs.names[g] for g in refs.graph] == list(fp.INT8_NAMES)
+    called = np.exp(predictor.predict_calibrated(refs, cal)[0])
+    ref_macs = refs.graphs.int8_macs()
+    truth = {"conv 1>4": 40e-9, "conv 1>1": 2e-9, "depthwise 1>1": 30e-9, "matmul 1>4": 5e-9, "matmul 4>4": 5e-9}
+    took = {refs.graphs.names[g]: float(called[i] + sum(truth[k] * m[g] for k, m in ref_macs.items()))
+            for i, g in enumerate(refs.graph)}
+    device = fp.Fingerprint(latency_ms={**without, **took}, threads=1)
+    extras = int8_extras(predictor, device, setting, cal)
+    assert {k: v[0] for k, v in extras.items()} == pytest.approx(truth, rel=1e-6)
+    assert extras["depthwise 1>1"][1] == "depthwise_qdq" and extras["matmul 4>4"][1] == "attention_int8"
     c_mean, c_lo, c_hi = predictor.predict_calibrated(asked, cal)
-    old = answer(predictor, asked, setting, fp.Fingerprint(latency_ms=without, runtime="tflite", threads=0))
-    # the device's integer convolutions cost 10x what the calibrated GNN answered on the reference
-    slow = fp.Fingerprint(latency_ms={**without, "conv3x3_int8": 10 * called}, runtime="tflite", threads=0)
-    mean, lo, hi, _, note = answer(predictor, asked, setting, slow)
-    extra = 9 * called / ref_macs * dense[0]
-    assert mean[0] == pytest.approx(max(math.log(math.exp(c_mean[0]) + extra), predictor.floor(asked)[0]), abs=1e-6)
-    assert lo[0] == pytest.approx(min(math.log(math.exp(c_lo[0]) + INT8_SHAPE_RANGE[0] * extra), mean[0]), abs=1e-6)
-    assert hi[0] == pytest.approx(math.log(math.exp(c_hi[0]) + INT8_SHAPE_RANGE[1] * extra), abs=1e-6)  # not widened
-    assert mean[0] > c_mean[0] + 0.1 and abs(mean[0] - old[0][0]) > 0.1 and "int8 convolutions (ConvInteger)" in note
-    assert "other int8 networks: calibrated as float networks are" in note and "no int8 network in tflite" in note
-    for got, before in zip((mean, lo, hi), old[:3]):
-        assert got[1:].tolist() == pytest.approx(before[1:].tolist())
-    assert mean[2] == pytest.approx(c_mean[2])
-    # faster than the calibrated answer: every such network scaled down by as much
-    fast = fp.Fingerprint(latency_ms={**without, "conv3x3_int8": 0.5 * called}, runtime="tflite", threads=0)
+    old = answer(predictor, asked, setting, fp.Fingerprint(latency_ms=without, threads=1))
+    mean, lo, hi, _, note = answer(predictor, asked, setting, device)
+    for i in range(3):  # dynamic ResNet, QDQ ResNet, QDQ MobileNet: every kind measured
+        extra = sum(truth[k] * m[i] for k, m in macs.items() if k in truth)
+        assert mean[i] == pytest.approx(max(math.log(math.exp(c_mean[i]) + extra), predictor.floor(asked)[i]), abs=1e-6)
+        assert hi[i] == pytest.approx(math.log(math.exp(c_hi[i]) + INT8_SHAPE_RANGE[1] * extra), abs=1e-6)
+        assert lo[i] == pytest.approx(min(max(math.log(math.exp(c_lo[i]) + INT8_SHAPE_RANGE[0] * extra),
+                                              predictor.floor(asked)[i]), mean[i]), abs=1e-6)
+        assert mean[i] > c_mean[i] and mean[i] > old[0][i]
+    assert "depthwise 1>1: +30 ps per multiply-add (its depthwise_qdq)" in note
+    assert "other int8 networks: calibrated as float networks are" in note
+    for got, before in zip((mean, lo, hi), old[:3]):  # a depthwise ConvInteger (unmeasured), a float network
+        assert got[3:].tolist() == pytest.approx(before[3:].tolist())
+    assert mean[4] == pytest.approx(c_mean[4])
+    # depthwise_qdq left out: the QDQ MobileNet's depthwise kind is measured by nobody, the QDQ ResNet's is
+    part = answer(predictor, asked, setting, fp.Fingerprint(
+        latency_ms={k: v for k, v in device.latency_ms.items() if k != "depthwise_qdq"}, threads=1))
+    assert part[0][1] == pytest.approx(mean[1]) and part[0][2] == pytest.approx(old[0][2])
+    # conv3x3_qdq left out: depthwise_qdq holds a kind nobody measured and measures nothing itself
+    twinless = fp.Fingerprint(latency_ms={k: v for k, v in device.latency_ms.items() if k != "conv3x3_qdq"}, threads=1)
+    assert set(int8_extras(predictor, twinless, setting, cal)) == {"conv 1>4", "matmul 1>4", "matmul 4>4"}
+    # a device whose integer kernels beat the calibrated answer: never below the floor, the interval holds it
+    fast = fp.Fingerprint(latency_ms={**without, **{n: 0.2 * float(c) for n, c in zip(fp.INT8_NAMES, called)}},
+                          threads=1)
     mean, lo, hi, _, note = answer(predictor, asked, setting, fast)
-    assert mean[0] == pytest.approx(max(c_mean[0] + math.log(0.5), predictor.floor(asked)[0]), abs=1e-6)
-    assert lo[0] <= mean[0] <= hi[0] and "the calibrated answer ×0.5" in note
+    assert (mean[:3] < c_mean[:3]).all() and (mean >= predictor.floor(asked) - 1e-9).all()
+    assert (lo <= mean).all() and (mean <= hi).all() and np.isfinite(lo).all()
 
 
 def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
