@@ -25,6 +25,13 @@ if TYPE_CHECKING:
 
 PARAMS = RunParams(warmup_iterations=5, min_iterations=100, min_duration_s=0.5, max_duration_s=10.0)
 CPU = "CPUExecutionProvider"
+# A run whose p90 is this far above its p50 shared its core with something else (the demo's dashboard and
+# coordinator, another agent): it is run again, up to RERUNS times, and the steadiest run is kept. In the
+# demo here, one gemv run at p90/p50 1.35 (its mean ×1.37 a quiet run's) took the calibrated error over the
+# 8 models measured alone from 15 to 28 %; quiet runs here are within 1.1. On a device whose every run is
+# that spread, the set takes up to three times as long.
+NOISY_SPREAD = 1.2
+RERUNS = 2
 
 
 def setting_for(provider: str, threads: int) -> Setting:
@@ -48,19 +55,31 @@ def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) ->
     for name, path in paths.items():
         runner = make_runner(str(path), setting_for(provider, threads), None, ModelFacts())
         result = runner.run(PARAMS)
+        for _ in range(RERUNS):
+            if not result.valid or _spread(result) <= NOISY_SPREAD:
+                break
+            say(f"  {name:12s} ran unsteadily (p90/p50 {_spread(result):.2f}): again")
+            again = runner.run(PARAMS)
+            if again.valid and _spread(again) < _spread(result):
+                result = again
         if not result.valid and name in INT8_NAMES:  # it answers int8 networks only: the rest stands without it
             say(f"  {name:12s} left out ({result.invalid_reason}): int8 networks are answered from the others")
             continue
         if not result.valid:
             raise InvalidInput(f"reference network {name}: {result.invalid_reason}")
         latency[name] = float(f"{result.stats.mean_ms:.6g}")
-        spread[name] = float(f"{result.stats.p90_ms / max(result.stats.p50_ms, 1e-9):.4g}")
+        spread[name] = float(f"{_spread(result):.4g}")
         ran = result.setting
         say(f"  {name:12s} {result.stats.mean_ms:9.3f} ms  ({result.stats.iterations} iterations)")
     say(f"measured {REFERENCE_SET} in {time.monotonic() - start:.0f} s")
     return Fingerprint(latency_ms=latency, runtime="onnxruntime", runtime_version=ran.runtime_version,
                        execution_provider=ran.execution_provider, threads=threads, batch=1, target=ran.target,
                        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), spread=spread)
+
+
+def _spread(result) -> float:
+    """p90 / p50 of a run's iterations."""
+    return result.stats.p90_ms / max(result.stats.p50_ms, 1e-9)
 
 
 def time_alone(model_path: Path, threads: int, request=None, provider: str = CPU) -> float:

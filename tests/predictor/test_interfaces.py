@@ -369,6 +369,45 @@ def test_the_agent_measures_its_fingerprint_and_predicts_with_it(checkpoint, zoo
     one_line_error(run_cli("agent", "fingerprint", "--state-dir", str(state), "--threads", "-2", env=env), "threads")
 
 
+def test_a_reference_network_that_ran_unsteadily_is_run_again_and_its_steadiest_run_kept(tmp_path, monkeypatch):
+    """Something else on the core (the demo's dashboard, another agent) spreads a run's iterations: one
+    whose p90/p50 is over NOISY_SPREAD is run again, up to RERUNS times, the steadiest run kept and said.
+    A network that stays unsteady keeps its steadiest run; a steady one is run once."""
+    from dataclasses import replace
+
+    from edgeatlas.agent import runners
+    from edgeatlas.console import fingerprints
+    from edgeatlas.predictor import fingerprint as fp
+
+    real, calls = runners.make_runner, {}
+    disturbed = {"gemv": 1, "overhead": 99}  # unsteady runs each gives before it runs steadily
+
+    def shared(path, *args, **kwargs):
+        runner = real(path, *args, **kwargs)
+        name, run = Path(path).stem.removeprefix("ref-"), runner.run
+
+        def maybe_disturbed(params):
+            result = run(params)
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] > disturbed.get(name, 0):  # steady, whatever else shares this machine
+                return replace(result, stats=replace(result.stats, p90_ms=1.01 * result.stats.p50_ms))
+            late = 1.5 + calls[name]  # each try a little worse: the first is the steadiest
+            return replace(result, stats=replace(result.stats, p90_ms=late * result.stats.p50_ms,
+                                                 mean_ms=3 * result.stats.mean_ms))
+
+        runner.run = maybe_disturbed
+        return runner
+
+    monkeypatch.setattr(runners, "make_runner", shared)
+    said = []
+    got = fingerprints.measure(tmp_path, 1, fingerprints.CPU, say=said.append)
+    assert calls["gemv"] == 2 and calls["overhead"] == 1 + fingerprints.RERUNS and calls["gemm"] == 1
+    assert got.spread["gemv"] == pytest.approx(1.01, rel=1e-3)  # the steady second run
+    assert got.spread["overhead"] == pytest.approx(2.5, rel=1e-3)  # never steady: the steadiest of three
+    assert sum("gemv" in line and "again" in line for line in said) == 1
+    assert set(got.latency_ms) == set(fp.NAMES)
+
+
 def test_a_fingerprint_whose_int8_convolution_breaks_its_rules_is_kept_without_it(tmp_path, monkeypatch):
     """conv3x3_int8 answers int8 networks only: on a device too slow to run it 100 times within the rules,
     the fingerprint is kept without it and says so; a float network that breaks them still fails it."""
