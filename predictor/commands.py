@@ -287,7 +287,7 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
     calibrated answer was the nearer on every such network timed here (a MatMulInteger BERT-mini and
     QLinearConv ResNet-18 and MobileNetV2, on three checkpoints: ×0.48-0.84 of the measured time where the
     offset's was ×0.45-1.28, against ×0.67-0.85 for their float twins); measured, the same three networks
-    were answered at ×0.84-0.97 (three checkpoints, one timing), against ×0.65-0.82 calibrated as float."""
+    were answered at ×0.76-0.97 (three checkpoints, two timings), against ×0.55-0.82 calibrated as float."""
     floor = predictor.floor(samples)
     offset = float(np.mean(np.log(shots.latency_ms) - predictor.predict(shots, "gnn")[0]))
     (_, z_lo, z_hi), (c_mean, c_lo, c_hi) = zero, tuned
