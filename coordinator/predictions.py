@@ -84,8 +84,8 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
 
 
 def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", runtime: str = ""):
-    """The operator graph of a model at its input spec's shapes, with the tensor shapes its summary
-    observed (console/models.prepare) where static inference could not tell; for a query in a runtime, as
+    """The operator graph of a model at its input spec's shapes, with the tensor shapes and If branches
+    its summary observed (console/models.prepare) where static inference could not tell; for a query in a runtime, as
     that runtime runs the graph (predictor.graph.runtime_graph)."""
     import json
 
@@ -102,8 +102,10 @@ def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", 
         summary = json.loads(summary_json or "{}")
     except json.JSONDecodeError:
         summary = {}
-    shapes = summary.get("shapes") if isinstance(summary, dict) else None
-    return runtime_graph(proto, runtime, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None)
+    shapes, branches = (summary.get(key) if isinstance(summary, dict) else None for key in ("shapes", "branches"))
+    branches = {k: v for k, v in branches.items() if isinstance(v, bool)} if isinstance(branches, dict) else None
+    return runtime_graph(proto, runtime, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None,
+                         branches=branches)
 
 
 class Graphs:

@@ -138,6 +138,8 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
                     "parameters": g.params, "predictor": "gnn", **extra})
         if fingerprint is not None:
             out[-1]["zero_shot_latency_ms"] = _r(zero_shot[i])
+        if g.uncounted:  # a Loop's body, an operator the counter does not know: their work is not in the answer
+            out[-1]["uncounted"] = dict(g.uncounted)
         accuracy = _accuracy_tag(protos[i], m) if protos[i] is not None else None
         if accuracy is not None:
             out[-1]["accuracy"] = accuracy

@@ -79,6 +79,7 @@ class OpGraph:
     macs: float = 0.0  # multiply-accumulates of the linear ops (biases not counted)
     uncounted: dict = field(default_factory=dict)  # op → nodes whose FLOPs are not known (counted as 0)
     observed: dict = field(default_factory=dict)  # tensor → shape seen in a run where inference could not tell
+    branches: dict = field(default_factory=dict)  # If's first output → whether its then-branch was featurized
     # bytes per element of each node's first input and first output (None: FLOAT_WIDTH everywhere): an int8
     # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
     in_width: np.ndarray | None = None
@@ -187,28 +188,108 @@ def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
     return optimized
 
 
-def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
-                  shapes: dict | None = None, feeds: dict | None = None) -> OpGraph:
-    """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
-    extended optimizations run, fusions included (a convolution with its activation as FusedConv,
-    MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
-    kernel is one node, and its intermediate tensors move no bytes. An int8 transformer's MatMuls run
-    fused and 2x faster than in float, its convolutions do not (`integer_kernel`). Shape inference does
-    not know ONNX Runtime's own operators, so tensor shapes are read by name from the basic view, whose
-    operators are standard and which the fusions keep the tensor names of. Other runtimes, or where ONNX
-    Runtime cannot load the graph: the graph as given (`as_runtime_runs`)."""
-    basic = as_runtime_runs(model, runtime)
-    fused = _ort_view(basic, "extended") if basic is not model else None
-    if fused is None:
-        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds)
-    known, _ = _tensor_shapes(basic, specs, name, shapes, feeds)
-    return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known)
+MAX_BRANCH_DEPTH = 32  # If nodes nested deeper than this are left as they are (and their work not counted)
 
 
-def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
-    """The shapes of `missing` tensors in one unoptimised CPU run at `feeds`: where static inference stops
-    (contrib operators, shapes computed from data), the runtime knows. Empty when onnxruntime is absent or
-    the run fails (those tensors then stay unknown and their ops are named as not counted)."""
+def inline_branches(model: onnx.ModelProto, feeds: dict | None = None,
+                    taken: dict | None = None) -> tuple[onnx.ModelProto, dict[str, bool]]:
+    """(the model with each If node replaced by the branch it runs, {If's first output: then-branch taken}).
+
+    An If's work is in its branches, which the graph it sits in does not show: a model exported with
+    control flow (Silero VAD's whole network sits in one If on the sample rate) was featurized as the few
+    nodes around it and answered a hundredth of its time. Which branch runs: `taken` where it says (the
+    choices a registration run observed), else the condition where it is a constant, else the condition
+    one unoptimised run at `feeds` computed, else the branch with more multiply-add operators (the costlier
+    path: an answer for the work the model can do). The branch's nodes and constants join the graph and
+    an Identity gives each branch output the If's output name (ONNX Runtime's basic optimizations remove
+    it). Nested Ifs come up a level per pass. A branch whose names collide with the graph's is left."""
+    taken = dict(taken or {})
+    if not any(node.op_type == "If" for node in model.graph.node):
+        return model, taken
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for _ in range(MAX_BRANCH_DEPTH):
+        ifs = [node for node in out.graph.node if node.op_type == "If" and node.output]
+        if not ifs:
+            break
+        constants = _constant_conditions(out.graph)
+        for node in ifs:
+            if node.output[0] not in taken and node.input[0] in constants:
+                taken[node.output[0]] = constants[node.input[0]]
+        open_ = [node for node in ifs if node.output[0] not in taken]
+        if open_ and feeds is not None:
+            taken.update(_observed_conditions(out, open_, feeds))
+        names = {t for node in out.graph.node for t in list(node.input) + list(node.output)} | \
+            {t.name for t in out.graph.initializer} | {i.name for i in out.graph.input}
+        nodes, inlined = [], False
+        for node in out.graph.node:
+            branch = _branch(node, taken) if node.op_type == "If" and node.output else None
+            if branch is None or _collides(branch, names):
+                nodes.append(node)
+                continue
+            taken.setdefault(node.output[0], branch is _attr_graph(node, "then_branch"))
+            nodes += list(branch.node)
+            nodes += [onnx.helper.make_node("Identity", [b.name], [y], name=f"{y}/branch")
+                      for b, y in zip(branch.output, node.output) if y]
+            out.graph.initializer.extend(branch.initializer)
+            out.graph.value_info.extend(branch.value_info)
+            inlined = True
+        if not inlined:
+            break
+        del out.graph.node[:]
+        out.graph.node.extend(nodes)
+    return out, taken
+
+
+def _attr_graph(node: onnx.NodeProto, name: str):
+    return next((a.g for a in node.attribute if a.name == name and a.HasField("g")), None)
+
+
+def _branch(node: onnx.NodeProto, taken: dict):
+    """The branch graph an If runs (`inline_branches`' order of evidence), or None if it has none."""
+    then, other = _attr_graph(node, "then_branch"), _attr_graph(node, "else_branch")
+    if then is None or other is None:
+        return None
+    if node.output[0] in taken:
+        return then if taken[node.output[0]] else other
+
+    def weight(g) -> tuple[int, int]:
+        ops = [n.op_type for n in onnx_model.nodes(g)]
+        return sum(op in _MAC_NAMES for op in ops), len(ops)
+    return then if weight(then) >= weight(other) else other
+
+
+def _collides(branch, names: set) -> bool:
+    """Whether a branch defines a name the graph already has (ONNX asks for unique names across
+    scopes, but not every exporter keeps to it): inlined, it would rewire the graph."""
+    defined = {o for n in onnx_model.nodes(branch) for o in n.output} | {t.name for t in branch.initializer}
+    return bool(defined & names)
+
+
+def _constant_conditions(graph) -> dict[str, bool]:
+    """{tensor: value} of the single-element boolean constants (initializers and Constant nodes)."""
+    from onnx import numpy_helper
+
+    named = [(t.name, t) for t in graph.initializer]
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            named += [(node.output[0], a.t) for a in node.attribute if a.name == "value" and a.HasField("t")]
+    return {name: bool(numpy_helper.to_array(t).reshape(-1)[0]) for name, t in named
+            if t.data_type == onnx.TensorProto.BOOL and math.prod(t.dims) == 1}
+
+
+def _observed_conditions(model: onnx.ModelProto, ifs: list, feeds: dict) -> dict[str, bool]:
+    """{If's first output: its condition's value} in one unoptimised CPU run at `feeds` (empty where
+    onnxruntime is absent or the run fails)."""
+    conds = list(dict.fromkeys(node.input[0] for node in ifs))
+    values = _run_for(model, conds, feeds)
+    return {node.output[0]: bool(np.asarray(values[node.input[0]]).reshape(-1)[0])
+            for node in ifs if node.input[0] in values and np.asarray(values[node.input[0]]).size == 1}
+
+
+def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict) -> dict:
+    """{tensor: value} of `tensors` in one unoptimised CPU run at `feeds`; empty where onnxruntime is
+    absent or the run fails."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -216,7 +297,7 @@ def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     have = {o.name for o in probe.graph.output}
-    for name in missing:
+    for name in tensors:
         if name not in have:
             probe.graph.output.append(onnx.ValueInfoProto(name=name))
     options = ort.SessionOptions()
@@ -224,26 +305,54 @@ def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> 
     options.log_severity_level = 4
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        values = session.run(missing, feeds)
+        return dict(zip(tensors, session.run(tensors, feeds)))
     except Exception:
         return {}
-    return {name: list(np.shape(v)) for name, v in zip(missing, values)}
+
+
+def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
+                  shapes: dict | None = None, feeds: dict | None = None, branches: dict | None = None) -> OpGraph:
+    """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
+    extended optimizations run, fusions included (a convolution with its activation as FusedConv,
+    MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
+    kernel is one node, and its intermediate tensors move no bytes. An int8 transformer's MatMuls run
+    fused and 2x faster than in float, its convolutions do not (`integer_kernel`). Shape inference does
+    not know ONNX Runtime's own operators, so tensor shapes are read by name from the basic view, whose
+    operators are standard and which the fusions keep the tensor names of. Other runtimes, or where ONNX
+    Runtime cannot load the graph: the graph as given (`as_runtime_runs`). An If runs one of its branches,
+    and that branch is what is featurized (`inline_branches`; `branches`: the choices observed before)."""
+    model, taken = inline_branches(model, feeds, branches)
+    basic = as_runtime_runs(model, runtime)
+    fused = _ort_view(basic, "extended") if basic is not model else None
+    if fused is None:
+        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken)
+    known, _ = _tensor_shapes(basic, specs, name, shapes, feeds)
+    return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known, branches=taken)
+
+
+def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
+    """The shapes of `missing` tensors in one unoptimised CPU run at `feeds`: where static inference stops
+    (contrib operators, shapes computed from data), the runtime knows. Empty when onnxruntime is absent or
+    the run fails (those tensors then stay unknown and their ops are named as not counted)."""
+    return {name: list(np.shape(v)) for name, v in _run_for(model, missing, feeds).items()}
 
 
 def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None,
-                 feeds: dict | None = None) -> dict:
+                 feeds: dict | None = None, branches: dict | None = None) -> dict:
     """A model reference's summary at the spec's shapes, batch 1: parameters (initializers and Constant
     nodes), multiply-accumulates of the linear ops (Conv, MatMul, Gemm, their integer and quantised forms,
     recurrent cells, Einsum, Attention), FLOPs of every op counted (2 per MAC), the ops not counted, the
     precision of the weights, the op histogram and the opset; with `feeds`, the shapes a run observed where
     inference could not tell (`shapes`, for a featurizer that does not run models: the coordinator's)."""
-    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds)
+    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds, branches=branches)
     summary = {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
                "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
                "ops": dict(Counter(graph.ops).most_common()),
                "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
     if graph.observed:
         summary["shapes"] = graph.observed
+    if graph.branches:
+        summary["branches"] = graph.branches
     return summary
 
 
@@ -285,11 +394,14 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
 
 
 def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
-              feeds: dict | None = None, known: dict | None = None) -> OpGraph:
+              feeds: dict | None = None, known: dict | None = None, branches: dict | None = None) -> OpGraph:
     """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
     are set to 1. Where inference cannot tell a tensor's shape, `known` (another view of the same graph,
     `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
-    (`observed_shapes`; kept in `OpGraph.observed`)."""
+    (`observed_shapes`; kept in `OpGraph.observed`). An If is featurized as the branch it runs
+    (`inline_branches`; the choices kept in `OpGraph.branches`)."""
+    params = onnx_model.parameters(model.graph)  # the file's, every branch's weights included
+    model, taken = inline_branches(model, feeds, branches)
     graph = model.graph
     if not graph.node:
         raise InvalidInput(f"model {name or graph.name}: the ONNX graph has no operators")
@@ -340,13 +452,12 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
             arrays["act"][i] = act_in + act_out
-    params = onnx_model.parameters(graph)
     return OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
-                   uncounted=dict(uncounted.most_common()), observed=ran, in_width=arrays["in_width"],
+                   uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"])
 
 
@@ -425,6 +536,7 @@ _MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "Ma
                   "FusedMatMul": (0, 1), "FusedGemm": (0, 1)}
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 _ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+_MAC_NAMES = frozenset(_CONV_WEIGHT) | frozenset(_MATMUL_INPUTS) | frozenset(_RECURRENT) | frozenset(_ATTENTION)
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
 _NO_ARITHMETIC = frozenset({
     "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "GatherND", "ScatterND", "ScatterElements",

@@ -154,6 +154,9 @@ def answer_lines(answers: list[dict]) -> list[str]:
                      f"{a['latency_ms_high']:.4g}) on {a['spec']} {a['target']}; roofline "
                      f"{a['roofline_latency_ms']:.3g} ms, tabular {a['tabular_latency_ms']:.4g} ms"
                      + (f"; zero-shot {a['zero_shot_latency_ms']:.4g} ms" if "zero_shot_latency_ms" in a else ""))
+        if a.get("uncounted"):
+            lines.append(f"  (FLOPs not counted for {', '.join(f'{op} ×{n}' for op, n in a['uncounted'].items())}: "
+                         f"their work is not in this answer, which can be too fast)")
     for key in ("fingerprint", "runtime_note"):
         if answers and key in answers[0]:
             lines.append(f"  ({'calibrated: ' if key == 'fingerprint' else ''}{answers[0][key]})")

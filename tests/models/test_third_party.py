@@ -14,10 +14,10 @@ from tests.conftest import run_cli
 from tests.models.third_party import MODELS, fetch
 
 FEW = RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.05)
-# What each model's package feeds it with, and what its graph is: precision, ops left uncounted (those in
-# If branches: their cost depends on which branch runs).
+# What each model's package feeds it with, and what its graph is: precision, ops left uncounted (none: an
+# If is counted as the branch the inputs take).
 EXPECTED = {"ch-pp-ocrv4-det-infer": ("fp32", {}), "ch-pp-ocrv4-rec-infer": ("fp32", {}),
-            "ch-ppocr-mobile-v2-0-cls-infer": ("fp32", {}), "silero-vad": ("fp32", {"If": 1}),
+            "ch-ppocr-mobile-v2-0-cls-infer": ("fp32", {}), "silero-vad": ("fp32", {}),
             "rawi-int8": ("int8", {}), "bilstm-int8": ("int8", {})}
 
 
@@ -72,6 +72,26 @@ def test_an_agent_runs_it_at_exactly_those_inputs_and_its_outputs_match(name, pr
     result = runner.run(FEW)
     assert result.fidelity.checked and result.fidelity.passed, result.fidelity.detail
     assert result.setting.precision == EXPECTED[name][0] and result.setting.batch == batch
+
+
+def test_the_vads_network_is_counted_from_the_branch_its_sample_rate_takes(prepared):
+    """Silero VAD's whole network sits in one If on `sr`: summarised as the nodes around it, it had no
+    FLOPs. At 16 kHz the branch whose STFT has 258 filters runs; at 8 kHz, the one with 130."""
+    import onnx
+
+    from edgeatlas.coordinator.predictions import graph_of
+
+    p = prepared["silero-vad"]
+    assert p.summary["branches"] and all(isinstance(v, bool) for v in p.summary["branches"].values())
+    assert p.summary["ops"].get("LSTM") == 1 and "If" not in p.summary["ops"]
+    flags = [f.replace("sr=fixed:16000", "sr=fixed:8000").replace("x512", "x256")  # 8 kHz: 256-sample windows
+             for f in MODELS["silero-vad"].flags]
+    slow = prepare(fetch("silero-vad"), "vad8k", request_from_argv(flags))
+    assert slow.summary["branches"] != p.summary["branches"] and slow.summary["flops"] < 0.7 * p.summary["flops"]
+    assert slow.summary["parameters"] == p.summary["parameters"]  # the file's weights: both branches'
+    # the coordinator runs no model: it takes the branches the registration observed
+    g = graph_of(onnx.load(str(fetch("silero-vad"))), "vad", p.inputs_json, summary_json(p), "onnxruntime")
+    assert "If" not in g.ops and g.branches == p.summary["branches"]
 
 
 def test_the_vad_feeds_its_state_back(prepared, tmp_path):

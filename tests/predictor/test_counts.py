@@ -229,3 +229,67 @@ def test_onnx_runtimes_fused_kernels_are_one_node_each_with_the_shapes_of_what_t
     assert fused.ops.count("DynamicQuantizeMatMul") == 2 and "MatMulInteger" not in fused.ops
     assert fused.macs == basic.macs == 64 * 32 + 32 * 10 and fused.uncounted == {} and fused.shapes_known == 1
     assert fused.nodes < basic.nodes / 2 and fused.node_features()[:, -1].sum() == 2  # both integer kernels
+
+
+def _if_model(cond_nodes, cond_inputs, then_depth=3, nested=False, clash=False):
+    """x [1, 64] → If(cond): then a chain of `then_depth` 64×64 MatMuls (with an If inside when `nested`),
+    else one Add; cond from `cond_nodes` over `cond_inputs`."""
+    chain = [helper.make_node("MatMul", [f"t{i}" if i else "x", f"w{i}"], [f"t{i + 1}"]) for i in range(then_depth)]
+    weights = [tensor(f"w{i}", (64, 64), seed=i) for i in range(then_depth)]
+    out = f"t{then_depth}"
+    if nested:  # an If inside the branch, on a constant: its then side adds one more MatMul
+        inner_then = helper.make_graph([helper.make_node("MatMul", [out, "w0"], ["deep"])], "inner_then", [],
+                                       [info("deep", [1, 64])])
+        inner_else = helper.make_graph([helper.make_node("Relu", [out], ["shallow"])], "inner_else", [],
+                                       [info("shallow", [1, 64])])
+        chain += [helper.make_node("Constant", [], ["yes"], value=numpy_helper.from_array(np.array(True))),
+                  helper.make_node("If", ["yes"], ["t_in"], then_branch=inner_then, else_branch=inner_else)]
+        out = "t_in"
+    then = helper.make_graph(chain, "then", [], [info(out, [1, 64])], weights)
+    other = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y" if clash else "e"])], "else", [],
+                              [info("y" if clash else "e", [1, 64])])
+    nodes = cond_nodes + [helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)]
+    return model(nodes, [info("x", [1, 64])] + cond_inputs, [info("y", [1, 64])])
+
+
+SAMPLE_RATE_IF = ([helper.make_node("Constant", [], ["sixteen_k"],
+                                    value=numpy_helper.from_array(np.array(16000, np.int64))),
+                   helper.make_node("Equal", ["sr", "sixteen_k"], ["cond"])],
+                  [info("sr", [], TensorProto.INT64)])
+
+
+def test_an_if_is_featurized_as_the_branch_a_run_at_the_inputs_takes():
+    """Silero VAD's network sits in one If on its sample-rate input: featurized as the few nodes around
+    it, it was answered a hundredth of its time. The branch the inputs take is what is counted."""
+    from edgeatlas.predictor.graph import runtime_graph
+
+    m = _if_model(*SAMPLE_RATE_IF)
+    x = np.zeros((1, 64), np.float32)
+    for sr, macs in ((16000, 3 * 64 * 64), (8000, 0)):
+        feeds = {"x": x, "sr": np.array(sr, np.int64)}
+        for g in (from_onnx(m, feeds=feeds), runtime_graph(m, "onnxruntime", feeds=feeds)):
+            assert g.macs == macs and "If" not in g.ops
+            assert g.branches == {"y": sr == 16000}
+    # no run to go by: the costlier branch, said in `branches` as well
+    assert from_onnx(m).macs == 3 * 64 * 64 and from_onnx(m).branches == {"y": True}
+
+
+def test_a_constant_condition_and_choices_observed_before_decide_the_branch():
+    """The coordinator runs no model: the branches a registration run observed (the summary's
+    `branches`) are taken as they were, and a constant condition needs no run."""
+    constant = ([helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(False)))], [])
+    assert from_onnx(_if_model(*constant)).macs == 0  # the cheap branch, because the constant says so
+    m = _if_model(*SAMPLE_RATE_IF)
+    summary = onnx_summary(m, feeds={"x": np.zeros((1, 64), np.float32), "sr": np.array(8000, np.int64)})
+    assert summary["branches"] == {"y": False} and summary["macs"] == 0
+    assert from_onnx(m, branches=summary["branches"]).macs == 0
+
+
+def test_nested_ifs_come_up_a_level_at_a_time_and_a_clashing_branch_is_left():
+    nested = _if_model(*SAMPLE_RATE_IF, nested=True)
+    g = from_onnx(nested, feeds={"x": np.zeros((1, 64), np.float32), "sr": np.array(16000, np.int64)})
+    assert "If" not in g.ops and g.macs == 4 * 64 * 64 and g.branches == {"y": True, "t_in": True}
+    # an else branch that redefines the graph's own output name would rewire it: left as an If
+    clash = _if_model(*SAMPLE_RATE_IF, clash=True)
+    g = from_onnx(clash, branches={"y": False})
+    assert "If" in g.ops and g.macs == 0

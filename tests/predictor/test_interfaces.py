@@ -274,6 +274,37 @@ accelerator: {kind: asic, name: KWS-1, int8_tops: 0.00005, memory_gb: 0.000064, 
 """
 
 
+def test_an_answer_names_the_operators_whose_work_it_does_not_count(checkpoint, env, tmp_path):
+    """A Loop's body runs as many times as the data says: its work is not counted, and the answer says so
+    rather than passing a fraction of the model's time off as all of it. An If is counted as its branch."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")
+    body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+                              helper.make_node("MatMul", ["h_in", "w"], ["h_out"])], "body",
+                             [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                              helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 64])],
+                             [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [1, 64])])
+    nodes = [helper.make_node("Constant", [], ["n"], value=numpy_helper.from_array(np.array(8, np.int64))),
+             helper.make_node("Constant", [], ["go"], value=numpy_helper.from_array(np.array(True))),
+             helper.make_node("Loop", ["n", "go", "x"], ["y"], body=body)]
+    graph = helper.make_graph(nodes, "looped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    save(model, tmp_path / "looped.onnx")
+    args = ("predict", "--checkpoint", str(checkpoint), "--spec", str(NB201 / "specs" / "pixel_3.yaml"),
+            "--model", str(tmp_path / "looped.onnx"))
+    proc = run_cli(*args, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["uncounted"] == {"Loop": 1}
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0 and "FLOPs not counted for Loop ×1" in proc.stdout, proc.stderr
+
+
 def test_fpga_and_asic_sheets_with_kilobytes_of_memory_are_predicted(checkpoint, zoo, env, tmp_path):
     for text, target in ((FPGA, "fpga"), (ASIC, "asic")):
         sheet = tmp_path / f"{target}.yaml"
