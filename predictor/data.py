@@ -20,8 +20,9 @@ from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
 # 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions; 4: a tensor after an
-# operator shape inference does not know has its producer's element type; 5: each node's element widths
-FEATURIZER_VERSION = "5"
+# operator shape inference does not know has its producer's element type; 5: each node's element widths;
+# 6: each node's matrix-product columns (`GraphSet.lanes`), and an If counted as the branch it runs
+FEATURIZER_VERSION = "6"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -40,6 +41,7 @@ class GraphSet:
     node_ptr: np.ndarray  # [G + 1]
     edge_ptr: np.ndarray  # [G + 1]
     summary: np.ndarray  # [G, len(SUMMARY)]
+    lanes: np.ndarray | None = None  # [N] output columns of each node's matrix product (`graph.gemm_columns`)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -57,7 +59,8 @@ class GraphSet:
                    weight_bytes=np.concatenate([g.weight_bytes for g in graphs]),
                    edges=np.concatenate([g.edges for g in graphs], axis=1),
                    node_ptr=node_ptr, edge_ptr=edge_ptr,
-                   summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32))
+                   summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32),
+                   lanes=np.concatenate([np.zeros(g.nodes) if g.lanes is None else g.lanes for g in graphs]))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -107,7 +110,8 @@ class GraphSet:
         np.savez_compressed(tmp, names=np.array(self.names), x=self.x, flops=self.flops.astype(np.float32),
                             act_bytes=self.act_bytes.astype(np.float32),
                             weight_bytes=self.weight_bytes.astype(np.float32), edges=self.edges.astype(np.int32),
-                            node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary)
+                            node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary,
+                            **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}))
         os.replace(tmp, path)
 
     @classmethod
@@ -116,7 +120,8 @@ class GraphSet:
             return cls(names=[str(n) for n in z["names"]], x=z["x"], flops=z["flops"].astype(np.float64),
                        act_bytes=z["act_bytes"].astype(np.float64),
                        weight_bytes=z["weight_bytes"].astype(np.float64), edges=z["edges"].astype(np.int64),
-                       node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"])
+                       node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"],
+                       lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -126,7 +131,8 @@ class GraphSet:
         return GraphSet(names=[self.names[i] for i in index], x=self.x[n_idx], flops=self.flops[n_idx],
                         act_bytes=self.act_bytes[n_idx], weight_bytes=self.weight_bytes[n_idx],
                         edges=self.edges[:, e_idx], node_ptr=np.cumsum([0] + [len(n) for n in nodes]),
-                        edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)])
+                        edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)],
+                        lanes=None if self.lanes is None else self.lanes[n_idx])
 
 
 @dataclass
@@ -319,4 +325,6 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     act_bytes=np.concatenate([s.act_bytes for s in sets]),
                     weight_bytes=np.concatenate([s.weight_bytes for s in sets]),
                     edges=np.concatenate([s.edges for s in sets], axis=1), node_ptr=np.concatenate(node_ptr),
-                    edge_ptr=np.concatenate(edge_ptr), summary=np.concatenate([s.summary for s in sets]))
+                    edge_ptr=np.concatenate(edge_ptr), summary=np.concatenate([s.summary for s in sets]),
+                    lanes=None if all(s.lanes is None for s in sets) else
+                    np.concatenate([np.zeros(len(s.flops)) if s.lanes is None else s.lanes for s in sets]))

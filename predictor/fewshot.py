@@ -11,7 +11,8 @@ for: the reference networks of a fingerprint (`fingerprint.py`), or K networks o
   call) and work terms of its answer (F + W = the zero-shot answer). A runtime with a tenth of the
   training runtimes' per-operator cost is θ₁ = 0.1; a core twice as fast at the work, θ₂ = 0.5.
 - `physical`: t = θ₁·C + θ₂·M + θ₃·n, θ ≥ 0, with C and M the network's compute and memory times at
-  the sheet's peaks (summed over operators) and n its operator count: the device's efficiency at each
+  the sheet's peaks (summed over operators; a matrix product narrower than the vector lanes at the share
+  of them it keeps busy, `models.lane_use`) and n its operator count: the device's efficiency at each
   and its cost per operator, measured. It needs no model at all, so it holds where the training data
   never saw the runtime (nn-Meter's and NeuSight's split of a network's time, fitted on the device
   instead of profiled per kernel).

@@ -84,6 +84,9 @@ class OpGraph:
     # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
     in_width: np.ndarray | None = None
     out_width: np.ndarray | None = None
+    # the output columns of the matrix product each node runs as (0: none; `gemm_columns`): where they are
+    # fewer than a vector's lanes, or not a multiple of them, part of each vector instruction is wasted
+    lanes: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -420,7 +423,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width")}
+                                       "in_width", "out_width", "lanes")}
     edges: list[tuple[int, int]] = []
     known = 0
     ops = []
@@ -445,6 +448,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         arrays["flops"][i], arrays["macs"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
+        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None)
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
                 if tensors and tensors[0] else FLOAT_WIDTH
@@ -458,7 +462,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
-                   out_width=arrays["out_width"])
+                   out_width=arrays["out_width"], lanes=arrays["lanes"])
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
@@ -569,6 +573,20 @@ _CATEGORY.update({op: "activation" for op in ("FastGelu", "BiasGelu", "QuickGelu
 _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation", "QLinearConcat": "copy",
                   "QLinearAveragePool": "pool"})
 _FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
+
+
+def gemm_columns(op: str, category: str, out: list | None) -> float:
+    """The output columns of the matrix product a node runs as, which a CPU's GEMM kernel spreads over a
+    vector's lanes (0: it runs as none, or its shape is not known). A convolution is im2col then filters ×
+    positions (ONNX Runtime's MLAS, per image): its output positions; a MatMul or Gemm: its last dimension.
+    A depthwise convolution has a kernel of its own, and a transposed one scatters its product: 0."""
+    if not out or any(not isinstance(d, int) or d <= 0 for d in out):
+        return 0.0
+    if op in _MATMUL_INPUTS:
+        return float(out[-1])
+    if op in _CONV_WEIGHT and op != "ConvTranspose" and category != "conv_dw" and len(out) >= 3:
+        return float(math.prod(out[2:]))
+    return 0.0
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:

@@ -82,6 +82,7 @@ class Processor:
     values: dict[str, float]  # NUMERIC name → value (NaN = missing)
     flags: dict[str, float]  # CATEGORICAL name → 0/1
     int8_peak: float = math.nan  # int8 ops/s: the sheet's int8_tops, else INT8_PER_FP32 × peak_flops
+    lanes: int = 1  # FP32 lanes of a CPU's vector unit (the sheet's simd); 1: not a CPU, or not told
 
 
 def core_key(name: str) -> str:
@@ -128,8 +129,10 @@ def processor(spec: SpecSheet, target: str = "cpu", batch: int = 1, threads: int
     values["log_peak_gflops"] = _log(peak / 1e9)
     values["log_bandwidth_gbs"] = _log(bandwidth / 1e9)
     values["log_ridge"] = _log(peak / bandwidth) if peak > 0 and bandwidth > 0 else math.nan
+    cpu = spec.get("cpu") if target == "cpu" else None
+    lanes = SIMD_LANES.get(str(cpu.get("simd") or "").lower(), 1) if isinstance(cpu, dict) else 1
     return Processor(target=target, peak_flops=peak, bandwidth=bandwidth, values=values, flags=flags,
-                     int8_peak=max(int8, peak) if peak > 0 else int8)
+                     int8_peak=max(int8, peak) if peak > 0 else int8, lanes=lanes)
 
 
 def _cpu(spec: SpecSheet, threads: int, values: dict, flags: dict) -> tuple[float, float]:

@@ -166,3 +166,54 @@ def test_int8_multiply_adds_are_timed_at_the_int8_peak_everywhere_a_peak_is_read
 def test_node_features_are_finite_and_one_hot():
     x = from_onnx(conv_net()).node_features()
     assert np.isfinite(x).all() and (x[:, :len(CATEGORIES)].sum(1) == 1).all()
+
+
+def _conv1d(length: int, groups: int = 1) -> onnx.ModelProto:
+    """input [1, 64, length + 4] → one 1-D convolution, 5 taps, 64 filters (or depthwise): `length` positions."""
+    from onnx import numpy_helper
+
+    w = numpy_helper.from_array(np.ones((64, 64 // groups, 5), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[5], group=groups)], "c",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, length + 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, length])], [w])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_matrix_product_narrower_than_the_vector_lanes_costs_the_lanes_it_leaves_idle(tmp_path):
+    """A convolution is im2col then filters × positions: its positions fill a CPU's FP32 vector lanes (16
+    with AVX-512, 8 with AVX2), and 5 of them leave 11 of 16 idle. The compute term of the physical
+    calibration and the floor (`physical_terms`) read that; a GPU's or a sheet that names no SIMD, not."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.graph import gemm_columns
+    from edgeatlas.predictor.models import physical_terms
+
+    narrow, wide, depthwise = from_onnx(_conv1d(5)), from_onnx(_conv1d(64)), from_onnx(_conv1d(5, groups=64))
+    assert list(narrow.lanes) == [5] and list(wide.lanes) == [64] and list(depthwise.lanes) == [0]
+    assert gemm_columns("MatMul", "matmul", [1, 7, 10]) == 10 and gemm_columns("Conv", "conv", [1, 8, 7, 7]) == 49
+    assert gemm_columns("Conv", "conv", None) == 0 and gemm_columns("Relu", "activation", [1, 8]) == 0
+    graphs = GraphSet.from_graphs([narrow, wide])
+    per_flop = {}
+    for simd in ("avx512", "avx2", None):  # None: a core the sheet names, its vector unit not
+        cpu = ({"cores": 1, "max_ghz": 1.0, "fma_units": 2, "simd": simd} if simd else
+               {"clusters": [{"core": "cortex-a76", "cores": 1, "max_ghz": 2.0}]})
+        sheet = SpecSheet.from_dict({"name": "c", "cpu": cpu, "memory": {"bandwidth_gbs": 1e5}})
+        assert processor(sheet, "cpu").peak_flops > 0
+        samples = Samples(graphs, [SettingInfo("s", "d", sheet, "cpu", 1, 0, "onnxruntime")], np.array([0, 1]),
+                          np.zeros(2, np.int64), np.ones(2))
+        compute = physical_terms(samples)[:, 0]
+        per_flop[simd] = (compute[0] / narrow.flops.sum()) / (compute[1] / wide.flops.sum())
+    assert per_flop["avx512"] == pytest.approx(16 / 5) and per_flop["avx2"] == pytest.approx(8 / 5)
+    assert per_flop[None] == pytest.approx(1.0)
+    gpu = SpecSheet.from_dict({"name": "g", "accelerator": {"kind": "gpu", "fp32_tflops": 1, "bandwidth_gbs": 1e5}})
+    samples = Samples(graphs, [SettingInfo("s", "d", gpu, "gpu", 1, 0, "")], np.array([0, 1]),
+                      np.zeros(2, np.int64), np.ones(2))
+    compute = physical_terms(samples)[:, 0]
+    assert (compute[0] / narrow.flops.sum()) == pytest.approx(compute[1] / wide.flops.sum())
+    # a GraphSet saved and read again, or cut and joined, keeps its columns
+    from edgeatlas.predictor.data import concat
+
+    assert list(concat([graphs.subset([1]), graphs.subset([0])]).lanes) == [64, 5]
+    graphs.save(tmp_path / "g.npz")
+    assert list(GraphSet.load(tmp_path / "g.npz").lanes) == [5, 64]
