@@ -17,6 +17,7 @@ calibrated on this device's fingerprint, side by side in one run.
    side by side with the first (the runtime and this machine seen in training, the networks not).
 
     python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48] [--against CKPT2]
+                                 [--third-party]   # and six ONNX models from PyPI packages, as their packages run them
     python bench/predict_here.py --provider CUDAExecutionProvider    # on a machine with an NVIDIA GPU
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
@@ -42,15 +43,16 @@ def summary(label: str, measured: list[float], mean: list[float], lo: list[float
             hi: list[float] | None) -> str:
     ape = [abs(p - m) / m for p, m in zip(mean, measured)]
     within = sum(a <= 0.25 for a in ape) / len(ape)
-    cov = "" if lo is None else f", 80 % interval covers {sum(a <= m <= b for a, m, b in zip(lo, measured, hi)) / len(measured):.0%}"
+    held = None if lo is None else sum(a <= m <= b for a, m, b in zip(lo, measured, hi)) / len(measured)
+    cov = "" if held is None else f", 80 % interval covers {held:.0%}"
     worst = max(max(p / m, m / p) for p, m in zip(mean, measured))
     return f"  {label:28s} MAPE {100 * sum(ape) / len(ape):7.1f} %, within ±25 % {within:4.0%}, worst ×{worst:.1f}{cov}"
 
 
 def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerprint, threads: int,
-           target: str = "cpu") -> None:
+           target: str = "cpu", groups: dict | None = None) -> None:
     """The held-out networks' answers from one checkpoint, zero-shot and on the fingerprint, and their
-    summary over the networks."""
+    summary over the networks (and over each of `groups`: a label → its networks' names)."""
     from edgeatlas.predictor.commands import predict
 
     paths = [str(p) for p, _ in models.values()]
@@ -75,6 +77,12 @@ def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerpri
                   [a["latency_ms_high"] for a in zero]))
     print(summary("roofline", m, [a["roofline_latency_ms"] for a in zero], None, None))
     print(summary("trees (zero-shot)", m, [a["tabular_latency_ms"] for a in zero], None, None))
+    for label, names in (groups or {}).items():
+        rows = [i for i, n in enumerate(models) if n in names]
+        print(f"summary, over {label} ({len(rows)}):")
+        for how, answers in (("GNN + fingerprint", tuned), ("GNN zero-shot", zero)):
+            print(summary(how, [m[i] for i in rows], [answers[i]["latency_ms"] for i in rows],
+                          [answers[i]["latency_ms_low"] for i in rows], [answers[i]["latency_ms_high"] for i in rows]))
     ratio = [math.log(a["latency_ms"] / b) for a, b in zip(tuned, m)]
     print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
 
@@ -115,6 +123,9 @@ def main() -> int:
                         help="ONNX Runtime's execution provider: the processor it drives is the one asked of the "
                              "sheet (provider_target)")
     parser.add_argument("--only", action="append", help="of the real zoo, only these (repeatable)")
+    parser.add_argument("--third-party", action="store_true",
+                        help="and the ONNX models PyPI packages ship (tests/models/third_party.py: OCR, voice "
+                             "activity, diacritization), fetched with pip download, at their packages' inputs")
     parser.add_argument("--against", action="append", default=[],
                         help="another checkpoint answering the same measurements, side by side (repeatable)")
     args = parser.parse_args()
@@ -148,6 +159,14 @@ def main() -> int:
             for flag, value in zip(flags[::2], flags[1::2]):
                 pairs[{"--input": "inputs", "--dim": "dims", "--values": "values"}[flag]].append(value)
             models[path.stem] = (path, request_from_flags(**pairs))
+    groups = {}
+    if args.third_party:
+        from edgeatlas.protos.inputs import request_from_argv
+        from tests.models.third_party import MODELS, fetch
+
+        for name, entry in MODELS.items():
+            models[name] = (fetch(name), request_from_argv(entry.flags))
+        groups["the PyPI packages' models"] = list(MODELS)
     print(f"2. {len(models)} held-out networks, measured here:")
     measured = {}
     for name, (path, request) in models.items():
@@ -162,10 +181,10 @@ def main() -> int:
     sheet.write_text(probed.to_yaml())
     if target != "cpu":
         print(f"3. the accelerator on the sheet probed here: {probed.get('accelerator')}")
-    report(checkpoint, sheet, models, measured, fingerprint, args.threads, target)
+    report(checkpoint, sheet, models, measured, fingerprint, args.threads, target, groups)
     for other in args.against:
         print(f"3. against {other}, on the same measurements:")
-        report(other, sheet, models, measured, fingerprint, args.threads, target)
+        report(other, sheet, models, measured, fingerprint, args.threads, target, groups)
     zoo_data = args.zoo_data
     if args.measure_zoo:
         from edgeatlas.console.zoo import measure_family
@@ -187,7 +206,7 @@ def main() -> int:
               lambda text: None)
         print(f"5. trained as the demo trains, plus {zoo_data} ({time.monotonic() - start:.0f} s); the same "
               f"held-out networks:")
-        report(str(with_zoo), sheet, models, measured, fingerprint, args.threads, target)
+        report(str(with_zoo), sheet, models, measured, fingerprint, args.threads, target, groups)
     return 0
 
 
