@@ -226,11 +226,11 @@ def inline_branches(model: onnx.ModelProto, feeds: dict | None = None,
             {t.name for t in out.graph.initializer} | {i.name for i in out.graph.input}
         nodes, inlined = [], False
         for node in out.graph.node:
-            branch = _branch(node, taken) if node.op_type == "If" and node.output else None
+            branch, then = _branch(node, taken) if node.op_type == "If" and node.output else (None, False)
             if branch is None or _collides(branch, names):
                 nodes.append(node)
                 continue
-            taken.setdefault(node.output[0], branch is _attr_graph(node, "then_branch"))
+            taken.setdefault(node.output[0], then)
             nodes += list(branch.node)
             nodes += [onnx.helper.make_node("Identity", [b.name], [y], name=f"{y}/branch")
                       for b, y in zip(branch.output, node.output) if y]
@@ -248,18 +248,18 @@ def _attr_graph(node: onnx.NodeProto, name: str):
     return next((a.g for a in node.attribute if a.name == name and a.HasField("g")), None)
 
 
-def _branch(node: onnx.NodeProto, taken: dict):
-    """The branch graph an If runs (`inline_branches`' order of evidence), or None if it has none."""
+def _branch(node: onnx.NodeProto, taken: dict) -> tuple:
+    """(the branch graph an If runs, whether it is the then-branch), by `inline_branches`' order of
+    evidence; (None, False) for an If without both branches."""
     then, other = _attr_graph(node, "then_branch"), _attr_graph(node, "else_branch")
     if then is None or other is None:
-        return None
-    if node.output[0] in taken:
-        return then if taken[node.output[0]] else other
+        return None, False
 
     def weight(g) -> tuple[int, int]:
         ops = [n.op_type for n in onnx_model.nodes(g)]
         return sum(op in _MAC_NAMES for op in ops), len(ops)
-    return then if weight(then) >= weight(other) else other
+    is_then = taken[node.output[0]] if node.output[0] in taken else weight(then) >= weight(other)
+    return (then if is_then else other), is_then
 
 
 def _collides(branch, names: set) -> bool:
