@@ -111,7 +111,7 @@ def main() -> int:
     from edgeatlas.console.fingerprints import time_alone
     from edgeatlas.console.zoo import build_zoo
     from edgeatlas.predictor.data import cache_dir
-    from edgeatlas.protos.inputs import InputRequest, request_from_flags
+    from edgeatlas.protos.inputs import InputRequest, request_from_argv
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint")
@@ -154,14 +154,9 @@ def main() -> int:
         from edgeatlas.console.real_zoo import build_real_zoo, flags_of
 
         for path in build_real_zoo(cache_dir() / "real-zoo", args.only or REAL, say=print):
-            flags = flags_of(path.stem)
-            pairs = dict(inputs=[], dims=[], values=[])
-            for flag, value in zip(flags[::2], flags[1::2]):
-                pairs[{"--input": "inputs", "--dim": "dims", "--values": "values"}[flag]].append(value)
-            models[path.stem] = (path, request_from_flags(**pairs))
+            models[path.stem] = (path, request_from_argv(flags_of(path.stem)))
     groups = {}
     if args.third_party:
-        from edgeatlas.protos.inputs import request_from_argv
         from tests.models.third_party import MODELS, fetch
 
         for name, entry in MODELS.items():
