@@ -14,15 +14,17 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import CATEGORIES, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
+from edgeatlas.predictor.graph import CATEGORIES, LAYOUTS, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
 from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
 
 # 2: the quantize category and the integer-kernel feature; 3: ONNX Runtime's fusions; 4: a tensor after an
 # operator shape inference does not know has its producer's element type; 5: each node's element widths;
-# 6: each node's matrix-product columns (`GraphSet.lanes`), and an If counted as the branch it runs
-FEATURIZER_VERSION = "6"
+# 6: each node's matrix-product columns (`GraphSet.lanes`), and an If counted as the branch it runs; 7: those
+# columns per layout (`graph.LAYOUTS`: ONNX Runtime's NCHWc convolutions vectorize output channels), and
+# the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`)
+FEATURIZER_VERSION = "7"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -41,7 +43,10 @@ class GraphSet:
     node_ptr: np.ndarray  # [G + 1]
     edge_ptr: np.ndarray  # [G + 1]
     summary: np.ndarray  # [G, len(SUMMARY)]
-    lanes: np.ndarray | None = None  # [N] output columns of each node's matrix product (`graph.gemm_columns`)
+    # [N, len(LAYOUTS)]: per layout, the output columns of each node's matrix product (`graph.gemm_columns`)
+    lanes: np.ndarray | None = None
+    # [N, len(LAYOUTS)]: per layout, whether each node runs inside the convolution before it (`graph.nchwc_fusions`)
+    fused: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -60,7 +65,8 @@ class GraphSet:
                    edges=np.concatenate([g.edges for g in graphs], axis=1),
                    node_ptr=node_ptr, edge_ptr=edge_ptr,
                    summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32),
-                   lanes=np.concatenate([np.zeros(g.nodes) if g.lanes is None else g.lanes for g in graphs]))
+                   lanes=_per_layout([g.lanes for g in graphs], [g.nodes for g in graphs], 0.0),
+                   fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -111,7 +117,8 @@ class GraphSet:
                             act_bytes=self.act_bytes.astype(np.float32),
                             weight_bytes=self.weight_bytes.astype(np.float32), edges=self.edges.astype(np.int32),
                             node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary,
-                            **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}))
+                            **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}),
+                            **({} if self.fused is None else {"fused": self.fused}))
         os.replace(tmp, path)
 
     @classmethod
@@ -121,7 +128,8 @@ class GraphSet:
                        act_bytes=z["act_bytes"].astype(np.float64),
                        weight_bytes=z["weight_bytes"].astype(np.float64), edges=z["edges"].astype(np.int64),
                        node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"],
-                       lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None)
+                       lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None,
+                       fused=z["fused"].astype(bool) if "fused" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -132,7 +140,8 @@ class GraphSet:
                         act_bytes=self.act_bytes[n_idx], weight_bytes=self.weight_bytes[n_idx],
                         edges=self.edges[:, e_idx], node_ptr=np.cumsum([0] + [len(n) for n in nodes]),
                         edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)],
-                        lanes=None if self.lanes is None else self.lanes[n_idx])
+                        lanes=None if self.lanes is None else self.lanes[n_idx],
+                        fused=None if self.fused is None else self.fused[n_idx])
 
 
 @dataclass
@@ -327,4 +336,11 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     edges=np.concatenate([s.edges for s in sets], axis=1), node_ptr=np.concatenate(node_ptr),
                     edge_ptr=np.concatenate(edge_ptr), summary=np.concatenate([s.summary for s in sets]),
                     lanes=None if all(s.lanes is None for s in sets) else
-                    np.concatenate([np.zeros(len(s.flops)) if s.lanes is None else s.lanes for s in sets]))
+                    _per_layout([s.lanes for s in sets], [len(s.flops) for s in sets], 0.0),
+                    fused=None if all(s.fused is None for s in sets) else
+                    _per_layout([s.fused for s in sets], [len(s.flops) for s in sets], False))
+
+
+def _per_layout(arrays: list, nodes: list[int], missing) -> np.ndarray:
+    """[N, len(LAYOUTS)]: per-layout node arrays joined, `missing` in every layout where a part has none."""
+    return np.concatenate([np.full((n, len(LAYOUTS)), missing) if a is None else a for a, n in zip(arrays, nodes)])

@@ -84,9 +84,13 @@ class OpGraph:
     # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
     in_width: np.ndarray | None = None
     out_width: np.ndarray | None = None
-    # the output columns of the matrix product each node runs as (0: none; `gemm_columns`): where they are
-    # fewer than a vector's lanes, or not a multiple of them, part of each vector instruction is wasted
+    # [nodes, len(LAYOUTS)]: per layout, the output columns of the matrix product each node runs as (0: none;
+    # `gemm_columns`): where they are fewer than a vector's lanes, or not a multiple of them, part of each
+    # vector instruction is wasted
     lanes: np.ndarray | None = None
+    # [nodes, len(LAYOUTS)]: per layout, whether the node runs inside the convolution before it, no kernel of
+    # its own (`nchwc_fusions`)
+    fused: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -423,11 +427,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width", "lanes")}
+                                       "in_width", "out_width")}
+    arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
     ops = []
     uncounted: Counter = Counter()
+    blocked: list[tuple[bool, ...]] = []  # per node, per NCHWc block: whether ONNX Runtime lays it out so
     for i, node in enumerate(graph.node):
         ops.append(node.op_type)
         category[i] = CATEGORIES.index(_category(node, shapes))
@@ -448,7 +454,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         arrays["flops"][i], arrays["macs"][i], arrays["kernel"][i], arrays["stride"][i], arrays["channels"][i] = (
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
-        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None)
+        at = _CONV_WEIGHT.get(node.op_type)
+        constant = at is not None and len(node.input) > at and node.input[at] in weights and \
+            shapes[node.input[at]][1] == onnx.TensorProto.FLOAT  # what ONNX Runtime lays out in NCHWc
+        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
+                                          ins[at] if constant else None, _attr(node, "group", 1))
+        blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
+                             for block in NCHWC_BLOCKS))
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
                 if tensors and tensors[0] else FLOAT_WIDTH
@@ -462,7 +474,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
-                   out_width=arrays["out_width"], lanes=arrays["lanes"])
+                   out_width=arrays["out_width"], lanes=arrays["lanes"],
+                   fused=nchwc_fusions(list(graph.node), blocked, shapes, _static_inputs(graph)))
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
@@ -539,6 +552,10 @@ _MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "Ma
                   "DynamicQuantizeMatMul": (0, 1), "QLinearMatMul": (0, 3), "QGemm": (0, 3),
                   "FusedMatMul": (0, 1), "FusedGemm": (0, 1)}
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
+# How a CPU runtime lays a convolution's tensors out (`gemm_columns`' columns, in this order): NCHW, and ONNX
+# Runtime's NCHWc on x86, channels in blocks of one vector's FP32 lanes (4, 8 or 16)
+NCHWC_BLOCKS = (4, 8, 16)
+LAYOUTS = ("nchw",) + tuple(f"nchwc{b}" for b in NCHWC_BLOCKS)
 _ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
 _MAC_NAMES = frozenset(_CONV_WEIGHT) | frozenset(_MATMUL_INPUTS) | frozenset(_RECURRENT) | frozenset(_ATTENTION)
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
@@ -575,18 +592,117 @@ _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation",
 _FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
 
 
-def gemm_columns(op: str, category: str, out: list | None) -> float:
-    """The output columns of the matrix product a node runs as, which a CPU's GEMM kernel spreads over a
-    vector's lanes (0: it runs as none, or its shape is not known). A convolution is im2col then filters ×
-    positions (ONNX Runtime's MLAS, per image): its output positions; a MatMul or Gemm: its last dimension.
-    A depthwise convolution has a kernel of its own, and a transposed one scatters its product: 0."""
+def gemm_columns(op: str, category: str, out: list | None, weight: list | None = None,
+                 group: int = 1) -> tuple[float, ...]:
+    """Per layout (`LAYOUTS`), the output columns of the matrix product a node runs as, which a CPU's GEMM
+    kernel spreads over a vector's lanes (0: it runs as none, or its shape is not known). A MatMul or Gemm:
+    its last dimension, in every layout. A convolution in NCHW is im2col then filters × positions (ONNX
+    Runtime's MLAS, per image): its output positions. In an NCHWc layout, a 2-D convolution whose constant
+    float `weight` ONNX Runtime reorders into blocks of output channels (`nchwc_runs`) vectorizes those
+    channels, a block at a time: its output channels; one it leaves in NCHW, its positions. A depthwise
+    convolution has a kernel of its own, and a transposed one scatters its product: 0."""
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):
-        return 0.0
+        return (0.0,) * len(LAYOUTS)
     if op in _MATMUL_INPUTS:
-        return float(out[-1])
+        return (float(out[-1]),) * len(LAYOUTS)
     if op in _CONV_WEIGHT and op != "ConvTranspose" and category != "conv_dw" and len(out) >= 3:
-        return float(math.prod(out[2:]))
-    return 0.0
+        positions = float(math.prod(out[2:]))
+        return (positions,) + tuple(float(out[1]) if nchwc_runs(op, weight, group, block) else positions
+                                    for block in NCHWC_BLOCKS)
+    return (0.0,) * len(LAYOUTS)
+
+
+def nchwc_runs(op: str, weight: list | None, group: int, block: int) -> bool:
+    """Whether ONNX Runtime's NCHWc layout (its x86 CPU kernels; the block: the vector's FP32 lanes) runs a
+    convolution with this constant float weight [out, in / group, kh, kw] (None: not constant, or not
+    float), as its NchwcTransformer decided in ONNX Runtime 1.32 (every case of
+    tests/predictor/test_featurizers.py, on an AVX-512 machine): 2-D; ungrouped with fewer input channels
+    than a block (read from NCHW) or a multiple of 4 of them (padded to blocks); depthwise always (channels
+    padded to blocks); otherwise grouped with whole blocks of input and output channels per group."""
+    if op not in ("Conv", "FusedConv") or weight is None or len(weight) != 4 or group < 1:
+        return False
+    out_channels, in_channels = weight[0], weight[1]
+    if group == 1:
+        return in_channels < block or in_channels % 4 == 0
+    if in_channels == 1 and out_channels == group:
+        return True
+    return in_channels % block == 0 and out_channels % group == 0 and (out_channels // group) % block == 0
+
+
+_NCHWC_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")  # what ONNX Runtime fuses into an NCHWc convolution
+_NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
+
+
+def _static_inputs(graph) -> bool:
+    """Whether every input the graph declares has a fixed size on each axis after the first (the batch)."""
+    weights = {init.name for init in graph.initializer}
+    return all(d.HasField("dim_value") and d.dim_value > 0 for i in graph.input if i.name not in weights
+               for d in list(i.type.tensor_type.shape.dim)[1:])
+
+
+def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, static: bool = True) -> np.ndarray:
+    """[nodes, len(LAYOUTS)] per layout, whether ONNX Runtime's NCHWc pass folds a node into the convolution
+    before it (NCHW: none). `blocked`: per node, per block of `NCHWC_BLOCKS`, whether it lays the node out
+    in NCHWc (`nchwc_runs`). As its NchwcTransformer does, in topological order: a tensor stays in NCHWc
+    through pools, activations, batch norms, Add/Sum/Mul of NCHWc tensors alike in shape, and channel
+    Concats of whole blocks; an Add or Sum of two such tensors, one the output of a convolution with no
+    activation and no other use, becomes that convolution's accumulation (a ResNet block's residual), and a
+    Relu, Sigmoid or Tanh of a convolution's only use becomes its activation. Those run inside the
+    convolution: no kernel, no tensor written of their own (the addend it reads is not counted). Where the
+    model declares an input of a size not fixed after its batch axis (`static` False), ONNX Runtime, which
+    sees the model as declared, cannot always show that two addends are alike, and reshapes them instead
+    (PaddleOCR's classifier, 48 × any width): no Add is taken as folded there."""
+    out = np.zeros((len(nodes), len(LAYOUTS)), dtype=bool)
+    uses: Counter = Counter(t for node in nodes for t in node.input if t)
+    for column, block in enumerate(NCHWC_BLOCKS, start=1):
+        def whole_blocks(tensor: str, rank: int = 0, block: int = block) -> bool:
+            dims = shapes.get(tensor, (None, 0))[0]
+            return dims is not None and len(dims) > 1 and (not rank or len(dims) == rank) and \
+                isinstance(dims[1], int) and dims[1] > 0 and dims[1] % block == 0
+
+        layout: set[str] = set()  # tensors in NCHWc
+        conv_of: dict[str, int] = {}  # tensor → the NCHWc convolution that writes it
+        summed: set[int] = set()
+        activated: set[int] = set()
+        for i, node in enumerate(nodes):
+            op, ins = node.op_type, [t for t in node.input if t]
+            result = node.output[0] if node.output else ""
+            inherited = bool(ins) and ins[0] in layout
+            if op in ("Conv", "FusedConv"):
+                if blocked[i][column - 1]:
+                    layout.add(result)
+                    conv_of[result] = i
+                    if op == "FusedConv":  # ONNX Runtime's Conv with its activation already fused
+                        activated.add(i)
+            elif op in _NCHWC_POOLS or op == "BatchNormalization":
+                # a max or average pool lays its input out in NCHWc itself where its channels fill blocks
+                if inherited or (op in ("MaxPool", "AveragePool") and whole_blocks(ins[0], 4)):
+                    layout.add(result)
+                    if op == "BatchNormalization":  # a depthwise 1×1 NCHWc convolution
+                        conv_of[result] = i
+            elif op in ("Add", "Sum", "Mul"):
+                dims = [shapes.get(t, (None, 0))[0] for t in ins]
+                if ins and all(t in layout for t in ins) and dims[0] is not None and all(d == dims[0] for d in dims):
+                    layout.add(result)
+                    if op != "Mul" and len(ins) == 2 and static:
+                        for t in ins:
+                            conv = conv_of.get(t)
+                            if conv is not None and uses[t] == 1 and conv not in summed and conv not in activated:
+                                out[i, column] = True
+                                summed.add(conv)
+                                conv_of[result] = conv
+                                break
+            elif op == "Concat":
+                if _attr(node, "axis", 0) == 1 and ins and all(t in layout and whole_blocks(t) for t in ins):
+                    layout.add(result)
+            elif op in _NCHWC_ACTIVATIONS and inherited:
+                layout.add(result)
+                conv = conv_of.get(ins[0])
+                if conv is not None and uses[ins[0]] == 1 and conv not in activated:
+                    out[i, column] = True
+                    activated.add(conv)
+                    conv_of[result] = conv
+    return out
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, runtime_target
+from edgeatlas.predictor.graph import LAYOUTS
 from edgeatlas.predictor.hardware import FEATURES
 
 COVERAGE = 0.8
@@ -53,34 +54,53 @@ def roofline_log(samples: Samples) -> np.ndarray:
     return out
 
 
-def lane_use(columns: np.ndarray | None, lanes: int) -> np.ndarray | float:
+def lane_use(columns: np.ndarray | None, lanes: int, layout: int = 0) -> np.ndarray | float:
     """[N] the share of a CPU's `lanes` FP32 vector lanes each node's matrix product keeps busy: its output
-    columns (`graph.gemm_columns`) over those rounded up to whole vectors (a 5-position convolution on
-    16 lanes: 5/16). 1 where a node runs no matrix product, or the lanes or columns are not known.
-    Silero VAD's 1-D convolutions (4-5 output positions) ran at a fifth to a quarter of the rate this
-    machine's 3×3 convolutions at 56×56 did, and its fingerprint answers were ×0.34-0.61 of measured."""
+    columns in the `layout` it runs in (`graph.gemm_columns`, `graph.LAYOUTS`) over those rounded up to
+    whole vectors (a 5-position convolution on 16 lanes: 5/16). 1 where a node runs no matrix product, or
+    the lanes or columns are not known. Silero VAD's 1-D convolutions (4-5 output positions) ran at a fifth
+    to a quarter of the rate this machine's 3×3 convolutions at 56×56 did, and its fingerprint answers
+    were ×0.34-0.61 of measured."""
     if columns is None or lanes <= 1:
         return 1.0
-    c = np.asarray(columns, dtype=np.float64)
+    c = np.asarray(columns, dtype=np.float64)[:, layout]
     return np.where(c > 0, c / (np.ceil(np.maximum(c, 1.0) / lanes) * lanes), 1.0)
+
+
+def layout_of(setting) -> int:
+    """The index in `graph.LAYOUTS` of the layout a setting's convolutions run in: ONNX Runtime on an x86 CPU
+    lays them out in NCHWc, in blocks of the vector's FP32 lanes (its NchwcTransformer); otherwise NCHW."""
+    proc = setting.proc
+    block = f"nchwc{proc.lanes}"
+    x86 = proc.flags.get("cpu_x86", 0.0) > 0
+    return LAYOUTS.index(block) if setting.runtime == "onnxruntime" and x86 and block in LAYOUTS else 0
 
 
 def physical_terms(samples: Samples) -> np.ndarray:
     """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
     operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product
-    at the share of the peak its vector lanes allow, `lane_use`), and its operator count."""
+    at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), and its operator
+    count. In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX
+    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
-    moved, weights = (np.add.reduceat(a, starts) if len(a) else np.zeros(len(starts))
-                      for a in (gs.act_bytes, gs.weight_bytes))
-    lanes = np.array([st.proc.lanes for st in samples.settings], dtype=np.int64)[samples.setting]
-    flops, int8_flops = np.zeros(len(samples)), np.zeros(len(samples))
-    for width in np.unique(lanes):  # one pass per vector width among the settings
-        work = gs.flops / lane_use(gs.lanes, int(width))
-        rows = lanes == width
-        for out, part in ((flops, np.where(int8, 0.0, work)), (int8_flops, np.where(int8, work, 0.0))):
-            out[rows] = (np.add.reduceat(part, starts) if len(part) else np.zeros(len(starts)))[samples.graph[rows]]
+
+    def per_graph(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(values, starts) if len(values) else np.zeros(len(starts))
+
+    weights = per_graph(gs.weight_bytes)
+    vectors = np.array([(st.proc.lanes, layout_of(st)) for st in samples.settings], dtype=np.int64)[samples.setting]
+    flops, int8_flops, moved, count = (np.zeros(len(samples)) for _ in range(4))
+    for width, layout in np.unique(vectors.reshape(-1, 2), axis=0):  # one pass per vector width and layout
+        rows = (vectors[:, 0] == width) & (vectors[:, 1] == layout)
+        g = samples.graph[rows]
+        kernel = np.ones(len(gs.flops)) if gs.fused is None else (~gs.fused[:, layout]).astype(np.float64)
+        work = gs.flops / lane_use(gs.lanes, int(width), int(layout))
+        flops[rows] = per_graph(np.where(int8, 0.0, work))[g]
+        int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g]
+        moved[rows] = per_graph(gs.act_bytes * kernel)[g]
+        count[rows] = per_graph(kernel)[g]
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
     ratio = np.array([st.proc.int8_peak / st.proc.peak_flops if st.proc.peak_flops > 0 else 1.0
                       for st in samples.settings], dtype=np.float64)  # int8 ops per FP32 one
@@ -89,8 +109,8 @@ def physical_terms(samples: Samples) -> np.ndarray:
     g, s = samples.graph, samples.setting
     with np.errstate(invalid="ignore", divide="ignore"):
         compute = np.where(peak[s] > 0, (flops + int8_flops / ratio[s]) * batch[s] / peak[s] * 1e3, 0.0)
-        memory = np.where(bandwidth[s] > 0, (moved[g] * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
-    return np.stack([compute, memory, np.diff(gs.node_ptr)[g].astype(np.float64)], axis=1)
+        memory = np.where(bandwidth[s] > 0, (moved * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
+    return np.stack([compute, memory, count], axis=1)
 
 
 def _compute_floor(terms: np.ndarray) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Featurizers checked by hand: FLOPs and bytes of known layers, peaks of known chips, the roofline."""
 
 import math
+import platform
 
 import numpy as np
 import onnx
@@ -190,9 +191,12 @@ def test_a_matrix_product_narrower_than_the_vector_lanes_costs_the_lanes_it_leav
     from edgeatlas.predictor.models import physical_terms
 
     narrow, wide, depthwise = from_onnx(_conv1d(5)), from_onnx(_conv1d(64)), from_onnx(_conv1d(5, groups=64))
-    assert list(narrow.lanes) == [5] and list(wide.lanes) == [64] and list(depthwise.lanes) == [0]
-    assert gemm_columns("MatMul", "matmul", [1, 7, 10]) == 10 and gemm_columns("Conv", "conv", [1, 8, 7, 7]) == 49
-    assert gemm_columns("Conv", "conv", None) == 0 and gemm_columns("Relu", "activation", [1, 8]) == 0
+    # a 1-D convolution is in no NCHWc layout: its positions in every one
+    assert narrow.lanes.tolist() == [[5] * 4] and wide.lanes.tolist() == [[64] * 4]
+    assert depthwise.lanes.tolist() == [[0] * 4]
+    assert gemm_columns("MatMul", "matmul", [1, 7, 10]) == (10,) * 4
+    assert gemm_columns("Conv", "conv", [1, 8, 7, 7]) == (49,) * 4  # weights not constant: NCHW
+    assert gemm_columns("Conv", "conv", None) == (0,) * 4 and gemm_columns("Relu", "activation", [1, 8]) == (0,) * 4
     graphs = GraphSet.from_graphs([narrow, wide])
     per_flop = {}
     for simd in ("avx512", "avx2", None):  # None: a core the sheet names, its vector unit not
@@ -214,6 +218,151 @@ def test_a_matrix_product_narrower_than_the_vector_lanes_costs_the_lanes_it_leav
     # a GraphSet saved and read again, or cut and joined, keeps its columns
     from edgeatlas.predictor.data import concat
 
-    assert list(concat([graphs.subset([1]), graphs.subset([0])]).lanes) == [64, 5]
+    assert concat([graphs.subset([1]), graphs.subset([0])]).lanes.tolist() == [[64] * 4, [5] * 4]
     graphs.save(tmp_path / "g.npz")
-    assert list(GraphSet.load(tmp_path / "g.npz").lanes) == [5, 64]
+    assert GraphSet.load(tmp_path / "g.npz").lanes.tolist() == [[5] * 4, [64] * 4]
+
+
+def _conv2d(in_channels: int, out_channels: int, size: int, groups: int = 1, constant: bool = True) -> onnx.ModelProto:
+    """input [1, in, size + 2, size + 2] → one 3×3 convolution: size × size positions, `out_channels` filters;
+    constant=False: the weights are a graph input."""
+    from onnx import numpy_helper
+
+    w = np.ones((out_channels, in_channels // groups, 3, 3), np.float32)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, size + 2, size + 2])]
+    if not constant:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.shape)))
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], group=groups)], "c",
+                              inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                     [1, out_channels, size, size])],
+                              [numpy_helper.from_array(w, "w")] if constant else [])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_onnx_runtime_on_x86_vectorizes_the_output_channels_of_an_nchwc_convolution():
+    """ONNX Runtime lays a 2-D float convolution with constant weights out in NCHWc on an x86 CPU, in blocks
+    of the vector's FP32 lanes, and its kernels vectorize output channels: a 7×7 map (49 positions) leaves
+    no AVX-512 lane idle there, where im2col (NCHW: ONNX Runtime on Arm, or a convolution NCHWc does not
+    take) fills 49 of 64. ResNet-18's 7×7 stage was charged 49/64 on this project's machine before."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.graph import LAYOUTS, nchwc_runs
+    from edgeatlas.predictor.models import physical_terms
+
+    seven, wide = from_onnx(_conv2d(64, 64, 7)), from_onnx(_conv2d(64, 64, 56))
+    assert LAYOUTS == ("nchw", "nchwc4", "nchwc8", "nchwc16")
+    assert seven.lanes.tolist() == [[49, 64, 64, 64]] and wide.lanes.tolist() == [[3136, 64, 64, 64]]
+    assert from_onnx(_conv2d(64, 64, 7, constant=False)).lanes.tolist() == [[49] * 4]
+    assert from_onnx(_conv2d(30, 32, 7)).lanes.tolist() == [[49] * 4]  # 30 inputs: NCHW in every layout
+    assert from_onnx(_conv2d(6, 32, 7)).lanes.tolist() == [[49, 49, 32, 32]]  # 6: under a block of 8 or 16
+    # ONNX Runtime 1.32's rule: ungrouped, fewer inputs than a block or a multiple of 4 of them; depthwise;
+    # grouped, whole blocks of inputs and outputs per group
+    assert nchwc_runs("Conv", [64, 3, 7, 7], 1, 16) and nchwc_runs("FusedConv", [64, 64, 1, 1], 1, 16)
+    assert nchwc_runs("Conv", [32, 20, 3, 3], 1, 16) and not nchwc_runs("Conv", [32, 30, 3, 3], 1, 16)
+    assert nchwc_runs("Conv", [24, 1, 3, 3], 24, 16) and not nchwc_runs("Conv", [24, 1, 3, 3], 12, 16)
+    assert nchwc_runs("Conv", [96, 24, 3, 3], 2, 8) and not nchwc_runs("Conv", [96, 24, 3, 3], 2, 16)
+    assert not nchwc_runs("Conv", [64, 64, 5], 1, 16) and not nchwc_runs("ConvInteger", [64, 64, 3, 3], 1, 16)
+    assert not nchwc_runs("Conv", None, 1, 16)
+    graphs = GraphSet.from_graphs([seven, wide])
+    per_flop = {}
+    for arch, simd, runtime in (("x86_64", "avx512", "onnxruntime"), ("x86_64", "avx512", "pytorch"),
+                                ("aarch64", "neon", "onnxruntime"), ("x86_64", "avx2", "onnxruntime")):
+        sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": arch, "cores": 1, "max_ghz": 1.0, "fma_units": 2,
+                                                          "simd": simd}, "memory": {"bandwidth_gbs": 1e5}})
+        samples = Samples(graphs, [SettingInfo("s", "d", sheet, "cpu", 1, 0, runtime)], np.array([0, 1]),
+                          np.zeros(2, np.int64), np.ones(2))
+        compute = physical_terms(samples)[:, 0]
+        per_flop[simd, runtime] = (compute[0] / seven.flops.sum()) / (compute[1] / wide.flops.sum())
+    assert per_flop["avx512", "onnxruntime"] == pytest.approx(1.0)
+    assert per_flop["avx2", "onnxruntime"] == pytest.approx(1.0)
+    assert per_flop["avx512", "pytorch"] == pytest.approx(64 / 49)  # not ONNX Runtime's layout: im2col's
+    assert per_flop["neon", "onnxruntime"] == pytest.approx(52 / 49)  # NCHW on Arm: 49 of 13 × 4 lanes
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="ONNX Runtime's NCHWc is x86's")
+def test_the_nchwc_rule_is_the_one_onnx_runtime_applies_here(tmp_path):
+    """The convolutions `nchwc_runs` says ONNX Runtime lays out in NCHWc are the ones its own optimizer
+    rewrites as NchwcConv on this x86 machine (cases where 8- and 16-lane blocks agree)."""
+    import onnxruntime as ort
+
+    from edgeatlas.predictor.graph import nchwc_runs
+
+    cases = [(64, 64, 1), (3, 33, 1), (20, 32, 1), (17, 32, 1), (30, 24, 1), (24, 24, 24), (40, 40, 40),
+             (64, 64, 4), (48, 48, 4), (96, 96, 2)]
+    for in_channels, out_channels, groups in cases:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        options.log_severity_level = 3
+        model = _conv2d(in_channels, out_channels, 14, groups)
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        ran = any(n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"
+                  for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+        weight = [out_channels, in_channels // groups, 3, 3]
+        rule = {nchwc_runs("Conv", weight, groups, block) for block in (8, 16)}
+        assert rule == {ran}, (in_channels, out_channels, groups, ran)
+    # and the residual Add and Relu `nchwc_fusions` folds are the ones it removes; with the input's size
+    # named, it still folds them here (the two convolutions keep the size), which the rule leaves out: it
+    # never claims a fold ONNX Runtime does not make, and may miss one in a model of named sizes
+    for model, exact in ((_residual(), True), (_residual(dynamic=True), False)):
+        options.optimized_model_filepath = str(tmp_path / "block.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        removed = {"Add", "Relu"} - {n.op_type for n in onnx.load(str(tmp_path / "block.onnx")).graph.node}
+        graph = from_onnx(model)
+        folded = {op for op, f in zip(graph.ops, graph.fused[:, -1]) if f}
+        assert folded == removed if exact else (folded <= removed and removed == {"Add", "Relu"})
+
+
+def _residual(channels: int = 64, size: int = 14, dynamic: bool = False) -> onnx.ModelProto:
+    """x → conv a → conv c; c + a → Relu: a ResNet block's residual, its convolutions' weights constant;
+    dynamic: the input's height and width are named, not fixed."""
+    from onnx import numpy_helper
+
+    w = [numpy_helper.from_array(np.full((channels, channels, 3, 3), 0.01, np.float32), f"w{i}") for i in range(2)]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["a", "w1"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "a"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    dims = [1, channels, "h", "w"] if dynamic else [1, channels, size, size]
+    graph = helper.make_graph(nodes, "r", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], w)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_onnx_runtime_on_x86_folds_a_residual_add_and_its_relu_into_the_convolution():
+    """In NCHWc, ONNX Runtime accumulates a residual Add into the convolution that feeds it, and applies the
+    Relu after it there: on an x86 CPU a ResNet block is two kernels, not four, and writes no sum of its own.
+    The physical terms count that layout's operators and bytes; NCHW (another runtime, or Arm) counts all."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.graph import nchwc_fusions
+    from edgeatlas.predictor.models import physical_terms
+
+    block = from_onnx(_residual())
+    assert block.ops == ["Conv", "Conv", "Add", "Relu"]
+    assert block.fused.tolist() == [[False] * 4, [False] * 4, [False, True, True, True], [False, True, True, True]]
+    sized = from_onnx(_residual(dynamic=True), specs=())  # named sizes: ONNX Runtime cannot show the addends alike
+    assert not sized.fused.any()
+    # a convolution with another use, or one ONNX Runtime leaves in NCHW, takes no Add
+    conv = helper.make_node("Conv", ["x", "w"], ["a"])
+    add = helper.make_node("Add", ["a", "b"], ["s"])
+    shapes = {t: ([1, 64, 8, 8], 1) for t in ("x", "a", "b", "s")}
+    assert nchwc_fusions([conv, add], [(True,) * 3, (False,) * 3], shapes).tolist() == [[False] * 4] * 2
+    producer = helper.make_node("Conv", ["x", "w"], ["b"])
+    assert nchwc_fusions([producer, conv, add], [(True,) * 3] * 3, shapes)[2].tolist() == [False, True, True, True]
+    uses = [helper.make_node("Relu", [t], [f"r{t}"]) for t in ("a", "b")]  # each addend read twice
+    assert not nchwc_fusions([producer, conv, *uses, add], [(True,) * 3] * 2 + [(False,) * 3] * 3, shapes).any()
+    graphs = GraphSet.from_graphs([block])
+    terms = {}
+    for arch, simd, runtime in (("x86_64", "avx512", "onnxruntime"), ("x86_64", "avx512", "pytorch"),
+                                ("aarch64", "neon", "onnxruntime")):
+        sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": arch, "cores": 1, "max_ghz": 1.0, "fma_units": 2,
+                                                          "simd": simd}, "memory": {"bandwidth_gbs": 10}})
+        samples = Samples(graphs, [SettingInfo("s", "d", sheet, "cpu", 1, 0, runtime)], np.array([0]),
+                          np.zeros(1, np.int64), np.ones(1))
+        terms[arch, runtime] = physical_terms(samples)[0]
+    folded, whole = terms["x86_64", "onnxruntime"], terms["x86_64", "pytorch"]
+    assert folded[2] == 2 and whole[2] == 4 and terms["aarch64", "onnxruntime"][2] == 4
+    bytes_of = (block.act_bytes[:2].sum() + block.weight_bytes.sum()) / 10e9 * 1e3
+    assert folded[1] == pytest.approx(bytes_of) and whole[1] > folded[1]
