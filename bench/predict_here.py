@@ -87,26 +87,10 @@ def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerpri
     print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
 
 
-def both_passes(before, after):
-    """The fingerprint whose latencies are the geometric means of two passes, one measured before the
-    held-out networks and one after (the networks sit between them in time), with the drift printed: on
-    a shared machine a run's later measurements came out ×1.2 slower than its fingerprint said, and
-    every calibrated answer ×0.82 of measured."""
-    import dataclasses
-
-    names = [n for n in before.latency_ms if n in after.latency_ms]
-    ratios = [after.latency_ms[n] / before.latency_ms[n] for n in names]
-    drift = math.exp(sum(map(math.log, ratios)) / len(ratios))
-    print(f"  the reference set ran ×{drift:.3f} the time of its first pass (×{min(ratios):.3f}–{max(ratios):.3f} "
-          f"per network)" + ("; figures below carry this machine's drift" if abs(math.log(drift)) > 0.1 else ""))
-    return dataclasses.replace(before, latency_ms={
-        n: float(f"{math.sqrt(before.latency_ms[n] * after.latency_ms[n]):.6g}") for n in names})
-
-
 def main() -> int:
     from edgeatlas.agent.probe import probe
     from edgeatlas.agent.runners.onnxruntime import provider_target
-    from edgeatlas.console.fingerprints import CPU
+    from edgeatlas.console.fingerprints import CPU, bracketed
     from edgeatlas.console.fingerprints import measure as measure_fingerprint
     from edgeatlas.console.fingerprints import time_alone
     from edgeatlas.console.zoo import build_zoo
@@ -169,7 +153,8 @@ def main() -> int:
         print(f"  {name:16s} {measured[name]:9.3f} ms")
 
     print("2b. the fingerprint again, after the networks (shared machines drift: the answers use both passes):")
-    fingerprint = both_passes(fingerprint, measure_fingerprint(work, args.threads, args.provider, print))
+    fingerprint = bracketed(fingerprint, measure_fingerprint(work, args.threads, args.provider, print),
+                            lambda text: print(f"  {text}"))
 
     sheet = work / "here.yaml"
     probed = probe("/", measure_bandwidth=True)

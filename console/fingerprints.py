@@ -77,6 +77,24 @@ def measure(state_dir: Path, threads: int, provider: str, say=lambda _: None) ->
                        measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), spread=spread)
 
 
+def bracketed(before: "Fingerprint", after: "Fingerprint", say=lambda _: None) -> "Fingerprint":
+    """The fingerprint whose latencies are the geometric means of two passes, one measured before what it is
+    to answer for and one after (those measurements sit between them in time), with the drift said: on a
+    shared machine a run's later measurements came out ×1.2 slower than its fingerprint said, and every
+    calibrated answer ×0.82 of measured. Networks only one pass measured are left out."""
+    import dataclasses
+    import math
+
+    names = [n for n in before.latency_ms if n in after.latency_ms]
+    ratios = [after.latency_ms[n] / before.latency_ms[n] for n in names]
+    drift = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    say(f"the reference set ran ×{drift:.3f} the time of its first pass (×{min(ratios):.3f}–{max(ratios):.3f} "
+        f"per network)" + ("; the answers carry this machine's drift" if abs(math.log(drift)) > 0.1 else ""))
+    return dataclasses.replace(before, latency_ms={
+        n: float(f"{math.sqrt(before.latency_ms[n] * after.latency_ms[n]):.6g}") for n in names},
+        spread={n: max(before.spread.get(n, 1.0), after.spread.get(n, 1.0)) for n in names})
+
+
 def _spread(result) -> float:
     """p90 / p50 of a run's iterations."""
     return result.stats.p90_ms / max(result.stats.p50_ms, 1e-9)

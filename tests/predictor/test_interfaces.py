@@ -439,6 +439,26 @@ def test_a_reference_network_that_ran_unsteadily_is_run_again_and_its_steadiest_
     assert set(got.latency_ms) == set(fp.NAMES)
 
 
+def test_a_fingerprint_measured_around_the_timings_is_the_geometric_mean_of_both_passes():
+    """A shared machine drifts between its fingerprint and the timings it answers for: the demo and
+    bench/predict_here.py measure the set before and after, and answer with each network's geometric mean,
+    saying the drift. A network only one pass measured (an int8 one left out) is left out; the spread kept
+    is the wider pass's."""
+    from edgeatlas.console.fingerprints import bracketed
+    from edgeatlas.predictor import fingerprint as fp
+
+    before = fp.Fingerprint(latency_ms={"gemv": 1.0, "gemm": 4.0, "conv3x3_int8": 9.0}, threads=1,
+                            spread={"gemv": 1.05, "gemm": 1.02, "conv3x3_int8": 1.01})
+    after = fp.Fingerprint(latency_ms={"gemv": 4.0, "gemm": 4.0}, threads=1, spread={"gemv": 1.01, "gemm": 1.1})
+    said = []
+    both = bracketed(before, after, said.append)
+    assert both.latency_ms == {"gemv": 2.0, "gemm": 4.0} and both.spread == {"gemv": 1.05, "gemm": 1.1}
+    assert both.threads == 1 and len(said) == 1 and "×2.000 the time of its first pass (×1.000–4.000" in said[0]
+    assert "drift" in said[0]
+    steady = bracketed(after, after, said.append)
+    assert steady.latency_ms == after.latency_ms and "drift" not in said[1]
+
+
 def test_a_fingerprint_whose_int8_convolution_breaks_its_rules_is_kept_without_it(tmp_path, monkeypatch):
     """conv3x3_int8 answers int8 networks only: on a device too slow to run it 100 times within the rules,
     the fingerprint is kept without it and says so; a float network that breaks them still fails it."""
