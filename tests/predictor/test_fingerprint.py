@@ -286,3 +286,37 @@ def test_physical_calibration_needs_no_model_and_measures_the_device_s_efficienc
     assert "40 % of peak compute, 80 % of peak bandwidth, 10 µs per operator" in cal.describe()
     with pytest.raises(ValueError, match="terms"):
         cal.apply(noise_model)
+
+
+def test_a_reference_set_is_answered_by_the_physical_correction_alone():
+    """A fingerprint's shots are chosen one per regime: each of the physical correction's terms is pinned by
+    the shot of its regime, which leave-one-out takes away, so it cannot weigh physical against the
+    GNN's corrections there. Designed shots are answered by physical alone, its interval from its own
+    leave-one-out residuals; the same shots drawn as queries are are still averaged. Without the terms
+    (a sheet nothing physical can be read from) designed shots are averaged too."""
+    rng = np.random.default_rng(7)
+    law = np.array([1 / 0.6, 1 / 0.9, 0.004])
+    terms = np.stack([rng.uniform(0.2, 20, 6), rng.uniform(0.1, 5, 6), rng.integers(3, 30, 6)], axis=1)
+    terms[0] = (1e-5, 1e-3, 48)  # the overhead network
+    truth = terms @ law * np.exp(rng.normal(0, 0.05, 6))
+    pred = np.log(truth) + rng.normal(0, 0.3, 6)  # the GNN, about as close as physical on the shots
+    share = np.full(6, 0.3)
+    designed = fewshot.calibrate(pred, truth, 1.0, share, terms=terms, designed=True)
+    drawn = fewshot.calibrate(pred, truth, 1.0, share, terms=terms)
+    assert [kind for kind, _, _ in designed.parts] == ["physical"] and designed.parts[0][2] == 1.0
+    assert designed.describe().startswith("physical from 6 shots (")
+    assert len(drawn.parts) == 4 and designed.parts[0][1] == pytest.approx(
+        dict((kind, params) for kind, params, _ in drawn.parts)["physical"])
+    k = 6
+    loo = []
+    for i in range(k):
+        keep = np.arange(k) != i
+        fit = fewshot._fit("physical", pred[keep], np.log(truth[keep]), share[keep], terms[keep])
+        loo.append(fewshot._predict("physical", fit, pred[i:i + 1], share[i:i + 1], terms[i:i + 1])[0]
+                   - math.log(truth[i]))
+    assert designed.half_width == pytest.approx(max(np.sort(np.abs(loo))[math.ceil(0.8 * k) - 1], 0.02))
+    new = np.stack([rng.uniform(0.2, 20, 20), rng.uniform(0.1, 5, 20), rng.integers(5, 200, 20)], axis=1)
+    got = designed.apply(np.zeros(20), None, new)  # no share needed: the GNN's answer is not used
+    assert np.abs(np.expm1(got - np.log(new @ law))).mean() < 0.1
+    blind = fewshot.calibrate(pred, truth, 1.0, share, designed=True)
+    assert "physical" not in [kind for kind, _, _ in blind.parts] and len(blind.parts) == 3
