@@ -457,10 +457,10 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         at = _CONV_WEIGHT.get(node.op_type)
         constant = at is not None and len(node.input) > at and node.input[at] in weights and \
             shapes[node.input[at]][1] == onnx.TensorProto.FLOAT  # what ONNX Runtime lays out in NCHWc
-        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
-                                          ins[at] if constant else None, _attr(node, "group", 1))
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
+        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
+                                          blocked[-1])
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
                 if tensors and tensors[0] else FLOAT_WIDTH
@@ -592,23 +592,23 @@ _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation",
 _FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
 
 
-def gemm_columns(op: str, category: str, out: list | None, weight: list | None = None,
-                 group: int = 1) -> tuple[float, ...]:
+def gemm_columns(op: str, category: str, out: list | None,
+                 blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS)) -> tuple[float, ...]:
     """Per layout (`LAYOUTS`), the output columns of the matrix product a node runs as, which a CPU's GEMM
     kernel spreads over a vector's lanes (0: it runs as none, or its shape is not known). A MatMul or Gemm:
     its last dimension, in every layout. A convolution in NCHW is im2col then filters × positions (ONNX
-    Runtime's MLAS, per image): its output positions. In an NCHWc layout, a 2-D convolution whose constant
-    float `weight` ONNX Runtime reorders into blocks of output channels (`nchwc_runs`) vectorizes those
-    channels, a block at a time: its output channels; one it leaves in NCHW, its positions. A depthwise
-    convolution has a kernel of its own, and a transposed one scatters its product: 0."""
+    Runtime's MLAS, per image): its output positions. In an NCHWc layout, a convolution ONNX Runtime
+    reorders into blocks of output channels (`blocked`, per block of `NCHWC_BLOCKS`: `nchwc_runs`)
+    vectorizes those channels, a block at a time: its output channels; one it leaves in NCHW, its
+    positions. A depthwise convolution has a kernel of its own, and a transposed one scatters its
+    product: 0."""
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):
         return (0.0,) * len(LAYOUTS)
     if op in _MATMUL_INPUTS:
         return (float(out[-1]),) * len(LAYOUTS)
     if op in _CONV_WEIGHT and op != "ConvTranspose" and category != "conv_dw" and len(out) >= 3:
         positions = float(math.prod(out[2:]))
-        return (positions,) + tuple(float(out[1]) if nchwc_runs(op, weight, group, block) else positions
-                                    for block in NCHWC_BLOCKS)
+        return (positions,) + tuple(float(out[1]) if runs else positions for runs in blocked)
     return (0.0,) * len(LAYOUTS)
 
 

@@ -195,7 +195,7 @@ def test_a_matrix_product_narrower_than_the_vector_lanes_costs_the_lanes_it_leav
     assert narrow.lanes.tolist() == [[5] * 4] and wide.lanes.tolist() == [[64] * 4]
     assert depthwise.lanes.tolist() == [[0] * 4]
     assert gemm_columns("MatMul", "matmul", [1, 7, 10]) == (10,) * 4
-    assert gemm_columns("Conv", "conv", [1, 8, 7, 7]) == (49,) * 4  # weights not constant: NCHW
+    assert gemm_columns("Conv", "conv", [1, 8, 7, 7]) == (49,) * 4  # in no NCHWc layout: its positions
     assert gemm_columns("Conv", "conv", None) == (0,) * 4 and gemm_columns("Relu", "activation", [1, 8]) == (0,) * 4
     graphs = GraphSet.from_graphs([narrow, wide])
     per_flop = {}
