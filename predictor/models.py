@@ -396,9 +396,10 @@ class GNNEnsemble:
 
 
 _KEY_AT = [i for i, name in enumerate(FEATURES) if name not in RUN_FEATURES]  # the features a hardware key holds
-# A probe measures a machine's memory bandwidth: this one, probed twice, read 42.5 and 47.7 GB/s. Sheets that
-# differ only there, by less than this factor, are one machine measured again; the same processor with
-# another memory (a channel more or less) is ×1.5 or more apart.
+# A probe measures a machine's memory bandwidth, and a shared machine's moves with its load: 30 re-probes of
+# one read ×1.23 apart at most (the median of 15 copies; the best of 5: ×1.54, `bench/probe_bandwidth.py`).
+# Sheets that differ only there, by less than this factor, are one machine measured again; the same processor
+# with another memory (a channel more or less) is ×1.5 or more apart.
 BANDWIDTH_REMEASURED = math.log(1.25)
 # where in a hardware key the bandwidth and the ridge (peak / bandwidth) are
 _BANDWIDTH_AT = [k for k, i in enumerate(_KEY_AT) if FEATURES[i] in ("log_bandwidth_gbs", "log_ridge")]

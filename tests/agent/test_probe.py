@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from edgeatlas.agent import probe as probe_module
 from edgeatlas.agent import socs
 from edgeatlas.agent.probe import parse_cpu_list, probe
 from edgeatlas.protos.spec import SCHEMA
@@ -22,6 +23,29 @@ def test_live_probe_fills_what_this_machine_exposes():
     assert spec.get("memory.bandwidth_method").startswith("measured")
     assert "CPUExecutionProvider" in spec.get("runtimes.onnxruntime.providers")
     assert spec.hardware_class().startswith("cpu:")
+
+
+def test_the_bandwidth_is_the_median_copy_so_one_fast_or_slow_copy_does_not_move_the_sheet(monkeypatch):
+    # a clock under the test's control: each timed copy takes what `durations` says; the copy that faults the
+    # pages in is not timed
+    durations = iter([1e-3] * 7 + [0.1e-3] + [1e-3] * 5 + [20e-3, 1e-3])  # one copy at a peak, one stalled
+    now = [0.0]
+
+    def clock():
+        return now[0]
+
+    def copy(dst, src):
+        if copy.faulted:
+            now[0] += next(durations)
+        copy.faulted = True
+
+    copy.faulted = False
+    monkeypatch.setattr(probe_module.time, "perf_counter", clock)
+    monkeypatch.setattr(probe_module.time, "sleep", lambda s: None)
+    monkeypatch.setattr(probe_module.np, "copyto", copy)
+    gbs = probe_module.copy_bandwidth_gbs(size_mib=1, copies=15)
+    assert gbs == pytest.approx(2 * 1024 * 1024 / 1e-3 / 1e9)  # 2.1 GB/s: the typical copy's, not the peak's
+    assert next(durations, None) is None  # all 15 copies timed
 
 
 def test_unknown_fields_are_null_not_guessed(tmp_path):
