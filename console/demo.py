@@ -136,12 +136,15 @@ class Demo:
         ready = self.dir / "coordinator.json"
         ready.unlink(missing_ok=True)
         federated = self.o.federated and federated_installed()
+        scratch = self.dir / "tmp"
+        scratch.mkdir(exist_ok=True)
         coordinator = self.children.start("coordinator", [
             "coordinator", "serve", "--db", f"sqlite:///{db}", "--listen", "127.0.0.1:0",
             "--tokens-file", str(self.dir / "tokens.json"), "--ready-file", str(ready),
             "--enroll-rate", "1000",  # the simulated fleets enroll over a hundred devices from one address
             "--secure-stage-timeout", "60",  # the cohort's 100 devices share one process and its cores
-            *(["--superlink", "127.0.0.1:0"] if federated else [])], self.logs / "coordinator.log", self.env)
+            *(["--superlink", "127.0.0.1:0"] if federated else [])], self.logs / "coordinator.log",
+            dict(self.env, TMPDIR=str(scratch)))  # the SuperLink's state and logs, gone with the next demo
         address = self._wait_ready(coordinator, ready, self.logs / "coordinator.log")
         superlink = json.loads(ready.read_text()).get("superlink", "")
         if superlink:

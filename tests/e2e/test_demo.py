@@ -152,6 +152,19 @@ def test_demo_prints_a_heatmap_serves_the_dashboard_and_ends_cleanly(tmp_path):
     pids = pids_in(out)
     assert len(pids) == 6  # coordinator, dashboard, two agents, the simulated fleet, the secure cohort
     assert not [p for p in pids if alive(p)]
+    no_secret_in_logs(tmp_path / "demo", out + err)
+
+
+def no_secret_in_logs(demo, output: str) -> None:
+    """No token or device credential in any log the demo wrote (the coordinator's, the agents', the Flower
+    SuperLink's and its runs') nor in what it printed."""
+    secrets = list(json.loads((demo / "tokens.json").read_text()).values())
+    secrets += [json.loads(p.read_text())["credential"] for p in (demo / "agents").glob("*/identity.json")]
+    assert len(secrets) == 4 and all(len(s) >= 16 for s in secrets)
+    logs = sorted(demo.rglob("*.log"))
+    assert {"coordinator.log", "superlink.log"} <= {p.name for p in logs}
+    text = "".join(p.read_text(errors="replace") for p in logs) + output
+    assert not [s for s in secrets if s in text]
 
 
 def test_ctrl_c_stops_every_demo_process(tmp_path):

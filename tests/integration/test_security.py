@@ -1,4 +1,4 @@
-"""Revocation, rate limits and logs free of secrets, on a real coordinator."""
+"""Revocation and rate limits, on a real coordinator (the demo's logs free of secrets: tests/e2e/test_demo.py)."""
 
 import grpc
 import pytest
@@ -73,17 +73,3 @@ def test_report_rate_is_limited_per_agent(db, request, tmp_path, prepared_zoo):
         assert c.proc.poll() is None
     finally:
         c.stop()
-
-
-@pytest.mark.timeout(900)  # the whole demo, as the e2e test runs it
-def test_no_secret_in_any_log(tmp_path):
-    """The demo's logs (coordinator and agents) never contain a token or credential."""
-    demo = tmp_path / "demo"
-    proc = run_cli("demo", "--dir", str(demo), "--iterations", "5", "--duration", "0.05", timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
-    import json
-    secrets = list(json.loads((demo / "tokens.json").read_text()).values())
-    secrets += [json.loads(p.read_text())["credential"] for p in (demo / "agents").glob("*/identity.json")]
-    assert len(secrets) == 4
-    logs = "".join(p.read_text() for p in (demo / "logs").glob("*.log")) + proc.stdout + proc.stderr
-    assert logs and not [s for s in secrets if s in logs]
