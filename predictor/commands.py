@@ -268,6 +268,49 @@ def int8_extras(predictor: Predictor, fingerprint: Fingerprint, setting: Setting
     return extras
 
 
+# How far an int8 kernel of an operand pair no reference network measured (`models.unpaired_int8`) ranged
+# about its float kernel's time, per multiply-add: ×0.43-3.7 on one x86 machine (ONNX Runtime 1.32, one
+# thread: MatMulInteger, QLinearConv and ConvInteger, u8×u8, s8×u8 and s8×s8, against MatMul and Conv).
+UNPAIRED_RANGE = (0.4, 4.0)
+
+
+def unpaired_kind(kind: str) -> bool:
+    """Whether an int8 kernel kind (`GraphSet.int8_kinds`) names an operand pair other than the quantizers'
+    default, which no reference network runs."""
+    from edgeatlas.predictor.graph import OPERAND_PAIRS
+
+    return kind.rsplit(" ", 1)[-1] in OPERAND_PAIRS[1:]
+
+
+def as_float_macs(predictor: Predictor, samples: Samples, cal, answer) -> tuple[tuple, str]:
+    """((mean, low, high), note): the calibrated answer with the int8 multiply-adds of operand pairs no
+    reference network measured (`models.unpaired_int8`) charged as float ones, at the calibration's compute
+    efficiency; the interval spans `UNPAIRED_RANGE` of that float cost. The answer as given, and no note,
+    where a network has none of them or the calibration has no physical part (no compute efficiency)."""
+    from edgeatlas.predictor.models import unpaired_int8
+
+    theta = next((params[0] for kind, params, _ in cal.parts if kind == "physical"), None)
+    at_int8 = unpaired_int8(samples)
+    if theta is None or not (at_int8 > 0).any():
+        return answer, ""
+    procs = [st.proc for st in samples.settings]
+    ratio = np.array([p.int8_peak / p.peak_flops if p.peak_flops > 0 else 1.0 for p in procs])[samples.setting]
+    charged = theta * at_int8  # ms the calibrated answer gives them, at the int8 peak
+    as_float = charged * ratio
+
+    def plus(log_t, ms):
+        return np.log(np.maximum(np.exp(log_t) + ms, 1e-9))
+
+    mean, lo, hi = answer
+    lo_range, hi_range = UNPAIRED_RANGE
+    answer = (plus(mean, as_float - charged), np.minimum(lo, plus(lo, lo_range * as_float - charged)),
+              np.maximum(hi, plus(hi, hi_range * as_float - charged)))
+    pairs = sorted({kind for kinds in samples.graphs.int8_kinds() for kind in kinds if unpaired_kind(kind)})
+    note = (f"int8 kernels of operand pairs no reference network measured ({', '.join(pairs)}) charged as float "
+            f"multiply-adds, the interval spanning ×{lo_range:g}–{hi_range:g} of that cost")
+    return answer, note
+
+
 def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fingerprint, setting: SettingInfo,
                         cal, shots: Samples, zero, tuned, integer: np.ndarray):
     """((mean, low, high), note, measured) where `integer` marks int8 networks, `measured` those the
@@ -281,6 +324,14 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
     (`int8_extras`). A network whose int8 multiply-adds are of measured kinds (`INT8_MEASURED_SHARE`) is
     answered the calibrated answer plus each kind's extra cost per multiply-add times its own, no lower than
     its floor; the interval spans `INT8_SHAPE_RANGE` of that extra.
+
+    Those of an operand pair that no reference network runs (`unpaired_kind`: uint8 weights, int8
+    activations) count as measured, charged as float multiply-adds and the interval spanning
+    `UNPAIRED_RANGE` of that (`as_float_macs`): the kinds of one operation with other operands ran ×0.26 to
+    ×6.2 of its float kernel's time on one x86 machine, so a measured kind of another pair says nothing of
+    them. A dynamically quantized OCR model with uint8 weights (ddddocr's, 9.4 ms measured) was answered 34
+    ms when its ConvIntegers were taken for the measured int8-weight kind (×3.6, which its interval missed),
+    and 11.4 ms as float.
 
     Other int8 networks (and every one, without the int8 networks measured): the reference networks compute
     in float, so they say how fast this device is, not how its integer kernels compare with its float ones.
@@ -305,9 +356,17 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
         return sum((macs[kind] for kind in kinds if kind in macs), np.zeros(len(samples.graphs)))[samples.graph]
 
     depthwise = [kind for kind in macs if kind.startswith("depthwise") and kind not in extras]
-    measured = integer & (of(macs) > 0) & (of(extras) >= INT8_MEASURED_SHARE * of(macs)) & (of(depthwise) == 0)
+    unpaired = [kind for kind in macs if unpaired_kind(kind)]  # charged as float multiply-adds (`done`)
+    measured = integer & (of(macs) > 0) & (of(list(extras) + unpaired) >= INT8_MEASURED_SHARE * of(macs)) & \
+        (of(depthwise) == 0)
+
+    def done(answer, note: str):  # and the kernels of pairs no reference measured, charged as float ones
+        (mean, lo, hi), unpaired = as_float_macs(predictor, samples, cal, answer)
+        note = "; ".join(n for n in (note, unpaired) if n)
+        return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), note, measured
+
     if not measured.any():
-        return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), other, measured
+        return done((mean, lo, hi), other)
     more = [extras[kind][0] * of([kind]) for kind in extras if kind in macs]  # ms each kind adds, per sample
     low = sum((np.minimum(*(r * m for r in INT8_SHAPE_RANGE)) for m in more), np.zeros(len(samples)))
     high = sum((np.maximum(*(r * m for r in INT8_SHAPE_RANGE)) for m in more), np.zeros(len(samples)))
@@ -326,7 +385,7 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
             f"×{INT8_SHAPE_RANGE[0]:g}–{INT8_SHAPE_RANGE[1]:g} of that cost: other layer shapes)")
     if (integer & ~measured).any():
         note += "; other " + other
-    return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), note, measured
+    return done((mean, lo, hi), note)
 
 
 def fingerprint_shots(fingerprint: Fingerprint, setting: SettingInfo) -> Samples:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import CATEGORIES, LAYOUTS, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
+from edgeatlas.predictor.graph import CATEGORIES, LAYOUTS, OPERAND_PAIRS, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
 from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
@@ -23,8 +23,9 @@ from edgeatlas.protos.spec import SpecSheet
 # operator shape inference does not know has its producer's element type; 5: each node's element widths;
 # 6: each node's matrix-product columns (`GraphSet.lanes`), and an If counted as the branch it runs; 7: those
 # columns per layout (`graph.LAYOUTS`: ONNX Runtime's NCHWc convolutions vectorize output channels), and
-# the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`)
-FEATURIZER_VERSION = "7"
+# the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`); 8: the signedness of each int8
+# multiply-add's operands (`GraphSet.operands`)
+FEATURIZER_VERSION = "8"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -47,6 +48,9 @@ class GraphSet:
     lanes: np.ndarray | None = None
     # [N, len(LAYOUTS)]: per layout, whether each node runs inside the convolution before it (`graph.nchwc_fusions`)
     fused: np.ndarray | None = None
+    # [N] int8: the signedness of each int8 multiply-add's operands, an index into `graph.OPERAND_PAIRS` (0: the
+    # quantizers' default, u8×s8, and every node of a graph featurized before it was recorded)
+    operands: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -66,7 +70,8 @@ class GraphSet:
                    node_ptr=node_ptr, edge_ptr=edge_ptr,
                    summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32),
                    lanes=_per_layout([g.lanes for g in graphs], [g.nodes for g in graphs], 0.0),
-                   fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False))
+                   fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False),
+                   operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -81,15 +86,27 @@ class GraphSet:
         widths = np.rint(self.x[np.ix_(nodes, list(WIDTH_COLUMNS))] * 4).astype(int)
         return nodes, category, widths, np.searchsorted(self.node_ptr, nodes, side="right") - 1
 
+    def _int8_names(self, depthwise: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(node indices, graph index, kind) of the int8 multiply-add nodes (`int8_kinds`, `int8_macs`)."""
+        nodes, category, widths, graph = self._int8_nodes()
+        called = {CATEGORIES.index("matmul"): "matmul"}
+        if depthwise:
+            called[CATEGORIES.index("conv_dw")] = "depthwise"
+        pairs = np.zeros(len(nodes), int) if self.operands is None else self.operands[nodes].astype(int)
+        names = np.array([f"{called.get(c, 'conv')} {a}>{b}" + (f" {OPERAND_PAIRS[p]}" if p else "")
+                          for c, (a, b), p in zip(category, widths, pairs)], dtype=object)
+        return nodes, graph, names
+
     def int8_kinds(self) -> list[set[str]]:
-        """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", and the
+        """Per graph, the kinds of its int8 multiply-add kernels (`int8_work`): "conv" or "matmul", the
         bytes per element they read and write ("conv 1>1": QLinearConv; "conv 1>4": ConvInteger, which
-        accumulates to int32). Kernels of one kind cost alike per multiply-add; of two, up to 10x apart."""
-        _, category, widths, graph = self._int8_nodes()
-        matmul = category == CATEGORIES.index("matmul")
+        accumulates to int32), and the signedness of their activations and weights where it is not the
+        quantizers' default, uint8 × int8 ("conv 1>4 u8×u8"; `graph.OPERAND_PAIRS`). Kernels of one kind cost
+        alike per multiply-add; of two, up to 10x apart."""
+        _, graph, names = self._int8_names(depthwise=False)
         out: list[set[str]] = [set() for _ in range(len(self))]
-        for g, is_matmul, (a, b) in zip(graph, matmul, widths):
-            out[g].add(f"{'matmul' if is_matmul else 'conv'} {a}>{b}")
+        for g, name in zip(graph, names):
+            out[g].add(name)
         return out
 
     def int8_macs(self) -> dict[str, np.ndarray]:
@@ -97,10 +114,8 @@ class GraphSet:
         `int8_kinds`, with a depthwise convolution (one input channel per group) apart: "depthwise 1>1" for a
         depthwise QLinearConv, which costs many times a dense one per multiply-add. What the fingerprint's
         int8 networks measure (`fingerprint.INT8_KINDS`; `commands.int8_on_fingerprint`)."""
-        nodes, category, widths, graph = self._int8_nodes()
+        nodes, graph, names = self._int8_names(depthwise=True)
         macs = self.flops[nodes].astype(np.float64) / 2
-        called = {CATEGORIES.index("matmul"): "matmul", CATEGORIES.index("conv_dw"): "depthwise"}
-        names = np.array([f"{called.get(c, 'conv')} {a}>{b}" for c, (a, b) in zip(category, widths)], dtype=object)
         return {kind: np.bincount(graph, weights=macs * (names == kind), minlength=len(self))
                 for kind in sorted(set(names))}
 
@@ -118,7 +133,8 @@ class GraphSet:
                             weight_bytes=self.weight_bytes.astype(np.float32), edges=self.edges.astype(np.int32),
                             node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary,
                             **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}),
-                            **({} if self.fused is None else {"fused": self.fused}))
+                            **({} if self.fused is None else {"fused": self.fused}),
+                            **({} if self.operands is None else {"operands": self.operands}))
         os.replace(tmp, path)
 
     @classmethod
@@ -129,7 +145,8 @@ class GraphSet:
                        weight_bytes=z["weight_bytes"].astype(np.float64), edges=z["edges"].astype(np.int64),
                        node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"],
                        lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None,
-                       fused=z["fused"].astype(bool) if "fused" in z.files else None)
+                       fused=z["fused"].astype(bool) if "fused" in z.files else None,
+                       operands=z["operands"].astype(np.int8) if "operands" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -141,7 +158,8 @@ class GraphSet:
                         edges=self.edges[:, e_idx], node_ptr=np.cumsum([0] + [len(n) for n in nodes]),
                         edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)],
                         lanes=None if self.lanes is None else self.lanes[n_idx],
-                        fused=None if self.fused is None else self.fused[n_idx])
+                        fused=None if self.fused is None else self.fused[n_idx],
+                        operands=None if self.operands is None else self.operands[n_idx])
 
 
 @dataclass
@@ -338,7 +356,15 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     lanes=None if all(s.lanes is None for s in sets) else
                     _per_layout([s.lanes for s in sets], [len(s.flops) for s in sets], 0.0),
                     fused=None if all(s.fused is None for s in sets) else
-                    _per_layout([s.fused for s in sets], [len(s.flops) for s in sets], False))
+                    _per_layout([s.fused for s in sets], [len(s.flops) for s in sets], False),
+                    operands=None if all(s.operands is None for s in sets) else
+                    _per_node([s.operands for s in sets], [len(s.flops) for s in sets]))
+
+
+def _per_node(arrays: list, nodes: list[int]) -> np.ndarray:
+    """[N] int8: `operands` arrays joined, 0 (the default pair) where a part has none."""
+    return np.concatenate([np.zeros(n, np.int8) if a is None else np.asarray(a, np.int8)
+                           for a, n in zip(arrays, nodes)])
 
 
 def _per_layout(arrays: list, nodes: list[int], missing) -> np.ndarray:

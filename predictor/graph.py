@@ -91,6 +91,9 @@ class OpGraph:
     # [nodes, len(LAYOUTS)]: per layout, whether the node runs inside the convolution before it, no kernel of
     # its own (`nchwc_fusions`)
     fused: np.ndarray | None = None
+    # [nodes] int: the signedness of an int8 multiply-add's activations and weights, an index into
+    # OPERAND_PAIRS (`int8_operands`; 0, the quantizers' default, for every other node)
+    operands: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -427,7 +430,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width")}
+                                       "in_width", "out_width", "operands")}
     arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
@@ -461,6 +464,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                              for block in NCHWC_BLOCKS))
         arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
                                           blocked[-1])
+        arrays["operands"][i] = int8_operands(node, shapes)
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
                 if tensors and tensors[0] else FLOAT_WIDTH
@@ -474,7 +478,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    edges=np.array(edges, dtype=np.int64).reshape(-1, 2).T.copy(), params=params,
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
-                   out_width=arrays["out_width"], lanes=arrays["lanes"],
+                   out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
                    fused=nchwc_fusions(list(graph.node), blocked, shapes, _static_inputs(graph)))
 
 
@@ -545,6 +549,30 @@ def int8_work(category: np.ndarray, integer: np.ndarray) -> np.ndarray:
     category. A DynamicQuantizeLinear is an integer kernel too, but its arithmetic is a float one."""
     macs = np.isin(category, [CATEGORIES.index(c) for c in MAC_CATEGORIES])
     return macs & np.asarray(integer, dtype=bool)
+
+
+# The signedness of an int8 multiply-add's two operands, activations × weights. ONNX Runtime's quantizers write
+# the first by default (uint8 activations, int8 weights), and each pair runs on kernels of its own: on one x86
+# machine (ONNX Runtime 1.32, one thread, AVX-512 VNNI) a 256-deep MatMulInteger took 0.044 ms u8×s8, 0.11
+# u8×u8, 0.50 s8×u8 and 0.56 s8×s8; a 3×3 QLinearConv 0.58, 1.6 and 7.3 ms (u8×s8, u8×u8, s8×s8), where
+# ConvInteger ran the other way (u8×u8 0.2-0.9 of its float Conv's time, u8×s8 3.6-6.2 times it).
+OPERAND_PAIRS = ("u8×s8", "u8×u8", "s8×s8", "s8×u8")
+_SIGNED = {onnx.TensorProto.INT8: True, onnx.TensorProto.UINT8: False}
+
+
+def int8_operands(node: onnx.NodeProto, shapes: dict) -> int:
+    """The index in OPERAND_PAIRS of an integer multiply-add's operands (`integer_kernel`, of a MAC op):
+    its first input's element type and its weight's (`_CONV_WEIGHT`, `_MATMUL_INPUTS`; a recurrent cell's
+    and an attention's second input). A float first input is quantized as the kernel runs, to uint8 (ONNX
+    Runtime's DynamicQuantize* kernels, as DynamicQuantizeLinear); a type not known is the default's. 0 for
+    every other node."""
+    op = node.op_type
+    at = _CONV_WEIGHT.get(op, _MATMUL_INPUTS.get(op, (0, 1 if op in _RECURRENT or "Attention" in op else None))[1])
+    if not integer_kernel(op) or at is None or len(node.input) <= at or not node.input[0]:
+        return 0
+    activations = _SIGNED.get(shapes.get(node.input[0], (None, 0))[1], False)
+    weights = _SIGNED.get(shapes.get(node.input[at], (None, 0))[1], True)
+    return OPERAND_PAIRS.index(f"{'s8' if activations else 'u8'}×{'s8' if weights else 'u8'}")
 
 
 _CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}

@@ -76,17 +76,20 @@ def layout_of(setting) -> int:
     return LAYOUTS.index(block) if setting.runtime == "onnxruntime" and x86 and block in LAYOUTS else 0
 
 
-def physical_terms(samples: Samples) -> np.ndarray:
+def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndarray:
     """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
     operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product
     at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), and its operator
     count. In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX
-    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own."""
+    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own. nodes: [N] bool, the nodes
+    summed (all of them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
+    counted = np.ones(len(gs.flops), bool) if nodes is None else np.asarray(nodes, bool)
 
     def per_graph(values: np.ndarray) -> np.ndarray:
+        values = np.where(counted, values, 0.0)
         return np.add.reduceat(values, starts) if len(values) else np.zeros(len(starts))
 
     weights = per_graph(gs.weight_bytes)
@@ -111,6 +114,18 @@ def physical_terms(samples: Samples) -> np.ndarray:
         compute = np.where(peak[s] > 0, (flops + int8_flops / ratio[s]) * batch[s] / peak[s] * 1e3, 0.0)
         memory = np.where(bandwidth[s] > 0, (moved * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
     return np.stack([compute, memory, count], axis=1)
+
+
+def unpaired_int8(samples: Samples) -> np.ndarray:
+    """[S] ms: each network's compute time at its sheet's int8 peak (`physical_terms`) of the int8
+    multiply-adds whose operands are not the quantizers' default pair (`graph.OPERAND_PAIRS`): no reference
+    network runs those kernels, so nothing says they reach the int8 peak (on one x86 machine they took
+    ×0.43-3.7 of their float kernels' time, where the default pair took ×0.26-0.29, or ×3.6-6.2 for
+    ConvInteger). `commands.int8_on_fingerprint` charges them as float multiply-adds."""
+    gs = samples.graphs
+    if gs.operands is None or not gs.operands.any():
+        return np.zeros(len(samples))
+    return physical_terms(samples, gs.int8_work() & (gs.operands != 0))[:, 0]
 
 
 def _compute_floor(terms: np.ndarray) -> np.ndarray:

@@ -72,6 +72,53 @@ def test_transformer_matmuls_and_softmax():
     assert graph.shapes_known == 1.0
 
 
+def test_each_int8_multiply_add_knows_the_signedness_of_its_activations_and_weights(tmp_path):
+    """ONNX Runtime runs each pair of operand types on kernels of its own (uint8 × uint8 ConvInteger near its
+    float Conv's time, uint8 × int8 several times it): the kind of an int8 kernel names its pair where it is
+    not the quantizers' default (uint8 activations, int8 weights). A float input that the kernel quantizes
+    as it runs (DynamicQuantizeMatMul) is uint8; float operators and the default pair are 0."""
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.graph import OPERAND_PAIRS
+
+    def const(name, dtype, shape):
+        return numpy_helper.from_array(np.ones(shape, dtype), name)
+
+    u8, s8 = np.uint8, np.int8
+    inits = [const("w_u8", u8, (8, 8, 3, 3)), const("w_s8", s8, (8, 8, 3, 3)), const("z_u8", u8, ()),
+             const("z_s8", s8, ()), const("m_u8", u8, (64, 16)), const("m_s8", s8, (64, 16)),
+             numpy_helper.from_array(np.ones((), np.float32), "scale"), const("f", np.float32, (16, 4))]
+    nodes = [helper.make_node("ConvInteger", ["x_u8", "w_u8", "z_u8", "z_u8"], ["c1"], kernel_shape=[3, 3]),
+             helper.make_node("ConvInteger", ["x_u8", "w_s8", "z_u8", "z_s8"], ["c2"], kernel_shape=[3, 3]),
+             helper.make_node("QLinearConv", ["x_s8", "scale", "z_s8", "w_s8", "scale", "z_s8", "scale", "z_s8"],
+                              ["c3"], kernel_shape=[3, 3]),
+             helper.make_node("MatMulInteger", ["a_s8", "m_u8"], ["m1"]),
+             helper.make_node("DynamicQuantizeMatMul", ["a_f", "m_u8", "scale", "z_u8"], ["m2"],
+                              domain="com.microsoft"),
+             helper.make_node("MatMul", ["m2", "f"], ["m3"])]
+    inputs = [helper.make_tensor_value_info("x_u8", TensorProto.UINT8, [1, 8, 10, 10]),
+              helper.make_tensor_value_info("x_s8", TensorProto.INT8, [1, 8, 10, 10]),
+              helper.make_tensor_value_info("a_s8", TensorProto.INT8, [4, 64]),
+              helper.make_tensor_value_info("a_f", TensorProto.FLOAT, [4, 64])]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in ("c1", "c2", "c3", "m1", "m3")]
+    model = helper.make_model(helper.make_graph(nodes, "pairs", inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    graph = from_onnx(model)
+    assert [OPERAND_PAIRS[p] for p in graph.operands[:5]] == ["u8×u8", "u8×s8", "s8×s8", "s8×u8", "u8×u8"]
+    assert graph.operands[5] == 0  # a float MatMul
+    kinds = GraphSet.from_graphs([graph]).int8_kinds()[0]
+    assert {"conv 1>4 u8×u8", "conv 1>4", "conv 1>1 s8×s8", "matmul 1>4 s8×u8", "matmul 4>4 u8×u8"} <= kinds
+    assert not any(k.endswith("u8×s8") for k in kinds)  # the default pair keeps the names fingerprints use
+    # kept through the featurizer's cache, a subset and a join
+    from edgeatlas.predictor.data import concat
+
+    both = concat([GraphSet.from_graphs([from_onnx(conv_net())]), GraphSet.from_graphs([graph])])
+    both.save(tmp_path / "g.npz")
+    again = GraphSet.load(tmp_path / "g.npz").subset([1])
+    assert again.operands.tolist() == graph.operands.tolist() and again.int8_kinds()[0] == kinds
+
+
 def test_malformed_onnx_is_refused_naming_the_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a protobuf")

@@ -569,6 +569,62 @@ def test_int8_networks_are_answered_from_the_fingerprints_int8_networks_of_their
     assert (lo <= mean).all() and (mean <= hi).all() and np.isfinite(lo).all()
 
 
+def test_an_int8_network_on_an_operand_pair_no_reference_runs_is_charged_as_float(sample, tmp_path):
+    """A network dynamically quantized with uint8 weights (the quantizer's default until int8 weights) runs
+    ConvInteger on uint8 × uint8, not the int8-weight kernel the fingerprint's conv3x3_int8 measures, which
+    costs many times more per multiply-add on an x86 CPU. Its answer is not given that kernel's extra cost:
+    its int8 multiply-adds are charged as float ones at the calibration's compute efficiency, the interval
+    spanning UNPAIRED_RANGE of that, and the note says so. Its int8-weight twin is given the measured cost."""
+    import math
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import UNPAIRED_RANGE, answer, fingerprint_shots, int8_references, load_graph
+    from edgeatlas.predictor.data import GraphSet, SettingInfo
+    from edgeatlas.predictor.datasets.zoo import build
+    from edgeatlas.predictor.models import unpaired_int8
+
+    onnx.save(build("resnet:8-16:b1:s32"), str(tmp_path / "float.onnx"))
+    for name, weights in (("u8", QuantType.QUInt8), ("s8", QuantType.QInt8)):
+        quantize_dynamic(str(tmp_path / "float.onnx"), str(tmp_path / f"{name}.onnx"), weight_type=weights)
+    graphs = GraphSet.from_graphs([load_graph(str(tmp_path / f"{n}.onnx"), runtime="onnxruntime")[0]
+                                   for n in ("u8", "s8")])
+    kinds = graphs.int8_kinds()
+    assert "conv 1>4 u8×u8" in kinds[0] and "conv 1>4" not in kinds[0] and "conv 1>4" in kinds[1]
+    cpu = next(st for st in sample.settings if st.target == "cpu")
+    setting = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
+    asked = Samples(graphs, [setting], np.arange(2), np.zeros(2, dtype=np.int64), np.ones(2))
+    at_int8 = unpaired_int8(asked)
+    assert at_int8[0] > 0 and at_int8[1] == 0
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
+    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
+    gnn = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
+    without = {n: float(3 * v) for n, v in zip(floats, gnn, strict=True)}
+    cal = predictor.calibration(fingerprint_shots(fp.Fingerprint(latency_ms=without, threads=1), setting),
+                                designed=True)
+    assert cal.kind == "physical"
+    refs = int8_references(probe, setting)
+    called = np.exp(predictor.predict_calibrated(refs, cal)[0])
+    ref_macs = refs.graphs.int8_macs()
+    took = {refs.graphs.names[g]: float(called[i] + sum(40e-9 * m[g] for m in ref_macs.values()))
+            for i, g in enumerate(refs.graph)}  # every measured kind 40 ps per multiply-add over the answer
+    mean, lo, hi, _, note = answer(predictor, asked, setting, fp.Fingerprint(latency_ms={**without, **took},
+                                                                            threads=1))
+    c_mean, c_lo, c_hi = predictor.predict_calibrated(asked, cal)
+    ratio = setting.proc.int8_peak / setting.proc.peak_flops
+    charged = cal.params[0] * at_int8[0]  # what the calibrated answer gives them, at the int8 peak
+    assert ratio > 1 and charged > 0
+    assert mean[0] == pytest.approx(math.log(math.exp(c_mean[0]) + charged * (ratio - 1)), abs=1e-6)
+    assert hi[0] >= math.log(math.exp(c_hi[0]) + UNPAIRED_RANGE[1] * charged * ratio - charged) - 1e-6
+    assert lo[0] <= mean[0] <= hi[0] and hi[0] - lo[0] < math.log(100)  # bracketed, not widened to the roofline
+    s8_macs = graphs.int8_macs()["conv 1>4"][1]
+    assert mean[1] >= math.log(math.exp(c_mean[1]) + 40e-9 * s8_macs) - 1e-6  # the twin: the measured cost
+    assert "charged as float multiply-adds" in note and "conv 1>4 u8×u8" in note
+
+
 def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
     """Training on dynamically quantized networks in ONNX Runtime (ConvInteger: int8 in, int32 out) learns
     nothing of QLinearConv (int8 in and out), which runs 10x faster on the same layer: a statically
