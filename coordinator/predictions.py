@@ -21,6 +21,7 @@ import numpy as np
 
 from edgeatlas.coordinator.store import Store, now_ms
 from edgeatlas.coordinator.tables import PredictorRow
+from edgeatlas.protos import onnx_model
 from edgeatlas.protos.errors import Conflict, InvalidInput
 from edgeatlas.protos.records import Setting
 from edgeatlas.protos.spec import SpecSheet
@@ -365,7 +366,7 @@ class Predictors:
                 "roofline_latency_ms": math.exp(predictor.predict(samples, "roofline")[0][0]),
                 "tabular_latency_ms": math.exp(predictor.predict(samples, "tabular")[0][0]),
                 "version": row.version, "model_name": name, "gflops": float(graph.flops.sum()) * max(batch, 1) / 1e9,
-                "weight_mb": float(graph.weight_bytes.sum()) / 1e6, **accuracy_of(proto)}
+                "weight_mb": onnx_model.weight_bytes(proto.graph) / 1e6, **accuracy_of(proto)}
 
 
 def runtimes_text(predictor) -> str:

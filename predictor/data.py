@@ -24,7 +24,8 @@ from edgeatlas.protos.spec import SpecSheet
 # 6: each node's matrix-product columns (`GraphSet.lanes`), and an If counted as the branch it runs; 7: those
 # columns per layout (`graph.LAYOUTS`: ONNX Runtime's NCHWc convolutions vectorize output channels), and
 # the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`); 8: the signedness of each int8
-# multiply-add's operands (`GraphSet.operands`)
+# multiply-add's operands (`GraphSet.operands`), and a recurrent cell's weight bytes with R read once a
+# time step (`graph._recurrent_rereads`)
 FEATURIZER_VERSION = "8"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]

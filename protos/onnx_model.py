@@ -96,6 +96,14 @@ def parameters(graph) -> int:
     return int(sum(int(np.prod(w.dims, dtype=np.int64)) for w in weights(graph)))
 
 
+def weight_bytes(graph) -> float:
+    """The bytes the weights (`weights`) take as stored: a 4-bit one half a byte."""
+    def size(dtype: str) -> float:
+        return 0.5 if dtype in ("int4", "uint4") else float(np.dtype(dtype).itemsize)
+
+    return float(sum(int(np.prod(w.dims, dtype=np.int64)) * size(w.dtype) for w in weights(graph)))
+
+
 def precision(model) -> str:
     """fp32 / fp16 / bf16 / int8 / int4 by what the weights are stored in, weighted by their elements;
     "mixed" where a second precision holds a quarter of them or more. int8 weights count only where

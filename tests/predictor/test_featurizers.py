@@ -119,6 +119,31 @@ def test_each_int8_multiply_add_knows_the_signedness_of_its_activations_and_weig
     assert again.operands.tolist() == graph.operands.tolist() and again.int8_kinds()[0] == kinds
 
 
+@pytest.mark.parametrize("layout", [0, 1])
+def test_a_recurrent_cell_reads_its_recurrence_weights_once_a_time_step(layout):
+    """An LSTM over 5 steps multiplies its state by R at each: R's bytes are read 5 times, W's (applied to
+    all steps in one product) and the bias's once. The batch does not multiply them: a step reads R once."""
+    from onnx import numpy_helper
+
+    hidden, features, steps = 16, 8, 5
+    inits = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
+             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
+    x_shape = [steps, "N", features] if layout == 0 else ["N", steps, features]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden, layout=layout)
+    model = helper.make_model(helper.make_graph(
+        [node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 14)])
+    graph = from_onnx(model)
+    w, r, b = (4 * hidden * features, 4 * hidden * hidden, 8 * hidden)
+    assert graph.weight_bytes[0] == 4 * (w + b + steps * r)
+    assert graph.params == w + r + b  # the file's weights, counted once
+    from edgeatlas.protos import onnx_model
+
+    assert onnx_model.weight_bytes(model.graph) == 4 * (w + r + b)  # what the coordinator's answer calls weight_mb
+    assert graph.flops[0] >= 2 * steps * (w + r)
+
+
 def test_malformed_onnx_is_refused_naming_the_file(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not a protobuf")
