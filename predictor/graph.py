@@ -593,6 +593,8 @@ def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
         return 0.0
     steps = ins[0][1] if _attr(node, "layout", 0) == 1 else ins[0][0]
     return max(float(steps) - 1, 0.0) * weights.get(node.input[2], 0)
+
+
 # How a CPU runtime lays a convolution's tensors out (`gemm_columns`' columns, in this order): NCHW, and ONNX
 # Runtime's NCHWc on x86, channels in blocks of one vector's FP32 lanes (4, 8 or 16)
 NCHWC_BLOCKS = (4, 8, 16)
