@@ -361,8 +361,8 @@ def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fin
         (of(depthwise) == 0)
 
     def done(answer, note: str):  # and the kernels of pairs no reference measured, charged as float ones
-        (mean, lo, hi), unpaired = as_float_macs(predictor, samples, cal, answer)
-        note = "; ".join(n for n in (note, unpaired) if n)
+        (mean, lo, hi), said = as_float_macs(predictor, samples, cal, answer)
+        note = "; ".join(n for n in (note, said) if n)
         return (mean, np.minimum(lo, mean), np.maximum(hi, mean)), note, measured
 
     if not measured.any():

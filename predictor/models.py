@@ -86,10 +86,10 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
-    counted = np.ones(len(gs.flops), bool) if nodes is None else np.asarray(nodes, bool)
 
     def per_graph(values: np.ndarray) -> np.ndarray:
-        values = np.where(counted, values, 0.0)
+        if nodes is not None:
+            values = np.where(nodes, values, 0.0)
         return np.add.reduceat(values, starts) if len(values) else np.zeros(len(starts))
 
     weights = per_graph(gs.weight_bytes)
