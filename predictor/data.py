@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeatlas.predictor.graph import CATEGORIES, LAYOUTS, OPERAND_PAIRS, WIDTH_COLUMNS, OpGraph, from_onnx, int8_work
+from edgeatlas.predictor.graph import (CATEGORIES, LAYOUTS, OPERAND_PAIRS, SCALAR_COLUMNS, WIDTH_COLUMNS, OpGraph,
+                                       from_onnx, int8_work)
 from edgeatlas.predictor.hardware import Processor, feature_vector, processor
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.spec import SpecSheet
@@ -25,8 +26,9 @@ from edgeatlas.protos.spec import SpecSheet
 # columns per layout (`graph.LAYOUTS`: ONNX Runtime's NCHWc convolutions vectorize output channels), and
 # the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`); 8: the signedness of each int8
 # multiply-add's operands (`GraphSet.operands`), and a recurrent cell's weight bytes with R read once a
-# time step (`graph._recurrent_rereads`)
-FEATURIZER_VERSION = "8"
+# time step (`graph._recurrent_rereads`); 9: DFT and STFT counted as ONNX Runtime computes them, in scalar
+# loops (`graph.fft_flops`, `graph.SCALAR_KERNELS`), and a FusedMatMul's transposed A summed over the right axis
+FEATURIZER_VERSION = "9"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -78,6 +80,13 @@ class GraphSet:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
         category and integer-kernel columns)."""
         return int8_work(np.argmax(self.x[:, :len(CATEGORIES)], axis=1), self.x[:, -1] > 0)
+
+    def scalar(self) -> np.ndarray:
+        """[N] whether each node is a kernel written as scalar loops (`graph.SCALAR_KERNELS`): its columns are
+        `graph.SCALAR_COLUMNS`, a fraction no matrix product has."""
+        if self.lanes is None:
+            return np.zeros(len(self.flops), dtype=bool)
+        return self.lanes[:, 0] == np.float32(SCALAR_COLUMNS)
 
     def _int8_nodes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(node indices, op category, [n, 2] bytes per element read and written, graph index) of the nodes

@@ -484,7 +484,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
     """A light copy for shape inference: inputs at the spec's shapes (batch 1), other symbolic dimensions
-    set to 1, large weights as typed inputs.
+    set to 1, large weights as typed inputs, an STFT's `onesided` said where it is left at its default.
 
     Small initializers keep their values: Reshape's target shape and the like are read by inference.
     """
@@ -496,6 +496,10 @@ def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelP
     graph = onnx.helper.make_graph(list(g.node), g.name, list(g.input) + as_inputs, list(g.output), small)
     light = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
     light.ir_version = model.ir_version
+    for node in light.graph.node:  # ONNX's inference (1.23) takes it for two-sided there; the operator, one-sided
+        if node.op_type == "STFT" and node.domain in ("", "ai.onnx") and \
+                not any(a.name == "onesided" for a in node.attribute):
+            node.attribute.append(onnx.helper.make_attribute("onesided", 1))
     given = {s.name: s.shape_at(1) for s in specs}
     for is_input, vi in [(True, v) for v in light.graph.input] + [(False, v) for v in light.graph.output]:
         if not vi.type.HasField("tensor_type"):
@@ -635,6 +639,15 @@ _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation",
 _FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
 
 
+# ONNX Runtime's CPU kernels that compute one element at a time, in no vector: its DFT and STFT are loops of
+# std::complex arithmetic (core/providers/cpu/signal/dft.cc). Such a loop keeps one lane busy, and issues its
+# multiplies and adds apart where the peak counts a fused multiply-add as two FLOPs: half a lane's peak
+# (SCALAR_COLUMNS as `gemm_columns`' columns). On an AVX-512 core whose convolutions ran at 104 GFLOP/s, STFTs of
+# 400 and 512 points ran at 3.5-4.1: ×0.54-0.64 of one lane's peak, ×1.1-1.3 of half of it.
+SCALAR_KERNELS = ("DFT", "STFT")
+SCALAR_COLUMNS = 0.5
+
+
 def gemm_columns(op: str, category: str, out: list | None,
                  blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS)) -> tuple[float, ...]:
     """Per layout (`LAYOUTS`), the output columns of the matrix product a node runs as, which a CPU's GEMM
@@ -644,7 +657,9 @@ def gemm_columns(op: str, category: str, out: list | None,
     reorders into blocks of output channels (`blocked`, per block of `NCHWC_BLOCKS`: `nchwc_runs`)
     vectorizes those channels, a block at a time: its output channels; one it leaves in NCHW, its
     positions. A depthwise convolution has a kernel of its own, and a transposed one scatters its
-    product: 0."""
+    product: 0. A kernel written as scalar loops (`SCALAR_KERNELS`): `SCALAR_COLUMNS`."""
+    if op in SCALAR_KERNELS:
+        return (SCALAR_COLUMNS,) * len(LAYOUTS)
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):
         return (0.0,) * len(LAYOUTS)
     if op in _MATMUL_INPUTS:
@@ -790,8 +805,7 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
         a, _ = (arg(i) for i in _MATMUL_INPUTS[op])
         if a is None or out is None:
             return None, 0.0, 0.0, 0.0, channels
-        k = a[0] if op in ("Gemm", "QGemm", "FusedGemm") and _attr(node, "transA", 0) else a[-1]
-        macs = out_elems * k
+        macs = out_elems * _contracted(node, a)
         bias = op in ("Gemm", "FusedGemm") and len(ins) > 2
         return 2 * macs + (out_elems if bias else 0), macs, 0.0, 0.0, float(out[-1])
     if op in _RECURRENT:  # every step multiplies the input by W and the state by R, per direction
@@ -831,6 +845,8 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
             kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, x[2:])]
         return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
             float(max(_attr(node, "strides", [1]))), channels
+    if op in SCALAR_KERNELS:
+        return _fourier_flops(node, ins, out), 0.0, 0.0, 0.0, channels
     if op in _REDUCE_INPUT:
         x = arg(0)
         return (None if x is None else _elems(x) * _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
@@ -840,6 +856,59 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
     if category == "other" or out is None:
         return None, 0.0, 0.0, 0.0, channels
     return out_elems * _FLOPS_PER_ELEMENT.get(op, _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
+
+
+def _fourier_flops(node: onnx.NodeProto, ins: list, out: list | None) -> float | None:
+    """FLOPs of a DFT or STFT as ONNX Runtime's CPU kernel computes it: one transform of N points per frame
+    (STFT: [batch, frames, bins, 2] out; N: its window's length) or per line along the axis (DFT: its
+    `axis`, or the one axis whose length the transform changes), each as `fft_flops`. None where the
+    shapes are not known."""
+    if out is None or len(out) < 3 or not ins or ins[0] is None:
+        return None
+    x = ins[0]
+    onesided = _attr(node, "onesided", 1 if node.op_type == "STFT" else 0)
+    if node.op_type == "STFT":
+        axis, window = len(out) - 2, ins[2] if len(ins) > 2 else None
+        n = window[0] if window else (2 * (out[axis] - 1) if onesided else out[axis])
+        bins = n // 2 + 1 if onesided else n
+    else:
+        changed = [i for i in range(len(out) - 1) if i < len(x) and out[i] != x[i]]
+        axis = _attr(node, "axis", changed[0] if len(changed) == 1 else 1) % len(out)
+        bins = out[axis]
+        given = len(node.input) > 1 and bool(node.input[1])  # dft_length: a value shapes do not say
+        n = bins if not onesided else (x[axis] if not given and axis < len(x) else 2 * (bins - 1))
+    transforms = _elems(out) / max(out[axis] * out[-1], 1)
+    return transforms * fft_flops(int(n), int(bins))
+
+
+def fft_flops(n: int, bins: int) -> float:
+    """FLOPs of one N-point transform in ONNX Runtime's CPU kernel (1.16 onwards), `bins` of its outputs
+    kept. N a power of 2: a radix-2 FFT, log2 N stages of N/2 butterflies of two complex multiplies and two
+    complex adds (16 FLOPs), after the windowed input is read. Otherwise Bluestein's chirp-z: the power of 2
+    M ≥ 2N - 1, an FFT of M points forward and one back, a complex product per point between them and the
+    scaling after, the chirp applied to the N inputs and to the outputs kept. A 400-point window (Whisper's)
+    costs about 4.7× a 512-point one."""
+    if n < 2:
+        return 2.0 * max(n, 0)
+    if n & (n - 1) == 0:
+        return 8.0 * n * math.log2(n) + 2 * n
+    m = 1 << (2 * n - 2).bit_length()
+    return 16.0 * m * math.log2(m) + 8 * m + 8 * n + 12 * bins
+
+
+def _contracted(node: onnx.NodeProto, a: list) -> int:
+    """The dimension a matrix product sums over, read from its first input A: A's last, unless A is
+    transposed. Gemm's transA: its first (A is 2-D). ONNX Runtime's FusedMatMul (a MatMul with the Transpose
+    before it folded in) transposes A's last two dimensions with transA, and with transBatchA moves A's first
+    dimension behind its batch ones, so transA then sums over that first. A mel filter bank applied to a
+    spectrogram's transpose (NeMo's and Kaldi's front ends: [1, 257, 3001]ᵀ × [257, 128]) was counted
+    over 3001 where it sums over 257: 12× its work."""
+    if not _attr(node, "transA", 0):
+        return a[-1]
+    if node.op_type in ("Gemm", "QGemm", "FusedGemm") or (node.op_type == "FusedMatMul" and
+                                                           _attr(node, "transBatchA", 0)):
+        return a[0]
+    return a[-2] if len(a) >= 2 else a[-1]
 
 
 def _einsum_macs(equation, ins: list) -> float | None:

@@ -57,10 +57,10 @@ def roofline_log(samples: Samples) -> np.ndarray:
 def lane_use(columns: np.ndarray | None, lanes: int, layout: int = 0) -> np.ndarray | float:
     """[N] the share of a CPU's `lanes` FP32 vector lanes each node's matrix product keeps busy: its output
     columns in the `layout` it runs in (`graph.gemm_columns`, `graph.LAYOUTS`) over those rounded up to
-    whole vectors (a 5-position convolution on 16 lanes: 5/16). 1 where a node runs no matrix product, or
-    the lanes or columns are not known. Silero VAD's 1-D convolutions (4-5 output positions) ran at a fifth
-    to a quarter of the rate this machine's 3×3 convolutions at 56×56 did, and its fingerprint answers
-    were ×0.34-0.61 of measured."""
+    whole vectors (a 5-position convolution on 16 lanes: 5/16; a scalar loop, `graph.SCALAR_COLUMNS`: 1/32).
+    1 where a node runs no matrix product, or the lanes or columns are not known. Silero VAD's 1-D
+    convolutions (4-5 output positions) ran at a fifth to a quarter of the rate this machine's 3×3
+    convolutions at 56×56 did, and its fingerprint answers were ×0.34-0.61 of measured."""
     if columns is None or lanes <= 1:
         return 1.0
     c = np.asarray(columns, dtype=np.float64)[:, layout]
@@ -126,6 +126,15 @@ def unpaired_int8(samples: Samples) -> np.ndarray:
     if gs.operands is None or not gs.operands.any():
         return np.zeros(len(samples))
     return physical_terms(samples, gs.int8_work() & (gs.operands != 0))[:, 0]
+
+
+def scalar_loops(samples: Samples) -> np.ndarray:
+    """[S] ms: each network's compute time (`physical_terms`) in kernels written as scalar loops
+    (`GraphSet.scalar`: ONNX Runtime's DFT and STFT), charged at half of one lane's peak. No reference
+    network runs one, so how near a device's scalar code comes to that is not measured
+    (`commands.scalar_spread`)."""
+    nodes = samples.graphs.scalar()
+    return physical_terms(samples, nodes)[:, 0] if nodes.any() else np.zeros(len(samples))
 
 
 def _compute_floor(terms: np.ndarray) -> np.ndarray:

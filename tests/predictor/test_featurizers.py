@@ -438,3 +438,96 @@ def test_onnx_runtime_on_x86_folds_a_residual_add_and_its_relu_into_the_convolut
     assert folded[2] == 2 and whole[2] == 4 and terms["aarch64", "onnxruntime"][2] == 4
     bytes_of = (block.act_bytes[:2].sum() + block.weight_bytes.sum()) / 10e9 * 1e3
     assert folded[1] == pytest.approx(bytes_of) and whole[1] > folded[1]
+
+
+def test_a_fused_matmul_sums_over_the_axis_of_the_transpose_it_took_in():
+    """ONNX Runtime folds a Transpose of A's last two axes into the MatMul after it (FusedMatMul, transA):
+    the product sums over what was A's second-to-last axis. Counted over A's last, a mel filter bank on a
+    spectrogram's transpose (NeMo's front end) was 12x its work. Every Transpose + MatMul, fused or not,
+    counts the multiply-adds of the graph as declared."""
+    import itertools
+
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.graph import runtime_graph
+
+    fused = 0
+    for shape in ([3, 5, 7], [2, 3, 5, 7]):
+        for perm in itertools.permutations(range(len(shape))):
+            w = numpy_helper.from_array(np.ones((shape[perm[-1]], 24), np.float32), "w")
+            graph = helper.make_graph([helper.make_node("Transpose", ["x"], ["xt"], perm=list(perm)),
+                                       helper.make_node("MatMul", ["xt", "w"], ["y"])], "t",
+                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+            m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            m.ir_version = 8
+            declared, runs = from_onnx(m), runtime_graph(m, "onnxruntime")
+            assert declared.macs == math.prod(shape) * 24 and runs.macs == declared.macs, (shape, perm)
+            fused += perm[-2:] == (len(shape) - 1, len(shape) - 2) and runs.ops == ["FusedMatMul"]
+    assert fused == 2  # the transposes of the last two axes, at both ranks, ran as one FusedMatMul
+
+
+def stft_model(window: int, samples: int = 16000, hop: int = 160) -> onnx.ModelProto:
+    """A waveform [1, samples] → STFT (a Hann window of `window` points, `hop` apart, one-sided) → power
+    spectrum: a speech front end's first steps, as Whisper's and NeMo's ONNX preprocessors run them."""
+    from onnx import numpy_helper
+
+    hann = np.hanning(window).astype(np.float32)
+    nodes = [helper.make_node("Unsqueeze", ["x", "last"], ["x3"]),
+             helper.make_node("STFT", ["x3", "hop", "hann"], ["spectrum"]),
+             helper.make_node("ReduceSumSquare", ["spectrum", "last"], ["power"], keepdims=0)]
+    inits = [numpy_helper.from_array(hann, "hann"), numpy_helper.from_array(np.array(hop, np.int64), "hop"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last")]
+    graph = helper.make_graph(nodes, "stft", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, samples])],
+                              [helper.make_tensor_value_info("power", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m
+
+
+def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_loops():
+    """ONNX Runtime's STFT and DFT run each transform as a radix-2 FFT where its length is a power of 2, else
+    as Bluestein's chirp-z over two FFTs of the power of 2 past twice the length: a 400-point window (Whisper's)
+    costs 4.7x a 512-point one, not less. Their kernels are scalar std::complex loops: half a lane's peak
+    (`SCALAR_COLUMNS`), 32x a 16-lane vector's time per FLOP. They were not counted before: Whisper's front
+    end was answered 2 ms where it took 137. A DFT over the same frames counts what the STFT does, and the
+    spectrum after an STFT left at its default is one-sided."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.graph import SCALAR_COLUMNS, fft_flops
+    from edgeatlas.predictor.models import physical_terms, scalar_loops
+
+    frames = {n: (16000 - n) // 160 + 1 for n in (400, 512)}
+    graphs = {n: from_onnx(stft_model(n)) for n in (400, 512)}
+    for n, g in graphs.items():
+        stft = g.ops.index("STFT")
+        assert not g.uncounted and g.flops[stft] == pytest.approx(frames[n] * fft_flops(n, n // 2 + 1))
+        assert g.lanes[stft].tolist() == [SCALAR_COLUMNS] * 4 and g.lanes[g.ops.index("ReduceSumSquare")].sum() == 0
+        # its spectrum one-sided, as the operator's default is (ONNX's shape inference alone takes it two-sided)
+        assert g.flops[g.ops.index("ReduceSumSquare")] == 2 * frames[n] * (n // 2 + 1) * 2
+        session = ort.InferenceSession(stft_model(n).SerializeToString(), providers=["CPUExecutionProvider"])
+        assert session.run(None, {"x": np.zeros((1, 16000), np.float32)})[0].shape == (1, frames[n], n // 2 + 1)
+    assert fft_flops(512, 257) == 8 * 512 * 9 + 2 * 512  # 9 stages of 256 butterflies, the window read
+    assert fft_flops(400, 201) > 4.5 * fft_flops(512, 257)  # two 1024-point FFTs and the chirps
+    assert fft_flops(1, 1) == 2 and fft_flops(0, 0) == 0
+    # the frames an STFT cuts, as a DFT over their axis: the same transforms
+    frames_in = numpy_helper.from_array(np.zeros((1, 7, 512, 1), np.float32), "f")
+    dft = helper.make_graph([helper.make_node("DFT", ["f"], ["y"], axis=2, onesided=1)], "d", [],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [frames_in])
+    m = helper.make_model(dft, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    assert from_onnx(m).flops[0] == pytest.approx(7 * fft_flops(512, 257))
+    # a 16-lane core: the STFT's compute term is 32x that of vector code of its FLOPs
+    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx512", "fma_units": 2},
+                                 "memory": {"bandwidth_gbs": 1e5}})
+    gs = GraphSet.from_graphs([graphs[512]])
+    samples = Samples(gs, [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")], np.array([0]),
+                      np.zeros(1, np.int64), np.ones(1))
+    stft = gs.scalar()
+    assert stft.tolist() == [op == "STFT" for op in graphs[512].ops]
+    at_peak = gs.flops[stft].sum() / processor(sheet, "cpu").peak_flops * 1e3
+    assert scalar_loops(samples)[0] == pytest.approx(32 * at_peak)
+    assert physical_terms(samples)[0, 0] == pytest.approx(32 * at_peak + gs.flops[~stft].sum() * at_peak
+                                                          / gs.flops[stft].sum())
