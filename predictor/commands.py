@@ -173,6 +173,8 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
             tuned, more, measured = int8_on_fingerprint(predictor, samples, fingerprint, setting, cal, shots,
                                                         (mean, lo, hi), tuned, integer)
             described += "; " + more
+        tuned, said = scalar_spread(samples, cal, tuned)
+        described += f"; {said}" if said else ""
         unknown = (no_int8 | (no_runtime & integer)) & ~measured  # a calibration answers for the runtime itself
         t_mean, t_lo, t_hi = tuned
         t_lo, t_hi = predictor.widened(samples, t_mean, t_lo, t_hi, unknown)
@@ -296,19 +298,45 @@ def as_float_macs(predictor: Predictor, samples: Samples, cal, answer) -> tuple[
     procs = [st.proc for st in samples.settings]
     ratio = np.array([p.int8_peak / p.peak_flops if p.peak_flops > 0 else 1.0 for p in procs])[samples.setting]
     charged = theta * at_int8  # ms the calibrated answer gives them, at the int8 peak
-    as_float = charged * ratio
+    lo_range, hi_range = UNPAIRED_RANGE
+    pairs = sorted({kind for kinds in samples.graphs.int8_kinds() for kind in kinds if unpaired_kind(kind)})
+    note = (f"int8 kernels of operand pairs no reference network measured ({', '.join(pairs)}) charged as float "
+            f"multiply-adds, the interval spanning ×{lo_range:g}–{hi_range:g} of that cost")
+    return recharged(answer, charged, charged * ratio, UNPAIRED_RANGE), note
 
+
+# How far a scalar loop's rate may lie from the half of one lane's peak it is charged (`graph.SCALAR_COLUMNS`):
+# from the whole lane, every operation a fused multiply-add (×0.5), to one FLOP a cycle (×2). ONNX Runtime's
+# STFTs of 400 and 512 points took ×1.06-1.27 of their charge on one x86 core.
+SCALAR_RANGE = (0.5, 2.0)
+
+
+def scalar_spread(samples: Samples, cal, answer) -> tuple[tuple, str]:
+    """((mean, low, high), note): the calibrated answer, its interval spanning `SCALAR_RANGE` of what it
+    charges for kernels written as scalar loops (`models.scalar_loops`), which no reference network runs.
+    The answer as given, and no note, where a network has none or the calibration has no compute efficiency."""
+    from edgeatlas.predictor.graph import SCALAR_KERNELS
+    from edgeatlas.predictor.models import scalar_loops
+
+    theta = next((params[0] for kind, params, _ in cal.parts if kind == "physical"), None)
+    ms = scalar_loops(samples)
+    if theta is None or not (ms > 0).any():
+        return answer, ""
+    note = (f"kernels written as scalar loops ({', '.join(SCALAR_KERNELS)}), which no reference network runs: "
+            f"charged at half of one vector lane's peak, the interval spanning ×{SCALAR_RANGE[0]:g}–"
+            f"{SCALAR_RANGE[1]:g} of that")
+    return recharged(answer, theta * ms, theta * ms, SCALAR_RANGE), note
+
+
+def recharged(answer: tuple, charged: np.ndarray, cost: np.ndarray, spread: tuple[float, float]) -> tuple:
+    """(log mean, low, high): `answer` with work it charged `charged` ms for costing `cost` ms instead, and
+    its interval reaching `spread` × that cost at either end (never narrower than it was)."""
     def plus(log_t, ms):
         return np.log(np.maximum(np.exp(log_t) + ms, 1e-9))
 
     mean, lo, hi = answer
-    lo_range, hi_range = UNPAIRED_RANGE
-    answer = (plus(mean, as_float - charged), np.minimum(lo, plus(lo, lo_range * as_float - charged)),
-              np.maximum(hi, plus(hi, hi_range * as_float - charged)))
-    pairs = sorted({kind for kinds in samples.graphs.int8_kinds() for kind in kinds if unpaired_kind(kind)})
-    note = (f"int8 kernels of operand pairs no reference network measured ({', '.join(pairs)}) charged as float "
-            f"multiply-adds, the interval spanning ×{lo_range:g}–{hi_range:g} of that cost")
-    return answer, note
+    return (plus(mean, cost - charged), np.minimum(lo, plus(lo, spread[0] * cost - charged)),
+            np.maximum(hi, plus(hi, spread[1] * cost - charged)))
 
 
 def int8_on_fingerprint(predictor: Predictor, samples: Samples, fingerprint: Fingerprint, setting: SettingInfo,

@@ -569,6 +569,27 @@ def test_int8_networks_are_answered_from_the_fingerprints_int8_networks_of_their
     assert (lo <= mean).all() and (mean <= hi).all() and np.isfinite(lo).all()
 
 
+def asked_in_onnxruntime(sample, graphs):
+    """(setting, samples): each of the graphs asked about on the sample's CPU, in ONNX Runtime, one thread."""
+    from edgeatlas.predictor.data import SettingInfo
+
+    cpu = next(st for st in sample.settings if st.target == "cpu")
+    setting = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
+    n = len(graphs)
+    return setting, Samples(graphs, [setting], np.arange(n), np.zeros(n, dtype=np.int64), np.ones(n))
+
+
+def slower_than_answered(predictor, setting) -> dict[str, float]:
+    """Float reference networks' latencies at 3x the predictor's answer for them: a device it must calibrate."""
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import fingerprint_shots
+
+    probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
+    gnn = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
+    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]
+    return {n: float(3 * v) for n, v in zip(floats, gnn, strict=True)}
+
+
 def test_an_int8_network_on_an_operand_pair_no_reference_runs_is_charged_as_float(sample, tmp_path):
     """A network dynamically quantized with uint8 weights (the quantizer's default until int8 weights) runs
     ConvInteger on uint8 × uint8, not the int8-weight kernel the fingerprint's conv3x3_int8 measures, which
@@ -582,7 +603,7 @@ def test_an_int8_network_on_an_operand_pair_no_reference_runs_is_charged_as_floa
 
     from edgeatlas.predictor import fingerprint as fp
     from edgeatlas.predictor.commands import UNPAIRED_RANGE, answer, fingerprint_shots, int8_references, load_graph
-    from edgeatlas.predictor.data import GraphSet, SettingInfo
+    from edgeatlas.predictor.data import GraphSet
     from edgeatlas.predictor.datasets.zoo import build
     from edgeatlas.predictor.models import unpaired_int8
 
@@ -593,16 +614,12 @@ def test_an_int8_network_on_an_operand_pair_no_reference_runs_is_charged_as_floa
                                    for n in ("u8", "s8")])
     kinds = graphs.int8_kinds()
     assert "conv 1>4 u8×u8" in kinds[0] and "conv 1>4" not in kinds[0] and "conv 1>4" in kinds[1]
-    cpu = next(st for st in sample.settings if st.target == "cpu")
-    setting = SettingInfo("t1_b1", "box", cpu.spec, "cpu", 1, 1, "onnxruntime")
-    asked = Samples(graphs, [setting], np.arange(2), np.zeros(2, dtype=np.int64), np.ones(2))
+    setting, asked = asked_in_onnxruntime(sample, graphs)
     at_int8 = unpaired_int8(asked)
     assert at_int8[0] > 0 and at_int8[1] == 0
     predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
-    floats = [n for n in fp.NAMES if n not in fp.INT8_NAMES]
     probe = fp.Fingerprint(latency_ms=dict.fromkeys(fp.NAMES, 1.0), threads=1)
-    gnn = np.exp(predictor.predict(fingerprint_shots(probe, setting))[0])
-    without = {n: float(3 * v) for n, v in zip(floats, gnn, strict=True)}
+    without = slower_than_answered(predictor, setting)
     cal = predictor.calibration(fingerprint_shots(fp.Fingerprint(latency_ms=without, threads=1), setting),
                                 designed=True)
     assert cal.kind == "physical"
@@ -623,6 +640,39 @@ def test_an_int8_network_on_an_operand_pair_no_reference_runs_is_charged_as_floa
     s8_macs = graphs.int8_macs()["conv 1>4"][1]
     assert mean[1] >= math.log(math.exp(c_mean[1]) + 40e-9 * s8_macs) - 1e-6  # the twin: the measured cost
     assert "charged as float multiply-adds" in note and "conv 1>4 u8×u8" in note
+
+
+def test_a_kernel_written_as_scalar_loops_widens_the_calibrated_interval_by_what_it_is_charged(sample):
+    """No reference network runs an STFT, whose kernel in ONNX Runtime is scalar code charged at half of one
+    lane's peak: with a fingerprint, the answer keeps its calibrated mean and its interval spans SCALAR_RANGE
+    of what the STFT is charged; a network without one keeps its interval, and the note says why."""
+    import math
+
+    from edgeatlas.predictor import fingerprint as fp
+    from edgeatlas.predictor.commands import SCALAR_RANGE, answer, fingerprint_shots
+    from edgeatlas.predictor.data import GraphSet
+    from edgeatlas.predictor.graph import from_onnx
+    from edgeatlas.predictor.models import scalar_loops
+
+    from tests.predictor.test_featurizers import conv_net, stft_model
+
+    graphs = GraphSet.from_graphs([from_onnx(stft_model(400, samples=48000)), from_onnx(conv_net())])
+    setting, asked = asked_in_onnxruntime(sample, graphs)
+    ms = scalar_loops(asked)
+    assert ms[0] > 0 and ms[1] == 0
+    predictor = fit_all(sample, TrainConfig(members=1, epochs=1))
+    fingerprint = fp.Fingerprint(latency_ms=slower_than_answered(predictor, setting), threads=1)
+    cal = predictor.calibration(fingerprint_shots(fingerprint, setting), designed=True)
+    assert cal.kind == "physical"
+    mean, lo, hi, _, note = answer(predictor, asked, setting, fingerprint)
+    c_mean, c_lo, c_hi = predictor.predict_calibrated(asked, cal)
+    charged = cal.params[0] * ms[0]
+    assert mean == pytest.approx(c_mean)
+    assert hi[0] == pytest.approx(max(c_hi[0], math.log(math.exp(c_hi[0]) + (SCALAR_RANGE[1] - 1) * charged)))
+    assert lo[0] == pytest.approx(min(c_lo[0], math.log(max(math.exp(c_lo[0]) - (1 - SCALAR_RANGE[0]) * charged,
+                                                            1e-9))))
+    assert hi[0] - lo[0] > c_hi[0] - c_lo[0] and (lo[1], hi[1]) == pytest.approx((c_lo[1], c_hi[1]))
+    assert "scalar loops (DFT, STFT)" in note
 
 
 def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
