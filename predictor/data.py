@@ -27,8 +27,9 @@ from edgeatlas.protos.spec import SpecSheet
 # the nodes its NCHWc pass folds into a convolution (`GraphSet.fused`); 8: the signedness of each int8
 # multiply-add's operands (`GraphSet.operands`), and a recurrent cell's weight bytes with R read once a
 # time step (`graph._recurrent_rereads`); 9: DFT and STFT counted as ONNX Runtime computes them, in scalar
-# loops (`graph.fft_flops`, `graph.SCALAR_KERNELS`), and a FusedMatMul's transposed A summed over the right axis
-FEATURIZER_VERSION = "9"
+# loops (`graph.fft_flops`, `graph.SCALAR_KERNELS`), and a FusedMatMul's transposed A summed over the right axis;
+# 10: the bytes ONNX Runtime's NCHWc pass copies between layouts (`GraphSet.reordered`)
+FEATURIZER_VERSION = "10"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -54,6 +55,9 @@ class GraphSet:
     # [N] int8: the signedness of each int8 multiply-add's operands, an index into `graph.OPERAND_PAIRS` (0: the
     # quantizers' default, u8×s8, and every node of a graph featurized before it was recorded)
     operands: np.ndarray | None = None
+    # [N, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for each node
+    # (`graph.nchwc_layouts`; 0 in a graph featurized before they were counted)
+    reordered: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -74,7 +78,8 @@ class GraphSet:
                    summary=np.array([[g.summary()[k] for k in SUMMARY] for g in graphs], dtype=np.float32),
                    lanes=_per_layout([g.lanes for g in graphs], [g.nodes for g in graphs], 0.0),
                    fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False),
-                   operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]))
+                   operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]),
+                   reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -144,7 +149,8 @@ class GraphSet:
                             node_ptr=self.node_ptr, edge_ptr=self.edge_ptr, summary=self.summary,
                             **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}),
                             **({} if self.fused is None else {"fused": self.fused}),
-                            **({} if self.operands is None else {"operands": self.operands}))
+                            **({} if self.operands is None else {"operands": self.operands}),
+                            **({} if self.reordered is None else {"reordered": self.reordered.astype(np.float32)}))
         os.replace(tmp, path)
 
     @classmethod
@@ -156,7 +162,8 @@ class GraphSet:
                        node_ptr=z["node_ptr"], edge_ptr=z["edge_ptr"], summary=z["summary"],
                        lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None,
                        fused=z["fused"].astype(bool) if "fused" in z.files else None,
-                       operands=z["operands"].astype(np.int8) if "operands" in z.files else None)
+                       operands=z["operands"].astype(np.int8) if "operands" in z.files else None,
+                       reordered=z["reordered"].astype(np.float64) if "reordered" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -169,7 +176,8 @@ class GraphSet:
                         edge_ptr=np.cumsum([0] + [len(e) for e in edges]), summary=self.summary[list(index)],
                         lanes=None if self.lanes is None else self.lanes[n_idx],
                         fused=None if self.fused is None else self.fused[n_idx],
-                        operands=None if self.operands is None else self.operands[n_idx])
+                        operands=None if self.operands is None else self.operands[n_idx],
+                        reordered=None if self.reordered is None else self.reordered[n_idx])
 
 
 @dataclass
@@ -368,7 +376,9 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     fused=None if all(s.fused is None for s in sets) else
                     _per_layout([s.fused for s in sets], [len(s.flops) for s in sets], False),
                     operands=None if all(s.operands is None for s in sets) else
-                    _per_node([s.operands for s in sets], [len(s.flops) for s in sets]))
+                    _per_node([s.operands for s in sets], [len(s.flops) for s in sets]),
+                    reordered=None if all(s.reordered is None for s in sets) else
+                    _per_layout([s.reordered for s in sets], [len(s.flops) for s in sets], 0.0))
 
 
 def _per_node(arrays: list, nodes: list[int]) -> np.ndarray:

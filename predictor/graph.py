@@ -94,6 +94,9 @@ class OpGraph:
     # [nodes] int: the signedness of an int8 multiply-add's activations and weights, an index into
     # OPERAND_PAIRS (`int8_operands`; 0, the quantizers' default, for every other node)
     operands: np.ndarray | None = None
+    # [nodes, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for the node
+    # (`nchwc_layouts`)
+    reordered: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -472,6 +475,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
             arrays["act"][i] = act_in + act_out
+    fused, reordered = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
+                                     frozenset(o.name for o in graph.output))
     return OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],
@@ -479,7 +484,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
-                   fused=nchwc_fusions(list(graph.node), blocked, shapes, _static_inputs(graph)))
+                   fused=fused, reordered=reordered)
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
@@ -688,6 +693,10 @@ def nchwc_runs(op: str, weight: list | None, group: int, block: int) -> bool:
 
 
 _NCHWC_ACTIVATIONS = ("Relu", "Sigmoid", "Tanh")  # what ONNX Runtime fuses into an NCHWc convolution
+# what it runs on an NCHWc tensor as it is, apart (SiLU, which its fusions make QuickGelu, and GELU: ONNX Runtime
+# 1.32); Elu, Softplus, Abs, Exp, PRelu and an Add, Div or Mul of a constant the convolution does not absorb,
+# it reorders back to NCHW for
+_NCHWC_ELEMENTWISE = ("QuickGelu", "Gelu")
 _NCHWC_POOLS = ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool")
 
 
@@ -702,23 +711,50 @@ def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
     """[nodes, len(LAYOUTS)] per layout, whether ONNX Runtime's NCHWc pass folds a node into the convolution
     before it (NCHW: none). `blocked`: per node, per block of `NCHWC_BLOCKS`, whether it lays the node out
     in NCHWc (`nchwc_runs`). As its NchwcTransformer does, in topological order: a tensor stays in NCHWc
-    through pools, activations, batch norms, Add/Sum/Mul of NCHWc tensors alike in shape, and channel
-    Concats of whole blocks; an Add or Sum of two such tensors, one the output of a convolution with no
-    activation and no other use, becomes that convolution's accumulation (a ResNet block's residual), and a
-    Relu, Sigmoid or Tanh of a convolution's only use becomes its activation. Those run inside the
+    through pools, activations (SiLU and GELU too), batch norms, Add/Sum/Mul of NCHWc tensors alike in shape,
+    channel Concats of whole blocks and nearest upsampling by whole numbers; an Add or Sum of two such
+    tensors, one the output of a convolution with no activation and no other use, becomes that convolution's
+    accumulation (a ResNet block's residual), and a Relu, Sigmoid or Tanh of a convolution's only use, or
+    its x · HardSigmoid(x) (HardSwish as ONNX Runtime expands it), becomes its activation. Those run inside the
     convolution: no kernel, no tensor written of their own (the addend it reads is not counted). Where the
     model declares an input of a size not fixed after its batch axis (`static` False), ONNX Runtime, which
     sees the model as declared, cannot always show that two addends are alike, and reshapes them instead
     (PaddleOCR's classifier, 48 × any width): no Add is taken as folded there."""
+    return nchwc_layouts(nodes, blocked, shapes, static)[0]
+
+
+def nchwc_layouts(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, static: bool = True,
+                  outputs: frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray]:
+    """(`nchwc_fusions`, reordered): one walk of the graph as ONNX Runtime's NCHWc pass makes it, and per
+    layout the bytes that pass copies between layouts for each node (NCHW: none), each copy reading its
+    tensor and writing it again. A tensor in NCHWc that some node, or the graph's `outputs`, takes in NCHW is
+    reordered back once (ReorderOutput, charged to the node that wrote it); a convolution laid out in NCHWc
+    whose input is in NCHW, with a block of channels or more, or a pool that lays its input out itself,
+    reorders that input once (ReorderInput, charged to the first node that needs it). An op ONNX Runtime
+    cannot run in NCHWc between two convolutions costs two copies of its input's size: PaddleOCR's detector
+    (HardSwish as Add, Clip, Mul and Div) took 11.6 ms of its 106 in them on one x86 core."""
     out = np.zeros((len(nodes), len(LAYOUTS)), dtype=bool)
+    copied = np.zeros((len(nodes), len(LAYOUTS)))
     uses: Counter = Counter(t for node in nodes for t in node.input if t)
+    producer = {t: i for i, node in enumerate(nodes) for t in node.output if t}
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(nodes):
+        for t in node.input:
+            consumers.setdefault(t, []).append(i)
     for column, block in enumerate(NCHWC_BLOCKS, start=1):
         def whole_blocks(tensor: str, rank: int = 0, block: int = block) -> bool:
             dims = shapes.get(tensor, (None, 0))[0]
             return dims is not None and len(dims) > 1 and (not rank or len(dims) == rank) and \
                 isinstance(dims[1], int) and dims[1] > 0 and dims[1] % block == 0
 
+        def whole_channels(tensor: str, block: int = block) -> bool:
+            dims = shapes.get(tensor, (None, 0))[0]
+            return dims is not None and len(dims) > 1 and isinstance(dims[1], int) and dims[1] >= block
+
         layout: set[str] = set()  # tensors in NCHWc
+        needed: set[str] = set()  # of those, the ones a node takes in NCHW
+        reordered_in: set[str] = set()
+        swish: dict[int, int] = {}  # the Mul of a convolution's x · HardSigmoid(x) → that convolution
         conv_of: dict[str, int] = {}  # tensor → the NCHWc convolution that writes it
         summed: set[int] = set()
         activated: set[int] = set()
@@ -742,6 +778,10 @@ def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
                 dims = [shapes.get(t, (None, 0))[0] for t in ins]
                 if ins and all(t in layout for t in ins) and dims[0] is not None and all(d == dims[0] for d in dims):
                     layout.add(result)
+                    if i in swish:  # x · HardSigmoid(x): the convolution's HardSwish
+                        out[i, column] = True
+                        activated.add(swish[i])
+                        conv_of[result] = swish[i]
                     if op != "Mul" and len(ins) == 2 and static:
                         for t in ins:
                             conv = conv_of.get(t)
@@ -753,6 +793,14 @@ def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
             elif op == "Concat":
                 if _attr(node, "axis", 0) == 1 and ins and all(t in layout and whole_blocks(t) for t in ins):
                     layout.add(result)
+            elif (op in _NCHWC_ELEMENTWISE or (op in ("Resize", "Upsample") and _nchwc_upsample(node, ins, shapes))) \
+                    and inherited:
+                layout.add(result)
+            elif op == "HardSigmoid" and inherited and (conv := _swish_of(node, i, nodes, consumers, uses, conv_of)) \
+                    is not None and conv not in activated:
+                layout.add(result)
+                out[i, column] = True
+                swish[consumers[result][0]] = conv
             elif op in _NCHWC_ACTIVATIONS and inherited:
                 layout.add(result)
                 conv = conv_of.get(ins[0])
@@ -760,7 +808,45 @@ def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
                     out[i, column] = True
                     activated.add(conv)
                     conv_of[result] = conv
-    return out
+            if result in layout and ins and ins[0] not in layout and ins[0] not in reordered_in and (
+                    op in _NCHWC_POOLS or (op in ("Conv", "FusedConv") and whole_channels(ins[0]))):
+                reordered_in.add(ins[0])  # ReorderInput, once a tensor
+                copied[i, column] += 2 * _bytes(shapes.get(ins[0]))
+            for t in ins if result not in layout else ins[1:] if op in ("Conv", "FusedConv") else ():
+                needed.update([t] if t in layout else [])
+        for t in needed | (layout & outputs):  # ReorderOutput, once a tensor
+            if t in producer:
+                copied[producer[t], column] += 2 * _bytes(shapes.get(t))
+    return out, copied
+
+
+def _swish_of(node: onnx.NodeProto, i: int, nodes: list, consumers: dict, uses: Counter, conv_of: dict) -> int | None:
+    """The NCHWc convolution whose output x a HardSigmoid (1/6, 1/2) at node i turns into HardSwish with the
+    Mul that alone takes it, x · HardSigmoid(x), where x goes nowhere else: ONNX Runtime 1.32 runs a HardSwish
+    it expands so (MobileNetV3's) as that convolution's activation. None otherwise."""
+    x, out = (node.input[0] if node.input else ""), (node.output[0] if node.output else "")
+    if abs(_attr(node, "alpha", 0.2) - 1 / 6) > 1e-4 or abs(_attr(node, "beta", 0.5) - 0.5) > 1e-6 or \
+            x not in conv_of or uses[x] != 2 or len(consumers.get(out, [])) != 1:
+        return None
+    mul = nodes[consumers[out][0]]
+    return conv_of[x] if mul.op_type == "Mul" and sorted(mul.input) == sorted([x, out]) else None
+
+
+def _nchwc_upsample(node: onnx.NodeProto, ins: list, shapes: dict) -> bool:
+    """Whether ONNX Runtime runs a Resize (or Upsample) on an NCHWc tensor as it is: nearest, whole-number
+    scales of the two spatial axes only, and from opset 11 asymmetric coordinates rounded down (an FPN's
+    2x upsampling, as YOLOv8 and PaddleOCR's detector have it)."""
+    mode = _attr(node, "mode", b"nearest")
+    if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest" or not node.output:
+        return False
+    if node.op_type == "Resize" and any((_attr(node, k, b"").decode() if isinstance(_attr(node, k, b""), bytes)
+                                         else _attr(node, k, "")) != v for k, v in
+                                        (("coordinate_transformation_mode", "asymmetric"), ("nearest_mode", "floor"))):
+        return False
+    x, y = (ins[0] if ins else None), shapes.get(node.output[0], (None, 0))[0]
+    if x is None or y is None or len(x) != 4 or len(y) != 4 or x[:2] != y[:2]:
+        return False
+    return all(isinstance(a, int) and a > 0 and b % a == 0 for a, b in zip(x[2:], y[2:]))
 
 
 def _category(node: onnx.NodeProto, shapes) -> str:

@@ -102,7 +102,8 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         work = gs.flops / lane_use(gs.lanes, int(width), int(layout))
         flops[rows] = per_graph(np.where(int8, 0.0, work))[g]
         int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g]
-        moved[rows] = per_graph(gs.act_bytes * kernel)[g]
+        copied = 0.0 if gs.reordered is None else gs.reordered[:, layout]
+        moved[rows] = per_graph(gs.act_bytes * kernel + copied)[g]
         count[rows] = per_graph(kernel)[g]
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
     ratio = np.array([st.proc.int8_peak / st.proc.peak_flops if st.proc.peak_flops > 0 else 1.0

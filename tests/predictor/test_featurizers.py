@@ -436,7 +436,9 @@ def test_onnx_runtime_on_x86_folds_a_residual_add_and_its_relu_into_the_convolut
         terms[arch, runtime] = physical_terms(samples)[0]
     folded, whole = terms["x86_64", "onnxruntime"], terms["x86_64", "pytorch"]
     assert folded[2] == 2 and whole[2] == 4 and terms["aarch64", "onnxruntime"][2] == 4
-    bytes_of = (block.act_bytes[:2].sum() + block.weight_bytes.sum()) / 10e9 * 1e3
+    # and the input's copy into NCHWc and the output's back (`reordered`), each read and written
+    assert block.reordered[:, -1].sum() == 2 * 2 * 64 * 14 * 14 * 4 and not block.reordered[:, 0].any()
+    bytes_of = (block.act_bytes[:2].sum() + block.reordered[:, -1].sum() + block.weight_bytes.sum()) / 10e9 * 1e3
     assert folded[1] == pytest.approx(bytes_of) and whole[1] > folded[1]
 
 
@@ -531,3 +533,59 @@ def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_
     assert scalar_loops(samples)[0] == pytest.approx(32 * at_peak)
     assert physical_terms(samples)[0, 0] == pytest.approx(32 * at_peak + gs.flops[~stft].sum() * at_peak
                                                           / gs.flops[stft].sum())
+
+
+def test_the_bytes_reordered_between_layouts_are_those_onnx_runtime_copies_here(tmp_path):
+    """ONNX Runtime's NCHWc pass reorders a tensor back to NCHW for each op it cannot run in NCHWc, and the
+    next convolution's input forward again: EfficientNet-B0 has 63 such copies, PaddleOCR's detector 93
+    (its HardSwish written as Add, Clip, Mul and Div), a ResNet one. The copies counted (`reordered`: each
+    reads its tensor and writes it) are the ones its optimizer inserts on this machine, around a Relu and a
+    HardSwish it folds into the convolution, SiLU and GELU it runs in NCHWc, and an Elu, a constant's Add and a
+    squeeze-and-excitation Mul it does not; NCHW moves none."""
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.graph import runtime_graph
+
+    size = 32 * 14 * 14 * 4
+    const = numpy_helper.from_array(np.array(0.5, np.float32), "c")
+    cases = {"Relu": [helper.make_node("Relu", ["a"], ["b"])],
+             "HardSwish": [helper.make_node("HardSwish", ["a"], ["b"])],
+             "SiLU": [helper.make_node("Sigmoid", ["a"], ["s"]), helper.make_node("Mul", ["a", "s"], ["b"])],
+             "GELU": [helper.make_node("Gelu", ["a"], ["b"])],
+             "Elu": [helper.make_node("Elu", ["a"], ["b"])],
+             "Add": [helper.make_node("Add", ["a", "c"], ["b"])],
+             "SE": [helper.make_node("GlobalAveragePool", ["a"], ["p"]), helper.make_node("Sigmoid", ["p"], ["s"]),
+                    helper.make_node("Mul", ["a", "s"], ["b"])]}
+    copies = {}
+    for name, middle in cases.items():
+        w = [numpy_helper.from_array(np.full((32, 32, 3, 3), 0.01, np.float32), f"w{i}") for i in range(2)]
+        nodes = [helper.make_node("Conv", ["x", "w0"], ["a"], pads=[1, 1, 1, 1]), *middle,
+                 helper.make_node("Conv", ["b", "w1"], ["y"], pads=[1, 1, 1, 1])]
+        graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 14, 14])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], w + [const])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+        model.ir_version = 9
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(options.optimized_model_filepath).graph.node
+        inserted = sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in optimized)
+        reordered = runtime_graph(model, "onnxruntime").reordered
+        assert not reordered[:, 0].any()
+        pooled = name == "SE"  # the excitation, [1, 32, 1, 1], is copied back too
+        assert reordered[:, 2].sum() == reordered[:, 3].sum() == 2 * size * (inserted - pooled) + 2 * 32 * 4 * pooled, \
+            (name, inserted)
+        copies[name] = inserted
+    # the input forward and the output back, and two more around each op it cannot run in NCHWc
+    assert copies == {"Relu": 2, "HardSwish": 2, "SiLU": 2, "GELU": 2, "Elu": 4, "Add": 4, "SE": 5}
+    # kept by a GraphSet saved and read again, cut and joined
+    from edgeatlas.predictor.data import GraphSet, concat
+
+    graphs = GraphSet.from_graphs([runtime_graph(model, "onnxruntime"), from_onnx(_residual())])
+    graphs.save(tmp_path / "g.npz")
+    again = concat([GraphSet.load(tmp_path / "g.npz").subset([1]), graphs.subset([0])])
+    assert again.reordered.tolist() == np.concatenate([graphs.reordered[graphs.node_ptr[1]:],
+                                                        graphs.reordered[:graphs.node_ptr[1]]]).tolist()
