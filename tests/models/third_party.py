@@ -4,7 +4,7 @@
 Each entry: the file inside the wheel, and the input flags its own package feeds it with (its README or
 its inference code: OCR images at the sizes rapidocr resizes to, 512-sample VAD windows at 16 kHz with the
 recurrent state fed back, a 128-character text window, a captcha at the height ddddocr resizes to, file bytes
-as Magika reads them, 30 s of 16 kHz speech)."""
+as Magika reads them, 30 s of 16 kHz speech, speech as Microsoft's raters frame it)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,10 @@ MODELS = {m.name: m for m in [
                ["--dim", "N=480000", "--values", "waveforms_lens=fixed:480000"], "whisper-mel"),
     ThirdParty("onnx-asr==0.12.0", "onnx_asr/preprocessors/data/nemo128.onnx",
                ["--dim", "N=480000", "--values", "waveforms_lens=fixed:480000"], "nemo-mel"),
+    # Microsoft's speech quality raters: DNSMOS on 9 s of raw 16 kHz audio, PLCMOS (convolutions, then GRUs) on
+    # the spectrum of 10 s (its package's 512-point frames, 256 apart) and a rater's embedding
+    ThirdParty("speechmos==0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx", [], "dnsmos"),
+    ThirdParty("speechmos==0.0.1.1", "speechmos/plcmos_models/plcmos_v2.onnx", ["--dim", "frames=625"], "plcmos"),
 ]}
 
 
