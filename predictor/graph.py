@@ -834,8 +834,9 @@ def _swish_of(node: onnx.NodeProto, i: int, nodes: list, consumers: dict, uses: 
 
 def _nchwc_upsample(node: onnx.NodeProto, ins: list, shapes: dict) -> bool:
     """Whether ONNX Runtime runs a Resize (or Upsample) on an NCHWc tensor as it is: nearest, whole-number
-    scales of the two spatial axes only, and from opset 11 asymmetric coordinates rounded down (an FPN's
-    2x upsampling, as YOLOv8 and PaddleOCR's detector have it)."""
+    scales of the two spatial axes only, a Resize's coordinates asymmetric and rounded down (an FPN's 2x
+    upsampling, as YOLOv8 and PaddleOCR's detector have it). An opset-10 Resize, which names neither, is
+    taken as not: it stays a copy too many, never one too few."""
     mode = _attr(node, "mode", b"nearest")
     if (mode.decode() if isinstance(mode, bytes) else mode) != "nearest" or not node.output:
         return False

@@ -81,8 +81,9 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
     operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product
     at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), and its operator
     count. In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX
-    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own. nodes: [N] bool, the nodes
-    summed (all of them by default)."""
+    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own; the copies that layout makes
+    between a node and NCHW move theirs (`GraphSet.reordered`). nodes: [N] bool, the nodes summed (all of
+    them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
