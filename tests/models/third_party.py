@@ -79,8 +79,9 @@ def fetch(name: str) -> Path:
     dist = m.package.split("==")[0].replace("-", "_").lower()
     found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(dist + "-")]
     if not found:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels), m.package],
-                       check=True, timeout=600)
+        # only the file inside is taken: a wheel whose package pins other Pythons (rapidocr's <3.13) still serves
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--ignore-requires-python", "-q", "-d",
+                        str(wheels), m.package], check=True, timeout=600)
         found = [w for w in wheels.glob("*.whl") if w.name.lower().startswith(dist + "-")]
     with zipfile.ZipFile(found[0]) as z:
         data = z.read(m.member)
