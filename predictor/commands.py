@@ -291,7 +291,7 @@ def as_float_macs(predictor: Predictor, samples: Samples, cal, answer) -> tuple[
     where a network has none of them or the calibration has no physical part (no compute efficiency)."""
     from edgeatlas.predictor.models import unpaired_int8
 
-    theta = next((params[0] for kind, params, _ in cal.parts if kind == "physical"), None)
+    theta = cal.compute_efficiency
     at_int8 = unpaired_int8(samples)
     if theta is None or not (at_int8 > 0).any():
         return answer, ""
@@ -318,7 +318,7 @@ def scalar_spread(samples: Samples, cal, answer) -> tuple[tuple, str]:
     from edgeatlas.predictor.graph import SCALAR_KERNELS
     from edgeatlas.predictor.models import scalar_loops
 
-    theta = next((params[0] for kind, params, _ in cal.parts if kind == "physical"), None)
+    theta = cal.compute_efficiency
     ms = scalar_loops(samples)
     if theta is None or not (ms > 0).any():
         return answer, ""

@@ -92,6 +92,12 @@ class Calibration:
     def needs_share(self) -> bool:
         return any(kind == "split" for kind, _, _ in self.parts)
 
+    @property
+    def compute_efficiency(self) -> float | None:
+        """The physical part's factor on compute time at the sheet's peak (its first parameter), or None
+        where the calibration has no physical part."""
+        return next((params[0] for kind, params, _ in self.parts if kind == "physical"), None)
+
     def apply(self, pred: np.ndarray, share: np.ndarray | None = None, terms: np.ndarray | None = None) -> np.ndarray:
         """Calibrated log-latency for zero-shot log predictions `pred`, with the fixed-cost share of each
         (for split) and its [C, M, n] terms (for physical)."""
