@@ -353,24 +353,28 @@ def test_onnx_runtime_on_x86_vectorizes_the_output_channels_of_an_nchwc_convolut
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="ONNX Runtime's NCHWc is x86's")
+def fully_optimized(model: onnx.ModelProto, tmp_path) -> list:
+    """The nodes of the graph ONNX Runtime's CPU provider runs after all its optimizations, NCHWc included."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return list(onnx.load(options.optimized_model_filepath).graph.node)
+
+
 def test_the_nchwc_rule_is_the_one_onnx_runtime_applies_here(tmp_path):
     """The convolutions `nchwc_runs` says ONNX Runtime lays out in NCHWc are the ones its own optimizer
     rewrites as NchwcConv on this x86 machine (cases where 8- and 16-lane blocks agree)."""
-    import onnxruntime as ort
-
     from edgeatlas.predictor.graph import nchwc_runs
 
     cases = [(64, 64, 1), (3, 33, 1), (20, 32, 1), (17, 32, 1), (30, 24, 1), (24, 24, 24), (40, 40, 40),
              (64, 64, 4), (48, 48, 4), (96, 96, 2)]
     for in_channels, out_channels, groups in cases:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(tmp_path / "opt.onnx")
-        options.log_severity_level = 3
         model = _conv2d(in_channels, out_channels, 14, groups)
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        ran = any(n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"
-                  for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
+        ran = any(n.op_type == "Conv" and n.domain == "com.microsoft.nchwc" for n in fully_optimized(model, tmp_path))
         weight = [out_channels, in_channels // groups, 3, 3]
         rule = {nchwc_runs("Conv", weight, groups, block) for block in (8, 16)}
         assert rule == {ran}, (in_channels, out_channels, groups, ran)
@@ -378,9 +382,7 @@ def test_the_nchwc_rule_is_the_one_onnx_runtime_applies_here(tmp_path):
     # named, it still folds them here (the two convolutions keep the size), which the rule leaves out: it
     # never claims a fold ONNX Runtime does not make, and may miss one in a model of named sizes
     for model, exact in ((_residual(), True), (_residual(dynamic=True), False)):
-        options.optimized_model_filepath = str(tmp_path / "block.onnx")
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        removed = {"Add", "Relu"} - {n.op_type for n in onnx.load(str(tmp_path / "block.onnx")).graph.node}
+        removed = {"Add", "Relu"} - {n.op_type for n in fully_optimized(model, tmp_path)}
         graph = from_onnx(model)
         folded = {op for op, f in zip(graph.ops, graph.fused[:, -1]) if f}
         assert folded == removed if exact else (folded <= removed and removed == {"Add", "Relu"})
@@ -542,7 +544,6 @@ def test_the_bytes_reordered_between_layouts_are_those_onnx_runtime_copies_here(
     reads its tensor and writes it) are the ones its optimizer inserts on this machine, around a Relu and a
     HardSwish it folds into the convolution, SiLU and GELU it runs in NCHWc, and an Elu, a constant's Add and a
     squeeze-and-excitation Mul it does not; NCHW moves none."""
-    import onnxruntime as ort
     from onnx import numpy_helper
 
     from edgeatlas.predictor.graph import runtime_graph
@@ -566,13 +567,7 @@ def test_the_bytes_reordered_between_layouts_are_those_onnx_runtime_copies_here(
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], w + [const])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
         model.ir_version = 9
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.optimized_model_filepath = str(tmp_path / "opt.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath).graph.node
-        inserted = sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in optimized)
+        inserted = sum(n.op_type in ("ReorderInput", "ReorderOutput") for n in fully_optimized(model, tmp_path))
         reordered = runtime_graph(model, "onnxruntime").reordered
         assert not reordered[:, 0].any()
         pooled = name == "SE"  # the excitation, [1, 32, 1, 1], is copied back too
