@@ -307,7 +307,8 @@ def as_float_macs(predictor: Predictor, samples: Samples, cal, answer) -> tuple[
 
 # How far a scalar loop's rate may lie from the half of one lane's peak it is charged (`graph.SCALAR_COLUMNS`):
 # from the whole lane, every operation a fused multiply-add (×0.5), to one FLOP a cycle (×2). ONNX Runtime's
-# STFTs of 400 and 512 points took ×1.06-1.27 of their charge on one x86 core.
+# STFTs of 400 and 512 points took ×1.06-1.27 of their charge on one x86 core; the C library's routines
+# (`graph.SCALAR_ELEMENTWISE`) are counted in that core's cycles, which another core's library and clock move.
 SCALAR_RANGE = (0.5, 2.0)
 
 
@@ -315,14 +316,14 @@ def scalar_spread(samples: Samples, cal, answer) -> tuple[tuple, str]:
     """((mean, low, high), note): the calibrated answer, its interval spanning `SCALAR_RANGE` of what it
     charges for kernels written as scalar loops (`models.scalar_loops`), which no reference network runs.
     The answer as given, and no note, where a network has none or the calibration has no compute efficiency."""
-    from edgeatlas.predictor.graph import SCALAR_KERNELS
     from edgeatlas.predictor.models import scalar_loops
 
     theta = cal.compute_efficiency
     ms = scalar_loops(samples)
     if theta is None or not (ms > 0).any():
         return answer, ""
-    note = (f"kernels written as scalar loops ({', '.join(SCALAR_KERNELS)}), which no reference network runs: "
+    note = ("kernels written as scalar loops (ONNX Runtime's DFT and STFT, its element-wise ops that call the C "
+            "library per element, its reductions that add element by element), which no reference network runs: "
             f"charged at half of one vector lane's peak, the interval spanning ×{SCALAR_RANGE[0]:g}–"
             f"{SCALAR_RANGE[1]:g} of that")
     return recharged(answer, theta * ms, theta * ms, SCALAR_RANGE), note

@@ -28,8 +28,10 @@ from edgeatlas.protos.spec import SpecSheet
 # multiply-add's operands (`GraphSet.operands`), and a recurrent cell's weight bytes with R read once a
 # time step (`graph._recurrent_rereads`); 9: DFT and STFT counted as ONNX Runtime computes them, in scalar
 # loops (`graph.fft_flops`, `graph.SCALAR_KERNELS`), and a FusedMatMul's transposed A summed over the right axis;
-# 10: the bytes ONNX Runtime's NCHWc pass copies between layouts (`GraphSet.reordered`)
-FEATURIZER_VERSION = "10"
+# 10: the bytes ONNX Runtime's NCHWc pass copies between layouts (`GraphSet.reordered`); 11: the element-wise
+# ops and reductions it runs as scalar loops, at their operations per element (`graph.SCALAR_ELEMENTWISE`,
+# `graph.SCALAR_REDUCTIONS`), and the inverse and hyperbolic trigonometric ops counted
+FEATURIZER_VERSION = "11"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])

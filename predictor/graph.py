@@ -39,9 +39,16 @@ _CATEGORY = {
     "Resize": "copy", "Tile": "copy", "Gather": "gather", "GatherElements": "gather",
     "ReduceMean": "reduce", "ReduceSum": "reduce", "ReduceMax": "reduce", "ReduceL2": "reduce",
 }
-_FLOPS_PER_ELEMENT = {"BatchNormalization": 2, "LayerNormalization": 8, "InstanceNormalization": 8,
-                      "GroupNormalization": 8, "Softmax": 5, "LogSoftmax": 5, "Sigmoid": 4, "Tanh": 4,
-                      "Erf": 4, "Gelu": 8, "HardSwish": 4, "Exp": 4, "Log": 4, "Sqrt": 4, "Softplus": 4}
+# FLOPs per element of the catalogue's ops that are more than an add or a multiply. Those ONNX Runtime computes
+# with MLAS's vector approximations count the work those issue, as the peak counts it (a vector instruction on
+# every lane): Erf is two polynomials and an exp, Tanh and the logistic a rational function and its division,
+# the GELUs an erf or a tanh besides, a square root the slow divide-and-root unit, a layer norm two passes
+# over its row and a third to scale it. Counted as 4-9 they took ×0.11-0.66 of their time on one x86 core; the
+# counts below are their time there beyond a copy's memory traffic, at the core's vector peak
+# (`bench/scalar_ops.py`, its vector section).
+_FLOPS_PER_ELEMENT = {"BatchNormalization": 2, "LayerNormalization": 32, "InstanceNormalization": 8,
+                      "GroupNormalization": 8, "Softmax": 16, "LogSoftmax": 16, "Sigmoid": 18, "Tanh": 15,
+                      "Erf": 40, "Gelu": 50, "HardSwish": 4, "Exp": 7, "Sqrt": 22}
 _DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
                 onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                 onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
@@ -281,14 +288,26 @@ def _collides(branch, names: set) -> bool:
 
 def _constant_conditions(graph) -> dict[str, bool]:
     """{tensor: value} of the single-element boolean constants (initializers and Constant nodes)."""
+    return {name: bool(v) for name, v in _single_constants(graph, (onnx.TensorProto.BOOL,)).items()}
+
+
+def _float_scalars(graph) -> dict[str, float]:
+    """{tensor: value} of the single-element float constants: a Pow's exponent (`scalar_loop`)."""
+    floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+    return {name: float(v) for name, v in _single_constants(graph, floats).items()}
+
+
+def _single_constants(graph, types: tuple[int, ...]) -> dict:
+    """{tensor: value} of the graph's single-element constants of the element `types`, initializers and
+    Constant nodes alike."""
     from onnx import numpy_helper
 
     named = [(t.name, t) for t in graph.initializer]
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             named += [(node.output[0], a.t) for a in node.attribute if a.name == "value" and a.HasField("t")]
-    return {name: bool(numpy_helper.to_array(t).reshape(-1)[0]) for name, t in named
-            if t.data_type == onnx.TensorProto.BOOL and math.prod(t.dims) == 1}
+    return {name: numpy_helper.to_array(t).reshape(-1)[0] for name, t in named
+            if t.data_type in types and math.prod(t.dims) == 1}
 
 
 def _observed_conditions(model: onnx.ModelProto, ifs: list, feeds: dict) -> dict[str, bool]:
@@ -429,6 +448,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             if t is not None and math.prod(t.dims) > 64:
                 weights[node.output[0]] = math.prod(t.dims) * _DTYPE_BYTES.get(t.data_type, 4)
                 shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
+    constants = _float_scalars(graph)
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
@@ -452,8 +472,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         ins = [shapes.get(t, (None, 0))[0] if t else None for t in node.input]
         if outs and outs[0] is not None:
             known += 1
-        w_bytes = sum(weights.get(t, 0) for t in node.input) + _recurrent_rereads(node, ins, weights)
-        flops, macs, kernel, stride, channels = _flops(node, ins, outs)
+        w_bytes = _weights_read(node, ins, weights) + _recurrent_rereads(node, ins, weights)
+        scalar = scalar_loop(node, constants)
+        flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
         if flops is None:  # an op that computes, whose cost is not known here: named, not hidden as 0
             uncounted[node.op_type] += 1
             flops = 0.0
@@ -466,7 +487,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
         arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
-                                          blocked[-1])
+                                          blocked[-1], scalar)
         arrays["operands"][i] = int8_operands(node, shapes)
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
@@ -591,6 +612,21 @@ _MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "Ma
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 
 
+def _weights_read(node: onnx.NodeProto, ins: list, weights: dict) -> float:
+    """The bytes of constant inputs a node reads: each whole, but a Gather's table only in the rows it
+    gathers, where its indices' shape is known (an embedding reads its tokens' rows: BERT-base's 94 MB table,
+    128 tokens, 0.4 MB; counted whole, multilingual-e5-small's 384 MB was read each query)."""
+    read = sum(weights.get(t, 0) for t in node.input)
+    if node.op_type != "Gather" or len(ins) < 2 or node.input[0] not in weights or not ins[0] or ins[1] is None:
+        return read
+    table = ins[0]
+    rows = table[int(_attr(node, "axis", 0)) % len(table)]
+    if not isinstance(rows, int) or rows <= 0 or any(not isinstance(d, int) for d in ins[1]):
+        return read
+    whole = weights[node.input[0]]
+    return read - whole + whole * min(1.0, _elems(ins[1]) / rows)
+
+
 def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
     """The bytes a recurrent cell reads of its recurrence weights R beyond their first read: each time step
     multiplies the state by R, one matrix-vector product after another, so R is read once a step (per
@@ -615,16 +651,15 @@ _NO_ARITHMETIC = frozenset({
     "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "GatherND", "ScatterND", "ScatterElements",
     "Scatter", "OneHot", "Compress", "SpaceToDepth", "DepthToSpace", "ReverseSequence", "EyeLike",
     "SequenceConstruct", "SplitToSequence", "ConcatFromSequence", "SequenceAt", "Trilu", "Upsample"})
-# Per-element cost of ops outside the catalogue above (comparisons, logic, rounding, quantisation, fusions).
+# Per-element cost of ops outside the catalogue above (comparisons, logic, rounding, quantisation, fusions;
+# those ONNX Runtime runs as scalar loops: `SCALAR_KERNELS`).
 _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessOrEqual": 1, "Not": 1, "And": 1,
-                "Or": 1, "Xor": 1, "Abs": 1, "Reciprocal": 1, "Floor": 1, "Ceil": 1, "Round": 1, "Sign": 1,
-                "Mod": 1, "IsNaN": 1, "IsInf": 1, "Sin": 4, "Cos": 4, "Celu": 4, "Selu": 4, "Mish": 8,
-                "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2, "DynamicQuantizeLinear": 4,
-                "FastGelu": 8, "BiasGelu": 9, "QuickGelu": 5, "SkipLayerNormalization": 9,
-                "SimplifiedLayerNormalization": 6, "SkipSimplifiedLayerNormalization": 7, "RMSNormalization": 6,
+                "Or": 1, "Xor": 1, "Abs": 1, "Reciprocal": 1, "Floor": 1, "Ceil": 1, "Round": 1, "IsNaN": 1,
+                "IsInf": 1, "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2,
+                "DynamicQuantizeLinear": 4, "FastGelu": 37, "BiasGelu": 68, "QuickGelu": 38,  # as `_FLOPS_PER_ELEMENT`
+                "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
                 "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
-                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "ReduceProd": 1,
-                "ReduceL1": 2, "ReduceSumSquare": 2, "ReduceLogSumExp": 6, "QLinearGlobalAveragePool": 1}
+                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1}
 _REDUCE_INPUT = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
                            "ReduceL2", "ArgMax", "ArgMin", "TopK", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceSumSquare", "ReduceLogSumExp", "QLinearGlobalAveragePool", "CumSum"})
@@ -647,14 +682,48 @@ _FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
 # ONNX Runtime's CPU kernels that compute one element at a time, in no vector: its DFT and STFT are loops of
 # std::complex arithmetic (core/providers/cpu/signal/dft.cc). Such a loop keeps one lane busy, and issues its
 # multiplies and adds apart where the peak counts a fused multiply-add as two FLOPs: half a lane's peak
-# (SCALAR_COLUMNS as `gemm_columns`' columns). On an AVX-512 core whose convolutions ran at 104 GFLOP/s, STFTs of
-# 400 and 512 points ran at 3.5-4.1: ×0.54-0.64 of one lane's peak, ×1.1-1.3 of half of it.
-SCALAR_KERNELS = ("DFT", "STFT")
+# (SCALAR_COLUMNS as `gemm_columns`' columns), one operation a cycle on a core with one FMA unit. On an AVX-512
+# core whose convolutions ran at 104 GFLOP/s, STFTs of 400 and 512 points ran at 3.5-4.1: ×0.54-0.64 of one
+# lane's peak, ×1.1-1.3 of half of it.
+FOURIER_KERNELS = ("DFT", "STFT")
+# Its element-wise kernels that call the C library's scalar routine once per element (Eigen's unaryExpr over
+# std::log, std::pow, std::sin, ...; MLAS vectorizes Exp, Tanh, Sigmoid and Erf, Eigen Sqrt and the arithmetic),
+# each at its operations per element: the routine's cycles on one x86 core (`bench/scalar_ops.py` times them:
+# 0.27-0.43 ns per operation counted, median 0.30, a cycle at 3.4 GHz; other cores' libraries and clocks move
+# them, `commands.SCALAR_RANGE`). Charged as vector code they were ×0.01-0.12 of their time there: Log took
+# 1.8 ns an element where Exp took 0.18, Pow 4.5, Softplus 11.3, Asinh 21. An expm1 (Elu, Selu, Celu) costs
+# about a log; Mish is a softplus and a tanh. Its SkipLayerNormalization and the simplified form are row loops
+# it leaves scalar too: 5.1 and 1.15 ns an element, where LayerNormalization took 0.55.
+SCALAR_ELEMENTWISE = {"Log": 6, "Sin": 7, "Cos": 7, "Tan": 47, "Asin": 4, "Acos": 3, "Atan": 4, "Sinh": 59,
+                      "Cosh": 20, "Asinh": 70, "Acosh": 50, "Atanh": 72, "Pow": 15, "Softplus": 38, "Mish": 40,
+                      "Elu": 7, "Selu": 7, "Celu": 7, "Mod": 19, "Sign": 3, "SkipLayerNormalization": 17,
+                      "SkipSimplifiedLayerNormalization": 4}
+# Pow's exponents it computes in a vector (core/providers/cpu/math/element_wise_ops.cc: a constant 2 or 3 is a
+# square or a cube); 0.5 and 1.7 took 4.5 ns an element, as a tensor of exponents did.
+VECTOR_POWERS = (2.0, 3.0)
+# Its reductions that accumulate element by element (ReduceAggregatorSumSquare, L1, L2, Prod, LogSum; Sum,
+# Mean, Max and Min have vectorized paths): a chain of dependent adds, about an add's latency an element (3
+# cycles), LogSumExp an exp each besides. Timed there over rows of 1,024: 0.80 ns an element, 4.0 for
+# LogSumExp; over the first axis of [1024, 1024] they took 3.0-3.6 (strided access: not counted).
+SCALAR_REDUCTIONS = {"ReduceSumSquare": 3, "ReduceL1": 3, "ReduceL2": 3, "ReduceProd": 3, "ReduceLogSum": 3,
+                     "ReduceLogSumExp": 13}
+SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS)
 SCALAR_COLUMNS = 0.5
+_CATEGORY.update({op: "elementwise" for op in SCALAR_ELEMENTWISE if op not in _CATEGORY})
+_CATEGORY.update({op: "reduce" for op in SCALAR_REDUCTIONS if op not in _CATEGORY})
 
 
-def gemm_columns(op: str, category: str, out: list | None,
-                 blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS)) -> tuple[float, ...]:
+def scalar_loop(node: onnx.NodeProto, constants: dict[str, float]) -> bool:
+    """Whether ONNX Runtime's CPU kernel for this node is written as scalar loops (`SCALAR_KERNELS`): a Pow
+    whose exponent is a constant in `VECTOR_POWERS` is not. constants: {tensor: value} of the graph's
+    single-element float constants."""
+    if node.op_type == "Pow":
+        return not (len(node.input) > 1 and constants.get(node.input[1]) in VECTOR_POWERS)
+    return node.op_type in SCALAR_KERNELS
+
+
+def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),
+                 scalar: bool | None = None) -> tuple[float, ...]:
     """Per layout (`LAYOUTS`), the output columns of the matrix product a node runs as, which a CPU's GEMM
     kernel spreads over a vector's lanes (0: it runs as none, or its shape is not known). A MatMul or Gemm:
     its last dimension, in every layout. A convolution in NCHW is im2col then filters × positions (ONNX
@@ -662,8 +731,9 @@ def gemm_columns(op: str, category: str, out: list | None,
     reorders into blocks of output channels (`blocked`, per block of `NCHWC_BLOCKS`: `nchwc_runs`)
     vectorizes those channels, a block at a time: its output channels; one it leaves in NCHW, its
     positions. A depthwise convolution has a kernel of its own, and a transposed one scatters its
-    product: 0. A kernel written as scalar loops (`SCALAR_KERNELS`): `SCALAR_COLUMNS`."""
-    if op in SCALAR_KERNELS:
+    product: 0. A kernel written as scalar loops (`scalar`; by default, whether `op` is one of `SCALAR_KERNELS`):
+    `SCALAR_COLUMNS`."""
+    if op in SCALAR_KERNELS if scalar is None else scalar:
         return (SCALAR_COLUMNS,) * len(LAYOUTS)
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):
         return (0.0,) * len(LAYOUTS)
@@ -867,9 +937,11 @@ def _elems(shape) -> float:
     return float(math.prod(shape)) if shape is not None else 0.0
 
 
-def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, float, float, float, float]:
+def _flops(node: onnx.NodeProto, ins: list, outs: list,
+           scalar: bool = False) -> tuple[float | None, float, float, float, float]:
     """(FLOPs, MACs, kernel size, stride, output channels) of one node. FLOPs are None where the op
-    computes but its cost is not known here (an op this counter does not know, or shapes not inferred)."""
+    computes but its cost is not known here (an op this counter does not know, or shapes not inferred).
+    scalar: ONNX Runtime runs it as scalar loops (`scalar_loop`), at its operations per element."""
     op = node.op_type
     out = outs[0] if outs else None
     out_elems = _elems(out)
@@ -932,8 +1004,13 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list) -> tuple[float | None, f
             kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, x[2:])]
         return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
             float(max(_attr(node, "strides", [1]))), channels
-    if op in SCALAR_KERNELS:
+    if op in FOURIER_KERNELS:
         return _fourier_flops(node, ins, out), 0.0, 0.0, 0.0, channels
+    if scalar and op in SCALAR_REDUCTIONS:
+        x = arg(0)
+        return (None if x is None else _elems(x) * SCALAR_REDUCTIONS[op]), 0.0, 0.0, 0.0, channels
+    if scalar and op in SCALAR_ELEMENTWISE:
+        return (None if out is None else out_elems * SCALAR_ELEMENTWISE[op]), 0.0, 0.0, 0.0, channels
     if op in _REDUCE_INPUT:
         x = arg(0)
         return (None if x is None else _elems(x) * _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels

@@ -672,7 +672,7 @@ def test_a_kernel_written_as_scalar_loops_widens_the_calibrated_interval_by_what
     assert lo[0] == pytest.approx(min(c_lo[0], math.log(max(math.exp(c_lo[0]) - (1 - SCALAR_RANGE[0]) * charged,
                                                             1e-9))))
     assert hi[0] - lo[0] > c_hi[0] - c_lo[0] and (lo[1], hi[1]) == pytest.approx((c_lo[1], c_hi[1]))
-    assert "scalar loops (DFT, STFT)" in note
+    assert "scalar loops (ONNX Runtime's DFT and STFT" in note
 
 
 def test_an_int8_kernel_of_a_kind_the_training_data_lacks_is_said_and_widened(sample):
