@@ -689,7 +689,7 @@ FOURIER_KERNELS = ("DFT", "STFT")
 # Its element-wise kernels that call the C library's scalar routine once per element (Eigen's unaryExpr over
 # std::log, std::pow, std::sin, ...; MLAS vectorizes Exp, Tanh, Sigmoid and Erf, Eigen Sqrt and the arithmetic),
 # each at its operations per element: the routine's cycles on one x86 core (`bench/scalar_ops.py` times them:
-# 0.27-0.43 ns per operation counted, median 0.30, a cycle at 3.4 GHz; other cores' libraries and clocks move
+# 0.20-0.35 ns per operation counted, median 0.29, a cycle at 3.5 GHz; other cores' libraries and clocks move
 # them, `commands.SCALAR_RANGE`). Charged as vector code they were ×0.01-0.12 of their time there: Log took
 # 1.8 ns an element where Exp took 0.18, Pow 4.5, Softplus 11.3, Asinh 21. An expm1 (Elu, Selu, Celu) costs
 # about a log; Mish is a softplus and a tanh. Its SkipLayerNormalization and the simplified form are row loops
