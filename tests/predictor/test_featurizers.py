@@ -377,7 +377,11 @@ def test_onnx_runtime_on_x86_vectorizes_the_output_channels_of_an_nchwc_convolut
     assert per_flop["neon", "onnxruntime"] == pytest.approx(52 / 49)  # NCHW on Arm: 49 of 13 × 4 lanes
 
 
-@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="ONNX Runtime's NCHWc is x86's")
+# ONNX Runtime lays convolutions out in NCHWc on x86 only: the tests that read its optimizer's NCHWc graph
+X86_ONLY = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"),
+                              reason="ONNX Runtime's NCHWc is x86's")
+
+
 def fully_optimized(model: onnx.ModelProto, tmp_path) -> list:
     """The nodes of the graph ONNX Runtime's CPU provider runs after all its optimizations, NCHWc included."""
     import onnxruntime as ort
@@ -390,6 +394,7 @@ def fully_optimized(model: onnx.ModelProto, tmp_path) -> list:
     return list(onnx.load(options.optimized_model_filepath).graph.node)
 
 
+@X86_ONLY
 def test_the_nchwc_rule_is_the_one_onnx_runtime_applies_here(tmp_path):
     """The convolutions `nchwc_runs` says ONNX Runtime lays out in NCHWc are the ones its own optimizer
     rewrites as NchwcConv on this x86 machine (cases where 8- and 16-lane blocks agree)."""
@@ -615,6 +620,7 @@ def test_ops_onnx_runtime_runs_a_c_library_call_or_an_add_at_a_time_are_scalar_l
     assert ratio == pytest.approx(32 * SCALAR_ELEMENTWISE["Log"] / g.flops[5] * elements)
 
 
+@X86_ONLY
 def test_the_bytes_reordered_between_layouts_are_those_onnx_runtime_copies_here(tmp_path):
     """ONNX Runtime's NCHWc pass reorders a tensor back to NCHW for each op it cannot run in NCHWc, and the
     next convolution's input forward again: EfficientNet-B0 has 63 such copies, PaddleOCR's detector 93
