@@ -48,7 +48,8 @@ _CATEGORY = {
 # (`bench/scalar_ops.py`, its vector section).
 _FLOPS_PER_ELEMENT = {"BatchNormalization": 2, "LayerNormalization": 32, "InstanceNormalization": 8,
                       "GroupNormalization": 8, "Softmax": 16, "LogSoftmax": 16, "Sigmoid": 18, "Tanh": 15,
-                      "Erf": 40, "Gelu": 50, "HardSwish": 4, "Exp": 7, "Sqrt": 22}
+                      "Erf": 40, "Gelu": 50, "FastGelu": 37, "BiasGelu": 68, "QuickGelu": 38, "HardSwish": 4,
+                      "Exp": 7, "Sqrt": 22}
 _DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
                 onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
                 onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
@@ -656,8 +657,7 @@ _NO_ARITHMETIC = frozenset({
 _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessOrEqual": 1, "Not": 1, "And": 1,
                 "Or": 1, "Xor": 1, "Abs": 1, "Reciprocal": 1, "Floor": 1, "Ceil": 1, "Round": 1, "IsNaN": 1,
                 "IsInf": 1, "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2,
-                "DynamicQuantizeLinear": 4, "FastGelu": 37, "BiasGelu": 68, "QuickGelu": 38,  # as `_FLOPS_PER_ELEMENT`
-                "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
+                "DynamicQuantizeLinear": 4, "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
                 "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
                 "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1}
 _REDUCE_INPUT = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
@@ -723,7 +723,7 @@ def scalar_loop(node: onnx.NodeProto, constants: dict[str, float]) -> bool:
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),
-                 scalar: bool | None = None) -> tuple[float, ...]:
+                 scalar: bool = False) -> tuple[float, ...]:
     """Per layout (`LAYOUTS`), the output columns of the matrix product a node runs as, which a CPU's GEMM
     kernel spreads over a vector's lanes (0: it runs as none, or its shape is not known). A MatMul or Gemm:
     its last dimension, in every layout. A convolution in NCHW is im2col then filters × positions (ONNX
@@ -731,9 +731,8 @@ def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, 
     reorders into blocks of output channels (`blocked`, per block of `NCHWC_BLOCKS`: `nchwc_runs`)
     vectorizes those channels, a block at a time: its output channels; one it leaves in NCHW, its
     positions. A depthwise convolution has a kernel of its own, and a transposed one scatters its
-    product: 0. A kernel written as scalar loops (`scalar`; by default, whether `op` is one of `SCALAR_KERNELS`):
-    `SCALAR_COLUMNS`."""
-    if op in SCALAR_KERNELS if scalar is None else scalar:
+    product: 0. A kernel written as scalar loops (`scalar`: `scalar_loop`): `SCALAR_COLUMNS`."""
+    if scalar:
         return (SCALAR_COLUMNS,) * len(LAYOUTS)
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):
         return (0.0,) * len(LAYOUTS)
