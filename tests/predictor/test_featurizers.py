@@ -519,6 +519,17 @@ def stft_model(window: int, samples: int = 16000, hop: int = 160) -> onnx.ModelP
     return m
 
 
+def on_one_avx512_core(graph) -> tuple:
+    """(samples, sheet): `graph` alone in ONNX Runtime on one 1 GHz AVX-512 core with two FMA units, its
+    memory fast enough not to matter."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+
+    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx512", "fma_units": 2},
+                                 "memory": {"bandwidth_gbs": 1e5}})
+    return Samples(GraphSet.from_graphs([graph]), [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")],
+                   np.array([0]), np.zeros(1, np.int64), np.ones(1)), sheet
+
+
 def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_loops():
     """ONNX Runtime's STFT and DFT run each transform as a radix-2 FFT where its length is a power of 2, else
     as Bluestein's chirp-z over two FFTs of the power of 2 past twice the length: a 400-point window (Whisper's)
@@ -529,7 +540,6 @@ def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
     from edgeatlas.predictor.graph import SCALAR_COLUMNS, SCALAR_REDUCTIONS, fft_flops
     from edgeatlas.predictor.models import physical_terms, scalar_loops
 
@@ -556,11 +566,8 @@ def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_
     m.ir_version = 8
     assert from_onnx(m).flops[0] == pytest.approx(7 * fft_flops(512, 257))
     # a 16-lane core: the scalar loops' compute term is 32x that of vector code of their FLOPs
-    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx512", "fma_units": 2},
-                                 "memory": {"bandwidth_gbs": 1e5}})
-    gs = GraphSet.from_graphs([graphs[512]])
-    samples = Samples(gs, [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")], np.array([0]),
-                      np.zeros(1, np.int64), np.ones(1))
+    samples, sheet = on_one_avx512_core(graphs[512])
+    gs = samples.graphs
     scalar = gs.scalar()
     assert scalar.tolist() == [op in ("STFT", "ReduceSumSquare") for op in graphs[512].ops]
     assert gs.flops[~scalar].sum() == 0  # the Unsqueeze: a view
@@ -607,14 +614,9 @@ def test_ops_onnx_runtime_runs_a_c_library_call_or_an_add_at_a_time_are_scalar_l
     assert 2.0 in VECTOR_POWERS and 0.5 not in VECTOR_POWERS
     assert g.flops[1] == g.flops[2] == elements  # a square and a cube: one vector multiply per element counted
     # Log's charge on a 16-lane sheet is more than Exp's by its count and the 32x of a scalar loop
-    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx512", "fma_units": 2},
-                                 "memory": {"bandwidth_gbs": 1e5}})
-    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
     from edgeatlas.predictor.models import physical_terms
 
-    gs = GraphSet.from_graphs([g])
-    samples = Samples(gs, [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")], np.array([0]),
-                      np.zeros(1, np.int64), np.ones(1))
+    samples, _ = on_one_avx512_core(g)
     log, exp = (np.arange(len(nodes)) == k for k in (0, 5))
     ratio = physical_terms(samples, log)[0, 0] / physical_terms(samples, exp)[0, 0]
     assert ratio == pytest.approx(32 * SCALAR_ELEMENTWISE["Log"] / g.flops[5] * elements)
