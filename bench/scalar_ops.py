@@ -10,6 +10,9 @@ one thread, the best of three passes. Two sections:
 - vector kernels (`_FLOPS_PER_ELEMENT`: MLAS's approximations): ns per element beyond a copy's (Relu: its
   memory traffic alone), per counted FLOP. Where the counts are right it is one figure too, the core's time
   per FLOP at its vector peak.
+- index walks (`index_walk`): transposes, softmaxes over a leading axis and reductions whose shapes send
+  ONNX Runtime to its generic loops, on about 1M elements: ns per operation counted, beside the scalar
+  loops' figure; and the same ops on shapes its vector paths take, which are not counted as walks.
 
     python bench/scalar_ops.py [--threads 1]
 """
@@ -49,22 +52,28 @@ def model(op: str, domain: str = "", exponent: float | None = None):
     return m
 
 
-def ns_per_element(m, threads: int, low: float, high: float) -> float:
+def ns_per_element(m, threads: int, low: float, high: float, shape: tuple = SHAPE) -> float:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    x = {"x": np.random.default_rng(0).uniform(low, high, SHAPE).astype(np.float32)}
-    session.run(None, x)
+    x = {"x": np.random.default_rng(0).uniform(low, high, shape).astype(np.float32)}
+    return best_seconds(session, x, passes=3, least=0.3) * 1e9 / float(np.prod(shape))
+
+
+def best_seconds(session, feeds: dict, passes: int, least: float) -> float:
+    """The best of `passes` passes' mean time of one run of an ONNX Runtime session (each pass at least
+    `least` seconds and three runs), after one run to warm it."""
+    session.run(None, feeds)
     best = float("inf")
-    for _ in range(3):
+    for _ in range(passes):
         t0, n = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 0.3 or n < 3:
-            session.run(None, x)
+        while time.perf_counter() - t0 < least or n < 3:
+            session.run(None, feeds)
             n += 1
         best = min(best, (time.perf_counter() - t0) / n)
-    return best * 1e9 / (SHAPE[0] * SHAPE[1])
+    return best
 
 
 def main() -> int:
@@ -98,7 +107,63 @@ def main() -> int:
     print(f"ns per counted FLOP beyond a copy: median {statistics.median(per_flop):.4f}, range "
           f"{min(per_flop):.4f}-{max(per_flop):.4f}; Pow with a constant 2 (a square): "
           f"{ns_per_element(model('Pow', exponent=2.0), args.threads, -3, 3):.3f} ns an element")
+    walks(args.threads, statistics.median(per_op))
     return 0
+
+
+# (op, input shape, attributes or a reduction's axes): the generic loops `index_walk` counts, then shapes their
+# vector paths take
+WALKS = [("Transpose", (8, 64, 64, 32), {"perm": [0, 3, 2, 1]}),
+         ("Transpose", (32, 32, 32, 32), {"perm": [1, 0, 3, 2]}),
+         ("Transpose", (1, 256, 16, 64), {"perm": [0, 3, 2, 1]}),
+         ("Transpose", (16, 16, 64, 4), {"perm": [2, 1, 0, 3]}),
+         ("Transpose", (16, 16, 256, 16), {"perm": [2, 1, 0, 3]}), ("Softmax", (1, 64, 16, 1024), {"axis": 1}),
+         ("Softmax", (1, 16, 4, 16384), {"axis": 1}), ("ReduceSumSquare", (1, 2, 256, 2048), [1]),
+         ("ReduceSumSquare", (1, 2048, 256, 2), [-1]), ("ReduceSum", (1, 2, 256, 2048), [1]),
+         ("ReduceMean", (1, 64, 16384), [1]), ("ReduceMax", (16, 16, 16, 256), [0, 2]),
+         ("ReduceL2", (1024, 1024), [1])]
+VECTOR_PATHS = [("Transpose", (1, 128, 12, 64), {"perm": [0, 2, 1, 3]}), ("Transpose", (1024, 1024), {"perm": [1, 0]}),
+                ("Softmax", (1024, 1024), {"axis": -1}), ("ReduceSum", (1024, 1024), [0]),
+                ("ReduceMean", (1, 64, 16384), [2]), ("ReduceSumSquare", (1024, 1024), None)]
+
+
+def walk_model(op: str, shape: tuple, how):
+    """A one-node graph of `op` on x of `shape`: `how` is its attributes, or a reduction's axes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inputs, consts, attrs = ["x"], [], how if isinstance(how, dict) else {}
+    if op.startswith("Reduce") and how is not None:
+        inputs.append("axes")
+        consts.append(numpy_helper.from_array(np.array(how, np.int64), "axes"))
+    graph = helper.make_graph([helper.make_node(op, inputs, ["y"], **attrs)], op,
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    return m
+
+
+def walks(threads: int, scalar_ns: float) -> None:
+    from edgeatlas.predictor.graph import from_onnx
+
+    print(f"\nindex walks (the scalar loops' figure above: {scalar_ns:.3f} ns per operation)\n"
+          f"{'op':16s} {'shape':>20s} {'how':>18s} {'ns/element':>10s} {'ops counted':>11s} {'ns/op':>7s}")
+    per_op = []
+    for op, shape, how in WALKS + VECTOR_PATHS:
+        m = walk_model(op, shape, how)
+        graph = from_onnx(m)
+        elements = float(np.prod(shape))
+        ns = ns_per_element(m, threads, 0.5, 1.5, shape)
+        walked = (op, shape, how) in WALKS
+        said = str(how.get("perm", how.get("axis")) if isinstance(how, dict) else how).replace(" ", "")
+        if walked:
+            per_op.append(ns * elements / graph.flops[0])
+        ops = f"{graph.flops[0] / elements:11.2f}" if walked else f"{'vector':>11s}"
+        rate = f"{per_op[-1]:7.3f}" if walked else ""
+        print(f"{op:16s} {str(shape).replace(' ', ''):>20s} {said:>18s} {ns:10.3f} {ops} {rate}")
+    print(f"ns per counted operation of the walks: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
+          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart; ×{statistics.median(per_op) / scalar_ns:.2f} "
+          f"the scalar loops')")
 
 
 def _domain(op: str) -> tuple[float, float]:

@@ -30,8 +30,10 @@ from edgeatlas.protos.spec import SpecSheet
 # loops (`graph.fft_flops`, `graph.SCALAR_KERNELS`), and a FusedMatMul's transposed A summed over the right axis;
 # 10: the bytes ONNX Runtime's NCHWc pass copies between layouts (`GraphSet.reordered`); 11: the element-wise
 # ops and reductions it runs as scalar loops, at their operations per element (`graph.SCALAR_ELEMENTWISE`,
-# `graph.SCALAR_REDUCTIONS`), and the inverse and hyperbolic trigonometric ops counted
-FEATURIZER_VERSION = "11"
+# `graph.SCALAR_REDUCTIONS`), and the inverse and hyperbolic trigonometric ops counted; 12: a recurrent cell's
+# re-read weights told apart (`GraphSet.rereads`: they do not grow its working set, `models.streamed_bytes`), and
+# the transposes, softmaxes and reductions ONNX Runtime runs in its generic loops counted as walks (`graph.index_walk`)
+FEATURIZER_VERSION = "12"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -60,6 +62,9 @@ class GraphSet:
     # [N, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for each node
     # (`graph.nchwc_layouts`; 0 in a graph featurized before they were counted)
     reordered: np.ndarray | None = None
+    # [N]: of weight_bytes, the bytes read again of weights already read (`OpGraph.rereads`; 0 in a graph
+    # featurized before they were told apart)
+    rereads: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,7 +86,8 @@ class GraphSet:
                    lanes=_per_layout([g.lanes for g in graphs], [g.nodes for g in graphs], 0.0),
                    fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False),
                    operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]),
-                   reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0))
+                   reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0),
+                   rereads=_zeros_where_none([g.rereads for g in graphs], [g.nodes for g in graphs]))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -89,8 +95,8 @@ class GraphSet:
         return int8_work(np.argmax(self.x[:, :len(CATEGORIES)], axis=1), self.x[:, -1] > 0)
 
     def scalar(self) -> np.ndarray:
-        """[N] whether each node is a kernel written as scalar loops (`graph.SCALAR_KERNELS`): its columns are
-        `graph.SCALAR_COLUMNS`, a fraction no matrix product has."""
+        """[N] whether each node is a kernel written as scalar loops (`graph.SCALAR_KERNELS`, `graph.index_walk`):
+        its columns are `graph.SCALAR_COLUMNS`, a fraction no matrix product has."""
         if self.lanes is None:
             return np.zeros(len(self.flops), dtype=bool)
         return self.lanes[:, 0] == np.float32(SCALAR_COLUMNS)
@@ -152,7 +158,8 @@ class GraphSet:
                             **({} if self.lanes is None else {"lanes": self.lanes.astype(np.float32)}),
                             **({} if self.fused is None else {"fused": self.fused}),
                             **({} if self.operands is None else {"operands": self.operands}),
-                            **({} if self.reordered is None else {"reordered": self.reordered.astype(np.float32)}))
+                            **({} if self.reordered is None else {"reordered": self.reordered.astype(np.float32)}),
+                            **({} if self.rereads is None else {"rereads": self.rereads.astype(np.float32)}))
         os.replace(tmp, path)
 
     @classmethod
@@ -165,7 +172,8 @@ class GraphSet:
                        lanes=z["lanes"].astype(np.float64) if "lanes" in z.files else None,
                        fused=z["fused"].astype(bool) if "fused" in z.files else None,
                        operands=z["operands"].astype(np.int8) if "operands" in z.files else None,
-                       reordered=z["reordered"].astype(np.float64) if "reordered" in z.files else None)
+                       reordered=z["reordered"].astype(np.float64) if "reordered" in z.files else None,
+                       rereads=z["rereads"].astype(np.float64) if "rereads" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -179,7 +187,8 @@ class GraphSet:
                         lanes=None if self.lanes is None else self.lanes[n_idx],
                         fused=None if self.fused is None else self.fused[n_idx],
                         operands=None if self.operands is None else self.operands[n_idx],
-                        reordered=None if self.reordered is None else self.reordered[n_idx])
+                        reordered=None if self.reordered is None else self.reordered[n_idx],
+                        rereads=None if self.rereads is None else self.rereads[n_idx])
 
 
 @dataclass
@@ -380,13 +389,20 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     operands=None if all(s.operands is None for s in sets) else
                     _per_node([s.operands for s in sets], [len(s.flops) for s in sets]),
                     reordered=None if all(s.reordered is None for s in sets) else
-                    _per_layout([s.reordered for s in sets], [len(s.flops) for s in sets], 0.0))
+                    _per_layout([s.reordered for s in sets], [len(s.flops) for s in sets], 0.0),
+                    rereads=None if all(s.rereads is None for s in sets) else
+                    _zeros_where_none([s.rereads for s in sets], [len(s.flops) for s in sets]))
 
 
 def _per_node(arrays: list, nodes: list[int]) -> np.ndarray:
     """[N] int8: `operands` arrays joined, 0 (the default pair) where a part has none."""
     return np.concatenate([np.zeros(n, np.int8) if a is None else np.asarray(a, np.int8)
                            for a, n in zip(arrays, nodes)])
+
+
+def _zeros_where_none(arrays: list, nodes: list[int]) -> np.ndarray:
+    """[N] float: per-node arrays joined, 0 where a part has none."""
+    return np.concatenate([np.zeros(n) if a is None else np.asarray(a, np.float64) for a, n in zip(arrays, nodes)])
 
 
 def _per_layout(arrays: list, nodes: list[int], missing) -> np.ndarray:

@@ -10,12 +10,16 @@ for: the reference networks of a fingerprint (`fingerprint.py`), or K networks o
 - `split`: t = θ₁·F + θ₂·W, θ ≥ 0, where F and W are the GNN's own fixed costs (per operator and per
   call) and work terms of its answer (F + W = the zero-shot answer). A runtime with a tenth of the
   training runtimes' per-operator cost is θ₁ = 0.1; a core twice as fast at the work, θ₂ = 0.5.
-- `physical`: t = θ₁·C + θ₂·M + θ₃·n, θ ≥ 0, with C and M the network's compute and memory times at
+- `physical`: t = θ₁·C + θ₂·M + θ₃·n + D, θ ≥ 0, with C and M the network's compute and memory times at
   the sheet's peaks (summed over operators; a matrix product narrower than the vector lanes at the share
   of them it keeps busy, `models.lane_use`) and n its operator count: the device's efficiency at each
   and its cost per operator, measured. It needs no model at all, so it holds where the training data
   never saw the runtime (nn-Meter's and NeuSight's split of a network's time, fitted on the device
-  instead of profiled per kernel).
+  instead of profiled per kernel). D is not fitted: the time of the traffic that streams from memory past
+  the last-level cache, at the sheet's bandwidth (`models.streamed_bytes`). M is the traffic the cache
+  serves, whose rate θ₂ the shots measure; no reference network's tensors outgrow a cache, so none can
+  measure D's rate, and the sheet's bandwidth is what streaming reaches (a numpy copy of 64 MiB, as the
+  agent measures it).
 
 Each that the shots allow (fewer shots allow fewer: 1 for offset, 4 for affine and split, 5 for
 physical) is fitted, and the answer is their average in log time, each weighted by the inverse square of
@@ -100,7 +104,7 @@ class Calibration:
 
     def apply(self, pred: np.ndarray, share: np.ndarray | None = None, terms: np.ndarray | None = None) -> np.ndarray:
         """Calibrated log-latency for zero-shot log predictions `pred`, with the fixed-cost share of each
-        (for split) and its [C, M, n] terms (for physical)."""
+        (for split) and its [C, M, n, D] terms (for physical)."""
         out = 0.0
         for kind, params, weight in self.parts:
             if (kind == "split" and share is None) or (kind == "physical" and terms is None):
@@ -148,13 +152,22 @@ def _fit(kind: str, pred: np.ndarray, y: np.ndarray, share, terms) -> tuple[floa
     from scipy.optimize import nnls
 
     t = np.exp(y)
+    target = np.ones(len(t))
     if kind == "split":
         total = np.exp(pred)
         design = np.stack([total * share, total * (1 - share)], axis=1)
     else:
-        design = np.asarray(terms, dtype=np.float64)
-    theta, _ = nnls(design / t[:, None], np.ones(len(t)))  # relative error: every shot counts alike
+        terms = np.asarray(terms, dtype=np.float64)
+        design, fixed = terms[:, :3], _streamed(terms)
+        target = np.maximum(1 - fixed / t, 0.0)  # what the streamed traffic leaves of each shot's time
+    theta, _ = nnls(design / t[:, None], target)  # relative error: every shot counts alike
     return tuple(float(v) for v in theta)
+
+
+def _streamed(terms: np.ndarray) -> np.ndarray:
+    """The physical terms' fixed part: the memory time of traffic past the last-level cache, at the sheet's
+    bandwidth (`models.physical_terms`' fourth column; 0 where terms have three)."""
+    return terms[:, 3] if terms.shape[1] > 3 else np.zeros(len(terms))
 
 
 def _predict(kind: str, params: tuple[float, ...], pred, share, terms) -> np.ndarray:
@@ -165,7 +178,8 @@ def _predict(kind: str, params: tuple[float, ...], pred, share, terms) -> np.nda
     if kind == "split":
         total = np.exp(pred) * (params[0] * share + params[1] * (1 - share))
     else:
-        total = np.asarray(terms, dtype=np.float64) @ np.asarray(params)
+        terms = np.asarray(terms, dtype=np.float64)
+        total = terms[:, :3] @ np.asarray(params) + _streamed(terms)
     return np.log(np.maximum(total, 1e-9))
 
 
@@ -183,11 +197,11 @@ def calibrate(pred: np.ndarray, measured_ms: np.ndarray, zero_shot_half: float,
     """The corrections K shots allow, averaged by their leave-one-out errors (see the module's docstring).
 
     pred: zero-shot log ms of the shots; share: the fixed-cost share of each (the GNN's), or None;
-    terms: [K, 3] compute ms, memory ms at the sheet's peaks and operator count, or None; roofline: their
-    floor (log ms) on the sheet. A shot measured below its floor shows that the sheet understates the
-    hardware (a VM's nominal clock where the core boosts): the floor drops by the same factor
-    (`floor_shift`). designed: the shots were chosen one per regime, not drawn as the queries are (the
-    interval's rank: the module's docstring)."""
+    terms: [K, 4] compute ms, memory ms at the sheet's peaks, operator count and streamed memory ms
+    (`models.physical_terms`), or None; roofline: their floor (log ms) on the sheet. A shot measured below
+    its floor shows that the sheet understates the hardware (a VM's nominal clock where the core boosts):
+    the floor drops by the same factor (`floor_shift`). designed: the shots were chosen one per regime, not
+    drawn as the queries are (the interval's rank: the module's docstring)."""
     pred = np.asarray(pred, dtype=np.float64)
     share = None if share is None else np.clip(np.asarray(share, dtype=np.float64), 0.0, 1.0)
     terms = None if terms is None else np.asarray(terms, dtype=np.float64)

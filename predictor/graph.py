@@ -105,6 +105,9 @@ class OpGraph:
     # [nodes, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for the node
     # (`nchwc_layouts`)
     reordered: np.ndarray | None = None
+    # [nodes]: of weight_bytes, the bytes read again of weights already read once (a recurrent cell's R, once a
+    # step: `_recurrent_rereads`): traffic, but no larger a working set (`models.streamed_bytes`)
+    rereads: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -301,14 +304,26 @@ def _float_scalars(graph) -> dict[str, float]:
 def _single_constants(graph, types: tuple[int, ...]) -> dict:
     """{tensor: value} of the graph's single-element constants of the element `types`, initializers and
     Constant nodes alike."""
+    return {name: values[0] for name, values in _small_constants(graph, types, 1).items() if len(values) == 1}
+
+
+def _int_constants(graph) -> dict[str, list[int]]:
+    """{tensor: values} of the graph's integer constants of up to 16 elements: a reduction's axes (`index_walk`)."""
+    ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+    return {name: [int(v) for v in values] for name, values in _small_constants(graph, ints, 16).items()}
+
+
+def _small_constants(graph, types: tuple[int, ...], most: int) -> dict:
+    """{tensor: flat values} of the graph's constants of the element `types` and at most `most` elements,
+    initializers and Constant nodes alike."""
     from onnx import numpy_helper
 
     named = [(t.name, t) for t in graph.initializer]
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             named += [(node.output[0], a.t) for a in node.attribute if a.name == "value" and a.HasField("t")]
-    return {name: numpy_helper.to_array(t).reshape(-1)[0] for name, t in named
-            if t.data_type in types and math.prod(t.dims) == 1}
+    return {name: numpy_helper.to_array(t).reshape(-1) for name, t in named
+            if t.data_type in types and math.prod(t.dims) <= most}
 
 
 def _observed_conditions(model: onnx.ModelProto, ifs: list, feeds: dict) -> dict[str, bool]:
@@ -449,12 +464,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             if t is not None and math.prod(t.dims) > 64:
                 weights[node.output[0]] = math.prod(t.dims) * _DTYPE_BYTES.get(t.data_type, 4)
                 shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
-    constants = _float_scalars(graph)
+    constants, ints = _float_scalars(graph), _int_constants(graph)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width", "operands")}
+                                       "in_width", "out_width", "operands", "rereads")}
     arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
@@ -473,9 +489,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         ins = [shapes.get(t, (None, 0))[0] if t else None for t in node.input]
         if outs and outs[0] is not None:
             known += 1
-        w_bytes = _weights_read(node, ins, weights) + _recurrent_rereads(node, ins, weights)
-        scalar = scalar_loop(node, constants)
+        arrays["rereads"][i] = _recurrent_rereads(node, ins, weights)
+        w_bytes = _weights_read(node, ins, weights) + arrays["rereads"][i]
+        walk = index_walk(node, ins, ints, opset)
+        scalar = walk is not None or scalar_loop(node, constants, ins[0] if ins else None, ints)
         flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
+        if walk is not None:
+            flops = walk
         if flops is None:  # an op that computes, whose cost is not known here: named, not hidden as 0
             uncounted[node.op_type] += 1
             flops = 0.0
@@ -506,7 +526,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
-                   fused=fused, reordered=reordered)
+                   fused=fused, reordered=reordered, rereads=arrays["rereads"])
 
 
 def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelProto:
@@ -713,10 +733,131 @@ _CATEGORY.update({op: "elementwise" for op in SCALAR_ELEMENTWISE if op not in _C
 _CATEGORY.update({op: "reduce" for op in SCALAR_REDUCTIONS if op not in _CATEGORY})
 
 
-def scalar_loop(node: onnx.NodeProto, constants: dict[str, float]) -> bool:
+# Its kernels that walk a tensor by index, one element at a time, where a shape sends them to their generic loop
+# (`index_walk`; `bench/scalar_ops.py` times them), each in a core's operations as above:
+# - Transpose (core/providers/cpu/tensor/transpose.cc) copies a tensor whose axes longer than 1 keep their order,
+#   and moves a single axis with MLAS's transpose or a copy per block; any other permutation walks the output
+#   by a multi-index, an element at a time where the last axis moves (TRANSPOSE_ELEMENT_OPS: 4.0-4.7 ns an
+#   element there), else a memcpy per block of the trailing axes it leaves (TRANSPOSE_BLOCK_OPS per block:
+#   1.3 ns an element in blocks of 4, beside 0.1 for a copy).
+# - Softmax and LogSoftmax (opset 13 on) over an axis other than the last transpose it last and back.
+# - A reduction (core/providers/cpu/reduction/reduction_ops.cc) of ReduceSum, Mean, Max or Min has vector
+#   kernels where its shape, with adjacent axes of one kind merged, is kept-reduced, reduced-kept (more than
+#   16 rows reduced, and more than 256 of either), kept-reduced-kept (at least 2 outer rows) or
+#   reduced-kept-reduced (at least 2 kept); one over every axis is one vector pass, in every aggregator. Every
+#   other reduction runs its generic loop: an add's latency an element (`SCALAR_REDUCTIONS`' counts, 3 for
+#   these) and REDUCE_OUTPUT_OPS per output to set up. Over a leading axis of 2 (a power spectrum's real and
+#   imaginary parts) ReduceSumSquare took 1.8 ns an element where it was charged 0.86.
+# The thresholds are one thread's: ONNX Runtime scales them by the threads it runs.
+TRANSPOSE_ELEMENT_OPS = 14
+TRANSPOSE_BLOCK_OPS = 16
+REDUCE_OUTPUT_OPS = 8
+_FAST_REDUCTIONS = frozenset({"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin"})
+_SOFTMAXES = ("Softmax", "LogSoftmax")
+
+
+def transpose_walk(perm: list[int], shape: list[int]) -> tuple[str, int]:
+    """How ONNX Runtime 1.32's CPU Transpose moves a tensor of `shape` by `perm`: ("copy", 0) where the axes
+    longer than 1 keep their order, ("single", 0) where one axis moves and the others keep theirs (its
+    single-axis kernels), otherwise by its multi-index walk: ("elements", n) one element at a time where the
+    last axis moves, else ("blocks", n), a copy per block of the trailing axes `perm` leaves in place."""
+    rank = len(shape)
+    longer = [p for p in perm if shape[p] > 1]
+    if longer == sorted(longer):
+        return "copy", 0
+    for start in range(rank):
+        rest = [a for a in range(rank) if a != start]
+        if any(rest[:end] + [start] + rest[end:] == list(perm) for end in range(rank)):
+            return "single", 0
+    suffix, axis = 1, rank - 1
+    while axis >= 0 and perm[axis] == axis:
+        suffix, axis = suffix * shape[axis], axis - 1
+    return ("elements" if suffix == 1 else "blocks"), math.prod(shape) // suffix
+
+
+def reduction_path(op: str, shape: list[int], axes: list[int] | None, noop: bool = False) -> str:
+    """Which of ONNX Runtime 1.32's CPU reduction kernels runs `op` over `axes` of `shape` (None: every axis,
+    unless `noop`, its noop_with_empty_axes): "copy" (no axis, noop), "whole" (every axis: one vector pass),
+    "fast" (a vector kernel of ReduceSum, Mean, Max or Min: the comment above `TRANSPOSE_ELEMENT_OPS`) or
+    "loop" (its generic loop, an element at a time). One thread's thresholds."""
+    rank = len(shape)
+    if not axes:
+        return "copy" if noop else "whole"
+    reduced = {a % rank for a in axes} if rank else set()
+    if len(reduced) == rank:
+        return "whole"
+    merged: list[list] = []  # [reduced, size] of adjacent axes of one kind
+    for a, d in enumerate(shape):
+        if merged and merged[-1][0] == (a in reduced):
+            merged[-1][1] *= d
+        else:
+            merged.append([a in reduced, d])
+    if op not in _FAST_REDUCTIONS or len(merged) not in (2, 3):
+        return "loop"
+    sizes = [d for _, d in merged]
+    if len(merged) == 2:
+        fast = not merged[0][0] or (sizes[0] > 16 and max(sizes) > 256)
+    else:
+        fast = sizes[0] >= 2 if not merged[0][0] else sizes[1] >= 2
+    return "fast" if fast else "loop"
+
+
+def index_walk(node: onnx.NodeProto, ins: list, ints: dict[str, list[int]], opset: int) -> float | None:
+    """The operations ONNX Runtime's CPU kernel for this node spends walking its tensors an element at a time
+    (the comment above `TRANSPOSE_ELEMENT_OPS`), or None where it runs its own rule (a vector kernel, a copy,
+    a kernel `scalar_loop` names) or the input's shape is not known. ints: the graph's small integer constants
+    (a reduction's axes); opset: the graph's ONNX opset."""
+    op = node.op_type
+    x = ins[0] if ins else None
+    if x is None or any(not isinstance(d, int) or d < 0 for d in x):
+        return None
+    if op == "Transpose" or (op in _SOFTMAXES and opset >= 13):
+        if op == "Transpose":
+            perm, times = list(_attr(node, "perm", []) or range(len(x) - 1, -1, -1)), 1
+        else:
+            axis = _attr(node, "axis", -1) % max(len(x), 1)
+            perm, times = list(range(len(x))), 2  # the axis swapped with the last, and back
+            perm[axis], perm[-1] = perm[-1], perm[axis]
+        if sorted(perm) != list(range(len(x))):
+            return None
+        kind, count = transpose_walk(perm, x)
+        ops = {"elements": TRANSPOSE_ELEMENT_OPS, "blocks": TRANSPOSE_BLOCK_OPS}.get(kind)
+        return None if ops is None else float(times * ops * count)
+    path = _reduction_path_of(node, x, ints)
+    if path != "loop":
+        return None
+    reduced = {a % len(x) for a in _reduction_axes(node, ints) or range(len(x))}
+    outputs = math.prod(d for a, d in enumerate(x) if a not in reduced)
+    return float(SCALAR_REDUCTIONS.get(op, 3) * math.prod(x) + REDUCE_OUTPUT_OPS * outputs)
+
+
+def _reduction_axes(node: onnx.NodeProto, ints: dict[str, list[int]]) -> list[int] | None:
+    """A reduction's axes, from its attribute (opsets before 18) or its constant second input; None where
+    they are computed as the graph runs, [] where none are given."""
+    if len(node.input) > 1 and node.input[1]:
+        return ints.get(node.input[1])
+    return list(_attr(node, "axes", []) or [])
+
+
+def _reduction_path_of(node: onnx.NodeProto, x: list | None, ints: dict[str, list[int]]) -> str | None:
+    """`reduction_path` of a reduction node on its input's shape `x`; None for another node, or where its
+    shape or axes are not known."""
+    op = node.op_type
+    if not (op.startswith("Reduce") and (op in _REDUCE_INPUT or op in SCALAR_REDUCTIONS)) or x is None or \
+            any(not isinstance(d, int) or d < 0 for d in x):
+        return None
+    axes = _reduction_axes(node, ints)
+    return None if axes is None else reduction_path(op, x, axes or None, bool(_attr(node, "noop_with_empty_axes", 0)))
+
+
+def scalar_loop(node: onnx.NodeProto, constants: dict[str, float], x: list | None = None,
+                ints: dict[str, list[int]] | None = None) -> bool:
     """Whether ONNX Runtime's CPU kernel for this node is written as scalar loops (`SCALAR_KERNELS`): a Pow
-    whose exponent is a constant in `VECTOR_POWERS` is not. constants: {tensor: value} of the graph's
-    single-element float constants."""
+    whose exponent is a constant in `VECTOR_POWERS` is not, nor a reduction over every axis (one vector pass:
+    `reduction_path`, where its input's shape `x` and axes are known). constants: {tensor: value} of the
+    graph's single-element float constants; ints: its small integer constants."""
+    if _reduction_path_of(node, x, ints or {}) in ("whole", "copy"):
+        return False
     if node.op_type == "Pow":
         return not (len(node.input) > 1 and constants.get(node.input[1]) in VECTOR_POWERS)
     return node.op_type in SCALAR_KERNELS
@@ -731,7 +872,7 @@ def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, 
     reorders into blocks of output channels (`blocked`, per block of `NCHWC_BLOCKS`: `nchwc_runs`)
     vectorizes those channels, a block at a time: its output channels; one it leaves in NCHW, its
     positions. A depthwise convolution has a kernel of its own, and a transposed one scatters its
-    product: 0. A kernel written as scalar loops (`scalar`: `scalar_loop`): `SCALAR_COLUMNS`."""
+    product: 0. A kernel written as scalar loops (`scalar`: `scalar_loop`, `index_walk`): `SCALAR_COLUMNS`."""
     if scalar:
         return (SCALAR_COLUMNS,) * len(LAYOUTS)
     if not out or any(not isinstance(d, int) or d <= 0 for d in out):

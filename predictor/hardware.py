@@ -83,6 +83,7 @@ class Processor:
     flags: dict[str, float]  # CATEGORICAL name → 0/1
     int8_peak: float = math.nan  # int8 ops/s: the sheet's int8_tops, else INT8_PER_FP32 × peak_flops
     lanes: int = 1  # FP32 lanes of a CPU's vector unit (the sheet's simd); 1: not a CPU, or not told
+    cache_bytes: float = math.nan  # its last-level cache (`last_level_cache`), NaN when the sheet does not tell
 
 
 def core_key(name: str) -> str:
@@ -132,7 +133,18 @@ def processor(spec: SpecSheet, target: str = "cpu", batch: int = 1, threads: int
     cpu = spec.get("cpu") if target == "cpu" else None
     lanes = SIMD_LANES.get(str(cpu.get("simd") or "").lower(), 1) if isinstance(cpu, dict) else 1
     return Processor(target=target, peak_flops=peak, bandwidth=bandwidth, values=values, flags=flags,
-                     int8_peak=max(int8, peak) if peak > 0 else int8, lanes=lanes)
+                     int8_peak=max(int8, peak) if peak > 0 else int8, lanes=lanes,
+                     cache_bytes=last_level_cache(spec, target))
+
+
+def last_level_cache(spec: SpecSheet, target: str = "cpu") -> float:
+    """Bytes of the last cache level before memory the sheet names for `target`: a CPU's L3, else its L2;
+    an accelerator's L2. NaN where it names none."""
+    part = spec.get("cpu") if target == "cpu" else spec.get("accelerator")
+    if not isinstance(part, dict):
+        return math.nan
+    sizes = [_num(part.get(k)) for k in (("l3_kb", "l2_kb") if target == "cpu" else ("l2_kb",))]
+    return next((kb * 1024 for kb in sizes if kb > 0), math.nan)
 
 
 def _cpu(spec: SpecSheet, threads: int, values: dict, flags: dict) -> tuple[float, float]:

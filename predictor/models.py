@@ -77,13 +77,14 @@ def layout_of(setting) -> int:
 
 
 def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndarray:
-    """[S, 3]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
+    """[S, 4]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
     operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product
-    at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), and its operator
-    count. In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX
-    Runtime's NCHWc on x86), it is no operator and moves no tensor of its own; the copies that layout makes
-    between a node and NCHW move theirs (`GraphSet.reordered`). nodes: [N] bool, the nodes summed (all of
-    them by default)."""
+    at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), its operator
+    count, and the memory time (ms at the sheet's bandwidth) of the traffic that streams from memory past
+    the last-level cache (`streamed_bytes`; the memory time is the rest). In a layout where a node runs
+    inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86), it is no operator
+    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs
+    (`GraphSet.reordered`). nodes: [N] bool, the nodes summed (all of them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
@@ -93,29 +94,49 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
             values = np.where(nodes, values, 0.0)
         return np.add.reduceat(values, starts) if len(values) else np.zeros(len(starts))
 
-    weights = per_graph(gs.weight_bytes)
-    vectors = np.array([(st.proc.lanes, layout_of(st)) for st in samples.settings], dtype=np.int64)[samples.setting]
-    flops, int8_flops, moved, count = (np.zeros(len(samples)) for _ in range(4))
-    for width, layout in np.unique(vectors.reshape(-1, 2), axis=0):  # one pass per vector width and layout
-        rows = (vectors[:, 0] == width) & (vectors[:, 1] == layout)
+    keys = np.array([(st.proc.lanes, layout_of(st), st.effective_batch,
+                      st.proc.cache_bytes if st.proc.cache_bytes > 0 else 0.0) for st in samples.settings],
+                    dtype=np.float64)[samples.setting]
+    flops, int8_flops, moved, streamed, count = (np.zeros(len(samples)) for _ in range(5))
+    for width, layout, batch, cache in np.unique(keys.reshape(-1, 4), axis=0):  # one pass per kind of setting
+        rows = np.all(keys == (width, layout, batch, cache), axis=1)
         g = samples.graph[rows]
-        kernel = np.ones(len(gs.flops)) if gs.fused is None else (~gs.fused[:, layout]).astype(np.float64)
+        kernel = np.ones(len(gs.flops)) if gs.fused is None else (~gs.fused[:, int(layout)]).astype(np.float64)
         work = gs.flops / lane_use(gs.lanes, int(width), int(layout))
-        flops[rows] = per_graph(np.where(int8, 0.0, work))[g]
-        int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g]
-        copied = 0.0 if gs.reordered is None else gs.reordered[:, layout]
-        moved[rows] = per_graph(gs.act_bytes * kernel + copied)[g]
+        flops[rows] = per_graph(np.where(int8, 0.0, work))[g] * batch
+        int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g] * batch
+        copied = 0.0 if gs.reordered is None else gs.reordered[:, int(layout)]
+        traffic = (gs.act_bytes * kernel + copied) * batch + gs.weight_bytes
+        past = streamed_bytes(traffic, traffic - (0.0 if gs.rereads is None else gs.rereads), cache)
+        moved[rows] = per_graph(traffic - past)[g]
+        streamed[rows] = per_graph(past)[g]
         count[rows] = per_graph(kernel)[g]
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
     ratio = np.array([st.proc.int8_peak / st.proc.peak_flops if st.proc.peak_flops > 0 else 1.0
                       for st in samples.settings], dtype=np.float64)  # int8 ops per FP32 one
     bandwidth = np.array([st.proc.bandwidth for st in samples.settings], dtype=np.float64)
-    batch = np.array([st.effective_batch for st in samples.settings], dtype=np.float64)
-    g, s = samples.graph, samples.setting
+    s = samples.setting
     with np.errstate(invalid="ignore", divide="ignore"):
-        compute = np.where(peak[s] > 0, (flops + int8_flops / ratio[s]) * batch[s] / peak[s] * 1e3, 0.0)
-        memory = np.where(bandwidth[s] > 0, (moved * batch[s] + weights[g]) / bandwidth[s] * 1e3, 0.0)
-    return np.stack([compute, memory, count], axis=1)
+        compute = np.where(peak[s] > 0, (flops + int8_flops / ratio[s]) / peak[s] * 1e3, 0.0)
+        memory, past = (np.where(bandwidth[s] > 0, b / bandwidth[s] * 1e3, 0.0) for b in (moved, streamed))
+    return np.stack([compute, memory, count, past], axis=1)
+
+
+def streamed_bytes(traffic: np.ndarray, working_set: np.ndarray, cache: float) -> np.ndarray:
+    """Per node, the bytes of its traffic (`traffic`: the tensors it reads and writes, weights included) that
+    stream from memory: the share of it that its working set (`working_set`: those tensors, each once; a
+    recurrent cell's weights once, not once a step) holds beyond half the last-level cache (`cache` bytes;
+    0: not known, and nothing streams). A node whose tensors fit is served from the cache at the rate a
+    fingerprint's networks, all of which fit, calibrate; a larger one thrashes it and streams at the memory's
+    bandwidth, which is the sheet's. Half: the cache holds more than this node's tensors. On this project's
+    machine (32 MiB L3, a 21 GB/s sheet; `bench/cache_cliff.py`), ONNX Runtime's Add and Relu ran at 46-73
+    GB/s on working sets of 1-16 MiB and 21-41 GB/s on 32-128 MiB; from 32 MiB up this rule's rate was
+    ×0.76-1.09 of theirs, the cache's rate alone ×2.1."""
+    if not cache > 0:
+        return np.zeros_like(traffic)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(working_set > cache / 2, 1 - cache / 2 / working_set, 0.0)
+    return traffic * share
 
 
 def unpaired_int8(samples: Samples) -> np.ndarray:
@@ -132,9 +153,9 @@ def unpaired_int8(samples: Samples) -> np.ndarray:
 
 def scalar_loops(samples: Samples) -> np.ndarray:
     """[S] ms: each network's compute time (`physical_terms`) in kernels written as scalar loops
-    (`GraphSet.scalar`: ONNX Runtime's DFT and STFT), charged at half of one lane's peak. No reference
-    network runs one, so how near a device's scalar code comes to that is not measured
-    (`commands.scalar_spread`)."""
+    (`GraphSet.scalar`: ONNX Runtime's DFT and STFT, its C library calls an element, its generic loops),
+    charged at half of one lane's peak. No reference network runs one, so how near a device's scalar code
+    comes to that is not measured (`commands.scalar_spread`)."""
     nodes = samples.graphs.scalar()
     return physical_terms(samples, nodes)[:, 0] if nodes.any() else np.zeros(len(samples))
 

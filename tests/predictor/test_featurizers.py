@@ -138,6 +138,7 @@ def test_a_recurrent_cell_reads_its_recurrence_weights_once_a_time_step(layout):
     graph = from_onnx(model)
     w, r, b = (4 * hidden * features, 4 * hidden * hidden, 8 * hidden)
     assert graph.weight_bytes[0] == 4 * (w + b + steps * r)
+    assert graph.rereads[0] == 4 * (steps - 1) * r  # traffic, but no larger a working set
     assert graph.params == w + r + b  # the file's weights, counted once
     from edgeatlas.protos import onnx_model
 
@@ -540,7 +541,7 @@ def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from edgeatlas.predictor.graph import SCALAR_COLUMNS, SCALAR_REDUCTIONS, fft_flops
+    from edgeatlas.predictor.graph import REDUCE_OUTPUT_OPS, SCALAR_COLUMNS, SCALAR_REDUCTIONS, fft_flops
     from edgeatlas.predictor.models import physical_terms, scalar_loops
 
     frames = {n: (16000 - n) // 160 + 1 for n in (400, 512)}
@@ -550,9 +551,10 @@ def test_fourier_transforms_are_counted_as_onnx_runtime_computes_them_in_scalar_
         assert not g.uncounted and g.flops[stft] == pytest.approx(frames[n] * fft_flops(n, n // 2 + 1))
         assert g.lanes[stft].tolist() == [SCALAR_COLUMNS] * 4
         # its spectrum one-sided, as the operator's default is (ONNX's shape inference alone takes it two-sided);
-        # the power spectrum's sum of squares is a scalar loop too, an add's latency per element
-        per_element = SCALAR_REDUCTIONS["ReduceSumSquare"]
-        assert g.flops[g.ops.index("ReduceSumSquare")] == per_element * frames[n] * (n // 2 + 1) * 2
+        # the power spectrum's sum of squares is a scalar loop too (its generic loop, over the last axis of 2), an
+        # add's latency per element and a setup per output
+        per_element, bins = SCALAR_REDUCTIONS["ReduceSumSquare"], frames[n] * (n // 2 + 1)
+        assert g.flops[g.ops.index("ReduceSumSquare")] == per_element * bins * 2 + REDUCE_OUTPUT_OPS * bins
         session = ort.InferenceSession(stft_model(n).SerializeToString(), providers=["CPUExecutionProvider"])
         assert session.run(None, {"x": np.zeros((1, 16000), np.float32)})[0].shape == (1, frames[n], n // 2 + 1)
     assert fft_flops(512, 257) == 8 * 512 * 9 + 2 * 512  # 9 stages of 256 butterflies, the window read
@@ -585,7 +587,7 @@ def test_ops_onnx_runtime_runs_a_c_library_call_or_an_add_at_a_time_are_scalar_l
     loop is counted at its operations per element and runs at half a lane (`SCALAR_COLUMNS`)."""
     from onnx import numpy_helper
 
-    from edgeatlas.predictor.graph import (SCALAR_COLUMNS, SCALAR_ELEMENTWISE, SCALAR_REDUCTIONS,
+    from edgeatlas.predictor.graph import (REDUCE_OUTPUT_OPS, SCALAR_COLUMNS, SCALAR_ELEMENTWISE, SCALAR_REDUCTIONS,
                                            VECTOR_POWERS)
 
     shape = [1, 64, 32]
@@ -609,8 +611,10 @@ def test_ops_onnx_runtime_runs_a_c_library_call_or_an_add_at_a_time_are_scalar_l
         vector_pow = op == "Pow" and inputs[1] in ("two", "three")
         scalar = op in SCALAR_ELEMENTWISE and not vector_pow or op in SCALAR_REDUCTIONS
         assert (g.lanes[i].tolist() == [SCALAR_COLUMNS] * 4) == scalar, (op, inputs)
-        if scalar:
-            assert g.flops[i] == elements * {**SCALAR_ELEMENTWISE, **SCALAR_REDUCTIONS}[op], op
+        if op in SCALAR_ELEMENTWISE and scalar:
+            assert g.flops[i] == elements * SCALAR_ELEMENTWISE[op], op
+        if op in SCALAR_REDUCTIONS:  # its generic loop: the elements, and the 64 rows' outputs to set up
+            assert g.flops[i] == elements * SCALAR_REDUCTIONS[op] + REDUCE_OUTPUT_OPS * 64, op
     assert 2.0 in VECTOR_POWERS and 0.5 not in VECTOR_POWERS
     assert g.flops[1] == g.flops[2] == elements  # a square and a cube: one vector multiply per element counted
     # Log's charge on a 16-lane sheet is more than Exp's by its count and the 32x of a scalar loop
@@ -620,6 +624,113 @@ def test_ops_onnx_runtime_runs_a_c_library_call_or_an_add_at_a_time_are_scalar_l
     log, exp = (np.arange(len(nodes)) == k for k in (0, 5))
     ratio = physical_terms(samples, log)[0, 0] / physical_terms(samples, exp)[0, 0]
     assert ratio == pytest.approx(32 * SCALAR_ELEMENTWISE["Log"] / g.flops[5] * elements)
+
+
+def test_shapes_that_send_onnx_runtime_to_its_generic_loops_are_scalar_walks_of_their_elements():
+    """ONNX Runtime 1.32 transposes a tensor element by element where a permutation moves its last axis and
+    more than one axis, a block at a time where it leaves trailing axes in place, and with its single-axis
+    kernels or a copy otherwise; a Softmax over a leading axis transposes there and back; a reduction runs a
+    vector kernel only for ReduceSum, Mean, Max and Min on the merged shapes it has them for (or over every
+    axis), else its generic loop. The walks are scalar, each at its operations; the vector paths are not."""
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.graph import (REDUCE_OUTPUT_OPS, SCALAR_COLUMNS, TRANSPOSE_BLOCK_OPS,
+                                           TRANSPOSE_ELEMENT_OPS, reduction_path, transpose_walk)
+
+    assert transpose_walk([0, 3, 2, 1], [8, 4, 6, 5]) == ("elements", 960)
+    assert transpose_walk([2, 1, 0, 3], [8, 4, 6, 5]) == ("blocks", 192)
+    assert transpose_walk([0, 2, 1, 3], [1, 128, 4, 64])[0] == "single"  # attention's heads: one axis moves
+    assert transpose_walk([0, 2, 3, 1], [1, 128, 4, 64])[0] == "single"
+    assert transpose_walk([0, 3, 2, 1], [1, 161, 900, 1]) == ("elements", 144900)  # DNSMOS's
+    assert transpose_walk([1, 0, 2], [1, 30, 7])[0] == "copy"  # the axes longer than 1 keep their order
+    assert reduction_path("ReduceSum", [1024, 1024], [0]) == "fast"  # 1,024 rows reduced
+    assert reduction_path("ReduceSum", [2, 524288], [0]) == "loop"  # 2 rows: its generic loop
+    assert reduction_path("ReduceSum", [1, 2, 201, 3001], [1]) == "loop"  # kept-reduced-kept with 1 outer row
+    assert reduction_path("ReduceSum", [4, 2, 201, 3001], [1]) == "fast"
+    assert reduction_path("ReduceSum", [16, 16, 16, 256], [0, 2]) == "loop"  # four runs of axes
+    assert reduction_path("ReduceMean", [1, 32, 160, 160], [2, 3]) == "fast"
+    assert reduction_path("ReduceSumSquare", [1, 32, 160, 160], [2, 3]) == "loop"  # no vector kernel
+    assert reduction_path("ReduceSumSquare", [1, 3000, 80], None) == "whole"
+    assert reduction_path("ReduceSum", [3, 5], None, noop=True) == "copy"
+
+    def axes(name, values):
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    x = [1, 2, 16, 40]
+    nodes = [("Transpose", ["x"], {"perm": [0, 3, 2, 1]}), ("Transpose", ["x"], {"perm": [2, 1, 0, 3]}),
+             ("Transpose", ["x"], {"perm": [0, 2, 1, 3]}), ("Softmax", ["x"], {"axis": 1}),
+             ("Softmax", ["x"], {"axis": -1}), ("ReduceSumSquare", ["x", "one"], {}), ("ReduceSum", ["x", "last"], {}),
+             ("ReduceSumSquare", ["x"], {}), ("ReduceMean", ["x", "inner"], {})]
+    made = [helper.make_node(op, inputs, [f"y{i}"], **attrs) for i, (op, inputs, attrs) in enumerate(nodes)]
+    graph = helper.make_graph(made, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None)
+                               for i in range(len(nodes))], [axes("one", [1]), axes("last", [-1]),
+                                                             axes("inner", [1, 2])])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 8
+    g = from_onnx(m)
+    elements = 1280
+    walked = {0: TRANSPOSE_ELEMENT_OPS * elements, 1: TRANSPOSE_BLOCK_OPS * elements / 40,
+              3: 2 * TRANSPOSE_ELEMENT_OPS * elements, 5: 3 * elements + REDUCE_OUTPUT_OPS * elements / 2,
+              8: 3 * elements + REDUCE_OUTPUT_OPS * 40}  # ReduceMean over the middle: 1 outer row, a loop
+    for i, (op, _, _) in enumerate(nodes):
+        assert (g.lanes[i].tolist() == [SCALAR_COLUMNS] * 4) == (i in walked), (i, op)
+        if i in walked:
+            assert g.flops[i] == walked[i], (i, op)
+    assert g.flops[7] == elements  # every axis: one vector pass, its FLOPs as a sum's
+    before13 = helper.make_model(helper.make_graph(  # opset 12's Softmax flattens from its axis on: no transposes
+        [made[3]], "s", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x)],
+        [helper.make_tensor_value_info("y3", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 12)])
+    assert from_onnx(before13).lanes[0, 0] != SCALAR_COLUMNS
+
+
+def test_a_node_whose_tensors_outgrow_half_the_last_level_cache_streams_them_at_the_sheet_s_bandwidth():
+    """Per node, the share of its traffic that its working set holds beyond half the last-level cache streams
+    from memory (`physical_terms`' fourth column, at the sheet's bandwidth); the rest is the memory term the
+    fingerprint calibrates. An Add of three 1 MiB tensors on an 8 MiB cache fits; of three 2 MiB ones (6 MiB,
+    2 MiB beyond half) streams a third. An LSTM whose recurrence weights are read once a step has them once in
+    its working set. A sheet that names no cache streams nothing; a CPU's cache is its L3, else its L2, an
+    accelerator's its L2."""
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.hardware import last_level_cache
+    from edgeatlas.predictor.models import physical_terms
+
+    small, big = 1 << 18, 1 << 19  # floats: 1 and 2 MiB
+    hidden, steps = 256, 40  # R: 1 MiB, read 40 times
+    inits = [numpy_helper.from_array(np.full(shape, 0.01, np.float32), name) for name, shape in
+             (("W", (1, 4 * hidden, 8)), ("R", (1, 4 * hidden, hidden)))]
+    nodes = [helper.make_node("Add", ["a", "a"], ["s"]), helper.make_node("Add", ["b", "b"], ["t"]),
+             helper.make_node("LSTM", ["x", "W", "R"], ["y"], hidden_size=hidden)]
+    graph = from_onnx(helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [small]),
+                     helper.make_tensor_value_info("b", TensorProto.FLOAT, [big]),
+                     helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in ("s", "t", "y")], inits),
+        opset_imports=[helper.make_opsetid("", 18)]))
+    assert graph.act_bytes[:2].tolist() == [12 * small, 12 * big]  # the input read twice, the output written
+
+    def terms(cpu: dict) -> np.ndarray:
+        sheet = SpecSheet.from_dict({"name": "c", "cpu": {"cores": 1, "max_ghz": 1.0, "simd": "avx2", **cpu},
+                                     "memory": {"bandwidth_gbs": 1.0}})
+        samples = Samples(GraphSet.from_graphs([graph]), [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")],
+                          np.array([0]), np.zeros(1, np.int64), np.ones(1))
+        return np.array([physical_terms(samples, np.arange(3) == i)[0] for i in range(3)])
+
+    ms = 1e3 / 1e9  # per byte at 1 GB/s
+    cached = terms({"l2_kb": 256, "l3_kb": 8192})  # half: 4 MiB
+    assert cached[0, 3] == 0 and cached[0, 1] == pytest.approx(12 * small * ms)
+    assert cached[1, 3] == pytest.approx(12 * big * ms / 3) and cached[1, 1] == pytest.approx(12 * big * ms * 2 / 3)
+    assert cached[2, 3] == 0  # W, R once and the steps' tensors: 1.2 MiB, though it reads 40 MiB of R
+    assert cached[2, 1] == pytest.approx((graph.act_bytes[2] + graph.weight_bytes[2]) * ms)
+    assert terms({"l2_kb": 8192})[1, 3] == pytest.approx(cached[1, 3])  # no L3: the L2 is the last level
+    unknown = terms({})
+    assert (unknown[:, 3] == 0).all() and unknown[:, 1] == pytest.approx(cached[:, 1] + cached[:, 3])
+    gpu = SpecSheet.from_dict({"name": "g", "accelerator": {"kind": "gpu", "fp32_tflops": 10, "l2_kb": 40960},
+                               "cpu": {"l3_kb": 8}})
+    assert last_level_cache(gpu, "gpu") == 40 << 20 and last_level_cache(gpu, "cpu") == 8 << 10
+    assert np.isnan(last_level_cache(SpecSheet.from_dict({"name": "n", "cpu": {"cores": 2}})))
 
 
 @X86_ONLY

@@ -288,6 +288,27 @@ def test_physical_calibration_needs_no_model_and_measures_the_device_s_efficienc
         cal.apply(noise_model)
 
 
+def test_traffic_that_streams_past_the_cache_is_charged_at_the_sheet_s_bandwidth_not_fitted():
+    """The physical terms' fourth column, the memory time of traffic past the last-level cache at the sheet's
+    bandwidth, is added as it is: the shots (which fit in a cache, D = 0) fit the same θ with or without it,
+    a query's answer is θ·[C, M, n] + D, and a shot whose streamed traffic is known fits θ on the rest of its
+    time."""
+    rng = np.random.default_rng(5)
+    law = np.array([1 / 0.4, 1 / 2.5, 0.01])  # the cache served memory at 2.5× the sheet's bandwidth
+    terms = np.stack([rng.uniform(0.01, 20, 8), rng.uniform(0.01, 5, 8), rng.integers(5, 400, 8)], axis=1)
+    truth = terms @ law
+    three = fewshot.calibrate(np.zeros(8), truth, 1.0, terms=terms, designed=True)
+    four = fewshot.calibrate(np.zeros(8), truth, 1.0, terms=np.c_[terms, np.zeros(8)], designed=True)
+    assert four.params == pytest.approx(three.params)
+    assert four.params == pytest.approx(tuple(law), rel=1e-3)
+    query = np.array([[5.0, 2.0, 100.0, 7.0]])  # 7 ms of it streams from memory
+    assert math.exp(four.apply(np.zeros(1), None, query)[0]) == pytest.approx(5 * law[0] + 2 * law[1] + 1 + 7)
+    assert math.exp(four.apply(np.zeros(1), None, query[:, :3])[0]) == pytest.approx(5 * law[0] + 2 * law[1] + 1)
+    streamed = np.c_[terms, np.r_[4.0, np.zeros(7)]]  # one shot also streamed 4 ms
+    refit = fewshot.calibrate(np.zeros(8), truth + streamed[:, 3], 1.0, terms=streamed, designed=True)
+    assert refit.params == pytest.approx(tuple(law), rel=1e-3)
+
+
 def test_a_reference_set_is_answered_by_the_physical_correction_alone():
     """A fingerprint's shots are chosen one per regime: each of the physical correction's terms is pinned by
     the shot of its regime, which leave-one-out takes away, so it cannot weigh physical against the
