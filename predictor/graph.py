@@ -811,7 +811,7 @@ def index_walk(node: onnx.NodeProto, ins: list, ints: dict[str, list[int]], opse
     x = ins[0] if ins else None
     if x is None or any(not isinstance(d, int) or d < 0 for d in x):
         return None
-    if op == "Transpose" or (op in _SOFTMAXES and opset >= 13):
+    if op == "Transpose" or (op in _SOFTMAXES and opset >= 13 and len(x) > 1):
         if op == "Transpose":
             perm, times = list(_attr(node, "perm", []) or range(len(x) - 1, -1, -1)), 1
         else:
