@@ -740,7 +740,8 @@ _CATEGORY.update({op: "reduce" for op in SCALAR_REDUCTIONS if op not in _CATEGOR
 #   by a multi-index, an element at a time where the last axis moves (TRANSPOSE_ELEMENT_OPS: 4.0-4.7 ns an
 #   element there), else a memcpy per block of the trailing axes it leaves (TRANSPOSE_BLOCK_OPS per block:
 #   1.3 ns an element in blocks of 4, beside 0.1 for a copy).
-# - Softmax and LogSoftmax (opset 13 on) over an axis other than the last transpose it last and back.
+# - Softmax and LogSoftmax (opset 13 on) over an axis other than the last transpose it last and back: counted
+#   as those two walks (13-14 ns an element there), its own vector work beside them not.
 # - A reduction (core/providers/cpu/reduction/reduction_ops.cc) of ReduceSum, Mean, Max or Min has vector
 #   kernels where its shape, with adjacent axes of one kind merged, is kept-reduced, reduced-kept (more than
 #   16 rows reduced, and more than 256 of either), kept-reduced-kept (at least 2 outer rows) or
