@@ -491,8 +491,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             known += 1
         arrays["rereads"][i] = _recurrent_rereads(node, ins, weights)
         w_bytes = _weights_read(node, ins, weights) + arrays["rereads"][i]
-        walk = index_walk(node, ins, ints, opset)
-        scalar = walk is not None or scalar_loop(node, constants, ins[0] if ins else None, ints)
+        reduction = _reduction_path_of(node, ins[0] if ins else None, ints)
+        walk = index_walk(node, ins, ints, opset, reduction)
+        scalar = walk is not None or scalar_loop(node, constants, reduction)
         flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
         if walk is not None:
             flops = walk
@@ -803,14 +804,16 @@ def reduction_path(op: str, shape: list[int], axes: list[int] | None, noop: bool
     return "fast" if fast else "loop"
 
 
-def index_walk(node: onnx.NodeProto, ins: list, ints: dict[str, list[int]], opset: int) -> float | None:
+def index_walk(node: onnx.NodeProto, ins: list, ints: dict[str, list[int]], opset: int,
+               reduction: str | None = None) -> float | None:
     """The operations ONNX Runtime's CPU kernel for this node spends walking its tensors an element at a time
     (the comment above `TRANSPOSE_ELEMENT_OPS`), or None where it runs its own rule (a vector kernel, a copy,
     a kernel `scalar_loop` names) or the input's shape is not known. ints: the graph's small integer constants
-    (a reduction's axes); opset: the graph's ONNX opset."""
+    (a reduction's axes); opset: the graph's ONNX opset; reduction: a reduction node's `reduction_path`, where
+    known (`_reduction_path_of`)."""
     op = node.op_type
     x = ins[0] if ins else None
-    if x is None or any(not isinstance(d, int) or d < 0 for d in x):
+    if not _known(x):
         return None
     if op == "Transpose" or (op in _SOFTMAXES and opset >= 13 and len(x) > 1):
         if op == "Transpose":
@@ -824,8 +827,7 @@ def index_walk(node: onnx.NodeProto, ins: list, ints: dict[str, list[int]], opse
         kind, count = transpose_walk(perm, x)
         ops = {"elements": TRANSPOSE_ELEMENT_OPS, "blocks": TRANSPOSE_BLOCK_OPS}.get(kind)
         return None if ops is None else float(times * ops * count)
-    path = _reduction_path_of(node, x, ints)
-    if path != "loop":
+    if reduction != "loop":
         return None
     reduced = {a % len(x) for a in _reduction_axes(node, ints) or range(len(x))}
     outputs = math.prod(d for a, d in enumerate(x) if a not in reduced)
@@ -844,20 +846,23 @@ def _reduction_path_of(node: onnx.NodeProto, x: list | None, ints: dict[str, lis
     """`reduction_path` of a reduction node on its input's shape `x`; None for another node, or where its
     shape or axes are not known."""
     op = node.op_type
-    if not (op.startswith("Reduce") and (op in _REDUCE_INPUT or op in SCALAR_REDUCTIONS)) or x is None or \
-            any(not isinstance(d, int) or d < 0 for d in x):
+    if not (op.startswith("Reduce") and (op in _REDUCE_INPUT or op in SCALAR_REDUCTIONS)) or not _known(x):
         return None
     axes = _reduction_axes(node, ints)
     return None if axes is None else reduction_path(op, x, axes or None, bool(_attr(node, "noop_with_empty_axes", 0)))
 
 
-def scalar_loop(node: onnx.NodeProto, constants: dict[str, float], x: list | None = None,
-                ints: dict[str, list[int]] | None = None) -> bool:
+def _known(shape: list | None) -> bool:
+    """Whether a tensor's shape is known, every dimension a whole number."""
+    return shape is not None and all(isinstance(d, int) and d >= 0 for d in shape)
+
+
+def scalar_loop(node: onnx.NodeProto, constants: dict[str, float], reduction: str | None = None) -> bool:
     """Whether ONNX Runtime's CPU kernel for this node is written as scalar loops (`SCALAR_KERNELS`): a Pow
     whose exponent is a constant in `VECTOR_POWERS` is not, nor a reduction over every axis (one vector pass:
-    `reduction_path`, where its input's shape `x` and axes are known). constants: {tensor: value} of the
-    graph's single-element float constants; ints: its small integer constants."""
-    if _reduction_path_of(node, x, ints or {}) in ("whole", "copy"):
+    its `reduction` path "whole", or "copy", where its shape and axes are known). constants: {tensor: value}
+    of the graph's single-element float constants."""
+    if reduction in ("whole", "copy"):
         return False
     if node.op_type == "Pow":
         return not (len(node.input) > 1 and constants.get(node.input[1]) in VECTOR_POWERS)
