@@ -87,7 +87,7 @@ class GraphSet:
                    fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False),
                    operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]),
                    reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0),
-                   rereads=_zeros_where_none([g.rereads for g in graphs], [g.nodes for g in graphs]))
+                   rereads=_per_node([g.rereads for g in graphs], [g.nodes for g in graphs], np.float64))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -391,18 +391,13 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     reordered=None if all(s.reordered is None for s in sets) else
                     _per_layout([s.reordered for s in sets], [len(s.flops) for s in sets], 0.0),
                     rereads=None if all(s.rereads is None for s in sets) else
-                    _zeros_where_none([s.rereads for s in sets], [len(s.flops) for s in sets]))
+                    _per_node([s.rereads for s in sets], [len(s.flops) for s in sets], np.float64))
 
 
-def _per_node(arrays: list, nodes: list[int]) -> np.ndarray:
-    """[N] int8: `operands` arrays joined, 0 (the default pair) where a part has none."""
-    return np.concatenate([np.zeros(n, np.int8) if a is None else np.asarray(a, np.int8)
-                           for a, n in zip(arrays, nodes)])
-
-
-def _zeros_where_none(arrays: list, nodes: list[int]) -> np.ndarray:
-    """[N] float: per-node arrays joined, 0 where a part has none."""
-    return np.concatenate([np.zeros(n) if a is None else np.asarray(a, np.float64) for a, n in zip(arrays, nodes)])
+def _per_node(arrays: list, nodes: list[int], dtype=np.int8) -> np.ndarray:
+    """[N]: per-node arrays joined as `dtype`, 0 where a part has none (`operands`: the default pair;
+    `rereads`: none)."""
+    return np.concatenate([np.zeros(n, dtype) if a is None else np.asarray(a, dtype) for a, n in zip(arrays, nodes)])
 
 
 def _per_layout(arrays: list, nodes: list[int], missing) -> np.ndarray:
