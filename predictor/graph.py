@@ -8,6 +8,7 @@ with the batch, weight bytes do not (`at_batch`).
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -405,10 +406,34 @@ def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None 
 
 
 def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
+    """The model with every tensor's shape and type inferred at the spec's input shapes. Strict: a node
+    that ONNX's own inference rejects (an axis outside its input's rank, a Transpose whose perm repeats an
+    axis, a MatMul whose inner dimensions the given input shapes make disagree) is one InvalidInput naming
+    it, as ONNX Runtime, which runs the same inference when it loads a model, refuses the model. A shape
+    the file declares that inference disagrees with is no error: ONNX Runtime falls back to a lenient merge
+    there, and so does this (non-strict inference keeps the file's)."""
+    fixed = _fix_symbolic_dims(model, specs)
     try:
-        return shape_inference.infer_shapes(_fix_symbolic_dims(model, specs), strict_mode=False, data_prop=True)
+        return shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        errors = [e for e in _inference_errors(exc) if not e[2].startswith(_DECLARED_SHAPE_DIFFERS)]
+        if errors or not _inference_errors(exc):
+            op, node, what = errors[0] if errors else ("", "", (str(exc).strip().splitlines() or ["?"])[0])
+            where = f"{op} node {node!r}: " if node else f"{op}: " if op else ""
+            raise InvalidInput(f"model {name}: ONNX shape inference rejects it: {where}{what[:300]}") from None
+    try:
+        return shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception as exc:
         raise InvalidInput(f"model {name}: ONNX shape inference failed ({str(exc).splitlines()[0]})") from None
+
+
+_DECLARED_SHAPE_DIFFERS = "Inferred shape and existing shape differ"  # onnx's mergeInShapeInfo
+
+
+def _inference_errors(exc: Exception) -> list[tuple[str, str, str]]:
+    """(op type, node name or "", what) of each node error an ONNX strict shape inference raised."""
+    return [m.groups("") for m in re.finditer(r"\(op_type:([\w.]+)(?:, node name: ([^)]*))?\): (?:\[\w+\] )?([^\n]*)",
+                                             str(exc))]
 
 
 def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given: dict | None,

@@ -179,6 +179,61 @@ def test_malformed_onnx_is_refused_naming_the_file(tmp_path):
         load_onnx(tmp_path / "missing.onnx")
 
 
+
+def _one_node(tmp_path, node, inputs, inits=()):
+    model = helper.make_model(helper.make_graph(
+        [node], node.op_type, [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, dims in inputs],
+        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)], list(inits)),
+        opset_imports=[helper.make_opsetid("", 18)])
+    path = tmp_path / f"{node.op_type.lower()}.onnx"
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_a_node_that_onnx_runtime_refuses_at_load_is_refused_naming_it(tmp_path):
+    """These were answered (a reduction's axis out of its input's rank, a Transpose that repeats an axis, a
+    Softmax's axis out of range; a MatMul at input shapes the caller gave that its weights disagree with)
+    where ONNX Runtime refuses each when it loads the model."""
+    import onnxruntime as ort
+
+    from edgeatlas.predictor.commands import load_graph
+    from edgeatlas.protos.inputs import request_from_argv
+
+    x = [("x", [4, 8])]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [5])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [8, 4], [0.0] * 32)
+    cases = [(_one_node(tmp_path, helper.make_node("ReduceSum", ["x", "axes"], ["y"]), x, [axes]), None,
+              "ReduceSum: axis must be in"),
+             (_one_node(tmp_path, helper.make_node("Transpose", ["x"], ["y"], perm=[0, 0]), x), None,
+              "Transpose: .*repeated value"),
+             (_one_node(tmp_path, helper.make_node("Softmax", ["x"], ["y"], axis=7), x), None, "Softmax: 'axis'"),
+             (_one_node(tmp_path, helper.make_node("MatMul", ["x", "w"], ["y"], name="proj"), [("x", ["b", "k"])],
+                        [weights]), ["--input", "x=1x16"], "MatMul node 'proj': Incompatible dimensions")]
+    for path, flags, what in cases:
+        with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail if flags is None else Exception):
+            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            session.run(None, {"x": np.zeros((1, 16) if flags else (4, 8), np.float32)})
+        with pytest.raises(InvalidInput, match=f"ONNX shape inference rejects it: {what}") as refused:
+            load_graph(path, request=request_from_argv(flags) if flags else None, runtime="onnxruntime")
+        assert "\n" not in str(refused.value)
+    # A shape the file declares that inference disagrees with is no error (ONNX Runtime merges leniently
+    # there: test_counts' pooling window), but it hides no node error after it.
+    pool = helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[1280, 1280], ceil_mode=1)
+    flip = helper.make_node("Transpose", ["p"], ["y"], perm=[0, 0, 1, 2])
+    both = helper.make_model(helper.make_graph(
+        [pool, flip], "both", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 7, 7])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        value_info=[helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 32, 1, 1])]),
+        opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(InvalidInput, match="rejects it: Transpose: .*repeated value"):
+        from_onnx(both, name="both")
+    assert from_onnx(helper.make_model(helper.make_graph(
+        [pool], "pool", both.graph.input, [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 32, 1, 1])]),
+        opset_imports=[helper.make_opsetid("", 18)])).flops.sum() == 32 * 49
+    matmul = cases[-1][0]  # at the shape its weights take, it is featurized
+    graph, _ = load_graph(matmul, request=request_from_argv(["--input", "x=1x8"]), runtime="onnxruntime")
+    assert graph.flops.sum() == 2 * 8 * 4
+
 def test_cpu_peak_from_clusters_and_core_designs():
     pixel3 = SpecSheet.load(SPECS / "pixel_3.yaml")  # 4× A75 @ 2.8 + 4× A55 @ 1.77, 8 FLOPs/cycle each
     proc = processor(pixel3, "cpu")
