@@ -53,7 +53,7 @@ def synthetic_latency_ms(spec: SpecSheet, summary: dict, batch: int, rng: random
         target, peak_gflops, overhead_ms = "gpu", accel["fp32_tflops"] * 1000 * 0.05, 0.02 * ops
     else:
         cores = spec.get("cpu.cores") or 1
-        ghz = spec.get("cpu.max_ghz") or 1.5
+        ghz = spec.get("cpu.max_ghz") or spec.get("cpu.base_ghz") or 1.5
         target = "cpu"
         peak_gflops = cores * ghz * FLOPS_PER_CYCLE.get(spec.get("cpu.simd") or "", 4) * 0.15
         overhead_ms = 0.004 * ops

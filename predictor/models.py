@@ -166,6 +166,14 @@ def _compute_floor(terms: np.ndarray) -> np.ndarray:
         return np.log(terms[:, 0])
 
 
+def boost_log(samples: Samples) -> np.ndarray:
+    """[S] log of how far above its sheet's peak each sample's processor may compute (`Processor.boost`):
+    where the sheet gives only a base clock, an interval's low end reaches below the floor by that much,
+    while the answer stays at the floor (a core holds its base clock; how far it boosts, the sheet does not
+    say). 0 where the sheet's clock is the maximum."""
+    return np.log([st.proc.boost for st in samples.settings])[samples.setting]
+
+
 def floor_shifts(samples: Samples) -> dict[str, float]:
     """Per hardware key (`hardware_key`), how far (log, ≤ 0) below its sheet's compute floor the hardware
     ran: the FLOOR_QUANTILE-th quantile of log measured - log floor, where that is below zero. A sheet
@@ -699,7 +707,7 @@ class Predictor:
         # No network runs faster than its hardware computes: a floor for networks unlike any in training.
         floor = self.floor(samples)
         lift = np.maximum(floor - mean, 0)
-        return mean + lift, np.maximum(lo + lift, floor), hi + lift
+        return mean + lift, np.maximum(lo + lift, floor + self._boost_below(samples)), hi + lift
 
     def as_known(self, samples: Samples) -> Samples:
         """The samples with each setting whose sheet is known hardware re-measured (`known_hardware`) read
@@ -748,10 +756,16 @@ class Predictor:
 
     def reach(self, samples: Samples) -> np.ndarray:
         """[S] log ms an interval reaches down to where the runtime is unknown (an overhead-free runtime):
-        the roofline, lowered as `floor` is, and never below the floor. Finite where the sheet gives either
-        peak (the roofline is), so no interval starts at zero."""
-        shift = self._floor_shift(samples)
+        the roofline, lowered as `floor` is, and never below the floor; lowered by as far as the cores may
+        boost where the sheet gives a base clock (`boost_log`). Finite where the sheet gives either peak (the
+        roofline is), so no interval starts at zero."""
+        shift = self._floor_shift(samples) + self._boost_below(samples)
         return np.maximum(roofline_log(samples), _compute_floor(physical_terms(samples))) + shift
+
+    def _boost_below(self, samples: Samples) -> np.ndarray:
+        """[S] log (≤ 0) an interval's low end goes below `floor` where the sheet gives a base clock: to the
+        sheet's compute floor lowered by the boost (`boost_log`), where training lowered it less."""
+        return np.minimum(0.0, -boost_log(samples) - self._floor_shift(samples))
 
     def _floor_shift(self, samples: Samples) -> np.ndarray:
         """[S] the checkpoint's floor shift (≤ 0) for each sample's hardware (0 without the record)."""

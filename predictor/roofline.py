@@ -19,7 +19,7 @@ def node_seconds(flops: np.ndarray, nbytes: np.ndarray, proc: Processor,
     have_peak, have_bw = peak > 0, bandwidth > 0  # NaN compares False
     if not have_peak and not have_bw:
         raise InvalidInput(f"target {proc.target!r}: the spec sheet gives neither a peak (cpu.clusters or "
-                           f"cpu.cores with max_ghz; accelerator.fp32_tflops) nor a bandwidth "
+                           f"cpu.cores with max_ghz or base_ghz; accelerator.fp32_tflops) nor a bandwidth "
                            f"(memory.bandwidth_gbs; accelerator.bandwidth_gbs)")
     if have_peak and int8 is not None:
         peak = np.where(int8, proc.int8_peak, peak)

@@ -247,6 +247,29 @@ def test_cpu_peak_from_clusters_and_core_designs():
 def test_x86_peak_from_simd_and_fma_units():
     silver = SpecSheet.load(SPECS / "xeon_silver_4114.yaml")  # 10 cores, 3.0 GHz, AVX-512, 1 FMA unit
     assert processor(silver, "cpu").peak_flops == pytest.approx(10 * 3.0 * 16 * 2 * 1 * 1e9)
+    assert processor(silver, "cpu").boost == 1.0  # its max_ghz (its base_ghz, 2.2, is below it)
+
+
+def test_a_base_clock_alone_gives_the_peak_and_leaves_room_for_the_cores_to_boost():
+    """A VM's /proc/cpuinfo and Windows' registry give a base clock and no maximum: the peak is the base
+    clock's (it was none), the same features as a sheet stating that clock as its maximum, and the processor
+    may compute up to BASE_CLOCK_BOOST faster (`models.boost_log`); a GPU on the same sheet is not moved."""
+    from edgeatlas.predictor.hardware import BASE_CLOCK_BOOST
+
+    def sheet(**clock):
+        return SpecSheet.from_dict({"name": "vm", "cpu": {"arch": "x86_64", "cores": 2, "simd": "avx512",
+                                                          "fma_units": 1, **clock},
+                                    "accelerator": {"kind": "gpu", "fp32_tflops": 10, "bandwidth_gbs": 500}})
+    base, top, both, none = (processor(sheet(**c), "cpu") for c in (
+        {"base_ghz": 2.6}, {"max_ghz": 2.6}, {"base_ghz": 2.0, "max_ghz": 2.6}, {}))
+    assert base.peak_flops == pytest.approx(2 * 2.6 * 16 * 2 * 1e9) == top.peak_flops == both.peak_flops
+    assert np.array_equal(feature_vector(base), feature_vector(top))
+    assert (base.boost, top.boost, both.boost) == (BASE_CLOCK_BOOST, 1.0, 1.0)
+    assert math.isnan(none.peak_flops) and none.boost == 1.0
+    clusters = sheet(base_ghz=2.6, clusters=[{"core": "zen4", "cores": 2, "max_ghz": None}])
+    assert processor(clusters, "cpu").boost == BASE_CLOCK_BOOST and processor(clusters, "cpu").peak_flops > 0
+    assert processor(sheet(base_ghz=2.6, clusters=[{"core": "zen4", "cores": 2, "max_ghz": 3.7}]), "cpu").boost == 1
+    assert processor(sheet(base_ghz=2.6), "gpu").boost == 1.0
 
 
 def test_gpu_peaks_and_missing_fields_flagged_not_guessed():

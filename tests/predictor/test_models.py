@@ -1,5 +1,7 @@
 """The models on small data: exact batching, a known cost law learned, checkpoints that round-trip."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -66,6 +68,39 @@ def test_checkpoint_round_trips_and_never_undercuts_the_hardware_floor(sample, t
     assert np.all(mean >= floor - 1e-9) and np.all(lo >= floor - 1e-9) and np.all(lo <= mean) and np.all(mean <= hi)
     assert np.all(floor <= roofline_log(sample) + 1e-9)  # compute alone: below the roofline
     assert predictor.gnn.half_width > 0 and len(again.gnn.states) == 2
+    # The same sheets with their clock given as a base clock (a VM's /proc/cpuinfo): the same hardware to
+    # every model, and the same answers; only an interval's low end may reach below the floor, by as far as
+    # a core boosts over its base clock.
+    from edgeatlas.predictor.hardware import BASE_CLOCK_BOOST
+    from edgeatlas.protos.spec import SpecSheet
+
+    settings, based = [], []
+    for st in sample.settings:
+        cpu = dict(st.spec.get("cpu") or {})
+        if st.target == "cpu" and not cpu.get("clusters") and cpu.get("max_ghz"):
+            cpu["base_ghz"], cpu["max_ghz"] = cpu["max_ghz"], None
+            st = replace(st, spec=SpecSheet.from_dict({**st.spec.data, "cpu": cpu}))
+            based.append(len(settings))
+        settings.append(st)
+    assert based, "the sample has a CPU sheet without clusters"
+    moved = replace(sample, settings=settings)
+    assert all(np.array_equal(a.features, b.features) for a, b in zip(sample.settings, settings))
+    assert [s.proc.boost for s in settings] == [BASE_CLOCK_BOOST if i in based else 1.0 for i in range(len(settings))]
+    mean2, lo2, hi2 = again.predict(moved)
+    rows = np.isin(moved.setting, based)
+    np.testing.assert_allclose(mean2, mean)
+    np.testing.assert_allclose(hi2, hi)
+    np.testing.assert_allclose(lo2[~rows], lo[~rows])
+    assert np.all(lo2[rows] <= lo[rows] + 1e-9) and np.all(lo2[rows] >= floor[rows] - np.log(BASE_CLOCK_BOOST) - 1e-9)
+    # where the GNN answers far too fast (unanchored), the answer is the floor and the interval starts there,
+    # or below it by the boost on the base-clock sheets
+    fast = again.gnn.predict
+    again.gnn.predict = lambda *a, **k: tuple(v - 10 for v in fast(*a, **k))
+    (mean, lo, _), (mean2, lo2, _) = again.predict(sample, "gnn-raw"), again.predict(moved, "gnn-raw")
+    np.testing.assert_allclose(mean, floor)
+    np.testing.assert_allclose(mean2, floor)
+    np.testing.assert_allclose(lo[rows], floor[rows])
+    assert np.all(lo2[rows] >= floor[rows] - np.log(BASE_CLOCK_BOOST) - 1e-9) and np.all(lo2[rows] < floor[rows] - 0.01)
 
 
 @pytest.fixture(scope="module")
