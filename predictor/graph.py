@@ -416,8 +416,9 @@ def _infer(model: onnx.ModelProto, specs: tuple, name: str) -> onnx.ModelProto:
     try:
         return shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True)
     except Exception as exc:
-        errors = [e for e in _inference_errors(exc) if not e[2].startswith(_DECLARED_SHAPE_DIFFERS)]
-        if errors or not _inference_errors(exc):
+        found = _inference_errors(exc)
+        errors = [e for e in found if not e[2].startswith(_DECLARED_SHAPE_DIFFERS)]
+        if errors or not found:
             op, node, what = errors[0] if errors else ("", "", (str(exc).strip().splitlines() or ["?"])[0])
             where = f"{op} node {node!r}: " if node else f"{op}: " if op else ""
             raise InvalidInput(f"model {name}: ONNX shape inference rejects it: {where}{what[:300]}") from None

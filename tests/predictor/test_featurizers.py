@@ -181,12 +181,11 @@ def test_malformed_onnx_is_refused_naming_the_file(tmp_path):
 
 
 def _one_node(tmp_path, node, inputs, inits=()):
-    model = helper.make_model(helper.make_graph(
-        [node], node.op_type, [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n, dims in inputs],
-        [helper.make_tensor_value_info(node.output[0], TensorProto.FLOAT, None)], list(inits)),
-        opset_imports=[helper.make_opsetid("", 18)])
+    from tests.predictor.test_counts import info, model
+
     path = tmp_path / f"{node.op_type.lower()}.onnx"
-    onnx.save(model, str(path))
+    onnx.save(model([node], [info(n, dims) for n, dims in inputs], [info(node.output[0], None)], inits, opset=18),
+              str(path))
     return str(path)
 
 
@@ -198,6 +197,7 @@ def test_a_node_that_onnx_runtime_refuses_at_load_is_refused_naming_it(tmp_path)
 
     from edgeatlas.predictor.commands import load_graph
     from edgeatlas.protos.inputs import request_from_argv
+    from tests.predictor.test_counts import info, model
 
     x = [("x", [4, 8])]
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [5])
@@ -220,16 +220,12 @@ def test_a_node_that_onnx_runtime_refuses_at_load_is_refused_naming_it(tmp_path)
     # there: test_counts' pooling window), but it hides no node error after it.
     pool = helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[1280, 1280], ceil_mode=1)
     flip = helper.make_node("Transpose", ["p"], ["y"], perm=[0, 0, 1, 2])
-    both = helper.make_model(helper.make_graph(
-        [pool, flip], "both", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 7, 7])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        value_info=[helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 32, 1, 1])]),
-        opset_imports=[helper.make_opsetid("", 18)])
+    both = model([pool, flip], [info("x", [1, 32, 7, 7])], [info("y", None)], opset=18)
+    both.graph.value_info.append(info("p", [1, 32, 1, 1]))
     with pytest.raises(InvalidInput, match="rejects it: Transpose: .*repeated value"):
         from_onnx(both, name="both")
-    assert from_onnx(helper.make_model(helper.make_graph(
-        [pool], "pool", both.graph.input, [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 32, 1, 1])]),
-        opset_imports=[helper.make_opsetid("", 18)])).flops.sum() == 32 * 49
+    assert from_onnx(model([pool], [info("x", [1, 32, 7, 7])], [info("p", [1, 32, 1, 1])], opset=18)).flops.sum() \
+        == 32 * 49
     matmul = cases[-1][0]  # at the shape its weights take, it is featurized
     graph, _ = load_graph(matmul, request=request_from_argv(["--input", "x=1x8"]), runtime="onnxruntime")
     assert graph.flops.sum() == 2 * 8 * 4
