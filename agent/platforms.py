@@ -45,8 +45,16 @@ def _kb(values: dict[str, str], key: str) -> float | None:
     return size / 1024 if size else None
 
 
-def macos_cpu(values: dict[str, str]) -> tuple[dict[str, Any], str | None, float | None]:
-    """(the cpu section, the SoC, memory in GB) from sysctl's values."""
+def nominal_ghz(brand: str | None) -> float | None:
+    """The nominal clock an x86 brand string names ("... CPU @ 3.20GHz"): a base clock."""
+    nominal = re.search(r"@\s*(\d+(?:\.\d+)?)\s*GHz", brand or "")
+    return round(float(nominal.group(1)), 3) if nominal else None
+
+
+def macos_cpu(values: dict[str, str], sources: dict[str, str] | None = None
+              ) -> tuple[dict[str, Any], str | None, float | None]:
+    """(the cpu section, the SoC, memory in GB) from sysctl's values; `sources`, where given, says which
+    value decided the clock."""
     brand = values.get("machdep.cpu.brand_string")
     apple = bool(brand and brand.startswith("Apple"))
     cpu: dict[str, Any] = {
@@ -70,8 +78,14 @@ def macos_cpu(values: dict[str, str]) -> tuple[dict[str, Any], str | None, float
         cpu["clusters"] = clusters or None
     else:
         cpu["simd"] = next((name for key, name in X86_SIMD_SYSCTL if values.get(key) == "1"), None)
-        hz = _int(values, "hw.cpufrequency_max")
-        cpu["max_ghz"] = round(hz / 1e9, 3) if hz else None
+        # An Intel Mac's hw.cpufrequency_max is its nominal clock, the brand string's "@ 2.60GHz" (an
+        # i7-9750H's reads 2600000000, an i5-10400's 2900000000), which Turbo Boost runs above (4.5, 4.3
+        # GHz): a base clock. macOS does not say how far the cores boost, so the maximum stays unknown.
+        key = next((k for k in ("hw.cpufrequency_max", "hw.cpufrequency") if _int(values, k)), None)
+        cpu["base_ghz"] = round(_int(values, key) / 1e9, 3) if key else nominal_ghz(brand)
+        if sources is not None and cpu["base_ghz"] is not None:
+            sources["cpu.base_ghz"] = (f"sysctl {key} (the nominal clock, which Turbo Boost runs above)" if key
+                                       else "sysctl machdep.cpu.brand_string (nominal clock)")
     memory = _int(values, "hw.memsize")
     return cpu, (re.sub(r"\s+", " ", brand).strip() if apple else None), (
         round(memory / 1024**3, 2) if memory else None)

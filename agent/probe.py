@@ -231,9 +231,9 @@ def _x86_clock(cpu: dict[str, Any], per: dict[int, dict[str, str]], model_name: 
     above it (this project's VM reports 2.596 GHz; a chain of dependent adds ran at 3.5 GHz on it). On bare
     metal it is only the clock of the moment. The maximum stays unknown either way (the predictor reads a
     base clock as one a core may run above: `predictor.hardware.BASE_CLOCK_BOOST`)."""
-    nominal = re.search(r"@\s*(\d+(?:\.\d+)?)\s*GHz", model_name or "")
+    nominal = platforms.nominal_ghz(model_name)
     if nominal and cpu["base_ghz"] is None:
-        cpu["base_ghz"] = round(float(nominal.group(1)), 3)
+        cpu["base_ghz"] = nominal
         sources["cpu.base_ghz"] = "/proc/cpuinfo model name (nominal clock)"
     virtual = any("hypervisor" in f.get("flags", "").split() for f in per.values())
     mhz = [float(f["cpu MHz"]) for f in per.values() if _is_number(f.get("cpu MHz"))]
@@ -590,7 +590,7 @@ def probe(root: str | Path = "/", measure_bandwidth: bool = True, name: str | No
     sysctl = None if live else p.read("sysctl.txt")
     if sysctl is not None or system == "Darwin":
         values = platforms.parse_sysctl(sysctl) if sysctl is not None else platforms.live_sysctl()
-        cpu, soc, memory["size_gb"] = platforms.macos_cpu(values)
+        cpu, soc, memory["size_gb"] = platforms.macos_cpu(values, sources)
     elif system == "Windows":
         cpu, soc = platforms.windows_cpu(), None
     else:

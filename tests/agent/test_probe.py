@@ -157,9 +157,16 @@ def test_macos_from_sysctl(tmp_path):
                                       {"core": "icestorm", "cores": 2, "max_ghz": None}]
     assert m1.hardware_class() == "cpu:firestormx8+icestormx2"
     (tmp_path / "sysctl.txt").write_text(INTEL_MAC)
-    intel = probe(tmp_path, measure_bandwidth=False)
-    assert (intel.get("cpu.cores"), intel.get("cpu.threads"), intel.get("cpu.simd"), intel.get("cpu.max_ghz")) == (
-        8, 16, "avx2", 2.4)
+    sources: dict[str, str] = {}
+    intel = probe(tmp_path, measure_bandwidth=False, sources=sources)
+    assert sources["cpu.base_ghz"].startswith("sysctl hw.cpufrequency_max")
+    # hw.cpufrequency_max is the nominal clock (the brand string's), which Turbo Boost runs above: a base clock
+    assert (intel.get("cpu.cores"), intel.get("cpu.threads"), intel.get("cpu.simd"), intel.get("cpu.base_ghz"),
+            intel.get("cpu.max_ghz")) == (8, 16, "avx2", 2.4, None)
+    (tmp_path / "sysctl.txt").write_text(INTEL_MAC.replace("hw.cpufrequency_max: 2400000000\n", ""))
+    sources.clear()
+    assert probe(tmp_path, measure_bandwidth=False, sources=sources).get("cpu.base_ghz") == 2.4
+    assert sources["cpu.base_ghz"] == "sysctl machdep.cpu.brand_string (nominal clock)"
     assert intel.get("soc") is None and intel.hardware_class() == "cpu:intel-core-i9-9980hk"
 
 
