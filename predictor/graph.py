@@ -216,6 +216,75 @@ def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
 MAX_BRANCH_DEPTH = 32  # If nodes nested deeper than this are left as they are (and their work not counted)
 
 
+def check_operators(model: onnx.ModelProto, name: str) -> None:
+    """Refuse (InvalidInput) a model with an operator that no runtime loads: one of ONNX's own domains that
+    ONNX does not define at the opset the model imports (NoSuchOp; Gelu below opset 20), or one of ONNX
+    Runtime's own domains (com.microsoft) that ONNX Runtime does not register. ONNX Runtime refuses such a
+    model at load ("No Op registered for ..."); answered, its work went uncounted and the answer too fast.
+    A custom domain's operator is left to the runtime (a custom-op library can provide it) and is named in
+    the answer as not counted; so is a model's own function."""
+    firsts = _first_versions()
+    known_domains = {domain for domain, _ in firsts}
+    imported = {_domain(o.domain): o.version for o in model.opset_import}
+    local = {(_domain(f.domain), f.name) for f in model.functions}
+    stack = [model.graph]
+    while stack:
+        graph = stack.pop()
+        for node in graph.node:
+            stack.extend(a.g for a in node.attribute if a.HasField("g"))
+            stack.extend(g for a in node.attribute for g in a.graphs)
+            key = (_domain(node.domain), node.op_type)
+            if key in local or key[0] not in known_domains:
+                continue
+            standard, first = key[0] in _STANDARD_DOMAINS, firsts.get(key)
+            version = imported.get(key[0]) if standard else None
+            if first is not None and (version is None or first <= version):  # none imported: ORT takes its latest
+                continue
+            where = f"node {node.name!r} ({node.op_type})" if node.name else f"a {node.op_type} node"
+            opset = f"{key[0] or 'ai.onnx'} opset {version}" if version is not None else key[0] or "ai.onnx"
+            since = f" (it is defined from opset {first} on)" if first is not None else ""
+            raise InvalidInput(f"model {name}: {where} is no operator of {opset}{since}: ONNX Runtime refuses to "
+                               "load the model")
+
+
+_STANDARD_DOMAINS = ("", "ai.onnx.ml")  # ONNX's own, versioned by the model's opset imports
+
+
+def _missing_imports(model: onnx.ModelProto) -> list:
+    """Opset imports, at ONNX's latest, for the standard domains the graph's nodes use and the model does not
+    import: ONNX Runtime loads such a model at its latest, where strict inference stops at the first node."""
+    imported = {_domain(o.domain) for o in model.opset_import}
+    used = {_domain(n.domain) for n in model.graph.node} & set(_STANDARD_DOMAINS)
+    latest = onnx.defs.onnx_opset_version(), onnx.defs.onnx_ml_opset_version()
+    return [onnx.helper.make_opsetid(d, latest[_STANDARD_DOMAINS.index(d)]) for d in sorted(used - imported)]
+
+
+def _domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+_FIRST_VERSIONS: dict[tuple[str, str], int] = {}
+
+
+def _first_versions() -> dict[tuple[str, str], int]:
+    """{(domain, operator): the first opset that defines it} from ONNX's schemas and, where ONNX Runtime is
+    installed, its registry (its contrib domains, and the experimental operators it still loads from ONNX's
+    domain: ImageScaler, Crop). Read once. ONNX's checker knows neither of those, and refuses more than ONNX
+    Runtime does (a graph output without a shape); a session would load the whole model to say it."""
+    if not _FIRST_VERSIONS:
+        schemas = list(onnx.defs.get_all_schemas_with_history())
+        try:
+            from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+            schemas += list(ort_state.get_all_operator_schema())
+        except (ImportError, AttributeError):
+            pass
+        for s in schemas:
+            key = (_domain(s.domain), s.name)
+            _FIRST_VERSIONS[key] = min(_FIRST_VERSIONS.get(key, s.since_version), s.since_version)
+    return _FIRST_VERSIONS
+
+
 def inline_branches(model: onnx.ModelProto, feeds: dict | None = None,
                     taken: dict | None = None) -> tuple[onnx.ModelProto, dict[str, bool]]:
     """(the model with each If node replaced by the branch it runs, {If's first output: then-branch taken}).
@@ -474,6 +543,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
     (`observed_shapes`; kept in `OpGraph.observed`). An If is featurized as the branch it runs
     (`inline_branches`; the choices kept in `OpGraph.branches`)."""
+    check_operators(model, name or model.graph.name)
     params = onnx_model.parameters(model.graph)  # the file's, every branch's weights included
     model, taken = inline_branches(model, feeds, branches)
     graph = model.graph
@@ -568,8 +638,9 @@ def _fix_symbolic_dims(model: onnx.ModelProto, specs: tuple = ()) -> onnx.ModelP
     as_inputs = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                  for t in g.initializer if math.prod(t.dims) > 64 and t.name not in names]
     graph = onnx.helper.make_graph(list(g.node), g.name, list(g.input) + as_inputs, list(g.output), small)
-    light = onnx.helper.make_model(graph, opset_imports=list(model.opset_import))
+    light = onnx.helper.make_model(graph, opset_imports=list(model.opset_import) + _missing_imports(model))
     light.ir_version = model.ir_version
+    light.functions.extend(model.functions)
     for node in light.graph.node:  # ONNX's inference (1.23) takes it for two-sided there; the operator, one-sided
         if node.op_type == "STFT" and node.domain in ("", "ai.onnx") and \
                 not any(a.name == "onesided" for a in node.attribute):

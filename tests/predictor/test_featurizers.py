@@ -230,6 +230,59 @@ def test_a_node_that_onnx_runtime_refuses_at_load_is_refused_naming_it(tmp_path)
     graph, _ = load_graph(matmul, request=request_from_argv(["--input", "x=1x8"]), runtime="onnxruntime")
     assert graph.flops.sum() == 2 * 8 * 4
 
+def test_an_operator_no_runtime_loads_is_refused_naming_it(tmp_path):
+    """An operator of ONNX's own domains that the model's opset does not define, or one of ONNX Runtime's
+    domain that it does not register, anywhere in the graph (a branch included): ONNX Runtime refuses the
+    model at load, and the featurizer refuses it in one line, where it answered with the work uncounted. A
+    custom domain's operator and a model's own function stay answerable."""
+    import onnxruntime as ort
+
+    from tests.predictor.test_counts import info, model
+
+    def one(op, opset=17, domain="", imports=()):
+        node = helper.make_node(op, ["x"], ["y"], name="n", domain=domain)
+        return model([node], [info("x", [1, 8])], [info("y", None)], opset=opset, extra_domains=imports)
+
+    def branch(op):
+        then = helper.make_graph([helper.make_node(op, ["x"], ["t"])], "then", [], [info("t", None)])
+        other = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [], [info("e", None)])
+        cond = helper.make_node("Constant", [], ["c"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True]))
+        pick = helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)
+        return model([cond, pick], [info("x", [1, 8])], [info("y", None)])
+
+    refused = [(one("NoSuchOp"), r"node 'n' \(NoSuchOp\) is no operator of ai.onnx opset 17: ONNX Runtime refuses"),
+               (one("Gelu", opset=18), r"\(Gelu\) is no operator of ai.onnx opset 18 \(it is defined from opset 20 "
+                r"on\)"),
+               (one("FastGeluu", domain="com.microsoft", imports=["com.microsoft"]), r"\(FastGeluu\) is no operator "
+                "of com.microsoft:"),
+               (one("Normaliser", domain="ai.onnx.ml"), r"\(Normaliser\) is no operator of ai.onnx.ml:"),
+               (branch("NoSuchOp"), "a NoSuchOp node is no operator of ai.onnx opset 17")]
+    for m, what in refused:
+        path = tmp_path / "m.onnx"
+        onnx.save(m, str(path))
+        with pytest.raises(Exception, match="No Op registered|not a registered"):
+            ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with pytest.raises(InvalidInput, match=what) as caught:
+            from_onnx(m, name="m")
+        assert "\n" not in str(caught.value)
+    for m in (one("Gelu", opset=20), one("FastGelu", domain="com.microsoft", imports=["com.microsoft"]),
+              one("Normalizer", domain="ai.onnx.ml"), branch("Relu")):  # a domain not imported: its latest
+        onnx.save(m, str(tmp_path / "fine.onnx"))
+        ort.InferenceSession(str(tmp_path / "fine.onnx"), providers=["CPUExecutionProvider"])
+        assert from_onnx(m, name="fine").ops
+    # A custom domain's operator is left to its runtime (a custom-op library) and named as not counted.
+    assert from_onnx(one("Mystery", domain="com.example", imports=["com.example"])).uncounted == {"Mystery": 1}
+    # So is a model's own function, in a domain ONNX Runtime knows or not.
+    body = [helper.make_node("Relu", ["a"], ["b"])]
+    for domain in ("local", "com.microsoft"):
+        m = one("MyRelu", domain=domain, imports=[domain])
+        m.functions.append(helper.make_function(domain, "MyRelu", ["a"], ["b"], body,
+                                                [helper.make_opsetid("", 17)]))
+        onnx.save(m, str(tmp_path / "function.onnx"))
+        ort.InferenceSession(str(tmp_path / "function.onnx"), providers=["CPUExecutionProvider"])
+        assert from_onnx(m, name="function").ops
+
+
 def test_cpu_peak_from_clusters_and_core_designs():
     pixel3 = SpecSheet.load(SPECS / "pixel_3.yaml")  # 4× A75 @ 2.8 + 4× A55 @ 1.77, 8 FLOPs/cycle each
     proc = processor(pixel3, "cpu")
