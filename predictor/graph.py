@@ -51,10 +51,13 @@ _FLOPS_PER_ELEMENT = {"BatchNormalization": 2, "LayerNormalization": 32, "Instan
                       "GroupNormalization": 8, "Softmax": 16, "LogSoftmax": 16, "Sigmoid": 18, "Tanh": 15,
                       "Erf": 40, "Gelu": 50, "FastGelu": 37, "BiasGelu": 68, "QuickGelu": 38, "HardSwish": 4,
                       "Exp": 7, "Sqrt": 22}
-_DTYPE_BYTES = {onnx.TensorProto.FLOAT: 4, onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.BFLOAT16: 2,
-                onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT8: 1,
-                onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
-                onnx.TensorProto.INT16: 2}
+_T = onnx.TensorProto
+# Bytes per element, by ONNX's element types: 4-bit ones are packed two to a byte (ONNX's INT4 and UINT4 from
+# opset 21); a type not here weighs FP32's four.
+_DTYPE_BYTES = {_T.FLOAT: 4, _T.FLOAT16: 2, _T.BFLOAT16: 2, _T.DOUBLE: 8, _T.INT8: 1, _T.UINT8: 1, _T.INT16: 2,
+                _T.UINT16: 2, _T.INT32: 4, _T.UINT32: 4, _T.INT64: 8, _T.UINT64: 8, _T.BOOL: 1, _T.COMPLEX64: 8,
+                _T.COMPLEX128: 16, _T.FLOAT8E4M3FN: 1, _T.FLOAT8E4M3FNUZ: 1, _T.FLOAT8E5M2: 1, _T.FLOAT8E5M2FNUZ: 1,
+                _T.INT4: 0.5, _T.UINT4: 0.5, _T.FLOAT4E2M1: 0.5}
 NODE_FEATURES = len(CATEGORIES) + 11
 FLOAT_WIDTH = 4  # bytes per element of FP32, and of a tensor whose type is not known
 WIDTH_COLUMNS = (NODE_FEATURES - 3, NODE_FEATURES - 2)  # the element widths read and written, 1 for FP32
@@ -62,11 +65,19 @@ WIDTH_COLUMNS = (NODE_FEATURES - 3, NODE_FEATURES - 2)  # the element widths rea
 
 def integer_kernel(op: str) -> bool:
     """Whether an operator computes on quantized integers (or converts to or from them). By ONNX's and ONNX
-    Runtime's naming, not a list: ConvInteger, MatMulInteger, QLinear*, QGemm, QAttention, *Quantize*.
+    Runtime's naming, not a list: ConvInteger, MatMulInteger, QLinear*, QGemm, QAttention, *Quantize*, and
+    MatMulNBits where it multiplies on int8 (`integer_node`).
     The same layer can cost a fraction of its float kernel or many times it (ONNX Runtime's ConvInteger on
     a CPU is 6-10x slower than its Conv; a fused DynamicQuantizeMatMul 2x faster than MatMul), so the
     GNN sees the difference and learns it from data in that runtime."""
     return "Integer" in op or "Quantize" in op or (len(op) > 1 and op[0] == "Q" and op[1].isupper())
+
+
+def integer_node(node: onnx.NodeProto) -> bool:
+    """`integer_kernel` of one node: a MatMulNBits is one where it multiplies on int8 (`nbits_matmul`); where
+    it dequantizes its weights to float it is a float MatMul whose weights weigh a few bits each."""
+    nbits = nbits_matmul(node)
+    return nbits[1] if nbits is not None else integer_kernel(node.op_type)
 
 
 @dataclass
@@ -109,6 +120,8 @@ class OpGraph:
     # [nodes]: of weight_bytes, the bytes read again of weights already read once (a recurrent cell's R, once a
     # step: `_recurrent_rereads`): traffic, but no larger a working set (`models.streamed_bytes`)
     rereads: np.ndarray | None = None
+    # [nodes] bool: whether each computes on quantized integers (`integer_node`); None: by its op's name
+    integer: np.ndarray | None = None
 
     @property
     def nodes(self) -> int:
@@ -118,9 +131,16 @@ class OpGraph:
         """(FLOPs, bytes) per node at a batch size."""
         return self.flops * batch, self.act_bytes * batch + self.weight_bytes
 
+    def integer_flags(self) -> np.ndarray:
+        """[nodes] whether each computes on quantized integers (`integer_node`; by its op's name alone,
+        `integer_kernel`, where the graph does not record it)."""
+        if self.integer is not None:
+            return self.integer.astype(bool)
+        return np.array([integer_kernel(op) for op in self.ops], dtype=bool)
+
     def int8_work(self) -> np.ndarray:
         """[nodes] whether each multiplies and adds on int8 (`int8_work`)."""
-        return int8_work(self.category, [integer_kernel(op) for op in self.ops])
+        return int8_work(self.category, self.integer_flags())
 
     def node_features(self) -> np.ndarray:
         """[nodes, NODE_FEATURES] float32: op one-hot, then log-scaled sizes and attributes, the element
@@ -134,7 +154,7 @@ class OpGraph:
         numeric = np.stack([np.log1p(self.flops) / 10, np.log1p(self.act_bytes) / 10,
                             np.log1p(self.weight_bytes) / 10, intensity / 3, self.kernel / 5, self.stride / 2,
                             np.log1p(self.channels) / 5, (self.flops == 0).astype(np.float64), *widths,
-                            np.array([integer_kernel(op) for op in self.ops], dtype=np.float64)], axis=1)
+                            self.integer_flags().astype(np.float64)], axis=1)
         return np.concatenate([onehot, numeric.astype(np.float32)], axis=1)
 
     def summary(self) -> dict[str, float]:
@@ -566,7 +586,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width", "operands", "rereads")}
+                                       "in_width", "out_width", "operands", "rereads", "integer")}
     arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
@@ -607,6 +627,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
                                           blocked[-1], scalar)
         arrays["operands"][i] = int8_operands(node, shapes)
+        arrays["integer"][i] = integer_node(node)
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
             arrays[key][i] = _DTYPE_BYTES.get(shapes.get(tensors[0], (None, 0))[1], FLOAT_WIDTH) \
                 if tensors and tensors[0] else FLOAT_WIDTH
@@ -623,6 +644,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
+                   integer=arrays["integer"].astype(bool),
                    fused=fused, reordered=reordered, rereads=arrays["rereads"])
 
 
@@ -705,7 +727,8 @@ def int8_work(category: np.ndarray, integer: np.ndarray) -> np.ndarray:
 # machine (ONNX Runtime 1.32, one thread, AVX-512 VNNI) a 256-deep MatMulInteger took 0.044 ms u8×s8, 0.11
 # u8×u8, 0.50 s8×u8 and 0.56 s8×s8; a 3×3 QLinearConv 0.58, 1.6 and 7.3 ms (u8×s8, u8×u8, s8×s8), where
 # ConvInteger ran the other way (u8×u8 0.2-0.9 of its float Conv's time, u8×s8 3.6-6.2 times it).
-OPERAND_PAIRS = ("u8×s8", "u8×u8", "s8×s8", "s8×u8")
+OPERAND_PAIRS = ("u8×s8", "u8×u8", "s8×s8", "s8×u8",
+                 "s8×u4", "s8×u2")  # MatMulNBits' on int8 (`nbits_matmul`): weights of 4 or 2 bits (8: s8×u8)
 _SIGNED = {onnx.TensorProto.INT8: True, onnx.TensorProto.UINT8: False}
 
 
@@ -716,6 +739,9 @@ def int8_operands(node: onnx.NodeProto, shapes: dict) -> int:
     Runtime's DynamicQuantize* kernels, as DynamicQuantizeLinear); a type not known is the default's. 0 for
     every other node."""
     op = node.op_type
+    nbits = nbits_matmul(node)
+    if nbits is not None:  # int8 activations (quantized as it runs) × unsigned weights of a few bits
+        return OPERAND_PAIRS.index(f"s8×u{nbits[0]}") if nbits[1] and f"s8×u{nbits[0]}" in OPERAND_PAIRS else 0
     at = _CONV_WEIGHT.get(op, _MATMUL_INPUTS.get(op, (0, 1 if op in _RECURRENT or "Attention" in op else None))[1])
     if not integer_kernel(op) or at is None or len(node.input) <= at or not node.input[0]:
         return 0
@@ -727,7 +753,37 @@ def int8_operands(node: onnx.NodeProto, shapes: dict) -> int:
 _CONV_WEIGHT = {"Conv": 1, "ConvTranspose": 1, "ConvInteger": 1, "QLinearConv": 3, "FusedConv": 1}
 _MATMUL_INPUTS = {"MatMul": (0, 1), "Gemm": (0, 1), "MatMulInteger": (0, 1), "MatMulIntegerToFloat": (0, 1),
                   "DynamicQuantizeMatMul": (0, 1), "QLinearMatMul": (0, 3), "QGemm": (0, 3),
-                  "FusedMatMul": (0, 1), "FusedGemm": (0, 1)}
+                  "FusedMatMul": (0, 1), "FusedGemm": (0, 1), "MatMulNBits": (0, 1)}
+
+
+def nbits_matmul(node: onnx.NodeProto) -> tuple[int, bool] | None:
+    """(bits per weight, whether it multiplies on int8) of ONNX Runtime's MatMulNBits (int4 language models:
+    onnxruntime-genai's, ORT's MatMulNBitsQuantizer), None for every other node. Its weights are packed in
+    blocks of K with a scale each; `accuracy_level` 4 quantizes the activations to int8 and multiplies on
+    int8, any other level dequantizes the weights to float. On one x86 core (ONNX Runtime 1.32), two
+    1024×4096 layers at 1 token took 0.60 ms in float and 0.16 in int8, the float MatMul 1.36 (its 33 MB
+    streamed); at 64 tokens 12.4, 8.4 and 11.9 ms."""
+    if node.op_type != "MatMulNBits":
+        return None
+    return int(_attr(node, "bits", 4) or 4), int(_attr(node, "accuracy_level", 0) or 0) == 4
+
+
+def _nbits_extra(node: onnx.NodeProto, a: list) -> float:
+    """FLOPs a MatMulNBits does beside its multiply-adds (`nbits_matmul`): in float, each weight dequantized
+    once a call (`NBITS_DEQUANTIZE`); in int8, each activation quantized once (a DynamicQuantizeLinear's 4).
+    0 for every other node."""
+    nbits = nbits_matmul(node)
+    k, n = int(_attr(node, "K", 0) or 0), int(_attr(node, "N", 0) or 0)
+    if nbits is None or k <= 0 or n <= 0:
+        return 0.0
+    if nbits[1]:
+        return _ELEMENTWISE["DynamicQuantizeLinear"] * _elems(a)
+    return NBITS_DEQUANTIZE * k * n
+
+
+# Operations a packed weight takes to become a float one: unpacked from its byte (a shift and a mask), less
+# its block's zero point, times its block's scale (a DequantizeLinear of a whole byte does the last two).
+NBITS_DEQUANTIZE = 4
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 
 
@@ -1209,7 +1265,7 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
             return None, 0.0, 0.0, 0.0, channels
         macs = out_elems * _contracted(node, a)
         bias = op in ("Gemm", "FusedGemm") and len(ins) > 2
-        return 2 * macs + (out_elems if bias else 0), macs, 0.0, 0.0, float(out[-1])
+        return 2 * macs + (out_elems if bias else 0) + _nbits_extra(node, a), macs, 0.0, 0.0, float(out[-1])
     if op in _RECURRENT:  # every step multiplies the input by W and the state by R, per direction
         x, w, r = arg(0), arg(1), arg(2)
         if x is None or w is None or r is None:
