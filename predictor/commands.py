@@ -140,6 +140,8 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
             out[-1]["zero_shot_latency_ms"] = _r(zero_shot[i])
         if g.uncounted:  # a Loop's body, an operator the counter does not know: their work is not in the answer
             out[-1]["uncounted"] = dict(g.uncounted)
+            if g.unobserved:  # the run that reads the shapes inference cannot tell failed: the user can help
+                out[-1]["unobserved"] = g.unobserved
         accuracy = _accuracy_tag(protos[i], m) if protos[i] is not None else None
         if accuracy is not None:
             out[-1]["accuracy"] = accuracy

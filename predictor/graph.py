@@ -122,6 +122,9 @@ class OpGraph:
     rereads: np.ndarray | None = None
     # [nodes] bool: whether each computes on quantized integers (`integer_node`); None: by its op's name
     integer: np.ndarray | None = None
+    # why the run that observes the shapes inference cannot tell failed ("" where it ran or was not needed):
+    # an int4 Llama's attention refuses a mask of zeros, and every operator after it went uncounted
+    unobserved: str = ""
 
     @property
     def nodes(self) -> int:
@@ -425,9 +428,9 @@ def _observed_conditions(model: onnx.ModelProto, ifs: list, feeds: dict) -> dict
             for node in ifs if node.input[0] in values and np.asarray(values[node.input[0]]).size == 1}
 
 
-def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict) -> dict:
+def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict, errors: list | None = None) -> dict:
     """{tensor: value} of `tensors` in one unoptimised CPU run at `feeds`; empty where onnxruntime is
-    absent or the run fails."""
+    absent or the run fails (why, in one line, appended to `errors` where given)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -444,7 +447,9 @@ def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict) -> dict:
     try:
         session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return dict(zip(tensors, session.run(tensors, feeds)))
-    except Exception:
+    except Exception as exc:
+        if errors is not None:
+            errors.append(" ".join(str(exc).split())[:300])
         return {}
 
 
@@ -468,11 +473,13 @@ def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: t
     return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known, branches=taken)
 
 
-def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str]) -> dict[str, list[int]]:
+def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str],
+                    errors: list | None = None) -> dict[str, list[int]]:
     """The shapes of `missing` tensors in one unoptimised CPU run at `feeds`: where static inference stops
     (contrib operators, shapes computed from data), the runtime knows. Empty when onnxruntime is absent or
-    the run fails (those tensors then stay unknown and their ops are named as not counted)."""
-    return {name: list(np.shape(v)) for name, v in _run_for(model, missing, feeds).items()}
+    the run fails (those tensors then stay unknown and their ops are named as not counted; why the run
+    failed goes to `errors`)."""
+    return {name: list(np.shape(v)) for name, v in _run_for(model, missing, feeds, errors).items()}
 
 
 def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None,
@@ -489,6 +496,8 @@ def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None 
                "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
     if graph.observed:
         summary["shapes"] = graph.observed
+    if graph.unobserved and graph.uncounted:
+        summary["unobserved"] = graph.unobserved
     if graph.branches:
         summary["branches"] = graph.branches
     return summary
@@ -527,7 +536,7 @@ def _inference_errors(exc: Exception) -> list[tuple[str, str, str]]:
 
 
 def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given: dict | None,
-                   feeds: dict | None, known: dict | None = None) -> tuple[dict, dict]:
+                   feeds: dict | None, known: dict | None = None, errors: list | None = None) -> tuple[dict, dict]:
     """({tensor: (dims or None, element type)} by shape inference at the spec's shapes, then where it
     cannot tell, `known` (another view's), `shapes_given` (observed before) or one run at `feeds`;
     {tensor: dims} that run observed). A tensor whose element type inference does not know (the output of
@@ -542,7 +551,7 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
         if shapes.get(tensor, (None, 0))[0] is None and entry[0] is not None:
             shapes[tensor] = entry
     missing = [o for node in model.graph.node for o in node.output if o and shapes.get(o, (None, 0))[0] is None]
-    ran = observed_shapes(model, feeds, missing) if feeds is not None and missing and not shapes_given else {}
+    ran = observed_shapes(model, feeds, missing, errors) if feeds is not None and missing and not shapes_given else {}
     weights = {init.name: init.data_type for init in model.graph.initializer}
     for node in model.graph.node:  # in graph order: a producer's inputs are typed before its outputs
         first = next((shapes.get(t, (None, 0))[1] or weights.get(t, 0) for t in node.input[:1] if t), 0)
@@ -569,7 +578,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     graph = model.graph
     if not graph.node:
         raise InvalidInput(f"model {name or graph.name}: the ONNX graph has no operators")
-    shapes, ran = _tensor_shapes(model, specs, name, shapes, feeds, known)
+    unobserved: list[str] = []
+    shapes, ran = _tensor_shapes(model, specs, name, shapes, feeds, known, unobserved)
     weights = {}
     for init in graph.initializer:
         weights[init.name] = math.prod(init.dims) * _DTYPE_BYTES.get(init.data_type, 4)
@@ -644,7 +654,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    shapes_known=known / n, macs=float(arrays["macs"].sum()),
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
-                   integer=arrays["integer"].astype(bool),
+                   integer=arrays["integer"].astype(bool), unobserved=unobserved[0] if unobserved else "",
                    fused=fused, reordered=reordered, rereads=arrays["rereads"])
 
 
@@ -820,6 +830,10 @@ def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
 NCHWC_BLOCKS = (4, 8, 16)
 LAYOUTS = ("nchw",) + tuple(f"nchwc{b}" for b in NCHWC_BLOCKS)
 _ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+# Each attention's past keys (its input, and that input's rank): [batch, kv heads, past, head] for the two
+# whose cache is split, [2, batch, heads, past, head] for Attention's. A decoding step attends to its past
+# and its new tokens: an int4 Llama's GroupQueryAttention at 1 token over 511 past was counted over 1.
+_ATTENTION_PAST = {"Attention": (4, 5), "MultiHeadAttention": (6, 4), "GroupQueryAttention": (3, 4)}
 _MAC_NAMES = frozenset(_CONV_WEIGHT) | frozenset(_MATMUL_INPUTS) | frozenset(_RECURRENT) | frozenset(_ATTENTION)
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
 _NO_ARITHMETIC = frozenset({
@@ -1288,6 +1302,8 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
             keys = q[-2]
         else:
             keys = k[-2] if k is not None and len(k) >= 3 else q[-2]
+        past = arg(_ATTENTION_PAST[op][0])  # a decoder's cache: its keys are attended too
+        keys += past[-2] if past is not None and len(past) == _ATTENTION_PAST[op][1] else 0
         macs += 2 * out_elems * keys  # scores, then their weighted sum of values
         return 2 * macs + 5 * out_elems / max(out[-1], 1) * keys, macs, 0.0, 0.0, float(out[-1])
     if op == "Resize":

@@ -95,6 +95,8 @@ def _register(admin, prepared):
     uncounted = prepared.summary.get("uncounted") or {}
     if uncounted:
         say(f"  FLOPs not counted for: {', '.join(f'{op} ×{n}' for op, n in uncounted.items())}")
+    if prepared.summary.get("unobserved"):  # the run that reads the shapes failed: --values can fix it
+        say(f"  (their shapes are unknown: one run at these inputs failed: {prepared.summary['unobserved']})")
     return ref
 
 

@@ -157,6 +157,10 @@ def answer_lines(answers: list[dict]) -> list[str]:
         if a.get("uncounted"):
             lines.append(f"  (FLOPs not counted for {', '.join(f'{op} ×{n}' for op, n in a['uncounted'].items())}: "
                          f"their work is not in this answer, which can be too fast)")
+        if a.get("unobserved"):
+            lines.append(f"  (their shapes are unknown: one run at the given inputs failed ({a['unobserved']}); "
+                         "--values NAME=... gives an input values it accepts, e.g. an attention mask of ones: "
+                         "fixed:1)")
     for key in ("fingerprint", "runtime_note"):
         if answers and key in answers[0]:
             lines.append(f"  ({'calibrated: ' if key == 'fingerprint' else ''}{answers[0][key]})")

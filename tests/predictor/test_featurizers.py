@@ -339,6 +339,35 @@ def test_int4_weights_are_counted_as_their_multiply_adds_and_packed_bytes(tmp_pa
     assert graph.weight_bytes[graph.ops.index("DequantizeLinear")] == k * n / 2 + 4  # was 4 bytes an element
 
 
+def reshaped_model(tmp_path) -> str:
+    """A contrib operator after a Reshape whose target shape is an input: its shapes need a run, which fails
+    at the default zeros (allowzero: a 0 is 0, not the input's dimension)."""
+    from tests.predictor.test_counts import info, model
+
+    reshape = helper.make_node("Reshape", ["x", "shape"], ["r"], allowzero=1)
+    gelu = helper.make_node("FastGelu", ["r"], ["y"], domain="com.microsoft")
+    m = model([reshape, gelu], [info("x", [1, 16]), info("shape", [2], TensorProto.INT64)], [info("y", None)],
+              extra_domains=["com.microsoft"])
+    onnx.save(m, str(tmp_path / "reshaped.onnx"))
+    return str(tmp_path / "reshaped.onnx")
+
+
+def test_a_failed_shape_run_says_why_and_values_fix_it(tmp_path):
+    """Where inference cannot tell shapes (a contrib operator after a Reshape to a shape given as an input),
+    one run at the inputs reads them. With the zeros an integer input gets by default that run fails, every
+    operator after it went uncounted, and nothing said why (an int4 Llama's attention refuses a mask of
+    zeros): the graph now carries the run's error (`predict` prints it: test_interfaces), and `--values`
+    makes the run, and the count, whole."""
+    from edgeatlas.predictor.commands import load_graph
+    from edgeatlas.protos.inputs import request_from_argv
+
+    path = reshaped_model(tmp_path)
+    graph, _ = load_graph(path, runtime="onnxruntime")
+    assert graph.uncounted == {"FastGelu": 1} and "Reshape" in graph.unobserved and "\n" not in graph.unobserved
+    graph, _ = load_graph(path, request=request_from_argv(["--values", "shape=fixed:4"]), runtime="onnxruntime")
+    assert graph.uncounted == {} and graph.unobserved == "" and graph.flops.sum() > 0
+
+
 def test_cpu_peak_from_clusters_and_core_designs():
     pixel3 = SpecSheet.load(SPECS / "pixel_3.yaml")  # 4× A75 @ 2.8 + 4× A55 @ 1.77, 8 FLOPs/cycle each
     proc = processor(pixel3, "cpu")

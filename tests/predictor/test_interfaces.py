@@ -303,6 +303,16 @@ def test_an_answer_names_the_operators_whose_work_it_does_not_count(checkpoint, 
     assert json.loads(proc.stdout)["uncounted"] == {"Loop": 1}
     proc = run_cli(*args, env=env)
     assert proc.returncode == 0 and "FLOPs not counted for Loop ×1" in proc.stdout, proc.stderr
+    assert "shapes are unknown" not in proc.stdout  # nothing failed: a Loop's body is just not counted
+    # where the run that reads shapes fails, the answer says why and what gives it the values it needs
+    from tests.predictor.test_featurizers import reshaped_model
+
+    args = args[:-1] + (reshaped_model(tmp_path),)
+    proc = run_cli(*args, "--json", env=env)
+    assert proc.returncode == 0 and "Reshape" in json.loads(proc.stdout)["unobserved"], proc.stderr
+    proc = run_cli(*args, env=env)
+    assert proc.returncode == 0 and "their shapes are unknown: one run at the given inputs failed" in proc.stdout
+    assert "--values NAME=" in proc.stdout
 
 
 def test_fpga_and_asic_sheets_with_kilobytes_of_memory_are_predicted(checkpoint, zoo, env, tmp_path):
