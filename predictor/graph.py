@@ -830,10 +830,12 @@ def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
 NCHWC_BLOCKS = (4, 8, 16)
 LAYOUTS = ("nchw",) + tuple(f"nchwc{b}" for b in NCHWC_BLOCKS)
 _ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
-# Each attention's past keys (its input, and that input's rank): [batch, kv heads, past, head] for the two
-# whose cache is split, [2, batch, heads, past, head] for Attention's. A decoding step attends to its past
-# and its new tokens: an int4 Llama's GroupQueryAttention at 1 token over 511 past was counted over 1.
-_ATTENTION_PAST = {"Attention": (4, 5), "MultiHeadAttention": (6, 4), "GroupQueryAttention": (3, 4)}
+# Each attention's past keys, by (domain, op): its input, and that input's rank ([batch, kv heads, past,
+# head] where the cache is split in keys and values, [2, batch, heads, past, head] for ONNX Runtime's
+# Attention). A decoding step attends to its past and its new tokens: an int4 Llama's GroupQueryAttention
+# at 1 token over 511 past was counted over 1.
+_ATTENTION_PAST = {("com.microsoft", "Attention"): (4, 5), ("", "Attention"): (4, 4),
+                   ("com.microsoft", "MultiHeadAttention"): (6, 4), ("com.microsoft", "GroupQueryAttention"): (3, 4)}
 _MAC_NAMES = frozenset(_CONV_WEIGHT) | frozenset(_MATMUL_INPUTS) | frozenset(_RECURRENT) | frozenset(_ATTENTION)
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
 _NO_ARITHMETIC = frozenset({
@@ -847,7 +849,8 @@ _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessO
                 "IsInf": 1, "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2,
                 "DynamicQuantizeLinear": 4, "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
                 "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
-                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1}
+                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1,
+                "RotaryEmbedding": 3}  # each element times its cosine, plus its pair's times its sine
 _REDUCE_INPUT = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
                            "ReduceL2", "ArgMax", "ArgMin", "TopK", "ReduceMin", "ReduceProd", "ReduceL1",
                            "ReduceSumSquare", "ReduceLogSumExp", "QLinearGlobalAveragePool", "CumSum"})
@@ -1293,17 +1296,19 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         return (None if macs is None else 2 * macs), macs or 0.0, 0.0, 0.0, channels
     if op in _ATTENTION:
         q = arg(0)
-        k = arg(1) if op != "Attention" else None
+        contrib = op == "Attention" and node.domain == "com.microsoft"  # ONNX's own (opset 23) takes Q, K, V
+        k = arg(1) if not contrib else None
         if q is None or out is None:
             return None, 0.0, 0.0, 0.0, channels
         macs = 0.0
-        if op == "Attention" and arg(1) is not None and len(arg(1)) == 2:  # contrib: packed QKV projection
+        if contrib and arg(1) is not None and len(arg(1)) == 2:  # packed QKV projection
             macs += _elems(q) * arg(1)[-1]
             keys = q[-2]
         else:
             keys = k[-2] if k is not None and len(k) >= 3 else q[-2]
-        past = arg(_ATTENTION_PAST[op][0])  # a decoder's cache: its keys are attended too
-        keys += past[-2] if past is not None and len(past) == _ATTENTION_PAST[op][1] else 0
+        at, rank = _ATTENTION_PAST.get((_domain(node.domain), op), (-1, 0))
+        past = arg(at) if at >= 0 else None  # a decoder's cache: its keys are attended too
+        keys += past[-2] if past is not None and len(past) == rank else 0
         macs += 2 * out_elems * keys  # scores, then their weighted sum of values
         return 2 * macs + 5 * out_elems / max(out[-1], 1) * keys, macs, 0.0, 0.0, float(out[-1])
     if op == "Resize":

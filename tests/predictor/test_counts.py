@@ -297,8 +297,9 @@ def test_nested_ifs_come_up_a_level_at_a_time_and_a_clashing_branch_is_left():
 
 def test_a_decoding_attention_counts_the_keys_in_its_cache():
     """A decoder's step attends to its past keys and its new ones: an int4 Llama's GroupQueryAttention at 1
-    token over 511 cached was counted over 1. Each of ONNX Runtime's three attentions, with and without
-    its cache, at one new token (8 heads of 64; its output's shape as a run observes it)."""
+    token over 511 cached was counted over 1. Each of ONNX Runtime's three attentions and ONNX's own (opset
+    23), with and without its cache, at one new token (8 heads of 64; its output's shape as a run observes
+    it); and the rotary embedding before it, counted where it was not."""
     heads, head, past = 8, 64, 511
     hidden = heads * head
     cache = [1, 4, past, head]
@@ -308,16 +309,24 @@ def test_a_decoding_attention_counts_the_keys_in_its_cache():
               [("q", [1, 1, hidden]), ("k", [1, 1, hidden]), ("v", [1, 1, hidden])],
               [("pk", [1, heads, past, head]), ("pv", [1, heads, past, head])], dict(num_heads=heads)),
              ("Attention", ["q", "w", "", "", "pk"], [("q", [1, 1, hidden])],
-              [("pk", [2, 1, heads, past, head])], dict(num_heads=heads))]
+              [("pk", [2, 1, heads, past, head])], dict(num_heads=heads)),
+             ("", ["q", "k", "v", "", "pk", "pv"], [(n, [1, heads, 1, head]) for n in "qkv"],
+              [("pk", [1, heads, past, head]), ("pv", [1, heads, past, head])], {})]
     for op, names, given, cached, attrs in cases:
         for with_cache in (False, True):
             used = names if with_cache else [i if i not in ("pk", "pv") else "" for i in names]
-            node = helper.make_node(op, used, ["y"], domain="com.microsoft", **attrs)
+            node = helper.make_node(op or "Attention", used, ["y"], domain="com.microsoft" if op else "", **attrs)
             declared = given + (cached if with_cache else [])
             inits = [tensor("w", (hidden, 3 * hidden))] if op == "Attention" else []
             m = model([node], [info(n, s) for n, s in declared], [info("y", None)], inits,
-                      extra_domains=["com.microsoft"])
+                      opset=23 if not op else 17, extra_domains=["com.microsoft"] if op else [])
             g = from_onnx(m, shapes={"y": [1, 1, hidden]})
             keys = 1 + (past if with_cache else 0)
             projection = hidden * 3 * hidden if op == "Attention" else 0  # its packed QKV projection
             assert g.macs == projection + 2 * hidden * keys, (op, with_cache)
+    rotary = helper.make_node("RotaryEmbedding", ["x", "pos", "cos", "sin"], ["y"], domain="com.microsoft")
+    m = model([rotary], [info("x", [1, 4, hidden]), info("pos", [1, 4], TensorProto.INT64),
+                         info("cos", [2048, head // 2]), info("sin", [2048, head // 2])], [info("y", None)],
+              extra_domains=["com.microsoft"])
+    g = from_onnx(m, shapes={"y": [1, 4, hidden]})
+    assert g.uncounted == {} and g.flops.sum() == 3 * 4 * hidden
