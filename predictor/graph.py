@@ -7,6 +7,7 @@ with the batch, weight bytes do not (`at_batch`).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -246,8 +247,7 @@ def check_operators(model: onnx.ModelProto, name: str) -> None:
     model at load ("No Op registered for ..."); answered, its work went uncounted and the answer too fast.
     A custom domain's operator is left to the runtime (a custom-op library can provide it) and is named in
     the answer as not counted; so is a model's own function."""
-    firsts = _first_versions()
-    known_domains = {domain for domain, _ in firsts}
+    firsts, known_domains = _first_versions(), _known_domains()
     imported = {_domain(o.domain): o.version for o in model.opset_import}
     local = {(_domain(f.domain), f.name) for f in model.functions}
     stack = [model.graph]
@@ -286,26 +286,30 @@ def _domain(domain: str) -> str:
     return "" if domain == "ai.onnx" else domain
 
 
-_FIRST_VERSIONS: dict[tuple[str, str], int] = {}
-
-
+@functools.cache
 def _first_versions() -> dict[tuple[str, str], int]:
     """{(domain, operator): the first opset that defines it} from ONNX's schemas and, where ONNX Runtime is
     installed, its registry (its contrib domains, and the experimental operators it still loads from ONNX's
     domain: ImageScaler, Crop). Read once. ONNX's checker knows neither of those, and refuses more than ONNX
     Runtime does (a graph output without a shape); a session would load the whole model to say it."""
-    if not _FIRST_VERSIONS:
-        schemas = list(onnx.defs.get_all_schemas_with_history())
-        try:
-            from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+    schemas = list(onnx.defs.get_all_schemas_with_history())
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-            schemas += list(ort_state.get_all_operator_schema())
-        except (ImportError, AttributeError):
-            pass
-        for s in schemas:
-            key = (_domain(s.domain), s.name)
-            _FIRST_VERSIONS[key] = min(_FIRST_VERSIONS.get(key, s.since_version), s.since_version)
-    return _FIRST_VERSIONS
+        schemas += list(ort_state.get_all_operator_schema())
+    except (ImportError, AttributeError):
+        pass
+    firsts: dict[tuple[str, str], int] = {}
+    for s in schemas:
+        key = (_domain(s.domain), s.name)
+        firsts[key] = min(firsts.get(key, s.since_version), s.since_version)
+    return firsts
+
+
+@functools.cache
+def _known_domains() -> frozenset[str]:
+    """The domains `_first_versions` has operators of: the ones `check_operators` can judge."""
+    return frozenset(domain for domain, _ in _first_versions())
 
 
 def inline_branches(model: onnx.ModelProto, feeds: dict | None = None,
