@@ -544,8 +544,8 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
     """({tensor: (dims or None, element type)} by shape inference at the spec's shapes, then where it
     cannot tell, `known` (another view's), `shapes_given` (observed before) or one run at `feeds`;
     {tensor: dims} that run observed). A tensor whose element type inference does not know (the output of
-    an operator it does not know: ONNX Runtime's QLinearAdd) has its producer's first input's: a uint8
-    activation weighs one byte, not a float's four."""
+    an operator it does not know: ONNX Runtime's QLinearAdd) has the type its producer's schema binds it to
+    (`output_types`): a uint8 activation weighs one byte, not a float's four."""
     graph = _infer(model, specs, name).graph
     shapes_given = shapes_given or {}
     shapes: dict[str, tuple[list[int] | None, int]] = {}
@@ -558,15 +558,56 @@ def _tensor_shapes(model: onnx.ModelProto, specs: tuple, name: str, shapes_given
     ran = observed_shapes(model, feeds, missing, errors) if feeds is not None and missing and not shapes_given else {}
     weights = {init.name: init.data_type for init in model.graph.initializer}
     for node in model.graph.node:  # in graph order: a producer's inputs are typed before its outputs
-        first = next((shapes.get(t, (None, 0))[1] or weights.get(t, 0) for t in node.input[:1] if t), 0)
-        for out in node.output:
+        typed = [shapes.get(t, (None, 0))[1] or weights.get(t, 0) if t else 0 for t in node.input]
+        for out, dtype in zip(node.output, output_types(node, typed)):
             if out and not shapes.get(out, (None, 0))[1]:
-                shapes[out] = (shapes.get(out, (None, 0))[0], first)
+                shapes[out] = (shapes.get(out, (None, 0))[0], dtype)
     for tensor, dims in (shapes_given or ran).items():
         if shapes.get(tensor, (None, 0))[0] is None and isinstance(dims, list) and \
                 all(isinstance(d, int) and d >= 0 for d in dims):
             shapes[tensor] = (dims, shapes.get(tensor, (None, 0))[1] or onnx.TensorProto.FLOAT)
     return shapes, ran
+
+
+def output_types(node: onnx.NodeProto, typed: list[int]) -> list[int]:
+    """The element type of each of a node's outputs, from its inputs' (`typed`; 0 where not known), as its
+    schema in ONNX Runtime's registry binds them (ONNX's inference does not know ONNX Runtime's operators):
+    the type of the first input bound to the same type parameter, else the parameter's one allowed type, else
+    the node's first input's. QAttention's output is float like its bias (T3), where it was taken for its
+    uint8 input's: its 67 M multiply-adds were counted as writing a byte an element."""
+    first = typed[0] if typed else 0
+    rule = _type_rules().get((_domain(node.domain), node.op_type))
+    if rule is None:
+        return [first] * len(node.output)
+    ins, outs, single = rule
+    out = []
+    for i in range(len(node.output)):
+        param = outs[min(i, len(outs) - 1)] if outs else ""
+        bound = (t for j, t in enumerate(typed) if t and ins and ins[min(j, len(ins) - 1)] == param)
+        out.append(next(bound, single.get(param) or first))
+    return out
+
+
+@functools.cache
+def _type_rules() -> dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...], dict[str, int]]]:
+    """{(domain, operator): (its inputs' type parameters, its outputs', {parameter: its one allowed element
+    type})} of ONNX Runtime's own operators (domains ONNX does not define), at their latest version. Empty
+    where ONNX Runtime is not installed."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        schemas = [s for s in ort_state.get_all_operator_schema() if _domain(s.domain) not in _STANDARD_DOMAINS]
+    except (ImportError, AttributeError):
+        return {}
+    rules: dict = {}
+    for s in sorted(schemas, key=lambda s: s.since_version):
+        single = {}
+        for c in s.type_constraints:
+            name = c.allowed_type_strs[0][len("tensor("):-1].upper() if len(c.allowed_type_strs) == 1 else ""
+            if c.allowed_type_strs[0].startswith("tensor(") and name in onnx.TensorProto.DataType.keys():
+                single[c.type_param_str] = onnx.TensorProto.DataType.Value(name)
+        rules[(s.domain, s.name)] = (tuple(i.typeStr for i in s.inputs), tuple(o.typeStr for o in s.outputs), single)
+    return rules
 
 
 def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
@@ -833,13 +874,20 @@ def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
 # Runtime's NCHWc on x86, channels in blocks of one vector's FP32 lanes (4, 8 or 16)
 NCHWC_BLOCKS = (4, 8, 16)
 LAYOUTS = ("nchw",) + tuple(f"nchwc{b}" for b in NCHWC_BLOCKS)
-_ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+_ATTENTION = ("Attention", "MultiHeadAttention", "GroupQueryAttention", "QAttention",
+              "DecoderMaskedMultiHeadAttention")
+# ONNX Runtime's attentions that take the layer's input and its packed Q, K and V weights ([hidden, 3 ×
+# hidden]) and project it themselves: Attention, and QAttention, its int8 form (input and weights quantized,
+# as ORT's transformers optimizer and quantize_dynamic write BERT, as optimum ships it).
+_PACKED_ATTENTION = frozenset({("com.microsoft", "Attention"), ("com.microsoft", "QAttention")})
 # Each attention's past keys, by (domain, op): its input, and that input's rank ([batch, kv heads, past,
 # head] where the cache is split in keys and values, [2, batch, heads, past, head] for ONNX Runtime's
 # Attention). A decoding step attends to its past and its new tokens: an int4 Llama's GroupQueryAttention
 # at 1 token over 511 past was counted over 1.
 _ATTENTION_PAST = {("com.microsoft", "Attention"): (4, 5), ("", "Attention"): (4, 4),
-                   ("com.microsoft", "MultiHeadAttention"): (6, 4), ("com.microsoft", "GroupQueryAttention"): (3, 4)}
+                   ("com.microsoft", "MultiHeadAttention"): (6, 4), ("com.microsoft", "GroupQueryAttention"): (3, 4),
+                   ("com.microsoft", "QAttention"): (8, 5),
+                   ("com.microsoft", "DecoderMaskedMultiHeadAttention"): (5, 4)}  # a shared buffer: its length
 _MAC_NAMES = frozenset(_CONV_WEIGHT) | frozenset(_MATMUL_INPUTS) | frozenset(_RECURRENT) | frozenset(_ATTENTION)
 # Ops that move, view or describe data: no arithmetic, 0 FLOPs by definition (not "unknown").
 _NO_ARITHMETIC = frozenset({
@@ -1300,12 +1348,12 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         return (None if macs is None else 2 * macs), macs or 0.0, 0.0, 0.0, channels
     if op in _ATTENTION:
         q = arg(0)
-        contrib = op == "Attention" and node.domain == "com.microsoft"  # ONNX's own (opset 23) takes Q, K, V
-        k = arg(1) if not contrib else None
+        packed = (_domain(node.domain), op) in _PACKED_ATTENTION  # ONNX's own (opset 23) takes Q, K, V
+        k = arg(1) if not packed else None
         if q is None or out is None:
             return None, 0.0, 0.0, 0.0, channels
         macs = 0.0
-        if contrib and arg(1) is not None and len(arg(1)) == 2:  # packed QKV projection
+        if packed and arg(1) is not None and len(arg(1)) == 2:  # packed QKV projection
             macs += _elems(q) * arg(1)[-1]
             keys = q[-2]
         else:

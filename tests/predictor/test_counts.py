@@ -91,6 +91,43 @@ def test_a_tensor_after_an_operator_inference_does_not_know_keeps_its_producers_
     assert list(g.in_width) == list(g.out_width) == [1, 1, 1]
 
 
+def test_an_int8_berts_attention_is_counted_and_its_output_is_float():
+    """ONNX Runtime's transformers optimizer fuses BERT's attention into Attention, and quantize_dynamic makes
+    it QAttention (uint8 input, int8 packed Q, K, V weights, float output), as optimum ships int8 BERTs: it
+    went uncounted, and its output, typed as its uint8 input, weighed a byte an element. Counted as its
+    float twin, with its cache; a decoder's DecoderMaskedMultiHeadAttention over its cache too. Run in ONNX
+    Runtime, which observes the shapes."""
+    heads, head, seq, past = 4, 16, 8, 5
+    hidden = heads * head
+    scalars = [numpy_helper.from_array(np.array(v, dt), n) for n, v, dt in
+               [("s", 0.05, np.float32), ("ws", 0.01, np.float32), ("z", 128, np.uint8), ("wz", 0, np.int8)]]
+    w = numpy_helper.from_array(np.ones((hidden, 3 * hidden), np.int8), "w")
+    for with_past in (False, True):
+        node = helper.make_node("QAttention", ["x", "w", "b", "s", "ws", "", "z", "wz"] + (["p"] if with_past else []),
+                                ["y"] + (["present"] if with_past else []), domain="com.microsoft", num_heads=heads,
+                                unidirectional=int(with_past))
+        ins = [info("x", [1, seq, hidden], TensorProto.UINT8)] + ([info("p", [2, 1, heads, past, head])]
+                                                                  if with_past else [])
+        m = model([node], ins, [info("y", None)], [w, tensor("b", (3 * hidden,))] + scalars,
+                  extra_domains=("com.microsoft",))
+        feeds = {"x": np.full((1, seq, hidden), 128, np.uint8)} | (
+            {"p": np.zeros((2, 1, heads, past, head), np.float32)} if with_past else {})
+        g = from_onnx(m, feeds=feeds)
+        keys = seq + (past if with_past else 0)
+        assert g.uncounted == {} and g.macs == seq * hidden * 3 * hidden + 2 * seq * hidden * keys, with_past
+        assert (g.in_width[0], g.out_width[0], g.integer[0]) == (1, 4, True)  # uint8 in, float out
+        cache = 2 * heads * head * 4 * (past + keys) if with_past else 0  # the past read, the present written
+        assert g.act_bytes[0] == seq * hidden * (1 + 4) + cache
+    cache = [1, heads, 16, head]
+    node = helper.make_node("DecoderMaskedMultiHeadAttention", ["q", "k", "v", "", "", "pk", "pv", "n"],
+                            ["y", "pko", "pvo"], domain="com.microsoft", num_heads=heads, past_present_share_buffer=1)
+    m = model([node], [info(n, [1, 1, hidden]) for n in "qkv"] + [info("pk", cache), info("pv", cache),
+                                                                  info("n", [1], TensorProto.INT32)],
+              [info("y", None)], extra_domains=("com.microsoft",))
+    g = from_onnx(m, shapes={"y": [1, 1, hidden]})
+    assert g.uncounted == {} and g.macs == 2 * hidden * (1 + 16)
+
+
 def test_element_widths_tell_an_int8_kernel_that_requantizes_from_one_that_accumulates_to_int32():
     """ONNX Runtime's QLinearConv reads and writes uint8, its ConvInteger writes int32 (then Cast and Mul
     to float): both integer kernels of one category, 10x apart in cost on one CPU. Their element widths
