@@ -87,8 +87,13 @@ def main() -> int:
     print(f"scalar loops\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
     per_op = []
     for op, count in {**SCALAR_ELEMENTWISE, **SCALAR_REDUCTIONS}.items():
+        if op in GATHERS:
+            continue  # timed on tokens below
         domain = MS if op.startswith("Skip") else ""
         ns = ns_per_element(model(op, domain, 1.7 if op == "Pow" else None), args.threads, *_domain(op))
+        per_op.append(ns / count)
+        print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
+    for op, ns, count in gathers(args.threads):
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
     print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
@@ -141,6 +146,67 @@ def walk_model(op: str, shape: tuple, how):
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 8
     return m
+
+
+# The scalar loops that gather rows of tables by token (`graph.SCALAR_ELEMENTWISE`): BERT's fused embeddings and
+# a quantized embedding, 1,024 tokens of 1,024 wide from a 30,522-row vocabulary, timed per element written.
+GATHERS = ("EmbedLayerNormalization", "QEmbedLayerNormalization", "GatherBlockQuantized")
+TOKENS, WIDTH, VOCAB = 1024, 1024, 30522
+
+
+def gathers(threads: int) -> list[tuple[str, float, float]]:
+    """(op, ns per element, operations counted per element) of each `GATHERS` kernel, GatherBlockQuantized at
+    4 and 8 bits."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    rng = np.random.default_rng(0)
+    tables = {"words": (VOCAB, WIDTH), "positions": (TOKENS, WIDTH), "segments": (2, WIDTH), "gamma": (WIDTH,),
+              "beta": (WIDTH,)}
+
+    def quantized(shape):
+        return rng.integers(0, 255, shape).astype(np.uint8)
+
+    scales = [(f"{n}_{k}", np.array(v, dt)) for n in tables for k, v, dt in (("s", 0.05, np.float32),
+                                                                             ("z", 128, np.uint8))]
+    nodes = {
+        "EmbedLayerNormalization": ([rng.standard_normal(s).astype(np.float32) for s in tables.values()],
+                                    ["ids", "seg", *tables], {}),
+        "QEmbedLayerNormalization": ([quantized(s) for s in tables.values()] + [v for _, v in scales],
+                                     ["ids", "seg", *tables, ""] + [f"{n}_s" for n in tables] +
+                                     [f"{n}_z" for n in tables], {}),
+        "GatherBlockQuantized 4 bits": ([quantized((VOCAB, WIDTH // 2)), rng.random((VOCAB, WIDTH // 32))],
+                                        ["words", "ids", "scales"], {"bits": 4}),
+        "GatherBlockQuantized 8 bits": ([quantized((VOCAB, WIDTH)), rng.random((VOCAB, WIDTH // 32))],
+                                        ["words", "ids", "scales"], {"bits": 8})}
+    out = []
+    for label, (values, names, attrs) in nodes.items():
+        op = label.split()[0]
+        consts = [n for n in names if n and n not in ("ids", "seg")]
+        if op == "GatherBlockQuantized":
+            attrs |= {"block_size": 32, "gather_axis": 0, "quantize_axis": 1}
+        if op == "QEmbedLayerNormalization":
+            values = values[:len(tables)] + [v for n, v in scales if n.endswith("_s")] + \
+                [v for n, v in scales if n.endswith("_z")]
+        inits = [numpy_helper.from_array(np.asarray(v, np.float32 if v.dtype == np.float64 else v.dtype), n)
+                 for n, v in zip(consts, values)]
+        node = helper.make_node(op, names, ["y"] + (["mask"] if "Embed" in op else []), domain=MS, **attrs)
+        ids = [helper.make_tensor_value_info(n, TensorProto.INT32, [1, TOKENS]) for n in names if n in ("ids", "seg")]
+        graph = helper.make_graph([node], op, ids, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS, 1)])
+        m.ir_version = 8
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = {"ids": rng.integers(0, VOCAB, (1, TOKENS)).astype(np.int32), "seg": np.zeros((1, TOKENS), np.int32)}
+        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+        elements = TOKENS * WIDTH
+        ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
+        out.append((label, ns, from_onnx(m, feeds=feeds).flops[0] / elements))
+    return out
 
 
 def walks(threads: int, scalar_ns: float) -> None:

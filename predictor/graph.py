@@ -843,18 +843,31 @@ _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 
 
 def _weights_read(node: onnx.NodeProto, ins: list, weights: dict) -> float:
-    """The bytes of constant inputs a node reads: each whole, but a Gather's table only in the rows it
-    gathers, where its indices' shape is known (an embedding reads its tokens' rows: BERT-base's 94 MB table,
-    128 tokens, 0.4 MB; counted whole, multilingual-e5-small's 384 MB was read each query)."""
+    """The bytes of constant inputs a node reads: each whole, but a table a node gathers rows of only in the
+    rows it gathers, where its indices' shape is known (`_GATHERED`: an embedding reads its tokens' rows:
+    BERT-base's 94 MB table, 128 tokens, 0.4 MB; counted whole, multilingual-e5-small's 384 MB was read each
+    query)."""
     read = sum(weights.get(t, 0) for t in node.input)
-    if node.op_type != "Gather" or len(ins) < 2 or node.input[0] not in weights or not ins[0] or ins[1] is None:
+    tables, at, axis = _GATHERED.get(node.op_type, ((), 0, ""))
+    indices = ins[at] if at < len(ins) else None
+    if indices is None or any(not isinstance(d, int) for d in indices):
         return read
-    table = ins[0]
-    rows = table[int(_attr(node, "axis", 0)) % len(table)]
-    if not isinstance(rows, int) or rows <= 0 or any(not isinstance(d, int) for d in ins[1]):
-        return read
-    whole = weights[node.input[0]]
-    return read - whole + whole * min(1.0, _elems(ins[1]) / rows)
+    for t in tables:
+        table = ins[t] if t < len(ins) and node.input[t] in weights else None
+        rows = table[int(_attr(node, axis, 0)) % len(table)] if table and axis else table[0] if table else None
+        if isinstance(rows, int) and rows > 0:
+            whole = weights[node.input[t]]
+            read += whole * (min(1.0, _elems(indices) / rows) - 1)
+    return read
+
+
+# The nodes that read rows of constant tables (`_weights_read`): {op: (the tables' inputs, the input whose
+# elements say how many rows, the attribute naming the tables' axis of rows, or "" for their first)}. ONNX
+# Runtime's EmbedLayerNormalization (BERT's three embeddings, summed and normalized: its transformers
+# optimizer writes it) reads a row of each table per token; GatherBlockQuantized (a quantized embedding) a
+# row of its packed table, of its scales and of its zero points per index.
+_GATHERED = {"Gather": ((0,), 1, "axis"), "EmbedLayerNormalization": ((2, 3, 4), 0, ""),
+             "QEmbedLayerNormalization": ((2, 3, 4), 0, ""), "GatherBlockQuantized": ((0, 2, 3), 1, "gather_axis")}
 
 
 def _recurrent_rereads(node: onnx.NodeProto, ins: list, weights: dict) -> float:
@@ -914,7 +927,9 @@ _CATEGORY.update({op: "copy" for op in _NO_ARITHMETIC})
 _CATEGORY.update({op: "quantize" for op in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")})
 # ONNX Runtime's fused kernels (`runtime_graph`) keep the category of what they fuse
 _CATEGORY.update({op: "norm" for op in ("SkipLayerNormalization", "SimplifiedLayerNormalization",
-                                         "SkipSimplifiedLayerNormalization", "RMSNormalization")})
+                                         "SkipSimplifiedLayerNormalization", "RMSNormalization",
+                                         "EmbedLayerNormalization", "QEmbedLayerNormalization")})
+_CATEGORY["GatherBlockQuantized"] = "gather"
 _CATEGORY.update({op: "activation" for op in ("FastGelu", "BiasGelu", "QuickGelu")})
 # and its QOperator kernels of a statically quantized graph keep the category of their float twin
 _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation", "QLinearConcat": "copy",
@@ -936,11 +951,16 @@ FOURIER_KERNELS = ("DFT", "STFT")
 # them, `commands.SCALAR_RANGE`). Charged as vector code they were ×0.01-0.12 of their time there: Log took
 # 1.8 ns an element where Exp took 0.18, Pow 4.5, Softplus 11.3, Asinh 21. An expm1 (Elu, Selu, Celu) costs
 # about a log; Mish is a softplus and a tanh. Its SkipLayerNormalization and the simplified form are row loops
-# it leaves scalar too: 5.1 and 1.15 ns an element, where LayerNormalization took 0.55.
+# it leaves scalar too: 5.1 and 1.15 ns an element, where LayerNormalization took 0.55. So is its
+# EmbedLayerNormalization (BERT's three embedding rows summed, then normalized: two sums an element, each an
+# add's latency, 3; and the scaling), 2.0 ns an element, 2.9 with its rows dequantized (QEmbedLayerNormalization:
+# three more); and GatherBlockQuantized (a quantized embedding), which dequantizes each element it gathers:
+# `NBITS_DEQUANTIZE` at 4 bits, 1.3 ns an element; a DequantizeLinear's 2 at 8, 0.53 (`gathered_dequantize`).
 SCALAR_ELEMENTWISE = {"Log": 6, "Sin": 7, "Cos": 7, "Tan": 47, "Asin": 4, "Acos": 3, "Atan": 4, "Sinh": 59,
                       "Cosh": 20, "Asinh": 70, "Acosh": 50, "Atanh": 72, "Pow": 15, "Softplus": 38, "Mish": 40,
                       "Elu": 7, "Selu": 7, "Celu": 7, "Mod": 19, "Sign": 3, "SkipLayerNormalization": 17,
-                      "SkipSimplifiedLayerNormalization": 4}
+                      "SkipSimplifiedLayerNormalization": 4, "EmbedLayerNormalization": 7,
+                      "QEmbedLayerNormalization": 10, "GatherBlockQuantized": NBITS_DEQUANTIZE}
 # Pow's exponents it computes in a vector (core/providers/cpu/math/element_wise_ops.cc: a constant 2 or 3 is a
 # square or a cube); 0.5 and 1.7 took 4.5 ns an element, as a tensor of exponents did.
 VECTOR_POWERS = (2.0, 3.0)
@@ -1382,7 +1402,8 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         x = arg(0)
         return (None if x is None else _elems(x) * SCALAR_REDUCTIONS[op]), 0.0, 0.0, 0.0, channels
     if scalar and op in SCALAR_ELEMENTWISE:
-        return (None if out is None else out_elems * SCALAR_ELEMENTWISE[op]), 0.0, 0.0, 0.0, channels
+        count = gathered_dequantize(node) if op == "GatherBlockQuantized" else SCALAR_ELEMENTWISE[op]
+        return (None if out is None else out_elems * count), 0.0, 0.0, 0.0, channels
     if op in _REDUCE_INPUT:
         x = arg(0)
         return (None if x is None else _elems(x) * _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
@@ -1392,6 +1413,12 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
     if category == "other" or out is None:
         return None, 0.0, 0.0, 0.0, channels
     return out_elems * _FLOPS_PER_ELEMENT.get(op, _ELEMENTWISE.get(op, 1)), 0.0, 0.0, 0.0, channels
+
+
+def gathered_dequantize(node: onnx.NodeProto) -> int:
+    """Operations a GatherBlockQuantized spends on each element it gathers: a packed one unpacked, less its
+    block's zero point, times its scale (`NBITS_DEQUANTIZE`); a whole byte only the last two."""
+    return NBITS_DEQUANTIZE if int(_attr(node, "bits", 4) or 4) < 8 else _ELEMENTWISE["DequantizeLinear"]
 
 
 def _fourier_flops(node: onnx.NodeProto, ins: list, out: list | None) -> float | None:

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgeatlas.predictor import roofline
-from edgeatlas.predictor.graph import CATEGORIES, from_onnx, load_onnx
+from edgeatlas.predictor.graph import CATEGORIES, NBITS_DEQUANTIZE, SCALAR_ELEMENTWISE, from_onnx, load_onnx
 from edgeatlas.predictor.hardware import FEATURES, feature_vector, processor
 from edgeatlas.predictor.onnx_build import GraphBuilder
 from edgeatlas.protos.errors import InvalidInput
@@ -168,6 +168,38 @@ def test_an_embedding_reads_the_rows_it_gathers_not_its_whole_table():
     graph = from_onnx(model)
     assert graph.weight_bytes.tolist() == [4 * tokens * width, 4 * tokens * width, 4 * vocab * width]
     assert graph.params == 2 * vocab * width
+
+
+def test_fused_and_quantized_embeddings_read_their_tokens_rows_and_count_their_work():
+    """ONNX Runtime's transformers optimizer fuses BERT's three embeddings and their layer norm into
+    EmbedLayerNormalization (QEmbedLayerNormalization once quantized); onnxruntime-genai's builders quantize an
+    embedding as GatherBlockQuantized. Each reads its tokens' rows of its tables (and of a quantized table's
+    scales), not the tables, and is counted: they went uncounted, and read whole. Run in ONNX Runtime."""
+    from onnx import numpy_helper
+
+    vocab, width, tokens, block, MS = 1000, 64, 16, 32, "com.microsoft"
+    rng = np.random.default_rng(0)
+    tables = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n) for n, s in
+              [("words", (vocab, width)), ("positions", (512, width)), ("segments", (2, width)),
+               ("gamma", (width,)), ("beta", (width,))]]
+    embed = helper.make_node("EmbedLayerNormalization", ["ids", "seg", "words", "positions", "segments", "gamma",
+                                                         "beta"], ["e", "mask"], domain=MS)
+    packed = numpy_helper.from_array(rng.integers(0, 255, (vocab, width // 2)).astype(np.uint8), "packed")
+    scales = numpy_helper.from_array(rng.random((vocab, width // block)).astype(np.float32), "scales")
+    gbq = helper.make_node("GatherBlockQuantized", ["packed", "ids", "scales"], ["q"], domain=MS,
+                           bits=4, block_size=block, gather_axis=0, quantize_axis=1)
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT32, [1, tokens]) for n in ("ids", "seg")]
+    model = helper.make_model(helper.make_graph(
+        [embed, gbq], "embeddings", ids, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "eq"],
+        tables + [packed, scales]), opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    feeds = {"ids": np.arange(tokens, dtype=np.int32)[None], "seg": np.zeros((1, tokens), np.int32)}
+    graph = from_onnx(model, feeds=feeds)
+    rows = 4 * tokens * width  # of words and of positions; the two segments, gamma and beta whole
+    assert graph.uncounted == {} and graph.weight_bytes.tolist() == [2 * rows + 4 * 4 * width,
+                                                                      tokens * (width // 2 + 4 * width // block)]
+    out = tokens * width
+    assert graph.flops.tolist() == [out * SCALAR_ELEMENTWISE["EmbedLayerNormalization"], out * NBITS_DEQUANTIZE]
+    assert [CATEGORIES[c] for c in graph.category] == ["norm", "gather"]
 
 
 def test_malformed_onnx_is_refused_naming_the_file(tmp_path):
