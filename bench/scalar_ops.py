@@ -5,8 +5,10 @@ Each op runs alone on 1M float elements ([1024, 1024]; reductions and normalizat
 one thread, the best of three passes. Two sections:
 
 - scalar loops (SCALAR_ELEMENTWISE, SCALAR_REDUCTIONS): ns per element measured, the operations per element
-  counted, and their quotient, ns per counted operation. Where the counts are right it is one figure for every
-  op (a cycle of this core's clock); the answer charges them at half a lane's peak.
+  counted, and their quotient, ns per counted operation. The embeddings (`GATHERS`) gather 1,024 tokens' rows,
+  the older vision kernels (`VISION_CASES`) run on images, in each variant their attributes make. Where the
+  counts are right it is one figure for every op (a cycle of this core's clock); the answer charges them at
+  half a lane's peak.
 - vector kernels (`_FLOPS_PER_ELEMENT`: MLAS's approximations): ns per element beyond a copy's (Relu: its
   memory traffic alone), per counted FLOP. Where the counts are right it is one figure too, the core's time
   per FLOP at its vector peak.
@@ -41,7 +43,8 @@ def model(op: str, domain: str = "", exponent: float | None = None):
               "SkipLayerNormalization": ["x", "x", "gamma", "beta"], "SkipSimplifiedLayerNormalization":
               ["x", "x", "gamma"], "BiasGelu": ["x", "bias"]}.get(op, ["x", "axes"] if op.startswith("Reduce")
                                                                     else ["x"])
-    attrs = {"Mod": {"fmod": 1}, "Softmax": {"axis": -1}, "LayerNormalization": {"axis": -1}}.get(op, {})
+    attrs = {"Mod": {"fmod": 1}, "Softmax": {"axis": -1}, "LayerNormalization": {"axis": -1},
+             "Hardmax": {"axis": -1}, "MeanVarianceNormalization": {"axes": [1]}}.get(op, {})
     node = helper.make_node(op, inputs, ["y"], domain=domain, **attrs)
     used = [numpy_helper.from_array(v, k) for k, v in consts.items() if k in inputs]
     graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
@@ -87,13 +90,13 @@ def main() -> int:
     print(f"scalar loops\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
     per_op = []
     for op, count in {**SCALAR_ELEMENTWISE, **SCALAR_REDUCTIONS}.items():
-        if op in GATHERS:
-            continue  # timed on tokens below
+        if op in GATHERS or op in VISION:
+            continue  # timed below, on tokens and on images
         domain = MS if op.startswith("Skip") else ""
         ns = ns_per_element(model(op, domain, 1.7 if op == "Pow" else None), args.threads, *_domain(op))
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
-    for op, ns, count in gathers(args.threads):
+    for op, ns, count in gathers(args.threads) + vision(args.threads):
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
     print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
@@ -105,7 +108,7 @@ def main() -> int:
     per_flop = []
     for op, domain in (("Exp", ""), ("Sigmoid", ""), ("Tanh", ""), ("Erf", ""), ("Sqrt", ""), ("Softmax", ""),
                        ("LayerNormalization", ""), ("Gelu", MS), ("BiasGelu", MS), ("FastGelu", MS),
-                       ("QuickGelu", MS)):
+                       ("QuickGelu", MS), ("Softsign", ""), ("Hardmax", ""), ("MeanVarianceNormalization", "")):
         ns = ns_per_element(model(op, domain), args.threads, 0.1 if op == "Sqrt" else -3, 3)
         per_flop.append((ns - copy) / counts[op])
         print(f"{op:34s} {ns:10.3f} {counts[op]:13.1f} {per_flop[-1]:14.4f}")
@@ -206,6 +209,48 @@ def gathers(threads: int) -> list[tuple[str, float, float]]:
         elements = TOKENS * WIDTH
         ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
         out.append((label, ns, from_onnx(m, feeds=feeds).flops[0] / elements))
+    return out
+
+
+# The older vision kernels that are scalar loops (`graph.scalar_count`), each on an image-sized input in the
+# variants whose counts differ: (label, op, input shape, attributes; GridSample's grid is [1, 96, 128, 2]).
+VISION = ("LRN", "Shrink", "GridSample", "LpNormalization")
+VISION_CASES = [("LRN", "LRN", (1, 96, 110, 110), {"size": 5, "alpha": 1e-4, "beta": 0.75}),
+                ("LRN beta 1", "LRN", (1, 96, 110, 110), {"size": 5, "alpha": 1e-4, "beta": 1.0}),
+                ("Shrink", "Shrink", SHAPE, {"lambd": 0.5}),
+                ("GridSample linear", "GridSample", (1, 64, 96, 128), {"mode": "linear"}),
+                ("GridSample nearest", "GridSample", (1, 64, 96, 128), {"mode": "nearest"}),
+                ("GridSample cubic", "GridSample", (1, 64, 96, 128), {"mode": "cubic"}),
+                ("LpNormalization last axis", "LpNormalization", SHAPE, {"axis": -1, "p": 2}),
+                ("LpNormalization first axis", "LpNormalization", SHAPE, {"axis": 0, "p": 2})]
+
+
+def vision(threads: int) -> list[tuple[str, float, float]]:
+    """(label, ns per output element, operations counted per output element) of each of `VISION_CASES`."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    out = []
+    for label, op, shape, attrs in VISION_CASES:
+        grid = (1, 96, 128, 2) if op == "GridSample" else None
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))] + (
+            [helper.make_tensor_value_info("grid", TensorProto.FLOAT, list(grid))] if grid else [])
+        node = helper.make_node(op, [i.name for i in inputs], ["y"], **attrs)
+        graph = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+        m.ir_version = 9
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        rng = np.random.default_rng(0)
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        if grid:
+            feeds["grid"] = rng.uniform(-1, 1, grid).astype(np.float32)
+        elements = float(np.prod(shape))  # the output's, as the input's here
+        ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
+        out.append((label, ns, from_onnx(m).flops[0] / elements))
     return out
 
 

@@ -172,6 +172,32 @@ def test_an_op_the_counter_does_not_know_is_named_not_hidden():
     assert onnx_summary(m)["uncounted"] == {"Mystery": 1}
 
 
+def test_older_vision_kernels_are_counted_by_what_their_attributes_make_them_do():
+    """LRN (AlexNet, GoogLeNet), MeanVarianceNormalization, LpNormalization, GridSample, Softsign, Shrink and
+    Hardmax went uncounted; a model with a MeanVarianceNormalization of ONNX's default axes was refused
+    (ONNX's inference of its function body fails where ONNX Runtime runs it). Each is counted per output
+    element, by what its attributes and shapes make its kernel do (`bench/scalar_ops.py` times them)."""
+    from edgeatlas.predictor import graph
+
+    image, innermost = [1, 8, 6, 6], graph._FLOPS_PER_ELEMENT["MeanVarianceNormalization"]
+    cases = [("LRN", image, dict(size=5), graph.SCALAR_ELEMENTWISE["LRN"]),
+             ("LRN", image, dict(size=5, beta=1.0), 5),  # no power to raise to
+             ("MeanVarianceNormalization", image, {}, graph.MVN_OTHER_AXES),  # axes [0, 2, 3]
+             ("MeanVarianceNormalization", image, dict(axes=[2, 3]), innermost),
+             ("LpNormalization", [4, 16], dict(axis=-1), graph.SCALAR_ELEMENTWISE["LpNormalization"]),
+             ("LpNormalization", [4, 16], dict(axis=0), graph.STRIDED_NORM_OPS),
+             ("LpNormalization", [4, 16, 1], dict(axis=1), graph.SCALAR_ELEMENTWISE["LpNormalization"]),
+             ("Softsign", image, {}, 10), ("Shrink", image, {}, 22), ("Hardmax", [4, 16], {}, 22)]
+    for op, shape, attrs, per_element in cases:
+        m = model([helper.make_node(op, ["x"], ["y"], **attrs)], [info("x", shape)], [info("y", shape)], opset=18)
+        g = from_onnx(m)
+        assert g.uncounted == {} and g.flops[0] == np.prod(shape) * per_element, (op, attrs)
+    for mode, per_element in (("linear", 7), ("nearest", 31), ("cubic", 124)):
+        node = helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode)
+        m = model([node], [info("x", image), info("grid", [1, 4, 5, 2])], [info("y", None)], opset=20)
+        assert from_onnx(m).flops[0] == 8 * 4 * 5 * per_element, mode  # per output element
+
+
 def test_a_minus_one_dimension_is_not_a_negative_count():
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, -1, -1])
