@@ -1484,7 +1484,8 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         past = arg(at) if at >= 0 else None  # a decoder's cache: its keys are attended too
         keys += past[-2] if past is not None and len(past) == rank else 0
         macs += 2 * out_elems * keys  # scores, then their weighted sum of values
-        return 2 * macs + 5 * out_elems / max(out[-1], 1) * keys, macs, 0.0, 0.0, float(out[-1])
+        return 2 * macs + 5 * out_elems / max(out[-1], 1) * keys + _fused_rotary(node, out), macs, 0.0, 0.0, \
+            float(out[-1])
     if op == "Resize":
         mode = _attr(node, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
@@ -1542,6 +1543,17 @@ def scalar_count(node: onnx.NodeProto, x: list | None) -> float:
         if name == op and (given.decode() if isinstance(given, bytes) else given) == value:
             return count
     return SCALAR_ELEMENTWISE[op]
+
+
+def _fused_rotary(node: onnx.NodeProto, out: list) -> float:
+    """FLOPs of the rotary embedding an attention applies to its new queries and keys itself (`do_rotary`:
+    onnxruntime-genai's GroupQueryAttention), as RotaryEmbedding's (`_ELEMENTWISE`) per element; 0 without."""
+    heads = int(_attr(node, "num_heads", 0) or 0)
+    if not _attr(node, "do_rotary", 0) or heads <= 0 or not out:
+        return 0.0
+    kv_heads = int(_attr(node, "kv_num_heads", 0) or heads)
+    tokens, head = _elems(out) / max(out[-1], 1), out[-1] / heads
+    return _ELEMENTWISE["RotaryEmbedding"] * tokens * (heads + kv_heads) * head
 
 
 def _fourier_flops(node: onnx.NodeProto, ins: list, out: list | None) -> float | None:

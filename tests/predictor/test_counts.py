@@ -362,7 +362,7 @@ def test_a_decoding_attention_counts_the_keys_in_its_cache():
     """A decoder's step attends to its past keys and its new ones: an int4 Llama's GroupQueryAttention at 1
     token over 511 cached was counted over 1. Each of ONNX Runtime's three attentions and ONNX's own (opset
     23), with and without its cache, at one new token (8 heads of 64; its output's shape as a run observes
-    it); and the rotary embedding before it, counted where it was not."""
+    it); and the rotary embedding before it, counted where it was not, or inside it (do_rotary)."""
     heads, head, past = 8, 64, 511
     hidden = heads * head
     cache = [1, 4, past, head]
@@ -393,3 +393,14 @@ def test_a_decoding_attention_counts_the_keys_in_its_cache():
               extra_domains=["com.microsoft"])
     g = from_onnx(m, shapes={"y": [1, 4, hidden]})
     assert g.uncounted == {} and g.flops.sum() == 3 * 4 * hidden
+    # onnxruntime-genai's GroupQueryAttention rotates its new queries and keys itself: 3 operations an element
+    for rotary in (0, 1):
+        node = helper.make_node("GroupQueryAttention", ["q", "k", "v", "pk", "pv", "n", "t", "cos", "sin"], ["y"],
+                                domain="com.microsoft", num_heads=heads, kv_num_heads=2, do_rotary=rotary)
+        declared = [info("q", [1, 1, hidden])] + [info(n, [1, 1, 2 * head]) for n in "kv"] + \
+            [info(n, [1, 2, past, head]) for n in ("pk", "pv")] + \
+            [info("n", [1], TensorProto.INT32), info("t", [], TensorProto.INT32)] + \
+            [info(n, [64, head // 2]) for n in ("cos", "sin")]
+        m = model([node], declared, [info("y", None)], extra_domains=("com.microsoft",))
+        g = from_onnx(m, shapes={"y": [1, 1, hidden]})
+        assert g.flops[0] - 2 * g.macs - 5 * (1 + past) == rotary * 3 * (heads + 2) * head, rotary
