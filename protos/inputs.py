@@ -240,7 +240,8 @@ def resolve(declared: list[ModelInput], request: InputRequest | None = None,
             outputs: list[str] | None = None, values_needed: bool = True) -> tuple[InputSpec, ...]:
     """Every declared input's spec, or one InvalidInput line naming the input or dimension to give.
     `values_needed=False` (shapes alone matter: the predictor's featurizer) gives an integer input that
-    says nothing of its values zeros instead of refusing it; its shape is still never invented."""
+    says nothing of its values zeros instead of refusing it, and ones to one named a mask (`_mask_source`);
+    its shape is still never invented."""
     request = request or InputRequest()
     names = [m.name for m in declared]
     for flag, given in (("--input", request.shapes), ("--values", request.values)):
@@ -262,7 +263,7 @@ def resolve(declared: list[ModelInput], request: InputRequest | None = None,
                  else _declared_shape(m, request, batch_names))
         sample = request.samples.get(m.name)
         source = request.values.get(m.name) or (_default_source(m) if values_needed or m.dtype in FLOAT_TYPES
-                                                or m.vocab else "zeros")
+                                                or m.vocab else _mask_source(m))
         if sample is not None:
             shape = _sample_shape(m, shape, sample)
         if source.startswith("feedback:") and outputs is not None and source[len("feedback:"):] not in outputs:
@@ -334,6 +335,14 @@ def _default_source(m: ModelInput) -> str:
     rank = "rank unknown" if m.dims is None else _dims_text(m.dims)
     raise InvalidInput(f"input {m.name} ({m.dtype}, {rank}) has no value source: give one with "
                        f"--values {m.name}=SOURCE (fixed:V, int:LO:HI, tokens:V or file:PATH.npy)")
+
+
+def _mask_source(m: ModelInput) -> str:
+    """The values the featurizer's run feeds an integer or boolean input that says nothing of them: ones where
+    its name says it is a mask (an attention mask of zeros masks every position, and ONNX Runtime's
+    GroupQueryAttention, which reads its sequence lengths from it, refused to run an int4 Llama at -1: the
+    shapes after it went unobserved and 42 of its 49 operators uncounted), zeros otherwise."""
+    return "fixed:1" if "mask" in m.name.lower() else "zeros"
 
 
 def _dims_text(dims: tuple, example: bool = False) -> str:

@@ -68,6 +68,20 @@ def test_an_integer_input_without_a_known_vocabulary_needs_a_value_source():
     assert inputs.feeds([spec])["sr"].item() == 16000 and inputs.feeds([spec])["sr"].dtype == np.int64
 
 
+def test_the_featurizer_feeds_zeros_where_values_say_nothing_of_shapes_and_ones_to_a_mask():
+    """Shapes alone matter to the predictor's run: an integer input it is not told of gets zeros, but one
+    named a mask gets ones, since a mask of zeros masks every position (an int4 Llama's GroupQueryAttention
+    refused to run at the sequence length -1 it reads from it). A source given still wins."""
+    mask, ids = ModelInput("attention_mask", "int64", (1, 8)), ModelInput("position_ids", "int64", (1, 8))
+    flag = ModelInput("Padding_Mask", "bool", (1, 8))
+    specs = resolve([mask, ids, flag], values_needed=False)
+    feeds = inputs.feeds(specs)
+    assert feeds["attention_mask"].tolist() == [[1] * 8] and feeds["position_ids"].tolist() == [[0] * 8]
+    assert feeds["Padding_Mask"].all()
+    (given,) = resolve([mask], request_from_flags(values=["attention_mask=fixed:0"]), values_needed=False)
+    assert not inputs.feeds([given])["attention_mask"].any()
+
+
 @pytest.mark.parametrize("flag, message", [
     (["--input", "y=1x2"], "the model has no input 'y'"),
     (["--dim", "depth=3"], "no dimension named 'depth'"),
