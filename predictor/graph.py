@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ def load_onnx(path: str | Path, check: bool = False) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
         if check:
             onnx.checker.check_model(str(path))  # by path: it finds the external data, and takes > 2 GB
-        _keep_external(model, path.parent.resolve())
+        _keep_external(model, Path(os.path.abspath(path.parent)))
     except InvalidInput as exc:
         raise InvalidInput(f"{path.name} is not a valid ONNX model: {exc}") from None
     except Exception as exc:  # protobuf DecodeError, onnx ValidationError, ...
@@ -212,16 +213,17 @@ _BASE = "basepath"  # onnx's ExternalDataInfo key for the folder its location is
 
 def _keep_external(model: onnx.ModelProto, folder: Path) -> None:
     """Check each tensor stored outside the file (its location inside `folder`, its bytes there), read the
-    small ones in, and mark the others with their folder (`_BASE`), for ONNX Runtime to find them
-    (`_ort_bytes`). InvalidInput names a tensor whose data is not where the file says."""
-    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, load_external_data_for_tensor
+    small ones in, and mark the others with their file's folder (`_BASE`), for ONNX Runtime to find them
+    (`_ort_bytes`). InvalidInput names a tensor whose data is not where the file says. A location may be a
+    symbolic link (a Hugging Face cache's snapshot links each file to its blob), as ONNX Runtime allows."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors
 
     for tensor in _get_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         info = ExternalDataInfo(tensor)
-        where = (folder / str(info.location)).resolve()
-        if not where.is_relative_to(folder):
+        where = Path(os.path.normpath(folder / str(info.location)))  # by name: a symbolic link may lead
+        if not where.is_relative_to(folder):  # elsewhere (a Hugging Face cache's files all do), as in ORT
             raise InvalidInput(f"tensor {tensor.name!r}: its external data {info.location!r} lies outside the "
                                "model's folder")
         size = math.ceil(math.prod(tensor.dims) * _DTYPE_BYTES.get(tensor.data_type, 4))
@@ -229,10 +231,16 @@ def _keep_external(model: onnx.ModelProto, folder: Path) -> None:
         if not where.is_file() or where.stat().st_size < end:
             raise InvalidInput(f"tensor {tensor.name!r}: its external data {info.location!r} is missing or "
                                f"shorter than the {end} bytes the model says")
-        if math.prod(tensor.dims) <= EXTERNAL_READ_MAX:
-            load_external_data_for_tensor(tensor, str(folder))
-        else:
-            tensor.external_data.add(key=_BASE, value=str(folder))
+        if math.prod(tensor.dims) <= EXTERNAL_READ_MAX:  # read here: onnx's reader refuses a symbolic link
+            with open(where, "rb") as f:
+                f.seek(info.offset or 0)
+                tensor.raw_data = f.read(end - (info.offset or 0))
+            tensor.data_location = onnx.TensorProto.DEFAULT
+            del tensor.external_data[:]
+        else:  # named by the file a link leads to: ONNX Runtime refuses a symbolic link in a model from bytes
+            real = Path(os.path.realpath(where))
+            next(e for e in tensor.external_data if e.key == "location").value = real.name
+            tensor.external_data.add(key=_BASE, value=str(real.parent))
 
 
 def _external_bytes(model: onnx.ModelProto) -> tuple[str | None, float]:

@@ -206,8 +206,9 @@ def test_fused_and_quantized_embeddings_read_their_tokens_rows_and_count_their_w
 def test_weights_stored_beside_the_model_stay_there_and_are_featurized_alike(tmp_path, monkeypatch):
     """A model whose weights are ONNX external data (a language model's .onnx.data) is featurized as the same
     model stored whole, ONNX Runtime's fusions and a shape-observing run included, without its weights being
-    read into memory (a 2.7 GB one took 45 s and 13 GB, now 9 s and 0.7 GB); its small constants are read. A
-    tensor whose data lies outside the model's folder, or is missing or short, is refused in one line."""
+    read into memory (a 2.7 GB one took 45 s and 13 GB, now 9 s and 0.7 GB); its small constants are read,
+    through a symbolic link too. A tensor whose data is named outside the model's folder, or is missing or
+    short, is refused in one line."""
     from edgeatlas.predictor import graph as g
     from tests.predictor.test_counts import info, model, tensor
 
@@ -228,6 +229,15 @@ def test_weights_stored_beside_the_model_stay_there_and_are_featurized_alike(tmp
             for p in (whole, outside))
     assert a.ops == b.ops and "FusedConv" in a.ops and a.flops.tolist() == b.flops.tolist()
     assert a.weight_bytes.tolist() == b.weight_bytes.tolist() and a.params == b.params
+    # a Hugging Face cache: the snapshot's files are symbolic links to blobs elsewhere, as ONNX Runtime allows
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "snapshot").mkdir()
+    for name in ("outside.onnx", "outside.onnx.data"):
+        (tmp_path / "blobs" / name.upper()).write_bytes((outside.parent / name).read_bytes())
+        (tmp_path / "snapshot" / name).symlink_to(tmp_path / "blobs" / name.upper())
+    linked = g.runtime_graph(g.load_onnx(tmp_path / "snapshot" / "outside.onnx"), "onnxruntime",
+                             feeds={"x": np.ones((1, 8, 16, 16), np.float32)})
+    assert linked.ops == a.ops and linked.flops.tolist() == a.flops.tolist() and linked.observed == a.observed
     tensors = onnx.load(str(outside), load_external_data=False)
     for location, what in (("../../outside.onnx.data", "lies outside the model's folder"),
                            ("gone.data", "is missing or shorter")):
