@@ -677,7 +677,7 @@ def output_types(node: onnx.NodeProto, typed: list[int]) -> list[int]:
     for i in range(len(node.output)):
         param = outs[min(i, len(outs) - 1)] if outs else ""
         bound = (t for j, t in enumerate(typed) if t and ins and ins[min(j, len(ins) - 1)] == param)
-        out.append(next(bound, single.get(param) or first))
+        out.append(next(bound, single.get(param) or _tensor_type(param) or first))
     return out
 
 
@@ -694,13 +694,16 @@ def _type_rules() -> dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...
         return {}
     rules: dict = {}
     for s in sorted(schemas, key=lambda s: s.since_version):
-        single = {}
-        for c in s.type_constraints:
-            name = c.allowed_type_strs[0][len("tensor("):-1].upper() if len(c.allowed_type_strs) == 1 else ""
-            if c.allowed_type_strs[0].startswith("tensor(") and name in onnx.TensorProto.DataType.keys():
-                single[c.type_param_str] = onnx.TensorProto.DataType.Value(name)
+        single = {c.type_param_str: _tensor_type(c.allowed_type_strs[0]) for c in s.type_constraints
+                  if len(c.allowed_type_strs) == 1 and _tensor_type(c.allowed_type_strs[0])}
         rules[(s.domain, s.name)] = (tuple(i.typeStr for i in s.inputs), tuple(o.typeStr for o in s.outputs), single)
     return rules
+
+
+def _tensor_type(text: str) -> int:
+    """ONNX's element type of a schema's type string ("tensor(float)"), 0 for a parameter's name or another kind."""
+    name = text[len("tensor("):-1].upper() if text.startswith("tensor(") and text.endswith(")") else ""
+    return onnx.TensorProto.DataType.Value(name) if name in onnx.TensorProto.DataType.keys() else 0
 
 
 def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,

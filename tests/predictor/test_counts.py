@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeatlas.predictor.graph import from_onnx, onnx_summary
+from edgeatlas.predictor.graph import from_onnx, onnx_summary, output_types
 from edgeatlas.protos import inputs, onnx_model
 from edgeatlas.protos.inputs import InputSpec
 
@@ -89,6 +89,9 @@ def test_a_tensor_after_an_operator_inference_does_not_know_keeps_its_producers_
     assert "b" in g.observed and g.shapes_known == 1 and g.uncounted == {}
     assert list(g.act_bytes) == [2 * elems, 3 * elems, 2 * elems]  # every activation one byte
     assert list(g.in_width) == list(g.out_width) == [1, 1, 1]
+    # the type ONNX Runtime's schema binds: a parameter shared with an input, or a type it names
+    unique = helper.make_node("Unique", ["x"], ["y", "idx", "counts"], domain="com.microsoft")
+    assert output_types(unique, [TensorProto.FLOAT]) == [TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT64]
 
 
 def test_an_int8_berts_attention_is_counted_and_its_output_is_float():
