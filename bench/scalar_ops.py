@@ -172,12 +172,11 @@ def gathers(threads: int) -> list[tuple[str, float, float]]:
     def quantized(shape):
         return rng.integers(0, 255, shape).astype(np.uint8)
 
-    scales = [(f"{n}_{k}", np.array(v, dt)) for n in tables for k, v, dt in (("s", 0.05, np.float32),
-                                                                             ("z", 128, np.uint8))]
-    nodes = {
+    scales, zeros = [np.array(0.05, np.float32)] * len(tables), [np.array(128, np.uint8)] * len(tables)
+    nodes = {  # label: (the constants' values, in the order of the node's inputs, its inputs, its attributes)
         "EmbedLayerNormalization": ([rng.standard_normal(s).astype(np.float32) for s in tables.values()],
                                     ["ids", "seg", *tables], {}),
-        "QEmbedLayerNormalization": ([quantized(s) for s in tables.values()] + [v for _, v in scales],
+        "QEmbedLayerNormalization": ([quantized(s) for s in tables.values()] + scales + zeros,
                                      ["ids", "seg", *tables, ""] + [f"{n}_s" for n in tables] +
                                      [f"{n}_z" for n in tables], {}),
         "GatherBlockQuantized 4 bits": ([quantized((VOCAB, WIDTH // 2)), rng.random((VOCAB, WIDTH // 32))],
@@ -190,9 +189,6 @@ def gathers(threads: int) -> list[tuple[str, float, float]]:
         consts = [n for n in names if n and n not in ("ids", "seg")]
         if op == "GatherBlockQuantized":
             attrs |= {"block_size": 32, "gather_axis": 0, "quantize_axis": 1}
-        if op == "QEmbedLayerNormalization":
-            values = values[:len(tables)] + [v for n, v in scales if n.endswith("_s")] + \
-                [v for n, v in scales if n.endswith("_z")]
         inits = [numpy_helper.from_array(np.asarray(v, np.float32 if v.dtype == np.float64 else v.dtype), n)
                  for n, v in zip(consts, values)]
         node = helper.make_node(op, names, ["y"] + (["mask"] if "Embed" in op else []), domain=MS, **attrs)
