@@ -55,12 +55,17 @@ def model(op: str, domain: str = "", exponent: float | None = None):
     return m
 
 
-def ns_per_element(m, threads: int, low: float, high: float, shape: tuple = SHAPE) -> float:
+def session_of(m, threads: int):
+    """An ONNX Runtime CPU session of the one-node graph `m` on `threads` threads."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def ns_per_element(m, threads: int, low: float, high: float, shape: tuple = SHAPE) -> float:
+    session = session_of(m, threads)
     x = {"x": np.random.default_rng(0).uniform(low, high, shape).astype(np.float32)}
     return best_seconds(session, x, passes=3, least=0.3) * 1e9 / float(np.prod(shape))
 
@@ -160,7 +165,6 @@ TOKENS, WIDTH, VOCAB = 1024, 1024, 30522
 def gathers(threads: int) -> list[tuple[str, float, float]]:
     """(op, ns per element, operations counted per element) of each `GATHERS` kernel, GatherBlockQuantized at
     4 and 8 bits."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeatlas.predictor.graph import from_onnx
@@ -197,9 +201,7 @@ def gathers(threads: int) -> list[tuple[str, float, float]]:
                                   inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(MS, 1)])
         m.ir_version = 8
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = session_of(m, threads)
         feeds = {"ids": rng.integers(0, VOCAB, (1, TOKENS)).astype(np.int32), "seg": np.zeros((1, TOKENS), np.int32)}
         feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
         elements = TOKENS * WIDTH
@@ -223,7 +225,6 @@ VISION_CASES = [("LRN", "LRN", (1, 96, 110, 110), {"size": 5, "alpha": 1e-4, "be
 
 def vision(threads: int) -> list[tuple[str, float, float]]:
     """(label, ns per output element, operations counted per output element) of each of `VISION_CASES`."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from edgeatlas.predictor.graph import from_onnx
@@ -237,9 +238,7 @@ def vision(threads: int) -> list[tuple[str, float, float]]:
         graph = helper.make_graph([node], op, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
         m.ir_version = 9
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = session_of(m, threads)
         rng = np.random.default_rng(0)
         feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
         if grid:

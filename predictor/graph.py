@@ -226,8 +226,7 @@ def _keep_external(model: onnx.ModelProto, folder: Path) -> None:
         if not where.is_relative_to(folder):  # elsewhere (a Hugging Face cache's files all do), as in ORT
             raise InvalidInput(f"tensor {tensor.name!r}: its external data {info.location!r} lies outside the "
                                "model's folder")
-        size = math.ceil(math.prod(tensor.dims) * _DTYPE_BYTES.get(tensor.data_type, 4))
-        end = (info.offset or 0) + (info.length or size)
+        end = (info.offset or 0) + (info.length or math.ceil(_tensor_bytes(tensor)))
         if not where.is_file() or where.stat().st_size < end:
             raise InvalidInput(f"tensor {tensor.name!r}: its external data {info.location!r} is missing or "
                                f"shorter than the {end} bytes the model says")
@@ -251,8 +250,13 @@ def _external_bytes(model: onnx.ModelProto) -> tuple[str | None, float]:
     for tensor in _get_all_tensors(model):
         base = next((e.value for e in tensor.external_data if e.key == _BASE), None)
         if base is not None:
-            folder, size = base, size + math.prod(tensor.dims) * _DTYPE_BYTES.get(tensor.data_type, 4)
+            folder, size = base, size + _tensor_bytes(tensor)
     return folder, size
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> float:
+    """The bytes a stored tensor's elements take (`_DTYPE_BYTES`; a type not there weighs FP32's four)."""
+    return math.prod(tensor.dims) * _DTYPE_BYTES.get(tensor.data_type, 4)
 
 
 def _ort_bytes(model: onnx.ModelProto, options) -> bytes:
@@ -274,11 +278,6 @@ def _ort_bytes(model: onnx.ModelProto, options) -> bytes:
     return copy.SerializeToString()
 
 
-def model_bytes(model: onnx.ModelProto) -> float:
-    """The model's bytes, its weights stored outside its file included."""
-    return model.ByteSize() + _external_bytes(model)[1]
-
-
 RUNTIME_VIEW_MAX_BYTES = 1 << 30  # past this the original graph is featurized (the optimizer holds a copy)
 
 
@@ -295,7 +294,8 @@ def as_runtime_runs(model: onnx.ModelProto, runtime: str) -> onnx.ModelProto:
 def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
     """The graph ONNX Runtime's CPU provider keeps after its `level` (basic | extended) optimizations, or
     None where it is not installed, the graph is too large to copy, or it cannot load the graph."""
-    if model_bytes(model) > RUNTIME_VIEW_MAX_BYTES:
+    folder, external = _external_bytes(model)  # weights it does not change stay there, named as they were
+    if model.ByteSize() + external > RUNTIME_VIEW_MAX_BYTES:
         return None
     try:
         import tempfile
@@ -307,7 +307,6 @@ def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
     options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
                                         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
     options.log_severity_level = 4
-    folder, _ = _external_bytes(model)  # the weights it does not change stay there, named as they were
     with tempfile.TemporaryDirectory() as tmp:
         options.optimized_model_filepath = str(Path(tmp) / f"{level}.onnx")
         try:
@@ -376,18 +375,22 @@ def _first_versions() -> dict[tuple[str, str], int]:
     installed, its registry (its contrib domains, and the experimental operators it still loads from ONNX's
     domain: ImageScaler, Crop). Read once. ONNX's checker knows neither of those, and refuses more than ONNX
     Runtime does (a graph output without a shape); a session would load the whole model to say it."""
-    schemas = list(onnx.defs.get_all_schemas_with_history())
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-        schemas += list(ort_state.get_all_operator_schema())
-    except (ImportError, AttributeError):
-        pass
     firsts: dict[tuple[str, str], int] = {}
-    for s in schemas:
+    for s in list(onnx.defs.get_all_schemas_with_history()) + list(_ort_schemas()):
         key = (_domain(s.domain), s.name)
         firsts[key] = min(firsts.get(key, s.since_version), s.since_version)
     return firsts
+
+
+@functools.cache
+def _ort_schemas() -> tuple:
+    """ONNX Runtime's registry of operator schemas, read once; empty where it is not installed."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+        return tuple(ort_state.get_all_operator_schema())
+    except (ImportError, AttributeError):
+        return ()
 
 
 @functools.cache
@@ -686,12 +689,7 @@ def _type_rules() -> dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...
     """{(domain, operator): (its inputs' type parameters, its outputs', {parameter: its one allowed element
     type})} of ONNX Runtime's own operators (domains ONNX does not define), at their latest version. Empty
     where ONNX Runtime is not installed."""
-    try:
-        from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
-
-        schemas = [s for s in ort_state.get_all_operator_schema() if _domain(s.domain) not in _STANDARD_DOMAINS]
-    except (ImportError, AttributeError):
-        return {}
+    schemas = [s for s in _ort_schemas() if _domain(s.domain) not in _STANDARD_DOMAINS]
     rules: dict = {}
     for s in sorted(schemas, key=lambda s: s.since_version):
         single = {c.type_param_str: _tensor_type(c.allowed_type_strs[0]) for c in s.type_constraints
@@ -723,13 +721,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     shapes, ran = _tensor_shapes(model, specs, name, shapes, feeds, known, unobserved)
     weights = {}
     for init in graph.initializer:
-        weights[init.name] = math.prod(init.dims) * _DTYPE_BYTES.get(init.data_type, 4)
+        weights[init.name] = _tensor_bytes(init)
         shapes[init.name] = (list(init.dims), init.data_type)
     for node in graph.node:  # weights held by Constant nodes weigh as initializers do
         if node.op_type == "Constant" and node.output:
             t = next((a.t for a in node.attribute if a.name == "value" and a.HasField("t")), None)
             if t is not None and math.prod(t.dims) > 64:
-                weights[node.output[0]] = math.prod(t.dims) * _DTYPE_BYTES.get(t.data_type, 4)
+                weights[node.output[0]] = _tensor_bytes(t)
                 shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
     constants, ints = _float_scalars(graph), _int_constants(graph)
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -950,7 +948,7 @@ def _weights_read(node: onnx.NodeProto, ins: list, weights: dict) -> float:
         return read
     for t in tables:
         table = ins[t] if t < len(ins) and node.input[t] in weights else None
-        rows = table[int(_attr(node, axis, 0)) % len(table)] if table and axis else table[0] if table else None
+        rows = table[int(_attr(node, axis, 0)) % len(table)] if table else None  # no attribute "": the first
         if isinstance(rows, int) and rows > 0:
             whole = weights[node.input[t]]
             read += whole * (min(1.0, _elems(indices) / rows) - 1)
