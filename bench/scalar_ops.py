@@ -12,6 +12,10 @@ one thread, the best of three passes. Two sections:
 - vector kernels (`_FLOPS_PER_ELEMENT`: MLAS's approximations): ns per element beyond a copy's (Relu: its
   memory traffic alone), per counted FLOP. Where the counts are right it is one figure too, the core's time
   per FLOP at its vector peak.
+- classic machine learning (`predictor/classic_ml.py`): ONNX-ML's tree ensembles (random balanced trees on
+  uniform data, each branch a coin toss: small forests that stay in cache and large ones that do not, one
+  and ten classes, opset 3's and opset 5's forms), RBF support vector machines and the element loops, on
+  1,000 rows: ns per operation counted, beside the scalar loops' figure.
 - index walks (`index_walk`): transposes, softmaxes over a leading axis and reductions whose shapes send
   ONNX Runtime to its generic loops, on about 1M elements: ns per operation counted, beside the scalar
   loops' figure; and the same ops on shapes its vector paths take, which are not counted as walks.
@@ -120,6 +124,7 @@ def main() -> int:
     print(f"ns per counted FLOP beyond a copy: median {statistics.median(per_flop):.4f}, range "
           f"{min(per_flop):.4f}-{max(per_flop):.4f}; Pow with a constant 2 (a square): "
           f"{ns_per_element(model('Pow', exponent=2.0), args.threads, -3, 3):.3f} ns an element")
+    machine_learning(args.threads, statistics.median(per_op))
     walks(args.threads, statistics.median(per_op))
     return 0
 
@@ -247,6 +252,122 @@ def vision(threads: int) -> list[tuple[str, float, float]]:
         ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
         out.append((label, ns, from_onnx(m).flops[0] / elements))
     return out
+
+
+ROWS, FEATURES = 1000, 16
+# (label, op, {trees, depth, classes} for a forest, else the node's attributes)
+ML_CASES = [("TreeEnsembleRegressor 300 trees depth 4", "TreeEnsembleRegressor", {"trees": 300, "depth": 4}),
+            ("TreeEnsembleRegressor 100 trees depth 8", "TreeEnsembleRegressor", {"trees": 100, "depth": 8}),
+            ("TreeEnsembleRegressor 50 trees depth 14", "TreeEnsembleRegressor", {"trees": 50, "depth": 14}),
+            ("TreeEnsembleClassifier 100 trees depth 8, 10 classes", "TreeEnsembleClassifier",
+             {"trees": 100, "depth": 8, "classes": 10}),
+            ("TreeEnsemble (opset 5) 100 trees depth 8", "TreeEnsemble", {"trees": 100, "depth": 8}),
+            ("SVMRegressor RBF 500 vectors", "SVMRegressor", {"vectors": 500, "classes": 0}),
+            ("SVMClassifier RBF 500 vectors, 5 classes", "SVMClassifier", {"vectors": 500, "classes": 5}),
+            ("Scaler", "Scaler", {"offset": [0.5] * FEATURES, "scale": [2.0] * FEATURES}),
+            ("Normalizer L2", "Normalizer", {"norm": "L2"}),
+            ("Binarizer", "Binarizer", {"threshold": 0.5}),
+            ("Imputer", "Imputer", {"imputed_value_floats": [0.0] * FEATURES, "replaced_value_float": 0.25}),
+            ("ZipMap", "ZipMap", {"classlabels_int64s": list(range(FEATURES))}),
+            ("LabelEncoder", "LabelEncoder", {"keys_floats": [i / 8 for i in range(8)],
+                                              "values_floats": [float(i) for i in range(8)]}),
+            ("OneHotEncoder 8 categories", "OneHotEncoder", {"cats_int64s": list(range(8))})]
+
+
+def forest_attributes(op: str, trees: int, depth: int, classes: int = 1, seed: int = 0) -> dict:
+    """A forest of `trees` balanced trees `depth` deep, each node a random feature against a random threshold
+    in [0, 1), as `op`'s attributes (TreeEnsemble: ONNX-ML opset 5's form)."""
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inner, leaves = 2 ** depth - 1, 2 ** depth
+    features = rng.integers(0, FEATURES, trees * inner)
+    splits = rng.random(trees * inner).astype(np.float32)
+    if op == "TreeEnsemble":
+        heap = np.arange(inner)
+        true, false = 2 * heap + 1, 2 * heap + 2
+        per_tree = [(np.where(c < inner, c + t * inner, c - inner + t * leaves), (c >= inner).astype(np.int64))
+                    for t in range(trees) for c in (true, false)]
+        return {"tree_roots": list(range(0, trees * inner, inner)), "nodes_featureids": features.tolist(),
+                "nodes_splits": numpy_helper.from_array(splits),
+                "nodes_modes": numpy_helper.from_array(np.zeros(trees * inner, np.uint8)),
+                "nodes_truenodeids": np.concatenate([ids for ids, _ in per_tree[0::2]]).tolist(),
+                "nodes_trueleafs": np.concatenate([flag for _, flag in per_tree[0::2]]).tolist(),
+                "nodes_falsenodeids": np.concatenate([ids for ids, _ in per_tree[1::2]]).tolist(),
+                "nodes_falseleafs": np.concatenate([flag for _, flag in per_tree[1::2]]).tolist(),
+                "leaf_targetids": [0] * (trees * leaves),
+                "leaf_weights": numpy_helper.from_array(rng.random(trees * leaves).astype(np.float32)),
+                "n_targets": 1, "aggregate_function": 1, "post_transform": 0}
+    nodes = inner + leaves
+    ids = np.tile(np.arange(nodes), trees)
+    internal = ids < inner
+    modes = np.where(internal, "BRANCH_LEQ", "LEAF").tolist()
+    values = np.zeros(trees * nodes, np.float32)
+    values[internal] = splits
+    feature = np.zeros(trees * nodes, np.int64)
+    feature[internal] = features
+    leaf_tree, leaf_id = np.repeat(np.arange(trees), leaves), np.tile(np.arange(inner, nodes), trees)
+    kind = "class" if op == "TreeEnsembleClassifier" else "target"
+    outputs = max(classes, 1)
+    attrs = {"nodes_treeids": np.repeat(np.arange(trees), nodes).tolist(), "nodes_nodeids": ids.tolist(),
+             "nodes_featureids": feature.tolist(), "nodes_modes": modes, "nodes_values": values.tolist(),
+             "nodes_truenodeids": np.where(internal, 2 * ids + 1, 0).tolist(),
+             "nodes_falsenodeids": np.where(internal, 2 * ids + 2, 0).tolist(),
+             f"{kind}_treeids": np.repeat(leaf_tree, outputs).tolist(),
+             f"{kind}_nodeids": np.repeat(leaf_id, outputs).tolist(),
+             f"{kind}_ids": np.tile(np.arange(outputs), len(leaf_tree)).tolist(),
+             f"{kind}_weights": rng.random(len(leaf_tree) * outputs).astype(np.float32).tolist()}
+    if op == "TreeEnsembleClassifier":
+        attrs["classlabels_int64s"] = list(range(outputs))
+    else:
+        attrs["n_targets"] = 1
+    return attrs
+
+
+def svm_attributes(vectors: int, classes: int, seed: int = 0) -> dict:
+    """An RBF support vector machine of `vectors` random vectors (a classifier's split among `classes`)."""
+    rng = np.random.default_rng(seed)
+    attrs = {"kernel_type": "RBF", "kernel_params": [1.0 / FEATURES, 0.0, 3.0],
+             "support_vectors": rng.random(vectors * FEATURES).astype(np.float32).tolist()}
+    if not classes:
+        return attrs | {"n_supports": vectors, "coefficients": rng.standard_normal(vectors).tolist(), "rho": [0.1]}
+    per = [vectors // classes + (c < vectors % classes) for c in range(classes)]
+    return attrs | {"vectors_per_class": per, "classlabels_ints": list(range(classes)),
+                    "coefficients": rng.standard_normal((classes - 1) * vectors).tolist(),
+                    "rho": rng.standard_normal(classes * (classes - 1) // 2).tolist()}
+
+
+def machine_learning(threads: int, scalar_ns: float) -> None:
+    """ns per operation the counter charges of each of `ML_CASES`, on ROWS rows of uniform data."""
+    from onnx import TensorProto, helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    print(f"\nclassic machine learning, {ROWS} rows of {FEATURES} features (the scalar loops' figure above: "
+          f"{scalar_ns:.3f} ns per operation)\n{'op':52s} {'ns/row':>10s} {'ops counted':>11s} {'ns/op':>7s}")
+    per_op = []
+    for label, op, how in ML_CASES:
+        if op.startswith("Tree"):
+            attrs = forest_attributes(op, how["trees"], how["depth"], how.get("classes", 1))
+        elif op.startswith("SVM"):
+            attrs = svm_attributes(how["vectors"], how["classes"])
+        else:
+            attrs = how
+        outputs = ["label", "y"] if op.endswith("Classifier") else ["y"]
+        node = helper.make_node(op, ["x"], outputs, domain="ai.onnx.ml", **attrs)
+        graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [ROWS, FEATURES])],
+                                  [helper.make_empty_tensor_value_info(o) for o in outputs])
+        opsets = [helper.make_opsetid("", 18), helper.make_opsetid("ai.onnx.ml", 5 if op == "TreeEnsemble" else 3)]
+        m = helper.make_model(graph, opset_imports=opsets)
+        m.ir_version = 9
+        session = session_of(m, threads)
+        x = np.random.default_rng(1).random((ROWS, FEATURES)).astype(np.float32)
+        ns = best_seconds(session, {"x": x}, passes=3, least=0.3) * 1e9 / ROWS
+        ops = float(from_onnx(m).flops.sum()) / ROWS
+        per_op.append(ns / ops)
+        print(f"{label:52s} {ns:10.1f} {ops:11.1f} {ns / ops:7.3f}")
+    print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
+          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
 
 
 def walks(threads: int, scalar_ns: float) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
+from edgeatlas.predictor import classic_ml
 from edgeatlas.protos import onnx_model
 from edgeatlas.protos.errors import InvalidInput
 
@@ -744,24 +745,29 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     blocked: list[tuple[bool, ...]] = []  # per node, per NCHWc block: whether ONNX Runtime lays it out so
     for i, node in enumerate(graph.node):
         ops.append(node.op_type)
-        category[i] = CATEGORIES.index(_category(node, shapes))
+        outs = [shapes.get(o, (None, 0))[0] for o in node.output]
+        ins = [shapes.get(t, (None, 0))[0] if t else None for t in node.input]
+        ml = classic_ml.work(node, ins[0] if ins else None) if classic_ml.ml_node(node) else None
+        category[i] = CATEGORIES.index(ml.category if ml is not None else _category(node, shapes))
         for inp in node.input:
             if inp in producer:
                 edges.append((producer[inp], i))
         for out in node.output:
             producer[out] = i
-        outs = [shapes.get(o, (None, 0))[0] for o in node.output]
-        ins = [shapes.get(t, (None, 0))[0] if t else None for t in node.input]
         if outs and outs[0] is not None:
             known += 1
         arrays["rereads"][i] = _recurrent_rereads(node, ins, weights)
         w_bytes = _weights_read(node, ins, weights) + arrays["rereads"][i]
         reduction = _reduction_path_of(node, ins[0] if ins else None, ints)
         walk = index_walk(node, ins, ints, opset, reduction)
-        scalar = walk is not None or scalar_loop(node, constants, reduction)
+        scalar = ml.scalar if ml is not None else walk is not None or scalar_loop(node, constants, reduction)
         flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
         if walk is not None:
             flops = walk
+        if ml is not None:  # an ONNX-ML model's operator: its weights are its attributes
+            flops, macs = ml.flops, ml.macs
+            w_bytes += ml.weight_bytes
+            params += ml.parameters
         if flops is None:  # an op that computes, whose cost is not known here: named, not hidden as 0
             uncounted[node.op_type] += 1
             flops = 0.0
@@ -773,8 +779,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             shapes[node.input[at]][1] == onnx.TensorProto.FLOAT  # what ONNX Runtime lays out in NCHWc
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
-        arrays["lanes"][i] = gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None,
-                                          blocked[-1], scalar)
+        arrays["lanes"][i] = (ml.columns,) * len(LAYOUTS) if ml is not None and ml.columns else \
+            gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None, blocked[-1], scalar)
         arrays["operands"][i] = int8_operands(node, shapes)
         arrays["integer"][i] = integer_node(node)
         for key, tensors in (("in_width", node.input), ("out_width", node.output)):
