@@ -138,7 +138,7 @@ def predict(checkpoint: str, spec_path: str, models: list[str], target: str, bat
                     "parameters": g.params, "predictor": "gnn", **extra})
         if fingerprint is not None:
             out[-1]["zero_shot_latency_ms"] = _r(zero_shot[i])
-        if g.uncounted:  # a Loop's body, an operator the counter does not know: their work is not in the answer
+        if g.uncounted:  # a while loop's body, an operator the counter does not know: their work is not in the answer
             out[-1]["uncounted"] = dict(g.uncounted)
             if g.unobserved:  # the run that reads the shapes inference cannot tell failed: the user can help
                 out[-1]["unobserved"] = g.unobserved

@@ -61,7 +61,8 @@ def nodes(graph):
                 yield from nodes(sub)
 
 
-def _graphs(graph):
+def subgraphs(graph):
+    """A graph and every graph nested in it (If branches, Loop and Scan bodies), outermost first."""
     yield graph
     for node in nodes(graph):
         for a in node.attribute:
@@ -71,7 +72,7 @@ def _graphs(graph):
 def constants(graph) -> dict[str, Weight]:
     """Every constant tensor by name, subgraphs included: initializers and the values of Constant nodes."""
     out = {}
-    for g in _graphs(graph):
+    for g in subgraphs(graph):
         out.update({t.name: Weight(t.name, _dtype(t.data_type), tuple(t.dims)) for t in g.initializer})
     for node in nodes(graph):
         if node.op_type == "Constant" and node.output:

@@ -407,3 +407,109 @@ def test_a_decoding_attention_counts_the_keys_in_its_cache():
         m = model([node], declared, [info("y", None)], extra_domains=("com.microsoft",))
         g = from_onnx(m, shapes={"y": [1, 1, hidden]})
         assert g.flops[0] - 2 * g.macs - 5 * (1 + past) == rotary * 3 * (heads + 2) * head, rotary
+
+
+def _scan_distances(rows, samples, features):
+    """skl2onnx's pairwise distances: a Scan over the training samples, each a Sub and a ReduceSumSquare over
+    the rows (a k-nearest-neighbours classifier's), and a MatMul by an outer weight W."""
+    body = helper.make_graph(
+        [helper.make_node("Sub", ["x_in", "sample"], ["d"]),
+         helper.make_node("MatMul", ["d", "W"], ["dw"]),
+         helper.make_node("ReduceSumSquare", ["dw"], ["dist"], axes=[1], keepdims=0),
+         helper.make_node("Identity", ["x_in"], ["x_out"])],
+        "body", [info("x_in", [rows, features]), info("sample", [features])],
+        [info("x_out", [rows, features]), info("dist", [rows])])
+    scan = helper.make_node("Scan", ["x", "train"], ["x_last", "dists"], body=body, num_scan_inputs=1)
+    return model([scan], [info("x", [rows, features])], [info("dists", [samples, rows])],
+                 [tensor("train", (samples, features)), tensor("W", (features, features), seed=1)])
+
+
+def test_a_scans_body_is_counted_once_a_slice_and_reads_the_outer_weights():
+    rows, samples, features = 8, 50, 4
+    m = _scan_distances(rows, samples, features)
+    x = np.random.default_rng(0).standard_normal((rows, features)).astype(np.float32)
+    import onnxruntime as ort
+
+    (dists,) = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert dists.shape == (samples, rows)  # a real model: ONNX Runtime runs it
+    g = from_onnx(m)
+    assert g.uncounted == {}
+    assert g.macs == samples * rows * features * features
+    scan = m.graph.node[0]
+    body = next(a.g for a in scan.attribute if a.name == "body")
+    one = model(list(body.node), list(body.input), list(body.output), [tensor("W", (features, features), seed=1)])
+    assert g.flops.sum() == pytest.approx(samples * from_onnx(one).flops.sum())  # the body alone, once a slice
+    assert g.ops.count("MatMul") == samples  # one copy a slice, each its launches
+    # W, from outside the body, each slice; the training samples the Scan slices, once
+    assert g.weight_bytes.sum() == pytest.approx(samples * features * features * 4 + samples * features * 4)
+
+
+def test_a_loop_is_counted_for_its_trip_count_a_constant_or_read_in_a_run():
+    n = 16
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("MatMul", ["h_in", "W"], ["h_out"])],
+        "body", [info("i", [], TensorProto.INT64), info("cond_in", [], TensorProto.BOOL), info("h_in", [1, n])],
+        [info("cond_out", [], TensorProto.BOOL), info("h_out", [1, n])])
+    trip = numpy_helper.from_array(np.array(7, np.int64), "M")
+    go = numpy_helper.from_array(np.array(True), "go")
+    loop = helper.make_node("Loop", ["M", "go", "h"], ["h_last"], body=body)
+    g = from_onnx(model([loop], [info("h", [1, n])], [info("h_last", [1, n])], [trip, go, tensor("W", (n, n))]))
+    assert g.uncounted == {} and g.macs == 7 * n * n
+    # the trip count computed from the input (its length): only a run at the inputs tells it
+    length = [helper.make_node("Shape", ["steps"], ["shape"]),
+              helper.make_node("Gather", ["shape", "zero"], ["M"], axis=0)]
+    zero = numpy_helper.from_array(np.array(0, np.int64), "zero")
+    m = model(length + [loop], [info("h", [1, n]), info("steps", ["t"])], [info("h_last", [1, n])],
+              [zero, go, tensor("W", (n, n))])
+    feeds = {"h": np.zeros((1, n), np.float32), "steps": np.zeros(5, np.float32)}
+    assert from_onnx(m, feeds=feeds).macs == 5 * n * n
+    # a condition the body computes can end the loop early, and nothing tells how many times it ran: named
+    decides = helper.make_graph(
+        [helper.make_node("MatMul", ["h_in", "W"], ["h_out"]),
+         helper.make_node("ReduceSum", ["h_out"], ["total"], keepdims=0),
+         helper.make_node("Less", ["total", "limit"], ["cond_out"])],
+        "body", [info("i", [], TensorProto.INT64), info("cond_in", [], TensorProto.BOOL), info("h_in", [1, n])],
+        [info("cond_out", [], TensorProto.BOOL), info("h_out", [1, n])])
+    loop = helper.make_node("Loop", ["M", "go", "h"], ["h_last"], body=decides)
+    limit = numpy_helper.from_array(np.array(1.0, np.float32), "limit")
+    g = from_onnx(model([loop], [info("h", [1, n])], [info("h_last", [1, n])], [trip, go, limit, tensor("W", (n, n))]))
+    assert g.uncounted == {"Loop": 1} and g.macs == 0
+
+
+def test_a_loop_of_many_iterations_joins_the_graph_in_as_many_copies_as_fit():
+    from edgeatlas.predictor.graph import LOOP_NODES_MAX
+
+    rows, samples, features = 2, 3 * LOOP_NODES_MAX, 4
+    g = from_onnx(_scan_distances(rows, samples, features))
+    assert g.nodes <= 1 + LOOP_NODES_MAX
+    assert g.macs == samples * rows * features * features  # the work, all of it, in fewer copies
+    copies = LOOP_NODES_MAX // 4  # the body's four nodes a copy
+    assert g.flops[g.ops.index("MatMul")] == pytest.approx(samples / copies * rows * features * 2 * features)
+
+
+def test_a_loop_as_torchs_exporter_writes_it_a_list_carried_and_its_condition_set_true():
+    """torch.jit.script's `for t in range(x.size(0))`, outputs appended to a list: the trip count is the
+    input's length, the condition an Identity of an outer true, the list a sequence carried through."""
+    n, steps = 8, 6
+    seq = helper.make_tensor_sequence_value_info("outs_in", TensorProto.FLOAT, None)
+    body = helper.make_graph(
+        [helper.make_node("Gather", ["x", "t"], ["xt"], axis=0), helper.make_node("MatMul", ["xt", "W"], ["h"]),
+         helper.make_node("SequenceInsert", ["outs_in", "h"], ["outs_out"]),
+         helper.make_node("Identity", ["true"], ["cond_out"])],
+        "body", [info("t", [], TensorProto.INT64), info("cond_in", [], TensorProto.BOOL), seq],
+        [info("cond_out", [], TensorProto.BOOL),
+         helper.make_tensor_sequence_value_info("outs_out", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Shape", ["x"], ["shape"]), helper.make_node("Gather", ["shape", "zero"], ["M"], axis=0),
+             helper.make_node("SequenceEmpty", [], ["outs"], dtype=TensorProto.FLOAT),
+             helper.make_node("Loop", ["M", "true", "outs"], ["outs_last"], body=body),
+             helper.make_node("ConcatFromSequence", ["outs_last"], ["y"], axis=0, new_axis=1)]
+    consts = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array(True), "true"),
+              tensor("W", (n, n))]
+    m = model(nodes, [info("x", ["steps", 1, n])], [info("y", ["steps", 1, n])], consts)
+    x = np.ones((steps, 1, n), np.float32)
+    import onnxruntime as ort
+
+    (y,) = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert y.shape == (steps, 1, n)
+    g = from_onnx(m, specs=(InputSpec("x", "float32", (steps, 1, n)),), feeds={"x": x})
+    assert g.uncounted == {} and g.macs == steps * n * n
