@@ -103,6 +103,7 @@ class OpGraph:
     uncounted: dict = field(default_factory=dict)  # op → nodes whose FLOPs are not known (counted as 0)
     observed: dict = field(default_factory=dict)  # tensor → shape seen in a run where inference could not tell
     branches: dict = field(default_factory=dict)  # If's first output → whether its then-branch was featurized
+    loops: dict = field(default_factory=dict)  # Loop's or Scan's first output → the iterations featurized
     # bytes per element of each node's first input and first output (None: FLOAT_WIDTH everywhere): an int8
     # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
     in_width: np.ndarray | None = None
@@ -546,7 +547,8 @@ def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict, errors: li
 
 
 def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
-                  shapes: dict | None = None, feeds: dict | None = None, branches: dict | None = None) -> OpGraph:
+                  shapes: dict | None = None, feeds: dict | None = None, branches: dict | None = None,
+                  loops: dict | None = None) -> OpGraph:
     """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
     extended optimizations run, fusions included (a convolution with its activation as FusedConv,
     MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
@@ -555,14 +557,16 @@ def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: t
     not know ONNX Runtime's own operators, so tensor shapes are read by name from the basic view, whose
     operators are standard and which the fusions keep the tensor names of. Other runtimes, or where ONNX
     Runtime cannot load the graph: the graph as given (`as_runtime_runs`). An If runs one of its branches,
-    and that branch is what is featurized (`inline_branches`; `branches`: the choices observed before)."""
+    and that branch is what is featurized (`inline_branches`; `branches`: the choices observed before); a Loop
+    its body, as many times as it iterates (`loops`: the iterations observed before)."""
     model, taken = inline_branches(model, feeds, branches)
     basic = as_runtime_runs(model, runtime)
     fused = _ort_view(basic, "extended") if basic is not model else None
     if fused is None:
-        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken)
+        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken, loops=loops)
     known, _ = _tensor_shapes(basic, specs, name, shapes, feeds)
-    return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known, branches=taken)
+    return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known, branches=taken,
+                     loops=loops)
 
 
 def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str],
@@ -575,13 +579,13 @@ def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str],
 
 
 def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None,
-                 feeds: dict | None = None, branches: dict | None = None) -> dict:
+                 feeds: dict | None = None, branches: dict | None = None, loops: dict | None = None) -> dict:
     """A model reference's summary at the spec's shapes, batch 1: parameters (initializers and Constant
     nodes), multiply-accumulates of the linear ops (Conv, MatMul, Gemm, their integer and quantised forms,
     recurrent cells, Einsum, Attention), FLOPs of every op counted (2 per MAC), the ops not counted, the
     precision of the weights, the op histogram and the opset; with `feeds`, the shapes a run observed where
     inference could not tell (`shapes`, for a featurizer that does not run models: the coordinator's)."""
-    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds, branches=branches)
+    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds, branches=branches, loops=loops)
     summary = {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
                "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
                "ops": dict(Counter(graph.ops).most_common()),
@@ -592,6 +596,8 @@ def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None 
         summary["unobserved"] = graph.unobserved
     if graph.branches:
         summary["branches"] = graph.branches
+    if graph.loops:
+        summary["loops"] = graph.loops
     return summary
 
 
@@ -706,12 +712,14 @@ def _tensor_type(text: str) -> int:
 
 
 def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
-              feeds: dict | None = None, known: dict | None = None, branches: dict | None = None) -> OpGraph:
+              feeds: dict | None = None, known: dict | None = None, branches: dict | None = None,
+              loops: dict | None = None) -> OpGraph:
     """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
     are set to 1. Where inference cannot tell a tensor's shape, `known` (another view of the same graph,
     `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
     (`observed_shapes`; kept in `OpGraph.observed`). An If is featurized as the branch it runs
-    (`inline_branches`; the choices kept in `OpGraph.branches`)."""
+    (`inline_branches`; the choices kept in `OpGraph.branches`), a Loop or Scan as its body as many times as it
+    iterates (`with_loop_bodies`; `loops`: iterations observed before, kept in `OpGraph.loops`)."""
     check_operators(model, name or model.graph.name)
     params = onnx_model.parameters(model.graph)  # the file's, every branch's weights included
     model, taken = inline_branches(model, feeds, branches)
@@ -792,8 +800,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             arrays["act"][i] = act_in + act_out
     fused, reordered = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
                                      frozenset(o.name for o in graph.output))
-    loops = _loop_bodies(model, shapes, ints, feeds, name or graph.name)
-    for at in loops:  # the node itself only runs its body: the body's nodes carry the work
+    bodies = _loop_bodies(model, shapes, ints, feeds, name or graph.name, loops or {})
+    for at in bodies:  # the node itself only runs its body: the body's nodes carry the work
         category[at] = CATEGORIES.index("view")
     whole = OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
@@ -803,8 +811,9 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
                    integer=arrays["integer"].astype(bool), unobserved=unobserved[0] if unobserved else "",
-                   fused=fused, reordered=reordered, rereads=arrays["rereads"])
-    return with_loop_bodies(whole, loops) if loops else whole
+                   fused=fused, reordered=reordered, rereads=arrays["rereads"],
+                   loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()})
+    return with_loop_bodies(whole, bodies) if bodies else whole
 
 
 # A Loop or Scan runs its body once an iteration, and its work is there: a k-nearest-neighbours classifier as
@@ -814,18 +823,22 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
 # iterations, up to LOOP_NODES_MAX nodes of them (past it, fewer copies carry more work each, and the
 # operators' launches between them go uncharged).
 LOOP_NODES_MAX = 8192
+ITERATIONS_MAX = (1 << 31) - 1  # a trip count past this (a while loop's INT64_MAX) is no count
 _LOOPS = ("Loop", "Scan")
 
 
-def _loop_bodies(model: onnx.ModelProto, shapes: dict, ints: dict, feeds: dict | None,
-                 name: str) -> dict[int, tuple[OpGraph, int]]:
+def _loop_bodies(model: onnx.ModelProto, shapes: dict, ints: dict, feeds: dict | None, name: str,
+                 given: dict) -> dict[int, tuple[OpGraph, int]]:
     """{node index: (its body's graph, iterations)} of the graph's Loops and Scans whose iterations are known
-    (`_iterations`) and whose body can be featurized; the others stay as they are, named as not counted."""
+    (`given`: {first output: iterations} observed before, where a run read them; else `_iterations`) and whose
+    body can be featurized; the others stay as they are, named as not counted."""
     out = {}
     for i, node in enumerate(model.graph.node):
         if node.op_type not in _LOOPS or _domain(node.domain) != "" or _attr_graph(node, "body") is None:
             continue
-        iterations = _iterations(model, node, shapes, ints, feeds)
+        seen = given.get(node.output[0]) if node.output else None
+        iterations = seen if isinstance(seen, int) and 0 <= seen <= ITERATIONS_MAX else \
+            _iterations(model, node, shapes, ints, feeds)
         body = _body_model(model, node, shapes) if iterations is not None else None
         if body is None:
             continue
@@ -865,7 +878,7 @@ def _iterations(model: onnx.ModelProto, node: onnx.NodeProto, shapes: dict, ints
     if value is None and feeds is not None:
         seen = np.asarray(_run_for(model, [trip], feeds).get(trip, [])).reshape(-1)
         value = [int(seen[0])] if seen.size == 1 else None
-    return int(value[0]) if value and len(value) == 1 and 0 <= value[0] <= np.iinfo(np.int32).max else None
+    return int(value[0]) if value and len(value) == 1 and 0 <= value[0] <= ITERATIONS_MAX else None
 
 
 def _passes_condition(body, outer) -> bool:

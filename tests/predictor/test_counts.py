@@ -1,6 +1,8 @@
 """The one counter of parameters, MACs, FLOPs and precision (predictor/graph.py, protos/onnx_model.py), checked
 against hand counts on small graphs of each kind of op it meets in real models."""
 
+import json
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -463,6 +465,15 @@ def test_a_loop_is_counted_for_its_trip_count_a_constant_or_read_in_a_run():
               [zero, go, tensor("W", (n, n))])
     feeds = {"h": np.zeros((1, n), np.float32), "steps": np.zeros(5, np.float32)}
     assert from_onnx(m, feeds=feeds).macs == 5 * n * n
+    # the coordinator runs no model: the iterations the registration's run read travel in its summary
+    specs = (InputSpec("h", "float32", (1, n)), InputSpec("steps", "float32", (5,)))
+    summary = onnx_summary(m, specs, feeds=feeds)
+    assert summary["loops"] == {"h_last": 5}
+    assert from_onnx(m, specs=specs).uncounted == {"Loop": 1}
+    from edgeatlas.coordinator.predictions import graph_of
+
+    g = graph_of(m, "m", inputs.to_json(specs), json.dumps(summary), runtime="onnxruntime")
+    assert g.macs == 5 * n * n and g.uncounted == {}
     # a condition the body computes can end the loop early, and nothing tells how many times it ran: named
     decides = helper.make_graph(
         [helper.make_node("MatMul", ["h_in", "W"], ["h_out"]),
