@@ -524,3 +524,56 @@ def test_a_loop_as_torchs_exporter_writes_it_a_list_carried_and_its_condition_se
     assert y.shape == (steps, 1, n)
     g = from_onnx(m, specs=(InputSpec("x", "float32", (steps, 1, n)),), feeds={"x": x})
     assert g.uncounted == {} and g.macs == steps * n * n
+
+
+def _moe(kind, hidden, inter, experts, k, bits=4, block=0, level=0):
+    """A mixture of experts as onnxruntime-genai writes it (MoE in float, QMoE packed), its router's logits an
+    input; tokens a dynamic dimension."""
+    rng = np.random.default_rng(0)
+    if kind == "MoE":
+        inits = [numpy_helper.from_array(rng.standard_normal((experts, inter, hidden)).astype(np.float32), "fc1"),
+                 numpy_helper.from_array(rng.standard_normal((experts, hidden, inter)).astype(np.float32), "fc2")]
+        ins, attrs = ["x", "probs", "fc1", "", "fc2"], {}
+    else:
+        scales = (lambda rows, cols: (experts, rows, cols // block)) if block else (lambda rows, cols: (experts, rows))
+        def packed(rows, cols):
+            return rng.integers(0, 255, (experts, rows, cols * bits // 8)).astype(np.uint8)
+
+        inits = [numpy_helper.from_array(packed(inter, hidden), "fc1"),
+                 numpy_helper.from_array(rng.random(scales(inter, hidden)).astype(np.float32) * 0.01, "fc1_s"),
+                 numpy_helper.from_array(packed(hidden, inter), "fc2"),
+                 numpy_helper.from_array(rng.random(scales(hidden, inter)).astype(np.float32) * 0.01, "fc2_s")]
+        ins, attrs = ["x", "probs", "fc1", "fc1_s", "", "fc2", "fc2_s"], \
+            {"expert_weight_bits": bits, "block_size": block, "accuracy_level": level}
+    node = helper.make_node(kind, ins, ["y"], domain="com.microsoft", k=k, activation_type="silu", **attrs)
+    return model([node], [info("x", ["tokens", hidden]), info("probs", ["tokens", experts])],
+                 [info("y", ["tokens", hidden])], inits, extra_domains=("com.microsoft",))
+
+
+@pytest.mark.parametrize("kind,bits,block,level,int8", [("MoE", 32, 0, 0, False), ("QMoE", 4, 32, 0, False),
+                                                         ("QMoE", 4, 32, 4, True), ("QMoE", 8, 32, 0, True),
+                                                         ("QMoE", 8, 0, 0, False)])
+def test_a_mixture_of_experts_multiplies_each_token_by_k_experts_and_reads_the_experts_picked(
+        kind, bits, block, level, int8):
+    import onnxruntime as ort
+
+    from edgeatlas.predictor.graph import experts_touched
+
+    hidden, inter, experts, k = 64, 128, 8, 2
+    m = _moe(kind, hidden, inter, experts, k, bits, block, level)
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for tokens in (1, 64):
+        probs = np.random.default_rng(1).random((tokens, experts), np.float32)
+        feeds = {"x": np.ones((tokens, hidden), np.float32), "probs": probs}
+        assert session.run(None, feeds)[0].shape == (tokens, hidden)
+        g = from_onnx(m, specs=(InputSpec("x", "float32", (tokens, hidden)), InputSpec("probs", "float32",
+                                                                                           (tokens, experts))),
+                      feeds=feeds)  # its output's shape: ONNX does not infer it, one run observes it
+        assert g.uncounted == {} and g.macs == tokens * k * 2 * inter * hidden
+        touched = experts_touched(tokens, k, experts)
+        assert touched == pytest.approx(k if tokens == 1 else experts, rel=0.01)
+        stored = sum(numpy_helper.to_array(t).nbytes for t in m.graph.initializer)  # weights and scales
+        assert g.weight_bytes[0] == pytest.approx(touched / experts * stored)  # of the experts picked, no more
+        assert bool(g.integer[0]) == int8
+        materialized = g.act_bytes[0] - 2 * tokens * hidden * 4 - tokens * experts * 4
+        assert materialized == pytest.approx(8 * touched * 2 * inter * hidden if kind == "QMoE" and not block else 0)

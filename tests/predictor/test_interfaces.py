@@ -275,14 +275,17 @@ accelerator: {kind: asic, name: KWS-1, int8_tops: 0.00005, memory_gb: 0.000064, 
 
 
 def test_an_answer_names_the_operators_whose_work_it_does_not_count(checkpoint, env, tmp_path):
-    """A Loop's body runs as many times as the data says: its work is not counted, and the answer says so
-    rather than passing a fraction of the model's time off as all of it. An If is counted as its branch."""
+    """A while loop's body runs as many times as its data says: its work is not counted, and the answer says so
+    rather than passing a fraction of the model's time off as all of it. A Loop of a known trip count is
+    counted, its body once an iteration."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper, save
 
     w = numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")
-    body = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-                              helper.make_node("MatMul", ["h_in", "w"], ["h_out"])], "body",
+    limit = numpy_helper.from_array(np.array(1.0, np.float32), "limit")
+    body = helper.make_graph([helper.make_node("MatMul", ["h_in", "w"], ["h_out"]),
+                              helper.make_node("ReduceSum", ["h_out"], ["total"], keepdims=0),
+                              helper.make_node("Less", ["total", "limit"], ["cond_out"])], "body",
                              [helper.make_tensor_value_info("i", TensorProto.INT64, []),
                               helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
                               helper.make_tensor_value_info("h_in", TensorProto.FLOAT, [1, 64])],
@@ -292,7 +295,7 @@ def test_an_answer_names_the_operators_whose_work_it_does_not_count(checkpoint, 
              helper.make_node("Constant", [], ["go"], value=numpy_helper.from_array(np.array(True))),
              helper.make_node("Loop", ["n", "go", "x"], ["y"], body=body)]
     graph = helper.make_graph(nodes, "looped", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w, limit])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     save(model, tmp_path / "looped.onnx")
@@ -304,6 +307,12 @@ def test_an_answer_names_the_operators_whose_work_it_does_not_count(checkpoint, 
     proc = run_cli(*args, env=env)
     assert proc.returncode == 0 and "FLOPs not counted for Loop ×1" in proc.stdout, proc.stderr
     assert "shapes are unknown" not in proc.stdout  # nothing failed: a Loop's body is just not counted
+    counted = helper.make_graph([helper.make_node("Identity", ["cond_in"], ["cond_out"]), body.node[0]], "body",
+                                list(body.input), list(body.output))
+    model.graph.node[2].attribute[0].g.CopyFrom(counted)  # the condition passed through: the trip count, 8, ends it
+    save(model, tmp_path / "looped.onnx")
+    answer = json.loads(run_cli(*args, "--json", env=env).stdout)
+    assert "uncounted" not in answer and answer["gflops"] == round(8 * 2 * 64 * 64 / 1e9, 4)
     # where the run that reads shapes fails, the answer says why and what gives it the values it needs
     from tests.predictor.test_featurizers import reshaped_model
 
