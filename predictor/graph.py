@@ -1146,14 +1146,8 @@ def moe_materialized(node: onnx.NodeProto, ins: list) -> float:
     its block-wise twin took 0.68. 0 for every other node."""
     if node.op_type != "QMoE" or int(_attr(node, "block_size", 0) or 0) > 0:
         return 0.0
-    flops, macs = _moe_flops(node, ins)
-    x = ins[0] if ins else None
-    if flops is None or not macs or not _known(x) or not x:
-        return 0.0
-    experts = ins[_MOE["QMoE"][0]][0]
-    tokens = _elems(x) / max(x[-1], 1)
-    per_expert = macs / (tokens * _moe_k(node, experts))
-    return 8.0 * experts_touched(tokens, _moe_k(node, experts), experts) * per_expert
+    route, per_expert = _moe_routing(node, ins), _expert_weights(node, ins)
+    return 0.0 if route is None or per_expert is None else 8.0 * route[3] * per_expert
 
 
 def experts_touched(tokens: float, k: int, experts: int) -> float:
@@ -1164,28 +1158,45 @@ def experts_touched(tokens: float, k: int, experts: int) -> float:
     return experts * (1.0 - (1.0 - min(k, experts) / experts) ** max(tokens, 0.0))
 
 
-def _moe_k(node: onnx.NodeProto, experts: int) -> int:
-    return max(1, min(int(_attr(node, "k", 1) or 1), max(experts, 1)))
+def _moe_routing(node: onnx.NodeProto, ins: list) -> tuple[float, int, int, float] | None:
+    """(tokens, k, experts, experts touched: `experts_touched`) of a mixture of experts (`_MOE`); None where its
+    input's or its first layer's shape is not known."""
+    x = ins[0] if ins else None
+    at = _MOE[node.op_type][0]
+    first = ins[at] if at < len(ins) else None
+    if not _known(x) or not x or not _known(first) or not first:
+        return None
+    tokens, experts = _elems(x) / max(x[-1], 1), first[0]
+    k = max(1, min(int(_attr(node, "k", 1) or 1), max(experts, 1)))
+    return tokens, k, experts, experts_touched(tokens, k, experts)
+
+
+def _expert_weights(node: onnx.NodeProto, ins: list) -> float | None:
+    """The weight elements of one expert of a mixture of experts (`_MOE`), its layers' [experts, rows, columns]
+    unpacked (a packed QMoE weight holds 8 / bits of them a byte); None where its first two layers' shapes
+    are not known."""
+    layers = [ins[i] if i < len(ins) else None for i in _MOE[node.op_type]]
+    if not all(_known(w) and len(w) == 3 for w in layers[:2]):
+        return None
+    bits = int(_attr(node, "expert_weight_bits", 4) or 4) if node.op_type == "QMoE" else 0
+    elements = 0.0
+    for i, w in enumerate(layers):
+        if w is not None and _known(w) and len(w) == 3:
+            own = int(_attr(node, f"fc{i + 1}_expert_weight_bits", bits) or bits) if bits else 0
+            elements += w[1] * w[2] * (8 / own if own else 1)
+    return elements
 
 
 def _moe_flops(node: onnx.NodeProto, ins: list) -> tuple[float | None, float]:
     """(FLOPs, MACs) of a mixture of experts (`_MOE`): each token through k experts' layers, whose multiply-adds
-    are their weights' elements (a packed QMoE weight holds 8 / bits of them a byte); in QMoE, the experts
-    touched dequantized (`NBITS_DEQUANTIZE` an element)."""
-    x = ins[0] if ins else None
-    layers = [ins[i] if i < len(ins) else None for i in _MOE[node.op_type]]
-    if not _known(x) or not x or not all(_known(w) and len(w) == 3 for w in layers[:2]):
+    are their weights' elements (`_expert_weights`); in QMoE, the experts touched dequantized
+    (`NBITS_DEQUANTIZE` an element)."""
+    route, per_expert = _moe_routing(node, ins), _expert_weights(node, ins)
+    if route is None or per_expert is None:
         return None, 0.0
-    bits = int(_attr(node, "expert_weight_bits", 4) or 4) if node.op_type == "QMoE" else 0
-    per_expert = 0.0
-    for i, w in enumerate(layers):
-        if w is not None and _known(w) and len(w) == 3:
-            own = int(_attr(node, f"fc{i + 1}_expert_weight_bits", bits) or bits) if bits else 0
-            per_expert += w[1] * w[2] * (8 / own if own else 1)
-    experts = layers[0][0]
-    tokens = _elems(x) / max(x[-1], 1)
-    macs = tokens * _moe_k(node, experts) * per_expert
-    dequantized = NBITS_DEQUANTIZE * experts_touched(tokens, _moe_k(node, experts), experts) * per_expert if bits else 0
+    tokens, k, _, touched = route
+    macs = tokens * k * per_expert
+    dequantized = NBITS_DEQUANTIZE * touched * per_expert if node.op_type == "QMoE" else 0
     return 2 * macs + dequantized, macs
 _RECURRENT = ("LSTM", "GRU", "RNN", "DynamicQuantizeLSTM")
 
@@ -1196,10 +1207,9 @@ def _weights_read(node: onnx.NodeProto, ins: list, weights: dict) -> float:
     BERT-base's 94 MB table, 128 tokens, 0.4 MB; counted whole, multilingual-e5-small's 384 MB was read each
     query)."""
     read = sum(weights.get(t, 0) for t in node.input)
-    if node.op_type in _MOE and ins and _known(ins[0]) and ins[0] and len(ins) > _MOE[node.op_type][0] and \
-            _known(ins[_MOE[node.op_type][0]]):  # the experts its tokens are routed to, not all of them
-        experts = ins[_MOE[node.op_type][0]][0]
-        share = experts_touched(_elems(ins[0]) / max(ins[0][-1], 1), _moe_k(node, experts), experts) / max(experts, 1)
+    route = _moe_routing(node, ins) if node.op_type in _MOE else None
+    if route is not None:  # the experts its tokens are routed to, not all of them
+        share = route[3] / max(route[2], 1)
         return sum(weights.get(t, 0) * (share if i >= 2 else 1) for i, t in enumerate(node.input))
     tables, at, axis = _GATHERED.get(node.op_type, ((), 0, ""))
     indices = ins[at] if at < len(ins) else None
