@@ -970,16 +970,15 @@ def with_loop_bodies(g: OpGraph, loops: dict[int, tuple[OpGraph, int]]) -> OpGra
         macs += body.macs * iterations
         copies = max(1, min(iterations, LOOP_NODES_MAX // max(body.nodes, 1)))
         share = iterations / copies
-        heads = sorted(set(range(body.nodes)) - set(body.edges[1].tolist()))
-        tails = sorted(set(range(body.nodes)) - set(body.edges[0].tolist()))
-        before = [at]
+        heads = np.array(sorted(set(range(body.nodes)) - set(body.edges[1].tolist())), np.int64)
+        tail = min(set(range(body.nodes)) - set(body.edges[0].tolist()))  # a body's graph has no cycle
+        before = at
         for _ in range(copies):
             for k in per_node:
                 parts[k].append(getattr(body, k) * share if k in scaled else getattr(body, k))
             ops += body.ops
-            edges += [body.edges + offset, np.array([[b for b in before for _ in heads], [offset + h for _ in before
-                                                                                        for h in heads]], np.int64)]
-            before = [offset + t for t in tails[:1]]
+            edges += [body.edges + offset, np.stack([np.full(len(heads), before), heads + offset])]
+            before = offset + tail
             offset += body.nodes
     arrays = {k: np.concatenate(v) for k, v in parts.items()}
     return replace(g, ops=ops, edges=np.concatenate(edges, axis=1).astype(np.int64), macs=macs,
