@@ -321,11 +321,14 @@ def load_dir(root: str | Path, say=lambda _: None, limit: int = 0) -> Samples:
     rows = data.rows[:limit] if limit else data.rows
     if not rows:
         raise InvalidInput(f"{root}: latency_ms.csv has no rows")
-    if data.family in ("fbnet", "zoo"):
-        from edgeatlas.predictor.datasets.fbnet import parse_fbnet
-        from edgeatlas.predictor.datasets.zoo import parse
-        for row in rows:  # a malformed row is named before minutes of featurizing
-            (parse_fbnet if data.family == "fbnet" else parse)(row.arch)
+    from edgeatlas.predictor.datasets.fbnet import parse_fbnet
+    from edgeatlas.predictor.datasets.zoo import parse
+    parser = {"fbnet": parse_fbnet, "zoo": parse, "nasbench201": nb.parse_nb201}[data.family]
+    for row in rows:  # a malformed row is named before minutes of featurizing
+        try:
+            parser(row.arch)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{root}: index {row.index}: {exc}") from None
     ran = {c.runtime.lower() for c in data.columns.values()}
     graphs = family_graphs(data.family, [r.arch for r in rows], say,  # all rows: one cache for every subset
                            runtime=ran.pop() if len(ran) == 1 else "")

@@ -21,13 +21,14 @@ from onnx import TensorProto, helper
 from edgeatlas.predictor.onnx_build import GraphBuilder
 from edgeatlas.protos.errors import InvalidInput
 from edgeatlas.protos.records import Setting
-from edgeatlas.protos.spec import SpecSheet
+from edgeatlas.protos.spec import TARGETS, SpecSheet
 
 CITATION = ("NAS-Bench-201 latency as published with HELP (Lee et al., NeurIPS 2021, MIT licence); "
             "Pixel 3 values from HW-NAS-Bench (Li et al., ICLR 2021)")
 SAMPLE_DIR = Path(__file__).parent / "nasbench201_sample"
 # The first column of latency_ms.csv names the architecture family its arch_str belongs to.
 INDEX_COLUMNS = {"nb201_index": "nasbench201", "fbnet_index": "fbnet", "zoo_index": "zoo"}
+COUNT_MAX = 1 << 20  # a batch or thread count past this is no setting
 
 
 @dataclass(frozen=True)
@@ -72,37 +73,98 @@ class Dataset:
 
 
 def load(root: str | Path) -> Dataset:
+    """A data directory's settings and rows, every field checked: a malformed file is named in one line
+    (which file, which line or column, what is wrong), never half loaded."""
     root = Path(root)
     settings_path, csv_path = root / "settings.yaml", root / "latency_ms.csv"
     if not settings_path.is_file() or not csv_path.is_file():
         raise InvalidInput(f"{root} is not a data directory of published latencies (settings.yaml, latency_ms.csv)")
-    settings = yaml.safe_load(settings_path.read_text()) or {}
+    columns = _columns(root, settings_path)
+    rows, seen = [], set()
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = set(columns) - set(header)
+            if missing:
+                raise InvalidInput(f"{csv_path}: columns {sorted(missing)} named in settings.yaml are missing")
+            index = next((c for c in INDEX_COLUMNS if c in header), None)
+            if index is None or "arch_str" not in header:
+                raise InvalidInput(f"{csv_path}: needs arch_str and an index column ({', '.join(INDEX_COLUMNS)})")
+            for record in reader:
+                row = _row(record, index, columns, f"{csv_path} line {reader.line_num}")
+                if row.index in seen:
+                    raise InvalidInput(f"{csv_path} line {reader.line_num}: {index} {row.index} appears twice")
+                seen.add(row.index)
+                rows.append(row)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{csv_path}: not UTF-8 text (byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"{csv_path}: not CSV ({exc})") from None
+    return Dataset(root=root, columns=columns, rows=rows, family=INDEX_COLUMNS[index])
+
+
+def _columns(root: Path, path: Path) -> dict[str, Column]:
+    """settings.yaml: {column: {spec, target, batch, runtime, threads, ...}}, each checked."""
+    try:
+        settings = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InvalidInput(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', None) or 'unreadable'})") from None
+    if not isinstance(settings, dict) or not settings:
+        raise InvalidInput(f"{path}: expected a mapping of column name to its setting")
+    sheets: dict[str, SpecSheet] = {}
     columns = {}
     for name, entry in settings.items():
-        spec = SpecSheet.load(root / entry["spec"])
-        columns[name] = Column(name=name, spec=spec, target=entry.get("target") or "cpu",
-                               batch=int(entry.get("batch") or 0), runtime=entry.get("runtime") or "unknown",
-                               threads=int(entry.get("threads") or 0))
-    rows = []
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = set(columns) - set(header)
-        if missing:
-            raise InvalidInput(f"{csv_path}: columns {sorted(missing)} named in settings.yaml are missing")
-        index = next((c for c in INDEX_COLUMNS if c in header), None)
-        if index is None or "arch_str" not in header:
-            raise InvalidInput(f"{csv_path}: needs arch_str and an index column ({', '.join(INDEX_COLUMNS)})")
-        for record in reader:
-            values = {}
-            for name in columns:
-                text = record.get(name, "")
-                if text:
-                    value = float(text)
-                    if math.isfinite(value) and value > 0:
-                        values[name] = value
-            rows.append(Row(index=int(record[index]), arch=record["arch_str"], latency_ms=values))
-    return Dataset(root=root, columns=columns, rows=rows, family=INDEX_COLUMNS[index])
+        where = f"{path}: column {str(name)[:40]!r}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("spec"), str) or not entry["spec"]:
+            raise InvalidInput(f"{where}: expected a mapping with spec: PATH (and target, batch, runtime, threads)")
+        if entry["spec"] not in sheets:
+            try:
+                sheets[entry["spec"]] = SpecSheet.load(root / entry["spec"])
+            except InvalidInput as exc:
+                raise InvalidInput(f"{where}: {exc}") from None
+        target = entry.get("target") or "cpu"
+        if target not in TARGETS:
+            raise InvalidInput(f"{where}: target {str(target)[:20]!r} is not one of {', '.join(TARGETS)}")
+        columns[str(name)] = Column(name=str(name), spec=sheets[entry["spec"]], target=target,
+                                    batch=_count(entry, "batch", where), runtime=str(entry.get("runtime") or "unknown"),
+                                    threads=_count(entry, "threads", where))
+    return columns
+
+
+def _count(entry: dict, key: str, where: str) -> int:
+    """A setting's batch or threads: a whole number from 0 (unsaid) to COUNT_MAX."""
+    value = entry.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= COUNT_MAX:
+        raise InvalidInput(f"{where}: {key} {str(value)[:20]!r} is not a whole number from 0 to {COUNT_MAX}")
+    return value
+
+
+def _row(record: dict, index: str, columns: dict[str, Column], where: str) -> Row:
+    """One line of latency_ms.csv: its index, arch and the cells it has (an empty, NaN, infinite, zero or
+    negative cell is missing: publishers write -1 or 0 for a network they did not time)."""
+    text = (record.get(index) or "").strip()
+    if not text.isdigit():
+        raise InvalidInput(f"{where}: {index} {text[:20]!r} is not a whole number")
+    arch = (record.get("arch_str") or "").strip()
+    if not arch:
+        raise InvalidInput(f"{where}: arch_str is empty")
+    values = {}
+    for name in columns:
+        cell = (record.get(name) or "").strip()
+        if not cell:
+            continue
+        try:
+            value = float(cell)
+        except ValueError:
+            raise InvalidInput(f"{where}: column {name!r} holds {cell[:20]!r}, not a latency in ms") from None
+        if math.isfinite(value) and value > 0:
+            values[name] = value
+    return Row(index=int(text), arch=arch, latency_ms=values)
 
 
 def spread_sample(dataset: Dataset, n: int, column: str = "pixel3") -> list[Row]:
@@ -130,13 +192,13 @@ def parse_nb201(arch: str) -> list[list[tuple[str, int]]]:
         for edge in edges:
             op, _, src = edge.partition("~")
             if op not in NB201_OPS or not src.isdigit() or int(src) >= j:
-                raise InvalidInput(f"arch {arch!r}: edge {edge!r} of node {j} is not op~i with i < {j}")
+                raise InvalidInput(f"arch {arch[:80]!r}: edge {edge[:40]!r} of node {j} is not op~i with i < {j}")
             parsed.append((op, int(src)))
         if sorted(i for _, i in parsed) != list(range(j)):
-            raise InvalidInput(f"arch {arch!r}: node {j} must have one edge from each of nodes 0..{j - 1}")
+            raise InvalidInput(f"arch {arch[:80]!r}: node {j} must have one edge from each of nodes 0..{j - 1}")
         nodes.append(parsed)
     if len(nodes) != 3:
-        raise InvalidInput(f"arch {arch!r}: expected 3 node groups separated by '+', got {len(nodes)}")
+        raise InvalidInput(f"arch {arch[:80]!r}: expected 3 node groups separated by '+', got {len(nodes)}")
     return nodes
 
 

@@ -1,3 +1,6 @@
+import shutil
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -94,11 +97,78 @@ def test_both_families_load_as_samples_that_know_their_family(tmp_path, monkeypa
 
 
 def test_a_data_directory_without_an_index_column_is_refused(tmp_path):
-    import shutil
-
     shutil.copy(nb.SAMPLE_DIR / "settings.yaml", tmp_path / "settings.yaml")
     shutil.copytree(nb.SAMPLE_DIR / "specs", tmp_path / "specs")
     lines = (nb.SAMPLE_DIR / "latency_ms.csv").read_text().splitlines()
     (tmp_path / "latency_ms.csv").write_text("\n".join([lines[0].replace("nb201_index", "id")] + lines[1:3]))
     with pytest.raises(InvalidInput, match="index column"):
         nb.load(tmp_path)
+
+
+def _corrupted(tmp_path, file: str, edit) -> Path:
+    """The bundled sample with one file edited: `edit(text) -> text`."""
+    root = tmp_path / "data"
+    shutil.copytree(nb.SAMPLE_DIR, root)
+    path = root / file
+    path.write_bytes(edit(path.read_bytes().decode()).encode("utf-8", "surrogateescape"))
+    return root
+
+
+def _cell(line: int, value: str, field: int = 2):
+    """An edit: the file's `line` (1 = the header) with its field `field` (2: the first latency) set to `value`."""
+    def edit(text):
+        lines = text.splitlines()
+        fields = lines[line - 1].split(",")
+        fields[field] = value
+        lines[line - 1] = ",".join(fields)
+        return "\n".join(lines) + "\n"
+    return edit
+
+
+MALFORMED = {  # file, edit, what the one-line error names
+    "word in a cell": ("latency_ms.csv", _cell(3, "fast"), "line 3: column '1080ti_1' holds 'fast'"),
+    "index not a number": ("latency_ms.csv", _cell(3, "x2", field=0), "line 3: nb201_index 'x2'"),
+    "index twice": ("latency_ms.csv", _cell(3, "1", field=0), "line 3: nb201_index 1 appears twice"),
+    "empty arch": ("latency_ms.csv", _cell(3, " ", field=1), "line 3: arch_str is empty"),
+    "not UTF-8": ("latency_ms.csv", lambda t: "\udcff" + t, "not UTF-8"),
+    "YAML broken": ("settings.yaml", lambda t: t + "- 1\n", "not valid YAML at line"),
+    "a list, not a mapping": ("settings.yaml", lambda t: "- 1\n- 2\n", "expected a mapping"),
+    "column without a spec": ("settings.yaml", lambda t: t.replace("spec: specs/gtx_1080_ti.yaml,", "", 1),
+                              "column '1080ti_1': expected a mapping with spec"),
+    "batch a word": ("settings.yaml", lambda t: t.replace("batch: 1,", "batch: one,", 1),
+                     "batch 'one' is not a whole number"),
+    "unknown target": ("settings.yaml", lambda t: t.replace("target: gpu", "target: gpu9", 1),
+                       "target 'gpu9' is not one of"),
+    "spec sheet missing": ("settings.yaml", lambda t: t.replace("specs/gtx_1080_ti.yaml", "specs/none.yaml", 1),
+                           "cannot read spec sheet"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_data_directory_is_named_in_one_line(tmp_path, case):
+    file, edit, needle = MALFORMED[case]
+    with pytest.raises(InvalidInput) as err:
+        nb.load(_corrupted(tmp_path, file, edit))
+    message = str(err.value)
+    assert needle in message and "\n" not in message and file.split(".")[0] in message
+
+
+def test_data_cells_publishers_leave_empty_are_missing_not_errors(tmp_path):
+    # -1, 0, NaN and inf are how published tables say "not timed": the cell is left out, the row kept
+    for value in ("-1", "0", "nan", "inf", ""):
+        root = _corrupted(tmp_path / value.replace("", "e"), "latency_ms.csv", _cell(2, value))
+        first = nb.load(root).rows[0]
+        assert "1080ti_1" not in first.latency_ms and "pixel3" in first.latency_ms
+
+
+def test_a_malformed_arch_or_file_fails_the_command_in_one_line(tmp_path):
+    from tests.conftest import run_cli
+    from tests.test_cli import one_line_error
+
+    bad_arch = _corrupted(tmp_path / "a", "latency_ms.csv", lambda t: t.replace("nor_conv_3x3~0", "conv_9x9~0", 1))
+    one_line_error(run_cli("predictor", "eval", "--data", str(bad_arch), "--split", "leave-hardware-out"),
+                   "index 1", "'conv_9x9~0'")
+    bad_cell = _corrupted(tmp_path / "b", "latency_ms.csv", _cell(4, "12ms"))
+    one_line_error(run_cli("predictor", "train", "--data", str(bad_cell), "--out", str(tmp_path / "p.pt")),
+                   "line 4", "'12ms'")
+    assert not (tmp_path / "p.pt").exists()
