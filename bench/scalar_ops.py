@@ -16,6 +16,9 @@ one thread, the best of three passes. Two sections:
   uniform data, each branch a coin toss: small forests that stay in cache and large ones that do not, one
   and ten classes, opset 3's and opset 5's forms), RBF support vector machines and the element loops, on
   1,000 rows: ns per operation counted, beside the scalar loops' figure.
+- object detection (`predictor/detection.py`): NonMaxSuppression over boxes and scores drawn at random (boxes,
+  classes, thresholds, box sizes as detectors have them, YOLO's 8,400 × 80 among them) and RoiAlign at fixed
+  and adaptive sampling grids: ns per operation counted from the run's values, beside the scalar loops' figure.
 - index walks (`index_walk`): transposes, softmaxes over a leading axis and reductions whose shapes send
   ONNX Runtime to its generic loops, on about 1M elements: ns per operation counted, beside the scalar
   loops' figure; and the same ops on shapes its vector paths take, which are not counted as walks.
@@ -125,6 +128,7 @@ def main() -> int:
           f"{min(per_flop):.4f}-{max(per_flop):.4f}; Pow with a constant 2 (a square): "
           f"{ns_per_element(model('Pow', exponent=2.0), args.threads, -3, 3):.3f} ns an element")
     machine_learning(args.threads, statistics.median(per_op))
+    detection(args.threads, statistics.median(per_op))
     walks(args.threads, statistics.median(per_op))
     return 0
 
@@ -391,6 +395,62 @@ def walks(threads: int, scalar_ns: float) -> None:
     print(f"ns per counted operation of the walks: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
           f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart; ×{statistics.median(per_op) / scalar_ns:.2f} "
           f"the scalar loops')")
+
+
+# (boxes, classes, max kept a class, IoU threshold, score threshold, box sides from-to on a 640-pixel image)
+NMS_CASES = [(8400, 80, 100, 0.7, 0.25, 5, 100), (8400, 80, 300, 0.45, 0.25, 5, 100),
+             (8400, 80, 100, 0.7, 0.9, 5, 100), (8400, 80, 100, 0.3, 0.5, 50, 300), (1000, 91, 100, 0.5, 0.05, 5, 100),
+             (20000, 20, 1000, 0.5, 0.0, 20, 200), (5000, 10, 5000, 0.5, 0.1, 30, 300),
+             (8400, 1, 300, 0.7, 0.25, 5, 100)]
+# (regions, channels, side of the feature map, output side, sampling ratio (0: adaptive), region side in pixels)
+ROI_CASES = [(1000, 256, 50, 7, 2, 64), (1000, 256, 50, 7, 1, 64), (300, 256, 50, 7, 4, 64), (500, 64, 50, 14, 2, 64),
+             (1000, 256, 50, 7, 0, 32), (300, 256, 50, 7, 0, 180), (1000, 4, 50, 7, 2, 64)]
+
+
+def detection(threads: int, scalar_ns: float) -> None:
+    """ns per operation the counter charges (from the run's values) of each of `NMS_CASES` and `ROI_CASES`."""
+    from onnx import TensorProto, helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    def timed(label: str, node, inputs: dict, feeds: dict) -> float:
+        graph = helper.make_graph([node], "d", [helper.make_tensor_value_info(k, t, list(feeds[k].shape))
+                                                for k, t in inputs.items()],
+                                  [helper.make_empty_tensor_value_info(node.output[0])])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 9
+        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e3
+        ops = float(from_onnx(m, feeds=feeds).flops.sum())
+        print(f"{label:64s} {ms:9.3f} {ops:13.4g} {ms * 1e6 / ops:7.3f}")
+        return ms * 1e6 / ops
+
+    print(f"\nobject detection (the scalar loops' figure above: {scalar_ns:.3f} ns per operation)\n"
+          f"{'op':64s} {'ms':>9s} {'ops counted':>13s} {'ns/op':>7s}")
+    rng = np.random.default_rng(0)
+    per_op = []
+    for n, classes, most, iou, threshold, low, high in NMS_CASES:
+        corner = rng.uniform(0, 640, (1, n, 2))
+        boxes = np.concatenate([corner, corner + rng.uniform(low, high, (1, n, 2))], -1).astype(np.float32)
+        node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "most", "iou", "threshold"], ["kept"])
+        feeds = {"boxes": boxes, "scores": rng.uniform(0, 1, (1, classes, n)).astype(np.float32),
+                 "most": np.array([most], np.int64), "iou": np.array([iou], np.float32),
+                 "threshold": np.array([threshold], np.float32)}
+        types = {"boxes": TensorProto.FLOAT, "scores": TensorProto.FLOAT, "most": TensorProto.INT64,
+                 "iou": TensorProto.FLOAT, "threshold": TensorProto.FLOAT}
+        per_op.append(timed(f"NMS {n} boxes × {classes}, keep {most}, IoU {iou}, score {threshold}, {low}-{high} px",
+                            node, types, feeds))
+    for regions, channels, side, out, ratio, size in ROI_CASES:
+        corner = rng.uniform(0, side * 4 - size, (regions, 2))
+        rois = np.concatenate([corner, corner + rng.uniform(size * 0.5, size * 1.5, (regions, 2))], 1)
+        node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], output_height=out, output_width=out,
+                                sampling_ratio=ratio, spatial_scale=0.25)
+        feeds = {"x": rng.standard_normal((1, channels, side, side)).astype(np.float32),
+                 "rois": rois.astype(np.float32), "batch": np.zeros(regions, np.int64)}
+        types = {"x": TensorProto.FLOAT, "rois": TensorProto.FLOAT, "batch": TensorProto.INT64}
+        per_op.append(timed(f"RoiAlign {regions} regions × {channels} ch, {out}×{out}, ratio {ratio}, {size} px",
+                            node, types, feeds))
+    print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
+          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
 
 
 def _domain(op: str) -> tuple[float, float]:

@@ -85,9 +85,9 @@ def setting_info(hw: str, spec: SpecSheet, setting: Setting):
 
 
 def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", runtime: str = ""):
-    """The operator graph of a model at its input spec's shapes, with the tensor shapes, If branches and loop
-    iterations its summary observed (console/models.prepare) where static inference could not tell; for a
-    query in a runtime, as that runtime runs the graph (predictor.graph.runtime_graph)."""
+    """The operator graph of a model at its input spec's shapes, with the tensor shapes, If branches, loop
+    iterations and detection work its summary observed (console/models.prepare) where static inference could
+    not tell; for a query in a runtime, as that runtime runs the graph (predictor.graph.runtime_graph)."""
     import json
 
     from edgeatlas.predictor.graph import runtime_graph
@@ -103,12 +103,12 @@ def graph_of(proto, name: str, inputs_json: str = "", summary_json: str = "{}", 
         summary = json.loads(summary_json or "{}")
     except json.JSONDecodeError:
         summary = {}
-    shapes, branches, loops = (summary.get(key) if isinstance(summary, dict) else None
-                               for key in ("shapes", "branches", "loops"))
+    shapes, branches, loops, work = (summary.get(key) if isinstance(summary, dict) else None
+                                     for key in ("shapes", "branches", "loops", "data_work"))
     branches = {k: v for k, v in branches.items() if isinstance(v, bool)} if isinstance(branches, dict) else None
     loops = {k: v for k, v in loops.items() if type(v) is int} if isinstance(loops, dict) else None
     return runtime_graph(proto, runtime, name=name, specs=specs, shapes=shapes if isinstance(shapes, dict) else None,
-                         branches=branches, loops=loops)
+                         branches=branches, loops=loops, data_work=work if isinstance(work, dict) else None)
 
 
 class Graphs:

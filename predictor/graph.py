@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
-from edgeatlas.predictor import classic_ml
+from edgeatlas.predictor import classic_ml, detection
 from edgeatlas.protos import onnx_model
 from edgeatlas.protos.errors import InvalidInput
 
@@ -106,6 +106,7 @@ class OpGraph:
     observed: dict = field(default_factory=dict)  # tensor → shape seen in a run where inference could not tell
     branches: dict = field(default_factory=dict)  # If's first output → whether its then-branch was featurized
     loops: dict = field(default_factory=dict)  # Loop's or Scan's first output → the iterations featurized
+    data_work: dict = field(default_factory=dict)  # a detection node's first output → its operations, from a run
     # bytes per element of each node's first input and first output (None: FLOAT_WIDTH everywhere): an int8
     # kernel that reads and writes int8 (QLinearConv) is not one that accumulates to int32 (ConvInteger)
     in_width: np.ndarray | None = None
@@ -550,7 +551,7 @@ def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict, errors: li
 
 def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
                   shapes: dict | None = None, feeds: dict | None = None, branches: dict | None = None,
-                  loops: dict | None = None) -> OpGraph:
+                  loops: dict | None = None, data_work: dict | None = None) -> OpGraph:
     """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
     extended optimizations run, fusions included (a convolution with its activation as FusedConv,
     MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
@@ -560,15 +561,17 @@ def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: t
     operators are standard and which the fusions keep the tensor names of. Other runtimes, or where ONNX
     Runtime cannot load the graph: the graph as given (`as_runtime_runs`). An If runs one of its branches,
     and that branch is what is featurized (`inline_branches`; `branches`: the choices observed before); a Loop
-    its body, as many times as it iterates (`loops`: the iterations observed before)."""
+    its body, as many times as it iterates (`loops`: the iterations observed before); NonMaxSuppression and
+    RoiAlign the work a run's values give them (`data_work`: counted before; `detection`)."""
     model, taken = inline_branches(model, feeds, branches)
     basic = as_runtime_runs(model, runtime)
     fused = _ort_view(basic, "extended") if basic is not model else None
     if fused is None:
-        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken, loops=loops)
+        return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken, loops=loops,
+                         data_work=data_work)
     known, _ = _tensor_shapes(basic, specs, name, shapes, feeds)
     return from_onnx(fused, name=name, specs=specs, shapes=shapes, feeds=feeds, known=known, branches=taken,
-                     loops=loops)
+                     loops=loops, data_work=data_work)
 
 
 def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str],
@@ -581,13 +584,15 @@ def observed_shapes(model: onnx.ModelProto, feeds: dict, missing: list[str],
 
 
 def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None = None,
-                 feeds: dict | None = None, branches: dict | None = None, loops: dict | None = None) -> dict:
+                 feeds: dict | None = None, branches: dict | None = None, loops: dict | None = None,
+                 data_work: dict | None = None) -> dict:
     """A model reference's summary at the spec's shapes, batch 1: parameters (initializers and Constant
     nodes), multiply-accumulates of the linear ops (Conv, MatMul, Gemm, their integer and quantised forms,
     recurrent cells, Einsum, Attention), FLOPs of every op counted (2 per MAC), the ops not counted, the
     precision of the weights, the op histogram and the opset; with `feeds`, the shapes a run observed where
     inference could not tell (`shapes`, for a featurizer that does not run models: the coordinator's)."""
-    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds, branches=branches, loops=loops)
+    graph = from_onnx(model, specs=specs, shapes=shapes, feeds=feeds, branches=branches, loops=loops,
+                      data_work=data_work)
     summary = {"parameters": graph.params, "macs": int(graph.macs), "flops": int(graph.flops.sum()),
                "precision": onnx_model.precision(model), "uncounted": graph.uncounted,
                "ops": dict(Counter(graph.ops).most_common()),
@@ -600,6 +605,8 @@ def onnx_summary(model: onnx.ModelProto, specs: tuple = (), shapes: dict | None 
         summary["branches"] = graph.branches
     if graph.loops:
         summary["loops"] = graph.loops
+    if graph.data_work:
+        summary["data_work"] = graph.data_work
     return summary
 
 
@@ -715,13 +722,15 @@ def _tensor_type(text: str) -> int:
 
 def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes: dict | None = None,
               feeds: dict | None = None, known: dict | None = None, branches: dict | None = None,
-              loops: dict | None = None) -> OpGraph:
+              loops: dict | None = None, data_work: dict | None = None) -> OpGraph:
     """The operator graph of an ONNX model at the spec's input shapes (batch 1); dimensions no spec gives
     are set to 1. Where inference cannot tell a tensor's shape, `known` (another view of the same graph,
     `runtime_graph`) or `shapes` (observed before) says, or else one run at `feeds` observes it
     (`observed_shapes`; kept in `OpGraph.observed`). An If is featurized as the branch it runs
     (`inline_branches`; the choices kept in `OpGraph.branches`), a Loop or Scan as its body as many times as it
-    iterates (`with_loop_bodies`; `loops`: iterations observed before, kept in `OpGraph.loops`)."""
+    iterates (`with_loop_bodies`; `loops`: iterations observed before, kept in `OpGraph.loops`), a
+    NonMaxSuppression or an adaptive RoiAlign at the work its input values give it in that run (`detection`;
+    `data_work`: counted before, kept in `OpGraph.data_work`)."""
     check_operators(model, name or model.graph.name)
     params = onnx_model.parameters(model.graph)  # the file's, every branch's weights included
     model, taken = inline_branches(model, feeds, branches)
@@ -741,6 +750,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                 weights[node.output[0]] = _tensor_bytes(t)
                 shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
     constants, ints = _float_scalars(graph), _int_constants(graph)
+    counted = detection.read(model, shapes, data_work or {},
+                             lambda tensors: _run_for(model, tensors, feeds) if feeds is not None else {})
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     producer: dict[str, int] = {}
     n = len(graph.node)
@@ -757,7 +768,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         ops.append(node.op_type)
         outs = [shapes.get(o, (None, 0))[0] for o in node.output]
         ins = [shapes.get(t, (None, 0))[0] if t else None for t in node.input]
-        ml = classic_ml.work(node, ins[0] if ins else None) if classic_ml.ml_node(node) else None
+        ml = classic_ml.work(node, ins[0] if ins else None) if classic_ml.ml_node(node) else \
+            _detection_work(node, ins, outs, counted) if detection.detection_node(node) else None
         category[i] = CATEGORIES.index(ml.category if ml is not None else _category(node, shapes))
         for inp in node.input:
             if inp in producer:
@@ -814,8 +826,16 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
                    integer=arrays["integer"].astype(bool), unobserved=unobserved[0] if unobserved else "",
                    fused=fused, reordered=reordered, rereads=arrays["rereads"],
-                   loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()})
+                   loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()},
+                   data_work={k: v for k, v in counted.items() if k in producer})
     return with_loop_bodies(whole, bodies) if bodies else whole
+
+
+def _detection_work(node: onnx.NodeProto, ins: list, outs: list, counted: dict) -> classic_ml.Work | None:
+    """A NonMaxSuppression's or RoiAlign's work (`detection.node_work`) as a scalar loop's, or None (named as
+    not counted) where no run told it."""
+    ops = detection.node_work(node, ins, outs, counted)
+    return None if ops is None else classic_ml.Work(ops)
 
 
 # A Loop or Scan runs its body once an iteration, and its work is there: a k-nearest-neighbours classifier as
