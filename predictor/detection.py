@@ -150,15 +150,18 @@ def nms_operations(boxes: np.ndarray, scores: np.ndarray, max_per_class: int, io
                 rest.append(len(picked))
                 continue
             order = picked[np.argsort(-s[picked], kind="stable")]
-            pops, checks, met, _ = replay(corners[b], order, max_per_class, iou_threshold)
-            candidates += len(picked)
-            pops_total += pops
-            check_ops = met * NMS_IOU_OPS + (checks - met) * NMS_APART_OPS
+            r = replay(corners[b], order, max_per_class, iou_threshold, REPLAYED_POPS_MAX - pops_total)
+            # a class stopped at the bound pops on at the rate it kept boxes until it has `most` of them
+            pops = r.pops if r.done else \
+                min(len(picked), r.pops * max_per_class / len(r.kept) if r.kept else len(picked))
+            candidates += len(picked) if r.done else pops
+            pops_total += r.pops
+            check_ops = r.met * NMS_IOU_OPS + (r.checks - r.met) * NMS_APART_OPS
             checks_total += check_ops
-            ops += pops * NMS_POP_OPS * math.log2(len(picked) + 1) + check_ops
+            ops += pops * (NMS_POP_OPS * math.log2(len(picked) + 1) + check_ops / r.pops)
     if rest:
         per_pop = checks_total / max(pops_total, 1.0)
-        share = pops_total / max(candidates, 1.0)  # of a class's candidates, popped
+        share = min(1.0, pops_total / max(candidates, 1.0))  # of a class's candidates, popped
         for count in rest:
             pops = min(count, max(1.0, share * count))
             ops += pops * (NMS_POP_OPS * math.log2(count + 1) + per_pop)
@@ -180,17 +183,22 @@ class Replay(NamedTuple):
     checks: int  # IoU checks
     met: int  # those of them whose boxes meet along the first axis (the others return there)
     kept: list  # the boxes kept, best first
+    done: bool = True  # False: stopped at the budget of pops with candidates left
 
 
-def replay(corners: np.ndarray, order: np.ndarray, most: int, iou_threshold: float) -> Replay:
+def replay(corners: np.ndarray, order: np.ndarray, most: int, iou_threshold: float,
+           budget: float = math.inf) -> Replay:
     """One class as ONNX Runtime runs it: candidates (`order`: indices into `corners`, best first) popped, each
     checked against the kept boxes in the order they were kept until one suppresses it (SuppressByIOU: boxes
-    apart along the first axis return there); stops when `most` are kept and another would be."""
+    apart along the first axis return there); stops when `most` are kept and another would be, or (not done)
+    after `budget` pops."""
     kept = np.empty((min(most, len(order)), 4))
     areas = np.empty(len(kept))
     chosen = []
     k = pops = checks = full = 0
     for i in order:
+        if pops >= budget:
+            return Replay(pops, checks, full, chosen, done=False)
         pops += 1
         box = corners[i]
         if k:

@@ -163,3 +163,21 @@ def test_a_detector_whose_nms_cannot_run_stays_named():
     wrong = {"boxes": np.zeros((1, 100, 4), np.float32), "scores": np.zeros((1, 2, 99), np.float32)}
     assert from_onnx(model, feeds=wrong).uncounted == {"NonMaxSuppression": 1}
     onnx.checker.check_model(model)
+
+
+def test_one_class_past_the_replay_bound_is_extrapolated_not_replayed(monkeypatch):
+    # a hostile class: every box the same, so each of its candidates is popped and suppressed at one check
+    boxes = np.tile(np.array([[[0, 0, 10, 10]]], np.float32), (1, 5000, 1))
+    scores = np.random.default_rng(0).uniform(0.5, 1, (1, 1, 5000)).astype(np.float32)
+    full = detection.nms_operations(boxes, scores, 5000, 0.5, None)
+    popped = []
+    replay = detection.replay
+
+    def counted(*args, **kw):
+        popped.append(replay(*args, **kw).pops)
+        return replay(*args, **kw)
+
+    monkeypatch.setattr(detection, "REPLAYED_POPS_MAX", 100)
+    monkeypatch.setattr(detection, "replay", counted)
+    bounded = detection.nms_operations(boxes, scores, 5000, 0.5, None)
+    assert popped == [100] and bounded == pytest.approx(full, rel=0.01)
