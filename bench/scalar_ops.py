@@ -8,7 +8,8 @@ one thread, the best of three passes. Two sections:
   counted, and their quotient, ns per counted operation. The embeddings (`GATHERS`) gather 1,024 tokens' rows,
   the older vision kernels (`VISION_CASES`) run on images, in each variant their attributes make. Where the
   counts are right it is one figure for every op (a cycle of this core's clock); the answer charges them at
-  half a lane's peak.
+  half a lane's peak. So are the bitwise kernels, the random generators, running sums along the last axis,
+  LpPool and a MaxPool that returns its indices (`OTHER_CASES`).
 - vector kernels (`_FLOPS_PER_ELEMENT`: MLAS's approximations): ns per element beyond a copy's (Relu: its
   memory traffic alone), per counted FLOP. Where the counts are right it is one figure too, the core's time
   per FLOP at its vector peak.
@@ -102,13 +103,13 @@ def main() -> int:
     print(f"scalar loops\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
     per_op = []
     for op, count in {**SCALAR_ELEMENTWISE, **SCALAR_REDUCTIONS}.items():
-        if op in GATHERS or op in VISION:
-            continue  # timed below, on tokens and on images
+        if op in GATHERS or op in VISION or op in OTHER:
+            continue  # timed below, on tokens, on images, on integers or drawn
         domain = MS if op.startswith("Skip") else ""
         ns = ns_per_element(model(op, domain, 1.7 if op == "Pow" else None), args.threads, *_domain(op))
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
-    for op, ns, count in gathers(args.threads) + vision(args.threads):
+    for op, ns, count in gathers(args.threads) + vision(args.threads) + others(args.threads):
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
     print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
@@ -255,6 +256,58 @@ def vision(threads: int) -> list[tuple[str, float, float]]:
         elements = float(np.prod(shape))  # the output's, as the input's here
         ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
         out.append((label, ns, from_onnx(m).flops[0] / elements))
+    return out
+
+
+# (label, op, inputs {name: (dtype, shape)}, constant inputs {name: array}, attributes): the bitwise kernels, the
+# random generators, running sums and products along the last axis, LpPool and MaxPool with its indices
+OTHER = ("BitwiseAnd", "BitwiseOr", "BitwiseXor", "BitShift", "RandomNormal", "RandomNormalLike", "RandomUniform",
+         "RandomUniformLike", "GlobalLpPool")
+OTHER_CASES = [("BitwiseAnd int32", "BitwiseAnd", {"x": ("int32", SHAPE), "b": ("int32", SHAPE)}, {}, {}),
+               ("BitwiseXor uint8", "BitwiseXor", {"x": ("uint8", SHAPE), "b": ("uint8", SHAPE)}, {}, {}),
+               ("BitShift right uint32", "BitShift", {"x": ("uint32", SHAPE), "b": ("uint32", SHAPE)}, {},
+                {"direction": "RIGHT"}),
+               ("RandomNormalLike", "RandomNormalLike", {"x": ("float32", SHAPE)}, {}, {}),
+               ("RandomUniformLike", "RandomUniformLike", {"x": ("float32", SHAPE)}, {}, {}),
+               ("RandomNormal", "RandomNormal", {}, {}, {"shape": list(SHAPE)}),
+               ("CumSum along the last axis", "CumSum", {"x": ("float32", SHAPE)}, {"axis": np.array(1)}, {}),
+               ("CumSum exclusive, reversed", "CumSum", {"x": ("float32", SHAPE)}, {"axis": np.array(1)},
+                {"exclusive": 1, "reverse": 1}),
+               ("LpPool p 2, 3×3", "LpPool", {"x": ("float32", (1, 64, 128, 128))}, {},
+                {"kernel_shape": [3, 3], "p": 2}),
+               ("LpPool p 3, 3×3, stride 2", "LpPool", {"x": ("float32", (1, 64, 128, 128))}, {},
+                {"kernel_shape": [3, 3], "p": 3, "strides": [2, 2]}),
+               ("GlobalLpPool p 2", "GlobalLpPool", {"x": ("float32", (1, 64, 128, 128))}, {}, {"p": 2}),
+               ("MaxPool 2×2 with indices", "MaxPool", {"x": ("float32", (1, 64, 128, 128))}, {},
+                {"kernel_shape": [2, 2], "strides": [2, 2]}),
+               ("MaxPool 3×3 stride 2 with indices", "MaxPool", {"x": ("float32", (1, 64, 128, 128))}, {},
+                {"kernel_shape": [3, 3], "strides": [2, 2]})]
+
+
+def others(threads: int) -> list[tuple[str, float, float]]:
+    """(label, ns per output element, operations counted per output element) of each of `OTHER_CASES`."""
+    from onnx import helper, numpy_helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    out = []
+    rng = np.random.default_rng(0)
+    for label, op, inputs, consts, attrs in OTHER_CASES:
+        outputs = ["y", "indices"] if op == "MaxPool" else ["y"]
+        node = helper.make_node(op, list(inputs) + list(consts), outputs, **attrs)
+        types = {k: helper.np_dtype_to_tensor_dtype(np.dtype(t)) for k, (t, _) in inputs.items()}
+        graph = helper.make_graph([node], op, [helper.make_tensor_value_info(k, types[k], list(shape))
+                                               for k, (_, shape) in inputs.items()],
+                                  [helper.make_empty_tensor_value_info(o) for o in outputs],
+                                  [numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in consts.items()])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 26 if op == "CumProd" else 20)])
+        m.ir_version = 10
+        feeds = {k: (rng.uniform(0.5, 1.5, shape) if t == "float32" else rng.integers(0, 8, shape)).astype(t)
+                 for k, (t, shape) in inputs.items()}
+        ns_run = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9
+        g = from_onnx(m)
+        elements = float(np.prod(session_of(m, threads).run(["y"], feeds)[0].shape))
+        out.append((label, ns_run / elements, float(g.flops.sum()) / elements))
     return out
 
 

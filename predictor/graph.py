@@ -782,7 +782,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         w_bytes = _weights_read(node, ins, weights) + arrays["rereads"][i]
         reduction = _reduction_path_of(node, ins[0] if ins else None, ints)
         walk = index_walk(node, ins, ints, opset, reduction)
-        scalar = ml.scalar if ml is not None else walk is not None or scalar_loop(node, constants, reduction)
+        scalar = ml.scalar if ml is not None else walk is not None or scalar_loop(node, constants, reduction) or \
+            cumulative_scalar(node, ins[0] if ins else None, ints)
         flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
         if walk is not None:
             flops = walk
@@ -1290,7 +1291,8 @@ _NO_ARITHMETIC = frozenset({
     "Shape", "Size", "ConstantOfShape", "Range", "NonZero", "GatherND", "ScatterND", "ScatterElements",
     "Scatter", "OneHot", "Compress", "SpaceToDepth", "DepthToSpace", "ReverseSequence", "EyeLike",
     "SequenceConstruct", "SplitToSequence", "ConcatFromSequence", "SequenceAt", "Trilu", "Upsample",
-    "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceLength"})
+    "SequenceEmpty", "SequenceInsert", "SequenceErase", "SequenceLength", "Optional", "OptionalGetElement",
+    "OptionalHasElement", "BitCast", "TensorScatter", "MaxUnpool"})  # the last two: a zeroed or copied tensor, updated
 # Per-element cost of ops outside the catalogue above (comparisons, logic, rounding, quantisation, fusions;
 # those ONNX Runtime runs as scalar loops: `SCALAR_KERNELS`).
 _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessOrEqual": 1, "Not": 1, "And": 1,
@@ -1299,10 +1301,13 @@ _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessO
                 "DynamicQuantizeLinear": 4, "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
                 "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
                 "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1,
-                "RotaryEmbedding": 3}  # each element times its cosine, plus its pair's times its sine
+                "RotaryEmbedding": 3,  # each element times its cosine, plus its pair's times its sine
+                "CumProd": 1, "BitwiseNot": 1, "HannWindow": 1, "HammingWindow": 1, "BlackmanWindow": 1,
+                "AffineGrid": 1}  # vector loops: 0.10-0.15 ns an element on one x86 core (bench/scalar_ops.py)
 _REDUCE_INPUT = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
                            "ReduceL2", "ArgMax", "ArgMin", "TopK", "ReduceMin", "ReduceProd", "ReduceL1",
-                           "ReduceSumSquare", "ReduceLogSumExp", "QLinearGlobalAveragePool", "CumSum"})
+                           "ReduceSumSquare", "ReduceLogSumExp", "QLinearGlobalAveragePool", "CumSum",
+                           "CumProd"})
 _RESIZE_TAPS = {"nearest": 1, "linear": 4, "cubic": 16}  # reads per output element (2-D)
 _CATEGORY.update({op: "matmul" for op in list(_MATMUL_INPUTS) + list(_RECURRENT) + list(_ATTENTION) + list(_MOE) +
                   ["Einsum"]})
@@ -1355,12 +1360,17 @@ SCALAR_ELEMENTWISE = {"Log": 6, "Sin": 7, "Cos": 7, "Tan": 47, "Asin": 4, "Acos"
                       "Elu": 7, "Selu": 7, "Celu": 7, "Mod": 19, "Sign": 3, "SkipLayerNormalization": 17,
                       "SkipSimplifiedLayerNormalization": 4, "EmbedLayerNormalization": 7,
                       "QEmbedLayerNormalization": 10, "GatherBlockQuantized": NBITS_DEQUANTIZE,
-                      "LRN": 88, "Shrink": 22, "GridSample": 7, "LpNormalization": 4}
+                      "LRN": 88, "Shrink": 22, "GridSample": 7, "LpNormalization": 4,
+                      "BitwiseAnd": 2, "BitwiseOr": 2, "BitwiseXor": 2, "BitShift": 2,
+                      "RandomNormal": 36, "RandomNormalLike": 36, "RandomUniform": 14, "RandomUniformLike": 14}
 # And the older vision kernels (`scalar_count`): LRN (AlexNet's, GoogLeNet's: its window's running sum of
 # squares, then each element raised to -beta by Eigen's exact vector pow, 25 ns an element; 1.5 where beta is
 # 1 and there is no power, 5); Shrink's branch per element (6.5 ns); GridSample per output element, by its
 # mode (linear 2.1 ns, nearest 8.8, cubic 36: 7, 31 and 124); LpNormalization a sum of squares an element
 # (an add's latency) and the scaling, 1.0 ns along the last axis, 9.0 along another (strided: 31).
+# The bitwise kernels and the random generators (an element each, from one generator through the standard
+# library's distributions): And, Or, Xor and a shift by under the width 0.6-0.8 ns an element (element by
+# element, where an integer Add takes 0.19 in vectors; Not is a vector loop), a normal draw 9-12, a uniform one 4.
 _SCALAR_BY = {("LRN", "beta", 1.0): 5, ("GridSample", "mode", "nearest"): 31, ("GridSample", "mode", "cubic"): 124}
 STRIDED_NORM_OPS = 31
 # Pow's exponents it computes in a vector (core/providers/cpu/math/element_wise_ops.cc: a constant 2 or 3 is a
@@ -1371,10 +1381,19 @@ VECTOR_POWERS = (2.0, 3.0)
 # cycles), LogSumExp an exp each besides. Timed there over rows of 1,024: 0.80 ns an element, 4.0 for
 # LogSumExp; over the first axis of [1024, 1024] they took 3.0-3.6 (strided access: not counted).
 SCALAR_REDUCTIONS = {"ReduceSumSquare": 3, "ReduceL1": 3, "ReduceL2": 3, "ReduceProd": 3, "ReduceLogSum": 3,
-                     "ReduceLogSumExp": 13}
-SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS)
+                     "ReduceLogSumExp": 13, "GlobalLpPool": 60}
+# A running sum or product along an axis nothing lies inside of (the last, or those after it all 1) adds element
+# after element: 3.4 ns an element on one x86 core, where along an outer axis it adds whole rows in vectors (0.15).
+CUMULATIVE_OPS = 12
+# LpPool raises each tap to its p with the C library's pow, 14 ns a tap of a 3×3 window at p = 2 (GlobalLpPool:
+# 17 ns an element); a MaxPool asked for its indices too leaves its vector path for a loop that tracks them:
+# 21-29 ns an output element of 2×2 and 3×3 windows, where the values alone take 0.9-1.7.
+LP_TAP_OPS = 48
+INDEXED_POOL_OPS, INDEXED_TAP_OPS = 47, 6
+SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS) + ("LpPool",)
 SCALAR_COLUMNS = 0.5
 _CATEGORY.update({op: "elementwise" for op in SCALAR_ELEMENTWISE if op not in _CATEGORY})
+_CATEGORY.update({"LpPool": "pool", "GlobalLpPool": "global_pool"})
 _CATEGORY.update({op: "reduce" for op in SCALAR_REDUCTIONS if op not in _CATEGORY})
 
 
@@ -1510,7 +1529,20 @@ def scalar_loop(node: onnx.NodeProto, constants: dict[str, float], reduction: st
         return False
     if node.op_type == "Pow":
         return not (len(node.input) > 1 and constants.get(node.input[1]) in VECTOR_POWERS)
+    if node.op_type == "MaxPool":
+        return len(node.output) > 1 and bool(node.output[1])  # its indices asked for too
     return node.op_type in SCALAR_KERNELS
+
+
+def cumulative_scalar(node: onnx.NodeProto, x: list | None, ints: dict[str, list[int]]) -> bool:
+    """Whether a CumSum or CumProd runs along an axis nothing lies inside of (`CUMULATIVE_OPS`): its axis, a
+    constant, the last of `x` or followed by axes of 1 only."""
+    if node.op_type not in ("CumSum", "CumProd") or len(node.input) < 2 or not _known(x) or not x:
+        return False
+    axis = ints.get(node.input[1])
+    if not axis or len(axis) != 1 or not -len(x) <= axis[0] < len(x):
+        return False
+    return all(d == 1 for d in x[axis[0] % len(x) + 1:])
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),
@@ -1793,17 +1825,22 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         mode = _attr(node, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         return out_elems * _RESIZE_TAPS.get(mode, 4), 0.0, 0.0, 0.0, channels
-    if op in ("AveragePool", "MaxPool"):
+    if op in ("AveragePool", "MaxPool", "LpPool"):
         kernel = list(_attr(node, "kernel_shape", [1]))
         x = arg(0)
         if x is not None and len(x) == len(kernel) + 2:
             # a window reads no more than the input it lies on: a kernel larger than the input (a global
             # pool written as AveragePool with ceil_mode, padding) costs what the input has, per output
             kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, x[2:])]
-        return out_elems * float(math.prod(kernel)), 0.0, float(max(kernel)), \
-            float(max(_attr(node, "strides", [1]))), channels
+        taps = float(math.prod(kernel))
+        per_output = taps * LP_TAP_OPS if op == "LpPool" else \
+            INDEXED_POOL_OPS + taps * INDEXED_TAP_OPS if scalar else taps
+        return out_elems * per_output, 0.0, float(max(kernel)), float(max(_attr(node, "strides", [1]))), channels
     if op in FOURIER_KERNELS:
         return _fourier_flops(node, ins, out), 0.0, 0.0, 0.0, channels
+    if scalar and op in ("CumSum", "CumProd"):
+        x = arg(0)
+        return (None if x is None else _elems(x) * CUMULATIVE_OPS), 0.0, 0.0, 0.0, channels
     if scalar and op in SCALAR_REDUCTIONS:
         x = arg(0)
         return (None if x is None else _elems(x) * SCALAR_REDUCTIONS[op]), 0.0, 0.0, 0.0, channels

@@ -203,6 +203,54 @@ def test_older_vision_kernels_are_counted_by_what_their_attributes_make_them_do(
         assert from_onnx(m).flops[0] == 8 * 4 * 5 * per_element, mode  # per output element
 
 
+def test_bitwise_random_running_and_pooling_kernels_are_counted_as_onnx_runtime_runs_them():
+    """ONNX Runtime 1.32's CPU kernels of standard operators the counter did not know: the bitwise ones and the
+    random generators (element loops), CumSum/CumProd along an axis nothing lies inside of (an add after an
+    add) or along an outer one (whole rows in vectors), LpPool (a pow a tap), a MaxPool asked for its indices
+    (a loop that tracks them), and those that only move data (TensorScatter, the Optional family, BitCast,
+    MaxUnpool). Each model is run by ONNX Runtime too."""
+    import onnxruntime as ort
+
+    from edgeatlas.predictor import graph
+
+    ints = [4, 16]
+    axis = [numpy_helper.from_array(np.array(a, np.int64), f"axis{a}") for a in (0, 1)]
+    scalar, vector = graph.SCALAR_COLUMNS, None
+    cases = [  # (node, inputs, initializers, opset, FLOPs, whether its lanes are a scalar loop's)
+        (helper.make_node("BitwiseAnd", ["i", "j"], ["y"]),
+         [info("i", ints, TensorProto.INT32), info("j", ints, TensorProto.INT32)], [], 18, 64 * 2, scalar),
+        (helper.make_node("BitShift", ["i", "j"], ["y"], direction="LEFT"),
+         [info("i", ints, TensorProto.UINT32), info("j", ints, TensorProto.UINT32)], [], 18, 64 * 2, scalar),
+        (helper.make_node("BitwiseNot", ["i"], ["y"]), [info("i", ints, TensorProto.INT32)], [], 18, 64, vector),
+        (helper.make_node("RandomNormalLike", ["x"], ["y"]), [info("x", ints)], [], 18, 64 * 36, scalar),
+        (helper.make_node("RandomUniform", [], ["y"], shape=ints), [], [], 18, 64 * 14, scalar),
+        (helper.make_node("CumSum", ["x", "axis1"], ["y"]), [info("x", ints)], axis, 18, 64 * 12, scalar),
+        (helper.make_node("CumSum", ["x", "axis0"], ["y"]), [info("x", ints)], axis, 18, 64, vector),
+        (helper.make_node("LpPool", ["x"], ["y"], kernel_shape=[3, 3], p=2), [info("x", [1, 2, 6, 6])], [], 18,
+         2 * 4 * 4 * 9 * graph.LP_TAP_OPS, scalar),
+        (helper.make_node("MaxPool", ["x"], ["y", "at"], kernel_shape=[2, 2], strides=[2, 2]),
+         [info("x", [1, 2, 6, 6])], [], 18, 2 * 3 * 3 * (graph.INDEXED_POOL_OPS + 4 * graph.INDEXED_TAP_OPS), scalar),
+        (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+         [info("x", [1, 2, 6, 6])], [], 18, 2 * 3 * 3 * 4, vector),
+        (helper.make_node("HannWindow", ["n"], ["y"]), [], [numpy_helper.from_array(np.array(32, np.int64), "n")],
+         18, 32, vector)]
+    for node, ins, inits, opset, flops, lanes in cases:
+        outs = [helper.make_empty_tensor_value_info(o) for o in node.output]
+        m = model([node], ins, outs, [i for i in inits if i.name in node.input], opset=opset)
+        g = from_onnx(m)
+        assert g.uncounted == {} and g.flops.sum() == pytest.approx(flops), (node.op_type, list(node.input))
+        assert (g.lanes[0, 0] == lanes) if lanes is not None else g.lanes[0, 0] != scalar, node.op_type
+        rng = np.random.default_rng(0)
+        feeds = {i.name: rng.integers(0, 8, [d.dim_value for d in i.type.tensor_type.shape.dim]).astype(
+            helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)) for i in ins}
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for node, ins in ((helper.make_node("Optional", ["x"], ["o"]), [info("x", ints)]),
+                      (helper.make_node("MaxUnpool", ["x", "at"], ["y"], kernel_shape=[2, 2], strides=[2, 2]),
+                       [info("x", [1, 2, 3, 3]), info("at", [1, 2, 3, 3], TensorProto.INT64)])):
+        g = from_onnx(model([node], ins, [helper.make_empty_tensor_value_info(node.output[0])], opset=18))
+        assert g.uncounted == {} and g.flops.sum() == 0 and graph.CATEGORIES[g.category[0]] == "copy"
+
+
 def test_a_minus_one_dimension_is_not_a_negative_count():
     node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [-1, 3, -1, -1])
