@@ -54,8 +54,13 @@ def detection_node(node: onnx.NodeProto) -> bool:
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
+    """The attribute's value, or `default` where it is absent or not of the default's type (a hostile file's
+    string where a number belongs: ONNX Runtime refuses that graph, and so nothing is counted from it)."""
     found = next((a for a in node.attribute if a.name == name), None)
-    return default if found is None else helper.get_attribute_value(found)
+    value = default if found is None else helper.get_attribute_value(found)
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        return default
+    return value
 
 
 def _data_bound(node: onnx.NodeProto) -> bool:
@@ -108,8 +113,9 @@ def _adaptive_roi_align(node: onnx.NodeProto, values: dict, shapes: dict, opset:
     if rois is None or out is None or len(out) != 4:
         return None
     mode = _attr(node, "coordinate_transformation_mode", b"half_pixel" if opset >= 16 else b"output_half_pixel")
+    mode = mode.decode(errors="replace") if isinstance(mode, bytes) else str(mode)
     grid = adaptive_grid(np.asarray(rois), float(_attr(node, "spatial_scale", 1.0)), out[2], out[3],
-                         (mode.decode() if isinstance(mode, bytes) else str(mode)) == "half_pixel")
+                         mode == "half_pixel")
     x = shapes.get(node.input[0], (None, 0))[0]
     return roi_align_operations(x, out, 0, grid)
 
@@ -232,7 +238,7 @@ def roi_align_operations(x: list | None, out: list | None, sampling_ratio: int, 
         if grid is None or not 0 < grid <= ROI_GRID_MAX:
             return None
     else:
-        grid = float(min(sampling_ratio, ROI_GRID_MAX) ** 2)
+        grid = float(min(sampling_ratio ** 2, ROI_GRID_MAX))
     regions, channels, oh, ow = out
     cells = regions * oh * ow
     return cells * (grid * ROI_GRID_OPS + channels * (ROI_OUTPUT_OPS + grid * ROI_TAP_OPS))
@@ -240,8 +246,8 @@ def roi_align_operations(x: list | None, out: list | None, sampling_ratio: int, 
 
 def adaptive_grid(rois: np.ndarray, spatial_scale: float, oh: int, ow: int, half_pixel: bool) -> float | None:
     """The mean sampling grid a RoiAlign with sampling_ratio 0 takes over `rois` [R, 4] (x1, y1, x2, y2):
-    ceil(region height / oh) × ceil(region width / ow), a region at least one pixel where the output_half_pixel
-    mode is off (opset 10's default)."""
+    ceil(region height / oh) × ceil(region width / ow), each side at least a pixel unless `half_pixel` (the
+    output_half_pixel mode, opset 10's only one, stretches a smaller region to a pixel)."""
     if rois.ndim != 2 or rois.shape[1] != 4 or not len(rois) or oh <= 0 or ow <= 0:
         return None
     r = rois.astype(np.float64) * spatial_scale

@@ -1380,16 +1380,16 @@ VECTOR_POWERS = (2.0, 3.0)
 # Mean, Max and Min have vectorized paths): a chain of dependent adds, about an add's latency an element (3
 # cycles), LogSumExp an exp each besides. Timed there over rows of 1,024: 0.80 ns an element, 4.0 for
 # LogSumExp; over the first axis of [1024, 1024] they took 3.0-3.6 (strided access: not counted).
+# LpPool raises each tap to its p with the C library's pow, 13-14 ns a tap of a 3×3 window at p = 2 or 3
+# (GlobalLpPool: 11-17 ns an element); a MaxPool asked for its indices too leaves its vector path for a loop that
+# tracks them: 18-29 ns an output element of 2×2 and 3×3 windows, where the values alone take 0.9-1.7.
+LP_TAP_OPS = 48
+INDEXED_POOL_OPS, INDEXED_TAP_OPS = 47, 6
 SCALAR_REDUCTIONS = {"ReduceSumSquare": 3, "ReduceL1": 3, "ReduceL2": 3, "ReduceProd": 3, "ReduceLogSum": 3,
-                     "ReduceLogSumExp": 13, "GlobalLpPool": 60}
+                     "ReduceLogSumExp": 13, "GlobalLpPool": LP_TAP_OPS}
 # A running sum or product along an axis nothing lies inside of (the last, or those after it all 1) adds element
 # after element: 3.4 ns an element on one x86 core, where along an outer axis it adds whole rows in vectors (0.15).
 CUMULATIVE_OPS = 12
-# LpPool raises each tap to its p with the C library's pow, 14 ns a tap of a 3×3 window at p = 2 (GlobalLpPool:
-# 17 ns an element); a MaxPool asked for its indices too leaves its vector path for a loop that tracks them:
-# 21-29 ns an output element of 2×2 and 3×3 windows, where the values alone take 0.9-1.7.
-LP_TAP_OPS = 48
-INDEXED_POOL_OPS, INDEXED_TAP_OPS = 47, 6
 SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS) + ("LpPool",)
 SCALAR_COLUMNS = 0.5
 _CATEGORY.update({op: "elementwise" for op in SCALAR_ELEMENTWISE if op not in _CATEGORY})

@@ -181,3 +181,14 @@ def test_one_class_past_the_replay_bound_is_extrapolated_not_replayed(monkeypatc
     monkeypatch.setattr(detection, "replay", counted)
     bounded = detection.nms_operations(boxes, scores, 5000, 0.5, None)
     assert popped == [100] and bounded == pytest.approx(full, rel=0.01)
+
+
+def test_attributes_of_the_wrong_type_leave_the_count_to_its_defaults():
+    # a hostile file: a string where RoiAlign's sampling ratio or NMS's box format belongs. ONNX Runtime refuses
+    # to load it; the counter neither fails nor reads a number from it
+    node = helper.make_node("RoiAlign", ["x", "rois", "batch"], ["y"], sampling_ratio="two", spatial_scale="big",
+                            output_height=2, output_width=2)
+    assert detection._attr(node, "sampling_ratio", 0) == 0 and detection._attr(node, "spatial_scale", 1.0) == 1.0
+    assert detection._data_bound(node)  # ratio 0: adaptive, read from a run
+    nms = helper.make_node("NonMaxSuppression", ["b", "s"], ["k"], center_point_box="yes")
+    assert detection._attr(nms, "center_point_box", 0) == 0
