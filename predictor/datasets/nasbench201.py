@@ -148,7 +148,7 @@ def _row(record: dict, index: str, columns: dict[str, Column], where: str) -> Ro
     """One line of latency_ms.csv: its index, arch and the cells it has (an empty, NaN, infinite, zero or
     negative cell is missing: publishers write -1 or 0 for a network they did not time)."""
     text = (record.get(index) or "").strip()
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):  # '²' is a digit to str.isdigit, not to int
         raise InvalidInput(f"{where}: {index} {text[:20]!r} is not a whole number")
     arch = (record.get("arch_str") or "").strip()
     if not arch:

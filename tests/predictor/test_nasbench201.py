@@ -129,6 +129,8 @@ MALFORMED = {  # file, edit, what the one-line error names
     "word in a cell": ("latency_ms.csv", _cell(3, "fast"), "line 3: column '1080ti_1' holds 'fast'"),
     "index not a number": ("latency_ms.csv", _cell(3, "x2", field=0), "line 3: nb201_index 'x2'"),
     "index twice": ("latency_ms.csv", _cell(3, "1", field=0), "line 3: nb201_index 1 appears twice"),
+    "index a superscript": ("latency_ms.csv", _cell(3, "²", field=0), "line 3: nb201_index '²'"),
+    "index of 40 digits": ("latency_ms.csv", _cell(3, "9" * 40, field=0), "is not a whole number"),
     "empty arch": ("latency_ms.csv", _cell(3, " ", field=1), "line 3: arch_str is empty"),
     "not UTF-8": ("latency_ms.csv", lambda t: "\udcff" + t, "not UTF-8"),
     "YAML broken": ("settings.yaml", lambda t: t + "- 1\n", "not valid YAML at line"),
