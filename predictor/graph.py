@@ -1540,9 +1540,7 @@ def cumulative_scalar(node: onnx.NodeProto, x: list | None, ints: dict[str, list
     if node.op_type not in ("CumSum", "CumProd") or len(node.input) < 2 or not _known(x) or not x:
         return False
     axis = ints.get(node.input[1])
-    if not axis or len(axis) != 1 or not -len(x) <= axis[0] < len(x):
-        return False
-    return all(d == 1 for d in x[axis[0] % len(x) + 1:])
+    return bool(axis) and len(axis) == 1 and -len(x) <= axis[0] < len(x) and _innermost(axis, x)
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),
