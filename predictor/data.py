@@ -32,8 +32,11 @@ from edgeatlas.protos.spec import SpecSheet
 # ops and reductions it runs as scalar loops, at their operations per element (`graph.SCALAR_ELEMENTWISE`,
 # `graph.SCALAR_REDUCTIONS`), and the inverse and hyperbolic trigonometric ops counted; 12: a recurrent cell's
 # re-read weights told apart (`GraphSet.rereads`: they do not grow its working set, `models.streamed_bytes`), and
-# the transposes, softmaxes and reductions ONNX Runtime runs in its generic loops counted as walks (`graph.index_walk`)
-FEATURIZER_VERSION = "12"
+# the transposes, softmaxes and reductions ONNX Runtime runs in its generic loops counted as walks (`graph.index_walk`);
+# 13: ONNX Runtime's graph read at its default level less the layout passes, from the graph as given (a float16
+# weight converted at load, not cast on each run), a convolution it runs in NCHW charged its patch matrix
+# (`graph.im2col_bytes`), and NCHWc only where the bias is constant too
+FEATURIZER_VERSION = "13"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])

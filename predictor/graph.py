@@ -296,9 +296,19 @@ def as_runtime_runs(model: onnx.ModelProto, runtime: str) -> onnx.ModelProto:
     return _ort_view(model, "basic") or model
 
 
+# The passes of ONNX Runtime's default level (ORT_ENABLE_ALL) that its "fused" view leaves out, because they
+# depend on the processor and `LAYOUTS` models them per layout instead: NCHWc (x86 only, the block the vector's
+# width), its NHWC form of quantized convolutions, and a convolution's residual Add and activation folded
+# into it in NCHW. What the level's other passes do stays: a float16 weight that the CPU provider has no
+# float16 kernel for is converted to float32 once, at load (FuseInitializersTransformer), where the extended
+# level left a Cast of it on every run.
+LAYOUT_PASSES = ("NchwcTransformer", "NhwcTransformer", "ConvAddActivationFusion")
+
+
 def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
-    """The graph ONNX Runtime's CPU provider keeps after its `level` (basic | extended) optimizations, or
-    None where it is not installed, the graph is too large to copy, or it cannot load the graph."""
+    """The graph ONNX Runtime's CPU provider keeps after its `level` optimizations (basic; fused: its default
+    level without `LAYOUT_PASSES`), or None where it is not installed, the graph is too large to copy, or it
+    cannot load the graph."""
     folder, external = _external_bytes(model)  # weights it does not change stay there, named as they were
     if model.ByteSize() + external > RUNTIME_VIEW_MAX_BYTES:
         return None
@@ -310,12 +320,13 @@ def _ort_view(model: onnx.ModelProto, level: str) -> onnx.ModelProto | None:
         return None
     options = ort.SessionOptions()
     options.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}[level]
+                                        "fused": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     options.log_severity_level = 4
     with tempfile.TemporaryDirectory() as tmp:
         options.optimized_model_filepath = str(Path(tmp) / f"{level}.onnx")
         try:
-            ort.InferenceSession(_ort_bytes(model, options), options, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(_ort_bytes(model, options), options, providers=["CPUExecutionProvider"],
+                                 disabled_optimizers=list(LAYOUT_PASSES) if level == "fused" else None)
             optimized = onnx.load(options.optimized_model_filepath, load_external_data=folder is None)
             if folder is not None:
                 _keep_external(optimized, Path(folder))
@@ -485,9 +496,16 @@ def _constant_conditions(graph) -> dict[str, bool]:
 
 
 def _float_scalars(graph) -> dict[str, float]:
-    """{tensor: value} of the single-element float constants: a Pow's exponent (`scalar_loop`)."""
+    """{tensor: value} of the single-element float constants: a Pow's exponent (`scalar_loop`). A float Cast
+    of one is one too (a float16 model's exponent, which ONNX Runtime casts to float32 on each run, where its
+    CPU kernel is float32 only: the kernel reads the value, wherever it came from)."""
     floats = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
-    return {name: float(v) for name, v in _single_constants(graph, floats).items()}
+    values = {name: float(v) for name, v in _single_constants(graph, floats).items()}
+    for node in graph.node:  # in graph order: a Cast of a Cast follows
+        if node.op_type == "Cast" and node.input and node.input[0] in values and node.output and \
+                _attr(node, "to", 0) in floats:
+            values[node.output[0]] = values[node.input[0]]
+    return values
 
 
 def _single_constants(graph, types: tuple[int, ...]) -> dict:
@@ -552,8 +570,9 @@ def _run_for(model: onnx.ModelProto, tensors: list[str], feeds: dict, errors: li
 def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: tuple = (),
                   shapes: dict | None = None, feeds: dict | None = None, branches: dict | None = None,
                   loops: dict | None = None, data_work: dict | None = None) -> OpGraph:
-    """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its
-    extended optimizations run, fusions included (a convolution with its activation as FusedConv,
+    """The operator graph a runtime executes (`from_onnx`'s arguments). ONNX Runtime: the kernels its default
+    level runs less `LAYOUT_PASSES`, read from the graph as given (its basic view optimized again lost fusions,
+    or failed: wav2vec2's), fusions included (a convolution with its activation as FusedConv,
     MatMulInteger with its scales as DynamicQuantizeMatMul, GELU, SkipLayerNormalization): a fused
     kernel is one node, and its intermediate tensors move no bytes. An int8 transformer's MatMuls run
     fused and 2x faster than in float, its convolutions do not (`integer_kernel`). Shape inference does
@@ -565,7 +584,7 @@ def runtime_graph(model: onnx.ModelProto, runtime: str, name: str = "", specs: t
     RoiAlign the work a run's values give them (`data_work`: counted before; `detection`)."""
     model, taken = inline_branches(model, feeds, branches)
     basic = as_runtime_runs(model, runtime)
-    fused = _ort_view(basic, "extended") if basic is not model else None
+    fused = _ort_view(model, "fused") if basic is not model else None
     if fused is None:
         return from_onnx(basic, name=name, specs=specs, shapes=shapes, feeds=feeds, branches=taken, loops=loops,
                          data_work=data_work)
@@ -757,7 +776,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     n = len(graph.node)
     category = np.zeros(n, np.int64)
     arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width", "operands", "rereads", "integer")}
+                                       "in_width", "out_width", "operands", "rereads", "integer", "im2col")}
     arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
@@ -798,10 +817,13 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
         at = _CONV_WEIGHT.get(node.op_type)
-        constant = at is not None and len(node.input) > at and node.input[at] in weights and \
-            shapes[node.input[at]][1] == onnx.TensorProto.FLOAT  # what ONNX Runtime lays out in NCHWc
+        # what ONNX Runtime lays out in NCHWc: constant float weights, and a constant bias if any (a float16
+        # model's bias that its CPU provider casts on each run is none: ConvNeXt's depthwise convolutions)
+        constant = at is not None and len(node.input) > at and all(
+            t in weights and shapes[t][1] == onnx.TensorProto.FLOAT for t in node.input[at:at + 2] if t)
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
+        arrays["im2col"][i] = im2col_bytes(node, ins, outs)
         arrays["lanes"][i] = (ml.columns,) * len(LAYOUTS) if ml is not None and ml.columns else \
             gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None, blocked[-1], scalar)
         arrays["operands"][i] = int8_operands(node, shapes)
@@ -815,6 +837,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             arrays["act"][i] = act_in + act_out + moe_materialized(node, ins)
     fused, reordered = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
                                      frozenset(o.name for o in graph.output))
+    reordered[:, 1:] += arrays["im2col"][:, None] * ~np.array(blocked, dtype=bool).reshape(n, -1)
     bodies = _loop_bodies(model, shapes, ints, feeds, name or graph.name, loops or {})
     for at in bodies:  # the node itself only runs its body: the body's nodes carry the work
         category[at] = CATEGORIES.index("view")
@@ -1541,6 +1564,42 @@ def cumulative_scalar(node: onnx.NodeProto, x: list | None, ints: dict[str, list
         return False
     axis = ints.get(node.input[1])
     return bool(axis) and len(axis) == 1 and -len(x) <= axis[0] < len(x) and _innermost(axis, x)
+
+
+# A float convolution ONNX Runtime's CPU provider runs in NCHW (MLAS: one the NCHWc pass leaves, a 1-D or 3-D
+# one, a float16 one cast to float32, one whose weights are computed) copies its input into a patch matrix
+# (im2col: for each group, each of its K = in/group × kernel taps, each output position) and multiplies that:
+# the matrix is written and read, 4 bytes an element each way (`IM2COL_ELEMENT_BYTES`), a depthwise
+# convolution's whole cost, where its product is one row per group; and it is copied a span of output
+# positions at a time (an output row per tap), each span reading and writing at least a cache line
+# (`IM2COL_SPAN_BYTES`: 7-pixel rows cost as many lines as 16-pixel ones). Charged to the layouts the node runs
+# NCHW in (`GraphSet.reordered`, x86's NCHWc layouts). On this project's x86 core, depthwise convolutions of
+# 3-31 taps over 7-500 positions ran at 0.13-0.67 ns a multiply-add in NCHW (0.03-0.1 in NCHWc), charged ×0.04-0.2
+# before at the lanes' peak; with these bytes at the rate a fingerprint measures, ×0.6-1.2 (`bench/scalar_ops.py`).
+# A pointwise one (1×1 taps, stride 1, no padding) multiplies its input in place: none.
+IM2COL_ELEMENT_BYTES = 8
+IM2COL_SPAN_BYTES = 128
+
+
+def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
+    """The bytes a float convolution run in NCHW moves building its patch matrix (`IM2COL_ELEMENT_BYTES` an
+    element, `IM2COL_SPAN_BYTES` a span; 0: a pointwise one, not a float Conv, or its shapes not known)."""
+    if node.op_type not in ("Conv", "FusedConv") or len(ins) < 2 or not outs:
+        return 0.0
+    w, y = ins[1], outs[0]
+    if not (_known(w) and _known(y)) or len(y) < 3 or len(w) != len(y):
+        return 0.0
+    taps = w[2:]
+    group = _attr(node, "group", 1)
+    group = group if isinstance(group, int) and group > 0 else 1  # ONNX Runtime refuses another anyway
+    strides, pads = _attr(node, "strides", []), _attr(node, "pads", [])
+    if all(k == 1 for k in taps) and all(s == 1 for s in strides) and not any(pads) and \
+            _attr(node, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID"):
+        return 0.0
+    k = w[1] * math.prod(taps)  # per group: its input channels × taps
+    positions = math.prod(y[2:])
+    rows = math.prod(y[2:-1]) if len(y) > 3 else 1  # a 1-D convolution's row is all of its positions
+    return float(y[0] * group * k * (IM2COL_ELEMENT_BYTES * positions + IM2COL_SPAN_BYTES * rows))
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),

@@ -1072,3 +1072,126 @@ def test_the_bytes_reordered_between_layouts_are_those_onnx_runtime_copies_here(
     again = concat([GraphSet.load(tmp_path / "g.npz").subset([1]), graphs.subset([0])])
     assert again.reordered.tolist() == np.concatenate([graphs.reordered[graphs.node_ptr[1]:],
                                                         graphs.reordered[:graphs.node_ptr[1]]]).tolist()
+
+
+def _depthwise2d(channels: int, size: int, dtype: int = TensorProto.FLOAT, bias: bool = False) -> onnx.ModelProto:
+    """input [1, channels, size, size] → a 3×3 depthwise convolution, padded: size × size positions."""
+    from onnx import numpy_helper
+
+    kind = helper.tensor_dtype_to_np_dtype(dtype)
+    inits = [numpy_helper.from_array(np.full((channels, 1, 3, 3), 0.1, kind), "w")]
+    inits += [numpy_helper.from_array(np.full(channels, 0.1, kind), "b")] if bias else []
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"] + ["b"] * bias, ["y"], kernel_shape=[3, 3],
+                                                pads=[1, 1, 1, 1], group=channels)], "dw",
+                              [helper.make_tensor_value_info("x", dtype, [1, channels, size, size])],
+                              [helper.make_tensor_value_info("y", dtype, [1, channels, size, size])], inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_convolution_onnx_runtime_runs_in_nchw_moves_its_patch_matrix():
+    """ONNX Runtime's NCHW convolution (MLAS) copies its input into a patch matrix and multiplies that: a
+    depthwise one's whole cost, one row per group (0.13-0.67 ns a multiply-add on this project's x86 core, where
+    the lanes' peak gives 0.02). In the layouts it runs NCHW in (x86's NCHWc layouts: a 1-D convolution, one
+    whose weights are computed, a float16 one), `reordered` carries the matrix's bytes, written and read, and
+    a cache line each way per span copied (a row of output positions per tap); a convolution laid out in
+    NCHWc, a pointwise one and the NCHW layout itself carry none."""
+    from edgeatlas.predictor.graph import IM2COL_ELEMENT_BYTES, IM2COL_SPAN_BYTES
+
+    def per_layout(graph):
+        return graph.reordered[0].tolist()
+
+    taps, positions = 5, 60  # 64 channels, one row of 60 positions per tap
+    one_d = IM2COL_ELEMENT_BYTES * 64 * taps * positions + IM2COL_SPAN_BYTES * 64 * taps
+    assert per_layout(from_onnx(_conv1d(positions, groups=64))) == [0.0] + [one_d] * 3
+    assert per_layout(from_onnx(_conv1d(positions))) == [0.0] + [one_d] * 3  # one group of 64 inputs: as many
+    pointwise = _conv1d(positions)
+    pointwise.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.ones((64, 64, 1), np.float32), "w"))
+    pointwise.graph.node[0].attribute[0].ints[:] = [1]
+    pointwise.graph.input[0].type.tensor_type.shape.dim[2].dim_value = positions
+    assert per_layout(from_onnx(pointwise)) == [0.0] * 4
+    two_d = IM2COL_ELEMENT_BYTES * 32 * 9 * 14 * 14 + IM2COL_SPAN_BYTES * 32 * 9 * 14
+    copies = 2 * 2 * 32 * 14 * 14 * 4  # NCHWc: its own kernel; its input reordered in, its output out
+    assert per_layout(from_onnx(_depthwise2d(32, 14))) == [0.0] + [copies] * 3
+    computed = from_onnx(_conv2d(32, 32, 14, groups=32, constant=False))  # its weights an input: NCHW
+    assert per_layout(computed) == [0.0] + [two_d] * 3
+    assert computed.lanes.tolist() == [[0.0] * 4]  # a depthwise product: no lanes to leave idle
+
+
+@X86_ONLY
+def test_a_float16_convolution_is_laid_out_in_nchwc_where_onnx_runtime_does_here(tmp_path):
+    """ONNX Runtime's CPU provider has no float16 convolution on x86: it runs it in float32, its input cast on
+    each run and its weights converted once at load, where one convolution alone uses them; its NCHWc pass
+    then takes it where its weights and bias are constants. Float16 weights and a bias two convolutions
+    share stay Casts on each run and keep both in NCHW (a ConvNeXt exported with its biases tied, in
+    float16), as a bias computed in float32 does. The featurized graph has the Casts that run, and NCHWc
+    where ONNX Runtime lays the convolution out in it here."""
+    from edgeatlas.predictor.graph import runtime_graph
+
+    computed = _depthwise2d(32, 14)
+    computed.graph.input.append(helper.make_tensor_value_info("b", TensorProto.FLOAT, [32]))
+    computed.graph.node[0].input.append("b")
+    shared = _depthwise2d(32, 14, TensorProto.FLOAT16, bias=True)
+    shared.graph.node.append(helper.make_node("Conv", ["y", "w", "b"], ["z"], kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                              group=32))
+    shared.graph.output[0].name = "z"
+    cases = {"float16": (_depthwise2d(32, 14, TensorProto.FLOAT16), True),
+             "float16 with a bias": (_depthwise2d(32, 14, TensorProto.FLOAT16, bias=True), True),
+             "float16 with a bias two convolutions share": (shared, False),
+             "float32 with a bias": (_depthwise2d(32, 14, bias=True), True),
+             "float32 with a computed bias": (computed, False)}
+    for name, (model, nchwc) in cases.items():
+        ran = fully_optimized(model, tmp_path)
+        assert any(n.domain == "com.microsoft.nchwc" for n in ran) == nchwc, name
+        graph = runtime_graph(model, "onnxruntime")
+        conv = graph.ops.index("Conv")
+        assert (graph.reordered[conv, 1:] > 0).all()  # NCHWc's reorders, or NCHW's patch matrix
+        patches = graph.reordered[conv, -1] > 2 * 2 * 32 * 14 * 14 * 4
+        assert patches == (not nchwc), name
+        casts = [n for n in ran if n.op_type == "Cast"]
+        assert graph.ops.count("Cast") == len(casts), name
+
+
+def _profiled_ops(model: onnx.ModelProto, feeds: dict, tmp_path) -> list[str]:
+    """The operators ONNX Runtime's CPU provider ran, one run at its default level, by its profiler."""
+    import json
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "profile")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.run(None, feeds)
+    events = json.load(open(session.end_profiling()))
+    return sorted(e["args"]["op_name"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"))
+
+
+def test_the_graph_featurized_is_the_one_onnx_runtime_runs_float16_casts_included(tmp_path):
+    """A float16 transformer block on the CPU provider: its MatMuls and LayerNormalization run in float32,
+    between Casts of their activations on every run, while the Casts of its float16 weights are done once
+    at load. The featurized graph has the kernels ONNX Runtime's profiler reports, one for one, where its
+    extended level had a Cast of every weight too (GPT-2 in float16: ×1.36 of measured). GELU's x³ (a Pow by
+    3, whose exponent is cast to float32 on each run) is one vector multiply in its kernel, not a pow() call."""
+    from onnx import numpy_helper
+
+    from edgeatlas.predictor.graph import SCALAR_COLUMNS, runtime_graph
+
+    half = np.float16
+    inits = [numpy_helper.from_array(np.full((64, 64), 0.01, half), "w"),
+             numpy_helper.from_array(np.full(64, 0.1, half), "b"),
+             numpy_helper.from_array(np.array(3.0, half), "three"), numpy_helper.from_array(np.ones(64, half), "g")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["hb"]),
+             helper.make_node("Pow", ["hb", "three"], ["cube"]), helper.make_node("Add", ["hb", "cube"], ["s"]),
+             helper.make_node("LayerNormalization", ["s", "g"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "f16", [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 16, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 16, 64])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    featurized = runtime_graph(model, "onnxruntime")
+    ran = _profiled_ops(model, {"x": np.random.rand(1, 16, 64).astype(half)}, tmp_path)
+    assert sorted(featurized.ops) == ran and "Cast" in ran
+    pow_lanes = featurized.lanes[featurized.ops.index("Pow")]
+    assert (pow_lanes != SCALAR_COLUMNS).all()
