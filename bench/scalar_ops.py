@@ -23,8 +23,11 @@ one thread, the best of three passes. Two sections:
 - index walks (`index_walk`): transposes, softmaxes over a leading axis and reductions whose shapes send
   ONNX Runtime to its generic loops, on about 1M elements: ns per operation counted, beside the scalar
   loops' figure; and the same ops on shapes its vector paths take, which are not counted as walks.
+- convolutions in NCHW (`graph.im2col_bytes`): depthwise, grouped and ungrouped ones, 1-D and 2-D, whose
+  weights are fed as an input (ONNX Runtime's NCHWc pass leaves them in NCHW): measured, and the estimate at
+  a multiply-add's and a copied byte's rates measured in the same run, with and without the patch matrix.
 
-    python bench/scalar_ops.py [--threads 1]
+    python bench/scalar_ops.py [--threads 1] [--only nchw]
 """
 
 from __future__ import annotations
@@ -97,7 +100,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", choices=("nchw",), help="one section alone: convolutions in NCHW")
     args = parser.parse_args()
+    if args.only == "nchw":
+        nchw_convolutions(args.threads)
+        return 0
     counts = {**_ELEMENTWISE, **_FLOPS_PER_ELEMENT}
 
     print(f"scalar loops\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
@@ -131,6 +138,7 @@ def main() -> int:
     machine_learning(args.threads, statistics.median(per_op))
     detection(args.threads, statistics.median(per_op))
     walks(args.threads, statistics.median(per_op))
+    nchw_convolutions(args.threads)
     return 0
 
 
@@ -504,6 +512,61 @@ def detection(threads: int, scalar_ns: float) -> None:
                             node, types, feeds))
     print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
           f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
+
+
+# (channels, positions per side, taps per side, groups, stride, dimensions): depthwise 2-D as MobileNets and
+# ConvNeXt have them, 1-D depthwise as Conformers and wav2vec2 have them, grouped and ungrouped ones
+NCHW_CASES = [(32, 112, 3, 32, 1, 2), (96, 56, 3, 96, 2, 2), (144, 56, 3, 144, 1, 2), (240, 28, 5, 240, 1, 2),
+              (480, 14, 3, 480, 1, 2), (960, 7, 5, 960, 1, 2), (32, 16, 7, 32, 1, 2), (64, 8, 7, 64, 1, 2),
+              (256, 32, 7, 256, 1, 2), (768, 14, 7, 768, 1, 2), (256, 500, 31, 256, 1, 1), (144, 200, 31, 144, 1, 1),
+              (512, 100, 15, 512, 1, 1), (128, 400, 16, 16, 1, 1), (64, 56, 3, 2, 1, 2), (128, 28, 3, 8, 1, 2),
+              (256, 14, 3, 32, 1, 2), (64, 56, 3, 1, 1, 2)]
+
+
+def nchw_convolutions(threads: int) -> None:
+    """Convolutions ONNX Runtime runs in NCHW (MLAS: im2col, then a product per group; their weights fed as an
+    input keep x86's NCHWc pass away), each timed against the physical terms' estimate at rates measured in
+    the same run: its multiply-adds at a large pointwise convolution's rate (no patch matrix), its bytes at a
+    copy's (Relu on 4 MiB). Beside it, the estimate without the patch matrix (`graph.im2col_bytes`)."""
+    from onnx import TensorProto, helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    def conv(channels: int, side: int, taps: int, groups: int, stride: int, dims: int):
+        shape = [1, channels] + [side] * dims
+        weight = [channels, channels // groups] + [taps] * dims
+        node = helper.make_node("Conv", ["x", "w"], ["y"], group=groups, strides=[stride] * dims,
+                                pads=[taps // 2] * (2 * dims), kernel_shape=[taps] * dims)
+        graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                                                helper.make_tensor_value_info("w", TensorProto.FLOAT, weight)],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        rng = np.random.default_rng(0)
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32),
+                 "w": rng.standard_normal(weight).astype(np.float32) * 0.1}
+        return m, feeds
+
+    copy_ns_per_byte = ns_per_element(model("Relu"), threads, -3, 3) / 8
+    m, feeds = conv(256, 56, 1, 1, 1, 2)
+    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / (256 * 256 * 56 * 56)
+    print(f"\nconvolutions in NCHW (a multiply-add {mac_ns:.4f} ns, a byte copied {copy_ns_per_byte:.4f} ns)\n"
+          f"{'convolution':34s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'no im2col':>9s} {'×':>5s}")
+    ratios, before = [], []
+    for channels, side, taps, groups, stride, dims in NCHW_CASES:
+        m, feeds = conv(channels, side, taps, groups, stride, dims)
+        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        g = from_onnx(m)
+        macs = g.macs
+        bare = (macs * mac_ns + g.act_bytes.sum() * copy_ns_per_byte) * 1e-6
+        estimate = bare + g.reordered[:, -1].sum() * copy_ns_per_byte * 1e-6
+        ratios.append(estimate / ms)
+        before.append(bare / ms)
+        label = f"{channels} ch, {side}{'²' if dims == 2 else ''}, {taps}-tap, {groups} groups, stride {stride}"
+        print(f"{label:34s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {estimate / ms:5.2f} {bare:9.3f} "
+              f"{bare / ms:5.2f}")
+    spread = [f"median {statistics.median(r):.2f}, range {min(r):.2f}-{max(r):.2f}" for r in (ratios, before)]
+    print(f"estimate / measured: {spread[0]}; without the patch matrix: {spread[1]}")
 
 
 def _domain(op: str) -> tuple[float, float]:

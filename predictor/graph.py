@@ -1571,19 +1571,25 @@ def cumulative_scalar(node: onnx.NodeProto, x: list | None, ints: dict[str, list
 # (im2col: for each group, each of its K = in/group × kernel taps, each output position) and multiplies that:
 # the matrix is written and read, 4 bytes an element each way (`IM2COL_ELEMENT_BYTES`), a depthwise
 # convolution's whole cost, where its product is one row per group; and it is copied a span of output
-# positions at a time (an output row per tap), each span reading and writing at least a cache line
-# (`IM2COL_SPAN_BYTES`: 7-pixel rows cost as many lines as 16-pixel ones). Charged to the layouts the node runs
-# NCHW in (`GraphSet.reordered`, x86's NCHWc layouts). On this project's x86 core, depthwise convolutions of
-# 3-31 taps over 7-500 positions ran at 0.13-0.67 ns a multiply-add in NCHW (0.03-0.1 in NCHWc), charged ×0.04-0.2
-# before at the lanes' peak; with these bytes at the rate a fingerprint measures, ×0.6-1.2 (`bench/scalar_ops.py`).
+# positions at a time (an output row per tap), each span reading and writing two cache lines beyond its
+# elements (`IM2COL_SPAN_BYTES`: an unaligned span straddles two, and a 7-pixel row costs about what a 16-pixel
+# one does). Charged to the layouts the node runs NCHW in (`GraphSet.reordered`, x86's NCHWc layouts). On this
+# project's x86 core, depthwise convolutions of 3-31 taps over 7-500 positions ran at 0.14-0.68 ns a multiply-add
+# in NCHW (0.03-0.1 in NCHWc). Along a row strided by more than 1 it copies an element at a time, where a unit
+# stride moves four (`IM2COL_STRIDED`). An estimate at the rates of a multiply-add and a copied byte measured
+# beside them (`bench/scalar_ops.py --only nchw`) was ×0.04-0.96 (median ×0.13) of 18 shapes' time without the
+# patch matrix, ×0.64-1.09 (×0.97) with it; on 12 shapes not used to set these, ×0.08 → ×0.91 (0.44-1.05). What
+# is left: a dispatch per group (about 0.1 µs here), which 1-D depthwise ones of 60-100 positions feel (×0.44-0.64).
 # A pointwise one (1×1 taps, stride 1, no padding) multiplies its input in place: none.
 IM2COL_ELEMENT_BYTES = 8
-IM2COL_SPAN_BYTES = 128
+IM2COL_SPAN_BYTES = 256
+IM2COL_STRIDED = 4
 
 
 def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
     """The bytes a float convolution run in NCHW moves building its patch matrix (`IM2COL_ELEMENT_BYTES` an
-    element, `IM2COL_SPAN_BYTES` a span; 0: a pointwise one, not a float Conv, or its shapes not known)."""
+    element, `IM2COL_STRIDED` times that along a strided row, `IM2COL_SPAN_BYTES` a span; 0: a pointwise one,
+    not a float Conv, or its shapes not known)."""
     if node.op_type not in ("Conv", "FusedConv") or len(ins) < 2 or not outs:
         return 0.0
     w, y = ins[1], outs[0]
@@ -1599,7 +1605,8 @@ def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
     k = w[1] * math.prod(taps)  # per group: its input channels × taps
     positions = math.prod(y[2:])
     rows = math.prod(y[2:-1]) if len(y) > 3 else 1  # a 1-D convolution's row is all of its positions
-    return float(y[0] * group * k * (IM2COL_ELEMENT_BYTES * positions + IM2COL_SPAN_BYTES * rows))
+    element = IM2COL_ELEMENT_BYTES * (IM2COL_STRIDED if strides and strides[-1] != 1 else 1)
+    return float(y[0] * group * k * (element * positions + IM2COL_SPAN_BYTES * rows))
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),

@@ -1095,9 +1095,9 @@ def test_a_convolution_onnx_runtime_runs_in_nchw_moves_its_patch_matrix():
     depthwise one's whole cost, one row per group (0.13-0.67 ns a multiply-add on this project's x86 core, where
     the lanes' peak gives 0.02). In the layouts it runs NCHW in (x86's NCHWc layouts: a 1-D convolution, one
     whose weights are computed, a float16 one), `reordered` carries the matrix's bytes, written and read, and
-    a cache line each way per span copied (a row of output positions per tap); a convolution laid out in
+    two cache lines each way per span copied (a row of output positions per tap); a convolution laid out in
     NCHWc, a pointwise one and the NCHW layout itself carry none."""
-    from edgeatlas.predictor.graph import IM2COL_ELEMENT_BYTES, IM2COL_SPAN_BYTES
+    from edgeatlas.predictor.graph import IM2COL_ELEMENT_BYTES, IM2COL_SPAN_BYTES, IM2COL_STRIDED
 
     def per_layout(graph):
         return graph.reordered[0].tolist()
@@ -1106,6 +1106,11 @@ def test_a_convolution_onnx_runtime_runs_in_nchw_moves_its_patch_matrix():
     one_d = IM2COL_ELEMENT_BYTES * 64 * taps * positions + IM2COL_SPAN_BYTES * 64 * taps
     assert per_layout(from_onnx(_conv1d(positions, groups=64))) == [0.0] + [one_d] * 3
     assert per_layout(from_onnx(_conv1d(positions))) == [0.0] + [one_d] * 3  # one group of 64 inputs: as many
+    strided = _conv1d(positions, groups=64)  # 64 inputs, 5 taps, stride 2: 30 positions, copied one at a time
+    strided.graph.node[0].attribute.append(helper.make_attribute("strides", [2]))
+    strided.graph.output[0].type.tensor_type.shape.dim[2].dim_value = 30
+    assert per_layout(from_onnx(strided)) == [0.0] + [64 * taps * (IM2COL_STRIDED * IM2COL_ELEMENT_BYTES * 30 +
+                                                                   IM2COL_SPAN_BYTES)] * 3
     pointwise = _conv1d(positions)
     pointwise.graph.initializer[0].CopyFrom(onnx.numpy_helper.from_array(np.ones((64, 64, 1), np.float32), "w"))
     pointwise.graph.node[0].attribute[0].ints[:] = [1]
