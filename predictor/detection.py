@@ -25,7 +25,9 @@ from typing import NamedTuple
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
+
+from edgeatlas.protos import onnx_model
 
 # NonMaxSuppression, in operations (bench/scalar_ops.py's detection section: fifteen settings of boxes, classes,
 # thresholds and box sizes, timed and fitted; within ×0.77-1.23 where a class has the tens of thousands of
@@ -54,14 +56,7 @@ def detection_node(node: onnx.NodeProto) -> bool:
     return node.op_type in KERNELS and node.domain in ("", "ai.onnx")
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    """The attribute's value, or `default` where it is absent or not of the default's type (a hostile file's
-    string where a number belongs: ONNX Runtime refuses that graph, and so nothing is counted from it)."""
-    found = next((a for a in node.attribute if a.name == name), None)
-    value = default if found is None else helper.get_attribute_value(found)
-    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
-        return default
-    return value
+_attr = onnx_model.attribute
 
 
 def _data_bound(node: onnx.NodeProto) -> bool:

@@ -1085,11 +1085,7 @@ def _bytes(entry: tuple[list[int] | None, int] | None) -> float:
     return float(math.prod(entry[0])) * _DTYPE_BYTES.get(entry[1], 4)
 
 
-def _attr(node: onnx.NodeProto, name: str, default):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
+_attr = onnx_model.attribute
 
 
 # The categories whose operators are multiply-adds: on int8 they run at the processor's int8 peak.

@@ -32,6 +32,18 @@ _PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "float64
 MIXED_SHARE = 0.25  # a second precision carrying at least this share of the weights makes a model "mixed"
 
 
+def attribute(node, name: str, default):
+    """A node's attribute's value, or `default` where it is absent or, for a number, not a number (a hostile
+    file's string where a count belongs: ONNX Runtime refuses that graph, and so nothing is counted from it)."""
+    from onnx import helper
+
+    found = next((a for a in node.attribute if a.name == name), None)
+    value = default if found is None else helper.get_attribute_value(found)
+    if isinstance(default, (int, float)) and not isinstance(value, (int, float)):
+        return default
+    return value
+
+
 @dataclass(frozen=True)
 class Weight:
     name: str
