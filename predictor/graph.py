@@ -299,9 +299,9 @@ def as_runtime_runs(model: onnx.ModelProto, runtime: str) -> onnx.ModelProto:
 # The passes of ONNX Runtime's default level (ORT_ENABLE_ALL) that its "fused" view leaves out, because they
 # depend on the processor and `LAYOUTS` models them per layout instead: NCHWc (x86 only, the block the vector's
 # width), its NHWC form of quantized convolutions, and a convolution's residual Add and activation folded
-# into it in NCHW. What the level's other passes do stays: a float16 weight that the CPU provider has no
-# float16 kernel for is converted to float32 once, at load (FuseInitializersTransformer), where the extended
-# level left a Cast of it on every run.
+# into it in NCHW. What the level's other passes do stays: a float16 weight that one node alone uses, where the
+# CPU provider has no float16 kernel, is converted to float32 once, at load (FuseInitializersTransformer), where
+# the extended level left a Cast of it on every run (one that two nodes share keeps its Cast).
 LAYOUT_PASSES = ("NchwcTransformer", "NhwcTransformer", "ConvAddActivationFusion")
 
 
@@ -817,8 +817,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             flops, macs, kernel, stride, channels)
         arrays["weight"][i] = w_bytes
         at = _CONV_WEIGHT.get(node.op_type)
-        # what ONNX Runtime lays out in NCHWc: constant float weights, and a constant bias if any (a float16
-        # model's bias that its CPU provider casts on each run is none: ConvNeXt's depthwise convolutions)
+        # what ONNX Runtime lays out in NCHWc: constant float weights, and a constant bias if any (a float16 bias
+        # two convolutions share, which its CPU provider casts on each run, is none; nor a computed one)
         constant = at is not None and len(node.input) > at and all(
             t in weights and shapes[t][1] == onnx.TensorProto.FLOAT for t in node.input[at:at + 2] if t)
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
