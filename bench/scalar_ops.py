@@ -551,7 +551,7 @@ def nchw_convolutions(threads: int) -> None:
     m, feeds = conv(256, 56, 1, 1, 1, 2)
     mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / (256 * 256 * 56 * 56)
     print(f"\nconvolutions in NCHW (a multiply-add {mac_ns:.4f} ns, a byte copied {copy_ns_per_byte:.4f} ns)\n"
-          f"{'convolution':34s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'no im2col':>9s} {'×':>5s}")
+          f"{'convolution':44s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'no im2col':>9s} {'×':>5s}")
     ratios, before = [], []
     for channels, side, taps, groups, stride, dims in NCHW_CASES:
         m, feeds = conv(channels, side, taps, groups, stride, dims)
@@ -563,7 +563,7 @@ def nchw_convolutions(threads: int) -> None:
         ratios.append(estimate / ms)
         before.append(bare / ms)
         label = f"{channels} ch, {side}{'²' if dims == 2 else ''}, {taps}-tap, {groups} groups, stride {stride}"
-        print(f"{label:34s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {estimate / ms:5.2f} {bare:9.3f} "
+        print(f"{label:44s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {estimate / ms:5.2f} {bare:9.3f} "
               f"{bare / ms:5.2f}")
     spread = [f"median {statistics.median(r):.2f}, range {min(r):.2f}-{max(r):.2f}" for r in (ratios, before)]
     print(f"estimate / measured: {spread[0]}; without the patch matrix: {spread[1]}")
