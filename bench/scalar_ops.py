@@ -66,6 +66,11 @@ def model(op: str, domain: str = "", exponent: float | None = None):
     return m
 
 
+def spread(values: list[float], digits: int = 3) -> str:
+    """"median m, range a-b" of the figures a section printed, at `digits` decimals."""
+    return f"median {statistics.median(values):.{digits}f}, range {min(values):.{digits}f}-{max(values):.{digits}f}"
+
+
 def session_of(m, threads: int):
     """An ONNX Runtime CPU session of the one-node graph `m` on `threads` threads."""
     import onnxruntime as ort
@@ -119,8 +124,7 @@ def main() -> int:
     for op, ns, count in gathers(args.threads) + vision(args.threads) + others(args.threads):
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
-    print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
-          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
+    print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
 
     copy = ns_per_element(model("Relu"), args.threads, -3, 3)
     print(f"\nvector kernels, beyond a copy (Relu: {copy:.3f} ns an element)\n"
@@ -132,8 +136,7 @@ def main() -> int:
         ns = ns_per_element(model(op, domain), args.threads, 0.1 if op == "Sqrt" else -3, 3)
         per_flop.append((ns - copy) / counts[op])
         print(f"{op:34s} {ns:10.3f} {counts[op]:13.1f} {per_flop[-1]:14.4f}")
-    print(f"ns per counted FLOP beyond a copy: median {statistics.median(per_flop):.4f}, range "
-          f"{min(per_flop):.4f}-{max(per_flop):.4f}; Pow with a constant 2 (a square): "
+    print(f"ns per counted FLOP beyond a copy: {spread(per_flop, 4)}; Pow with a constant 2 (a square): "
           f"{ns_per_element(model('Pow', exponent=2.0), args.threads, -3, 3):.3f} ns an element")
     machine_learning(args.threads, statistics.median(per_op))
     detection(args.threads, statistics.median(per_op))
@@ -431,8 +434,7 @@ def machine_learning(threads: int, scalar_ns: float) -> None:
         ops = float(from_onnx(m).flops.sum()) / ROWS
         per_op.append(ns / ops)
         print(f"{label:52s} {ns:10.1f} {ops:11.1f} {ns / ops:7.3f}")
-    print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
-          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
+    print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
 
 
 def walks(threads: int, scalar_ns: float) -> None:
@@ -453,9 +455,8 @@ def walks(threads: int, scalar_ns: float) -> None:
         ops = f"{graph.flops[0] / elements:11.2f}" if walked else f"{'vector':>11s}"
         rate = f"{per_op[-1]:7.3f}" if walked else ""
         print(f"{op:16s} {str(shape).replace(' ', ''):>20s} {said:>18s} {ns:10.3f} {ops} {rate}")
-    print(f"ns per counted operation of the walks: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
-          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart; ×{statistics.median(per_op) / scalar_ns:.2f} "
-          f"the scalar loops')")
+    print(f"ns per counted operation of the walks: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart; "
+          f"×{statistics.median(per_op) / scalar_ns:.2f} the scalar loops')")
 
 
 # (boxes, classes, max kept a class, IoU threshold, score threshold, box sides from-to on a 640-pixel image)
@@ -510,8 +511,7 @@ def detection(threads: int, scalar_ns: float) -> None:
         types = {"x": TensorProto.FLOAT, "rois": TensorProto.FLOAT, "batch": TensorProto.INT64}
         per_op.append(timed(f"RoiAlign {regions} regions × {channels} ch, {out}×{out}, ratio {ratio}, {size} px",
                             node, types, feeds))
-    print(f"ns per counted operation: median {statistics.median(per_op):.3f}, range {min(per_op):.3f}-"
-          f"{max(per_op):.3f} (×{max(per_op) / min(per_op):.2f} apart)")
+    print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
 
 
 # (channels, positions per side, taps per side, groups, stride, dimensions): depthwise 2-D as MobileNets and
@@ -565,8 +565,7 @@ def nchw_convolutions(threads: int) -> None:
         label = f"{channels} ch, {side}{'²' if dims == 2 else ''}, {taps}-tap, {groups} groups, stride {stride}"
         print(f"{label:44s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {estimate / ms:5.2f} {bare:9.3f} "
               f"{bare / ms:5.2f}")
-    spread = [f"median {statistics.median(r):.2f}, range {min(r):.2f}-{max(r):.2f}" for r in (ratios, before)]
-    print(f"estimate / measured: {spread[0]}; without the patch matrix: {spread[1]}")
+    print(f"estimate / measured: {spread(ratios, 2)}; without the patch matrix: {spread(before, 2)}")
 
 
 def _domain(op: str) -> tuple[float, float]:
