@@ -63,7 +63,8 @@ class GraphSet:
     # quantizers' default, u8×s8, and every node of a graph featurized before it was recorded)
     operands: np.ndarray | None = None
     # [N, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for each node
-    # (`graph.nchwc_layouts`; 0 in a graph featurized before they were counted)
+    # (`graph.nchwc_layouts`), and a convolution it leaves in NCHW its patch matrix (`graph.im2col_bytes`); 0 in
+    # a graph featurized before they were counted
     reordered: np.ndarray | None = None
     # [N]: of weight_bytes, the bytes read again of weights already read (`OpGraph.rereads`; 0 in a graph
     # featurized before they were told apart)

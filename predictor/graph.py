@@ -122,7 +122,7 @@ class OpGraph:
     # OPERAND_PAIRS (`int8_operands`; 0, the quantizers' default, for every other node)
     operands: np.ndarray | None = None
     # [nodes, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for the node
-    # (`nchwc_layouts`)
+    # (`nchwc_layouts`), and a convolution it leaves in NCHW its patch matrix (`im2col_bytes`)
     reordered: np.ndarray | None = None
     # [nodes]: of weight_bytes, the bytes read again of weights already read once (a recurrent cell's R, once a
     # step: `_recurrent_rereads`): traffic, but no larger a working set (`models.streamed_bytes`)

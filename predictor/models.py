@@ -83,8 +83,9 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
     count, and the memory time (ms at the sheet's bandwidth) of the traffic that streams from memory past
     the last-level cache (`streamed_bytes`; the memory time is the rest). In a layout where a node runs
     inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86), it is no operator
-    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs
-    (`GraphSet.reordered`). nodes: [N] bool, the nodes summed (all of them by default)."""
+    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs, and a
+    convolution it leaves in NCHW its patch matrix (`GraphSet.reordered`). nodes: [N] bool, the nodes summed
+    (all of them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
