@@ -26,8 +26,11 @@ one thread, the best of three passes. Two sections:
 - convolutions in NCHW (`graph.im2col_bytes`): depthwise, grouped and ungrouped ones, 1-D and 2-D, whose
   weights are fed as an input (ONNX Runtime's NCHWc pass leaves them in NCHW): measured, and the estimate at
   a multiply-add's and a copied byte's rates measured in the same run, with and without the patch matrix.
+- convolutions in NCHWc whose taps read padding (`graph.nchwc_work_share`): dilated ones on small maps
+  (DeepLab's ASPP) and 3×3 and 5×5 ones on maps of 1-64 positions a side: measured, and the estimate at a
+  multiply-add's rate measured in the same run, for the taps the kernel computes and for every tap.
 
-    python bench/scalar_ops.py [--threads 1] [--only nchw]
+    python bench/scalar_ops.py [--threads 1] [--only nchw|padded]
 """
 
 from __future__ import annotations
@@ -105,10 +108,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", choices=("nchw",), help="one section alone: convolutions in NCHW")
+    parser.add_argument("--only", choices=("nchw", "padded"),
+                        help="one section alone: convolutions in NCHW, or in NCHWc with taps that read padding")
     args = parser.parse_args()
-    if args.only == "nchw":
-        nchw_convolutions(args.threads)
+    if args.only:
+        (nchw_convolutions if args.only == "nchw" else padded_convolutions)(args.threads)
         return 0
     counts = {**_ELEMENTWISE, **_FLOPS_PER_ELEMENT}
 
@@ -142,6 +146,7 @@ def main() -> int:
     detection(args.threads, statistics.median(per_op))
     walks(args.threads, statistics.median(per_op))
     nchw_convolutions(args.threads)
+    padded_convolutions(args.threads)
     return 0
 
 
@@ -559,13 +564,61 @@ def nchw_convolutions(threads: int) -> None:
         g = from_onnx(m)
         macs = g.macs
         bare = (macs * mac_ns + g.act_bytes.sum() * copy_ns_per_byte) * 1e-6
-        estimate = bare + g.reordered[:, -1].sum() * copy_ns_per_byte * 1e-6
+        estimate = bare + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
         ratios.append(estimate / ms)
         before.append(bare / ms)
         label = f"{channels} ch, {side}{'²' if dims == 2 else ''}, {taps}-tap, {groups} groups, stride {stride}"
         print(f"{label:44s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {estimate / ms:5.2f} {bare:9.3f} "
               f"{bare / ms:5.2f}")
     print(f"estimate / measured: {spread(ratios, 2)}; without the patch matrix: {spread(before, 2)}")
+
+
+# (input channels, output channels, positions per side, taps per side, dilation, padding): DeepLab's ASPP (3×3
+# at dilations 6-36 on a 16² map), dilated backbones' 3×3s, 3×3 and 5×5 ones on maps of 1-14 positions a side
+PADDED_CASES = [(960, 256, 16, 3, 1, 1), (960, 256, 16, 3, 6, 6), (960, 256, 16, 3, 12, 12), (960, 256, 16, 3, 24, 24),
+                (960, 256, 16, 3, 36, 36), (512, 512, 1, 3, 1, 1), (512, 512, 2, 3, 1, 1), (512, 512, 4, 3, 1, 1),
+                (512, 512, 7, 3, 1, 1), (256, 256, 14, 3, 1, 1), (256, 256, 8, 3, 2, 2), (512, 512, 32, 3, 4, 4),
+                (256, 256, 5, 3, 1, 1), (256, 256, 6, 5, 1, 2), (96, 96, 64, 3, 8, 8), (512, 256, 64, 3, 18, 18)]
+
+
+def padded_convolutions(threads: int, cases: list = PADDED_CASES) -> None:
+    """Convolutions ONNX Runtime runs in NCHWc (constant weights) whose taps read padding, each timed against
+    the physical terms' estimate at a multiply-add's rate measured in the same run (a 3×3 convolution on a
+    28² map, whose taps all but read the input): the taps its kernel computes (`graph.nchwc_work_share`), and
+    beside it every tap counted."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    def conv(cin: int, cout: int, side: int, taps: int, dilation: int, pad: int):
+        weight = np.random.default_rng(0).standard_normal((cout, cin, taps, taps)).astype(np.float32) * 0.1
+        node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[taps, taps], dilations=[dilation] * 2,
+                                pads=[pad] * 4)
+        graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                             [1, cin, side, side])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                  [numpy_helper.from_array(weight, "w")])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m, {"x": np.random.default_rng(1).standard_normal((1, cin, side, side)).astype(np.float32)}
+
+    m, feeds = conv(128, 128, 28, 3, 1, 1)
+    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / from_onnx(m).macs
+    print(f"\nconvolutions in NCHWc whose taps read padding (a multiply-add {mac_ns:.4f} ns)\n"
+          f"{'convolution':44s} {'ms':>8s} {'share':>6s} {'estimate':>9s} {'×':>5s} {'every tap':>9s} {'×':>5s}")
+    ratios, dense = [], []
+    for cin, cout, side, taps, dilation, pad in cases:
+        m, feeds = conv(cin, cout, side, taps, dilation, pad)
+        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        g = from_onnx(m)
+        every = g.macs * mac_ns * 1e-6
+        share = float(g.work_share[0, -1])
+        ratios.append(every * share / ms)
+        dense.append(every / ms)
+        label = f"{cin}->{cout} ch, {side}², {taps}×{taps}, dilation {dilation}, pad {pad}"
+        print(f"{label:44s} {ms:8.3f} {share:6.3f} {every * share:9.3f} {ratios[-1]:5.2f} {every:9.3f} "
+              f"{dense[-1]:5.2f}")
+    print(f"estimate / measured: {spread(ratios, 2)}; every tap counted: {spread(dense, 2)}")
 
 
 def _domain(op: str) -> tuple[float, float]:

@@ -35,8 +35,10 @@ from edgeatlas.protos.spec import SpecSheet
 # the transposes, softmaxes and reductions ONNX Runtime runs in its generic loops counted as walks (`graph.index_walk`);
 # 13: ONNX Runtime's graph read at its default level less the layout passes, from the graph as given (a float16
 # weight converted at load, not cast on each run), a convolution it runs in NCHW charged its patch matrix
-# (`graph.im2col_bytes`), and NCHWc only where the bias is constant too
-FEATURIZER_VERSION = "13"
+# (`graph.im2col_bytes`), and NCHWc only where the bias is constant too; 14: an NCHWc convolution's work as the
+# taps it computes (`GraphSet.work_share`: it skips those that read padding), and the patch matrix apart from
+# the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache)
+FEATURIZER_VERSION = "14"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -63,9 +65,14 @@ class GraphSet:
     # quantizers' default, u8×s8, and every node of a graph featurized before it was recorded)
     operands: np.ndarray | None = None
     # [N, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for each node
-    # (`graph.nchwc_layouts`), and a convolution it leaves in NCHW its patch matrix (`graph.im2col_bytes`); 0 in
-    # a graph featurized before they were counted
+    # (`graph.nchwc_layouts`); 0 in a graph featurized before they were counted
     reordered: np.ndarray | None = None
+    # [N, len(LAYOUTS)]: per layout, the bytes a convolution it leaves in NCHW moves building its patch matrix
+    # (`graph.im2col_bytes`), in cache; 0 in a graph featurized before they were counted apart
+    patches: np.ndarray | None = None
+    # [N, len(LAYOUTS)]: per layout, the share of each node's counted work its kernel runs as (`graph.
+    # nchwc_work_share`: an NCHWc convolution skips the taps that read padding); 1 in a graph featurized before
+    work_share: np.ndarray | None = None
     # [N]: of weight_bytes, the bytes read again of weights already read (`OpGraph.rereads`; 0 in a graph
     # featurized before they were told apart)
     rereads: np.ndarray | None = None
@@ -91,6 +98,8 @@ class GraphSet:
                    fused=_per_layout([g.fused for g in graphs], [g.nodes for g in graphs], False),
                    operands=_per_node([g.operands for g in graphs], [g.nodes for g in graphs]),
                    reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0),
+                   patches=_per_layout([g.patches for g in graphs], [g.nodes for g in graphs], 0.0),
+                   work_share=_per_layout([g.work_share for g in graphs], [g.nodes for g in graphs], 1.0),
                    rereads=_per_node([g.rereads for g in graphs], [g.nodes for g in graphs], np.float64))
 
     def int8_work(self) -> np.ndarray:
@@ -163,6 +172,8 @@ class GraphSet:
                             **({} if self.fused is None else {"fused": self.fused}),
                             **({} if self.operands is None else {"operands": self.operands}),
                             **({} if self.reordered is None else {"reordered": self.reordered.astype(np.float32)}),
+                            **({} if self.patches is None else {"patches": self.patches.astype(np.float32)}),
+                            **({} if self.work_share is None else {"work_share": self.work_share.astype(np.float32)}),
                             **({} if self.rereads is None else {"rereads": self.rereads.astype(np.float32)}))
         os.replace(tmp, path)
 
@@ -177,6 +188,8 @@ class GraphSet:
                        fused=z["fused"].astype(bool) if "fused" in z.files else None,
                        operands=z["operands"].astype(np.int8) if "operands" in z.files else None,
                        reordered=z["reordered"].astype(np.float64) if "reordered" in z.files else None,
+                       patches=z["patches"].astype(np.float64) if "patches" in z.files else None,
+                       work_share=z["work_share"].astype(np.float64) if "work_share" in z.files else None,
                        rereads=z["rereads"].astype(np.float64) if "rereads" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
@@ -192,6 +205,8 @@ class GraphSet:
                         fused=None if self.fused is None else self.fused[n_idx],
                         operands=None if self.operands is None else self.operands[n_idx],
                         reordered=None if self.reordered is None else self.reordered[n_idx],
+                        patches=None if self.patches is None else self.patches[n_idx],
+                        work_share=None if self.work_share is None else self.work_share[n_idx],
                         rereads=None if self.rereads is None else self.rereads[n_idx])
 
 
@@ -397,6 +412,10 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     _per_node([s.operands for s in sets], [len(s.flops) for s in sets]),
                     reordered=None if all(s.reordered is None for s in sets) else
                     _per_layout([s.reordered for s in sets], [len(s.flops) for s in sets], 0.0),
+                    patches=None if all(s.patches is None for s in sets) else
+                    _per_layout([s.patches for s in sets], [len(s.flops) for s in sets], 0.0),
+                    work_share=None if all(s.work_share is None for s in sets) else
+                    _per_layout([s.work_share for s in sets], [len(s.flops) for s in sets], 1.0),
                     rereads=None if all(s.rereads is None for s in sets) else
                     _per_node([s.rereads for s in sets], [len(s.flops) for s in sets], np.float64))
 

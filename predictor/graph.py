@@ -122,8 +122,14 @@ class OpGraph:
     # OPERAND_PAIRS (`int8_operands`; 0, the quantizers' default, for every other node)
     operands: np.ndarray | None = None
     # [nodes, len(LAYOUTS)]: per layout, the bytes ONNX Runtime's NCHWc pass copies between layouts for the node
-    # (`nchwc_layouts`), and a convolution it leaves in NCHW its patch matrix (`im2col_bytes`)
+    # (`nchwc_layouts`): whole tensors
     reordered: np.ndarray | None = None
+    # [nodes, len(LAYOUTS)]: per layout, the bytes a convolution ONNX Runtime leaves in NCHW moves building its
+    # patch matrix (`im2col_bytes`), a segment at a time: traffic that stays in cache
+    patches: np.ndarray | None = None
+    # [nodes, len(LAYOUTS)]: per layout, the share of each node's counted work its kernel runs as: an NCHWc
+    # convolution skips the taps that read padding (`nchwc_work_share`); 1 for every other node and layout
+    work_share: np.ndarray | None = None
     # [nodes]: of weight_bytes, the bytes read again of weights already read once (a recurrent cell's R, once a
     # step: `_recurrent_rereads`): traffic, but no larger a working set (`models.streamed_bytes`)
     rereads: np.ndarray | None = None
@@ -775,8 +781,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     producer: dict[str, int] = {}
     n = len(graph.node)
     category = np.zeros(n, np.int64)
-    arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels",
-                                       "in_width", "out_width", "operands", "rereads", "integer", "im2col")}
+    arrays = {k: np.zeros(n) for k in ("flops", "macs", "act", "weight", "kernel", "stride", "channels", "in_width",
+                                       "out_width", "operands", "rereads", "integer", "im2col", "work_share")}
     arrays["lanes"] = np.zeros((n, len(LAYOUTS)))
     edges: list[tuple[int, int]] = []
     known = 0
@@ -824,6 +830,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
         arrays["im2col"][i] = im2col_bytes(node, ins, outs)
+        arrays["work_share"][i] = nchwc_work_share(node, ins, outs)
         arrays["lanes"][i] = (ml.columns,) * len(LAYOUTS) if ml is not None and ml.columns else \
             gemm_columns(node.op_type, CATEGORIES[category[i]], outs[0] if outs else None, blocked[-1], scalar)
         arrays["operands"][i] = int8_operands(node, shapes)
@@ -837,7 +844,11 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             arrays["act"][i] = act_in + act_out + moe_materialized(node, ins)
     fused, reordered = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
                                      frozenset(o.name for o in graph.output))
-    reordered[:, 1:] += arrays["im2col"][:, None] * ~np.array(blocked, dtype=bool).reshape(n, -1)
+    in_blocks = np.array(blocked, dtype=bool).reshape(n, -1)
+    patches = np.zeros((n, len(LAYOUTS)))
+    patches[:, 1:] = arrays["im2col"][:, None] * ~in_blocks
+    work_share = np.ones((n, len(LAYOUTS)))
+    work_share[:, 1:] = np.where(in_blocks, arrays["work_share"][:, None], 1.0)
     bodies = _loop_bodies(model, shapes, ints, feeds, name or graph.name, loops or {})
     for at in bodies:  # the node itself only runs its body: the body's nodes carry the work
         category[at] = CATEGORIES.index("view")
@@ -849,7 +860,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    uncounted=dict(uncounted.most_common()), observed=ran, branches=taken, in_width=arrays["in_width"],
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
                    integer=arrays["integer"].astype(bool), unobserved=unobserved[0] if unobserved else "",
-                   fused=fused, reordered=reordered, rereads=arrays["rereads"],
+                   fused=fused, reordered=reordered, patches=patches, work_share=work_share, rereads=arrays["rereads"],
                    loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()},
                    data_work={k: v for k, v in counted.items() if k in producer})
     return with_loop_bodies(whole, bodies) if bodies else whole
@@ -1003,8 +1014,8 @@ def with_loop_bodies(g: OpGraph, loops: dict[int, tuple[OpGraph, int]]) -> OpGra
     copies (`LOOP_NODES_MAX`), each charged its share of the iterations; the copies follow one another, the
     first the node. The node is no longer named as not counted; what its body could not count is."""
     per_node = ("category", "flops", "act_bytes", "weight_bytes", "kernel", "stride", "channels", "in_width",
-                "out_width", "lanes", "fused", "operands", "reordered", "rereads", "integer")
-    scaled = ("flops", "act_bytes", "weight_bytes", "reordered", "rereads")
+                "out_width", "lanes", "fused", "operands", "reordered", "patches", "work_share", "rereads", "integer")
+    scaled = ("flops", "act_bytes", "weight_bytes", "reordered", "patches", "rereads")
     parts = {k: [getattr(g, k)] for k in per_node}
     ops, edges, offset = list(g.ops), [g.edges], g.nodes
     uncounted, macs = Counter(g.uncounted), g.macs
@@ -1569,14 +1580,18 @@ def cumulative_scalar(node: onnx.NodeProto, x: list | None, ints: dict[str, list
 # convolution's whole cost, where its product is one row per group; and it is copied a span of output
 # positions at a time (an output row per tap), each span reading and writing two cache lines beyond its
 # elements (`IM2COL_SPAN_BYTES`: an unaligned span straddles two, and a 7-pixel row costs about what a 16-pixel
-# one does). Charged to the layouts the node runs NCHW in (`GraphSet.reordered`, x86's NCHWc layouts). On this
+# one does). Charged to the layouts the node runs NCHW in (`GraphSet.patches`, x86's NCHWc layouts). On this
 # project's x86 core, depthwise convolutions of 3-31 taps over 7-500 positions ran at 0.14-0.68 ns a multiply-add
 # in NCHW (0.03-0.1 in NCHWc). Along a row strided by more than 1 it copies an element at a time, where a unit
 # stride moves four (`IM2COL_STRIDED`). An estimate at the rates of a multiply-add and a copied byte measured
 # beside them (`bench/scalar_ops.py --only nchw`) was ×0.04-0.96 (median ×0.13) of 18 shapes' time without the
 # patch matrix, ×0.64-1.09 (×0.97) with it; on 12 shapes not used to set these, ×0.08 → ×0.91 (0.44-1.05). What
 # is left: a dispatch per group (about 0.1 µs here), which 1-D depthwise ones of 60-100 positions feel (×0.44-0.64).
-# A pointwise one (1×1 taps, stride 1, no padding) multiplies its input in place: none.
+# A pointwise one (1×1 taps, stride 1, no padding) multiplies its input in place: none. MLAS builds the matrix a
+# segment of output positions at a time, in a working buffer of 64 KiB a thread (its ExpandThenGemmSegmented;
+# where the filters outnumber the positions, the whole matrix, which is then small), so these bytes move in
+# cache and do not grow the node's working set (`models.streamed_bytes`): counted as a tensor, a 3-D
+# convolution's (R3D-18's 3×3×3 at 8×56², 0.5 GB) streamed from memory and R3D-18 was ×1.27 (×1.04 without).
 IM2COL_ELEMENT_BYTES = 8
 IM2COL_SPAN_BYTES = 256
 IM2COL_STRIDED = 4
@@ -1603,6 +1618,53 @@ def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
     rows = math.prod(y[2:-1]) if len(y) > 3 else 1  # a 1-D convolution's row is all of its positions
     element = IM2COL_ELEMENT_BYTES * (IM2COL_STRIDED if strides and strides[-1] != 1 else 1)
     return float(y[0] * group * k * (element * positions + IM2COL_SPAN_BYTES * rows))
+
+
+# ONNX Runtime's NCHWc convolution (MLAS, x86) computes only the taps that read its input: a kernel row that
+# falls in the top or bottom padding is skipped for that output row, and an output whose taps reach into the left
+# or right padding is computed alone, each tap checked and those in the padding skipped, at about half the rate
+# of the outputs it computes in blocks (`NCHWC_PADDED_TAP`). Counted densely, a dilated convolution on a small
+# map was charged up to 9 times its work: DeepLabV3's ASPP (3×3 at dilations 12, 24, 36 on a 16² map, pads
+# equal to them), where all but the centre tap read padding. On this project's x86 core (`bench/scalar_ops.py
+# --only padded`) such convolutions ran at 0.16-0.45 of their dense count's time; an ordinary 3×3 pad-1 one
+# at any map size, at its dense count. A depthwise one runs at memory speed whatever its taps: not this.
+NCHWC_PADDED_TAP = 1.5
+
+
+def nchwc_work_share(node: onnx.NodeProto, ins: list, outs: list) -> float:
+    """The share of a 2-D convolution's counted multiply-adds that ONNX Runtime's NCHWc kernel runs as (1: not
+    such a convolution, a depthwise one, or its shapes not known): per output row the kernel rows that read
+    the input, per output column its taps that do, at `NCHWC_PADDED_TAP` each where any of its taps reads
+    padding."""
+    if node.op_type not in ("Conv", "FusedConv") or len(ins) < 2 or not outs:
+        return 1.0
+    x, w, y = ins[0], ins[1], outs[0]
+    if not (_known(x) and _known(w) and _known(y)) or not len(x) == len(w) == len(y) == 4 or w[1] == 1:
+        return 1.0
+    size, taps, out = x[2:], w[2:], y[2:]
+    strides, dilations, pads = (_attr(node, key, None) or default for key, default in
+                                (("strides", [1, 1]), ("dilations", [1, 1]), ("pads", [0, 0, 0, 0])))
+    auto_pad = _attr(node, "auto_pad", b"NOTSET")
+    if not all(isinstance(v, list) and len(v) == n and all(isinstance(d, int) for d in v)
+               for v, n in ((strides, 2), (dilations, 2), (pads, 4))):
+        return 1.0  # a hostile file's attribute: ONNX Runtime refuses that graph
+    begin = []
+    for axis in range(2):
+        if auto_pad in (b"SAME_UPPER", b"SAME_LOWER"):
+            total = max(0, (out[axis] - 1) * strides[axis] + (taps[axis] - 1) * dilations[axis] + 1 - size[axis])
+            begin.append(total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2)
+        else:
+            begin.append(0 if auto_pad == b"VALID" else pads[axis])
+    if any(d <= 0 for d in (*size, *taps, *out, *strides, *dilations)) or max(out) > 1 << 20:
+        return 1.0
+
+    def inside(axis: int) -> list[int]:  # per output position along the axis, its taps that read the input
+        return [sum(0 <= o * strides[axis] - begin[axis] + t * dilations[axis] < size[axis] for t in range(taps[axis]))
+                for o in range(out[axis])]
+
+    rows = sum(inside(0)) / (taps[0] * out[0])
+    columns = sum(n if n == taps[1] else NCHWC_PADDED_TAP * n for n in inside(1)) / (taps[1] * out[1])
+    return rows * columns
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),

@@ -83,9 +83,10 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
     count, and the memory time (ms at the sheet's bandwidth) of the traffic that streams from memory past
     the last-level cache (`streamed_bytes`; the memory time is the rest). In a layout where a node runs
     inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86), it is no operator
-    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs, and a
-    convolution it leaves in NCHW its patch matrix (`GraphSet.reordered`). nodes: [N] bool, the nodes summed
-    (all of them by default)."""
+    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs
+    (`GraphSet.reordered`), a convolution it leaves in NCHW its patch matrix, which never leaves the cache
+    (`GraphSet.patches`), and one it runs in NCHWc computes the taps that read its input
+    (`GraphSet.work_share`). nodes: [N] bool, the nodes summed (all of them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
@@ -103,13 +104,15 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         rows = np.all(keys == (width, layout, batch, cache), axis=1)
         g = samples.graph[rows]
         kernel = np.ones(len(gs.flops)) if gs.fused is None else (~gs.fused[:, int(layout)]).astype(np.float64)
-        work = gs.flops / lane_use(gs.lanes, int(width), int(layout))
+        share = 1.0 if gs.work_share is None else gs.work_share[:, int(layout)]
+        work = gs.flops * share / lane_use(gs.lanes, int(width), int(layout))
         flops[rows] = per_graph(np.where(int8, 0.0, work))[g] * batch
         int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g] * batch
         copied = 0.0 if gs.reordered is None else gs.reordered[:, int(layout)]
-        traffic = (gs.act_bytes * kernel + copied) * batch + gs.weight_bytes
-        past = streamed_bytes(traffic, traffic - (0.0 if gs.rereads is None else gs.rereads), cache)
-        moved[rows] = per_graph(traffic - past)[g]
+        tensors = (gs.act_bytes * kernel + copied) * batch + gs.weight_bytes
+        past = streamed_bytes(tensors, tensors - (0.0 if gs.rereads is None else gs.rereads), cache)
+        patches = 0.0 if gs.patches is None else gs.patches[:, int(layout)] * batch  # in cache, always
+        moved[rows] = per_graph(tensors + patches - past)[g]
         streamed[rows] = per_graph(past)[g]
         count[rows] = per_graph(kernel)[g]
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
