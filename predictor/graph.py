@@ -1629,6 +1629,7 @@ def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
 # --only padded`) such convolutions ran at 0.16-0.45 of their dense count's time; an ordinary 3×3 pad-1 one
 # at any map size, at its dense count. A depthwise one runs at memory speed whatever its taps: not this.
 NCHWC_PADDED_TAP = 1.5
+NCHWC_TAPS_MAX = 1 << 16  # a kernel wider than this (a hostile file's) is counted densely
 
 
 def nchwc_work_share(node: onnx.NodeProto, ins: list, outs: list) -> float:
@@ -1655,16 +1656,23 @@ def nchwc_work_share(node: onnx.NodeProto, ins: list, outs: list) -> float:
             begin.append(total // 2 if auto_pad == b"SAME_UPPER" else total - total // 2)
         else:
             begin.append(0 if auto_pad == b"VALID" else pads[axis])
-    if any(d <= 0 for d in (*size, *taps, *out, *strides, *dilations)) or max(out) > 1 << 20:
+    if any(d <= 0 for d in (*size, *taps, *out, *strides, *dilations)) or max(taps) > NCHWC_TAPS_MAX:
         return 1.0
 
-    def inside(axis: int) -> list[int]:  # per output position along the axis, its taps that read the input
-        return [sum(0 <= o * strides[axis] - begin[axis] + t * dilations[axis] < size[axis] for t in range(taps[axis]))
-                for o in range(out[axis])]
+    def outputs(axis: int, first: int, last: int) -> int:  # outputs o whose taps first..last (offsets) read inside
+        low = -((first - begin[axis]) // strides[axis])  # ceil((begin - first) / stride)
+        high = (size[axis] - 1 + begin[axis] - last) // strides[axis]
+        return max(0, min(high, out[axis] - 1) - max(low, 0) + 1)
 
-    rows = sum(inside(0)) / (taps[0] * out[0])
-    columns = sum(n if n == taps[1] else NCHWC_PADDED_TAP * n for n in inside(1)) / (taps[1] * out[1])
-    return rows * columns
+    def reads(axis: int) -> tuple[int, int]:  # (taps that read the input, over all outputs; outputs all of whose do)
+        step = dilations[axis]
+        return (sum(outputs(axis, t * step, t * step) for t in range(taps[axis])),
+                outputs(axis, 0, (taps[axis] - 1) * step))
+
+    rows = reads(0)[0] / (taps[0] * out[0])
+    inside, whole = reads(1)
+    interior = whole * taps[1]
+    return rows * (interior + NCHWC_PADDED_TAP * (inside - interior)) / (taps[1] * out[1])
 
 
 def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, ...] = (False,) * len(NCHWC_BLOCKS),

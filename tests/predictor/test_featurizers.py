@@ -1,5 +1,6 @@
 """Featurizers checked by hand: FLOPs and bytes of known layers, peaks of known chips, the roofline."""
 
+import itertools
 import math
 import platform
 import re
@@ -1175,7 +1176,7 @@ def test_an_nchwc_convolution_computes_only_the_taps_that_read_its_input(tmp_pat
     convolution (memory-bound whatever its taps) and one NCHWc does not take: every tap."""
     from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, concat
     from edgeatlas.predictor.graph import NCHWC_PADDED_TAP as P
-    from edgeatlas.predictor.graph import nchwc_work_share
+    from edgeatlas.predictor.graph import NCHWC_TAPS_MAX, nchwc_work_share
     from edgeatlas.predictor.models import physical_terms
 
     def shares(model):
@@ -1196,6 +1197,27 @@ def test_an_nchwc_convolution_computes_only_the_taps_that_read_its_input(tmp_pat
     assert shares(_conv1d(60)) == [1.0] * 4
     hostile = helper.make_node("Conv", ["x", "w"], ["y"], strides="ab", pads=[1] * 4)
     assert nchwc_work_share(hostile, [[1, 8, 4, 4], [8, 8, 3, 3]], [[1, 8, 2, 2]]) == 1.0
+    padded = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)  # counted, not walked: a wide map is instant
+    assert nchwc_work_share(padded, [[1, 8, 4, 10**9], [8, 8, 3, 3]], [[1, 8, 4, 10**9]]) == pytest.approx(10 / 12)
+    assert nchwc_work_share(padded, [[1, 8, 4, 4], [8, 8, 3, NCHWC_TAPS_MAX + 1]], [[1, 8, 4, 4]]) == 1.0
+
+    def walked(size, taps, strides, dilations, pads, out):  # output by output, tap by tap, as the rule says
+        inside = [[sum(0 <= o * strides[a] - pads[a] + t * dilations[a] < size[a] for t in range(taps[a]))
+                   for o in range(out[a])] for a in (0, 1)]
+        return sum(inside[0]) / (taps[0] * out[0]) * sum(n if n == taps[1] else P * n for n in inside[1]) / (
+            taps[1] * out[1])
+
+    grid = itertools.product(((6, 39), (16, 16)), ((3, 3), (7, 2)), ((1, 1), (2, 3)), ((1, 1), (6, 7)),
+                             ((0, 0, 0, 0), (11, 2, 9, 16)))
+    checked = 0
+    for size, taps, strides, dilations, pads in grid:
+        out = [(size[a] + pads[a] + pads[a + 2] - dilations[a] * (taps[a] - 1) - 1) // strides[a] + 1 for a in (0, 1)]
+        if min(out) > 0:
+            node = helper.make_node("Conv", ["x", "w"], ["y"], strides=strides, dilations=dilations, pads=pads)
+            assert nchwc_work_share(node, [[1, 8, *size], [8, 8, *taps]], [[1, 8, *out]]) == pytest.approx(
+                walked(size, taps, strides, dilations, pads, out))
+            checked += 1
+    assert checked == 20  # of the 64 combinations, those with an output
     # the compute term: ONNX Runtime on x86 (NCHWc) over PyTorch's (NCHW, every tap), all lanes full in both
     sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": "x86_64", "cores": 1, "max_ghz": 1.0, "fma_units": 2,
                                                       "simd": "avx512"}, "memory": {"bandwidth_gbs": 1e5}})
