@@ -70,8 +70,8 @@ class GraphSet:
     # [N, len(LAYOUTS)]: per layout, the bytes a convolution it leaves in NCHW moves building its patch matrix
     # (`graph.im2col_bytes`), in cache; 0 in a graph featurized before they were counted apart
     patches: np.ndarray | None = None
-    # [N, len(LAYOUTS)]: per layout, the share of each node's counted work its kernel runs as (`graph.
-    # nchwc_work_share`: an NCHWc convolution skips the taps that read padding); 1 in a graph featurized before
+    # [N, len(LAYOUTS)]: per layout, the share of each node's counted work its kernel runs as: an NCHWc
+    # convolution skips the taps that read padding (`graph.nchwc_work_share`); 1 in a graph featurized before
     work_share: np.ndarray | None = None
     # [N]: of weight_bytes, the bytes read again of weights already read (`OpGraph.rereads`; 0 in a graph
     # featurized before they were told apart)

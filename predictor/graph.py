@@ -1622,12 +1622,15 @@ def im2col_bytes(node: onnx.NodeProto, ins: list, outs: list) -> float:
 
 # ONNX Runtime's NCHWc convolution (MLAS, x86) computes only the taps that read its input: a kernel row that
 # falls in the top or bottom padding is skipped for that output row, and an output whose taps reach into the left
-# or right padding is computed alone, each tap checked and those in the padding skipped, at about half the rate
-# of the outputs it computes in blocks (`NCHWC_PADDED_TAP`). Counted densely, a dilated convolution on a small
+# or right padding is computed alone, each tap checked and those in the padding skipped, at about two-thirds the
+# rate of the outputs it computes in blocks (`NCHWC_PADDED_TAP`). Counted densely, a dilated convolution on a small
 # map was charged up to 9 times its work: DeepLabV3's ASPP (3×3 at dilations 12, 24, 36 on a 16² map, pads
 # equal to them), where all but the centre tap read padding. On this project's x86 core (`bench/scalar_ops.py
-# --only padded`) such convolutions ran at 0.16-0.45 of their dense count's time; an ordinary 3×3 pad-1 one
-# at any map size, at its dense count. A depthwise one runs at memory speed whatever its taps: not this.
+# --only padded`: 16 shapes, dilations 1-36, maps of 1-64 a side) the estimate at a multiply-add's rate was
+# ×0.95 of the time (median; every tap counted, ×1.07, up to ×6); on 12 shapes not used to set this, ×0.94
+# (0.55-1.03; every tap, ×1.20, 0.71-5.64). Maps of a few positions a side with a kernel as wide run at
+# ×0.70-0.84 of that rate even unpadded (a cost per output row this does not model), and padded at ×0.55-0.75.
+# A depthwise one runs at memory speed whatever its taps (at dilations 1-24 on a 16² map, the same time): dense.
 NCHWC_PADDED_TAP = 1.5
 NCHWC_TAPS_MAX = 1 << 16  # a kernel wider than this (a hostile file's) is counted densely
 
