@@ -30,7 +30,11 @@ one thread, the best of three passes. Two sections:
   (DeepLab's ASPP) and 3×3 and 5×5 ones on maps of 1-64 positions a side: measured, and the estimate at a
   multiply-add's rate measured in the same run, for the taps the kernel computes and for every tap.
 
-    python bench/scalar_ops.py [--threads 1] [--only nchw|padded]
+- grouped int8 convolutions (`graph.im2col_bytes`): QLinearConvs of 2-32 channels a group, gathered a group at
+  a time, beside ungrouped ones: measured, and the estimate at a multiply-add's and a copied
+  byte's rates measured in the same run, with and without their patch matrix.
+
+    python bench/scalar_ops.py [--threads 1] [--only nchw|padded|qlinear]
 """
 
 from __future__ import annotations
@@ -108,11 +112,12 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", choices=("nchw", "padded"),
-                        help="one section alone: convolutions in NCHW, or in NCHWc with taps that read padding")
+    sections = {"nchw": nchw_convolutions, "padded": padded_convolutions, "qlinear": qlinear_convolutions}
+    parser.add_argument("--only", choices=tuple(sections), help="one section alone: convolutions in NCHW, in NCHWc "
+                        "with taps that read padding, or grouped int8 ones")
     args = parser.parse_args()
     if args.only:
-        (nchw_convolutions if args.only == "nchw" else padded_convolutions)(args.threads)
+        sections[args.only](args.threads)
         return 0
     counts = {**_ELEMENTWISE, **_FLOPS_PER_ELEMENT}
 
@@ -147,6 +152,7 @@ def main() -> int:
     walks(args.threads, statistics.median(per_op))
     nchw_convolutions(args.threads)
     padded_convolutions(args.threads)
+    qlinear_convolutions(args.threads)
     return 0
 
 
@@ -619,6 +625,57 @@ def padded_convolutions(threads: int, cases: list = PADDED_CASES) -> None:
         print(f"{label:44s} {ms:8.3f} {share:6.3f} {every * share:9.3f} {ratios[-1]:5.2f} {every:9.3f} "
               f"{dense[-1]:5.2f}")
     print(f"estimate / measured: {spread(ratios, 2)}; every tap counted: {spread(dense, 2)}")
+
+
+# (channels, positions per side, groups, stride): 3×3 int8 convolutions as ResNeXt and RegNet have them (2-32
+# channels a group), beside ungrouped ones (a depthwise one has a kernel of its own, the fingerprint's)
+QLINEAR_CASES = [(104, 28, 1, 1), (104, 28, 13, 1), (104, 28, 26, 1), (104, 28, 52, 1), (208, 14, 26, 1),
+                 (48, 112, 6, 2), (256, 28, 8, 1), (256, 28, 32, 1), (256, 28, 64, 1), (512, 14, 32, 1),
+                 (128, 56, 32, 1), (64, 56, 1, 1)]
+
+
+def qlinear_convolutions(threads: int, cases: list = QLINEAR_CASES) -> None:
+    """Grouped QLinearConvs (uint8 activations, int8 weights; ONNX Runtime runs them in NHWC, a group at a time),
+    each timed against the physical terms' estimate at rates measured in the same run: its multiply-adds at an
+    ungrouped one's rate, its patch matrix (`graph.im2col_bytes`: a copy per position, tap and group) at a
+    copy's (Relu on 4 MiB); beside it, the multiply-adds alone. Ungrouped ones gather none."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    def conv(channels: int, side: int, groups: int, stride: int):
+        rng = np.random.default_rng(0)
+        consts = {"w": rng.integers(-100, 100, (channels, channels // groups, 3, 3)).astype(np.int8),
+                  "xs": np.array(0.02, np.float32), "xz": np.array(128, np.uint8), "ws": np.array(0.01, np.float32),
+                  "wz": np.array(0, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}
+        node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=groups,
+                                pads=[1] * 4, kernel_shape=[3, 3], strides=[stride] * 2)
+        graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.UINT8,
+                                                                             [1, channels, side, side])],
+                                  [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+                                  [numpy_helper.from_array(v, k) for k, v in consts.items()])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m, {"x": rng.integers(0, 255, (1, channels, side, side)).astype(np.uint8)}
+
+    copy_ns_per_byte = ns_per_element(model("Relu"), threads, -3, 3) / 8
+    m, feeds = conv(256, 28, 1, 1)
+    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / from_onnx(m).macs
+    print(f"\ngrouped int8 convolutions (a multiply-add {mac_ns:.4f} ns, a byte copied {copy_ns_per_byte:.4f} ns)\n"
+          f"{'convolution':36s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'MACs only':>9s} {'×':>5s}")
+    ratios, bare = [], []
+    for channels, side, groups, stride in cases:
+        m, feeds = conv(channels, side, groups, stride)
+        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        g = from_onnx(m)
+        alone = g.macs * mac_ns * 1e-6
+        estimate = alone + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
+        ratios.append(estimate / ms)
+        bare.append(alone / ms)
+        label = f"{channels} ch, {side}², {groups} groups, stride {stride}"
+        print(f"{label:36s} {ms:8.3f} {ms * 1e6 / g.macs:7.3f} {estimate:9.3f} {ratios[-1]:5.2f} {alone:9.3f} "
+              f"{bare[-1]:5.2f}")
+    print(f"estimate / measured: {spread(ratios, 2)}; multiply-adds alone: {spread(bare, 2)}")
 
 
 def _domain(op: str) -> tuple[float, float]:

@@ -37,8 +37,9 @@ from edgeatlas.protos.spec import SpecSheet
 # weight converted at load, not cast on each run), a convolution it runs in NCHW charged its patch matrix
 # (`graph.im2col_bytes`), and NCHWc only where the bias is constant too; 14: an NCHWc convolution's work as the
 # taps it computes (`GraphSet.work_share`: it skips those that read padding), and the patch matrix apart from
-# the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache)
-FEATURIZER_VERSION = "14"
+# the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache); 15: a grouped QLinearConv's
+# patch matrix, gathered a group at a time (`graph.im2col_bytes`)
+FEATURIZER_VERSION = "15"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])

@@ -1233,6 +1233,39 @@ def test_an_nchwc_convolution_computes_only_the_taps_that_read_its_input(tmp_pat
     assert again.work_share[:, 1].tolist() == pytest.approx([ordinary, 1 / 3 * P / 3])
 
 
+def _qlinear_conv(channels: int, side: int, groups: int, taps: int = 3, stride: int = 1) -> onnx.ModelProto:
+    """uint8 input [1, channels, side, side] → a QLinearConv of int8 weights in `groups` groups, padded."""
+    consts = {"w": np.ones((channels, channels // groups, taps, taps), np.int8), "xs": np.array(0.02, np.float32),
+              "xz": np.array(128, np.uint8), "ws": np.array(0.01, np.float32), "wz": np.array(0, np.int8),
+              "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=groups,
+                            kernel_shape=[taps] * 2, pads=[taps // 2] * 4, strides=[stride] * 2)
+    graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.UINT8,
+                                                                         [1, channels, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
+                              [onnx.numpy_helper.from_array(v, k) for k, v in consts.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_grouped_int8_convolution_gathers_its_patch_matrix_a_group_at_a_time():
+    """ONNX Runtime runs a grouped QLinearConv in NHWC a group at a time, copying each output position's taps a
+    group's channels at a time: a span per position, tap and group, each element a byte written and read. Those
+    copies, not its few multiply-adds, are its time (RegNetY's 8 channels a group: 0.08 ns a multiply-add here,
+    an ungrouped one 0.005). An ungrouped one (MLAS's indirect convolution), a depthwise one (its own kernel) and
+    a pointwise one (the input is the matrix) copy nothing."""
+    from edgeatlas.predictor.graph import IM2COL_SPAN_BYTES, QLINEAR_ELEMENT_BYTES
+
+    copies = 13 * 28 * 28 * 9  # 104 channels in 13 groups of 8, 28² positions, 3×3 taps
+    grouped = from_onnx(_qlinear_conv(104, 28, 13))
+    assert grouped.patches[0].tolist() == [0.0] + [copies * (IM2COL_SPAN_BYTES + QLINEAR_ELEMENT_BYTES * 8)] * 3
+    strided = from_onnx(_qlinear_conv(48, 112, 6, stride=2))  # 56² positions
+    assert strided.patches[0, -1] == 6 * 56 * 56 * 9 * (IM2COL_SPAN_BYTES + QLINEAR_ELEMENT_BYTES * 8)
+    for model in (_qlinear_conv(104, 28, 1), _qlinear_conv(104, 28, 104), _qlinear_conv(104, 28, 13, taps=1)):
+        assert not from_onnx(model).patches.any()
+
+
 @X86_ONLY
 def test_a_float16_convolution_is_laid_out_in_nchwc_where_onnx_runtime_does_here(tmp_path):
     """ONNX Runtime's CPU provider has no float16 convolution on x86: it runs it in float32, its input cast on
