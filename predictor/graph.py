@@ -1603,8 +1603,8 @@ IM2COL_STRIDED = 4
 # convolution; depthwise, its own kernel: neither copies. On this project's x86 core, 3×3 ones of 2-32 channels a
 # group over 14²-112² took 4.3-5.1 ns a span and 0.08-1.1 ns a multiply-add, where ungrouped ones took 0.005:
 # charged by multiply-adds alone, int8 RegNetY-400MF was answered ×0.36 and ResNeXt-50 ×0.58 (with the spans,
-# ×0.89 and ×1.01). `bench/scalar_ops.py --only qlinear`: at a copied byte's rate (Relu's), ×0.74-0.88 (without,
-# ×0.02-0.46); the fingerprint's memory rate, which prices them in a network, is slower than that copy's.
+# ×0.89 and ×1.01). `bench/scalar_ops.py --only qlinear`: at a copied byte's rate (Relu's), ×0.72-0.89 (without,
+# ×0.00-0.47); the fingerprint's memory rate, which prices them in a network, is slower than that copy's.
 QLINEAR_ELEMENT_BYTES = 2
 
 
