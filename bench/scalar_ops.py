@@ -93,6 +93,22 @@ def ns_per_element(m, threads: int, low: float, high: float, shape: tuple = SHAP
     return best_seconds(session, x, passes=3, least=0.3) * 1e9 / float(np.prod(shape))
 
 
+def one_node(node, inputs: list, out_type: int, initializers: list = ()):
+    """A graph of the one node `node` (its output "y", of element type `out_type`), opset 17."""
+    from onnx import helper
+
+    graph = helper.make_graph([node], node.op_type, inputs, [helper.make_tensor_value_info("y", out_type, None)],
+                              list(initializers))
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def ms_of(m, feeds: dict, threads: int, least: float = 0.2) -> float:
+    """Milliseconds a run of the graph `m` takes (`best_seconds`: the best of three passes)."""
+    return best_seconds(session_of(m, threads), feeds, passes=3, least=least) * 1e3
+
+
 def best_seconds(session, feeds: dict, passes: int, least: float) -> float:
     """The best of `passes` passes' mean time of one run of an ONNX Runtime session (each pass at least
     `least` seconds and three runs), after one run to warm it."""
@@ -548,11 +564,8 @@ def nchw_convolutions(threads: int) -> None:
         weight = [channels, channels // groups] + [taps] * dims
         node = helper.make_node("Conv", ["x", "w"], ["y"], group=groups, strides=[stride] * dims,
                                 pads=[taps // 2] * (2 * dims), kernel_shape=[taps] * dims)
-        graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
-                                                helper.make_tensor_value_info("w", TensorProto.FLOAT, weight)],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
+        m = one_node(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape),
+                            helper.make_tensor_value_info("w", TensorProto.FLOAT, weight)], TensorProto.FLOAT)
         rng = np.random.default_rng(0)
         feeds = {"x": rng.standard_normal(shape).astype(np.float32),
                  "w": rng.standard_normal(weight).astype(np.float32) * 0.1}
@@ -560,13 +573,13 @@ def nchw_convolutions(threads: int) -> None:
 
     copy_ns_per_byte = ns_per_element(model("Relu"), threads, -3, 3) / 8
     m, feeds = conv(256, 56, 1, 1, 1, 2)
-    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / (256 * 256 * 56 * 56)
+    mac_ns = ms_of(m, feeds, threads, least=0.3) * 1e6 / (256 * 256 * 56 * 56)
     print(f"\nconvolutions in NCHW (a multiply-add {mac_ns:.4f} ns, a byte copied {copy_ns_per_byte:.4f} ns)\n"
           f"{'convolution':44s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'no im2col':>9s} {'×':>5s}")
     ratios, before = [], []
     for channels, side, taps, groups, stride, dims in NCHW_CASES:
         m, feeds = conv(channels, side, taps, groups, stride, dims)
-        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        ms = ms_of(m, feeds, threads)
         g = from_onnx(m)
         macs = g.macs
         bare = (macs * mac_ns + g.act_bytes.sum() * copy_ns_per_byte) * 1e-6
@@ -600,22 +613,18 @@ def padded_convolutions(threads: int, cases: list = PADDED_CASES) -> None:
         weight = np.random.default_rng(0).standard_normal((cout, cin, taps, taps)).astype(np.float32) * 0.1
         node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[taps, taps], dilations=[dilation] * 2,
                                 pads=[pad] * 4)
-        graph = helper.make_graph([node], "c", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                             [1, cin, side, side])],
-                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                                  [numpy_helper.from_array(weight, "w")])
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
+        m = one_node(node, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, side, side])],
+                     TensorProto.FLOAT, [numpy_helper.from_array(weight, "w")])
         return m, {"x": np.random.default_rng(1).standard_normal((1, cin, side, side)).astype(np.float32)}
 
     m, feeds = conv(128, 128, 28, 3, 1, 1)
-    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / from_onnx(m).macs
+    mac_ns = ms_of(m, feeds, threads, least=0.3) * 1e6 / from_onnx(m).macs
     print(f"\nconvolutions in NCHWc whose taps read padding (a multiply-add {mac_ns:.4f} ns)\n"
           f"{'convolution':44s} {'ms':>8s} {'share':>6s} {'estimate':>9s} {'×':>5s} {'every tap':>9s} {'×':>5s}")
     ratios, dense = [], []
     for cin, cout, side, taps, dilation, pad in cases:
         m, feeds = conv(cin, cout, side, taps, dilation, pad)
-        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        ms = ms_of(m, feeds, threads)
         g = from_onnx(m)
         every = g.macs * mac_ns * 1e-6
         share = float(g.work_share[0, -1])
@@ -650,23 +659,19 @@ def qlinear_convolutions(threads: int, cases: list = QLINEAR_CASES) -> None:
                   "wz": np.array(0, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(128, np.uint8)}
         node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"], group=groups,
                                 pads=[1] * 4, kernel_shape=[3, 3], strides=[stride] * 2)
-        graph = helper.make_graph([node], "q", [helper.make_tensor_value_info("x", TensorProto.UINT8,
-                                                                             [1, channels, side, side])],
-                                  [helper.make_tensor_value_info("y", TensorProto.UINT8, None)],
-                                  [numpy_helper.from_array(v, k) for k, v in consts.items()])
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
+        m = one_node(node, [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, side, side])],
+                     TensorProto.UINT8, [numpy_helper.from_array(v, k) for k, v in consts.items()])
         return m, {"x": rng.integers(0, 255, (1, channels, side, side)).astype(np.uint8)}
 
     copy_ns_per_byte = ns_per_element(model("Relu"), threads, -3, 3) / 8
     m, feeds = conv(256, 28, 1, 1)
-    mac_ns = best_seconds(session_of(m, threads), feeds, passes=3, least=0.3) * 1e9 / from_onnx(m).macs
+    mac_ns = ms_of(m, feeds, threads, least=0.3) * 1e6 / from_onnx(m).macs
     print(f"\ngrouped int8 convolutions (a multiply-add {mac_ns:.4f} ns, a byte copied {copy_ns_per_byte:.4f} ns)\n"
           f"{'convolution':36s} {'ms':>8s} {'ns/MAC':>7s} {'estimate':>9s} {'×':>5s} {'MACs only':>9s} {'×':>5s}")
     ratios, bare = [], []
     for channels, side, groups, stride in cases:
         m, feeds = conv(channels, side, groups, stride)
-        ms = best_seconds(session_of(m, threads), feeds, passes=3, least=0.2) * 1e3
+        ms = ms_of(m, feeds, threads)
         g = from_onnx(m)
         alone = g.macs * mac_ns * 1e-6
         estimate = alone + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
