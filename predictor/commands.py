@@ -15,7 +15,7 @@ from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, load_dir, m
 from edgeatlas.predictor.fingerprint import INT8_NAMES, Fingerprint
 from edgeatlas.predictor.evaluate import KIND_MIN_NETWORKS, SPLITS, evaluate, fit_all, table
 from edgeatlas.predictor.graph import load_onnx, runtime_graph
-from edgeatlas.predictor.models import Predictor, TrainConfig
+from edgeatlas.predictor.models import Predictor, TrainConfig, cores_used
 from edgeatlas.predictor.roofline import node_seconds
 from edgeatlas.protos import inputs, onnx_model
 from edgeatlas.protos.errors import InvalidInput
@@ -184,9 +184,27 @@ def answer(predictor: Predictor, samples: Samples, setting: SettingInfo,
     if unknown.any():
         lo, hi = predictor.widened(samples, mean, lo, hi, unknown)
     new_hardware = unseen_note(predictor, samples, ~no_runtime)
-    note = "; ".join(n for n in (note, new_hardware) if n)
+    note = "; ".join(n for n in (note, threads_note(predictor, samples), new_hardware) if n)
     note += "; a fingerprint (edgeatlas agent fingerprint) calibrates it" if no_runtime.any() or new_hardware else ""
     return mean, lo, hi, zero_shot, note
+
+
+def threads_note(predictor: Predictor, samples: Samples) -> str:
+    """What a zero-shot answer at a thread count the training data never ran its runtime with is
+    (`Predictor.at_trained_threads`), "" where there is none."""
+    at, moved = predictor.at_trained_threads(samples)
+    said = []
+    for i in np.flatnonzero(moved):
+        st, was = samples.settings[i], at.settings[i]
+        asked = f"{st.threads} threads" if st.threads > 0 else f"its default, {cores_used(st)} cores"
+        said.append(f"the training data ran {st.runtime} on {st.target} at {threads_text(was.threads)}, not "
+                    f"{asked}: answered at {threads_text(was.threads)}, its work scaled to the cores in use (the "
+                    "GNN's fixed costs kept), the interval spanning no change too")
+    return "; ".join(dict.fromkeys(said))
+
+
+def threads_text(threads: int) -> str:
+    return "its default thread count" if threads <= 0 else f"{threads} thread{'s' if threads > 1 else ''}"
 
 
 def unseen_note(predictor: Predictor, samples: Samples, learned: np.ndarray) -> str:
@@ -534,13 +552,15 @@ def predict_batch(checkpoint: str, queries: str, out: str, say) -> int:
     samples = Samples(GraphSet.from_graphs(graphs), settings, np.array(g_idx), np.array(s_idx),
                       np.ones(len(answered)))
     mean, lo, hi = predictor.predict(samples, "gnn")
-    notes = [""] * len(answered)
     no_runtime, no_int8 = predictor.unlearned(samples)
+    moved = predictor.at_trained_threads(samples)[1][samples.setting]
+    notes = ["trained at other thread counts: answered at the nearest, its work scaled to the cores in use"
+             if m else "" for m in moved]
     unknown = no_runtime | no_int8
     if unknown.any():  # as `answer` does for one query: said, and the interval widened
         lo, hi = predictor.widened(samples, mean, lo, hi, unknown)
         notes = [f"no training sample of {'int8 networks in ' if i else ''}this runtime: the interval reaches "
-                 f"down to the roofline" if r or i else "" for r, i in zip(no_runtime, no_int8)]
+                 f"down to the roofline" if r or i else n for r, i, n in zip(no_runtime, no_int8, notes)]
     position = {row: k for k, row in enumerate(answered)}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

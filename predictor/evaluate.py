@@ -152,9 +152,10 @@ KIND_MIN_NETWORKS = 3
 
 
 def runtime_info(samples: Samples) -> dict[str, list[str]]:
-    """What a checkpoint's info says its training data covers: the runtimes, those in which it had int8
-    networks (`GraphSet.integer`), and the kinds of int8 kernel it learned in each ("runtime/kind",
-    `GraphSet.int8_kinds`: those KIND_MIN_NETWORKS networks or more had)."""
+    """What a checkpoint's info says its training data covers: the runtimes, the thread counts it ran each
+    with on each processor (`runtime_threads`), those in which it had int8 networks (`GraphSet.integer`),
+    and the kinds of int8 kernel it learned in each ("runtime/kind", `GraphSet.int8_kinds`: those
+    KIND_MIN_NETWORKS networks or more had)."""
     kinds = samples.graphs.int8_kinds()
     integer = samples.graphs.integer()[samples.graph]
     networks: dict[str, set[int]] = {}
@@ -162,7 +163,7 @@ def runtime_info(samples: Samples) -> dict[str, list[str]]:
         for kind in kinds[g]:
             networks.setdefault(f"{samples.settings[s].runtime.lower()}/{kind}", set()).add(g)
     return {"runtimes": runtimes(samples), "runtime_targets": runtime_targets(samples),
-            "integer_runtimes": runtimes(samples.where(integer)),
+            "runtime_threads": runtime_threads(samples), "integer_runtimes": runtimes(samples.where(integer)),
             "integer_kernels": sorted(k for k, seen in networks.items() if len(seen) >= KIND_MIN_NETWORKS)}
 
 
@@ -177,6 +178,15 @@ def runtime_targets(samples: Samples) -> list[str]:
     runtime's CPU kernels teach nothing of its GPU ones (ONNX Runtime's CUDA provider launches a kernel per
     operator where its CPU one calls MLAS in the same thread)."""
     used = {runtime_target(samples.settings[i]) for i in np.unique(samples.setting)}
+    return sorted(k for k in used if k.split("/")[0] not in ("", "unknown"))
+
+
+def runtime_threads(samples: Samples) -> list[str]:
+    """The thread counts each runtime ran with on each processor ("runtime/target/threads"; 0: not given,
+    the runtime's default): a count it never ran with is answered at the nearest it did
+    (`models.Predictor.at_trained_threads`)."""
+    used = {f"{runtime_target(samples.settings[i])}/{max(samples.settings[i].threads, 0)}"
+            for i in np.unique(samples.setting)}
     return sorted(k for k in used if k.split("/")[0] not in ("", "unknown"))
 
 

@@ -959,3 +959,74 @@ def test_a_held_out_int8_network_of_an_unlearned_kind_sets_no_interval(sample, m
     assert predictor.info["integer_runtimes"] == ["onnxruntime"] and predictor.info["integer_kernels"] == []
     assert len(seen) == 2 and all(int8 not in c.graph and len(c) for c in seen)  # the trees' and the GNN's
     assert int8 not in fitted[0].graph
+
+
+def test_nearest_threads_is_the_most_the_training_ran_within_the_cores_else_the_fewest():
+    from edgeatlas.predictor.models import nearest_threads
+
+    assert nearest_threads(2, 2, [1]) == 1  # trained at one thread, asked at two
+    assert nearest_threads(0, 8, [1, 4]) == 4  # the default on eight cores: the most within them
+    assert nearest_threads(6, 6, [1, 4, 8]) == 4
+    assert nearest_threads(2, 2, [4, 8]) == 4  # none within its cores: the fewest
+    assert nearest_threads(3, 2, [1, 2, 4]) == 2  # three threads on two cores run on two
+    assert nearest_threads(2, 16, [0]) == 0  # only the runtime's default was given
+
+
+def test_a_thread_count_the_training_never_ran_is_answered_at_the_nearest_its_work_scaled(sample, tmp_path):
+    """Trained on ONNX Runtime at one thread and asked at two on the same machine, the models read threads
+    through the peak over the cores in use and the count itself, and answered ×5-131 of measured. A count the
+    training data never ran its runtime with is answered at the nearest it did, the GNN's work scaled to
+    the query's cores by the network's roofline and its fixed costs kept; the interval spans no change too,
+    the device is the one it knew, and the note says so."""
+    from edgeatlas.predictor.commands import threads_note
+    from edgeatlas.predictor.models import _checked_meta
+
+    at_one = [replace(st, threads=1) if st.target == "cpu" else st for st in sample.settings]
+    trained = synthetic(replace(sample, settings=at_one))
+    predictor = fit_all(trained, TrainConfig(members=1, epochs=1))
+    assert predictor.info["runtime_threads"] == ["pytorch/cpu/1", "pytorch/gpu/0", "tflite/cpu/1"]
+    xeon = next(i for i, st in enumerate(at_one) if st.target == "cpu" and st.runtime == "pytorch")
+    gpu = next(i for i, st in enumerate(at_one) if st.target == "gpu")
+    one = trained.where(trained.setting == xeon)
+    four = replace(one, settings=[replace(st, threads=4) if i == xeon else st for i, st in enumerate(at_one)])
+    at, moved = predictor.at_trained_threads(four)
+    assert np.flatnonzero(moved).tolist() == [xeon] and at.settings[xeon].threads == 1
+    assert not predictor.at_trained_threads(replace(one, setting=np.full(len(one), gpu)))[1].any()
+    mean1, lo1, hi1 = predictor.predict(one)
+    mean4, lo4, hi4 = predictor.predict(four)
+    scale = mean4 - mean1
+    ratio = roofline_log(four) - roofline_log(one)  # the network's roofline on four cores against one
+    assert np.all(ratio < 0) and np.all(scale <= 1e-9) and np.all(scale >= ratio - 1e-9) and np.any(scale < -0.1)
+    np.testing.assert_allclose(scale, predictor.thread_scale(four, at), atol=1e-9)
+    assert np.all(lo4 <= mean4) and np.all(hi4 >= hi1 - 1e-9)  # no gain from the cores is inside the interval
+    assert np.all(mean4 >= predictor.floor(four) - 1e-9) and np.all(predictor.floor(four) < predictor.floor(one))
+    assert not predictor.unseen(four)[0].any() and not predictor.unseen(one)[0].any()
+    assert "ran pytorch on cpu at 1 thread, not 4 threads: answered at 1 thread" in threads_note(predictor, four)
+    assert threads_note(predictor, one) == ""
+    # round trip, and a record that is not a list of names is refused
+    path = tmp_path / "p.pt"
+    predictor.save(path)
+    np.testing.assert_allclose(Predictor.load(path).predict(four)[0], mean4, rtol=1e-6)
+    for bad in ("pytorch/cpu/1", [1], ["x" * 200]):
+        meta = {"members": 1, "gnn_half_width": 0.1, "tabular_half_width": 0.1, "config": {"gnn": {}},
+                "anchor_names": [], "info": {"runtime_threads": bad}}
+        with pytest.raises(ValueError, match="info.runtime_threads is not a list"):
+            _checked_meta(__import__("json").dumps(meta))
+    # predict-batch asks at the runtime's default thread count: the row says how it was answered
+    import csv
+
+    import onnx
+
+    from edgeatlas.predictor.commands import predict_batch
+    from edgeatlas.predictor.datasets.zoo import build
+
+    onnx.save(build("resnet:8-16:b1:s32"), str(tmp_path / "m.onnx"))
+    (tmp_path / "s.yaml").write_text(at_one[xeon].spec.to_yaml())
+    (tmp_path / "q.csv").write_text("model_path,spec_path,target,batch,runtime\nm.onnx,s.yaml,cpu,1,pytorch\n")
+    predict_batch(str(path), str(tmp_path / "q.csv"), str(tmp_path / "p.csv"), lambda _: None)
+    with open(tmp_path / "p.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["note"].startswith("trained at other thread counts: answered at the nearest") and not row["error"]
+    # a checkpoint without the record moves nothing
+    predictor.info.pop("runtime_threads")
+    assert not predictor.at_trained_threads(four)[1].any()
