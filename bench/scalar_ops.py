@@ -9,7 +9,8 @@ one thread, the best of three passes. Two sections:
   the older vision kernels (`VISION_CASES`) run on images, in each variant their attributes make. Where the
   counts are right it is one figure for every op (a cycle of this core's clock); the answer charges them at
   half a lane's peak. So are the bitwise kernels, the random generators, running sums along the last axis,
-  LpPool and a MaxPool that returns its indices (`OTHER_CASES`).
+  LpPool and a MaxPool that returns its indices (`OTHER_CASES`), and the int8 kernels that look each element up
+  in a table or pool in loops of their own (`QUANTIZED_CASES`).
 - vector kernels (`_FLOPS_PER_ELEMENT`: MLAS's approximations): ns per element beyond a copy's (Relu: its
   memory traffic alone), per counted FLOP. Where the counts are right it is one figure too, the core's time
   per FLOP at its vector peak.
@@ -34,7 +35,7 @@ one thread, the best of three passes. Two sections:
   a time, beside ungrouped ones: measured, and the estimate at a multiply-add's and a copied
   byte's rates measured in the same run, with and without their patch matrix.
 
-    python bench/scalar_ops.py [--threads 1] [--only nchw|padded|qlinear]
+    python bench/scalar_ops.py [--threads 1] [--only nchw|padded|qlinear|lookups]
 """
 
 from __future__ import annotations
@@ -128,9 +129,10 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
-    sections = {"nchw": nchw_convolutions, "padded": padded_convolutions, "qlinear": qlinear_convolutions}
+    sections = {"nchw": nchw_convolutions, "padded": padded_convolutions, "qlinear": qlinear_convolutions,
+                "lookups": quantized_section}
     parser.add_argument("--only", choices=tuple(sections), help="one section alone: convolutions in NCHW, in NCHWc "
-                        "with taps that read padding, or grouped int8 ones")
+                        "with taps that read padding, grouped int8 ones, or the int8 table lookups and pools")
     args = parser.parse_args()
     if args.only:
         sections[args.only](args.threads)
@@ -140,13 +142,13 @@ def main() -> int:
     print(f"scalar loops\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
     per_op = []
     for op, count in {**SCALAR_ELEMENTWISE, **SCALAR_REDUCTIONS}.items():
-        if op in GATHERS or op in VISION or op in OTHER:
-            continue  # timed below, on tokens, on images, on integers or drawn
+        if op in GATHERS or op in VISION or op in OTHER or op in QUANTIZED:
+            continue  # timed below, on tokens, on images, on integers, drawn or int8
         domain = MS if op.startswith("Skip") else ""
         ns = ns_per_element(model(op, domain, 1.7 if op == "Pow" else None), args.threads, *_domain(op))
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
-    for op, ns, count in gathers(args.threads) + vision(args.threads) + others(args.threads):
+    for op, ns, count in gathers(args.threads) + vision(args.threads) + others(args.threads) + quantized(args.threads):
         per_op.append(ns / count)
         print(f"{op:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
     print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
@@ -346,6 +348,77 @@ def others(threads: int) -> list[tuple[str, float, float]]:
         g = from_onnx(m)
         elements = float(np.prod(session_of(m, threads).run(["y"], feeds)[0].shape))
         out.append((label, ns_run / elements, float(g.flops.sum()) / elements))
+    return out
+
+
+# The int8 QOperator kernels that are scalar loops (`graph.LOOKUP_OPS`, `graph.QLINEAR_POOL_OUTPUT_OPS`): (label,
+# op, input shape, attributes; for QLinearConcat, its two inputs' scales, 0.1 being the output's), uint8 in and
+# out. A QLinearConcat of inputs at the output's scale copies them, counts nothing and is printed apart.
+QUANTIZED = ("QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax")
+QUANTIZED_CASES = [("QLinearConcat, both inputs rescaled", "QLinearConcat", (1, 128, 56, 56), {"scales": (0.05, 0.2)}),
+                   ("QLinearConcat, one input rescaled", "QLinearConcat", (1, 128, 56, 56), {"scales": (0.05, 0.1)}),
+                   ("QLinearLeakyRelu", "QLinearLeakyRelu", (1, 128, 56, 56), {"alpha": 0.1}),
+                   ("QLinearSigmoid", "QLinearSigmoid", (1, 128, 56, 56), {}),
+                   ("QLinearSoftmax rows of 16", "QLinearSoftmax", (4096, 16), {"axis": -1, "opset": 13}),
+                   ("QLinearSoftmax rows of 128", "QLinearSoftmax", (1024, 128), {"axis": -1, "opset": 13}),
+                   ("QLinearSoftmax rows of 3136", "QLinearSoftmax", (128, 3136), {"axis": -1, "opset": 13})] + [
+    (f"QLinearAveragePool {'NHWC' if last else 'NCHW'} {k}×{k} stride {st}", "QLinearAveragePool",
+     (1, 56, 56, 64) if last else (1, 64, 56, 56),
+     {"kernel_shape": [k, k], "strides": [st, st], "pads": [k // 2 * (st == 1)] * 4, "channels_last": last})
+    for last in (1, 0) for k, st in ((2, 2), (3, 1), (3, 2), (5, 1))]
+
+
+def quantized_model(op: str, shape: tuple, attrs: dict, out_shape: list | None = None):
+    """A one-node graph of the int8 kernel `op` on x of `shape` (uint8), with its scales and zero points; its
+    output's shape `out_shape` where given (shape inference does not know these kernels)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    attrs = dict(attrs)
+    first, second = attrs.pop("scales", (0.05, 0.1))
+    consts = {"xs": np.array(first, np.float32), "xz": np.array(128, np.uint8), "ys": np.array(0.1, np.float32),
+              "yz": np.array(128, np.uint8), "bs": np.array(second, np.float32)}
+    names = ["ys", "yz", "x", "xs", "xz", "x", "bs", "yz"] if op == "QLinearConcat" else ["x", "xs", "xz", "ys", "yz"]
+    if op == "QLinearConcat":
+        attrs["axis"] = 1
+    node = helper.make_node(op, names, ["y"], domain=MS, **attrs)
+    graph = helper.make_graph([node], op, [helper.make_tensor_value_info("x", TensorProto.UINT8, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, out_shape)],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items() if k in names])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    m.ir_version = 8
+    return m
+
+
+def quantized_section(threads: int) -> None:
+    """`quantized` alone, as the scalar loops' table prints it."""
+    print(f"int8 table lookups and pools\n{'op':34s} {'ns/element':>10s} {'counted ops':>11s} {'ns/op':>7s}")
+    per_op = []
+    for label, ns, count in quantized(threads):
+        per_op.append(ns / count)
+        print(f"{label:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
+    print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
+
+
+def quantized(threads: int) -> list[tuple[str, float, float]]:
+    """(label, ns per output element, operations counted per output element) of each of `QUANTIZED_CASES`; and
+    the copy a QLinearConcat at its output's scale makes, printed."""
+    from edgeatlas.predictor.graph import from_onnx
+
+    out = []
+    x = np.random.default_rng(0)
+    for label, op, shape, attrs in QUANTIZED_CASES + [("copy", "QLinearConcat", (1, 128, 56, 56),
+                                                       {"scales": (0.1, 0.1)})]:
+        m = quantized_model(op, shape, attrs)
+        feeds = {"x": x.integers(0, 255, shape).astype(np.uint8)}
+        session = session_of(m, threads)
+        y = session.run(["y"], feeds)[0].shape
+        elements = float(np.prod(y))
+        ns = best_seconds(session, feeds, passes=3, least=0.3) * 1e9 / elements
+        counted = float(from_onnx(quantized_model(op, shape, attrs, list(y))).flops.sum()) / elements
+        if label == "copy":
+            print(f"{'QLinearConcat at the output scale':34s} {ns:10.3f} {counted:11.1f}   (a copy)")
+        else:
+            out.append((label, ns, counted))
     return out
 
 

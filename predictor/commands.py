@@ -344,7 +344,8 @@ def scalar_spread(samples: Samples, cal, answer) -> tuple[tuple, str]:
         return answer, ""
     note = ("kernels written as scalar loops (ONNX Runtime's DFT and STFT, its element-wise ops that call the C "
             "library per element, its reductions that add element by element, its transposes that walk a tensor by "
-            "index, its tree ensembles and RBF support vector machines, its non-maximum suppression and RoiAlign), "
+            "index, its tree ensembles and RBF support vector machines, its non-maximum suppression and RoiAlign, "
+            "its int8 table lookups and average pools), "
             "which no reference network runs: "
             f"charged at half of one vector lane's peak, the interval spanning ×{SCALAR_RANGE[0]:g}–"
             f"{SCALAR_RANGE[1]:g} of that")

@@ -520,6 +520,40 @@ def _single_constants(graph, types: tuple[int, ...]) -> dict:
     return {name: values[0] for name, values in _small_constants(graph, types, 1).items() if len(values) == 1}
 
 
+def nhwc_pool(node: onnx.NodeProto, readers: dict[str, list[str]]) -> bool:
+    """Whether ONNX Runtime runs a QLinearAveragePool in NHWC: laid out so (`channels_last`), or read only by
+    int8 convolutions, which its NhwcTransformer lays out in NHWC and the pool with them; where anything else
+    reads it, the transposes around it stay and it runs in NCHW. readers: tensor → the ops that read it."""
+    if node.op_type != "QLinearAveragePool":
+        return False
+    read = readers.get(node.output[0], []) if node.output else []
+    return bool(_attr(node, "channels_last", 0)) or (bool(read) and all(op == "QLinearConv" for op in read))
+
+
+def _zero_points(graph) -> dict[str, int]:
+    """{tensor: value} of the single-element 8- and 16-bit integer constants: a quantized tensor's zero point
+    (`concat_lookups`)."""
+    types = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.UINT16, onnx.TensorProto.INT16)
+    return {name: int(v) for name, v in _single_constants(graph, types).items()}
+
+
+def concat_lookups(node: onnx.NodeProto, ins: list, scales: dict[str, float], points: dict[str, int]) -> float:
+    """The elements a QLinearConcat maps through a table (`LOOKUP_OPS`): those of each input whose scale or
+    zero point is not a constant equal to the output's (ONNX Runtime copies the others as they are); 0 for
+    another node. Its inputs: the output's scale and zero point, then a tensor, its scale and its zero point
+    for each input. scales, points: the graph's single-element float and integer constants."""
+    if node.op_type != "QLinearConcat" or len(node.input) < 5:
+        return 0.0
+    wanted = (scales.get(node.input[0]), points.get(node.input[1]))
+    looked = 0.0
+    for at in range(2, len(node.input) - 2, 3):
+        x = ins[at] if at < len(ins) else None
+        mine = (scales.get(node.input[at + 1]), points.get(node.input[at + 2]))
+        if _known(x) and (None in wanted or mine != wanted):
+            looked += _elems(x)
+    return looked
+
+
 def _int_constants(graph) -> dict[str, list[int]]:
     """{tensor: values} of the graph's integer constants of up to 16 elements: a reduction's axes (`index_walk`)."""
     ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
@@ -774,7 +808,11 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             if t is not None and math.prod(t.dims) > 64:
                 weights[node.output[0]] = _tensor_bytes(t)
                 shapes.setdefault(node.output[0], (list(t.dims), t.data_type))
-    constants, ints = _float_scalars(graph), _int_constants(graph)
+    constants, ints, points = _float_scalars(graph), _int_constants(graph), _zero_points(graph)
+    readers: dict[str, list[str]] = {}  # tensor → the ops that read it
+    for node in graph.node:
+        for t in node.input:
+            readers.setdefault(t, []).append(node.op_type)
     counted = detection.read(model, shapes, data_work or {},
                              lambda tensors: _run_for(model, tensors, feeds) if feeds is not None else {})
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -807,11 +845,14 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         w_bytes = _weights_read(node, ins, weights) + arrays["rereads"][i]
         reduction = _reduction_path_of(node, ins[0] if ins else None, ints)
         walk = index_walk(node, ins, ints, opset, reduction)
+        looked = concat_lookups(node, ins, constants, points)
         scalar = ml.scalar if ml is not None else walk is not None or scalar_loop(node, constants, reduction) or \
-            cumulative_scalar(node, ins[0] if ins else None, ints)
-        flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar)
+            cumulative_scalar(node, ins[0] if ins else None, ints) or looked > 0
+        flops, macs, kernel, stride, channels = _flops(node, ins, outs, scalar, nhwc_pool(node, readers))
         if walk is not None:
             flops = walk
+        if looked > 0:
+            flops = looked * LOOKUP_OPS
         if ml is not None:  # an ONNX-ML model's operator: its weights are its attributes
             flops, macs = ml.flops, ml.macs
             w_bytes += ml.weight_bytes
@@ -1330,7 +1371,7 @@ _ELEMENTWISE = {"Equal": 1, "Greater": 1, "GreaterOrEqual": 1, "Less": 1, "LessO
                 "IsInf": 1, "ThresholdedRelu": 1, "QuantizeLinear": 3, "DequantizeLinear": 2,
                 "DynamicQuantizeLinear": 4, "SimplifiedLayerNormalization": 6, "RMSNormalization": 6,
                 "CumSum": 1, "BiasAdd": 1, "Sum": 1, "Mean": 1, "QLinearAdd": 3, "QLinearMul": 3,
-                "QLinearSigmoid": 6, "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1,
+                "ArgMax": 1, "ArgMin": 1, "TopK": 2, "ReduceMin": 1, "QLinearGlobalAveragePool": 1,
                 "RotaryEmbedding": 3,  # each element times its cosine, plus its pair's times its sine
                 "CumProd": 1, "BitwiseNot": 1, "HannWindow": 1, "HammingWindow": 1, "BlackmanWindow": 1,
                 "AffineGrid": 1}  # vector loops: 0.10-0.15 ns an element on one x86 core (bench/scalar_ops.py)
@@ -1362,8 +1403,7 @@ MVN_OTHER_AXES = 90
 _CATEGORY.update({op: "activation" for op in ("FastGelu", "BiasGelu", "QuickGelu")})
 # and its QOperator kernels of a statically quantized graph keep the category of their float twin
 _CATEGORY.update({"QLinearSoftmax": "softmax", "QLinearLeakyRelu": "activation", "QLinearConcat": "copy",
-                  "QLinearAveragePool": "pool"})
-_FLOPS_PER_ELEMENT.update({"QLinearSoftmax": 5, "QLinearLeakyRelu": 3})
+                  "QLinearAveragePool": "pool", "QLinearSigmoid": "activation"})
 
 
 # ONNX Runtime's CPU kernels that compute one element at a time, in no vector: its DFT and STFT are loops of
@@ -1385,6 +1425,20 @@ FOURIER_KERNELS = ("DFT", "STFT")
 # add's latency, 3; and the scaling), 2.0 ns an element, 2.9 with its rows dequantized (QEmbedLayerNormalization:
 # three more); and GatherBlockQuantized (a quantized embedding), which dequantizes each element it gathers:
 # `NBITS_DEQUANTIZE` at 4 bits, 1.3 ns an element; a DequantizeLinear's 2 at 8, 0.53 (`scalar_count`).
+# Its QOperator kernels that map each int8 element through a table of 256 values (QLinearLeakyRelu and
+# QLinearSigmoid: contrib_ops/cpu/quantization/qlinear_lookup_table.cc; QLinearConcat for each input whose
+# scale or zero point is not the output's, `concat_lookups`: a table built once where they are constants) read,
+# look up and write an element at a time, LOOKUP_OPS each: 0.25-0.26 ns an element on one x86 core, where
+# QLinearConcat of inputs at the output's scale copies them at 0.04 (`bench/scalar_ops.py`). Its QLinearSoftmax
+# looks up each element's exponential and divides its row by their sum element by element: 2.8-3.1 ns an
+# element over rows of 16-3,136 (10). Its QLinearAveragePool dequantizes each input element, sums a window's
+# taps and requantizes each output in loops of its own (QLINEAR_POOL_*, `_flops`): 4.7-10.6 ns an output over
+# 2×2-5×5 windows in NHWC, where ONNX Runtime's NhwcTransformer lays it out with the int8 convolutions that read
+# it (`nhwc_pool`: Inception-v3's), 8.5-15 in NCHW, where it stays when something else reads it (DenseNet's,
+# read by concatenations).
+LOOKUP_OPS = 1
+QLINEAR_POOL_OUTPUT_OPS = {"nhwc": 7, "nchw": 20}
+QLINEAR_POOL_TAP_OPS, QLINEAR_POOL_INPUT_OPS = 1.2, 1
 SCALAR_ELEMENTWISE = {"Log": 6, "Sin": 7, "Cos": 7, "Tan": 47, "Asin": 4, "Acos": 3, "Atan": 4, "Sinh": 59,
                       "Cosh": 20, "Asinh": 70, "Acosh": 50, "Atanh": 72, "Pow": 15, "Softplus": 38, "Mish": 40,
                       "Elu": 7, "Selu": 7, "Celu": 7, "Mod": 19, "Sign": 3, "SkipLayerNormalization": 17,
@@ -1392,7 +1446,8 @@ SCALAR_ELEMENTWISE = {"Log": 6, "Sin": 7, "Cos": 7, "Tan": 47, "Asin": 4, "Acos"
                       "QEmbedLayerNormalization": 10, "GatherBlockQuantized": NBITS_DEQUANTIZE,
                       "LRN": 88, "Shrink": 22, "GridSample": 7, "LpNormalization": 4,
                       "BitwiseAnd": 2, "BitwiseOr": 2, "BitwiseXor": 2, "BitShift": 2,
-                      "RandomNormal": 36, "RandomNormalLike": 36, "RandomUniform": 14, "RandomUniformLike": 14}
+                      "RandomNormal": 36, "RandomNormalLike": 36, "RandomUniform": 14, "RandomUniformLike": 14,
+                      "QLinearLeakyRelu": LOOKUP_OPS, "QLinearSigmoid": LOOKUP_OPS, "QLinearSoftmax": 10}
 # And the older vision kernels (`scalar_count`): LRN (AlexNet's, GoogLeNet's: its window's running sum of
 # squares, then each element raised to -beta by Eigen's exact vector pow, 25 ns an element; 1.5 where beta is
 # 1 and there is no power, 5); Shrink's branch per element (6.5 ns); GridSample per output element, by its
@@ -1420,7 +1475,8 @@ SCALAR_REDUCTIONS = {"ReduceSumSquare": 3, "ReduceL1": 3, "ReduceL2": 3, "Reduce
 # A running sum or product along an axis nothing lies inside of (the last, or those after it all 1) adds element
 # after element: 3.4 ns an element on one x86 core, where along an outer axis it adds whole rows in vectors (0.15).
 CUMULATIVE_OPS = 12
-SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS) + ("LpPool",)
+SCALAR_KERNELS = FOURIER_KERNELS + tuple(SCALAR_ELEMENTWISE) + tuple(SCALAR_REDUCTIONS) + ("LpPool",
+                                                                                          "QLinearAveragePool")
 SCALAR_COLUMNS = 0.5
 _CATEGORY.update({op: "elementwise" for op in SCALAR_ELEMENTWISE if op not in _CATEGORY})
 _CATEGORY.update({"LpPool": "pool", "GlobalLpPool": "global_pool"})
@@ -1921,11 +1977,12 @@ def _elems(shape) -> float:
     return float(math.prod(shape)) if shape is not None else 0.0
 
 
-def _flops(node: onnx.NodeProto, ins: list, outs: list,
-           scalar: bool = False) -> tuple[float | None, float, float, float, float]:
+def _flops(node: onnx.NodeProto, ins: list, outs: list, scalar: bool = False,
+           nhwc: bool = False) -> tuple[float | None, float, float, float, float]:
     """(FLOPs, MACs, kernel size, stride, output channels) of one node. FLOPs are None where the op
     computes but its cost is not known here (an op this counter does not know, or shapes not inferred).
-    scalar: ONNX Runtime runs it as scalar loops (`scalar_loop`), at its operations per element."""
+    scalar: ONNX Runtime runs it as scalar loops (`scalar_loop`), at its operations per element; nhwc: it runs
+    an int8 pool in NHWC (`nhwc_pool`)."""
     op = node.op_type
     out = outs[0] if outs else None
     out_elems = _elems(out)
@@ -1987,17 +2044,23 @@ def _flops(node: onnx.NodeProto, ins: list, outs: list,
         mode = _attr(node, "mode", b"nearest")
         mode = mode.decode() if isinstance(mode, bytes) else str(mode)
         return out_elems * _RESIZE_TAPS.get(mode, 4), 0.0, 0.0, 0.0, channels
-    if op in ("AveragePool", "MaxPool", "LpPool"):
+    if op in ("AveragePool", "MaxPool", "LpPool", "QLinearAveragePool"):
         kernel = list(_attr(node, "kernel_shape", [1]))
         x = arg(0)
         if x is not None and len(x) == len(kernel) + 2:
             # a window reads no more than the input it lies on: a kernel larger than the input (a global
             # pool written as AveragePool with ceil_mode, padding) costs what the input has, per output
-            kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, x[2:])]
+            spatial = x[1:-1] if _attr(node, "channels_last", 0) else x[2:]
+            kernel = [min(k, max(d, 1)) if isinstance(d, int) else k for k, d in zip(kernel, spatial)]
         taps = float(math.prod(kernel))
+        stride = float(max(_attr(node, "strides", [1])))
+        if op == "QLinearAveragePool":
+            per_output = QLINEAR_POOL_OUTPUT_OPS["nhwc" if nhwc else "nchw"] + taps * QLINEAR_POOL_TAP_OPS
+            work = None if x is None or out is None else out_elems * per_output + _elems(x) * QLINEAR_POOL_INPUT_OPS
+            return work, 0.0, float(max(kernel)), stride, channels
         per_output = taps * LP_TAP_OPS if op == "LpPool" else \
             INDEXED_POOL_OPS + taps * INDEXED_TAP_OPS if scalar else taps
-        return out_elems * per_output, 0.0, float(max(kernel)), float(max(_attr(node, "strides", [1]))), channels
+        return out_elems * per_output, 0.0, float(max(kernel)), stride, channels
     if op in FOURIER_KERNELS:
         return _fourier_flops(node, ins, out), 0.0, 0.0, 0.0, channels
     if scalar and op in ("CumSum", "CumProd"):

@@ -1341,3 +1341,82 @@ def test_the_graph_featurized_is_the_one_onnx_runtime_runs_float16_casts_include
     assert sorted(featurized.ops) == ran and "Cast" in ran
     pow_lanes = featurized.lanes[featurized.ops.index("Pow")]
     assert (pow_lanes != SCALAR_COLUMNS).all()
+
+
+def _int8_graph(nodes: list, shapes: dict, consts: dict, inputs: tuple = ("x",)) -> onnx.GraphProto:
+    """A graph of int8 `nodes` (ONNX Runtime's QOperator kernels, which shape inference does not know: each
+    node's output a graph output of the shape given in `shapes`, uint8), its constants `consts` and its inputs."""
+    vi = {name: helper.make_tensor_value_info(name, TensorProto.UINT8, shape) for name, shape in shapes.items()}
+    graph = helper.make_graph(nodes, "q", [vi[i] for i in inputs], [vi[n.output[0]] for n in nodes],
+                              [numpy_helper.from_array(v, k) for k, v in consts.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    return m
+
+
+QUANT = {"s1": np.array(0.05, np.float32), "s2": np.array(0.1, np.float32), "z": np.array(128, np.uint8)}
+
+
+def test_int8_kernels_that_look_each_element_up_in_a_table_are_scalar_loops_of_one_lookup():
+    """ONNX Runtime's QLinearLeakyRelu and QLinearSigmoid map each element through a table of 256, and so does its
+    QLinearConcat for each input whose scale or zero point is not the output's (it copies the others): an element
+    at a time, 0.25 ns here, where a copy takes 0.04. Its QLinearSoftmax looks up exponentials and divides row by
+    row, ten operations an element (2.8 ns). Each is a scalar loop (its columns `SCALAR_COLUMNS`)."""
+    from edgeatlas.predictor.graph import LOOKUP_OPS, SCALAR_COLUMNS
+
+    shape, wide = [1, 8, 4, 4], [1, 16, 4, 4]
+
+    def concat(second_scale: str, output_scale: str = "s2"):
+        node = helper.make_node("QLinearConcat", [output_scale, "z", "x", "s1", "z", "x", second_scale, "z"], ["y"],
+                                domain="com.microsoft", axis=1)
+        dynamic = output_scale == "ds"
+        m = _int8_graph([node], {"x": shape, "y": wide, **({"ds": []} if dynamic else {})}, QUANT,
+                        ("x", "ds") if dynamic else ("x",))
+        if dynamic:
+            m.graph.input[1].type.tensor_type.elem_type = TensorProto.FLOAT
+        return from_onnx(m)
+
+    one = concat("s2")  # the first input rescaled, the second at the output's scale: copied
+    assert one.flops[0] == 128 * LOOKUP_OPS and one.lanes[0, 0] == np.float32(SCALAR_COLUMNS)
+    both = concat("s1")
+    assert both.flops[0] == 256 * LOOKUP_OPS
+    copied = from_onnx(_int8_graph([helper.make_node("QLinearConcat", ["s2", "z", "x", "s2", "z", "x", "s2", "z"],
+                                                     ["y"], domain="com.microsoft", axis=1)],
+                                   {"x": shape, "y": wide}, QUANT))
+    assert copied.flops[0] == 0 and copied.lanes[0, 0] != np.float32(SCALAR_COLUMNS)
+    assert concat("s2", "ds").flops[0] == 256 * LOOKUP_OPS  # a scale computed as the graph runs: tables every run
+    for op, per_element in (("QLinearLeakyRelu", LOOKUP_OPS), ("QLinearSigmoid", LOOKUP_OPS), ("QLinearSoftmax", 10)):
+        node = helper.make_node(op, ["x", "s1", "z", "s2", "z"], ["y"], domain="com.microsoft")
+        g = from_onnx(_int8_graph([node], {"x": shape, "y": shape}, QUANT))
+        assert g.flops[0] == 128 * per_element and g.lanes[0, 0] == np.float32(SCALAR_COLUMNS), op
+
+
+def test_an_int8_average_pool_is_a_scalar_loop_in_the_layout_of_what_reads_it():
+    """ONNX Runtime's QLinearAveragePool dequantizes each input element, sums each window and requantizes each
+    output in loops of its own: in NHWC where its NhwcTransformer lays it out with the int8 convolutions that
+    read it (Inception-v3's: 4.7-10.6 ns an output here), in NCHW where something else reads it (DenseNet's,
+    read by concatenations: 8.5-15). A window larger than the map costs the map's taps, in either layout."""
+    from edgeatlas.predictor.graph import QLINEAR_POOL_INPUT_OPS, QLINEAR_POOL_OUTPUT_OPS, QLINEAR_POOL_TAP_OPS
+
+    consts = {**QUANT, "w": np.ones((16, 16, 1, 1), np.int8), "wz": np.array(0, np.int8)}
+    m = [1, 16, 8, 8]
+    conv = helper.make_node("QLinearConv", ["x", "s1", "z", "w", "s1", "wz", "s2", "z"], ["c"])
+    pool = helper.make_node("QLinearAveragePool", ["c", "s2", "z", "s2", "z"], ["p"], domain="com.microsoft",
+                            kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    read_by_conv = helper.make_node("QLinearConv", ["p", "s2", "z", "w", "s1", "wz", "s2", "z"], ["y"])
+    read_by_concat = helper.make_node("QLinearConcat", ["s2", "z", "p", "s2", "z", "c", "s2", "z"], ["y"],
+                                      domain="com.microsoft", axis=1)
+
+    def work(layout: str, taps: int, elements: int = 1024) -> float:
+        return elements * (QLINEAR_POOL_OUTPUT_OPS[layout] + taps * QLINEAR_POOL_TAP_OPS + QLINEAR_POOL_INPUT_OPS)
+
+    nhwc = from_onnx(_int8_graph([conv, pool, read_by_conv], {"x": m, "c": m, "p": m, "y": m}, consts))
+    nchw = from_onnx(_int8_graph([conv, pool, read_by_concat], {"x": m, "c": m, "p": m, "y": [1, 32, 8, 8]}, consts))
+    assert nhwc.flops[1] == pytest.approx(work("nhwc", 9)) and nchw.flops[1] == pytest.approx(work("nchw", 9))
+    assert nhwc.flops[1] < nchw.flops[1] and nhwc.lanes[1, 0] == nchw.lanes[1, 0] == np.float32(0.5)
+    # laid out in NHWC already ([1, 8, 8, 16]): a 9×9 window on an 8×8 map reads 64 taps, not 8 × 9
+    last = helper.make_node("QLinearAveragePool", ["x", "s1", "z", "s2", "z"], ["p"], domain="com.microsoft",
+                            kernel_shape=[9, 9], channels_last=1)
+    wide = from_onnx(_int8_graph([last], {"x": [1, 8, 8, 16], "p": [1, 1, 1, 16]}, QUANT))
+    assert wide.flops[0] == pytest.approx(16 * (QLINEAR_POOL_OUTPUT_OPS["nhwc"] + 64 * QLINEAR_POOL_TAP_OPS) +
+                                          1024 * QLINEAR_POOL_INPUT_OPS)
