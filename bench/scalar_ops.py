@@ -377,7 +377,9 @@ def quantized_model(op: str, shape: tuple, attrs: dict, out_shape: list | None =
     first, second = attrs.pop("scales", (0.05, 0.1))
     consts = {"xs": np.array(first, np.float32), "xz": np.array(128, np.uint8), "ys": np.array(0.1, np.float32),
               "yz": np.array(128, np.uint8), "bs": np.array(second, np.float32)}
-    names = ["ys", "yz", "x", "xs", "xz", "x", "bs", "yz"] if op == "QLinearConcat" else ["x", "xs", "xz", "ys", "yz"]
+    two = ["x", "xs", "xz", "x", "bs", "xz", "ys", "yz"]  # x at its scale and at the second one
+    names = {"QLinearConcat": ["ys", "yz", "x", "xs", "xz", "x", "bs", "yz"], "QLinearAdd": two,
+             "QLinearMul": two}.get(op, ["x", "xs", "xz", "ys", "yz"])
     if op == "QLinearConcat":
         attrs["axis"] = 1
     node = helper.make_node(op, names, ["y"], domain=MS, **attrs)
@@ -397,6 +399,28 @@ def quantized_section(threads: int) -> None:
         per_op.append(ns / count)
         print(f"{label:34s} {ns:10.3f} {count:11.1f} {ns / count:7.3f}")
     print(f"ns per counted operation: {spread(per_op)} (×{max(per_op) / min(per_op):.2f} apart)")
+    vector_quantized(threads)
+
+
+def vector_quantized(threads: int) -> None:
+    """MLAS's QLinearAdd and QLinearMul (two inputs at different scales), printed as the vector kernels are:
+    ns per element beyond a uint8 copy's (a Max of the input and itself), per counted FLOP."""
+    from onnx import TensorProto, helper
+
+    from edgeatlas.predictor.graph import from_onnx
+
+    shape = (1, 128, 56, 56)
+    feeds = {"x": np.random.default_rng(0).integers(0, 255, shape).astype(np.uint8)}
+    copy = ms_of(one_node(helper.make_node("Max", ["x", "x"], ["y"]),
+                          [helper.make_tensor_value_info("x", TensorProto.UINT8, list(shape))], TensorProto.UINT8),
+                 feeds, threads) * 1e6 / np.prod(shape)
+    print(f"\nint8 vector kernels, beyond a copy (uint8: {copy:.3f} ns an element)\n"
+          f"{'op':34s} {'ns/element':>10s} {'counted FLOPs':>13s} {'ns/FLOP beyond':>14s}")
+    for op in ("QLinearAdd", "QLinearMul"):
+        m = quantized_model(op, shape, {}, list(shape))
+        ns = ms_of(m, feeds, threads) * 1e6 / np.prod(shape)
+        counted = float(from_onnx(m).flops[0]) / np.prod(shape)
+        print(f"{op:34s} {ns:10.3f} {counted:13.1f} {(ns - copy) / counted:14.4f}")
 
 
 def quantized(threads: int) -> list[tuple[str, float, float]]:

@@ -39,7 +39,7 @@ from edgeatlas.protos.spec import SpecSheet
 # taps it computes (`GraphSet.work_share`: it skips those that read padding), and the patch matrix apart from
 # the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache); 15: a grouped QLinearConv's
 # patch matrix, gathered a group at a time (`graph.im2col_bytes`)
-FEATURIZER_VERSION = "16"
+FEATURIZER_VERSION = "17"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
