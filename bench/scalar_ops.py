@@ -429,11 +429,11 @@ def quantized(threads: int) -> list[tuple[str, float, float]]:
     from edgeatlas.predictor.graph import from_onnx
 
     out = []
-    x = np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     for label, op, shape, attrs in QUANTIZED_CASES + [("copy", "QLinearConcat", (1, 128, 56, 56),
                                                        {"scales": (0.1, 0.1)})]:
         m = quantized_model(op, shape, attrs)
-        feeds = {"x": x.integers(0, 255, shape).astype(np.uint8)}
+        feeds = {"x": rng.integers(0, 255, shape).astype(np.uint8)}
         session = session_of(m, threads)
         y = session.run(["y"], feeds)[0].shape
         elements = float(np.prod(y))
