@@ -725,8 +725,10 @@ class Predictor:
             shift = self._offsets(known)
             mean, lo, hi = mean + shift, lo + shift, hi + shift
         lo, hi = self.widen(known, mean, lo, hi)
-        if moved.any():  # its work scaled to the query's cores; the interval from no change to that
-            scale = np.where(moved[samples.setting], self.thread_scale(samples, at), 0.0)
+        rows = moved[samples.setting]
+        if rows.any():  # its work scaled to the query's cores; the interval from no change to that
+            scale = np.zeros(len(samples))
+            scale[rows] = self.thread_scale(samples.where(rows), at.where(rows))
             mean, lo, hi = mean + scale, np.minimum(lo, lo + scale), np.maximum(hi, hi + scale)
         if which == "tabular":
             return mean, lo, hi
