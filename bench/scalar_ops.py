@@ -654,8 +654,6 @@ def nchw_convolutions(threads: int) -> None:
     copy's (Relu on 4 MiB). Beside it, the estimate without the patch matrix (`graph.im2col_bytes`)."""
     from onnx import TensorProto, helper
 
-    from edgeatlas.predictor.graph import from_onnx
-
     def conv(channels: int, side: int, taps: int, groups: int, stride: int, dims: int):
         shape = [1, channels] + [side] * dims
         weight = [channels, channels // groups] + [taps] * dims
@@ -676,11 +674,7 @@ def nchw_convolutions(threads: int) -> None:
     ratios, before = [], []
     for channels, side, taps, groups, stride, dims in NCHW_CASES:
         m, feeds = conv(channels, side, taps, groups, stride, dims)
-        ms = ms_of(m, feeds, threads)
-        g = from_onnx(m)
-        macs = g.macs
-        bare = (macs * mac_ns + g.act_bytes.sum() * copy_ns_per_byte) * 1e-6
-        estimate = bare + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
+        ms, macs, bare, estimate = patched_estimate(m, feeds, threads, mac_ns, copy_ns_per_byte, tensors=True)
         ratios.append(estimate / ms)
         before.append(bare / ms)
         label = f"{channels} ch, {side}{'²' if dims == 2 else ''}, {taps}-tap, {groups} groups, stride {stride}"
@@ -768,16 +762,26 @@ def qlinear_convolutions(threads: int, cases: list = QLINEAR_CASES) -> None:
     ratios, bare = [], []
     for channels, side, groups, stride in cases:
         m, feeds = conv(channels, side, groups, stride)
-        ms = ms_of(m, feeds, threads)
-        g = from_onnx(m)
-        alone = g.macs * mac_ns * 1e-6
-        estimate = alone + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
+        ms, macs, alone, estimate = patched_estimate(m, feeds, threads, mac_ns, copy_ns_per_byte, tensors=False)
         ratios.append(estimate / ms)
         bare.append(alone / ms)
         label = f"{channels} ch, {side}², {groups} groups, stride {stride}"
-        print(f"{label:36s} {ms:8.3f} {ms * 1e6 / g.macs:7.3f} {estimate:9.3f} {ratios[-1]:5.2f} {alone:9.3f} "
+        print(f"{label:36s} {ms:8.3f} {ms * 1e6 / macs:7.3f} {estimate:9.3f} {ratios[-1]:5.2f} {alone:9.3f} "
               f"{bare[-1]:5.2f}")
     print(f"estimate / measured: {spread(ratios, 2)}; multiply-adds alone: {spread(bare, 2)}")
+
+
+def patched_estimate(m, feeds: dict, threads: int, mac_ns: float, copy_ns_per_byte: float,
+                     tensors: bool) -> tuple[float, float, float, float]:
+    """(ms measured, multiply-adds, ms estimated without the patch matrix, ms with it) of the one-convolution
+    graph `m`: its multiply-adds at `mac_ns`, its tensors' bytes too where `tensors`, and the patch matrix
+    (`graph.im2col_bytes`, in NCHWc's layout column) at a copied byte's rate."""
+    from edgeatlas.predictor.graph import from_onnx
+
+    ms = ms_of(m, feeds, threads)
+    g = from_onnx(m)
+    bare = (g.macs * mac_ns + (g.act_bytes.sum() * copy_ns_per_byte if tensors else 0.0)) * 1e-6
+    return ms, g.macs, bare, bare + g.patches[:, -1].sum() * copy_ns_per_byte * 1e-6
 
 
 def _domain(op: str) -> tuple[float, float]:
