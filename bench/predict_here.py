@@ -19,6 +19,9 @@ calibrated on this device's fingerprint, side by side in one run.
     python bench/predict_here.py [--checkpoint CKPT] [--threads 1] [--no-real] [--measure-zoo 48] [--against CKPT2]
                                  [--third-party]   # and 21 ONNX models from PyPI packages, as their packages run them
     python bench/predict_here.py --provider CUDAExecutionProvider    # on a machine with an NVIDIA GPU
+    python bench/predict_here.py --timings T.json ...   # keeps this run's timings in T.json; a later run given
+                                                        # it answers them again (a change to the predictor's
+                                                        # code compared on the same timings)
 
 The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor train --data
 ../shared/datasets/nasbench201 --data ../shared/datasets/fbnet --out CKPT` trains the full one.
@@ -27,6 +30,7 @@ The checkpoint defaults to the one `edgeatlas demo` trains; `edgeatlas predictor
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -87,6 +91,22 @@ def report(checkpoint: str, sheet: Path, models: dict, measured: dict, fingerpri
     print(f"  GNN + fingerprint: geometric-mean ratio predicted / measured ×{math.exp(sum(ratio) / len(ratio)):.2f}")
 
 
+def _read_timings(path: Path, args):
+    """(fingerprint, measured ms by network, sheet text) an earlier run kept in `path`, or why they do not
+    answer this run (another thread count or provider)."""
+    from edgeatlas.predictor.fingerprint import Fingerprint
+
+    try:
+        kept = json.loads(path.read_text())
+        if (kept["threads"], kept["provider"]) != (args.threads, args.provider):
+            return (f"--timings {path}: timed at {kept['threads']} threads on {kept['provider']}, not "
+                    f"{args.threads} on {args.provider}")
+        measured = {str(k): float(v) for k, v in kept["measured_ms"].items()}
+        return Fingerprint.from_json(json.dumps(kept["fingerprint"]), str(path)), measured, str(kept["sheet"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"--timings {path}: not a file this bench kept ({e})"
+
+
 def main() -> int:
     from edgeatlas.agent.probe import probe
     from edgeatlas.agent.runners.onnxruntime import provider_target
@@ -114,6 +134,8 @@ def main() -> int:
                              "inputs")
     parser.add_argument("--against", action="append", default=[],
                         help="another checkpoint answering the same measurements, side by side (repeatable)")
+    parser.add_argument("--timings", help="a JSON file: where this run's timings (fingerprint, networks, sheet) "
+                                          "are kept, or, where it exists, the timings answered instead of timing")
     args = parser.parse_args()
     target = provider_target(args.provider)
     if target != "cpu" and (args.measure_zoo or args.zoo_data):
@@ -129,9 +151,15 @@ def main() -> int:
             print(f"--against {other}: no such checkpoint")
             return 2
     work = Path(tempfile.mkdtemp(prefix="predict-here-"))
+    kept = Path(args.timings) if args.timings else None
+    earlier = _read_timings(kept, args) if kept is not None and kept.exists() else None
+    if isinstance(earlier, str):
+        print(earlier)
+        return 2
     print(f"checkpoint: {checkpoint}; threads {args.threads}; ONNX Runtime, {args.provider}")
-    print("1. fingerprint (reference set measured here):")
-    fingerprint = measure_fingerprint(work, args.threads, args.provider, print)
+    if earlier is None:
+        print("1. fingerprint (reference set measured here):")
+        fingerprint = measure_fingerprint(work, args.threads, args.provider, print)
 
     models: dict[str, tuple[Path, InputRequest]] = {}
     for path in build_zoo(work / "zoo"):
@@ -148,21 +176,36 @@ def main() -> int:
         for name, entry in MODELS.items():
             models[name] = (fetch(name), request_from_argv(entry.flags))
         groups["the PyPI packages' models"] = list(MODELS)
-    print(f"2. {len(models)} held-out networks, measured here:")
-    measured = {}
-    for name, (path, request) in models.items():
-        measured[name] = time_alone(path, args.threads, request, args.provider)
-        print(f"  {name:16s} {measured[name]:9.3f} ms")
-
-    print("2b. the fingerprint again, after the networks (shared machines drift: the answers use both passes):")
-    fingerprint = bracketed(fingerprint, measure_fingerprint(work, args.threads, args.provider, print),
-                            lambda text: print(f"  {text}"))
-
     sheet = work / "here.yaml"
-    probed = probe("/", measure_bandwidth=True)
-    sheet.write_text(probed.to_yaml())
+    if earlier is not None:
+        fingerprint, measured, sheet_text = earlier
+        missing = sorted(set(models) - set(measured))
+        if missing:
+            print(f"--timings {kept}: no timing of {', '.join(missing)} (time them in a run without the file)")
+            return 2
+        print(f"1-2. the fingerprint and {len(models)} held-out networks as {kept} timed them")
+        sheet.write_text(sheet_text)
+    else:
+        print(f"2. {len(models)} held-out networks, measured here:")
+        measured = {}
+        for name, (path, request) in models.items():
+            measured[name] = time_alone(path, args.threads, request, args.provider)
+            print(f"  {name:16s} {measured[name]:9.3f} ms")
+
+        print("2b. the fingerprint again, after the networks (shared machines drift: the answers use both passes):")
+        fingerprint = bracketed(fingerprint, measure_fingerprint(work, args.threads, args.provider, print),
+                                lambda text: print(f"  {text}"))
+        probed = probe("/", measure_bandwidth=True)
+        sheet.write_text(probed.to_yaml())
+        if kept is not None:
+            kept.write_text(json.dumps({"threads": args.threads, "provider": args.provider, "measured_ms": measured,
+                                        "fingerprint": json.loads(fingerprint.to_json()),
+                                        "sheet": sheet.read_text()}, indent=1))
+            print(f"  timings kept in {kept}")
     if target != "cpu":
-        print(f"3. the accelerator on the sheet probed here: {probed.get('accelerator')}")
+        import yaml
+
+        print(f"3. the accelerator on the sheet probed here: {yaml.safe_load(sheet.read_text()).get('accelerator')}")
     report(checkpoint, sheet, models, measured, fingerprint, args.threads, target, groups)
     for other in args.against:
         print(f"3. against {other}, on the same measurements:")
