@@ -38,8 +38,9 @@ from edgeatlas.protos.spec import SpecSheet
 # (`graph.im2col_bytes`), and NCHWc only where the bias is constant too; 14: an NCHWc convolution's work as the
 # taps it computes (`GraphSet.work_share`: it skips those that read padding), and the patch matrix apart from
 # the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache); 15: a grouped QLinearConv's
-# patch matrix, gathered a group at a time (`graph.im2col_bytes`)
-FEATURIZER_VERSION = "17"
+# patch matrix, gathered a group at a time (`graph.im2col_bytes`); 18: each node's fixed cost in ONNX Runtime by
+# its kind and layout (`GraphSet.dispatch`, `graph.dispatch_units`)
+FEATURIZER_VERSION = "18"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])
@@ -77,6 +78,9 @@ class GraphSet:
     # [N]: of weight_bytes, the bytes read again of weights already read (`OpGraph.rereads`; 0 in a graph
     # featurized before they were told apart)
     rereads: np.ndarray | None = None
+    # [N, len(LAYOUTS)]: per layout, each node's fixed cost in ONNX Runtime in element-wise operators' worth, and
+    # its copies between layouts' (`OpGraph.dispatch`); None in a graph featurized before they were counted
+    dispatch: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -101,7 +105,8 @@ class GraphSet:
                    reordered=_per_layout([g.reordered for g in graphs], [g.nodes for g in graphs], 0.0),
                    patches=_per_layout([g.patches for g in graphs], [g.nodes for g in graphs], 0.0),
                    work_share=_per_layout([g.work_share for g in graphs], [g.nodes for g in graphs], 1.0),
-                   rereads=_per_node([g.rereads for g in graphs], [g.nodes for g in graphs], np.float64))
+                   rereads=_per_node([g.rereads for g in graphs], [g.nodes for g in graphs], np.float64),
+                   dispatch=_per_layout([g.dispatch for g in graphs], [g.nodes for g in graphs], 1.0))
 
     def int8_work(self) -> np.ndarray:
         """[N] whether each node multiplies and adds on int8 (`graph.int8_work`, from the features' op
@@ -175,7 +180,8 @@ class GraphSet:
                             **({} if self.reordered is None else {"reordered": self.reordered.astype(np.float32)}),
                             **({} if self.patches is None else {"patches": self.patches.astype(np.float32)}),
                             **({} if self.work_share is None else {"work_share": self.work_share.astype(np.float32)}),
-                            **({} if self.rereads is None else {"rereads": self.rereads.astype(np.float32)}))
+                            **({} if self.rereads is None else {"rereads": self.rereads.astype(np.float32)}),
+                            **({} if self.dispatch is None else {"dispatch": self.dispatch.astype(np.float32)}))
         os.replace(tmp, path)
 
     @classmethod
@@ -191,7 +197,8 @@ class GraphSet:
                        reordered=z["reordered"].astype(np.float64) if "reordered" in z.files else None,
                        patches=z["patches"].astype(np.float64) if "patches" in z.files else None,
                        work_share=z["work_share"].astype(np.float64) if "work_share" in z.files else None,
-                       rereads=z["rereads"].astype(np.float64) if "rereads" in z.files else None)
+                       rereads=z["rereads"].astype(np.float64) if "rereads" in z.files else None,
+                       dispatch=z["dispatch"].astype(np.float64) if "dispatch" in z.files else None)
 
     def subset(self, index: list[int] | np.ndarray) -> "GraphSet":
         nodes = [np.arange(self.node_ptr[i], self.node_ptr[i + 1]) for i in index]
@@ -208,7 +215,8 @@ class GraphSet:
                         reordered=None if self.reordered is None else self.reordered[n_idx],
                         patches=None if self.patches is None else self.patches[n_idx],
                         work_share=None if self.work_share is None else self.work_share[n_idx],
-                        rereads=None if self.rereads is None else self.rereads[n_idx])
+                        rereads=None if self.rereads is None else self.rereads[n_idx],
+                        dispatch=None if self.dispatch is None else self.dispatch[n_idx])
 
 
 @dataclass
@@ -418,7 +426,9 @@ def concat(sets: list[GraphSet]) -> GraphSet:
                     work_share=None if all(s.work_share is None for s in sets) else
                     _per_layout([s.work_share for s in sets], [len(s.flops) for s in sets], 1.0),
                     rereads=None if all(s.rereads is None for s in sets) else
-                    _per_node([s.rereads for s in sets], [len(s.flops) for s in sets], np.float64))
+                    _per_node([s.rereads for s in sets], [len(s.flops) for s in sets], np.float64),
+                    dispatch=None if all(s.dispatch is None for s in sets) else
+                    _per_layout([s.dispatch for s in sets], [len(s.flops) for s in sets], 1.0))
 
 
 def _per_node(arrays: list, nodes: list[int], dtype=np.int8) -> np.ndarray:

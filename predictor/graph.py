@@ -133,6 +133,10 @@ class OpGraph:
     # [nodes]: of weight_bytes, the bytes read again of weights already read once (a recurrent cell's R, once a
     # step: `_recurrent_rereads`): traffic, but no larger a working set (`models.streamed_bytes`)
     rereads: np.ndarray | None = None
+    # [nodes, len(LAYOUTS)]: per layout, each node's fixed cost in ONNX Runtime, in element-wise operators' worth
+    # (`dispatch_units`; none where it runs inside the convolution before it), and that of the copies between
+    # layouts charged to it (`REORDER_UNITS`)
+    dispatch: np.ndarray | None = None
     # [nodes] bool: whether each computes on quantized integers (`integer_node`); None: by its op's name
     integer: np.ndarray | None = None
     # why the run that observes the shapes inference cannot tell failed ("" where it ran or was not needed):
@@ -827,6 +831,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     ops = []
     uncounted: Counter = Counter()
     blocked: list[tuple[bool, ...]] = []  # per node, per NCHWc block: whether ONNX Runtime lays it out so
+    dispatch: list[np.ndarray] = []  # per node, its fixed cost per layout (`dispatch_units`)
     for i, node in enumerate(graph.node):
         ops.append(node.op_type)
         outs = [shapes.get(o, (None, 0))[0] for o in node.output]
@@ -870,6 +875,8 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             t in weights and shapes[t][1] == onnx.TensorProto.FLOAT for t in node.input[at:at + 2] if t)
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
+        dispatch.append(dispatch_units(node, CATEGORIES[category[i]], ins[at] if at is not None and len(ins) > at
+                                       else None, blocked[-1]))
         arrays["im2col"][i] = im2col_bytes(node, ins, outs)
         arrays["work_share"][i] = nchwc_work_share(node, ins, outs)
         arrays["lanes"][i] = (ml.columns,) * len(LAYOUTS) if ml is not None and ml.columns else \
@@ -883,8 +890,10 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
             act_in = sum(_bytes(shapes.get(t)) for t in node.input if t and t not in weights)
             act_out = sum(_bytes(shapes.get(o)) for o in node.output)
             arrays["act"][i] = act_in + act_out + moe_materialized(node, ins)
-    fused, reordered = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
-                                     frozenset(o.name for o in graph.output))
+    fused, reordered, copies = nchwc_layouts(list(graph.node), blocked, shapes, _static_inputs(graph),
+                                             frozenset(o.name for o in graph.output))
+    # a node folded into the convolution before it runs no kernel of its own; the copies charged to it do run
+    dispatch = (np.stack(dispatch) if n else np.zeros((0, len(LAYOUTS)))) * ~fused + copies * REORDER_UNITS
     in_blocks = np.array(blocked, dtype=bool).reshape(n, -1)
     patches = np.zeros((n, len(LAYOUTS)))
     patches[:, 1:] = arrays["im2col"][:, None] * ~in_blocks
@@ -893,6 +902,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
     bodies = _loop_bodies(model, shapes, ints, feeds, name or graph.name, loops or {})
     for at in bodies:  # the node itself only runs its body: the body's nodes carry the work
         category[at] = CATEGORIES.index("view")
+        dispatch[at] = 1.0
     whole = OpGraph(name=name or graph.name, ops=ops, category=category, flops=arrays["flops"],
                    act_bytes=arrays["act"], weight_bytes=arrays["weight"], kernel=arrays["kernel"],
                    stride=arrays["stride"], channels=arrays["channels"],
@@ -902,7 +912,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
                    out_width=arrays["out_width"], lanes=arrays["lanes"], operands=arrays["operands"].astype(np.int8),
                    integer=arrays["integer"].astype(bool), unobserved=unobserved[0] if unobserved else "",
                    fused=fused, reordered=reordered, patches=patches, work_share=work_share, rereads=arrays["rereads"],
-                   loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()},
+                   dispatch=dispatch, loops={graph.node[at].output[0]: n for at, (_, n) in bodies.items()},
                    data_work={k: v for k, v in counted.items() if k in producer})
     return with_loop_bodies(whole, bodies) if bodies else whole
 
@@ -1055,8 +1065,9 @@ def with_loop_bodies(g: OpGraph, loops: dict[int, tuple[OpGraph, int]]) -> OpGra
     copies (`LOOP_NODES_MAX`), each charged its share of the iterations; the copies follow one another, the
     first the node. The node is no longer named as not counted; what its body could not count is."""
     per_node = ("category", "flops", "act_bytes", "weight_bytes", "kernel", "stride", "channels", "in_width",
-                "out_width", "lanes", "fused", "operands", "reordered", "patches", "work_share", "rereads", "integer")
-    scaled = ("flops", "act_bytes", "weight_bytes", "reordered", "patches", "rereads")
+                "out_width", "lanes", "fused", "operands", "reordered", "patches", "work_share", "rereads", "integer",
+                "dispatch")
+    scaled = ("flops", "act_bytes", "weight_bytes", "reordered", "patches", "rereads", "dispatch")
     parts = {k: [getattr(g, k)] for k in per_node}
     ops, edges, offset = list(g.ops), [g.edges], g.nodes
     uncounted, macs = Counter(g.uncounted), g.macs
@@ -1790,6 +1801,52 @@ def gemm_columns(op: str, category: str, out: list | None, blocked: tuple[bool, 
     return (0.0,) * len(LAYOUTS)
 
 
+# ONNX Runtime's fixed cost of an operator (its kernel's dispatch, the shapes it checks, the output it allocates),
+# by category, in units of an element-wise operator's (Relu, Add, Mul: 0.29 µs on this project's x86 core at one
+# thread), which a fingerprint's `overhead` network prices (`models.physical_terms`' operator column). Each kind
+# was timed there alone, in chains on tensors of a few elements (`bench/dispatch_cost.py`): an NCHWc convolution
+# cost 1.7 units whatever its kernel, a reduction or a LayerNorm 2.1, a Slice 2.8, a query 26-27. Counted as 1
+# each and the query as none, the zoo's small MobileNet was answered ×0.71 of its time on a fingerprint, and a
+# network's query was priced by how many operators it has. A category not here counts 1.
+DISPATCH_UNITS = {"conv": 1.7, "conv_dw": 1.7, "conv_1x1": 1.7, "matmul": 1.3, "norm": 1.7, "pool": 1.2,
+                  "global_pool": 2.0, "softmax": 1.7, "copy": 2.0, "gather": 1.9, "reduce": 2.1}
+# ops whose cost is not their category's: DynamicQuantizeLinear finds its tensor's range before it quantizes; a
+# Slice computes its steps per axis, a Transpose of a few elements is a copy
+DISPATCH_OP_UNITS = {"DynamicQuantizeLinear": 2.5, "Slice": 2.8, "Transpose": 1.1}
+# A convolution ONNX Runtime leaves in NCHW (every one on an Arm CPU; on x86 those `nchwc_runs` refuses): MLAS's
+# NCHW convolution, im2col and a GEMM (a 1×1 one, stride 1 and no padding, multiplies its input in place), and a
+# float or ConvInteger one a group at a time (`NCHW_GROUP_UNITS` each after the first: depthwise ones of 16 and 64
+# channels took 13 and 45 units). QLinearConv runs its own kernels, depthwise ones included, in NHWC.
+NCHW_CONV_UNITS = {"pointwise": 2.6, "spatial": 5.5}
+NCHW_GROUP_UNITS = 0.66
+QLINEAR_CONV_UNITS = {"pointwise": 2.3, "spatial": 3.4}
+REORDER_UNITS = 1.0  # a copy ONNX Runtime's NCHWc pass inserts between layouts (`nchwc_layouts`)
+# A query's own cost as the agent times it (LoadGen issuing it, the runner's Python call, ONNX Runtime binding
+# inputs and outputs and starting its executor): 7.7 µs there, 4.7 of them in `session.run`. A network's operator
+# column is its operators' units plus this.
+RUN_UNITS = 27.0
+_GROUPED_NCHW = ("Conv", "FusedConv", "ConvInteger")
+
+
+def dispatch_units(node: onnx.NodeProto, category: str, weight: list | None, blocked: tuple[bool, ...]) -> np.ndarray:
+    """[len(LAYOUTS)] a node's fixed cost in ONNX Runtime in each layout, in units of an element-wise operator's
+    (`DISPATCH_UNITS`): a convolution it runs in NCHW (the NCHW layout; an NCHWc one where `blocked`, per block
+    of `NCHWC_BLOCKS`, says it is not laid out in blocks) at MLAS's NCHW cost, a QLinearConv at its own."""
+    units = np.full(len(LAYOUTS), DISPATCH_OP_UNITS.get(node.op_type, DISPATCH_UNITS.get(category, 1.0)))
+    if node.op_type not in _CONV_WEIGHT or not category.startswith("conv"):
+        return units
+    taps = weight[2:] if weight is not None and len(weight) > 2 else []
+    pointwise = "pointwise" if bool(taps) and all(isinstance(k, int) and k == 1 for k in taps) and \
+        all(v == 1 for v in _attr(node, "strides", [1])) and not any(_attr(node, "pads", [0])) else "spatial"
+    if node.op_type == "QLinearConv":
+        return np.full(len(LAYOUTS), QLINEAR_CONV_UNITS[pointwise])
+    group = max(int(_attr(node, "group", 1)), 1) if node.op_type in _GROUPED_NCHW else 1
+    nchw = NCHW_CONV_UNITS[pointwise] + NCHW_GROUP_UNITS * (group - 1)
+    units[0] = nchw
+    units[1:] = np.where(blocked, units[1:], nchw)
+    return units
+
+
 def nchwc_runs(op: str, weight: list | None, group: int, block: int) -> bool:
     """Whether ONNX Runtime's NCHWc layout (its x86 CPU kernels; the block: the vector's FP32 lanes) runs a
     convolution with this constant float weight [out, in / group, kh, kw] (None: not constant, or not
@@ -1839,17 +1896,18 @@ def nchwc_fusions(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
 
 
 def nchwc_layouts(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, static: bool = True,
-                  outputs: frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray]:
-    """(`nchwc_fusions`, reordered): one walk of the graph as ONNX Runtime's NCHWc pass makes it, and per
-    layout the bytes that pass copies between layouts for each node (NCHW: none), each copy reading its
-    tensor and writing it again. A tensor in NCHWc that some node, or the graph's `outputs`, takes in NCHW is
-    reordered back once (ReorderOutput, charged to the node that wrote it); a convolution laid out in NCHWc
-    whose input is in NCHW, with a block of channels or more, or a pool that lays its input out itself,
-    reorders that input once (ReorderInput, charged to the first node that needs it). An op ONNX Runtime
-    cannot run in NCHWc between two convolutions costs two copies of its input's size: PaddleOCR's detector
-    (HardSwish as Add, Clip, Mul and Div) took 11.6 ms of its 106 in them on one x86 core."""
+                  outputs: frozenset = frozenset()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(`nchwc_fusions`, reordered, copies): one walk of the graph as ONNX Runtime's NCHWc pass makes it, and per
+    layout the bytes that pass copies between layouts for each node (NCHW: none), each copy reading its tensor and
+    writing it again, and how many copies those are (each a kernel of its own: `REORDER_UNITS`). A tensor in NCHWc
+    that some node, or the graph's `outputs`, takes in NCHW is reordered back once (ReorderOutput, charged to the
+    node that wrote it); a convolution laid out in NCHWc whose input is in NCHW, with a block of channels or more,
+    or a pool that lays its input out itself, reorders that input once (ReorderInput, charged to the first node that
+    needs it). An op ONNX Runtime cannot run in NCHWc between two convolutions costs two copies of its input's size:
+    PaddleOCR's detector (HardSwish as Add, Clip, Mul and Div) took 11.6 ms of its 106 in them on one x86 core."""
     out = np.zeros((len(nodes), len(LAYOUTS)), dtype=bool)
     copied = np.zeros((len(nodes), len(LAYOUTS)))
+    copies = np.zeros((len(nodes), len(LAYOUTS)))
     uses: Counter = Counter(t for node in nodes for t in node.input if t)
     producer = {t: i for i, node in enumerate(nodes) for t in node.output if t}
     consumers: dict[str, list[int]] = {}
@@ -1927,12 +1985,14 @@ def nchwc_layouts(nodes: list, blocked: list[tuple[bool, ...]], shapes: dict, st
                     op in _NCHWC_POOLS or (op in ("Conv", "FusedConv") and whole_channels(ins[0]))):
                 reordered_in.add(ins[0])  # ReorderInput, once a tensor
                 copied[i, column] += 2 * _bytes(shapes.get(ins[0]))
+                copies[i, column] += 1
             for t in ins if result not in layout else ins[1:] if op in ("Conv", "FusedConv") else ():
                 needed.update([t] if t in layout else [])
         for t in needed | (layout & outputs):  # ReorderOutput, once a tensor
             if t in producer:
                 copied[producer[t], column] += 2 * _bytes(shapes.get(t))
-    return out, copied
+                copies[producer[t], column] += 1
+    return out, copied, copies
 
 
 def _swish_of(node: onnx.NodeProto, i: int, nodes: list, consumers: dict, uses: Counter, conv_of: dict) -> int | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from edgeatlas.predictor.data import GraphSet, Samples, runtime_target
-from edgeatlas.predictor.graph import LAYOUTS
+from edgeatlas.predictor.graph import LAYOUTS, RUN_UNITS
 from edgeatlas.predictor.hardware import FEATURES
 
 COVERAGE = 0.8
@@ -95,16 +95,17 @@ def layout_of(setting) -> int:
 
 
 def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndarray:
-    """[S, 4]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its
-    operators (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product
-    at the share of the peak its vector lanes allow in the setting's layout, `lane_use`), its operator
-    count, and the memory time (ms at the sheet's bandwidth) of the traffic that streams from memory past
-    the last-level cache (`streamed_bytes`; the memory time is the rest). In a layout where a node runs
-    inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86), it is no operator
-    and moves no tensor of its own; the copies that layout makes between a node and NCHW move theirs
-    (`GraphSet.reordered`), a convolution it leaves in NCHW its patch matrix, which never leaves the cache
-    (`GraphSet.patches`), and one it runs in NCHWc computes the taps that read its input
-    (`GraphSet.work_share`). nodes: [N] bool, the nodes summed (all of them by default)."""
+    """[S, 4]: each network's compute time and memory time (ms) at its sheet's peaks, each summed over its operators
+    (0 where the sheet lacks that peak; int8 multiply-adds at the int8 peak; a matrix product at the share of the
+    peak its vector lanes allow in the setting's layout, `lane_use`), its operators' fixed costs (in ONNX Runtime,
+    each operator's in element-wise operators' worth in the setting's layout, `GraphSet.dispatch`, and a query's,
+    `graph.RUN_UNITS`; in another runtime, one an operator), and the memory time (ms at the sheet's bandwidth) of
+    the traffic that streams from memory past the last-level cache (`streamed_bytes`; the memory time is the rest).
+    In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86),
+    it is no operator and moves no tensor of its own; the copies that layout makes between a node and NCHW move
+    theirs (`GraphSet.reordered`), a convolution it leaves in NCHW its patch matrix, which never leaves the cache
+    (`GraphSet.patches`), and one it runs in NCHWc computes the taps that read its input (`GraphSet.work_share`).
+    nodes: [N] bool, the nodes summed (all of them by default)."""
     gs = samples.graphs
     starts = gs.node_ptr[:-1]
     int8 = gs.int8_work()
@@ -115,11 +116,11 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         return np.add.reduceat(values, starts) if len(values) else np.zeros(len(starts))
 
     keys = np.array([(st.proc.lanes, layout_of(st), st.effective_batch,
-                      st.proc.cache_bytes if st.proc.cache_bytes > 0 else 0.0) for st in samples.settings],
-                    dtype=np.float64)[samples.setting]
+                      st.proc.cache_bytes if st.proc.cache_bytes > 0 else 0.0, st.runtime == "onnxruntime")
+                     for st in samples.settings], dtype=np.float64)[samples.setting]
     flops, int8_flops, moved, streamed, count = (np.zeros(len(samples)) for _ in range(5))
-    for width, layout, batch, cache in np.unique(keys.reshape(-1, 4), axis=0):  # one pass per kind of setting
-        rows = np.all(keys == (width, layout, batch, cache), axis=1)
+    for width, layout, batch, cache, ort in np.unique(keys.reshape(-1, 5), axis=0):  # a pass per kind of setting
+        rows = np.all(keys == (width, layout, batch, cache, ort), axis=1)
         g = samples.graph[rows]
         kernel = np.ones(len(gs.flops)) if gs.fused is None else (~gs.fused[:, int(layout)]).astype(np.float64)
         share = 1.0 if gs.work_share is None else gs.work_share[:, int(layout)]
@@ -132,7 +133,10 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         patches = 0.0 if gs.patches is None else gs.patches[:, int(layout)] * batch  # in cache, always
         moved[rows] = per_graph(tensors + patches - past)[g]
         streamed[rows] = per_graph(past)[g]
-        count[rows] = per_graph(kernel)[g]
+        if ort and gs.dispatch is not None:
+            count[rows] = per_graph(gs.dispatch[:, int(layout)])[g] + RUN_UNITS
+        else:
+            count[rows] = per_graph(kernel)[g]
     peak = np.array([st.proc.peak_flops for st in samples.settings], dtype=np.float64)
     ratio = np.array([st.proc.int8_peak / st.proc.peak_flops if st.proc.peak_flops > 0 else 1.0
                       for st in samples.settings], dtype=np.float64)  # int8 ops per FP32 one

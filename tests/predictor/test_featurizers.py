@@ -733,7 +733,7 @@ def test_onnx_runtime_on_x86_folds_a_residual_add_and_its_relu_into_the_convolut
     Relu after it there: on an x86 CPU a ResNet block is two kernels, not four, and writes no sum of its own.
     The physical terms count that layout's operators and bytes; NCHW (another runtime, or Arm) counts all."""
     from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
-    from edgeatlas.predictor.graph import nchwc_fusions
+    from edgeatlas.predictor.graph import DISPATCH_UNITS, NCHW_CONV_UNITS, REORDER_UNITS, RUN_UNITS, nchwc_fusions
     from edgeatlas.predictor.models import physical_terms
 
     block = from_onnx(_residual())
@@ -760,7 +760,11 @@ def test_onnx_runtime_on_x86_folds_a_residual_add_and_its_relu_into_the_convolut
                           np.zeros(1, np.int64), np.ones(1))
         terms[arch, runtime] = physical_terms(samples)[0]
     folded, whole = terms["x86_64", "onnxruntime"], terms["x86_64", "pytorch"]
-    assert folded[2] == 2 and whole[2] == 4 and terms["aarch64", "onnxruntime"][2] == 4
+    # ONNX Runtime's operators at their fixed costs (`dispatch_units`): two NCHWc convolutions and the copies
+    # into and out of NCHWc on x86; on Arm two NCHW convolutions, the Add and the Relu; a query's cost on both
+    nchwc, nchw = DISPATCH_UNITS["conv"], NCHW_CONV_UNITS["spatial"]
+    assert folded[2] == pytest.approx(2 * nchwc + 2 * REORDER_UNITS + RUN_UNITS) and whole[2] == 4
+    assert terms["aarch64", "onnxruntime"][2] == pytest.approx(2 * nchw + 2 + RUN_UNITS)
     # and the input's copy into NCHWc and the output's back (`reordered`), each read and written
     assert block.reordered[:, -1].sum() == 2 * 2 * 64 * 14 * 14 * 4 and not block.reordered[:, 0].any()
     bytes_of = (block.act_bytes[:2].sum() + block.reordered[:, -1].sum() + block.weight_bytes.sum()) / 10e9 * 1e3
@@ -1420,3 +1424,55 @@ def test_an_int8_average_pool_is_a_scalar_loop_in_the_layout_of_what_reads_it():
     wide = from_onnx(_int8_graph([last], {"x": [1, 8, 8, 16], "p": [1, 1, 1, 16]}, QUANT))
     assert wide.flops[0] == pytest.approx(16 * (QLINEAR_POOL_OUTPUT_OPS["nhwc"] + 64 * QLINEAR_POOL_TAP_OPS) +
                                           1024 * QLINEAR_POOL_INPUT_OPS)
+
+
+def test_onnx_runtime_charges_each_operator_the_fixed_cost_of_its_kind(tmp_path):
+    """An operator's fixed cost in ONNX Runtime depends on its kernel (`bench/dispatch_cost.py`): an NCHWc
+    convolution 1.7 element-wise operators' worth, an NCHW one its im2col and GEMM set up once per group, a
+    QLinearConv its own NHWC kernels whatever its groups, a query through the agent 27. The physical terms'
+    operator column counts those in ONNX Runtime, in the setting's layout, and operators in another runtime."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, concat
+    from edgeatlas.predictor.graph import (DISPATCH_OP_UNITS, DISPATCH_UNITS, NCHW_CONV_UNITS, NCHW_GROUP_UNITS,
+                                           QLINEAR_CONV_UNITS, REORDER_UNITS, RUN_UNITS, dispatch_units)
+    from edgeatlas.predictor.models import physical_terms
+
+    spatial, pointwise, group = NCHW_CONV_UNITS["spatial"], NCHW_CONV_UNITS["pointwise"], NCHW_GROUP_UNITS
+
+    def units(op, category, weight, blocked=(False,) * 3, **attrs):
+        return dispatch_units(helper.make_node(op, ["x", "w"], ["y"], **attrs), category, weight, blocked).tolist()
+
+    # depthwise, 32 channels: a group at a time in NCHW, one kernel in NCHWc where the block lays it out
+    assert units("Conv", "conv_dw", [32, 1, 3, 3], (True, True, False), group=32, pads=[1] * 4) == pytest.approx(
+        [spatial + 31 * group, DISPATCH_UNITS["conv_dw"], DISPATCH_UNITS["conv_dw"], spatial + 31 * group])
+    assert units("Conv", "conv_1x1", [64, 32, 1, 1]) == [pointwise] * 4  # in place: no patch matrix
+    assert units("Conv", "conv_1x1", [64, 32, 1, 1], strides=[2, 2]) == [spatial] * 4  # strided: gathered
+    assert units("Conv", "conv", None) == [spatial] * 4  # weights not known: built as a patch matrix
+    assert units("ConvInteger", "conv", [8, 2, 3, 3], group=4) == pytest.approx([spatial + 3 * group] * 4)
+    assert units("QLinearConv", "conv_dw", [32, 1, 3, 3], group=32) == [QLINEAR_CONV_UNITS["spatial"]] * 4
+    assert units("Slice", "copy", None) == [DISPATCH_OP_UNITS["Slice"]] * 4
+    assert units("Concat", "copy", None) == [DISPATCH_UNITS["copy"]] * 4
+    assert units("Abs", "elementwise", None) == [1.0] * 4
+
+    # a depthwise convolution and an Abs, as featurized: kept through a save, a subset and a join
+    w = numpy_helper.from_array(np.ones((32, 1, 3, 3), np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], group=32, pads=[1] * 4), helper.make_node("Abs", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    dw = from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert dw.dispatch[:, 0].tolist() == pytest.approx([spatial + 31 * group, 1.0])
+    # in NCHWc: the convolution, and the copies into NCHWc and back to NCHW for the Abs, charged to it
+    assert dw.dispatch[0, 1:].tolist() == pytest.approx([DISPATCH_UNITS["conv_dw"] + 2 * REORDER_UNITS] * 3)
+    both = GraphSet.from_graphs([from_onnx(conv_net()), dw])
+    both.save(tmp_path / "g.npz")
+    again = concat([GraphSet.load(tmp_path / "g.npz").subset([1]), both.subset([0])])
+    assert again.dispatch[:2].ravel().tolist() == pytest.approx(dw.dispatch.ravel().tolist())
+    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": "aarch64", "cores": 1, "max_ghz": 1.0, "fma_units": 2,
+                                                      "simd": "neon"}, "memory": {"bandwidth_gbs": 10}})
+    settings = [SettingInfo("s", "d", sheet, "cpu", 1, 0, runtime) for runtime in ("onnxruntime", "pytorch")]
+    count = physical_terms(Samples(again, settings, np.zeros(2, np.int64), np.array([0, 1]), np.ones(2)))[:, 2]
+    assert count.tolist() == pytest.approx([spatial + 31 * group + 1.0 + RUN_UNITS, 2])
+    # a graph featurized before the costs were kept counts its operators in ONNX Runtime too, as it did
+    older = GraphSet.from_graphs([dw])
+    older.dispatch = None
+    assert physical_terms(Samples(older, settings[:1], np.zeros(1, np.int64), np.zeros(1, np.int64),
+                                  np.ones(1)))[0, 2] == 2
