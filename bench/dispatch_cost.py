@@ -188,10 +188,26 @@ def _runner_query(model, threads: int) -> float:
         return min(time_alone(path, threads) for _ in range(3)) * 1e3
 
 
+# a broadcast's spans (`graph.broadcast_span`): (input shape, the other input's), each beside the same elements in
+# one span
+SPANS = [([1, 172, 309, 1], [1]), ([1, 172, 309, 3], [3]), ([1, 896, 56, 8], [8]), ([1, 224, 56, 32], [32]),
+         ([1, 56, 56, 128], [128])]
+
+
+def _mul(shape: list, other: list):
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale = numpy_helper.from_array(np.full(other, 0.5, np.float32), "s")
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["out"])], "mul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [scale])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
 def main() -> int:
     from onnx import TensorProto, helper
 
-    from edgeatlas.predictor.graph import LAYOUTS, RUN_UNITS
+    from edgeatlas.predictor.graph import BROADCAST_SPAN_UNITS, LAYOUTS, RUN_UNITS, broadcast_span
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
@@ -230,6 +246,13 @@ def main() -> int:
             spent.append(time.perf_counter() - start)
         return statistics.median(spent) * 1e6
 
+    spans = {}  # (shape, other) → (session of the broadcast, of the same elements in one span, feed)
+    for shape, other in SPANS:
+        feed = {"x": np.random.default_rng(2).standard_normal(shape).astype(np.float32)}
+        spans[str(shape), str(other)] = (_session(_mul(shape, other), args.threads, True),
+                                         _session(_mul([1, int(np.prod(shape))], [1]), args.threads, True), feed,
+                                         int(np.prod(shape)) // broadcast_span(shape, other))
+    spent_spans: dict = {key: ([], []) for key in spans}
     for short, long, _, _, feed in chains.values():  # every session warmed before the rounds
         median_call(short, feed), median_call(long, feed)
     for _ in range(args.rounds):
@@ -237,6 +260,9 @@ def main() -> int:
             times[key][0].append(median_call(short, feed))
             times[key][1].append(median_call(long, feed))
         calls.append(median_call(call, chains["Relu", "any"][4]))
+        for key, (spanned, whole, feed, _) in spans.items():
+            spent_spans[key][0].append(median_call(spanned, feed))
+            spent_spans[key][1].append(median_call(whole, {"x": feed["x"].reshape(1, -1)}))
     link = {key: (statistics.median(b) - statistics.median(a)) / (LONG - SHORT) for key, (a, b) in times.items()}
     unit = statistics.mean([link[name, "any"] for name in ELEMENTWISE])
     print(f"ONNX Runtime's fixed cost per operator, {args.threads} thread(s): chains of {SHORT} and {LONG} on "
@@ -247,7 +273,7 @@ def main() -> int:
     for (label, layout), cost in link.items():
         _, _, counted, adds, _ = chains[label, layout]
         each = (cost - adds * link["Add", "any"]) / unit
-        counted -= adds * 1.0 if adds else 0.0
+        counted -= adds  # the Add a link holds, counted as an element-wise operator
         ratios.append(counted / each)
         print(f"  {label:26s} {layout:6s} {cost - adds * link['Add', 'any']:7.3f} {each:6.2f} {counted:8.2f} "
               f"{counted / each:17.2f}")
@@ -256,8 +282,19 @@ def main() -> int:
     query = _runner_query(one, args.threads) - link["Relu", "any"]
     print(f"  {'a query (the agent, LoadGen)':26s} {'':6s} {query:7.3f} {query / unit:6.2f} {RUN_UNITS:8.2f} "
           f"{RUN_UNITS / (query / unit):17.2f}")
+    print(f"a broadcast's spans (Mul by a constant, {BROADCAST_SPAN_UNITS} units a span counted), beside the same "
+          f"elements in one span:")
+    print(f"  {'input':18s} {'by':6s} {'spans':>7s} {'µs':>8s} {'one span':>9s} {'ns a span':>10s} {'units':>6s} "
+          f"{'counted/measured':>17s}")
+    for (shape, other), (spanned, whole) in spent_spans.items():
+        count = spans[shape, other][3]
+        a, b = statistics.median(spanned), statistics.median(whole)
+        each = (a - b) / max(count - 1, 1)
+        ratios.append(BROADCAST_SPAN_UNITS / (each / unit))
+        print(f"  {shape:18s} {other:6s} {count:7d} {a:8.1f} {b:9.1f} {each * 1e3:10.2f} {each / unit:6.3f} "
+              f"{ratios[-1]:17.2f}")
     ratios.sort()
-    print(f"counted / measured over the {len(ratios)} links: median {statistics.median(ratios):.2f}, "
+    print(f"counted / measured over the {len(ratios)} links and broadcasts: median {statistics.median(ratios):.2f}, "
           f"{ratios[0]:.2f}-{ratios[-1]:.2f}")
     return 0
 

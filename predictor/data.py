@@ -39,8 +39,9 @@ from edgeatlas.protos.spec import SpecSheet
 # taps it computes (`GraphSet.work_share`: it skips those that read padding), and the patch matrix apart from
 # the copies between layouts (`GraphSet.patches`: built a segment at a time, in cache); 15: a grouped QLinearConv's
 # patch matrix, gathered a group at a time (`graph.im2col_bytes`); 18: each node's fixed cost in ONNX Runtime by
-# its kind and layout (`GraphSet.dispatch`, `graph.dispatch_units`)
-FEATURIZER_VERSION = "18"
+# its kind and layout (`GraphSet.dispatch`, `graph.dispatch_units`); 19: a broadcast's spans in it
+# (`graph.broadcast_span`)
+FEATURIZER_VERSION = "19"
 # OpGraph.summary's keys, in a fixed order.
 SUMMARY = tuple(["nodes", "log_flops", "log_act_bytes", "log_weight_bytes", "depth"]
                 + [f"{k}_{c}" for c in CATEGORIES for k in ("n", "log_flops")])

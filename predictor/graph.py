@@ -8,6 +8,7 @@ with the batch, weight bytes do not (`at_batch`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import re
@@ -876,7 +877,7 @@ def from_onnx(model: onnx.ModelProto, name: str = "", specs: tuple = (), shapes:
         blocked.append(tuple(constant and nchwc_runs(node.op_type, ins[at], _attr(node, "group", 1), block)
                              for block in NCHWC_BLOCKS))
         dispatch.append(dispatch_units(node, CATEGORIES[category[i]], ins[at] if at is not None and len(ins) > at
-                                       else None, blocked[-1]))
+                                       else None, blocked[-1], ins))
         arrays["im2col"][i] = im2col_bytes(node, ins, outs)
         arrays["work_share"][i] = nchwc_work_share(node, ins, outs)
         arrays["lanes"][i] = (ml.columns,) * len(LAYOUTS) if ml is not None and ml.columns else \
@@ -1826,13 +1827,72 @@ REORDER_UNITS = 1.0  # a copy ONNX Runtime's NCHWc pass inserts between layouts 
 # column is its operators' units plus this.
 RUN_UNITS = 27.0
 _GROUPED_NCHW = ("Conv", "FusedConv", "ConvInteger")
+# ONNX Runtime's binary element-wise kernels broadcast a span at a time (`broadcast_span`): each span, whatever its
+# length, costs a call and a step of its iterators, 9-11 ns on that core (0.035 units). A span is short where a
+# tensor's innermost axes broadcast: an NHWC tensor times a vector of its C channels (a span of C), and, as that
+# broadcaster builds its iterators, a tensor whose last axis is 1 times a one-element vector of rank 1, or a
+# scalar ([1, H, W, 1] × [1]: a span of one element). Basic-pitch's three such Muls and Adds, 53-106 thousand
+# elements each, took 1.7 ms of its 31 (10 ns an element, where the same Mul over [1, H, W] took 0.18).
+BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater",
+                           "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "PRelu", "Mod", "BitShift"})
+BROADCAST_SPAN_UNITS = 0.035
 
 
-def dispatch_units(node: onnx.NodeProto, category: str, weight: list | None, blocked: tuple[bool, ...]) -> np.ndarray:
+def broadcast_span(a: list, b: list) -> int:
+    """The elements ONNX Runtime's CPU broadcaster hands its kernel at a time for a binary element-wise op of
+    inputs shaped `a` and `b` (its Broadcaster, core/providers/cpu/math/element_wise_ops.h, step for step): from
+    the innermost axis out, each input's run of axes in which it keeps moving, or keeps broadcasting, is one
+    level of its iterator; the span is the shorter of the two innermost levels. Trailing axes of 1 in both are
+    passed over, but not the shorter shape's first axis (a scalar's is the longer shape's last), nor the
+    longer shape's own: [H, W, 1] × [1] runs a span of 1, [H, W, 1] × [1, 1] one of H·W."""
+    levels: list[list[list]] = [[], []]  # per input: [moving, elements] of each level, innermost first
+
+    def open_(i: int, axis: int, largest: int) -> None:
+        levels[i].append([axis > 1, largest])
+
+    def extend(i: int, axis: int, largest: int) -> None:
+        if (axis > 1) != levels[i][-1][0]:  # starts or stops broadcasting: a level of its own
+            levels[i].append([axis > 1, 1])
+        levels[i][-1][1] *= largest
+
+    ra, rb = list(reversed(a)), list(reversed(b))
+    short, longest = min(len(a), len(b)), max(len(a), len(b))
+    index = 0
+    if short == 0:  # a scalar: it broadcasts over the other's last axis
+        axis = (ra or rb or [1])[0]
+        open_(0, axis if ra else 1, axis)
+        open_(1, axis if rb else 1, axis)
+        index = 1
+    while index < short:
+        x, y = ra[index], rb[index]
+        index += 1
+        if max(x, y) == 1 and index < short:
+            continue
+        open_(0, x, max(x, y))
+        open_(1, y, max(x, y))
+        break
+    for x, y in zip(ra[index:short], rb[index:short]):
+        if max(x, y) > 1:
+            extend(0, x, max(x, y))
+            extend(1, y, max(x, y))
+    for axis in (ra if len(a) == longest else rb)[max(index, short):longest]:
+        extend(0, axis if len(a) == longest else 1, axis)
+        extend(1, axis if len(a) != longest else 1, axis)
+    return int(min(levels[0][0][1], levels[1][0][1]))
+
+
+def dispatch_units(node: onnx.NodeProto, category: str, weight: list | None, blocked: tuple[bool, ...],
+                   ins: list | None = None) -> np.ndarray:
     """[len(LAYOUTS)] a node's fixed cost in ONNX Runtime in each layout, in units of an element-wise operator's
     (`DISPATCH_UNITS`): a convolution it runs in NCHW (the NCHW layout; an NCHWc one where `blocked`, per block
-    of `NCHWC_BLOCKS`, says it is not laid out in blocks) at MLAS's NCHW cost, a QLinearConv at its own."""
+    of `NCHWC_BLOCKS`, says it is not laid out in blocks) at MLAS's NCHW cost, a QLinearConv at its own; a
+    binary element-wise op, its spans beyond the first (`broadcast_span`; `ins`: its inputs' shapes)."""
     units = np.full(len(LAYOUTS), DISPATCH_OP_UNITS.get(node.op_type, DISPATCH_UNITS.get(category, 1.0)))
+    if node.op_type in BROADCAST_OPS and ins is not None and len(ins) == 2 and all(
+            shape is not None and all(isinstance(d, int) and d > 0 for d in shape) for shape in ins):
+        elements = math.prod(max(x, y) for x, y in itertools.zip_longest(
+            reversed(ins[0]), reversed(ins[1]), fillvalue=1))
+        units += (elements // broadcast_span(ins[0], ins[1]) - 1) * BROADCAST_SPAN_UNITS
     if node.op_type not in _CONV_WEIGHT or not category.startswith("conv"):
         return units
     taps = weight[2:] if weight is not None and len(weight) > 2 else []

@@ -1429,11 +1429,13 @@ def test_an_int8_average_pool_is_a_scalar_loop_in_the_layout_of_what_reads_it():
 def test_onnx_runtime_charges_each_operator_the_fixed_cost_of_its_kind(tmp_path):
     """An operator's fixed cost in ONNX Runtime depends on its kernel (`bench/dispatch_cost.py`): an NCHWc
     convolution 1.7 element-wise operators' worth, an NCHW one its im2col and GEMM set up once per group, a
-    QLinearConv its own NHWC kernels whatever its groups, a query through the agent 27. The physical terms'
-    operator column counts those in ONNX Runtime, in the setting's layout, and operators in another runtime."""
+    QLinearConv its own NHWC kernels whatever its groups, a broadcast a call a span, a query through the agent 27.
+    The physical terms' operator column counts those in ONNX Runtime, in the setting's layout, and operators in
+    another runtime."""
     from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo, concat
-    from edgeatlas.predictor.graph import (DISPATCH_OP_UNITS, DISPATCH_UNITS, NCHW_CONV_UNITS, NCHW_GROUP_UNITS,
-                                           QLINEAR_CONV_UNITS, REORDER_UNITS, RUN_UNITS, dispatch_units)
+    from edgeatlas.predictor.graph import (BROADCAST_SPAN_UNITS, DISPATCH_OP_UNITS, DISPATCH_UNITS, NCHW_CONV_UNITS,
+                                           NCHW_GROUP_UNITS, QLINEAR_CONV_UNITS, REORDER_UNITS, RUN_UNITS,
+                                           broadcast_span, dispatch_units)
     from edgeatlas.predictor.models import physical_terms
 
     spatial, pointwise, group = NCHW_CONV_UNITS["spatial"], NCHW_CONV_UNITS["pointwise"], NCHW_GROUP_UNITS
@@ -1452,6 +1454,21 @@ def test_onnx_runtime_charges_each_operator_the_fixed_cost_of_its_kind(tmp_path)
     assert units("Slice", "copy", None) == [DISPATCH_OP_UNITS["Slice"]] * 4
     assert units("Concat", "copy", None) == [DISPATCH_UNITS["copy"]] * 4
     assert units("Abs", "elementwise", None) == [1.0] * 4
+
+    # a binary element-wise op runs a span at a time (`broadcast_span`, ONNX Runtime's broadcaster): each span
+    # after the first costs BROADCAST_SPAN_UNITS. Spans as that broadcaster makes them, timed in
+    # bench/dispatch_cost.py: a last axis of 1 times a rank-1 or rank-0 one-element tensor, one element each
+    for a, b, span in (([1, 172, 309, 1], [1], 1), ([1, 172, 309, 1], [], 1), ([172, 309, 1], [1, 1], 172 * 309),
+                       ([1, 172, 1, 309], [1], 309), ([1, 172, 309, 3], [3], 3),
+                       ([1, 172, 309, 2], [1, 1, 309, 1], 2), ([1, 172, 309, 1], [309, 1], 309),
+                       ([1, 64, 56, 56], [1, 64, 1, 1], 56 * 56), ([], [], 1), ([4], [], 4), ([1, 1, 3], [2, 1, 1], 3)):
+        assert broadcast_span(a, b) == broadcast_span(b, a) == span, (a, b)
+    mul = helper.make_node("Mul", ["x", "s"], ["y"])
+    spans = dispatch_units(mul, "elementwise", None, (False,) * 3, [[1, 172, 309, 1], [1]]).tolist()
+    assert spans == pytest.approx([1.0 + (172 * 309 - 1) * BROADCAST_SPAN_UNITS] * 4)
+    assert dispatch_units(mul, "elementwise", None, (False,) * 3, [[1, 172, 309], [1]]).tolist() == [1.0] * 4
+    unknown = [[1, "h", 309, 1], [1]], [[1, 172, 309, 1], None], [[1, 172, 309, 1]]
+    assert all(dispatch_units(mul, "elementwise", None, (False,) * 3, ins).tolist() == [1.0] * 4 for ins in unknown)
 
     # a depthwise convolution and an Abs, as featurized: kept through a save, a subset and a join
     w = numpy_helper.from_array(np.ones((32, 1, 3, 3), np.float32), "w")
