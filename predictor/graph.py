@@ -1901,6 +1901,8 @@ def dispatch_units(node: onnx.NodeProto, category: str, weight: list | None, blo
     if node.op_type == "QLinearConv":
         return np.full(len(LAYOUTS), QLINEAR_CONV_UNITS[pointwise])
     group = max(int(_attr(node, "group", 1)), 1) if node.op_type in _GROUPED_NCHW else 1
+    if weight is not None and weight and isinstance(weight[0], int) and weight[0] > 0:
+        group = min(group, weight[0])  # no more groups than filters, whatever the attribute says
     nchw = NCHW_CONV_UNITS[pointwise] + NCHW_GROUP_UNITS * (group - 1)
     units[0] = nchw
     units[1:] = np.where(blocked, units[1:], nchw)

@@ -1450,6 +1450,8 @@ def test_onnx_runtime_charges_each_operator_the_fixed_cost_of_its_kind(tmp_path)
     assert units("Conv", "conv_1x1", [64, 32, 1, 1], strides=[2, 2]) == [spatial] * 4  # strided: gathered
     assert units("Conv", "conv", None) == [spatial] * 4  # weights not known: built as a patch matrix
     assert units("ConvInteger", "conv", [8, 2, 3, 3], group=4) == pytest.approx([spatial + 3 * group] * 4)
+    # a group attribute beyond the filters (no runtime loads it) counts no more groups than filters
+    assert units("Conv", "conv_dw", [8, 1, 3, 3], group=10**12) == pytest.approx([spatial + 7 * group] * 4)
     assert units("QLinearConv", "conv_dw", [32, 1, 3, 3], group=32) == [QLINEAR_CONV_UNITS["spatial"]] * 4
     assert units("Slice", "copy", None) == [DISPATCH_OP_UNITS["Slice"]] * 4
     assert units("Concat", "copy", None) == [DISPATCH_UNITS["copy"]] * 4
