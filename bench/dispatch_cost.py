@@ -165,11 +165,12 @@ def _counted(model, column: int) -> float:
 
 
 def _lanes() -> int:
-    from edgeatlas.agent.probe import X86_SIMD
+    """This CPU's FP32 vector lanes on x86 (its NCHWc block), as the agent's probe reads its SIMD; 0 elsewhere."""
+    from edgeatlas.agent.probe import Probe, probe_cpu
     from edgeatlas.predictor.hardware import SIMD_LANES
 
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").exists() else set()
-    return next((SIMD_LANES[name] for flag, name in X86_SIMD if flag in flags and name in SIMD_LANES), 0)
+    cpu, _ = probe_cpu(Probe())
+    return SIMD_LANES.get(cpu.get("simd") or "", 0) if cpu.get("arch") == "x86_64" else 0
 
 
 def _runner_query(model, threads: int) -> float:
