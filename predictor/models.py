@@ -100,7 +100,9 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
     peak its vector lanes allow in the setting's layout, `lane_use`), its operators' fixed costs (in ONNX Runtime,
     each operator's in element-wise operators' worth in the setting's layout, `GraphSet.dispatch`, and a query's,
     `graph.RUN_UNITS`; in another runtime, one an operator), and the memory time (ms at the sheet's bandwidth) of
-    the traffic that streams from memory past the last-level cache (`streamed_bytes`; the memory time is the rest).
+    the traffic that streams from memory past the last-level cache (`streamed_bytes`: a node's tensors by its
+    working set, a weight's first read in a query by the query's footprint, `query_footprint`; the memory time
+    is the rest).
     In a layout where a node runs inside the convolution before it (`GraphSet.fused`: ONNX Runtime's NCHWc on x86),
     it is no operator and moves no tensor of its own; the copies that layout makes between a node and NCHW move
     theirs (`GraphSet.reordered`), a convolution it leaves in NCHW its patch matrix, which never leaves the cache
@@ -128,8 +130,12 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         flops[rows] = per_graph(np.where(int8, 0.0, work))[g] * batch
         int8_flops[rows] = per_graph(np.where(int8, work, 0.0))[g] * batch
         copied = 0.0 if gs.reordered is None else gs.reordered[:, int(layout)]
-        tensors = (gs.act_bytes * kernel + copied) * batch + gs.weight_bytes
-        past = streamed_bytes(tensors, tensors - (0.0 if gs.rereads is None else gs.rereads), cache)
+        activations = (gs.act_bytes * kernel + copied) * batch
+        tensors = activations + gs.weight_bytes
+        again = np.zeros(len(tensors)) if gs.rereads is None else gs.rereads
+        first = gs.weight_bytes - again  # each weight's first read in a query: reused by the next query only
+        reuse = np.repeat(query_footprint(first, activations, gs.node_ptr), np.diff(gs.node_ptr))
+        past = streamed_bytes(tensors - first, tensors - again, cache) + streamed_bytes(first, reuse, cache)
         patches = 0.0 if gs.patches is None else gs.patches[:, int(layout)] * batch  # in cache, always
         moved[rows] = per_graph(tensors + patches - past)[g]
         streamed[rows] = per_graph(past)[g]
@@ -146,6 +152,23 @@ def physical_terms(samples: Samples, nodes: np.ndarray | None = None) -> np.ndar
         compute = np.where(peak[s] > 0, (flops + int8_flops / ratio[s]) / peak[s] * 1e3, 0.0)
         memory, past = (np.where(bandwidth[s] > 0, b / bandwidth[s] * 1e3, 0.0) for b in (moved, streamed))
     return np.stack([compute, memory, count, past], axis=1)
+
+
+def query_footprint(first_reads: np.ndarray, activations: np.ndarray, node_ptr: np.ndarray) -> np.ndarray:
+    """[G] bytes: what one query of each graph touches between two reads of the same weight, the reuse distance
+    of its weights in a loop of queries: every weight once (`first_reads`, per node) and the largest node's
+    activations (`activations`, per node: ONNX Runtime's arena reuses its buffers, so the live activations
+    are at least those of the node that holds the most). A weight is read once a query (a recurrent cell's R
+    again each step, at the cell's own distance), so whether the cache still holds it when the next query
+    comes is a matter of the whole query's footprint, not of its node's (`streamed_bytes` on it). On this
+    project's machine (32 MiB L3, a 20 GB/s sheet; `bench/cache_cliff.py`) chains of matrix-vector products
+    of 1 MiB of weights each ran at 58-67 GB/s up to 8 MiB in all and at 18-20 GB/s from 32 MiB: this rule's
+    rate was ×1.25-1.51 of theirs from 32 MiB up, each product's own working set's (the cache's rate) ×3.1-3.6;
+    a fingerprint's `gemv` (two layers of 12.6 MB) ran at 25-37 GB/s, the zoo's mlp-l (9.5 MB) at 57 or more."""
+    starts, some = node_ptr[:-1], np.diff(node_ptr) > 0
+    weights = np.add.reduceat(np.append(first_reads, 0.0), starts)  # the 0: a last graph without nodes
+    live = np.maximum.reduceat(np.append(activations, 0.0), starts)
+    return np.where(some, weights + live, 0.0)
 
 
 def streamed_bytes(traffic: np.ndarray, working_set: np.ndarray, cache: float) -> np.ndarray:

@@ -985,7 +985,8 @@ def test_a_node_whose_tensors_outgrow_half_the_last_level_cache_streams_them_at_
     from memory (`physical_terms`' fourth column, at the sheet's bandwidth); the rest is the memory term the
     fingerprint calibrates. An Add of three 1 MiB tensors on an 8 MiB cache fits; of three 2 MiB ones (6 MiB,
     2 MiB beyond half) streams a third. An LSTM whose recurrence weights are read once a step has them once in
-    its working set. A sheet that names no cache streams nothing; a CPU's cache is its L3, else its L2, an
+    its working set, and its weights' first read in a query streams as far as the query's footprint outgrows
+    half the cache (`models.query_footprint`). A sheet that names no cache streams nothing; a CPU's cache is its L3, else its L2, an
     accelerator's its L2."""
     from onnx import numpy_helper
 
@@ -1018,8 +1019,12 @@ def test_a_node_whose_tensors_outgrow_half_the_last_level_cache_streams_them_at_
     cached = terms({"l2_kb": 256, "l3_kb": 8192})  # half: 4 MiB
     assert cached[0, 3] == 0 and cached[0, 1] == pytest.approx(12 * small * ms)
     assert cached[1, 3] == pytest.approx(12 * big * ms / 3) and cached[1, 1] == pytest.approx(12 * big * ms * 2 / 3)
-    assert cached[2, 3] == 0  # W, R once and the steps' tensors: 1.2 MiB, though it reads 40 MiB of R
-    assert cached[2, 1] == pytest.approx((graph.act_bytes[2] + graph.weight_bytes[2]) * ms)
+    # its 40 MiB of R's reads: its 39 re-reads hit the cache (1.2 MiB its working set); its first read of W and
+    # R, once a query, streams as far as the whole query (the 6 MiB Add's tensors and them: 7 MiB) outgrows it
+    first = graph.weight_bytes[2] - graph.rereads[2]
+    assert graph.rereads[2] == 39 * 4 * 4 * hidden * hidden and first < 1.1 * 2 ** 20
+    assert cached[2, 3] == pytest.approx(first * (1 - 4 * 2 ** 20 / (first + 12 * big)) * ms)
+    assert cached[2, 1] + cached[2, 3] == pytest.approx((graph.act_bytes[2] + graph.weight_bytes[2]) * ms)
     assert terms({"l2_kb": 8192})[1, 3] == pytest.approx(cached[1, 3])  # no L3: the L2 is the last level
     unknown = terms({})
     assert (unknown[:, 3] == 0).all() and unknown[:, 1] == pytest.approx(cached[:, 1] + cached[:, 3])
@@ -1149,6 +1154,54 @@ def test_a_convolution_onnx_runtime_runs_in_nchw_moves_its_patch_matrix():
                                          np.array([0]), np.zeros(1, np.int64), np.ones(1)))[0]
     assert onnxruntime[3] == 0  # nothing streams
     assert onnxruntime[1] == pytest.approx((cube.act_bytes.sum() + cube.weight_bytes.sum() + matrix) * 1e3 / 1e9)
+
+
+def test_a_weight_streams_by_what_a_whole_query_touches_not_its_node():
+    """A weight is read once a query, so the cache holds it for the next query only if everything one query
+    touches fits (`models.query_footprint`): two layers of weights, each within half the cache but not
+    together, stream past it (the part beyond half the cache, `streamed_bytes`), where one of them alone, or
+    an activation as large as the two, streams nothing. A recurrent cell's re-reads of its weights within
+    a query do not make the footprint larger."""
+    from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
+    from edgeatlas.predictor.models import physical_terms, query_footprint
+
+    def mlp(layers: int, width: int = 256):
+        g = GraphBuilder(seed=1)
+        x = "x"
+        for _ in range(layers):
+            x = g.gemm(x, width, width)
+        return from_onnx(g.model("mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])], x,
+                                 [1, width]))
+
+    sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": "x86_64", "cores": 1, "max_ghz": 1.0, "simd": "avx2",
+                                                      "l3_kb": 1024}, "memory": {"bandwidth_gbs": 1.0}})
+    hidden, features, steps = 128, 64, 20  # R 256 KiB read 20 times: 5 MB of traffic, 388 KiB of weights
+    inits = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
+             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
+    cell = from_onnx(helper.make_model(helper.make_graph(
+        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden)], "lstm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 14)]))
+    graphs = [mlp(1), mlp(2), mlp(6), cell]
+    gs = GraphSet.from_graphs(graphs)
+    terms = physical_terms(Samples(gs, [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")], np.arange(4),
+                                   np.zeros(4, np.int64), np.ones(4)))
+    assert cell.weight_bytes.sum() > 4 << 20 and terms[3, 3] == 0  # its re-reads hit the cache
+    layer = 256 * 256 * 4 + 256 * 4  # a layer's weights and bias, 257 KiB: a quarter of the cache
+    assert [g.weight_bytes.sum() for g in graphs[:3]] == [layer, 2 * layer, 6 * layer]
+    footprint = query_footprint(gs.weight_bytes, gs.act_bytes, gs.node_ptr)
+    assert footprint[:3].tolist() == pytest.approx([layer + 2048, 2 * layer + 2048, 6 * layer + 2048], rel=0.01)
+    half = 512 * 1024
+    assert terms[0, 3] == 0 and terms[1, 3] > 0  # one layer fits half the cache; two (514 KiB) just do not
+    for i in (1, 2):
+        row, g = terms[i], graphs[i]
+        streamed = g.weight_bytes.sum() * (1 - half / footprint[i])
+        assert row[3] == pytest.approx(streamed * 1e3 / 1e9, rel=1e-6)  # ms at 1 GB/s
+        assert row[1] + row[3] == pytest.approx((g.act_bytes.sum() + g.weight_bytes.sum()) * 1e3 / 1e9, rel=1e-6)
+    big = np.array([0.0, 0.0]), np.array([2 * layer, 8.0])  # no weights, and an activation of two layers' bytes
+    assert query_footprint(*big, np.array([0, 2])).tolist() == [2 * layer]
+    assert query_footprint(np.zeros(0), np.zeros(0), np.array([0, 0])).tolist() == [0.0]  # a graph of no nodes
 
 
 def _dilated(channels: int, size: int, dilation: int, pad: int | None = None, stride: int = 1, constant: bool = True,
