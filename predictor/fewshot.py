@@ -22,8 +22,10 @@ for: the reference networks of a fingerprint (`fingerprint.py`), or K networks o
   streaming reaches (a numpy copy of 64 MiB, as the agent measures it), and what a shot streams is charged
   at it as a query's is: `gemv`'s 25 MB of weights, two layers of 12.6 MB, partly stream past a 32 MiB
   cache. Charged at the cache's rate instead (each layer fitting alone), `gemv` pulled θ₂ down to the
-  rate between the two, and the shots' own leave-one-out error on this project's machine was 36 % where it
-  is 17 % (`gemv` answered ×0.67 and `activations` ×1.20 by the fit on all six, then ×0.91 and ×1.03).
+  rate between the two: on this project's machine the shots' own leave-one-out error was 36 % where it is
+  17 % (`gemv` answered ×0.67 and `activations` ×1.20 by the fit on all six, then ×0.91 and ×1.03). Where
+  `gemv` ran ×1.8 slower in one of its two passes than in the other (a neighbour's share of the cache it
+  straddles), both fits missed it (×0.53, ×0.69) and leave-one-out stayed at 37-38 %.
 
 Each that the shots allow (fewer shots allow fewer: 1 for offset, 4 for affine and split, 5 for
 physical) is fitted, and the answer is their average in log time, each weighted by the inverse square of

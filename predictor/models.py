@@ -162,7 +162,7 @@ def query_footprint(first_reads: np.ndarray, activations: np.ndarray, node_ptr: 
     again each step, at the cell's own distance), so whether the cache still holds it when the next query
     comes is a matter of the whole query's footprint, not of its node's (`streamed_bytes` on it). On this
     project's machine (32 MiB L3, a 20 GB/s sheet; `bench/cache_cliff.py`) chains of matrix-vector products
-    of 1 MiB of weights each ran at 58-67 GB/s up to 8 MiB in all and at 18-20 GB/s from 32 MiB: this rule's
+    of 1 MiB of weights each ran at 58-67 GB/s from 2 to 8 MiB in all and at 18-20 GB/s from 32 MiB: this rule's
     rate was ×1.25-1.51 of theirs from 32 MiB up, each product's own working set's (the cache's rate) ×3.1-3.6;
     a fingerprint's `gemv` (two layers of 12.6 MB) ran at 25-37 GB/s, the zoo's mlp-l (9.5 MB) at 57 or more."""
     starts, some = node_ptr[:-1], np.diff(node_ptr) > 0
