@@ -40,14 +40,18 @@ def model(op: str, elements: int):
 
 
 def seconds(op: str, elements: int) -> float:
-    """The best of five passes' mean time of one run (each pass at least 0.1 s)."""
+    """The best of five passes' mean time of one run of `op` alone (`seconds_of`)."""
+    m, inputs = model(op, elements)
+    return seconds_of(m, {i: np.random.default_rng(0).standard_normal(elements).astype(np.float32) for i in inputs})
+
+
+def seconds_of(m, feeds: dict) -> float:
+    """The best of five passes' mean time of one run of model `m` at one thread (each pass at least 0.1 s)."""
     import onnxruntime as ort
 
-    m, inputs = model(op, elements)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    feeds = {i: np.random.default_rng(0).standard_normal(elements).astype(np.float32) for i in inputs}
     return best_seconds(session, feeds, passes=5, least=0.1)
 
 
@@ -67,19 +71,13 @@ def chain(layers: int, width: int = 512):
 
 
 def weights_across_queries(cache: float, bandwidth: float) -> None:
-    import onnxruntime as ort
-
     from edgeatlas.predictor.models import streamed_bytes
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
     rows = []
     for layers in [2 ** k for k in range(12) if 2 ** k * 2 ** 20 <= 4 * cache]:
-        session = ort.InferenceSession(chain(layers).SerializeToString(), options,
-                                       providers=["CPUExecutionProvider"])
         feeds = {"x": np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32)}
         size = layers * 512 * 512 * 4
-        rows.append((layers, size, size / best_seconds(session, feeds, passes=5, least=0.1) / 1e9))
+        rows.append((layers, size, size / seconds_of(chain(layers), feeds) / 1e9))
     cached = statistics.median(rate for _, size, rate in rows if size <= cache / 4)
     print(f"\nweights across queries: chains of MatMul at batch 1, 1 MiB of weights a product; the kernel's rate in "
           f"cache (chains of up to a quarter of the cache): {cached:.1f} GB/s")

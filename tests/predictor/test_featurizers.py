@@ -122,21 +122,23 @@ def test_each_int8_multiply_add_knows_the_signedness_of_its_activations_and_weig
     assert again.operands.tolist() == graph.operands.tolist() and again.int8_kinds()[0] == kinds
 
 
+def _lstm(hidden: int, features: int, x_shape: list, layout: int = 0) -> onnx.ModelProto:
+    """One LSTM of `hidden` units over inputs of `features` (`x_shape`, in `layout`), its W, R and B all ones."""
+    inits = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
+             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden, layout=layout)
+    return helper.make_model(helper.make_graph(
+        [node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
+        opset_imports=[helper.make_opsetid("", 14)])
+
+
 @pytest.mark.parametrize("layout", [0, 1])
 def test_a_recurrent_cell_reads_its_recurrence_weights_once_a_time_step(layout):
     """An LSTM over 5 steps multiplies its state by R at each: R's bytes are read 5 times, W's (applied to
     all steps in one product) and the bias's once. The batch does not multiply them: a step reads R once."""
-    from onnx import numpy_helper
-
     hidden, features, steps = 16, 8, 5
-    inits = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
-             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
-    x_shape = [steps, "N", features] if layout == 0 else ["N", steps, features]
-    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden, layout=layout)
-    model = helper.make_model(helper.make_graph(
-        [node], "lstm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
-        opset_imports=[helper.make_opsetid("", 14)])
+    model = _lstm(hidden, features, [steps, "N", features] if layout == 0 else ["N", steps, features], layout)
     graph = from_onnx(model)
     w, r, b = (4 * hidden * features, 4 * hidden * hidden, 8 * hidden)
     assert graph.weight_bytes[0] == 4 * (w + b + steps * r)
@@ -986,8 +988,8 @@ def test_a_node_whose_tensors_outgrow_half_the_last_level_cache_streams_them_at_
     fingerprint calibrates. An Add of three 1 MiB tensors on an 8 MiB cache fits; of three 2 MiB ones (6 MiB,
     2 MiB beyond half) streams a third. An LSTM whose recurrence weights are read once a step has them once in
     its working set, and its weights' first read in a query streams as far as the query's footprint outgrows
-    half the cache (`models.query_footprint`). A sheet that names no cache streams nothing; a CPU's cache is its L3, else its L2, an
-    accelerator's its L2."""
+    half the cache (`models.query_footprint`). A sheet that names no cache streams nothing; a CPU's cache is
+    its L3, else its L2, an accelerator's its L2."""
     from onnx import numpy_helper
 
     from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
@@ -1159,9 +1161,9 @@ def test_a_convolution_onnx_runtime_runs_in_nchw_moves_its_patch_matrix():
 def test_a_weight_streams_by_what_a_whole_query_touches_not_its_node():
     """A weight is read once a query, so the cache holds it for the next query only if everything one query
     touches fits (`models.query_footprint`): two layers of weights, each within half the cache but not
-    together, stream past it (the part beyond half the cache, `streamed_bytes`), where one of them alone, or
-    an activation as large as the two, streams nothing. A recurrent cell's re-reads of its weights within
-    a query do not make the footprint larger."""
+    together, stream past it (the part beyond half the cache, `streamed_bytes`), where one of them alone
+    streams nothing. The live activations counted are the largest node's, not their sum; a recurrent cell's
+    re-reads of its weights within a query do not make the footprint larger."""
     from edgeatlas.predictor.data import GraphSet, Samples, SettingInfo
     from edgeatlas.predictor.models import physical_terms, query_footprint
 
@@ -1176,13 +1178,7 @@ def test_a_weight_streams_by_what_a_whole_query_touches_not_its_node():
     sheet = SpecSheet.from_dict({"name": "c", "cpu": {"arch": "x86_64", "cores": 1, "max_ghz": 1.0, "simd": "avx2",
                                                       "l3_kb": 1024}, "memory": {"bandwidth_gbs": 1.0}})
     hidden, features, steps = 128, 64, 20  # R 256 KiB read 20 times: 5 MB of traffic, 388 KiB of weights
-    inits = [numpy_helper.from_array(np.ones(shape, np.float32), name) for name, shape in
-             (("W", (1, 4 * hidden, features)), ("R", (1, 4 * hidden, hidden)), ("B", (1, 8 * hidden)))]
-    cell = from_onnx(helper.make_model(helper.make_graph(
-        [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden)], "lstm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [steps, 1, features])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits),
-        opset_imports=[helper.make_opsetid("", 14)]))
+    cell = from_onnx(_lstm(hidden, features, [steps, 1, features]))
     graphs = [mlp(1), mlp(2), mlp(6), cell]
     gs = GraphSet.from_graphs(graphs)
     terms = physical_terms(Samples(gs, [SettingInfo("s", "d", sheet, "cpu", 1, 1, "onnxruntime")], np.arange(4),
